@@ -1,0 +1,79 @@
+using System.CommandLine;
+using VMScatter.Cli.View;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain.Synthetic;
+using VMScatter.Domain.Units;
+
+namespace VMScatter.Cli.Commands;
+
+/// <summary>`vmscatter demo`: a whole cluster on this machine (scheduler, one source, N targets), one migration, a report.</summary>
+public static class DemoCommand
+{
+    public static Command Create()
+    {
+        var vms = new Option<int>("--vms") { Description = "VMs on the source", DefaultValueFactory = _ => 8 };
+        var vmMemory = new Option<string>("--vm-memory") { Description = "Memory of each VM (e.g. 256MiB)", DefaultValueFactory = _ => "256MiB" };
+        var targets = new Option<int>("--targets") { Description = "Target hosts", DefaultValueFactory = _ => 4 };
+        var capacity = new Option<string?>("--target-capacity") { Description = "Memory each target accepts (default: just enough to spread the VMs evenly)" };
+        var seed = new Option<long>("--seed") { Description = "Seed of the synthetic guests", DefaultValueFactory = _ => 42 };
+        var applications = new Option<int>("--applications") { Description = "Distinct applications among the VMs (VMs of one share its pages)", DefaultValueFactory = _ => 4 };
+        var osImages = new Option<int>("--os-images") { Description = "Distinct OS images among the VMs", DefaultValueFactory = _ => 1 };
+        var dirtyRate = new Option<double?>("--dirty-rate") { Description = "Pages each guest writes per second while running (default 2000)" };
+        var wws = new Option<int?>("--wws") { Description = "Writable working set in pages (default 4096)" };
+        var journal = new Option<string>("--journal") { Description = "SQLite file of the scheduler's journal", DefaultValueFactory = _ => "vmscatter-demo-journal.db" };
+        var shared = new MigrationOptionSet();
+        var command = new Command("demo", "Migrate synthetic running VMs from one source to several targets over a local Akka cluster and verify every byte");
+        foreach (var o in new Option[] { vms, vmMemory, targets, capacity, seed, applications, osImages, dirtyRate, wws, journal }) command.Options.Add(o);
+        shared.AddTo(command);
+
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            int vmCount = parse.GetValue(vms), targetCount = parse.GetValue(targets);
+            if (vmCount < 1) throw new UserError("--vms must be at least 1");
+            if (targetCount < 1) throw new UserError("--targets must be at least 1 (zero target hosts cannot receive anything)");
+            if (targetCount > 64) throw new UserError("--targets must be at most 64");
+            long memory = Size(parse.GetValue(vmMemory)!, "--vm-memory");
+            if (memory % 4096 != 0) throw new UserError("--vm-memory must be a multiple of 4 KiB");
+            long targetCapacity = parse.GetValue(capacity) is { } c ? Size(c, "--target-capacity") : (vmCount + targetCount - 1) / targetCount * memory;
+            var model = new SyntheticGuestModel { MemoryBytes = memory };
+            if (parse.GetValue(dirtyRate) is { } rate) model = model with { DirtyPagesPerSecond = rate };
+            if (parse.GetValue(wws) is { } w) model = model with { WritableWorkingSetPages = w };
+            var spec = new SyntheticFleetSpec(vmCount, model, parse.GetValue(seed), parse.GetValue(osImages), parse.GetValue(applications));
+            try { spec.Validate(); } catch (ArgumentException e) { throw new UserError(e.Message); }
+            var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
+
+            Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} × {ByteSize.Format(memory)} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
+            var fleet = SyntheticFleet.Create(spec);
+            var journalPath = Path.GetFullPath(parse.GetValue(journal)!);
+            await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = fleet, Targets = targetCount, TargetCapacityBytes = targetCapacity, JournalConnectionString = $"Data Source={journalPath}",
+            }, cancellationToken);
+            await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
+            var request = new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options);
+            var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
+                MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, onEvent, TimeSpan.FromSeconds(30), cancellationToken));
+            return Finish(outcome, parse.GetValue(shared.Json));
+        });
+        return command;
+    }
+
+    /// <summary>Shared ending of demo and migrate: table, JSON, exit code.</summary>
+    public static int Finish(MigrationOutcome outcome, string? jsonPath)
+    {
+        if (outcome.RejectedBecause is not null) throw new UserError($"migration rejected: {outcome.RejectedBecause}");
+        var report = outcome.Report!;
+        MigrationView.RenderReport(report);
+        if (jsonPath is not null)
+        {
+            File.WriteAllText(jsonPath, report.ToJson());
+            Console.WriteLine($"report written to {jsonPath}");
+        }
+        return report.Verified ? ExitCodes.Success : ExitCodes.MigrationFailed;
+    }
+
+    public static long Size(string text, string option) =>
+        ByteSize.TryParse(text, out long bytes) && bytes > 0 ? bytes : throw new UserError($"{option}: '{text}' is not a size (e.g. 256MiB, 1GiB)");
+}

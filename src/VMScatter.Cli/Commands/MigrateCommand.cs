@@ -1,0 +1,42 @@
+using System.CommandLine;
+using VMScatter.Cli.View;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+
+namespace VMScatter.Cli.Commands;
+
+/// <summary>`vmscatter migrate`: join a running cluster as a console node, submit a migration, follow it.</summary>
+public static class MigrateCommand
+{
+    public static Command Create()
+    {
+        var seeds = new Option<string[]>("--seeds") { Description = "Seed nodes of the running cluster, host:port", Required = true, AllowMultipleArgumentsPerToken = true };
+        var source = new Option<string?>("--source") { Description = "Source host id (default: the only registered source)" };
+        var targets = new Option<string[]>("--targets") { Description = "Target host ids (default: every registered target)", AllowMultipleArgumentsPerToken = true };
+        var vmIds = new Option<string[]>("--vm") { Description = "VM ids to migrate (default: all on the source)", AllowMultipleArgumentsPerToken = true };
+        var wait = new Option<int>("--wait-seconds") { Description = "How long to wait for the scheduler and hosts", DefaultValueFactory = _ => 30 };
+        var shared = new MigrationOptionSet();
+        var command = new Command("migrate", "Submit a migration to a running VMScatter cluster and follow it to the handover");
+        foreach (var o in new Option[] { seeds, source, targets, vmIds, wait }) command.Options.Add(o);
+        shared.AddTo(command);
+
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var seedList = parse.GetValue(seeds)!;
+            foreach (var s in seedList)
+                try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
+            var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
+            var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
+            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console" }, cancellationToken);
+            var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
+            string sourceId = parse.GetValue(source) ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
+                : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
+            var request = new StartMigration(Guid.NewGuid(), sourceId, parse.GetValue(targets) ?? [], parse.GetValue(vmIds) ?? [], options);
+            var outcome = await MigrationView.FollowAsync(Math.Max(1, request.VmIds.Count), onEvent =>
+                MigrationClient.RunAsync(node.System, node.SchedulerProxy, request, onEvent, timeout, cancellationToken));
+            return DemoCommand.Finish(outcome, parse.GetValue(shared.Json));
+        });
+        return command;
+    }
+}

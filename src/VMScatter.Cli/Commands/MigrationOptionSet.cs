@@ -1,0 +1,41 @@
+using System.CommandLine;
+using Akka.Configuration;
+using VMScatter.Cluster.Protocol;
+
+namespace VMScatter.Cli.Commands;
+
+/// <summary>Options shared by `demo` and `migrate`: how the migration runs. Unset ones come from HOCON.</summary>
+public sealed class MigrationOptionSet
+{
+    public Option<string?> Placement { get; } = new("--placement") { Description = "traffic-aware | round-robin | first-fit-decreasing" };
+    public Option<string?> Transport { get; } = new("--transport") { Description = "How a page reaches a target group without multicast: relay-chain | fan-out" };
+    public Option<string?> Compression { get; } = new("--compression") { Description = "none | lz4 | zstd" };
+    public Option<int?> MaxRounds { get; } = new("--max-rounds") { Description = "Pre-copy rounds before stop-and-copy is forced" };
+    public Option<int?> DowntimeMs { get; } = new("--downtime-ms") { Description = "Stop and copy once the dirty rest fits in this many milliseconds" };
+    public Option<string?> Json { get; } = new("--json") { Description = "Write the migration report to this file (JSON)" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json }) command.Options.Add(o);
+    }
+
+    public MigrationOptions Resolve(ParseResult parse, Config defaults)
+    {
+        string placement = parse.GetValue(Placement) ?? defaults.GetString("vmscatter.scheduler.placement");
+        string transport = parse.GetValue(Transport) ?? defaults.GetString("vmscatter.data-plane.group-transport");
+        string compression = parse.GetValue(Compression) ?? defaults.GetString("vmscatter.data-plane.compression");
+        int maxRounds = parse.GetValue(MaxRounds) ?? defaults.GetInt("vmscatter.source.max-rounds");
+        int downtime = parse.GetValue(DowntimeMs) ?? (int)defaults.GetTimeSpan("vmscatter.source.downtime-target").TotalMilliseconds;
+        Require(placement, "--placement", "traffic-aware", "round-robin", "first-fit-decreasing");
+        Require(transport, "--transport", "relay-chain", "fan-out");
+        Require(compression, "--compression", "none", "lz4", "zstd");
+        if (maxRounds < 1) throw new UserError("--max-rounds must be at least 1");
+        if (downtime < 1) throw new UserError("--downtime-ms must be at least 1");
+        return new MigrationOptions(placement, transport, compression, maxRounds, downtime);
+    }
+
+    private static void Require(string value, string option, params string[] allowed)
+    {
+        if (!allowed.Contains(value)) throw new UserError($"{option} must be one of {string.Join(", ", allowed)} (got '{value}')");
+    }
+}

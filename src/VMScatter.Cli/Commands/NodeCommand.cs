@@ -1,0 +1,57 @@
+using System.CommandLine;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Domain.Synthetic;
+
+namespace VMScatter.Cli.Commands;
+
+/// <summary>`vmscatter node`: run one cluster node (scheduler, source and/or target) until interrupted.</summary>
+public static class NodeCommand
+{
+    private static readonly string[] KnownRoles = ["scheduler", "source", "target"];
+
+    public static Command Create()
+    {
+        var roles = new Option<string[]>("--role") { Description = "scheduler | source | target (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };
+        var port = new Option<int>("--port") { Description = "Akka.Remote port (0: any free port)", DefaultValueFactory = _ => 0 };
+        var hostname = new Option<string>("--hostname") { Description = "Address this node listens on", DefaultValueFactory = _ => "127.0.0.1" };
+        var seeds = new Option<string[]>("--seeds") { Description = "Seed nodes, host:port (a scheduler node with none seeds itself)", AllowMultipleArgumentsPerToken = true };
+        var hostId = new Option<string?>("--host-id") { Description = "Name of this host in the cluster" };
+        var config = new Option<string?>("--config") { Description = "Extra HOCON file layered over hocon/*.conf" };
+        var capacity = new Option<string?>("--capacity") { Description = "Target role: guest memory this host accepts" };
+        var vms = new Option<int>("--vms") { Description = "Source role: synthetic VMs to run", DefaultValueFactory = _ => 8 };
+        var vmMemory = new Option<string>("--vm-memory") { Description = "Source role: memory of each VM", DefaultValueFactory = _ => "256MiB" };
+        var seed = new Option<long>("--seed") { Description = "Source role: seed of the synthetic guests", DefaultValueFactory = _ => 42 };
+        var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
+        var command = new Command("node", "Run one VMScatter cluster node until Ctrl+C");
+        foreach (var o in new Option[] { roles, port, hostname, seeds, hostId, config, capacity, vms, vmMemory, seed, journal }) command.Options.Add(o);
+
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var roleList = parse.GetValue(roles)!.SelectMany(r => r.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).Distinct().ToArray();
+            var unknown = roleList.Where(r => !KnownRoles.Contains(r)).ToArray();
+            if (unknown.Length > 0) throw new UserError($"unknown role(s) {string.Join(", ", unknown)}; roles are {string.Join(", ", KnownRoles)}");
+            var seedList = parse.GetValue(seeds) ?? [];
+            foreach (var s in seedList)
+                try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
+            if (parse.GetValue(config) is { } file && !File.Exists(file)) throw new UserError($"--config: {file} does not exist");
+            var sourceVms = roleList.Contains("source")
+                ? SyntheticFleet.Create(new SyntheticFleetSpec(parse.GetValue(vms), new SyntheticGuestModel { MemoryBytes = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory") }, parse.GetValue(seed)))
+                : [];
+            var node = await VmScatterNode.StartAsync(new NodeOptions
+            {
+                Roles = roleList, Port = parse.GetValue(port), Hostname = parse.GetValue(hostname)!, Seeds = seedList, HostId = parse.GetValue(hostId),
+                ConfigFile = parse.GetValue(config), SourceVms = sourceVms,
+                TargetCapacityBytes = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--capacity") : null,
+                JournalConnectionString = parse.GetValue(journal) is { } j ? $"Data Source={Path.GetFullPath(j)}" : null,
+            }, cancellationToken);
+            Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
+                (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}"));
+            try { await Task.Delay(Timeout.Infinite, cancellationToken); }
+            catch (OperationCanceledException) { }
+            Console.WriteLine($"node {node.HostId} leaving the cluster");
+            await node.DisposeAsync();
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}

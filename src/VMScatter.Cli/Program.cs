@@ -1,0 +1,31 @@
+using System.CommandLine;
+using VMScatter.Cli;
+using VMScatter.Cli.Commands;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+
+var root = new RootCommand("VMScatter: live-migrate many VMs from one source host to many target hosts at once");
+root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(NodeCommand.Create());
+root.Subcommands.Add(MigrateCommand.Create());
+
+var parse = root.Parse(args);
+if (parse.Errors.Count > 0)
+{
+    Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see 'vmscatter --help')");
+    return ExitCodes.BadInput;
+}
+try
+{
+    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (Exception e) when (e is UserError or ClusterJoinException or ConsoleTimeoutException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return ExitCodes.BadInput;
+}
+catch (OperationCanceledException)
+{
+    Console.Error.WriteLine("interrupted");
+    return 130;
+}

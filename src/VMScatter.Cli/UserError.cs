@@ -1,0 +1,12 @@
+namespace VMScatter.Cli;
+
+/// <summary>A mistake in what the user asked for: reported as one line on stderr with exit code 2, never a stack trace.</summary>
+public sealed class UserError(string message) : Exception(message);
+
+public static class ExitCodes
+{
+    public const int Success = 0;
+    /// <summary>The migration ran but not every VM was verified and handed over.</summary>
+    public const int MigrationFailed = 1;
+    public const int BadInput = 2;
+}

@@ -1,0 +1,92 @@
+using System.Globalization;
+using Spectre.Console;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain.Reports;
+using VMScatter.Domain.Units;
+
+namespace VMScatter.Cli.View;
+
+/// <summary>
+/// Shows a migration as it runs (progress bars on a terminal, one line per event otherwise) and the final table.
+/// </summary>
+public static class MigrationView
+{
+    public static async Task<MigrationOutcome> FollowAsync(int vmCount, Func<Action<IVmScatterMessage>, Task<MigrationOutcome>> run)
+    {
+        if (!AnsiConsole.Profile.Capabilities.Interactive) return await run(PrintLine).ConfigureAwait(false);
+        MigrationOutcome? outcome = null;
+        await AnsiConsole.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .StartAsync(async ctx =>
+            {
+                var analyse = ctx.AddTask("round 0: hash + dedup", maxValue: 1);
+                var transfer = ctx.AddTask("pages to target groups", maxValue: 1);
+                var handover = ctx.AddTask("verified + handed over", maxValue: vmCount);
+                outcome = await run(message =>
+                {
+                    switch (message)
+                    {
+                        case MigrationPlaced p:
+                            analyse.Value = 1;
+                            analyse.StopTask();
+                            transfer.MaxValue = Math.Max(1, p.GroupTransport == "fan-out" ? p.EstimatedPages : p.DistinctPages);
+                            break;
+                        case MigrationProgress p:
+                            transfer.Description = $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent";
+                            transfer.Value = Math.Min(transfer.MaxValue, p.ContentRecordsSent);
+                            break;
+                        case VmHandedOver or VmHandoverFailed:
+                            transfer.Value = transfer.MaxValue;
+                            handover.Increment(1);
+                            break;
+                        case MigrationFinished:
+                            transfer.StopTask();
+                            handover.StopTask();
+                            break;
+                    }
+                }).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        return outcome!;
+    }
+
+    private static void PrintLine(IVmScatterMessage message)
+    {
+        string? line = message switch
+        {
+            MigrationAccepted a => $"accepted: {a.Vms} VMs to {a.Targets} target hosts",
+            MigrationPlaced p => $"placed ({p.Strategy}): {string.Join(", ", p.TargetOfVm.OrderBy(x => x.Key).Select(x => $"{x.Key}→{x.Value}"))}",
+            MigrationProgress p => $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent, {p.ContentRecordsSent} page records",
+            VmHandedOver h => $"handed over {h.VmId} → {h.TargetHostId} (digest {h.Digest[..12]}, downtime {h.DowntimeMs:0} ms)",
+            VmHandoverFailed f => $"NOT handed over {f.VmId}: {f.Reason} (still running on the source)",
+            _ => null,
+        };
+        if (line is not null) System.Console.WriteLine(line);
+    }
+
+    public static void RenderReport(MigrationReport r)
+    {
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumn("VM").AddColumn("target").AddColumn("digest matched").AddColumn(new TableColumn("downtime").RightAligned()).AddColumn("note");
+        foreach (var vm in r.PerVm)
+            table.AddRow(Markup.Escape(vm.Id), Markup.Escape(vm.Target), vm.DigestMatched ? "[green]yes[/]" : "[red]no[/]",
+                vm.HandedOver ? $"{vm.DowntimeMs:0} ms" : "-", Markup.Escape(vm.Error ?? (vm.SourceDigest is null ? "" : $"sha256 {vm.SourceDigest[..16]}…")));
+        AnsiConsole.Write(table);
+        var inv = CultureInfo.InvariantCulture;
+        var summary = new Grid().AddColumn().AddColumn();
+        summary.AddRow("VMs → targets", $"{r.Vms} → {r.Targets} ({r.Placement}, {r.GroupTransport})");
+        summary.AddRow("guest memory", ByteSize.Format(r.GuestBytes));
+        summary.AddRow("zero pages (never sent)", r.ZeroPages.ToString("N0", inv));
+        summary.AddRow("distinct non-zero pages", r.DistinctPages.ToString("N0", inv));
+        summary.AddRow("naive per-VM copy", ByteSize.Format(r.NaiveBytes));
+        summary.AddRow("sent by the source", $"{ByteSize.Format(r.BytesSent)} ({r.SentToNaive.ToString("P1", inv)} of naive, framing included)");
+        summary.AddRow("received by targets", ByteSize.Format(r.BytesReceived));
+        summary.AddRow("compression (lz4/zstd)", r.CompressionRatio.ToString("0.000", inv));
+        summary.AddRow("rounds (dirty pages)", $"{r.Rounds} ({string.Join(", ", r.DirtyPagesPerRound)})");
+        summary.AddRow("downtime max", $"{r.DowntimeMsMax:0} ms");
+        summary.AddRow("total time", $"{r.TotalSeconds:0.00} s");
+        summary.AddRow("verified", r.Verified ? "[green]yes: every VM byte-identical and handed over[/]" : $"[red]NO[/] {Markup.Escape(r.Error ?? "")}");
+        AnsiConsole.Write(summary);
+    }
+}

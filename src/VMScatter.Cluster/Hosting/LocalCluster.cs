@@ -1,0 +1,73 @@
+using VMScatter.Domain;
+using VMScatter.Domain.Synthetic;
+
+namespace VMScatter.Cluster.Hosting;
+
+/// <summary>What <see cref="LocalCluster"/> starts: one scheduler, one source with the given VMs, N targets.</summary>
+public sealed record LocalClusterOptions
+{
+    public required IReadOnlyList<IMigratableVm> SourceVms { get; init; }
+    public required int Targets { get; init; }
+    public required long TargetCapacityBytes { get; init; }
+    public required string JournalConnectionString { get; init; }
+    public ITargetBackend? TargetBackend { get; init; }
+    public string ExtraHocon { get; init; } = "";
+}
+
+/// <summary>
+/// A whole VMScatter cluster on this machine: separate actor systems (cluster nodes) talking over Akka.Remote on
+/// loopback, with their own data-plane sockets, in one process. What `vmscatter demo` and the integration tests run.
+/// </summary>
+public sealed class LocalCluster : IAsyncDisposable
+{
+    private LocalCluster(VmScatterNode scheduler, VmScatterNode source, IReadOnlyList<VmScatterNode> targets)
+    {
+        Scheduler = scheduler;
+        Source = source;
+        Targets = targets;
+    }
+
+    public VmScatterNode Scheduler { get; }
+    public VmScatterNode Source { get; }
+    public IReadOnlyList<VmScatterNode> Targets { get; }
+
+    public static async Task<LocalCluster> StartAsync(LocalClusterOptions options, CancellationToken cancellationToken = default)
+    {
+        if (options.Targets < 1) throw new ArgumentException("at least one target host is required");
+        var scheduler = await VmScatterNode.StartAsync(new NodeOptions
+        {
+            Roles = ["scheduler"], HostId = "scheduler", JournalConnectionString = options.JournalConnectionString, ExtraHocon = options.ExtraHocon,
+        }, cancellationToken).ConfigureAwait(false);
+        var nodes = new List<VmScatterNode> { scheduler };
+        try
+        {
+            string seed = $"{scheduler.Address.Host}:{scheduler.Address.Port}";
+            var sourceTask = VmScatterNode.StartAsync(new NodeOptions
+            {
+                Roles = ["source"], HostId = "source", Seeds = [seed], SourceVms = options.SourceVms, ExtraHocon = options.ExtraHocon,
+            }, cancellationToken);
+            var targetTasks = Enumerable.Range(1, options.Targets).Select(i => VmScatterNode.StartAsync(new NodeOptions
+            {
+                Roles = ["target"], HostId = $"target-{i}", Seeds = [seed], TargetCapacityBytes = options.TargetCapacityBytes,
+                TargetBackend = options.TargetBackend ?? new SyntheticTargetBackend(), ExtraHocon = options.ExtraHocon,
+            }, cancellationToken)).ToArray();
+            var source = await sourceTask.ConfigureAwait(false);
+            nodes.Add(source);
+            var targets = new List<VmScatterNode>();
+            foreach (var t in targetTasks) { var node = await t.ConfigureAwait(false); nodes.Add(node); targets.Add(node); }
+            return new LocalCluster(scheduler, source, targets);
+        }
+        catch
+        {
+            foreach (var n in nodes) await n.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // Workers first, the scheduler (and its journal) last.
+        await Task.WhenAll(Targets.Select(t => t.DisposeAsync().AsTask()).Append(Source.DisposeAsync().AsTask())).ConfigureAwait(false);
+        await Scheduler.DisposeAsync().ConfigureAwait(false);
+    }
+}

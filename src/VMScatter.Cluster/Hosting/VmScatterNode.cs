@@ -1,0 +1,127 @@
+using System.Net;
+using Akka.Actor;
+using Akka.Cluster.Tools.Singleton;
+using Akka.Configuration;
+using VMScatter.Cluster.Scheduler;
+using VMScatter.Cluster.Source;
+using VMScatter.Cluster.Target;
+using VMScatter.DataPlane.Target;
+using VMScatter.Domain.Synthetic;
+
+namespace VMScatter.Cluster.Hosting;
+
+public sealed class ClusterJoinException(string message) : Exception(message);
+
+/// <summary>
+/// One VMScatter cluster node: an actor system with the roles it was given. Every node gets a proxy to the
+/// scheduler singleton; scheduler nodes host the singleton; source nodes a <see cref="SourceHostActor"/>;
+/// target nodes a data-plane listener and a <see cref="TargetHostActor"/>.
+/// </summary>
+public sealed class VmScatterNode : IAsyncDisposable
+{
+    private VmScatterNode(ActorSystem system, string hostId, IActorRef schedulerProxy, IActorRef? sourceHost, IActorRef? targetHost, DataPlaneListener? listener)
+    {
+        System = system;
+        HostId = hostId;
+        SchedulerProxy = schedulerProxy;
+        SourceHost = sourceHost;
+        TargetHost = targetHost;
+        Listener = listener;
+    }
+
+    public ActorSystem System { get; }
+    public string HostId { get; }
+    public IActorRef SchedulerProxy { get; }
+    public IActorRef? SourceHost { get; }
+    public IActorRef? TargetHost { get; }
+    public DataPlaneListener? Listener { get; }
+    public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
+
+    public static async Task<VmScatterNode> StartAsync(NodeOptions options, CancellationToken cancellationToken = default)
+    {
+        var seeds = options.Seeds.Select(NodeOptions.SeedAddress).ToArray();
+        var overrides = $"""
+            akka.remote.dot-netty.tcp.hostname = {NodeConfig.Quote(options.Hostname)}
+            akka.remote.dot-netty.tcp.port = {options.Port}
+            akka.cluster.roles = [{string.Join(", ", options.Roles.Select(NodeConfig.Quote))}]
+            {(options.JournalConnectionString is null ? "" : $"vmscatter.persistence.connection-string = {NodeConfig.Quote(options.JournalConnectionString)}")}
+            {(options.TargetCapacityBytes is null ? "" : $"vmscatter.target.capacity = {options.TargetCapacityBytes}")}
+            {options.ExtraHocon}
+            """;
+        var config = NodeConfig.Build(options.ConfigFile, overrides);
+        var system = ActorSystem.Create(NodeOptions.SystemName, config);
+        try
+        {
+            var cluster = Akka.Cluster.Cluster.Get(system);
+            var joinTimeout = config.GetTimeSpan("vmscatter.node.join-timeout");
+            var up = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            cluster.RegisterOnMemberUp(() => up.TrySetResult());
+            if (seeds.Length == 0)
+            {
+                if (!options.Roles.Contains("scheduler")) throw new ClusterJoinException("a node without the scheduler role needs --seeds");
+                cluster.Join(cluster.SelfAddress);
+            }
+            else cluster.JoinSeedNodes(seeds.Select(Address.Parse));
+            var finished = await Task.WhenAny(up.Task, Task.Delay(joinTimeout, cancellationToken)).ConfigureAwait(false);
+            if (finished != up.Task)
+                throw new ClusterJoinException($"could not join the cluster via {(seeds.Length == 0 ? "itself" : string.Join(", ", seeds))} within {joinTimeout.TotalSeconds:0}s (vmscatter.node.join-timeout)");
+
+            string hostId = string.IsNullOrEmpty(options.HostId)
+                ? (config.GetString("vmscatter.node.host-id") is { Length: > 0 } h ? h : $"{options.Roles.FirstOrDefault() ?? "node"}-{cluster.SelfAddress.Port}")
+                : options.HostId;
+
+            if (options.Roles.Contains("scheduler"))
+            {
+                var settings = SchedulerSettings.From(config);
+                system.ActorOf(ClusterSingletonManager.Props(
+                    Props.Create(() => new MigrationSchedulerActor(settings)),
+                    PoisonPill.Instance,
+                    ClusterSingletonManagerSettings.Create(system).WithRole("scheduler")), "scheduler");
+            }
+            var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/scheduler", ClusterSingletonProxySettings.Create(system).WithRole("scheduler")), "scheduler-proxy");
+
+            IActorRef? sourceHost = null, targetHost = null;
+            DataPlaneListener? listener = null;
+            var sourceSettings = SourceSettings.From(config);
+            if (options.Roles.Contains("source"))
+                sourceHost = system.ActorOf(Props.Create(() => new SourceHostActor(hostId, options.SourceVms, sourceSettings, proxy)), "source-host");
+            if (options.Roles.Contains("target"))
+            {
+                var dataPlane = DataPlaneSettings.From(config);
+                var bind = new IPEndPoint(IPAddress.Parse(config.GetString("vmscatter.target.data-plane-hostname")), config.GetInt("vmscatter.target.data-plane-port"));
+                listener = new DataPlaneListener(bind, dataPlane);
+                long capacity = config.GetByteSize("vmscatter.target.capacity") ?? throw new ConfigurationException("vmscatter.target.capacity missing");
+                var backend = options.TargetBackend ?? new SyntheticTargetBackend();
+                var l = listener;
+                targetHost = system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval)), "target-host");
+            }
+            return new VmScatterNode(system, hostId, proxy, sourceHost, targetHost, listener);
+        }
+        catch
+        {
+            await system.Terminate().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Leaves the cluster gracefully (so a singleton hands over) and stops the node.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        var cluster = Akka.Cluster.Cluster.Get(System);
+        if (!System.WhenTerminated.IsCompleted)
+        {
+            var left = cluster.LeaveAsync();
+            await Task.WhenAny(left, Task.Delay(TimeSpan.FromSeconds(10))).ConfigureAwait(false);
+            await CoordinatedShutdown.Get(System).Run(CoordinatedShutdown.ClrExitReason.Instance).ConfigureAwait(false);
+        }
+        await System.WhenTerminated.ConfigureAwait(false);
+        if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Stops the node abruptly, as a crash would (tests of host failure).</summary>
+    public async Task CrashAsync()
+    {
+        await System.Terminate().ConfigureAwait(false);
+        if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
+    }
+}

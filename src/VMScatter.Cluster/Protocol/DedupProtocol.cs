@@ -1,0 +1,40 @@
+using System.Collections.Immutable;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Cluster.Protocol;
+
+// Local to the source node: source-VM actors, dedup shard actors and the source migration actor. These carry
+// page indexes and hashes (never page bytes) and are not sent over the network.
+
+public sealed record CollectDirtyPages(int Round);
+
+public sealed record DirtyPagesCollected(int VmIndex, int Round, int Pages);
+
+/// <summary>Hash this round's pages and route them to the shards; pause first if this is the stop-and-copy round.</summary>
+public sealed record HashRound(int Round, bool StopAndCopy);
+
+/// <summary>A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's part).</summary>
+public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes);
+
+public sealed record ShardRoundHashed(int Round, int Shard, IReadOnlyList<VmShardProfile> Profiles, int Pages);
+
+public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount);
+
+public sealed record ShardRoundPlanned(int Round, int Shard, ShardRoundPlan Plan);
+
+public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState);
+
+public sealed record ComputeSourceDigest(ImmutableArray<byte> DeviceState);
+
+public sealed record SourceDigestComputed(int VmIndex, string Digest);
+
+public sealed record StopSourceVm(string Reason);
+
+public sealed record ResumeVm(string Reason);
+
+public sealed record VmStopped(int VmIndex);
+
+public sealed record VmResumedHere(int VmIndex);
+
+public sealed record VmStepFailed(int VmIndex, string Step, string Error);

@@ -1,0 +1,7 @@
+namespace VMScatter.Cluster.Protocol;
+
+/// <summary>
+/// Marker for every control-plane message and persisted event; hocon/vmscatter.conf binds it to Hyperion.
+/// Messages are immutable records. Bulk page data never implements this: it travels on the data plane.
+/// </summary>
+public interface IVmScatterMessage;

@@ -1,0 +1,45 @@
+using VMScatter.Domain;
+
+namespace VMScatter.Cluster.Protocol;
+
+/// <summary>Per-migration choices; defaults come from HOCON, the console may override them.</summary>
+public sealed record MigrationOptions(
+    string Placement,
+    string GroupTransport,
+    string Compression,
+    int MaxRounds,
+    int DowntimeTargetMs) : IVmScatterMessage;
+
+/// <summary>What the source learned about a VM in round 0: sizes, counts and a sketch of its distinct contents.</summary>
+public sealed record VmProfile(
+    string VmId,
+    long MemoryBytes,
+    int NonZeroPages,
+    int ZeroPages,
+    int DistinctContents,
+    int SketchSize,
+    IReadOnlyList<ulong> Sketch) : IVmScatterMessage;
+
+/// <summary>A target host as the source's data plane addresses it: index in the migration's target masks.</summary>
+public sealed record TargetEndpoint(int Index, string HostId, string Host, int Port) : IVmScatterMessage;
+
+/// <summary>A VM and where it goes, by migration-wide VM index and target index.</summary>
+public sealed record VmAssignment(int VmIndex, VmDescription Vm, int TargetIndex) : IVmScatterMessage;
+
+/// <summary>A VM's handover digest as one side computed it (memory + device state).</summary>
+public sealed record VmDigest(string VmId, string Digest) : IVmScatterMessage;
+
+/// <summary>The source's account of one finished transfer.</summary>
+public sealed record TransferStats(
+    int Rounds,
+    long BytesSent,
+    long FramesSent,
+    long ContentRecordsSent,
+    long ContentRawBytes,
+    long ContentEncodedBytes,
+    long MapRecordsSent,
+    long DistinctPages,
+    long ByteCompares,
+    long HashCollisions,
+    long RacedPages,
+    IReadOnlyList<int> DirtyPagesPerRound) : IVmScatterMessage;

@@ -1,0 +1,37 @@
+using Akka.Actor;
+
+namespace VMScatter.Cluster.Protocol;
+
+// Scheduler → source host.
+
+/// <summary>Round 0: hash and deduplicate the VMs' memory and report profiles for placement. VMs keep running.</summary>
+public sealed record AnalyzeVms(Guid MigrationId, IReadOnlyList<string> VmIds, MigrationOptions Options) : IVmScatterMessage;
+
+/// <summary>Placement is decided and the targets are ready: send round 0, then dirty rounds, then stop and copy.</summary>
+public sealed record BeginTransfer(Guid MigrationId, byte[] DataPlaneKey, IReadOnlyList<TargetEndpoint> Targets, IReadOnlyList<VmAssignment> Assignments) : IVmScatterMessage;
+
+/// <summary>The VM is verified and running on its target: stop it here.</summary>
+public sealed record ReleaseSourceVm(Guid MigrationId, string VmId) : IVmScatterMessage;
+
+/// <summary>The VM's handover failed: let it run here again.</summary>
+public sealed record ResumeSourceVm(Guid MigrationId, string VmId, string Reason) : IVmScatterMessage;
+
+/// <summary>Give up the migration; every VM not yet released keeps (or resumes) running here.</summary>
+public sealed record AbortMigration(Guid MigrationId, string Reason) : IVmScatterMessage;
+
+// Source host → scheduler.
+
+public sealed record VmsAnalyzed(Guid MigrationId, IReadOnlyList<VmProfile> Profiles, long DistinctPages) : IVmScatterMessage;
+
+public sealed record TransferProgress(Guid MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
+
+/// <summary>Every round is applied on every target; the VMs are paused here with these digests.</summary>
+public sealed record TransferCompleted(Guid MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<string, long> PausedAtUnixMs, TransferStats Stats) : IVmScatterMessage;
+
+public sealed record TransferFailed(Guid MigrationId, string Reason) : IVmScatterMessage;
+
+public sealed record SourceVmReleased(Guid MigrationId, string VmId) : IVmScatterMessage;
+
+// Target host → source migration (data-plane round acknowledgements travel on the control plane).
+
+public sealed record RoundApplied(Guid MigrationId, int TargetIndex, int Round, bool Final, string? Error) : IVmScatterMessage;

@@ -1,0 +1,48 @@
+using Akka.Actor;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+
+namespace VMScatter.Cluster.Scheduler;
+
+/// <summary>The scheduler's working state for one migration in flight (not persisted; the journal holds the decisions).</summary>
+internal sealed class MigrationRun
+{
+    public required Guid Id { get; init; }
+    public required StartMigration Request { get; init; }
+    public required IActorRef Requester { get; init; }
+    public required string SourceHostId { get; init; }
+    public required IActorRef SourceHost { get; init; }
+    public required IReadOnlyList<VmDescription> Vms { get; init; }
+    public required IReadOnlyList<string> TargetHostIds { get; init; }
+    public required DateTime StartedUtc { get; init; }
+    public string Phase { get; set; } = "analysing";
+    public IActorRef? SourceMigration { get; set; }
+    public IReadOnlyList<VmProfile> Profiles { get; set; } = [];
+    public long DistinctPages { get; set; }
+    public string Strategy { get; set; } = "";
+    public Dictionary<string, string> TargetOfVm { get; } = new();
+    public List<TargetEndpoint> Targets { get; } = new();
+    public Dictionary<string, IActorRef> TargetRefs { get; } = new();
+    public HashSet<string> ReadyTargets { get; } = new();
+    public TransferCompleted? Transfer { get; set; }
+    public Dictionary<string, TargetDigests> TargetDigests { get; } = new();
+    public Dictionary<string, string> TargetDigestOf { get; } = new();
+    public Dictionary<string, VmHandedOver> HandedOver { get; } = new();
+    public HashSet<string> Released { get; } = new();
+    public Dictionary<string, string> Failed { get; } = new();
+    public string? Error { get; set; }
+
+    public bool Decided(string vmId) => HandedOver.ContainsKey(vmId) || Failed.ContainsKey(vmId);
+
+    public bool AllSettled => Vms.All(v => Failed.ContainsKey(v.Id) || (HandedOver.ContainsKey(v.Id) && Released.Contains(v.Id)));
+}
+
+/// <summary>What the journal says about a migration (rebuilt on recovery).</summary>
+internal sealed class MigrationRecord
+{
+    public string Phase { get; set; } = "started";
+    public List<string> HandedOver { get; } = new();
+    public List<string> Failed { get; } = new();
+    public Domain.Reports.MigrationReport? Report { get; set; }
+    public bool Ended => Phase is "completed" or "aborted";
+}

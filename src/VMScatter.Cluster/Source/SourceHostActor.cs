@@ -1,0 +1,95 @@
+using Akka.Actor;
+using Akka.Event;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>
+/// The source node's host: owns the VMs running here, announces them to the scheduler singleton, and runs one
+/// <see cref="SourceMigrationActor"/> per migration. A VM leaves the inventory only when its migration has
+/// released it (verified and running on its target).
+/// </summary>
+public sealed class SourceHostActor : ReceiveActor, IWithTimers
+{
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly string _hostId;
+    private readonly Dictionary<string, IMigratableVm> _vms;
+    private readonly SourceSettings _settings;
+    private readonly IActorRef _scheduler;
+    private readonly Dictionary<Guid, (IActorRef Actor, HashSet<string> VmIds)> _migrations = new();
+
+    public SourceHostActor(string hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler)
+    {
+        _hostId = hostId;
+        _vms = vms.ToDictionary(v => v.Description.Id);
+        _settings = settings;
+        _scheduler = scheduler;
+
+        Receive<Announce>(_ => _scheduler.Tell(new RegisterSourceHost(_hostId, Self, _vms.Values.Select(v => v.Description).OrderBy(d => d.Id, StringComparer.Ordinal).ToArray())));
+        Receive<HostRegistered>(_ => { });
+
+        Receive<AnalyzeVms>(m =>
+        {
+            var busy = m.VmIds.Where(id => _migrations.Values.Any(x => x.VmIds.Contains(id))).ToArray();
+            var missing = m.VmIds.Where(id => !_vms.ContainsKey(id)).ToArray();
+            if (missing.Length > 0 || busy.Length > 0)
+            {
+                string reason = missing.Length > 0 ? $"source {_hostId} does not run {string.Join(", ", missing)}" : $"{string.Join(", ", busy)} already migrating";
+                Sender.Tell(new TransferFailed(m.MigrationId, reason));
+                return;
+            }
+            var vms = m.VmIds.Select(id => _vms[id]).ToArray();
+            var scheduler = Sender;
+            var actor = Context.ActorOf(Props.Create(() => new SourceMigrationActor(m.MigrationId, vms, m.Options, _settings, scheduler)), $"migration-{m.MigrationId:N}");
+            Context.Watch(actor);
+            _migrations[m.MigrationId] = (actor, m.VmIds.ToHashSet());
+        });
+
+        Receive<BeginTransfer>(m => Forward(m.MigrationId, m));
+        Receive<ReleaseSourceVm>(m => Forward(m.MigrationId, m));
+        Receive<ResumeSourceVm>(m => Forward(m.MigrationId, m));
+        Receive<AbortMigration>(m => Forward(m.MigrationId, m));
+
+        Receive<SourceVmReleased>(m =>
+        {
+            if (_vms.Remove(m.VmId, out var vm) && vm is IDisposable d) d.Dispose();
+            Self.Tell(Announce.Instance);
+        });
+
+        Receive<Terminated>(t =>
+        {
+            foreach (var (id, entry) in _migrations.Where(x => x.Value.Actor.Equals(t.ActorRef)).ToArray()) _migrations.Remove(id);
+        });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    protected override void PreStart()
+    {
+        Self.Tell(Announce.Instance);
+        Timers.StartPeriodicTimer("announce", Announce.Instance, _settings.RegistrationInterval);
+    }
+
+    /// <summary>A migration actor that dies unexpectedly must not leave its VMs paused.</summary>
+    protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(0, TimeSpan.Zero, e =>
+    {
+        _log.Error(e, "A source migration actor crashed; resuming its VMs");
+        foreach (var vm in _vms.Values.Where(v => v.State == VmRunState.Paused))
+            _ = vm.ResumeAsync().ContinueWith(t => _log.Error(t.Exception, "VM {0} did not resume", vm.Description.Id), TaskContinuationOptions.OnlyOnFaulted);
+        return Directive.Stop;
+    });
+
+    protected override void PostStop()
+    {
+        foreach (var vm in _vms.Values) if (vm is IDisposable d) d.Dispose();
+    }
+
+    private void Forward(Guid migrationId, object message)
+    {
+        if (_migrations.TryGetValue(migrationId, out var m)) m.Actor.Forward(message);
+        else if (message is BeginTransfer) Sender.Tell(new TransferFailed(migrationId, $"source {_hostId} has no migration {migrationId}"));
+    }
+
+    private sealed record Announce { public static readonly Announce Instance = new(); }
+}

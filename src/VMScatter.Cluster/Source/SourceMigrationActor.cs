@@ -1,0 +1,391 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using System.Net;
+using System.Runtime.InteropServices;
+using Akka.Actor;
+using Akka.Event;
+using VMScatter.Cluster.Protocol;
+using VMScatter.DataPlane;
+using VMScatter.DataPlane.Source;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>
+/// One migration on the source host. States: analysing (round 0 hashed and deduplicated, profiles sent for
+/// placement) → waiting for the plan → rounds (plan with the shards, push on the data plane, wait until every
+/// target applied it; repeat with the dirty pages until the rest fits the downtime target or the round limit,
+/// then pause and send the rest with the device state) → digests → handing over (stop each VM here only when the
+/// scheduler says its target verified and resumed it; resume it here otherwise).
+/// </summary>
+public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
+{
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly Guid _migrationId;
+    private readonly IReadOnlyList<IMigratableVm> _vms;
+    private readonly MigrationOptions _options;
+    private readonly SourceSettings _settings;
+    private readonly IActorRef _scheduler;
+    private readonly DedupShard[] _shards;
+    private readonly IActorRef[] _shardActors;
+    private readonly IActorRef[] _vmActors;
+    private readonly Stopwatch _roundClock = new();
+    private readonly List<int> _dirtyPerRound = new();
+    private readonly Dictionary<int, VmPaused> _paused = new();
+    private readonly Dictionary<int, string> _sourceDigests = new();
+    private readonly HashSet<int> _settled = new();
+    private DataPlaneSender? _sender;
+    private ImmutableArray<int> _targetOfVm;
+    private int _targetCount;
+    private int _round;
+    private bool _stopAndCopy;
+    private int _pending;
+    private int _pagesInRound;
+    private double _measuredRate;
+    private long _roundStartBytes;
+    private readonly List<ShardRoundHashed> _hashed = new();
+    private readonly List<ShardRoundPlanned> _planned = new();
+    private readonly HashSet<int> _applied = new();
+    private bool _roundSent;
+
+    public SourceMigrationActor(Guid migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
+    {
+        _migrationId = migrationId;
+        _vms = vms;
+        _options = options;
+        _settings = settings;
+        _scheduler = scheduler;
+        _measuredRate = settings.MinRoundRateBytesPerSecond;
+        _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, settings.SketchSize)).ToArray();
+        _shardActors = _shards.Select((s, i) => Context.ActorOf(Props.Create(() => new DedupShardActor(i, s, vms)), $"dedup-{i}")).ToArray();
+        _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors)), $"vm-{i}")).ToArray();
+        Analyzing();
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+    public IStash Stash { get; set; } = null!;
+
+    /// <summary>A failure inside a child (a shard or VM actor) means the migration's bookkeeping is broken: fail it, keep the VMs.</summary>
+    protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(0, TimeSpan.Zero, e =>
+    {
+        Self.Tell(new ChildFailed(e.GetBaseException().Message));
+        return Directive.Stop;
+    });
+
+    protected override void PreStart()
+    {
+        _round = 0;
+        Broadcast(_vmActors, new CollectDirtyPages(0));
+    }
+
+    protected override void PostStop()
+    {
+        _sender?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(5));
+    }
+
+    private void Analyzing()
+    {
+        _pending = _vms.Count;
+        Receive<DirtyPagesCollected>(_ =>
+        {
+            if (--_pending > 0) return;
+            _hashed.Clear();
+            Broadcast(_vmActors, new HashRound(0, StopAndCopy: false));
+        });
+        Receive<ShardRoundHashed>(m =>
+        {
+            _hashed.Add(m);
+            if (_hashed.Count < _shards.Length) return;
+            _pagesInRound = _hashed.Sum(h => h.Pages);
+            _scheduler.Tell(new VmsAnalyzed(_migrationId, MergeProfiles(), _shards.Sum(s => (long)s.Index.Count)));
+            Become(AwaitingPlan);
+        });
+        CommonFailures();
+    }
+
+    private void AwaitingPlan()
+    {
+        Receive<BeginTransfer>(m =>
+        {
+            var targetOf = new int[_vms.Count];
+            foreach (var a in m.Assignments) targetOf[a.VmIndex] = a.TargetIndex;
+            _targetOfVm = [.. targetOf];
+            _targetCount = m.Targets.Count;
+            var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => new IPEndPoint(IPAddress.Parse(t.Host), t.Port)).ToArray();
+            var dataPlane = _settings.DataPlane with
+            {
+                Transport = DataPlaneSettings.ParseTransport(_options.GroupTransport),
+                Compression = DataPlaneSettings.ParseCompression(_options.Compression),
+            };
+            _sender = new DataPlaneSender(_migrationId, m.DataPlaneKey, endpoints, dataPlane);
+            _sender.ConnectAsync(CancellationToken.None).PipeTo(Self, success: () => Connected.Instance, failure: e => new TransferStepFailed("connect", e.GetBaseException().Message));
+            Timers.StartPeriodicTimer("progress", ProgressTick.Instance, _settings.ProgressInterval);
+            Become(Connecting);
+        });
+        CommonFailures();
+    }
+
+    private void Connecting()
+    {
+        Receive<Connected>(_ => PlanRound());
+        Receive<ProgressTick>(_ => { });
+        CommonFailures();
+    }
+
+    private void PlanRound()
+    {
+        _planned.Clear();
+        Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount));
+        Become(Planning);
+    }
+
+    private void Planning()
+    {
+        Receive<ShardRoundPlanned>(m =>
+        {
+            _planned.Add(m);
+            if (_planned.Count < _shards.Length) return;
+            var transfer = BuildTransfer();
+            _applied.Clear();
+            _roundSent = false;
+            _roundStartBytes = _sender!.BytesSent;
+            _roundClock.Restart();
+            _sender.SendRoundAsync(transfer, new ShardContentReader(_shards), CancellationToken.None)
+                .PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
+            Become(Transferring);
+        });
+        Receive<ProgressTick>(_ => ReportProgress());
+        CommonFailures();
+    }
+
+    private void Transferring()
+    {
+        Receive<RoundSent>(_ => { _roundSent = true; MaybeRoundDone(); });
+        Receive<RoundApplied>(m => m.MigrationId == _migrationId, m =>
+        {
+            if (m.Error is not null) { Fail($"target {m.TargetIndex} could not apply round {m.Round}: {m.Error}"); return; }
+            if (m.Round != _round) { Fail($"target {m.TargetIndex} acknowledged round {m.Round} during round {_round}"); return; }
+            _applied.Add(m.TargetIndex);
+            MaybeRoundDone();
+        });
+        Receive<ProgressTick>(_ => ReportProgress());
+        CommonFailures();
+    }
+
+    private void MaybeRoundDone()
+    {
+        if (!_roundSent || _applied.Count < _targetCount) return;
+        double seconds = Math.Max(_roundClock.Elapsed.TotalSeconds, 1e-3);
+        long bytes = _sender!.BytesSent - _roundStartBytes;
+        if (bytes > 0) _measuredRate = Math.Max(bytes / seconds, _settings.MinRoundRateBytesPerSecond);
+        ReportProgress();
+        if (_stopAndCopy)
+        {
+            _sourceDigests.Clear();
+            foreach (var (vm, paused) in _paused) _vmActors[vm].Tell(new ComputeSourceDigest(paused.DeviceState));
+            Become(Digesting);
+            return;
+        }
+        _round++;
+        _pending = _vms.Count;
+        _pagesInRound = 0;
+        Broadcast(_vmActors, new CollectDirtyPages(_round));
+        Become(CollectingDirty);
+    }
+
+    private void CollectingDirty()
+    {
+        Receive<DirtyPagesCollected>(m =>
+        {
+            _pagesInRound += m.Pages;
+            if (--_pending > 0) return;
+            _dirtyPerRound.Add(_pagesInRound);
+            // Stop and copy once the rest fits the downtime target at the rate the last round achieved, or at the limit.
+            double restSeconds = Page.BytesOf(_pagesInRound) / _measuredRate;
+            int maxRounds = Math.Max(1, _options.MaxRounds);
+            _stopAndCopy = restSeconds * 1000 <= _options.DowntimeTargetMs || _round >= maxRounds - 1;
+            if (_stopAndCopy && restSeconds * 1000 > _options.DowntimeTargetMs)
+                _log.Warning("Migration {0}: not converged after {1} rounds ({2} dirty pages ≈ {3:0} ms at {4:0.0} MiB/s); forcing stop-and-copy",
+                    _migrationId, _round, _pagesInRound, restSeconds * 1000, _measuredRate / (1 << 20));
+            _hashed.Clear();
+            _paused.Clear();
+            Broadcast(_vmActors, new HashRound(_round, _stopAndCopy));
+            Become(HashingDirty);
+        });
+        Receive<ProgressTick>(_ => ReportProgress());
+        CommonFailures();
+    }
+
+    private void HashingDirty()
+    {
+        Receive<VmPaused>(m => { _paused[m.VmIndex] = m; MaybeHashed(); });
+        Receive<ShardRoundHashed>(m => { _hashed.Add(m); MaybeHashed(); });
+        Receive<ProgressTick>(_ => ReportProgress());
+        CommonFailures();
+    }
+
+    private void MaybeHashed()
+    {
+        if (_hashed.Count < _shards.Length || (_stopAndCopy && _paused.Count < _vms.Count)) return;
+        PlanRound();
+    }
+
+    private void Digesting()
+    {
+        Receive<SourceDigestComputed>(m =>
+        {
+            _sourceDigests[m.VmIndex] = m.Digest;
+            if (_sourceDigests.Count < _vms.Count) return;
+            Timers.Cancel("progress");
+            var digests = _sourceDigests.OrderBy(d => d.Key).Select(d => new VmDigest(_vms[d.Key].Description.Id, d.Value)).ToArray();
+            var pausedAt = _paused.ToDictionary(p => _vms[p.Key].Description.Id, p => p.Value.PausedAtUnixMs);
+            _scheduler.Tell(new TransferCompleted(_migrationId, digests, pausedAt, Stats()));
+            Become(HandingOver);
+        });
+        CommonFailures();
+    }
+
+    private void HandingOver()
+    {
+        Receive<ReleaseSourceVm>(m => _vmActors[IndexOf(m.VmId)].Tell(new StopSourceVm("handed over")));
+        Receive<ResumeSourceVm>(m =>
+        {
+            _log.Warning("Migration {0}: VM {1} resumes on the source: {2}", _migrationId, m.VmId, m.Reason);
+            _vmActors[IndexOf(m.VmId)].Tell(new ResumeVm(m.Reason));
+        });
+        Receive<VmStopped>(m =>
+        {
+            var released = new SourceVmReleased(_migrationId, _vms[m.VmIndex].Description.Id);
+            _scheduler.Tell(released);
+            Context.Parent.Tell(released);
+            Settle(m.VmIndex);
+        });
+        Receive<VmResumedHere>(m => Settle(m.VmIndex));
+        Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
+        Receive<VmStepFailed>(m =>
+        {
+            _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, _vms[m.VmIndex].Description.Id, m.Step, m.Error);
+            if (m.Step is "resume" or "stop") Settle(m.VmIndex);
+        });
+        Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
+        Receive<RoundApplied>(_ => { });
+        Receive<ProgressTick>(_ => { });
+    }
+
+    private void Settle(int vmIndex)
+    {
+        _settled.Add(vmIndex);
+        if (_settled.Count == _vms.Count) Context.Stop(Self);
+    }
+
+    private void CommonFailures()
+    {
+        Receive<VmStepFailed>(m => Fail($"VM {_vms[m.VmIndex].Description.Id}: {m.Step} failed: {m.Error}"));
+        Receive<TransferStepFailed>(m => Fail($"{m.Step} failed: {m.Error}"));
+        Receive<ChildFailed>(m => Fail(m.Reason));
+        Receive<AbortMigration>(m => Fail(m.Reason, tellScheduler: false));
+        Receive<BeginTransfer>(_ => Stash.Stash());
+    }
+
+    /// <summary>Nothing is lost: every VM paused for this migration runs again here, and the scheduler is told why.</summary>
+    private void Fail(string reason, bool tellScheduler = true)
+    {
+        _log.Error("Migration {0} failed on the source: {1}", _migrationId, reason);
+        Timers.CancelAll();
+        if (tellScheduler) _scheduler.Tell(new TransferFailed(_migrationId, reason));
+        ResumeUnsettled(reason);
+        Become(HandingOver);
+    }
+
+    private void ResumeUnsettled(string reason)
+    {
+        // Sent to every unsettled VM, paused or not: a pause still in flight completes before the VM actor takes this.
+        for (int v = 0; v < _vms.Count; v++)
+            if (!_settled.Contains(v)) _vmActors[v].Tell(new ResumeVm(reason));
+    }
+
+    private RoundTransfer BuildTransfer()
+    {
+        var groups = new Dictionary<ulong, List<long>>();
+        var maps = Enumerable.Range(0, _targetCount).Select(_ => new List<PageMap>()).ToArray();
+        foreach (var planned in _planned.OrderBy(p => p.Shard))
+        {
+            foreach (var (mask, ids) in planned.Plan.ContentsByGroup)
+            {
+                if (!groups.TryGetValue(mask, out var list)) groups[mask] = list = new();
+                list.AddRange(ids);
+            }
+            for (int t = 0; t < _targetCount; t++)
+                foreach (var (vm, page, id) in planned.Plan.MapsByTarget[t]) maps[t].Add(new PageMap(vm, page, id));
+        }
+        // Larger groups first, then by mask: a deterministic order (group scheduling refines this).
+        var ordered = groups.OrderByDescending(g => System.Numerics.BitOperations.PopCount(g.Key)).ThenBy(g => g.Key)
+            .Select(g => new GroupTransfer(g.Key, g.Value)).ToArray();
+        var devices = _stopAndCopy
+            ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
+            : [];
+        if (_round == 0) _dirtyPerRound.Add(_pagesInRound);
+        return new RoundTransfer(_round, _stopAndCopy, ordered, maps, devices);
+    }
+
+    private IReadOnlyList<VmProfile> MergeProfiles()
+    {
+        var result = new List<VmProfile>();
+        for (int v = 0; v < _vms.Count; v++)
+        {
+            var parts = _hashed.Select(h => h.Profiles[v]).ToArray();
+            var sketch = new BottomKSketch(_settings.SketchSize);
+            foreach (var p in parts) foreach (var value in p.SketchValues) sketch.AddHash(value);
+            result.Add(new VmProfile(_vms[v].Description.Id, _vms[v].Description.MemoryBytes,
+                parts.Sum(p => p.NonZeroPages), parts.Sum(p => p.ZeroPages), parts.Sum(p => p.DistinctContents), _settings.SketchSize, sketch.Values.ToArray()));
+        }
+        return result;
+    }
+
+    private TransferStats Stats() => new(
+        _round + 1,
+        _sender!.BytesSent,
+        _sender.FramesSent,
+        _sender.ContentRecordsSent,
+        _sender.ContentRawBytes,
+        _sender.ContentEncodedBytes,
+        _sender.MapRecordsSent,
+        _shards.Sum(s => (long)s.Index.Count),
+        _shards.Sum(s => s.Index.ByteCompares),
+        _shards.Sum(s => s.Index.Collisions),
+        _shards.Sum(s => s.RacedPages),
+        _dirtyPerRound.ToArray());
+
+    private void ReportProgress()
+    {
+        if (_sender is null) return;
+        _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound));
+    }
+
+    private int IndexOf(string vmId)
+    {
+        for (int i = 0; i < _vms.Count; i++) if (_vms[i].Description.Id == vmId) return i;
+        throw new ArgumentException($"VM {vmId} is not part of migration {_migrationId}");
+    }
+
+    private void Broadcast(IEnumerable<IActorRef> actors, object message)
+    {
+        foreach (var a in actors) a.Tell(message);
+    }
+
+    private sealed record Connected { public static readonly Connected Instance = new(); }
+    private sealed record ProgressTick { public static readonly ProgressTick Instance = new(); }
+    private sealed record RoundSent(int Round);
+    private sealed record TransferStepFailed(string Step, string Error);
+    private sealed record ChildFailed(string Reason);
+
+    /// <summary>Data plane reads contents from the shard that owns them (shards are idle while a round is sent).</summary>
+    private sealed class ShardContentReader(DedupShard[] shards) : IContentReader
+    {
+        public ContentHash HashOf(long contentId) => shards[contentId % shards.Length].Index.HashOf(contentId);
+        public ReadOnlySpan<byte> BytesOf(long contentId) => shards[contentId % shards.Length].Index.BytesOf(contentId);
+    }
+}

@@ -1,0 +1,53 @@
+using Akka.Configuration;
+using VMScatter.DataPlane;
+using VMScatter.Domain.Compression;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>vmscatter.source and vmscatter.data-plane, read once per node.</summary>
+public sealed record SourceSettings(
+    int DedupShards,
+    int SketchSize,
+    int MaxRounds,
+    TimeSpan DowntimeTarget,
+    long MinRoundRateBytesPerSecond,
+    TimeSpan ProgressInterval,
+    TimeSpan RegistrationInterval,
+    DataPlaneOptions DataPlane)
+{
+    public static SourceSettings From(Config config) => new(
+        config.GetInt("vmscatter.source.dedup-shards"),
+        config.GetInt("vmscatter.source.sketch-size"),
+        config.GetInt("vmscatter.source.max-rounds"),
+        config.GetTimeSpan("vmscatter.source.downtime-target"),
+        config.GetByteSize("vmscatter.source.min-round-rate") ?? throw new ConfigurationException("vmscatter.source.min-round-rate missing"),
+        config.GetTimeSpan("vmscatter.source.progress-interval"),
+        config.GetTimeSpan("vmscatter.source.registration-interval"),
+        DataPlaneSettings.From(config));
+}
+
+public static class DataPlaneSettings
+{
+    public static DataPlaneOptions From(Config config) => new()
+    {
+        MaxPayloadBytes = (int)(config.GetByteSize("vmscatter.data-plane.max-payload") ?? throw new ConfigurationException("vmscatter.data-plane.max-payload missing")),
+        Compression = ParseCompression(config.GetString("vmscatter.data-plane.compression")),
+        Transport = ParseTransport(config.GetString("vmscatter.data-plane.group-transport")),
+        ConnectTimeout = config.GetTimeSpan("vmscatter.data-plane.connect-timeout"),
+    };
+
+    public static CompressionMode ParseCompression(string value) => value switch
+    {
+        "none" => CompressionMode.None,
+        "lz4" => CompressionMode.Lz4,
+        "zstd" => CompressionMode.Zstd,
+        _ => throw new ConfigurationException($"compression must be none, lz4 or zstd (got '{value}')"),
+    };
+
+    public static GroupTransport ParseTransport(string value) => value switch
+    {
+        "relay-chain" => GroupTransport.RelayChain,
+        "fan-out" => GroupTransport.FanOut,
+        _ => throw new ConfigurationException($"group transport must be relay-chain or fan-out (got '{value}')"),
+    };
+}

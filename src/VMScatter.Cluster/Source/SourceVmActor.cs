@@ -1,0 +1,143 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>
+/// One running VM on the source during a migration. Collects its dirty log, hashes the round's pages off the
+/// actor thread and routes (page, hash) pairs to the dedup shard that owns each hash; pauses it for the
+/// stop-and-copy round; and stops or resumes it when the scheduler has decided.
+/// </summary>
+public sealed class SourceVmActor : ReceiveActor, IWithStash
+{
+    private readonly int _vmIndex;
+    private readonly IMigratableVm _vm;
+    private readonly IReadOnlyList<IActorRef> _shards;
+    private int[] _roundPages = [];
+
+    public IStash Stash { get; set; } = null!;
+
+    public SourceVmActor(int vmIndex, IMigratableVm vm, IReadOnlyList<IActorRef> shards)
+    {
+        _vmIndex = vmIndex;
+        _vm = vm;
+        _shards = shards;
+        Ready();
+    }
+
+    private void Ready()
+    {
+
+        Receive<CollectDirtyPages>(m =>
+        {
+            if (m.Round == 0)
+            {
+                // Log writes from now on, then read everything: a page written after it is read shows up next round.
+                _vm.StartDirtyLogging();
+                _roundPages = Enumerable.Range(0, _vm.PageCount).ToArray();
+            }
+            else _roundPages = _vm.CollectDirtyPages();
+            Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, _roundPages.Length));
+        });
+
+        Receive<HashRound>(m =>
+        {
+            var replyTo = Sender;
+            if (!m.StopAndCopy)
+            {
+                HashAsync(m.Round, _roundPages).PipeTo(Self, replyTo);
+                return;
+            }
+            // Nothing else (a resume, above all) is handled until the pause has completed.
+            PauseAndHashAsync(m.Round).PipeTo(Self, replyTo, failure: e => new VmStepFailed(_vmIndex, "pause", e.GetBaseException().Message));
+            Become(Pausing);
+        });
+
+        Receive<RoutedHashes>(m =>
+        {
+            for (int s = 0; s < _shards.Count; s++) _shards[s].Tell(m.PerShard[s]);
+        });
+
+        Receive<ComputeSourceDigest>(m =>
+        {
+            var state = m.DeviceState;
+            Step("source digest", () => Task.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan())))).PipeTo(ReplyTo);
+        });
+
+        Receive<StopSourceVm>(_ => Step("stop", async () => { await _vm.StopAsync().ConfigureAwait(false); return new VmStopped(_vmIndex); }).PipeTo(ReplyTo));
+
+        Receive<ResumeVm>(_ => Step("resume", async () => { await _vm.ResumeAsync().ConfigureAwait(false); return new VmResumedHere(_vmIndex); }).PipeTo(ReplyTo));
+
+        Receive<Status.Failure>(f => Sender.Tell(new VmStepFailed(_vmIndex, "hash", f.Cause.GetBaseException().Message)));
+    }
+
+    private void Pausing()
+    {
+        Receive<RoutedHashes>(m =>
+        {
+            for (int s = 0; s < _shards.Count; s++) _shards[s].Tell(m.PerShard[s]);
+            Sender.Tell(m.Paused!);
+            Become(Ready);
+            Stash.UnstashAll();
+        });
+        Receive<VmStepFailed>(m =>
+        {
+            Sender.Tell(m);
+            Become(Ready);
+            Stash.UnstashAll();
+        });
+        ReceiveAny(_ => Stash.Stash());
+    }
+
+    private async Task<RoutedHashes> PauseAndHashAsync(int round)
+    {
+        await _vm.PauseAsync().ConfigureAwait(false);
+        long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        // Pages written between the last collection and the pause are still in the log: take them too.
+        var pages = _roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray();
+        var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
+        var routed = await HashAsync(round, pages).ConfigureAwait(false);
+        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState)) };
+    }
+
+    private Task<RoutedHashes> HashAsync(int round, int[] pages)
+    {
+        int shardCount = _shards.Count;
+        return Task.Run(() =>
+        {
+            var idx = new ImmutableArray<int>.Builder[shardCount];
+            var hashes = new ImmutableArray<ContentHash>.Builder[shardCount];
+            for (int s = 0; s < shardCount; s++) { idx[s] = ImmutableArray.CreateBuilder<int>(); hashes[s] = ImmutableArray.CreateBuilder<ContentHash>(); }
+            var buffer = new byte[Page.Size];
+            foreach (int p in pages)
+            {
+                _vm.ReadPage(p, buffer);
+                // Round 0 skips zero pages (target memory starts zeroed); later rounds must map a page that became zero.
+                if (round == 0 && Page.IsZero(buffer)) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); continue; }
+                var h = ContentHash.Compute(buffer);
+                int s = ContentIndex.ShardOf(h, shardCount);
+                idx[s].Add(p);
+                hashes[s].Add(h);
+            }
+            var perShard = new PageHashBatch[shardCount];
+            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable());
+            return new RoutedHashes(perShard, null);
+        });
+    }
+
+    /// <summary>Who asked, fixed now: the reply goes there even though the step completes later.</summary>
+    private IActorRef ReplyTo => Sender;
+
+    /// <summary>Runs a VM step and turns its failure into a message naming the VM and the step.</summary>
+    private async Task<object> Step(string step, Func<Task<object>> action)
+    {
+        try { return await action().ConfigureAwait(false); }
+        catch (Exception e) { return new VmStepFailed(_vmIndex, step, e.GetBaseException().Message); }
+    }
+
+    private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused);
+}

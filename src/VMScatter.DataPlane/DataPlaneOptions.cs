@@ -1,0 +1,18 @@
+using VMScatter.Domain.Compression;
+
+namespace VMScatter.DataPlane;
+
+/// <summary>
+/// How a distinct page reaches the several hosts of a target group when the network has no multicast:
+/// the source sends a copy to each (fan-out), or sends once to the first host, which relays down the chain.
+/// </summary>
+public enum GroupTransport { FanOut, RelayChain }
+
+/// <summary>Data-plane settings; every value comes from HOCON (vmscatter.data-plane) in the cluster nodes.</summary>
+public sealed record DataPlaneOptions
+{
+    public int MaxPayloadBytes { get; init; } = 256 * 1024;
+    public CompressionMode Compression { get; init; } = CompressionMode.Lz4;
+    public GroupTransport Transport { get; init; } = GroupTransport.RelayChain;
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}

@@ -1,0 +1,181 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.DataPlane.Source;
+
+/// <summary>
+/// The source host's side of the data plane: one connection per target host, frames built from the round's
+/// groups. With the relay chain each group's content goes out once, to the group's first host.
+/// Counters are read by the control plane for progress and the report.
+/// </summary>
+public sealed class DataPlaneSender : IAsyncDisposable
+{
+    private readonly Guid _migrationId;
+    private readonly byte[] _key;
+    private readonly IReadOnlyList<IPEndPoint> _targets;
+    private readonly DataPlaneOptions _options;
+    private readonly NetworkStream?[] _streams;
+    private readonly TcpClient?[] _clients;
+    private readonly byte[] _frame;
+    private long _sequence;
+    private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords;
+
+    public DataPlaneSender(Guid migrationId, byte[] key, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
+    {
+        if (targets.Count is 0 or > 64) throw new ArgumentException("a migration has 1..64 target hosts", nameof(targets));
+        _migrationId = migrationId;
+        _key = key;
+        _targets = targets;
+        _options = options;
+        _streams = new NetworkStream?[targets.Count];
+        _clients = new TcpClient?[targets.Count];
+        _frame = new byte[FrameHeader.Size + options.MaxPayloadBytes];
+    }
+
+    public long BytesSent => Interlocked.Read(ref _bytesSent);
+    public long FramesSent => Interlocked.Read(ref _framesSent);
+    public long ContentRecordsSent => Interlocked.Read(ref _contentRecords);
+    public long ContentRawBytes => Interlocked.Read(ref _contentRawBytes);
+    public long ContentEncodedBytes => Interlocked.Read(ref _contentEncodedBytes);
+    public long MapRecordsSent => Interlocked.Read(ref _mapRecords);
+
+    public async Task ConnectAsync(CancellationToken cancellationToken)
+    {
+        for (int t = 0; t < _targets.Count; t++)
+        {
+            var client = new TcpClient { NoDelay = true };
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(_options.ConnectTimeout);
+            try { await client.ConnectAsync(_targets[t], timeout.Token).ConfigureAwait(false); }
+            catch (Exception e) when (e is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                client.Dispose();
+                throw new IOException($"cannot reach the data plane of target {t} at {_targets[t]}: {e.Message}", e);
+            }
+            _clients[t] = client;
+            _streams[t] = client.GetStream();
+        }
+    }
+
+    public async Task SendRoundAsync(RoundTransfer round, IContentReader contents, CancellationToken cancellationToken)
+    {
+        var expected = new int[_targets.Count];
+        foreach (var group in round.Groups)
+        {
+            ValidateMask(group.TargetMask);
+            foreach (int t in Targets(group.TargetMask)) expected[t] += group.ContentIds.Count;
+            await SendGroupAsync(round.Round, group, contents, cancellationToken).ConfigureAwait(false);
+        }
+        for (int t = 0; t < _targets.Count; t++)
+            await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
+        foreach (var device in round.DeviceStates)
+            await SendDeviceStateAsync(device, cancellationToken).ConfigureAwait(false);
+        for (int t = 0; t < _targets.Count; t++)
+        {
+            var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, round.Final));
+            await SendFrameAsync(t, FrameType.RoundEnd, end, cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var s in _streams) await s!.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task SendGroupAsync(int round, GroupTransfer group, IContentReader contents, CancellationToken cancellationToken)
+    {
+        // Records are encoded once per group; fan-out re-frames them per host with a single-host mask.
+        var payload = new byte[_options.MaxPayloadBytes];
+        var encoded = new byte[PageCodec.MaxEncodedSize];
+        int at = Records.ContentBatchHeader, count = 0;
+        foreach (long id in group.ContentIds)
+        {
+            var bytes = contents.BytesOf(id);
+            var (encoding, length) = PageCodec.Encode(bytes, encoded, _options.Compression);
+            if (at + Records.ContentRecordHeader + length > payload.Length)
+            {
+                await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
+                at = Records.ContentBatchHeader;
+                count = 0;
+            }
+            at += Records.WriteContentRecord(payload.AsSpan(at), id, contents.HashOf(id), encoding, encoded.AsSpan(0, length));
+            count++;
+            Interlocked.Add(ref _contentRawBytes, Page.Size);
+            Interlocked.Add(ref _contentEncodedBytes, length);
+        }
+        if (count > 0) await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task SendContentPayloadAsync(int round, ulong mask, byte[] payload, int length, int count, CancellationToken cancellationToken)
+    {
+        if (_options.Transport == GroupTransport.RelayChain)
+        {
+            Records.WriteContentBatchHeader(payload, round, mask, count);
+            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref _contentRecords, count);
+            return;
+        }
+        foreach (int t in Targets(mask))
+        {
+            Records.WriteContentBatchHeader(payload, round, 1UL << t, count);
+            await SendFrameAsync(t, FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref _contentRecords, count);
+        }
+    }
+
+    private async Task SendMapsAsync(int round, int target, IReadOnlyList<PageMap> maps, CancellationToken cancellationToken)
+    {
+        int perFrame = (_options.MaxPayloadBytes - Records.MapBatchHeader) / Records.MapRecordSize;
+        var payload = new byte[Records.MapBatchHeader + Math.Min(perFrame, Math.Max(1, maps.Count)) * Records.MapRecordSize];
+        for (int start = 0; start < maps.Count; start += perFrame)
+        {
+            int n = Math.Min(perFrame, maps.Count - start);
+            int at = Records.WriteMapBatchHeader(payload, round, target, n);
+            for (int i = 0; i < n; i++) at += Records.WriteMap(payload.AsSpan(at), maps[start + i]);
+            await SendFrameAsync(target, FrameType.MapBatch, payload.AsMemory(0, at), cancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref _mapRecords, n);
+        }
+    }
+
+    private async Task SendDeviceStateAsync(DeviceStateTransfer device, CancellationToken cancellationToken)
+    {
+        int chunk = _options.MaxPayloadBytes - Records.DeviceStateHeader;
+        var payload = new byte[Math.Min(_options.MaxPayloadBytes, Records.DeviceStateHeader + device.State.Length)];
+        for (int offset = 0; offset < device.State.Length; offset += chunk)
+        {
+            int n = Math.Min(chunk, device.State.Length - offset);
+            int at = Records.WriteDeviceStateHeader(payload, device.VmIndex, device.State.Length, offset);
+            device.State.AsSpan(offset, n).CopyTo(payload.AsSpan(at));
+            await SendFrameAsync(device.TargetIndex, FrameType.DeviceState, payload.AsMemory(0, at + n), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        var stream = _streams[target] ?? throw new InvalidOperationException("not connected");
+        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, _frame);
+        await stream.WriteAsync(_frame.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+        Interlocked.Add(ref _bytesSent, length);
+        Interlocked.Increment(ref _framesSent);
+    }
+
+    private void ValidateMask(ulong mask)
+    {
+        if (mask == 0 || (_targets.Count < 64 && mask >> _targets.Count != 0)) throw new ArgumentException($"target mask {mask:x} names hosts outside 0..{_targets.Count - 1}");
+    }
+
+    public static IEnumerable<int> Targets(ulong mask)
+    {
+        while (mask != 0)
+        {
+            yield return BitOperations.TrailingZeroCount(mask);
+            mask &= mask - 1;
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        foreach (var c in _clients) c?.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,116 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using VMScatter.DataPlane.Wire;
+
+namespace VMScatter.DataPlane.Target;
+
+/// <summary>
+/// A target host's data-plane endpoint. Each connection is read frame by frame: the header is checked first
+/// (so a hostile length cannot make it allocate), then the payload's checksum and MAC with the key of the
+/// migration the frame names; only then is it handed to that migration's receiver. A bad frame closes the
+/// connection it came on and is counted.
+/// </summary>
+public sealed class DataPlaneListener : IAsyncDisposable
+{
+    private readonly TcpListener _listener;
+    private readonly DataPlaneOptions _options;
+    private readonly ConcurrentDictionary<Guid, MigrationReceiver> _receivers = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _acceptLoop;
+    private long _framesRejected;
+    private volatile string? _lastRejection;
+
+    public DataPlaneListener(IPEndPoint bind, DataPlaneOptions options)
+    {
+        _options = options;
+        _listener = new TcpListener(bind);
+        _listener.Start();
+        LocalEndPoint = (IPEndPoint)_listener.LocalEndpoint;
+        _acceptLoop = Task.Run(AcceptLoopAsync);
+    }
+
+    public IPEndPoint LocalEndPoint { get; }
+    public long FramesRejected => Interlocked.Read(ref _framesRejected);
+    public string? LastRejection => _lastRejection;
+
+    public void Register(MigrationReceiver receiver)
+    {
+        if (!_receivers.TryAdd(receiver.MigrationId, receiver)) throw new InvalidOperationException($"migration {receiver.MigrationId} is already being received here");
+    }
+
+    public void Unregister(Guid migrationId) => _receivers.TryRemove(migrationId, out _);
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            TcpClient client;
+            try { client = await _listener.AcceptTcpClientAsync(_stop.Token).ConfigureAwait(false); }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException) { return; }
+            client.NoDelay = true;
+            _ = Task.Run(() => ServeAsync(client));
+        }
+    }
+
+    private async Task ServeAsync(TcpClient client)
+    {
+        using var _ = client;
+        var stream = client.GetStream();
+        var frame = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + _options.MaxPayloadBytes);
+        MigrationReceiver? receiver = null;
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                if (!await ReadExactlyOrEndAsync(stream, frame.AsMemory(0, FrameHeader.Size)).ConfigureAwait(false)) return;
+                var header = FrameCodec.ParseHeader(frame, _options.MaxPayloadBytes);
+                await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, header.PayloadLength), _stop.Token).ConfigureAwait(false);
+                if (!_receivers.TryGetValue(header.MigrationId, out var r)) throw new FrameRejectedException($"no migration {header.MigrationId} on this host");
+                if (receiver is not null && receiver != r) throw new FrameRejectedException("one connection carries one migration");
+                receiver = r;
+                int length = FrameHeader.Size + header.PayloadLength;
+                FrameCodec.Verify(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, header.PayloadLength), r.Key);
+                await r.AcceptAsync(header, frame.AsMemory(0, length), frame.AsMemory(FrameHeader.Size, header.PayloadLength)).ConfigureAwait(false);
+            }
+        }
+        catch (FrameRejectedException e)
+        {
+            Interlocked.Increment(ref _framesRejected);
+            _lastRejection = e.Message;
+        }
+        catch (Exception e) when (e is IOException or SocketException or EndOfStreamException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The peer went away mid-frame; the migration notices through its missing round, or the sender's error.
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(frame);
+        }
+    }
+
+    private static async Task<bool> ReadExactlyOrEndAsync(NetworkStream stream, Memory<byte> buffer)
+    {
+        int read = 0;
+        while (read < buffer.Length)
+        {
+            int n = await stream.ReadAsync(buffer[read..]).ConfigureAwait(false);
+            if (n == 0)
+            {
+                if (read == 0) return false;
+                throw new EndOfStreamException("connection closed inside a frame header");
+            }
+            read += n;
+        }
+        return true;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        _listener.Stop();
+        await _acceptLoop.ConfigureAwait(false);
+        _stop.Dispose();
+    }
+}

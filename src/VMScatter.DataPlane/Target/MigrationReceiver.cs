@@ -1,0 +1,243 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+using System.Threading.Channels;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.DataPlane.Target;
+
+/// <summary>A VM this target host receives: its index in the migration, description and the memory being filled.</summary>
+public sealed record ReceiverVm(int VmIndex, VmDescription Description, IWritableGuestMemory Memory);
+
+/// <summary>A dirty round fully applied on this host (or the reason it cannot be).</summary>
+public sealed record RoundOutcome(int Round, bool Final, string? Error);
+
+/// <summary>
+/// One migration as one target host sees it. Rebuilds each arriving VM's memory from content records (stored
+/// once per host, whichever VM they came for) and page maps ("page i of VM v has content c"), resolving maps
+/// whose content has not arrived yet when it does. A round is applied when its end marker and every record it
+/// announced are in. Relays content frames to the next host of their group.
+/// </summary>
+public sealed class MigrationReceiver : IAsyncDisposable
+{
+    private readonly object _gate = new();
+    private readonly byte[] _key;
+    private readonly IReadOnlyList<IPEndPoint> _peers;
+    private readonly DataPlaneOptions _options;
+    private readonly Dictionary<int, ReceiverVm> _vms;
+    private readonly Dictionary<long, int> _contentSlot = new();
+    private readonly ContentArena _contents = new();
+    private readonly Dictionary<long, List<(int Vm, int Page)>> _pending = new();
+    private readonly HashSet<ulong> _seenSequences = new();
+    private readonly Dictionary<int, RoundCounts> _rounds = new();
+    private readonly Dictionary<int, byte[]> _deviceState = new();
+    private readonly Dictionary<int, int> _deviceStateReceived = new();
+    private readonly Channel<RoundOutcome> _outcomes = Channel.CreateUnbounded<RoundOutcome>();
+    private readonly Dictionary<int, (TcpClient Client, SemaphoreSlim Lock)> _relays = new();
+    private int _nextRound;
+    private bool _failed;
+    private long _bytesReceived, _bytesRelayed, _contentRecords, _mapRecords;
+
+    public MigrationReceiver(Guid migrationId, byte[] key, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
+    {
+        if (key.Length != FrameCodec.KeySize) throw new ArgumentException("bad key size", nameof(key));
+        MigrationId = migrationId;
+        _key = key;
+        SelfIndex = selfIndex;
+        _peers = peers;
+        _options = options;
+        _vms = vms.ToDictionary(v => v.VmIndex);
+    }
+
+    public Guid MigrationId { get; }
+    public int SelfIndex { get; }
+    public ReadOnlySpan<byte> Key => _key;
+    public ChannelReader<RoundOutcome> Outcomes => _outcomes.Reader;
+    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
+    public long BytesRelayed => Interlocked.Read(ref _bytesRelayed);
+    public long ContentRecordsReceived => Interlocked.Read(ref _contentRecords);
+    public long MapRecordsReceived => Interlocked.Read(ref _mapRecords);
+    public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count; } }
+
+    public byte[]? DeviceStateOf(int vmIndex)
+    {
+        lock (_gate)
+            return _deviceState.TryGetValue(vmIndex, out var s) && _deviceStateReceived[vmIndex] == s.Length ? s : null;
+    }
+
+    /// <summary>Applies one authenticated frame. Throws <see cref="FrameRejectedException"/> for anything invalid.</summary>
+    public async Task AcceptAsync(FrameHeader header, ReadOnlyMemory<byte> frame, ReadOnlyMemory<byte> payload)
+    {
+        Interlocked.Add(ref _bytesReceived, frame.Length);
+        ulong relayMask = 0;
+        try
+        {
+            lock (_gate)
+            {
+                if (_failed) throw new FrameRejectedException("migration already failed on this host");
+                if (!_seenSequences.Add(header.Sequence)) throw new FrameRejectedException($"replayed frame {header.Sequence}");
+                switch (header.Type)
+                {
+                    case FrameType.ContentBatch: relayMask = ApplyContents(Records.ReadContentBatch(payload)); break;
+                    case FrameType.MapBatch: ApplyMaps(Records.ReadMapBatch(payload)); break;
+                    case FrameType.RoundEnd: ApplyRoundEnd(Records.ReadRoundEnd(payload)); break;
+                    case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;
+                }
+                CheckRoundComplete();
+            }
+        }
+        catch (FrameRejectedException e)
+        {
+            Fail($"rejected an authenticated frame: {e.Message}");
+            throw;
+        }
+        if (relayMask != 0) await RelayAsync(relayMask, frame).ConfigureAwait(false);
+    }
+
+    /// <summary>Marks the migration failed on this host (bad data, or the data plane was lost).</summary>
+    public void Fail(string reason)
+    {
+        lock (_gate)
+        {
+            if (_failed) return;
+            _failed = true;
+        }
+        _outcomes.Writer.TryWrite(new RoundOutcome(_nextRound, false, reason));
+    }
+
+    private ulong ApplyContents(ContentBatch batch)
+    {
+        if ((batch.RecipientMask >> SelfIndex & 1) == 0) throw new FrameRejectedException($"content batch not addressed to host {SelfIndex}");
+        if (_peers.Count < 64 && batch.RecipientMask >> _peers.Count != 0) throw new FrameRejectedException("content batch names unknown hosts");
+        CheckRound(batch.Round);
+        Span<byte> page = stackalloc byte[Page.Size];
+        foreach (var record in batch.Records)
+        {
+            if (!PageCodec.TryDecode(record.Encoding, record.Encoded.Span, page)) throw new FrameRejectedException($"content {record.ContentId} does not decode to one page");
+            if (ContentHash.Compute(page) != record.Hash) throw new FrameRejectedException($"content {record.ContentId} does not match its content hash");
+            if (!_contentSlot.TryGetValue(record.ContentId, out int slot))
+            {
+                slot = _contents.Append(page);
+                _contentSlot[record.ContentId] = slot;
+            }
+            else if (!_contents.Get(slot).SequenceEqual(page))
+                throw new FrameRejectedException($"content {record.ContentId} arrived twice with different bytes");
+            if (_pending.Remove(record.ContentId, out var waiting))
+                foreach (var (vm, p) in waiting) _vms[vm].Memory.WritePage(p, _contents.Get(slot));
+        }
+        Counts(batch.Round).Contents += batch.Records.Count;
+        Interlocked.Add(ref _contentRecords, batch.Records.Count);
+        // Relay to the next host of the group after this one, if any.
+        ulong later = batch.RecipientMask & ~((2UL << SelfIndex) - 1);
+        if (SelfIndex == 63) later = 0;
+        return later;
+    }
+
+    private void ApplyMaps(MapBatch batch)
+    {
+        if (batch.TargetIndex != SelfIndex) throw new FrameRejectedException($"page maps for host {batch.TargetIndex} arrived at host {SelfIndex}");
+        CheckRound(batch.Round);
+        foreach (var map in batch.Maps)
+        {
+            if (!_vms.TryGetValue(map.VmIndex, out var vm)) throw new FrameRejectedException($"VM {map.VmIndex} is not received by this host");
+            if (map.PageIndex >= vm.Memory.PageCount) throw new FrameRejectedException($"page {map.PageIndex} outside VM {map.VmIndex}'s {vm.Memory.PageCount} pages");
+            if (map.ContentId == 0) vm.Memory.WritePage(map.PageIndex, ZeroPage);
+            else if (_contentSlot.TryGetValue(map.ContentId, out int slot)) vm.Memory.WritePage(map.PageIndex, _contents.Get(slot));
+            else
+            {
+                if (!_pending.TryGetValue(map.ContentId, out var list)) _pending[map.ContentId] = list = new();
+                list.Add((map.VmIndex, map.PageIndex));
+            }
+        }
+        Counts(batch.Round).Maps += batch.Maps.Count;
+        Interlocked.Add(ref _mapRecords, batch.Maps.Count);
+    }
+
+    private void ApplyRoundEnd(RoundEnd end)
+    {
+        if (end.TargetIndex != SelfIndex) throw new FrameRejectedException($"round end for host {end.TargetIndex} arrived at host {SelfIndex}");
+        CheckRound(end.Round);
+        var c = Counts(end.Round);
+        if (c.End is not null) throw new FrameRejectedException($"round {end.Round} ended twice");
+        c.End = end;
+    }
+
+    private void ApplyDeviceState(DeviceStateChunk chunk)
+    {
+        if (!_vms.ContainsKey(chunk.VmIndex)) throw new FrameRejectedException($"device state for VM {chunk.VmIndex}, which this host does not receive");
+        if (!_deviceState.TryGetValue(chunk.VmIndex, out var state))
+        {
+            _deviceState[chunk.VmIndex] = state = new byte[chunk.TotalLength];
+            _deviceStateReceived[chunk.VmIndex] = 0;
+        }
+        if (state.Length != chunk.TotalLength) throw new FrameRejectedException("device state size changed between chunks");
+        chunk.Bytes.Span.CopyTo(state.AsSpan(chunk.Offset));
+        _deviceStateReceived[chunk.VmIndex] += chunk.Bytes.Length;
+        if (_deviceStateReceived[chunk.VmIndex] > state.Length) throw new FrameRejectedException("device state chunks overlap");
+    }
+
+    private void CheckRound(int round)
+    {
+        // Rounds are applied in order; the source starts round r+1 only after every host applied round r.
+        if (round != _nextRound) throw new FrameRejectedException($"frame for round {round} while round {_nextRound} is open");
+    }
+
+    private void CheckRoundComplete()
+    {
+        if (!_rounds.TryGetValue(_nextRound, out var c) || c.End is not { } end) return;
+        if (c.Contents > end.ExpectedContents || c.Maps > end.ExpectedMaps) throw new FrameRejectedException($"round {end.Round} got more records than announced");
+        if (c.Contents < end.ExpectedContents || c.Maps < end.ExpectedMaps || _pending.Count > 0) return;
+        if (end.Final && _vms.Keys.Any(v => !_deviceState.TryGetValue(v, out var s) || _deviceStateReceived[v] != s.Length)) return;
+        _rounds.Remove(_nextRound);
+        _nextRound++;
+        _outcomes.Writer.TryWrite(new RoundOutcome(end.Round, end.Final, null));
+    }
+
+    private RoundCounts Counts(int round) => _rounds.TryGetValue(round, out var c) ? c : _rounds[round] = new RoundCounts();
+
+    private async Task RelayAsync(ulong laterMask, ReadOnlyMemory<byte> frame)
+    {
+        int next = BitOperations.TrailingZeroCount(laterMask);
+        (TcpClient Client, SemaphoreSlim Lock) relay;
+        lock (_relays)
+            if (!_relays.TryGetValue(next, out relay))
+                _relays[next] = relay = (new TcpClient { NoDelay = true }, new SemaphoreSlim(1, 1));
+        await relay.Lock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (!relay.Client.Connected)
+            {
+                using var timeout = new CancellationTokenSource(_options.ConnectTimeout);
+                await relay.Client.ConnectAsync(_peers[next], timeout.Token).ConfigureAwait(false);
+            }
+            await relay.Client.GetStream().WriteAsync(frame).ConfigureAwait(false);
+            Interlocked.Add(ref _bytesRelayed, frame.Length);
+        }
+        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException)
+        {
+            Fail($"relay to host {next} at {_peers[next]} failed: {e.Message}");
+        }
+        finally { relay.Lock.Release(); }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        lock (_relays)
+            foreach (var (client, gate) in _relays.Values) { client.Dispose(); gate.Dispose(); }
+        _outcomes.Writer.TryComplete();
+        return ValueTask.CompletedTask;
+    }
+
+    private static readonly byte[] ZeroPage = new byte[Page.Size];
+
+    private sealed class RoundCounts
+    {
+        public int Contents;
+        public int Maps;
+        public RoundEnd? End;
+    }
+}

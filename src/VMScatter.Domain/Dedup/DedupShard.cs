@@ -1,0 +1,126 @@
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Domain.Dedup;
+
+/// <summary>What one shard knows of one VM after round 0: its distinct contents in this shard and their sketch.</summary>
+public sealed record VmShardProfile(int VmIndex, int NonZeroPages, int ZeroPages, int DistinctContents, IReadOnlyList<ulong> SketchValues);
+
+/// <summary>One shard's share of a round: contents per target group (mask of target indexes) and page maps per target.</summary>
+public sealed record ShardRoundPlan(IReadOnlyDictionary<ulong, IReadOnlyList<long>> ContentsByGroup, IReadOnlyList<IReadOnlyList<(int Vm, int Page, long ContentId)>> MapsByTarget);
+
+/// <summary>
+/// The dedup logic of one page class (a fixed range of the content-hash space). For each page reported in a round
+/// it re-reads the page, re-checks the hash it was routed by (a page rewritten since then is left to the next dirty
+/// round, which will carry it), and resolves it to a content id through <see cref="ContentIndex"/>. Given the VM
+/// placement it decides which target groups still need each content: a content a host already holds is never
+/// sent to it again, only referenced.
+/// </summary>
+public sealed class DedupShard
+{
+    private readonly int _sketchK;
+    private readonly Dictionary<long, ulong> _holders = new();
+    private readonly List<(int Vm, int Page, long ContentId)> _round = new();
+    private readonly Dictionary<int, HashSet<long>> _vmContents = new();
+    private readonly Dictionary<int, BottomKSketch> _vmSketches = new();
+    private readonly Dictionary<int, (int NonZero, int Zero)> _vmPages = new();
+    private readonly byte[] _page = new byte[Page.Size];
+    private int _currentRound = -1;
+
+    public DedupShard(int shard, int shardCount, int sketchK)
+    {
+        Index = new ContentIndex(shard, shardCount);
+        _sketchK = sketchK;
+    }
+
+    public ContentIndex Index { get; }
+
+    /// <summary>Pages whose content changed between hashing and this shard reading them (resent next round).</summary>
+    public long RacedPages { get; private set; }
+
+    public int PagesInRound => _round.Count;
+
+    public void BeginRound(int round)
+    {
+        if (round <= _currentRound) throw new InvalidOperationException($"round {round} after round {_currentRound}");
+        _currentRound = round;
+        _round.Clear();
+    }
+
+    public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy)
+    {
+        vm.ReadPage(page, _page);
+        var hash = ContentHash.Compute(_page);
+        if (hash != routedBy) { RacedPages++; return; }
+        long id;
+        if (hash == ContentHash.OfZeroPage && Page.IsZero(_page))
+        {
+            id = ContentIndex.ZeroContentId;
+            if (_currentRound == 0) { CountPage(vmIndex, zero: true); return; } // target memory starts zeroed
+        }
+        else
+        {
+            id = Index.Resolve(hash, _page).ContentId;
+            if (_currentRound == 0)
+            {
+                CountPage(vmIndex, zero: false);
+                if (!_vmContents.TryGetValue(vmIndex, out var set)) _vmContents[vmIndex] = set = new();
+                if (set.Add(id))
+                {
+                    if (!_vmSketches.TryGetValue(vmIndex, out var sketch)) _vmSketches[vmIndex] = sketch = new BottomKSketch(_sketchK);
+                    sketch.Add(hash);
+                }
+            }
+        }
+        _round.Add((vmIndex, page, id));
+    }
+
+    /// <summary>Round-0 profiles of the VMs this shard saw, for placement.</summary>
+    public IReadOnlyList<VmShardProfile> Profiles(int vmCount)
+    {
+        var result = new List<VmShardProfile>(vmCount);
+        for (int v = 0; v < vmCount; v++)
+        {
+            var (nonZero, zero) = _vmPages.GetValueOrDefault(v);
+            result.Add(new VmShardProfile(v, nonZero, zero, _vmContents.TryGetValue(v, out var s) ? s.Count : 0,
+                _vmSketches.TryGetValue(v, out var k) ? k.Values.ToArray() : []));
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Decides this round's sends for the given placement and records the targets as holders, so later rounds
+    /// reference what they already have.
+    /// </summary>
+    public ShardRoundPlan Plan(IReadOnlyList<int> targetOfVm, int targetCount)
+    {
+        var needed = new Dictionary<long, ulong>();
+        var maps = new List<(int, int, long)>[targetCount];
+        for (int t = 0; t < targetCount; t++) maps[t] = new();
+        foreach (var (vm, page, id) in _round)
+        {
+            int t = targetOfVm[vm];
+            maps[t].Add((vm, page, id));
+            if (id == ContentIndex.ZeroContentId) continue;
+            ulong bit = 1UL << t;
+            if ((_holders.GetValueOrDefault(id) & bit) != 0) continue;
+            needed[id] = needed.GetValueOrDefault(id) | bit;
+        }
+        var groups = new Dictionary<ulong, List<long>>();
+        foreach (var (id, mask) in needed)
+        {
+            _holders[id] = _holders.GetValueOrDefault(id) | mask;
+            if (!groups.TryGetValue(mask, out var list)) groups[mask] = list = new();
+            list.Add(id);
+        }
+        foreach (var list in groups.Values) list.Sort();
+        return new ShardRoundPlan(
+            groups.ToDictionary(g => g.Key, g => (IReadOnlyList<long>)g.Value),
+            maps.Select(m => (IReadOnlyList<(int, int, long)>)m).ToArray());
+    }
+
+    private void CountPage(int vm, bool zero)
+    {
+        var (nz, z) = _vmPages.GetValueOrDefault(vm);
+        _vmPages[vm] = zero ? (nz, z + 1) : (nz + 1, z);
+    }
+}

@@ -1,0 +1,60 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace VMScatter.Domain.Reports;
+
+/// <summary>Per-VM outcome of a migration.</summary>
+
+public sealed record VmReport(
+    string Id,
+    string Target,
+    bool DigestMatched,
+    bool HandedOver,
+    double DowntimeMs,
+    string? SourceDigest,
+    string? TargetDigest,
+    string? Error);
+
+/// <summary>
+/// The report a migration produces. Field names are stable (the JSON written by --json); later features add fields.
+/// bytesSent counts data-plane bytes leaving the source, framing included; naiveBytes is what copying every
+/// non-zero page of every VM once, separately, would send (page bytes only, no framing).
+/// </summary>
+public sealed record MigrationReport
+{
+    public required string MigrationId { get; init; }
+    public required int Vms { get; init; }
+    public required int Targets { get; init; }
+    public required long GuestBytes { get; init; }
+    public required long NaiveBytes { get; init; }
+    public required long DistinctPages { get; init; }
+    public required long ZeroPages { get; init; }
+    public required long BytesSent { get; init; }
+    public required long BytesReceived { get; init; }
+    public required bool Verified { get; init; }
+    public required double TotalSeconds { get; init; }
+    public required string Placement { get; init; }
+    public required string GroupTransport { get; init; }
+    public required int Rounds { get; init; }
+    public required IReadOnlyList<int> DirtyPagesPerRound { get; init; }
+    public required double CompressionRatio { get; init; }
+    public required long ByteCompares { get; init; }
+    public required long HashCollisions { get; init; }
+    public required double DowntimeMsMax { get; init; }
+    public required string? Error { get; init; }
+    public required IReadOnlyList<VmReport> PerVm { get; init; }
+
+    /// <summary>bytesSent / naiveBytes: below 1 is saving.</summary>
+    public double SentToNaive => NaiveBytes == 0 ? 0 : (double)BytesSent / NaiveBytes;
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    public static MigrationReport FromJson(string json) => JsonSerializer.Deserialize<MigrationReport>(json, Json) ?? throw new JsonException("empty report");
+}

@@ -1,0 +1,31 @@
+namespace VMScatter.Domain;
+
+/// <summary>
+/// A running guest on the source host, as the migration sees it. Backends (synthetic, QEMU) implement it.
+/// The contract that makes live migration correct: every write made after <see cref="CollectDirtyPages"/>
+/// returns is reported by a later call, so a page read after collecting is resent if it changes again.
+/// </summary>
+public interface IMigratableVm : IGuestMemory
+{
+    VmDescription Description { get; }
+
+    VmRunState State { get; }
+
+    /// <summary>Begins tracking writes; pages written from now on show up in <see cref="CollectDirtyPages"/>.</summary>
+    void StartDirtyLogging();
+
+    /// <summary>Returns the indexes of pages written since the previous call (ascending) and clears the log.</summary>
+    int[] CollectDirtyPages();
+
+    /// <summary>Stops the guest's vCPUs; memory no longer changes until <see cref="ResumeAsync"/>.</summary>
+    Task PauseAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Lets the paused guest run again on this host (the migration of it failed or was aborted).</summary>
+    Task ResumeAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Ends the guest on this host; called only after its target has verified and resumed it.</summary>
+    Task StopAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>The guest's device state (CPU registers, devices), captured while paused; opaque to VMScatter.</summary>
+    Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default);
+}

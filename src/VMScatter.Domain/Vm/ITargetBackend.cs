@@ -1,0 +1,28 @@
+namespace VMScatter.Domain;
+
+/// <summary>Guest memory a target host fills while a VM arrives.</summary>
+public interface IWritableGuestMemory : IGuestMemory, IDisposable
+{
+    void WritePage(int index, ReadOnlySpan<byte> source);
+
+    /// <summary>The handover digest of this memory and a device state, as <see cref="Pages.MemoryDigest"/> computes it on the source.</summary>
+    string ComputeDigest(ReadOnlySpan<byte> deviceState);
+}
+
+/// <summary>A VM that has been resumed on its target host.</summary>
+public interface ILandedVm : IAsyncDisposable
+{
+    VmDescription Description { get; }
+    VmRunState State { get; }
+}
+
+/// <summary>How a target host materialises arriving VMs (synthetic memory, or a QEMU process with a RAM file).</summary>
+public interface ITargetBackend
+{
+    string Name { get; }
+
+    IWritableGuestMemory AllocateMemory(VmDescription vm);
+
+    /// <summary>Starts the VM on this host from its received memory and device state.</summary>
+    Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken);
+}

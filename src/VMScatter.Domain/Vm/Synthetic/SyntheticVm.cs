@@ -1,0 +1,233 @@
+using System.Diagnostics;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Domain.Synthetic;
+
+/// <summary>
+/// A deterministic model of a running guest: its memory layout comes from the fleet seed, and a workload thread
+/// keeps rewriting pages of its writable working set at the configured dirty rate while it runs.
+/// </summary>
+public sealed class SyntheticVm : IMigratableVm, IDisposable
+{
+    private readonly ulong[] _keys;
+    private readonly ulong[] _dirty;
+    private readonly int[] _workingSet;
+    private readonly SyntheticGuestModel _model;
+    private readonly object _writeLock = new();
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task? _workload;
+    private ulong _workloadState;
+    private long _writes;
+    private volatile bool _logging;
+    private volatile VmRunState _state = VmRunState.Running;
+
+    public SyntheticVm(VmDescription description, SyntheticGuestModel model, int osImage, int application, long seed, bool runWorkload = true)
+    {
+        model.Validate();
+        Description = description;
+        _model = model;
+        OsImage = osImage;
+        Application = application;
+        int pages = description.PageCount;
+        _keys = new ulong[pages];
+        _dirty = new ulong[(pages + 63) / 64];
+        // string.GetHashCode is randomised per process; the layout must not be, so a stable FNV hash of the id is used.
+        ulong vmSeed = PageContent.Mix((ulong)seed ^ StableHash(description.Id));
+        Layout(pages, vmSeed);
+        _workloadState = vmSeed ^ 0xD1B54A32D192ED03UL;
+        _workingSet = ChooseWorkingSet(pages, Math.Min(model.WritableWorkingSetPages, pages), vmSeed);
+        if (runWorkload && model.DirtyPagesPerSecond > 0 && _workingSet.Length > 0)
+            _workload = Task.Run(() => RunWorkloadAsync(_stop.Token));
+    }
+
+    public VmDescription Description { get; }
+    public int OsImage { get; }
+    public int Application { get; }
+    public int PageCount => _keys.Length;
+    public VmRunState State => _state;
+
+    /// <summary>Total page writes the workload has made; device state reflects it, as CPU state reflects progress.</summary>
+    public long Writes => Interlocked.Read(ref _writes);
+
+    public void ReadPage(int index, Span<byte> destination)
+    {
+        if ((uint)index >= (uint)_keys.Length) throw new ArgumentOutOfRangeException(nameof(index));
+        PageContent.Render(Volatile.Read(ref _keys[index]), _model.LowEntropyFraction, destination[..Page.Size]);
+    }
+
+    public void StartDirtyLogging()
+    {
+        Array.Clear(_dirty);
+        _logging = true;
+    }
+
+    public int[] CollectDirtyPages()
+    {
+        var result = new List<int>();
+        for (int w = 0; w < _dirty.Length; w++)
+        {
+            ulong bits = Interlocked.Exchange(ref _dirty[w], 0);
+            while (bits != 0)
+            {
+                int bit = System.Numerics.BitOperations.TrailingZeroCount(bits);
+                result.Add(w * 64 + bit);
+                bits &= bits - 1;
+            }
+        }
+        return result.ToArray();
+    }
+
+    /// <summary>Writes <paramref name="count"/> pages of the working set now (tests drive the workload with this).</summary>
+    public void WritePages(int count)
+    {
+        lock (_writeLock)
+        {
+            if (_state != VmRunState.Running) throw new InvalidOperationException($"VM {Description.Id} is {_state}; a paused guest does not write");
+            for (int i = 0; i < count && _workingSet.Length > 0; i++)
+            {
+                int page = _workingSet[(int)(PageContent.Next(ref _workloadState) % (ulong)_workingSet.Length)];
+                WriteKey(page, PageContent.Key(PageContent.Kind.Written, StableHashLong(), Interlocked.Increment(ref _writes)));
+            }
+        }
+    }
+
+    /// <summary>Overwrites one page with the given content key (0 = zero page); used by tests to craft exact cases.</summary>
+    public void WritePageContent(int page, ulong contentKey)
+    {
+        lock (_writeLock)
+        {
+            if (_state != VmRunState.Running) throw new InvalidOperationException($"VM {Description.Id} is {_state}");
+            Interlocked.Increment(ref _writes);
+            WriteKey(page, contentKey);
+        }
+    }
+
+    public ulong ContentKeyOf(int page) => Volatile.Read(ref _keys[page]);
+
+    public Task PauseAsync(CancellationToken cancellationToken = default)
+    {
+        // Taking the write lock waits for an in-flight workload batch, so memory is quiescent once this returns.
+        lock (_writeLock)
+        {
+            if (_state == VmRunState.Stopped) throw new InvalidOperationException($"VM {Description.Id} is stopped");
+            _state = VmRunState.Paused;
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task ResumeAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_writeLock)
+        {
+            if (_state == VmRunState.Stopped) throw new InvalidOperationException($"VM {Description.Id} is stopped");
+            _state = VmRunState.Running;
+        }
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        lock (_writeLock) _state = VmRunState.Stopped;
+        _stop.Cancel();
+        if (_workload is not null) await _workload.ConfigureAwait(false);
+    }
+
+    public Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default)
+    {
+        if (_state == VmRunState.Running) throw new InvalidOperationException("device state is captured from a paused guest");
+        // Stands in for CPU and device registers: it identifies the guest and how far it has run.
+        var state = new byte[512];
+        var text = System.Text.Encoding.UTF8.GetBytes($"synthetic-vm {Description.Id} os={OsImage} app={Application} writes={Writes}");
+        text.AsSpan(0, Math.Min(text.Length, state.Length)).CopyTo(state);
+        return Task.FromResult(state);
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        try { _workload?.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }
+        _stop.Dispose();
+    }
+
+    private void WriteKey(int page, ulong key)
+    {
+        Volatile.Write(ref _keys[page], key);
+        // Mark dirty after the write: a collector that misses the mark still read the new content or sees it next round.
+        if (_logging) Interlocked.Or(ref _dirty[page >> 6], 1UL << (page & 63));
+    }
+
+    private async Task RunWorkloadAsync(CancellationToken cancellationToken)
+    {
+        var tick = TimeSpan.FromMilliseconds(10);
+        using var timer = new PeriodicTimer(tick);
+        var clock = Stopwatch.StartNew();
+        double owed = 0;
+        double last = 0;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                double now = clock.Elapsed.TotalSeconds;
+                owed += (now - last) * _model.DirtyPagesPerSecond;
+                last = now;
+                int due = (int)owed;
+                if (due == 0) continue;
+                owed -= due;
+                lock (_writeLock)
+                {
+                    if (_state != VmRunState.Running) { owed = 0; continue; }
+                }
+                try { WritePages(due); } catch (InvalidOperationException) { owed = 0; }
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    private void Layout(int pages, ulong vmSeed)
+    {
+        int zero = (int)(pages * _model.ZeroFraction);
+        int os = (int)(pages * _model.OsImageFraction);
+        int app = (int)(pages * _model.ApplicationFraction);
+        int dup = (int)(pages * _model.DuplicateFraction);
+        // Content of slot s: OS page s, app page s, ... assigned to a seeded permutation of page indexes,
+        // because real guest memory interleaves these classes.
+        var order = Permutation(pages, vmSeed);
+        int s = 0;
+        long vmOwner = (long)vmSeed;
+        for (int i = 0; i < zero; i++) _keys[order[s++]] = 0;
+        for (int i = 0; i < os; i++) _keys[order[s++]] = PageContent.Key(PageContent.Kind.OsImage, OsImage, i);
+        for (int i = 0; i < app; i++) _keys[order[s++]] = PageContent.Key(PageContent.Kind.Application, Application, i);
+        for (int i = 0; i < dup; i++) _keys[order[s++]] = PageContent.Key(PageContent.Kind.Duplicate, vmOwner, i % _model.DuplicateContents);
+        for (int i = 0; s < pages; i++) _keys[order[s++]] = PageContent.Key(PageContent.Kind.Unique, vmOwner, i);
+    }
+
+    private static int[] Permutation(int n, ulong seed)
+    {
+        var p = new int[n];
+        for (int i = 0; i < n; i++) p[i] = i;
+        ulong state = seed;
+        for (int i = n - 1; i > 0; i--)
+        {
+            int j = (int)(PageContent.Next(ref state) % (ulong)(i + 1));
+            (p[i], p[j]) = (p[j], p[i]);
+        }
+        return p;
+    }
+
+    private static int[] ChooseWorkingSet(int pages, int size, ulong seed)
+    {
+        var p = Permutation(pages, seed ^ 0xA5A5A5A5A5A5A5A5UL);
+        var ws = p.AsSpan(0, size).ToArray();
+        Array.Sort(ws);
+        return ws;
+    }
+
+    private long StableHashLong() => (long)StableHash(Description.Id);
+
+    private static ulong StableHash(string s)
+    {
+        ulong h = 1469598103934665603UL;
+        foreach (char c in s) h = (h ^ c) * 1099511628211UL;
+        return h;
+    }
+}
