@@ -49,6 +49,9 @@ public sealed class VmScatterNode : IAsyncDisposable
             {options.ExtraHocon}
             """;
         var config = NodeConfig.Build(options.ConfigFile, overrides);
+        int minThreads = config.GetInt("vmscatter.node.min-threads");
+        ThreadPool.GetMinThreads(out int workers, out int io);
+        if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
         var system = ActorSystem.Create(NodeOptions.SystemName, config);
         try
         {
@@ -62,10 +65,12 @@ public sealed class VmScatterNode : IAsyncDisposable
                 cluster.Join(cluster.SelfAddress);
             }
             else cluster.JoinSeedNodes(seeds.Select(Address.Parse));
+            var warmup = Task.Run(() => Serialization.SerializerWarmup.Run(system), cancellationToken);
             var finished = await Task.WhenAny(up.Task, Task.Delay(joinTimeout, cancellationToken)).ConfigureAwait(false);
             if (finished != up.Task)
                 throw new ClusterJoinException($"could not join the cluster via {(seeds.Length == 0 ? "itself" : string.Join(", ", seeds))} within {joinTimeout.TotalSeconds:0}s (vmscatter.node.join-timeout)");
 
+            await warmup.ConfigureAwait(false);
             string hostId = string.IsNullOrEmpty(options.HostId)
                 ? (config.GetString("vmscatter.node.host-id") is { Length: > 0 } h ? h : $"{options.Roles.FirstOrDefault() ?? "node"}-{cluster.SelfAddress.Port}")
                 : options.HostId;

@@ -5,3 +5,6 @@ namespace VMScatter.Cluster.Protocol;
 /// Messages are immutable records. Bulk page data never implements this: it travels on the data plane.
 /// </summary>
 public interface IVmScatterMessage;
+
+/// <summary>An event the scheduler journals; bound to <see cref="Serialization.JsonEventSerializer"/> so old journals replay.</summary>
+public interface IPersistedEvent : IVmScatterMessage;

@@ -42,4 +42,7 @@ public sealed record TransferStats(
     long ByteCompares,
     long HashCollisions,
     long RacedPages,
-    IReadOnlyList<int> DirtyPagesPerRound) : IVmScatterMessage;
+    IReadOnlyList<int> DirtyPagesPerRound,
+    double AnalysisSeconds,
+    IReadOnlyList<double> RoundSeconds,
+    double SourceDigestSeconds) : IVmScatterMessage;

@@ -41,10 +41,10 @@ public sealed record MigrationPlaced(Guid MigrationId, string Strategy, IReadOnl
 public sealed record MigrationProgress(Guid MigrationId, string Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
 
 /// <summary>The handover checks passed: the VM runs on its target and its source copy is stopped.</summary>
-public sealed record VmHandedOver(Guid MigrationId, string VmId, string TargetHostId, string Digest, double DowntimeMs) : IVmScatterMessage;
+public sealed record VmHandedOver(Guid MigrationId, string VmId, string TargetHostId, string Digest, double DowntimeMs) : IPersistedEvent;
 
 /// <summary>The VM could not be handed over; it keeps running on the source.</summary>
-public sealed record VmHandoverFailed(Guid MigrationId, string VmId, string Reason) : IVmScatterMessage;
+public sealed record VmHandoverFailed(Guid MigrationId, string VmId, string Reason) : IPersistedEvent;
 
 public sealed record MigrationFinished(Guid MigrationId, Domain.Reports.MigrationReport Report) : IVmScatterMessage;
 
@@ -57,10 +57,10 @@ public sealed record MigrationStatus(
 
 // Events the scheduler persists (its journal is the record of what was moved where).
 
-public sealed record MigrationStarted(Guid MigrationId, string SourceHostId, IReadOnlyList<string> TargetHostIds, IReadOnlyList<string> VmIds, DateTime AtUtc) : IVmScatterMessage;
+public sealed record MigrationStarted(Guid MigrationId, string SourceHostId, IReadOnlyList<string> TargetHostIds, IReadOnlyList<string> VmIds, DateTime AtUtc) : IPersistedEvent;
 
-public sealed record PlacementChosen(Guid MigrationId, string Strategy, IReadOnlyDictionary<string, string> TargetOfVm) : IVmScatterMessage;
+public sealed record PlacementChosen(Guid MigrationId, string Strategy, IReadOnlyDictionary<string, string> TargetOfVm) : IPersistedEvent;
 
-public sealed record MigrationCompleted(Guid MigrationId, Domain.Reports.MigrationReport Report) : IVmScatterMessage;
+public sealed record MigrationCompleted(Guid MigrationId, Domain.Reports.MigrationReport Report) : IPersistedEvent;
 
-public sealed record MigrationAborted(Guid MigrationId, string Reason) : IVmScatterMessage;
+public sealed record MigrationAborted(Guid MigrationId, string Reason) : IPersistedEvent;

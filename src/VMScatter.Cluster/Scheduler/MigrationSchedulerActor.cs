@@ -83,23 +83,14 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             run.Transfer = m;
             run.Phase = "verifying";
             Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "handover"), _settings.HandoverTimeout);
-            foreach (var t in run.Targets) run.TargetRefs[t.HostId].Tell(new ComputeTargetDigests(run.Id));
+            // Targets send their digests by themselves once the last round is in; compare when both sides are here.
+            DecideHandovers(run);
         }));
         Command<TargetDigests>(m => WithRun(m.MigrationId, run =>
         {
             run.TargetDigests[m.HostId] = m;
             foreach (var d in m.Digests) run.TargetDigestOf[d.VmId] = d.Digest;
-            if (run.TargetDigests.Count < run.Targets.Count) return;
-            run.Phase = "handing over";
-            foreach (var source in run.Transfer!.SourceDigests)
-            {
-                string target = run.TargetOfVm[source.VmId];
-                if (run.TargetDigestOf.TryGetValue(source.VmId, out var got) && got == source.Digest)
-                    run.TargetRefs[target].Tell(new ResumeOnTarget(run.Id, source.VmId));
-                else
-                    FailVm(run, source.VmId, $"digest mismatch: source {Short(source.Digest)}, target {Short(got ?? "none")}");
-            }
-            MaybeComplete(run);
+            DecideHandovers(run);
         }));
         Command<VmResumedOnTarget>(m => WithRun(m.MigrationId, run =>
         {
@@ -120,6 +111,22 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             MaybeComplete(run);
         }));
         Command<RunTimeout>(m => WithRun(m.MigrationId, run => FailRun(run, $"timed out while {m.Phase}")));
+    }
+
+    /// <summary>With the source's digests and every target's in hand: resume matches on their targets, fail the rest.</summary>
+    private void DecideHandovers(MigrationRun run)
+    {
+        if (run.Transfer is null || run.TargetDigests.Count < run.Targets.Count || run.Phase == "handing over") return;
+        run.Phase = "handing over";
+        foreach (var source in run.Transfer.SourceDigests)
+        {
+            string target = run.TargetOfVm[source.VmId];
+            if (run.TargetDigestOf.TryGetValue(source.VmId, out var got) && got == source.Digest)
+                run.TargetRefs[target].Tell(new ResumeOnTarget(run.Id, source.VmId));
+            else
+                FailVm(run, source.VmId, $"digest mismatch: source {Short(source.Digest)}, target {Short(got ?? "none")}");
+        }
+        MaybeComplete(run);
     }
 
     public override string PersistenceId { get; }
@@ -316,6 +323,9 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             ByteCompares = stats?.ByteCompares ?? 0,
             HashCollisions = stats?.HashCollisions ?? 0,
             DowntimeMsMax = perVm.Length == 0 ? 0 : perVm.Max(v => v.DowntimeMs),
+            AnalysisSeconds = stats?.AnalysisSeconds ?? 0,
+            RoundSeconds = stats?.RoundSeconds ?? [],
+            SourceDigestSeconds = stats?.SourceDigestSeconds ?? 0,
             Error = run.Error,
             PerVm = perVm,
         };

@@ -33,6 +33,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
     private readonly IActorRef[] _shardActors;
     private readonly IActorRef[] _vmActors;
     private readonly Stopwatch _roundClock = new();
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly List<double> _roundSeconds = new();
+    private double _analysisSeconds, _digestStarted, _digestSeconds;
     private readonly List<int> _dirtyPerRound = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
     private readonly Dictionary<int, string> _sourceDigests = new();
@@ -100,6 +103,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             _hashed.Add(m);
             if (_hashed.Count < _shards.Length) return;
             _pagesInRound = _hashed.Sum(h => h.Pages);
+            _analysisSeconds = _clock.Elapsed.TotalSeconds;
             _scheduler.Tell(new VmsAnalyzed(_migrationId, MergeProfiles(), _shards.Sum(s => (long)s.Index.Count)));
             Become(AwaitingPlan);
         });
@@ -137,6 +141,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
 
     private void PlanRound()
     {
+        _roundClock.Restart();
         _planned.Clear();
         Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount));
         Become(Planning);
@@ -152,7 +157,6 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             _applied.Clear();
             _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
-            _roundClock.Restart();
             _sender.SendRoundAsync(transfer, new ShardContentReader(_shards), CancellationToken.None)
                 .PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
             Become(Transferring);
@@ -179,12 +183,14 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
     {
         if (!_roundSent || _applied.Count < _targetCount) return;
         double seconds = Math.Max(_roundClock.Elapsed.TotalSeconds, 1e-3);
+        _roundSeconds.Add(seconds);
         long bytes = _sender!.BytesSent - _roundStartBytes;
         if (bytes > 0) _measuredRate = Math.Max(bytes / seconds, _settings.MinRoundRateBytesPerSecond);
         ReportProgress();
         if (_stopAndCopy)
         {
             _sourceDigests.Clear();
+            _digestStarted = _clock.Elapsed.TotalSeconds;
             foreach (var (vm, paused) in _paused) _vmActors[vm].Tell(new ComputeSourceDigest(paused.DeviceState));
             Become(Digesting);
             return;
@@ -239,10 +245,12 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         {
             _sourceDigests[m.VmIndex] = m.Digest;
             if (_sourceDigests.Count < _vms.Count) return;
+            _digestSeconds = _clock.Elapsed.TotalSeconds - _digestStarted;
             Timers.Cancel("progress");
             var digests = _sourceDigests.OrderBy(d => d.Key).Select(d => new VmDigest(_vms[d.Key].Description.Id, d.Value)).ToArray();
             var pausedAt = _paused.ToDictionary(p => _vms[p.Key].Description.Id, p => p.Value.PausedAtUnixMs);
-            _scheduler.Tell(new TransferCompleted(_migrationId, digests, pausedAt, Stats()));
+            var completed = new TransferCompleted(_migrationId, digests, pausedAt, Stats());
+            _scheduler.Tell(completed);
             Become(HandingOver);
         });
         CommonFailures();
@@ -357,7 +365,10 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _shards.Sum(s => s.Index.ByteCompares),
         _shards.Sum(s => s.Index.Collisions),
         _shards.Sum(s => s.RacedPages),
-        _dirtyPerRound.ToArray());
+        _dirtyPerRound.ToArray(),
+        _analysisSeconds,
+        _roundSeconds.ToArray(),
+        _digestSeconds);
 
     private void ReportProgress()
     {

@@ -61,28 +61,13 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         {
             if (!_incoming.TryGetValue(m.MigrationId, out var inc)) return;
             inc.SourceMigration.Tell(new RoundApplied(m.MigrationId, inc.Receiver.SelfIndex, m.Outcome.Round, m.Outcome.Final, m.Outcome.Error));
-            if (m.Outcome.Error is null && !m.Outcome.Final) PumpOutcome(m.MigrationId, inc.Receiver);
+            if (m.Outcome.Error is not null) return;
+            if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc.Scheduler);
+            else PumpOutcome(m.MigrationId, inc.Receiver);
         });
 
-        Receive<ComputeTargetDigests>(m =>
-        {
-            var replyTo = Sender;
-            if (!_incoming.TryGetValue(m.MigrationId, out var inc))
-            {
-                replyTo.Tell(new TargetDigests(m.MigrationId, _hostId, [], 0, 0, 0, _listener.FramesRejected));
-                return;
-            }
-            long rejected = _listener.FramesRejected;
-            Task.Run(() =>
-            {
-                var digests = inc.Vms.Select(v =>
-                {
-                    var state = inc.Receiver.DeviceStateOf(v.VmIndex);
-                    return new VmDigest(v.Description.Id, state is null ? "missing-device-state" : v.Memory.ComputeDigest(state));
-                }).ToArray();
-                return new TargetDigests(m.MigrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected);
-            }).PipeTo(replyTo);
-        });
+        // Digests are computed as soon as the stop-and-copy round is in (alongside the source's), and again on request.
+        Receive<ComputeTargetDigests>(m => ComputeDigests(m.MigrationId, Sender));
 
         Receive<ResumeOnTarget>(m =>
         {
@@ -133,6 +118,25 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     private long FreeBytes() =>
         _capacityBytes - _running.Values.Sum(v => v.Description.MemoryBytes)
         - _incoming.Values.Sum(i => i.Vms.Where(v => !i.Resumed.Contains(v.Description.Id)).Sum(v => v.Description.MemoryBytes));
+
+    private void ComputeDigests(Guid migrationId, IActorRef replyTo)
+    {
+        if (!_incoming.TryGetValue(migrationId, out var inc))
+        {
+            replyTo.Tell(new TargetDigests(migrationId, _hostId, [], 0, 0, 0, _listener.FramesRejected));
+            return;
+        }
+        long rejected = _listener.FramesRejected;
+        Task.Run(() =>
+        {
+            var digests = inc.Vms.Select(v =>
+            {
+                var state = inc.Receiver.DeviceStateOf(v.VmIndex);
+                return new VmDigest(v.Description.Id, state is null ? "missing-device-state" : v.Memory.ComputeDigest(state));
+            }).ToArray();
+            return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected);
+        }).PipeTo(replyTo);
+    }
 
     private void PumpOutcome(Guid migrationId, MigrationReceiver receiver) =>
         receiver.Outcomes.ReadAsync().AsTask().PipeTo(Self,

@@ -41,6 +41,11 @@ public sealed record MigrationReport
     public required long ByteCompares { get; init; }
     public required long HashCollisions { get; init; }
     public required double DowntimeMsMax { get; init; }
+    /// <summary>Round 0 hashing and dedup on the source, before placement.</summary>
+    public required double AnalysisSeconds { get; init; }
+    /// <summary>Each round from planning to every target having applied it; the last is the stop-and-copy round.</summary>
+    public required IReadOnlyList<double> RoundSeconds { get; init; }
+    public required double SourceDigestSeconds { get; init; }
     public required string? Error { get; init; }
     public required IReadOnlyList<VmReport> PerVm { get; init; }
 

@@ -31,7 +31,7 @@ public sealed class SyntheticTargetBackend : ITargetBackend
 {
     public string Name => "synthetic";
 
-    public IWritableGuestMemory AllocateMemory(VmDescription vm) => new ArrayGuestMemory(vm.PageCount);
+    public IWritableGuestMemory AllocateMemory(VmDescription vm) => new NativeGuestMemory(vm.PageCount);
 
     public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
     {
