@@ -55,6 +55,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
 
     public Guid MigrationId { get; }
     public int SelfIndex { get; }
+    public IReadOnlyCollection<ReceiverVm> Vms => _vms.Values;
     public ReadOnlySpan<byte> Key => _key;
     public ChannelReader<RoundOutcome> Outcomes => _outcomes.Reader;
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);

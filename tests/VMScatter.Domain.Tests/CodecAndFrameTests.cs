@@ -1,0 +1,160 @@
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Pages;
+using VMScatter.Domain.Synthetic;
+using Xunit;
+
+namespace VMScatter.Domain.Tests;
+
+public class CodecAndFrameTests
+{
+    private static readonly byte[] Key = Enumerable.Range(1, 32).Select(i => (byte)i).ToArray();
+
+    [Property(MaxTest = 200)]
+    public void Compression_round_trips_every_page_byte_exactly(ulong key, byte lowEntropyPercent, bool mode)
+    {
+        var page = new byte[Page.Size];
+        PageContent.Render(key, lowEntropyPercent % 101 / 100.0, page);
+        foreach (var m in new[] { CompressionMode.None, mode ? CompressionMode.Lz4 : CompressionMode.Zstd })
+        {
+            var encoded = new byte[PageCodec.MaxEncodedSize];
+            var (encoding, length) = PageCodec.Encode(page, encoded, m);
+            Assert.InRange(length, 1, Page.Size);
+            var back = new byte[Page.Size];
+            Assert.True(PageCodec.TryDecode(encoding, encoded.AsSpan(0, length), back));
+            Assert.Equal(page, back);
+        }
+    }
+
+    [Fact]
+    public void Compressible_pages_shrink_and_random_pages_fall_back_to_raw()
+    {
+        var encoded = new byte[PageCodec.MaxEncodedSize];
+        var zero = new byte[Page.Size];
+        Assert.Equal(PageEncoding.Lz4, PageCodec.Encode(zero, encoded, CompressionMode.Lz4).Encoding);
+        var random = new byte[Page.Size];
+        new Random(1).NextBytes(random);
+        var (encoding, length) = PageCodec.Encode(random, encoded, CompressionMode.Lz4);
+        Assert.Equal((PageEncoding.Raw, Page.Size), (encoding, length));
+    }
+
+    [Fact]
+    public void Decoding_rejects_malformed_input_instead_of_throwing()
+    {
+        var page = new byte[Page.Size];
+        Assert.False(PageCodec.TryDecode(PageEncoding.Raw, new byte[100], page));
+        Assert.False(PageCodec.TryDecode(PageEncoding.Lz4, new byte[] { 0xFF, 0xFF, 0xFF }, page));
+        Assert.False(PageCodec.TryDecode(PageEncoding.Zstd, new byte[] { 1, 2, 3, 4, 5, 6 }, page));
+        Assert.False(PageCodec.TryDecode((PageEncoding)9, new byte[10], page));
+    }
+
+    private static byte[] Frame(FrameType type, byte[] payload, ulong sequence = 1, byte[]? key = null)
+    {
+        var frame = new byte[FrameHeader.Size + payload.Length];
+        FrameCodec.Encode(type, Guid.Parse("0b7c1d5e-0000-4000-8000-000000000001"), sequence, payload, key ?? Key, frame);
+        return frame;
+    }
+
+    [Fact]
+    public void A_frame_round_trips_and_any_flipped_bit_or_wrong_key_is_rejected()
+    {
+        var payload = Records.WriteRoundEnd(new RoundEnd(3, 1, 10, 20, true));
+        var frame = Frame(FrameType.RoundEnd, payload, sequence: 42);
+        var (header, body) = FrameCodec.Decode(frame, Key, 1024);
+        Assert.Equal((FrameType.RoundEnd, 42UL), (header.Type, header.Sequence));
+        Assert.Equal(new RoundEnd(3, 1, 10, 20, true), Records.ReadRoundEnd(body));
+
+        for (int i = 0; i < frame.Length; i++)
+        {
+            var bad = (byte[])frame.Clone();
+            bad[i] ^= 0x10;
+            Assert.Throws<FrameRejectedException>(() => FrameCodec.Decode(bad, Key, 1024));
+        }
+        var otherKey = (byte[])Key.Clone();
+        otherKey[0] ^= 1;
+        Assert.Contains("authentication", Assert.Throws<FrameRejectedException>(() => FrameCodec.Decode(frame, otherKey, 1024)).Message);
+    }
+
+    [Fact]
+    public void A_hostile_length_is_rejected_from_the_header_alone()
+    {
+        var frame = Frame(FrameType.MapBatch, new byte[64]);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(32), int.MaxValue);
+        Assert.Contains("payload length", Assert.Throws<FrameRejectedException>(() => FrameCodec.ParseHeader(frame, 256 * 1024)).Message);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(32), -5);
+        Assert.Throws<FrameRejectedException>(() => FrameCodec.ParseHeader(frame, 256 * 1024));
+    }
+
+    [Fact]
+    public void Record_readers_reject_truncation_counts_that_do_not_fit_and_trailing_bytes()
+    {
+        var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + 10];
+        Records.WriteContentBatchHeader(payload, 0, 1, 1);
+        Records.WriteContentRecord(payload.AsSpan(Records.ContentBatchHeader), 5, new ContentHash(1, 2), PageEncoding.Lz4, new byte[10]);
+        Assert.Single(Records.ReadContentBatch(payload).Records);
+        Assert.Throws<FrameRejectedException>(() => Records.ReadContentBatch(payload.AsMemory(0, payload.Length - 1)));
+        Assert.Throws<FrameRejectedException>(() => Records.ReadContentBatch(payload.Append((byte)0).ToArray()));
+        Records.WriteContentBatchHeader(payload, 0, 1, int.MaxValue);
+        Assert.Contains("does not fit", Assert.Throws<FrameRejectedException>(() => Records.ReadContentBatch(payload)).Message);
+
+        var maps = new byte[Records.MapBatchHeader + Records.MapRecordSize];
+        Records.WriteMapBatchHeader(maps, 0, 0, 1);
+        Records.WriteMap(maps.AsSpan(Records.MapBatchHeader), new PageMap(1, -3, 4));
+        Assert.Throws<FrameRejectedException>(() => Records.ReadMapBatch(maps));
+
+        var device = new byte[Records.DeviceStateHeader + 4];
+        Records.WriteDeviceStateHeader(device, 0, total: 2, offset: 0);
+        Assert.Contains("outside its declared size", Assert.Throws<FrameRejectedException>(() => Records.ReadDeviceState(device)).Message);
+    }
+
+    /// <summary>Fuzz: mutated valid frames and random bytes only ever produce a rejection, never another exception.</summary>
+    [Fact]
+    public void Fuzzed_frames_are_rejected_cleanly()
+    {
+        var random = new Random(12345);
+        var seeds = new List<byte[]>();
+        var content = new byte[Records.ContentBatchHeader + 2 * (Records.ContentRecordHeader + 16)];
+        int at = Records.WriteContentBatchHeader(content, 0, 3, 2);
+        at += Records.WriteContentRecord(content.AsSpan(at), 1, new ContentHash(1, 1), PageEncoding.Lz4, new byte[16]);
+        Records.WriteContentRecord(content.AsSpan(at), 2, new ContentHash(2, 2), PageEncoding.Raw, new byte[16]);
+        seeds.Add(content);
+        var maps = new byte[Records.MapBatchHeader + 3 * Records.MapRecordSize];
+        Records.WriteMapBatchHeader(maps, 0, 0, 3);
+        seeds.Add(maps);
+        seeds.Add(Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false)));
+        var device = new byte[Records.DeviceStateHeader + 8];
+        Records.WriteDeviceStateHeader(device, 0, 8, 0);
+        seeds.Add(device);
+        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState };
+        int rejected = 0, accepted = 0;
+        for (int i = 0; i < 20_000; i++)
+        {
+            int s = random.Next(seeds.Count);
+            var payload = (byte[])seeds[s].Clone();
+            int flips = random.Next(1, 4);
+            for (int f = 0; f < flips && payload.Length > 0; f++) payload[random.Next(payload.Length)] = (byte)random.Next(256);
+            if (random.Next(4) == 0) payload = payload.AsSpan(0, random.Next(payload.Length + 1)).ToArray();
+            // Authenticated garbage: the MAC is right, so only the record readers stand between it and the receiver.
+            var frame = Frame(types[s], payload, (ulong)i);
+            if (random.Next(3) == 0) frame[random.Next(frame.Length)] ^= (byte)(1 + random.Next(255));
+            try
+            {
+                var (header, body) = FrameCodec.Decode(frame, Key, 1 << 20);
+                switch (header.Type)
+                {
+                    case FrameType.ContentBatch: Records.ReadContentBatch(body); break;
+                    case FrameType.MapBatch: Records.ReadMapBatch(body); break;
+                    case FrameType.RoundEnd: Records.ReadRoundEnd(body); break;
+                    case FrameType.DeviceState: Records.ReadDeviceState(body); break;
+                }
+                accepted++;
+            }
+            catch (FrameRejectedException) { rejected++; }
+        }
+        Assert.Equal(20_000, rejected + accepted);
+        Assert.True(rejected > 5_000, $"only {rejected} rejected");
+    }
+}

@@ -1,0 +1,224 @@
+using System.Net;
+using System.Net.Sockets;
+using VMScatter.DataPlane;
+using VMScatter.DataPlane.Source;
+using VMScatter.DataPlane.Target;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Pages;
+using Xunit;
+
+namespace VMScatter.Domain.Tests;
+
+/// <summary>The data plane over real loopback sockets: what crosses, how often, and what a receiver refuses.</summary>
+public class DataPlaneTests
+{
+    private static readonly byte[] Key = Enumerable.Range(100, 32).Select(i => (byte)i).ToArray();
+
+    private static byte[] PageOf(int marker)
+    {
+        var p = new byte[Page.Size];
+        new Random(marker).NextBytes(p);
+        return p;
+    }
+
+    /// <summary>Contents by id, as a source's dedup shards would hold them.</summary>
+    private sealed class Contents : IContentReader
+    {
+        public Dictionary<long, byte[]> Pages { get; } = new();
+        public ContentHash HashOf(long contentId) => ContentHash.Compute(Pages[contentId]);
+        public ReadOnlySpan<byte> BytesOf(long contentId) => Pages[contentId];
+    }
+
+    private sealed class Harness : IAsyncDisposable
+    {
+        public Harness(int targets, int[] vmTarget, int pagesPerVm, GroupTransport transport)
+        {
+            Options = new DataPlaneOptions { Transport = transport, Compression = CompressionMode.None };
+            Listeners = Enumerable.Range(0, targets).Select(_ => new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), Options)).ToArray();
+            var endpoints = Listeners.Select(l => l.LocalEndPoint).ToArray();
+            Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, Key, t, endpoints,
+                Enumerable.Range(0, vmTarget.Length).Where(v => vmTarget[v] == t)
+                    .Select(v => new ReceiverVm(v, new VmDescription($"vm-{v}", (long)pagesPerVm * Page.Size, 1, "test", ""), new NativeGuestMemory(pagesPerVm))).ToArray(),
+                Options)).ToArray();
+            for (int t = 0; t < targets; t++) Listeners[t].Register(Receivers[t]);
+            Sender = new DataPlaneSender(MigrationId, Key, endpoints, Options);
+        }
+
+        public Guid MigrationId { get; } = Guid.NewGuid();
+        public DataPlaneOptions Options { get; }
+        public DataPlaneListener[] Listeners { get; }
+        public MigrationReceiver[] Receivers { get; }
+        public DataPlaneSender Sender { get; }
+
+        public async Task<RoundOutcome[]> RoundAsync(RoundTransfer round, IContentReader contents)
+        {
+            await Sender.SendRoundAsync(round, contents, CancellationToken.None);
+            var outcomes = new RoundOutcome[Receivers.Length];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            for (int t = 0; t < Receivers.Length; t++) outcomes[t] = await Receivers[t].Outcomes.ReadAsync(timeout.Token);
+            return outcomes;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Sender.DisposeAsync();
+            foreach (var r in Receivers) await r.DisposeAsync();
+            foreach (var l in Listeners) await l.DisposeAsync();
+        }
+    }
+
+    private const int ContentFrame = FrameHeader.Size + Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size;
+    private const int TwoMapFrame = FrameHeader.Size + Records.MapBatchHeader + 2 * Records.MapRecordSize;
+    private const int RoundEndFrame = FrameHeader.Size + Records.RoundEndSize;
+
+    [Theory]
+    [InlineData(GroupTransport.RelayChain, 3, 3 * ContentFrame)]
+    [InlineData(GroupTransport.FanOut, 4, 4 * ContentFrame)]
+    public async Task A_page_shared_by_vms_of_one_target_group_leaves_the_source_once(GroupTransport transport, int contentRecords, int contentBytes)
+    {
+        // vm0 → target 0 and vm1 → target 1 both hold content 1; each has one page of its own.
+        var contents = new Contents { Pages = { [1] = PageOf(1), [2] = PageOf(2), [3] = PageOf(3) } };
+        await using var h = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 3, transport);
+        await h.Sender.ConnectAsync(CancellationToken.None);
+        var round = new RoundTransfer(0, Final: false,
+            [new GroupTransfer(0b11, [1]), new GroupTransfer(0b01, [2]), new GroupTransfer(0b10, [3])],
+            [[new PageMap(0, 0, 1), new PageMap(0, 1, 2)], [new PageMap(1, 2, 1), new PageMap(1, 0, 3)]], []);
+        var outcomes = await h.RoundAsync(round, contents);
+
+        Assert.All(outcomes, o => Assert.Null(o.Error));
+        Assert.Equal(contentRecords, h.Sender.ContentRecordsSent);
+        Assert.Equal(contentBytes + 2 * TwoMapFrame + 2 * RoundEndFrame, h.Sender.BytesSent);
+        // Each target received the shared page exactly once, whichever way it came.
+        Assert.Equal([2L, 2L], h.Receivers.Select(r => r.ContentRecordsReceived));
+        Assert.Equal(transport == GroupTransport.RelayChain ? ContentFrame : 0, h.Receivers[0].BytesRelayed);
+        Assert.Equal(h.Sender.BytesSent + h.Receivers[0].BytesRelayed, h.Receivers.Sum(r => r.BytesReceived));
+
+        // The rebuilt memories are byte-identical to what the VMs hold.
+        using var expected0 = new NativeGuestMemory(3);
+        expected0.WritePage(0, contents.Pages[1]);
+        expected0.WritePage(1, contents.Pages[2]);
+        using var expected1 = new NativeGuestMemory(3);
+        expected1.WritePage(2, contents.Pages[1]);
+        expected1.WritePage(0, contents.Pages[3]);
+        Assert.Equal(expected0.ComputeDigest([]), DigestOf(h, 0, 0));
+        Assert.Equal(expected1.ComputeDigest([]), DigestOf(h, 1, 1));
+    }
+
+    private static string DigestOf(Harness h, int target, int vm) => h.Receivers[target].Vms.Single(v => v.VmIndex == vm).Memory.ComputeDigest([]);
+
+    [Fact]
+    public async Task A_relay_chain_of_four_delivers_every_group_to_each_member_once()
+    {
+        var contents = new Contents();
+        for (int i = 1; i <= 40; i++) contents.Pages[i] = PageOf(i);
+        await using var h = new Harness(targets: 4, vmTarget: [0, 1, 2, 3], pagesPerVm: 40, GroupTransport.RelayChain);
+        await h.Sender.ConnectAsync(CancellationToken.None);
+        // Contents 1..10 to all four, 11..20 to {1,3}, 21..40 each to one host.
+        var groups = new List<GroupTransfer> { new(0b1111, Enumerable.Range(1, 10).Select(i => (long)i).ToArray()), new(0b1010, Enumerable.Range(11, 10).Select(i => (long)i).ToArray()) };
+        for (int t = 0; t < 4; t++) groups.Add(new(1UL << t, Enumerable.Range(21 + t * 5, 5).Select(i => (long)i).ToArray()));
+        var maps = new List<PageMap>[4];
+        for (int t = 0; t < 4; t++)
+        {
+            maps[t] = Enumerable.Range(1, 10).Select(c => new PageMap(t, c - 1, c)).ToList();
+            if (t is 1 or 3) maps[t].AddRange(Enumerable.Range(11, 10).Select(c => new PageMap(t, c - 1, c)));
+            maps[t].AddRange(Enumerable.Range(21 + t * 5, 5).Select(c => new PageMap(t, 30 + (c - 21 - t * 5), c)));
+        }
+        var outcomes = await h.RoundAsync(new RoundTransfer(0, false, groups, maps, []), contents);
+        Assert.All(outcomes, o => Assert.Null(o.Error));
+        Assert.Equal(40, h.Sender.ContentRecordsSent); // each distinct content left the source once
+        Assert.Equal([15L, 25L, 15L, 25L], h.Receivers.Select(r => r.ContentRecordsReceived));
+    }
+
+    [Fact]
+    public async Task Frames_with_a_wrong_key_are_rejected_and_the_migration_is_unharmed()
+    {
+        var contents = new Contents { Pages = { [1] = PageOf(1) } };
+        await using var h = new Harness(1, [0], 1, GroupTransport.RelayChain);
+        var forged = new byte[FrameHeader.Size + Records.RoundEndSize];
+        var wrongKey = (byte[])Key.Clone();
+        wrongKey[31] ^= 0xFF;
+        FrameCodec.Encode(FrameType.RoundEnd, h.MigrationId, 1, Records.WriteRoundEnd(new RoundEnd(0, 0, 0, 0, true)), wrongKey, forged);
+        using (var attacker = new TcpClient())
+        {
+            await attacker.ConnectAsync(h.Listeners[0].LocalEndPoint);
+            await attacker.GetStream().WriteAsync(forged);
+            // The listener closes a connection that sent a bad frame: reading sees the end.
+            var buffer = new byte[1];
+            Assert.Equal(0, await attacker.GetStream().ReadAsync(buffer));
+        }
+        Assert.Equal(1, h.Listeners[0].FramesRejected);
+        Assert.Contains("authentication", h.Listeners[0].LastRejection);
+
+        await h.Sender.ConnectAsync(CancellationToken.None);
+        var outcomes = await h.RoundAsync(new RoundTransfer(0, false, [new GroupTransfer(1, [1])], [[new PageMap(0, 0, 1)]], []), contents);
+        Assert.Null(outcomes[0].Error);
+    }
+
+    private static byte[] Frame(Guid migration, ulong sequence, FrameType type, byte[] payload)
+    {
+        var frame = new byte[FrameHeader.Size + payload.Length];
+        FrameCodec.Encode(type, migration, sequence, payload, Key, frame);
+        return frame;
+    }
+
+    private static async Task Accept(MigrationReceiver r, byte[] frame)
+    {
+        var header = FrameCodec.ParseHeader(frame, 1 << 20);
+        await r.AcceptAsync(header, frame, frame.AsMemory(FrameHeader.Size));
+    }
+
+    [Fact]
+    public async Task A_map_that_arrives_before_its_content_is_applied_when_the_content_comes_and_the_final_round_waits_for_device_state()
+    {
+        var id = Guid.NewGuid();
+        using var memory = new NativeGuestMemory(2);
+        var vm = new ReceiverVm(0, new VmDescription("vm-0", 2 * Page.Size, 1, "test", ""), memory);
+        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
+        var page = PageOf(9);
+
+        var maps = new byte[Records.MapBatchHeader + Records.MapRecordSize];
+        Records.WriteMapBatchHeader(maps, 0, 0, 1);
+        Records.WriteMap(maps.AsSpan(Records.MapBatchHeader), new PageMap(0, 1, 77));
+        await Accept(r, Frame(id, 1, FrameType.MapBatch, maps));
+        await Accept(r, Frame(id, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, Final: true))));
+        Assert.False(r.Outcomes.TryRead(out _)); // the content has not arrived
+
+        var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
+        int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
+        Records.WriteContentRecord(content.AsSpan(at), 77, ContentHash.Compute(page), PageEncoding.Raw, page);
+        await Accept(r, Frame(id, 3, FrameType.ContentBatch, content));
+        var read = new byte[Page.Size];
+        memory.ReadPage(1, read);
+        Assert.Equal(page, read);
+        Assert.False(r.Outcomes.TryRead(out _)); // final round: the device state is still missing
+
+        var device = new byte[Records.DeviceStateHeader + 3];
+        Records.WriteDeviceStateHeader(device, 0, 3, 0);
+        device[^1] = 42;
+        await Accept(r, Frame(id, 4, FrameType.DeviceState, device));
+        Assert.True(r.Outcomes.TryRead(out var outcome));
+        Assert.Equal(new RoundOutcome(0, true, null), outcome);
+        Assert.Equal([0, 0, 42], r.DeviceStateOf(0));
+
+        // A replayed frame is refused, and an authenticated page whose bytes do not match its hash fails the migration.
+        await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 3, FrameType.ContentBatch, content)));
+    }
+
+    [Fact]
+    public async Task Content_that_does_not_match_its_hash_fails_the_migration_on_that_host()
+    {
+        var id = Guid.NewGuid();
+        using var memory = new NativeGuestMemory(1);
+        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+            [new ReceiverVm(0, new VmDescription("vm-0", Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        var page = PageOf(1);
+        var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
+        int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
+        Records.WriteContentRecord(content.AsSpan(at), 5, ContentHash.Compute(PageOf(2)), PageEncoding.Raw, page);
+        var e = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 1, FrameType.ContentBatch, content)));
+        Assert.Contains("does not match its content hash", e.Message);
+        Assert.True(r.Outcomes.TryRead(out var outcome));
+        Assert.Contains("content hash", outcome!.Error);
+    }
+}

@@ -1,0 +1,145 @@
+using VMScatter.Domain;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+using Xunit;
+
+namespace VMScatter.Domain.Tests;
+
+public class DedupTests
+{
+    private static byte[] PageOf(byte fill, int marker = 0)
+    {
+        var p = new byte[Page.Size];
+        Array.Fill(p, fill);
+        BitConverter.TryWriteBytes(p.AsSpan(0, 4), marker);
+        return p;
+    }
+
+    [Fact]
+    public void Identical_bytes_get_one_content_id_and_are_byte_compared()
+    {
+        var index = new ContentIndex(shard: 0, shardCount: 1);
+        var a = PageOf(7);
+        var (first, isNew) = index.Resolve(ContentHash.Compute(a), a);
+        var (second, isNew2) = index.Resolve(ContentHash.Compute(a), (byte[])a.Clone());
+        Assert.True(isNew);
+        Assert.False(isNew2);
+        Assert.Equal(first, second);
+        Assert.Equal(1, index.Count);
+        Assert.Equal(1, index.ByteCompares);
+        Assert.Equal(a, index.BytesOf(first).ToArray());
+    }
+
+    [Fact]
+    public void Equal_hash_with_different_bytes_is_a_collision_not_a_duplicate()
+    {
+        var index = new ContentIndex(0, 1);
+        var forged = new ContentHash(1, 2); // the same hash claimed for two different pages
+        var (a, _) = index.Resolve(forged, PageOf(1));
+        var (b, bNew) = index.Resolve(forged, PageOf(2));
+        var (a2, a2New) = index.Resolve(forged, PageOf(1));
+        Assert.NotEqual(a, b);
+        Assert.True(bNew);
+        Assert.False(a2New);
+        Assert.Equal(a, a2);
+        Assert.Equal(1, index.Collisions);
+        Assert.Equal(PageOf(2), index.BytesOf(b).ToArray());
+    }
+
+    [Fact]
+    public void Content_ids_are_unique_across_shards_and_never_zero()
+    {
+        var shards = Enumerable.Range(0, 4).Select(s => new ContentIndex(s, 4)).ToArray();
+        var ids = new HashSet<long>();
+        for (int i = 0; i < 100; i++)
+        {
+            var p = PageOf(3, i);
+            var h = ContentHash.Compute(p);
+            var (id, _) = shards[ContentIndex.ShardOf(h, 4)].Resolve(h, p);
+            Assert.True(ids.Add(id));
+            Assert.NotEqual(ContentIndex.ZeroContentId, id);
+            Assert.Equal(h, shards[id % 4].HashOf(id));
+        }
+    }
+
+    private sealed class PagesMemory(params byte[][] pages) : IGuestMemory
+    {
+        public byte[][] Pages { get; } = pages;
+        public int PageCount => Pages.Length;
+        public void ReadPage(int index, Span<byte> destination) => Pages[index].CopyTo(destination);
+    }
+
+    [Fact]
+    public void Shard_plans_a_shared_content_once_for_the_group_and_never_again_for_holders()
+    {
+        var shared = PageOf(9);
+        var vm0 = new PagesMemory(shared, PageOf(1, 1), new byte[Page.Size]);
+        var vm1 = new PagesMemory(shared, PageOf(2, 2));
+        var shard = new DedupShard(0, 1, sketchK: 16);
+        shard.BeginRound(0);
+        for (int p = 0; p < vm0.PageCount; p++) shard.Add(0, vm0, p, ContentHash.Compute(vm0.Pages[p]));
+        for (int p = 0; p < vm1.PageCount; p++) shard.Add(1, vm1, p, ContentHash.Compute(vm1.Pages[p]));
+        var profiles = shard.Profiles(2);
+        Assert.Equal((2, 1, 2), (profiles[0].NonZeroPages, profiles[0].ZeroPages, profiles[0].DistinctContents));
+
+        var plan = shard.Plan(targetOfVm: [0, 1], targetCount: 2);
+        long sharedId = plan.MapsByTarget[0].Single(m => m.Page == 0).ContentId;
+        Assert.Equal([sharedId], plan.ContentsByGroup[0b11]);           // once, to the group {0, 1}
+        Assert.Single(plan.ContentsByGroup[0b01]);                     // vm0's own page to target 0 only
+        Assert.Single(plan.ContentsByGroup[0b10]);
+        Assert.Equal(2, plan.MapsByTarget[0].Count);                   // zero page needs no map in round 0
+        Assert.Equal(2, plan.MapsByTarget[1].Count);
+
+        // Round 1: vm1 rewrites its page 1 with the shared content; target 1 holds it, so only a map goes.
+        vm1.Pages[1] = shared;
+        shard.BeginRound(1);
+        shard.Add(1, vm1, 1, ContentHash.Compute(shared));
+        var next = shard.Plan([0, 1], 2);
+        Assert.Empty(next.ContentsByGroup);
+        Assert.Equal([(1, 1, sharedId)], next.MapsByTarget[1]);
+    }
+
+    [Fact]
+    public void A_page_rewritten_between_hashing_and_dedup_is_left_to_the_next_round()
+    {
+        var vm = new PagesMemory(PageOf(4));
+        var stale = ContentHash.Compute(vm.Pages[0]);
+        vm.Pages[0] = PageOf(5);
+        var shard = new DedupShard(0, 1, 16);
+        shard.BeginRound(0);
+        shard.Add(0, vm, 0, stale);
+        Assert.Equal(1, shard.RacedPages);
+        Assert.Equal(0, shard.PagesInRound);
+        Assert.Equal(0, shard.Index.Count);
+    }
+
+    [Fact]
+    public void A_page_that_became_zero_is_mapped_to_the_zero_content_in_later_rounds()
+    {
+        var vm = new PagesMemory(PageOf(4));
+        var shard = new DedupShard(0, 1, 16);
+        shard.BeginRound(0);
+        shard.Add(0, vm, 0, ContentHash.Compute(vm.Pages[0]));
+        shard.Plan([0], 1);
+        vm.Pages[0] = new byte[Page.Size];
+        shard.BeginRound(1);
+        shard.Add(0, vm, 0, ContentHash.OfZeroPage);
+        var plan = shard.Plan([0], 1);
+        Assert.Equal([(0, 0, ContentIndex.ZeroContentId)], plan.MapsByTarget[0]);
+        Assert.Empty(plan.ContentsByGroup);
+    }
+
+    [Fact]
+    public void Bottom_k_sketch_estimates_set_and_union_sizes()
+    {
+        var a = new BottomKSketch(512);
+        var b = new BottomKSketch(512);
+        for (int i = 0; i < 40_000; i++) a.Add(new ContentHash(0, (ulong)i));
+        for (int i = 20_000; i < 60_000; i++) b.Add(new ContentHash(0, (ulong)i));
+        Assert.InRange(a.EstimateCount(), 40_000 * 0.85, 40_000 * 1.15);
+        Assert.InRange(a.Union(b).EstimateCount(), 60_000 * 0.85, 60_000 * 1.15);
+        var small = new BottomKSketch(512);
+        for (int i = 0; i < 100; i++) small.Add(new ContentHash(1, (ulong)i));
+        Assert.Equal(100, small.EstimateCount()); // exact below k
+    }
+}
