@@ -15,10 +15,11 @@ public static class MigrateCommand
         var source = new Option<string?>("--source") { Description = "Source host id (default: the only registered source)" };
         var targets = new Option<string[]>("--targets") { Description = "Target host ids (default: every registered target)", AllowMultipleArgumentsPerToken = true };
         var vmIds = new Option<string[]>("--vm") { Description = "VM ids to migrate (default: all on the source)", AllowMultipleArgumentsPerToken = true };
+        var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var wait = new Option<int>("--wait-seconds") { Description = "How long to wait for the scheduler and hosts", DefaultValueFactory = _ => 30 };
         var shared = new MigrationOptionSet();
         var command = new Command("migrate", "Submit a migration to a running VMScatter cluster and follow it to the handover");
-        foreach (var o in new Option[] { seeds, source, targets, vmIds, wait }) command.Options.Add(o);
+        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, wait }) command.Options.Add(o);
         shared.AddTo(command);
 
         command.SetAction(async (parse, cancellationToken) =>
@@ -28,7 +29,7 @@ public static class MigrateCommand
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
-            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console" }, cancellationToken);
+            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
             string sourceId = parse.GetValue(source) ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));

@@ -22,8 +22,9 @@ public static class NodeCommand
         var vmMemory = new Option<string>("--vm-memory") { Description = "Source role: memory of each VM", DefaultValueFactory = _ => "256MiB" };
         var seed = new Option<long>("--seed") { Description = "Source role: seed of the synthetic guests", DefaultValueFactory = _ => 42 };
         var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
+        var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var command = new Command("node", "Run one VMScatter cluster node until Ctrl+C");
-        foreach (var o in new Option[] { roles, port, hostname, seeds, hostId, config, capacity, vms, vmMemory, seed, journal }) command.Options.Add(o);
+        foreach (var o in new Option[] { roles, port, hostname, seeds, hostId, config, capacity, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -43,6 +44,7 @@ public static class NodeCommand
                 ConfigFile = parse.GetValue(config), SourceVms = sourceVms,
                 TargetCapacityBytes = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--capacity") : null,
                 JournalConnectionString = parse.GetValue(journal) is { } j ? $"Data Source={Path.GetFullPath(j)}" : null,
+                ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)),
             }, cancellationToken);
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
                 (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}"));
@@ -54,4 +56,11 @@ public static class NodeCommand
         });
         return command;
     }
+
+    public static string JoinTimeout(int? seconds) => seconds switch
+    {
+        null => "",
+        < 1 => throw new UserError("--join-timeout must be at least 1 second"),
+        _ => $"vmscatter.node.join-timeout = {seconds}s",
+    };
 }

@@ -32,6 +32,9 @@ public sealed record TransferFailed(Guid MigrationId, string Reason) : IVmScatte
 
 public sealed record SourceVmReleased(Guid MigrationId, string VmId) : IVmScatterMessage;
 
+/// <summary>The VM runs on the source again (its handover failed or the migration was aborted).</summary>
+public sealed record SourceVmResumed(Guid MigrationId, string VmId) : IVmScatterMessage;
+
 // Target host → source migration (data-plane round acknowledgements travel on the control plane).
 
 public sealed record RoundApplied(Guid MigrationId, int TargetIndex, int Round, bool Final, string? Error) : IVmScatterMessage;

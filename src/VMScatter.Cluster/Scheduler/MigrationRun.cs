@@ -29,12 +29,18 @@ internal sealed class MigrationRun
     public Dictionary<string, string> TargetDigestOf { get; } = new();
     public Dictionary<string, VmHandedOver> HandedOver { get; } = new();
     public HashSet<string> Released { get; } = new();
+    public HashSet<string> ResumedOnSource { get; } = new();
+    /// <summary>No confirmation will come from the source: it left, never started the migration, or timed out.</summary>
+    public bool SourceWillNotConfirm { get; set; }
     public Dictionary<string, string> Failed { get; } = new();
     public string? Error { get; set; }
 
     public bool Decided(string vmId) => HandedOver.ContainsKey(vmId) || Failed.ContainsKey(vmId);
 
-    public bool AllSettled => Vms.All(v => Failed.ContainsKey(v.Id) || (HandedOver.ContainsKey(v.Id) && Released.Contains(v.Id)));
+    /// <summary>Every VM runs in exactly one place, confirmed: on its target (and stopped on the source), or on the source.</summary>
+    public bool AllSettled => Vms.All(v =>
+        (Failed.ContainsKey(v.Id) && (ResumedOnSource.Contains(v.Id) || SourceWillNotConfirm)) ||
+        (HandedOver.ContainsKey(v.Id) && (Released.Contains(v.Id) || SourceWillNotConfirm)));
 }
 
 /// <summary>What the journal says about a migration (rebuilt on recovery).</summary>

@@ -77,7 +77,12 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
             run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound))));
-        Command<TransferFailed>(m => WithRun(m.MigrationId, run => FailRun(run, m.Reason, tellSource: false)));
+        Command<TransferFailed>(m => WithRun(m.MigrationId, run =>
+        {
+            // Refused before any migration actor existed on the source: no VM was ever paused there.
+            if (run.SourceMigration is null) run.SourceWillNotConfirm = true;
+            FailRun(run, m.Reason, tellSource: false);
+        }));
         Command<TransferCompleted>(m => WithRun(m.MigrationId, run =>
         {
             run.Transfer = m;
@@ -110,7 +115,21 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             run.Released.Add(m.VmId);
             MaybeComplete(run);
         }));
-        Command<RunTimeout>(m => WithRun(m.MigrationId, run => FailRun(run, $"timed out while {m.Phase}")));
+        Command<SourceVmResumed>(m => WithRun(m.MigrationId, run =>
+        {
+            run.ResumedOnSource.Add(m.VmId);
+            MaybeComplete(run);
+        }));
+        Command<RunTimeout>(m => WithRun(m.MigrationId, run =>
+        {
+            if (run.Error is null) FailRun(run, $"timed out while {m.Phase}");
+            else
+            {
+                // Failed already, and the source never confirmed: report what is known rather than wait forever.
+                run.SourceWillNotConfirm = true;
+                MaybeComplete(run);
+            }
+        }));
     }
 
     /// <summary>With the source's digests and every target's in hand: resume matches on their targets, fail the rest.</summary>
@@ -266,6 +285,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         run.Error = reason;
         _log.Warning("Migration {0} failed: {1}", run.Id, reason);
         if (tellSource) run.SourceHost.Tell(new AbortMigration(run.Id, reason));
+        Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "resuming on the source"), _settings.HandoverTimeout);
         var failed = run.Vms.Where(v => !run.Decided(v.Id)).Select(v => new VmHandoverFailed(run.Id, v.Id, reason)).ToArray();
         foreach (var f in failed) run.Failed[f.VmId] = reason;
         PersistAll(failed, e => { Record(e.MigrationId).Failed.Add(e.VmId); run.Requester.Tell(e); });
@@ -336,7 +356,12 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         foreach (var (id, s) in _sources.Where(s => s.Value.Host.Equals(host)).ToArray())
         {
             _sources.Remove(id);
-            foreach (var run in _runs.Values.Where(r => r.SourceHostId == id).ToArray()) FailRun(run, $"source host {id} left the cluster", tellSource: false);
+            foreach (var run in _runs.Values.Where(r => r.SourceHostId == id).ToArray())
+            {
+                run.SourceWillNotConfirm = true;
+                FailRun(run, $"source host {id} left the cluster", tellSource: false);
+                MaybeComplete(run);
+            }
         }
         foreach (var (id, t) in _targets.Where(t => t.Value.Host.Equals(host)).ToArray())
         {

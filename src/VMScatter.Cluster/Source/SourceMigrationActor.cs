@@ -271,7 +271,11 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             Context.Parent.Tell(released);
             Settle(m.VmIndex);
         });
-        Receive<VmResumedHere>(m => Settle(m.VmIndex));
+        Receive<VmResumedHere>(m =>
+        {
+            _scheduler.Tell(new SourceVmResumed(_migrationId, _vms[m.VmIndex].Description.Id));
+            Settle(m.VmIndex);
+        });
         Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
         Receive<VmStepFailed>(m =>
         {

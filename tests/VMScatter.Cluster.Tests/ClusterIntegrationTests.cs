@@ -1,0 +1,83 @@
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+using VMScatter.Domain.Synthetic;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests;
+
+/// <summary>
+/// Whole clusters on loopback: a scheduler node, a source node and target nodes, each its own actor system
+/// talking over Akka.Remote, with data-plane sockets of their own.
+/// </summary>
+public class ClusterIntegrationTests
+{
+    private static readonly SyntheticGuestModel Model = new() { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 1500, WritableWorkingSetPages = 256 };
+
+    private static async Task<(MigrationOutcome Outcome, List<IVmScatterMessage> Events)> Migrate(LocalCluster cluster, MigrationOptions options, int targets)
+    {
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targets, TimeSpan.FromSeconds(30));
+        var events = new List<IVmScatterMessage>();
+        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options), events.Add, TimeSpan.FromSeconds(30));
+        return (outcome, events);
+    }
+
+    [Fact]
+    public async Task Running_vms_move_from_one_source_to_three_targets_byte_identical()
+    {
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 11, OsImages: 1, Applications: 3));
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+        });
+        var (outcome, events) = await Migrate(cluster, TestConfig.Options(), 3);
+
+        Assert.Null(outcome.RejectedBecause);
+        var report = outcome.Report!;
+        Assert.True(report.Verified, report.Error);
+        Assert.Equal((6, 3), (report.Vms, report.Targets));
+        Assert.All(report.PerVm, vm => Assert.True(vm.DigestMatched && vm.HandedOver && vm.SourceDigest == vm.TargetDigest));
+        Assert.Equal(3, report.PerVm.Select(v => v.Target).Distinct().Count());
+        Assert.True(report.Rounds >= 2, "the guests were writing: at least one dirty round");
+        Assert.True(report.BytesSent < 0.5 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes}");
+        Assert.True(report.BytesReceived >= report.BytesSent);
+        Assert.Equal(6, events.OfType<VmHandedOver>().Count());
+        // Each source VM was stopped only after its handover, and no longer runs there.
+        Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
+    }
+
+    /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
+    private sealed class RefusingBackend(string refuse) : ITargetBackend
+    {
+        private readonly SyntheticTargetBackend _inner = new();
+        public string Name => "refusing";
+        public IWritableGuestMemory AllocateMemory(VmDescription vm) => _inner.AllocateMemory(vm);
+        public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken) =>
+            vm.Id == refuse ? throw new InvalidOperationException("simulated hypervisor failure") : _inner.ResumeAsync(vm, memory, deviceState, cancellationToken);
+    }
+
+    [Fact]
+    public async Task A_vm_its_target_cannot_resume_keeps_running_on_the_source()
+    {
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(3, Model with { DirtyPagesPerSecond = 0 }, 12));
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 2, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+            TargetBackend = new RefusingBackend("vm-001"),
+        });
+        var (outcome, events) = await Migrate(cluster, TestConfig.Options("fan-out"), 2);
+
+        var report = outcome.Report!;
+        Assert.False(report.Verified);
+        var refused = report.PerVm.Single(v => v.Id == "vm-001");
+        Assert.True(refused.DigestMatched);
+        Assert.False(refused.HandedOver);
+        Assert.Contains("simulated hypervisor failure", refused.Error);
+        Assert.Contains(events.OfType<VmHandoverFailed>(), e => e.VmId == "vm-001");
+        Assert.All(report.PerVm.Where(v => v.Id != "vm-001"), v => Assert.True(v.HandedOver));
+        Assert.Equal(VmRunState.Running, fleet.Single(v => v.Description.Id == "vm-001").State);
+        Assert.All(fleet.Where(v => v.Description.Id != "vm-001"), v => Assert.Equal(VmRunState.Stopped, v.State));
+    }
+}

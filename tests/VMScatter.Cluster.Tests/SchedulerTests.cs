@@ -1,0 +1,156 @@
+using Akka.Actor;
+using Akka.TestKit;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Cluster.Scheduler;
+using VMScatter.Domain;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests;
+
+public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
+{
+    private static readonly string Journal = TestConfig.TempJournal();
+    private static readonly SchedulerSettings Settings = new("scheduler-under-test", TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(60));
+    private const long MiB = 1 << 20;
+
+    public SchedulerTests() : base(TestConfig.Local(Journal)) { }
+
+    private IActorRef Scheduler() => Sys.ActorOf(Props.Create(() => new MigrationSchedulerActor(Settings)));
+
+    private static VmDescription Vm(string id, long bytes) => new(id, bytes, 1, "synthetic", "");
+
+    private static VmProfile Profile(string id, long bytes, int distinct) =>
+        new(id, bytes, distinct, 10, distinct, 16, Enumerable.Range(0, Math.Min(16, distinct)).Select(i => (ulong)(i * 1000 + id.Length)).ToArray());
+
+    [Fact]
+    public void Requests_that_cannot_be_served_are_rejected_with_the_reason()
+    {
+        var scheduler = Scheduler();
+        var source = CreateTestProbe();
+        scheduler.Tell(new RegisterSourceHost("src", source.Ref, [Vm("vm-a", 64 * MiB)]), source.Ref);
+        source.ExpectMsg<HostRegistered>();
+
+        scheduler.Tell(new StartMigration(Guid.NewGuid(), "src", [], [], TestConfig.Options()));
+        Assert.Contains("no target hosts", ExpectMsg<MigrationRejected>().Reason);
+
+        var target = CreateTestProbe();
+        scheduler.Tell(new RegisterTargetHost("t1", target.Ref, 32 * MiB, "127.0.0.1", 1, "synthetic"), target.Ref);
+        target.ExpectMsg<HostRegistered>();
+        scheduler.Tell(new StartMigration(Guid.NewGuid(), "src", [], [], TestConfig.Options()));
+        var tooBig = ExpectMsg<MigrationRejected>().Reason;
+        Assert.Contains("vm-a needs 64.0 MiB but the largest target has 32.0 MiB free", tooBig);
+
+        scheduler.Tell(new StartMigration(Guid.NewGuid(), "nowhere", [], [], TestConfig.Options()));
+        Assert.Contains("unknown source host 'nowhere' (registered: src)", ExpectMsg<MigrationRejected>().Reason);
+        scheduler.Tell(new StartMigration(Guid.NewGuid(), "src", ["t9"], [], TestConfig.Options()));
+        Assert.Contains("unknown target host(s) t9", ExpectMsg<MigrationRejected>().Reason);
+        source.ExpectNoMsg(TimeSpan.FromMilliseconds(200)); // nothing was started on the source
+    }
+
+    [Fact]
+    public void A_vm_is_handed_over_only_on_matching_digests_and_the_journal_remembers_after_a_restart()
+    {
+        var scheduler = Scheduler();
+        var sourceHost = CreateTestProbe();
+        var sourceMigration = CreateTestProbe();
+        var t1 = CreateTestProbe();
+        var t2 = CreateTestProbe();
+        scheduler.Tell(new RegisterSourceHost("src", sourceHost.Ref, [Vm("vm-a", 8 * MiB), Vm("vm-b", 8 * MiB)]), sourceHost.Ref);
+        scheduler.Tell(new RegisterTargetHost("t1", t1.Ref, 8 * MiB, "127.0.0.1", 5001, "synthetic"), t1.Ref);
+        scheduler.Tell(new RegisterTargetHost("t2", t2.Ref, 8 * MiB, "127.0.0.1", 5002, "synthetic"), t2.Ref);
+        sourceHost.ExpectMsg<HostRegistered>();
+        t1.ExpectMsg<HostRegistered>();
+        t2.ExpectMsg<HostRegistered>();
+
+        var id = Guid.NewGuid();
+        scheduler.Tell(new StartMigration(id, "src", [], [], TestConfig.Options()));
+        Assert.Equal(new MigrationAccepted(id, 2, 2), ExpectMsg<MigrationAccepted>());
+        var analyze = sourceHost.ExpectMsg<AnalyzeVms>();
+        Assert.Equal(["vm-a", "vm-b"], analyze.VmIds);
+
+        scheduler.Tell(new VmsAnalyzed(id, [Profile("vm-a", 8 * MiB, 100), Profile("vm-b", 8 * MiB, 120)], 200), sourceMigration.Ref);
+        var placed = ExpectMsg<MigrationPlaced>();
+        Assert.Equal(2, placed.TargetOfVm.Values.Distinct().Count()); // each target fits one VM
+        var probes = new Dictionary<string, TestProbe> { ["t1"] = t1, ["t2"] = t2 };
+        var targetOfA = probes[placed.TargetOfVm["vm-a"]];
+        var targetOfB = probes[placed.TargetOfVm["vm-b"]];
+        var prepareA = targetOfA.ExpectMsg<PrepareReceive>();
+        var prepareB = targetOfB.ExpectMsg<PrepareReceive>();
+        Assert.Equal(sourceMigration.Ref, prepareA.SourceMigration);
+        Assert.Equal(32, prepareA.DataPlaneKey.Length);
+        Assert.Equal(prepareA.DataPlaneKey, prepareB.DataPlaneKey);
+        Assert.Equal(["vm-a"], prepareA.Vms.Select(v => v.Vm.Id));
+        scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm["vm-a"]), targetOfA.Ref);
+        sourceMigration.ExpectNoMsg(TimeSpan.FromMilliseconds(100)); // not before every target is ready
+        scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm["vm-b"]), targetOfB.Ref);
+        var begin = sourceMigration.ExpectMsg<BeginTransfer>();
+        Assert.Equal(2, begin.Targets.Count);
+
+        var stats = new TransferStats(3, 1000, 10, 5, 4096 * 5, 2048 * 5, 20, 200, 3, 0, 0, [100, 10, 2], 0.1, [0.2, 0.05, 0.01], 0.01);
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        scheduler.Tell(new TransferCompleted(id, [new VmDigest("vm-a", "aaaa"), new VmDigest("vm-b", "bbbb")],
+            new Dictionary<string, long> { ["vm-a"] = now, ["vm-b"] = now }, stats), sourceMigration.Ref);
+        scheduler.Tell(new TargetDigests(id, placed.TargetOfVm["vm-a"], [new VmDigest("vm-a", "aaaa")], 600, 0, 3, 0), targetOfA.Ref);
+        scheduler.Tell(new TargetDigests(id, placed.TargetOfVm["vm-b"], [new VmDigest("vm-b", "b0b0")], 400, 0, 2, 0), targetOfB.Ref);
+
+        Assert.Equal("vm-a", targetOfA.ExpectMsg<ResumeOnTarget>().VmId);
+        Assert.Equal(["vm-b"], targetOfB.ExpectMsg<DiscardReceived>().VmIds);
+        var resumeB = sourceHost.ExpectMsg<ResumeSourceVm>();
+        Assert.Equal("vm-b", resumeB.VmId);
+        Assert.Contains("digest mismatch", resumeB.Reason);
+        Assert.Equal("vm-b", ExpectMsg<VmHandoverFailed>().VmId);
+
+        scheduler.Tell(new VmResumedOnTarget(id, "vm-a", placed.TargetOfVm["vm-a"], now + 42), targetOfA.Ref);
+        var handed = ExpectMsg<VmHandedOver>();
+        Assert.Equal(("vm-a", 42.0), (handed.VmId, handed.DowntimeMs));
+        Assert.Equal("vm-a", sourceHost.ExpectMsg<ReleaseSourceVm>().VmId); // the source stops it only now
+        scheduler.Tell(new SourceVmReleased(id, "vm-a"), sourceHost.Ref);
+        ExpectNoMsg(TimeSpan.FromMilliseconds(200)); // vm-b is not yet confirmed running on the source
+        scheduler.Tell(new SourceVmResumed(id, "vm-b"), sourceHost.Ref);
+
+        var report = ExpectMsg<MigrationFinished>().Report;
+        Assert.False(report.Verified);
+        Assert.Equal((2, 2, 16 * MiB, 1000L, 1000L), (report.Vms, report.Targets, report.GuestBytes, report.BytesSent, report.BytesReceived));
+        Assert.Equal(Domain.Pages.Page.BytesOf(220), report.NaiveBytes);
+        var a = report.PerVm.Single(v => v.Id == "vm-a");
+        var b = report.PerVm.Single(v => v.Id == "vm-b");
+        Assert.True(a.DigestMatched && a.HandedOver);
+        Assert.False(b.DigestMatched || b.HandedOver);
+
+        // A new incarnation of the scheduler recovers the same record from the journal.
+        Watch(scheduler);
+        Sys.Stop(scheduler);
+        ExpectTerminated(scheduler);
+        var recovered = Scheduler();
+        recovered.Tell(new GetMigrationStatus(id));
+        var status = ExpectMsg<MigrationStatus>();
+        Assert.Equal("completed", status.Phase);
+        Assert.Equal(["vm-a"], status.HandedOver);
+        Assert.Equal(["vm-b"], status.Failed);
+        Assert.Equal(report.BytesSent, status.Report!.BytesSent);
+        Assert.Equal(report.PerVm.Select(v => v.DigestMatched), status.Report.PerVm.Select(v => v.DigestMatched));
+    }
+
+    [Fact]
+    public void A_migration_cut_short_by_a_restart_is_recorded_as_aborted()
+    {
+        var scheduler = Scheduler();
+        var source = CreateTestProbe();
+        var target = CreateTestProbe();
+        scheduler.Tell(new RegisterSourceHost("src", source.Ref, [Vm("vm-a", 8 * MiB)]), source.Ref);
+        scheduler.Tell(new RegisterTargetHost("t1", target.Ref, 8 * MiB, "127.0.0.1", 1, "synthetic"), target.Ref);
+        var id = Guid.NewGuid();
+        scheduler.Tell(new StartMigration(id, "src", [], [], TestConfig.Options()));
+        ExpectMsg<MigrationAccepted>();
+        source.FishForMessage(m => m is AnalyzeVms);
+        Watch(scheduler);
+        Sys.Stop(scheduler);
+        ExpectTerminated(scheduler);
+        var recovered = Scheduler();
+        AwaitAssert(() =>
+        {
+            recovered.Tell(new GetMigrationStatus(id));
+            Assert.Equal("aborted", ExpectMsg<MigrationStatus>().Phase);
+        }, TimeSpan.FromSeconds(10));
+    }
+}

@@ -1,0 +1,60 @@
+using Akka.Actor;
+using Akka.TestKit;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Cluster.Source;
+using VMScatter.Domain;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+using VMScatter.Domain.Synthetic;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests;
+
+public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
+{
+    public SourceVmActorTests() : base(TestConfig.Local(TestConfig.TempJournal())) { }
+
+    private static readonly SyntheticGuestModel Model = new() { MemoryBytes = 1 << 20, DirtyPagesPerSecond = 0, WritableWorkingSetPages = 32 };
+
+    [Fact]
+    public void Round_zero_routes_every_page_to_the_shard_owning_its_hash_and_stop_and_copy_pauses_first()
+    {
+        using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, Model, 5), runWorkload: false).Single();
+        var shards = Enumerable.Range(0, 4).Select(_ => CreateTestProbe()).ToArray();
+        var actor = Sys.ActorOf(Props.Create(() => new SourceVmActor(0, vm, shards.Select(s => s.Ref).ToArray())));
+
+        actor.Tell(new CollectDirtyPages(0));
+        Assert.Equal(new DirtyPagesCollected(0, 0, 256), ExpectMsg<DirtyPagesCollected>());
+        actor.Tell(new HashRound(0, StopAndCopy: false));
+        var seen = new HashSet<int>();
+        var page = new byte[Page.Size];
+        for (int s = 0; s < 4; s++)
+        {
+            var batch = shards[s].ExpectMsg<PageHashBatch>();
+            Assert.Equal((0, 0), (batch.Round, batch.VmIndex));
+            for (int i = 0; i < batch.Pages.Length; i++)
+            {
+                vm.ReadPage(batch.Pages[i], page);
+                if (Page.IsZero(page)) Assert.Equal(0, s); // zero pages are counted by shard 0 in round 0
+                else Assert.Equal(s, ContentIndex.ShardOf(batch.Hashes[i], 4));
+                Assert.True(seen.Add(batch.Pages[i]));
+            }
+        }
+        Assert.Equal(256, seen.Count);
+
+        vm.WritePageContent(3, 0x1234);
+        actor.Tell(new CollectDirtyPages(1));
+        Assert.Equal(1, ExpectMsg<DirtyPagesCollected>().Pages);
+        vm.WritePageContent(9, 0x5678); // written after the collection, before the pause: must still be sent
+        actor.Tell(new HashRound(1, StopAndCopy: true));
+        var paused = ExpectMsg<VmPaused>();
+        Assert.Equal(VmRunState.Paused, vm.State);
+        Assert.NotEmpty(paused.DeviceState);
+        var routed = shards.SelectMany(s => s.ExpectMsg<PageHashBatch>().Pages).Order().ToArray();
+        Assert.Equal([3, 9], routed);
+
+        actor.Tell(new ResumeVm("test"));
+        ExpectMsg<VmResumedHere>();
+        Assert.Equal(VmRunState.Running, vm.State);
+    }
+}

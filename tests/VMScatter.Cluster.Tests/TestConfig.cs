@@ -1,0 +1,19 @@
+using Akka.Configuration;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+
+namespace VMScatter.Cluster.Tests;
+
+internal static class TestConfig
+{
+    public static string TempJournal() => $"Data Source={Path.Combine(Path.GetTempPath(), $"vmscatter-test-{Guid.NewGuid():N}.db")}";
+
+    /// <summary>The project's own HOCON, on a local (non-cluster) provider, with its own SQLite journal.</summary>
+    public static Config Local(string journal) => NodeConfig.Build(null, $"""
+        akka.actor.provider = local
+        akka.loglevel = WARNING
+        vmscatter.persistence.connection-string = {NodeConfig.Quote(journal)}
+        """);
+
+    public static MigrationOptions Options(string transport = "relay-chain") => new("traffic-aware", transport, "lz4", MaxRounds: 8, DowntimeTargetMs: 300);
+}
