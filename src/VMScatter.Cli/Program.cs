@@ -4,6 +4,9 @@ using VMScatter.Cli.Commands;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 
+// Colours and cursor movement only for a terminal; logs and pipes get plain text.
+if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Capabilities.Ansi = false;
+
 var root = new RootCommand("VMScatter: live-migrate many VMs from one source host to many target hosts at once");
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(NodeCommand.Create());

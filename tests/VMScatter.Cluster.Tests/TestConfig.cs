@@ -12,6 +12,8 @@ internal static class TestConfig
     public static Config Local(string journal) => NodeConfig.Build(null, $"""
         akka.actor.provider = local
         akka.loglevel = WARNING
+        # Deadlines, not delays: the journal's first write (table creation, JIT) can take seconds on a busy 2-core machine.
+        akka.test.single-expect-default = 15s
         vmscatter.persistence.connection-string = {NodeConfig.Quote(journal)}
         """);
 

@@ -48,8 +48,11 @@ public static class NodeCommand
             }, cancellationToken);
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
                 (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}"));
-            try { await Task.Delay(Timeout.Infinite, cancellationToken); }
-            catch (OperationCanceledException) { }
+            // SIGTERM (a service manager) and SIGINT (Ctrl+C) both mean: leave the cluster gracefully, then exit.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+            using var onInt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+            await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), node.System.WhenTerminated);
             Console.WriteLine($"node {node.HostId} leaving the cluster");
             await node.DisposeAsync();
             return ExitCodes.Success;

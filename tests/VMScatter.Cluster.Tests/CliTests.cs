@@ -1,0 +1,77 @@
+using System.Diagnostics;
+using VMScatter.Domain.Reports;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests;
+
+/// <summary>The admin console as a user runs it: a separate process, its exit code, what it prints.</summary>
+public class CliTests
+{
+    private static async Task<(int Exit, string Out, string Err)> Run(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    private static void AssertOneLineError((int Exit, string Out, string Err) r, string expected)
+    {
+        Assert.Equal(2, r.Exit);
+        var lines = r.Err.Trim().Split('\n');
+        Assert.Single(lines);
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+        Assert.DoesNotContain("   at ", r.Err + r.Out); // no stack trace
+    }
+
+    [Fact]
+    public async Task An_unknown_option_is_a_one_line_error_with_exit_code_2() =>
+        AssertOneLineError(await Run("demo", "--frobnicate"), "--frobnicate");
+
+    [Fact]
+    public async Task Zero_targets_is_refused() =>
+        AssertOneLineError(await Run("demo", "--targets", "0"), "--targets must be at least 1");
+
+    [Fact]
+    public async Task A_bad_size_is_refused() =>
+        AssertOneLineError(await Run("demo", "--vm-memory", "lots"), "--vm-memory: 'lots' is not a size");
+
+    [Fact]
+    public async Task A_vm_larger_than_any_target_is_refused_by_the_scheduler() =>
+        AssertOneLineError(await Run("demo", "--vms", "2", "--vm-memory", "16MiB", "--targets", "2", "--target-capacity", "8MiB",
+            "--journal", Path.Combine(Path.GetTempPath(), $"vmscatter-cli-{Guid.NewGuid():N}.db")),
+            "vm-000 needs 16.0 MiB but the largest target has 8.0 MiB free");
+
+    [Fact]
+    public async Task A_seed_that_does_not_answer_is_reported_within_the_join_timeout()
+    {
+        var clock = Stopwatch.StartNew();
+        var r = await Run("migrate", "--seeds", "127.0.0.1:9", "--join-timeout", "3");
+        AssertOneLineError(r, "could not join the cluster via akka.tcp://vmscatter@127.0.0.1:9 within 3s");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task Demo_migrates_and_writes_a_verified_report()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"vmscatter-report-{Guid.NewGuid():N}.json");
+        var r = await Run("demo", "--vms", "4", "--vm-memory", "8MiB", "--targets", "2", "--json", json,
+            "--journal", Path.Combine(Path.GetTempPath(), $"vmscatter-cli-{Guid.NewGuid():N}.db"));
+        Assert.True(r.Exit == 0, r.Out + r.Err);
+        var report = MigrationReport.FromJson(await File.ReadAllTextAsync(json));
+        Assert.True(report.Verified);
+        Assert.Equal((4, 2, 4 * (8L << 20)), (report.Vms, report.Targets, report.GuestBytes));
+        Assert.All(report.PerVm, v => Assert.True(v.DigestMatched));
+        Assert.Contains("handed over vm-003", r.Out);
+        // The stable field names of the report.
+        var text = await File.ReadAllTextAsync(json);
+        foreach (var field in new[] { "\"vms\"", "\"targets\"", "\"guestBytes\"", "\"naiveBytes\"", "\"distinctPages\"", "\"zeroPages\"", "\"bytesSent\"", "\"bytesReceived\"", "\"verified\"", "\"totalSeconds\"", "\"id\"", "\"target\"", "\"digestMatched\"" })
+            Assert.Contains(field, text);
+    }
+}
