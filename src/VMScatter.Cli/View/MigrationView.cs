@@ -51,8 +51,18 @@ public static class MigrationView
         return outcome!;
     }
 
+    private static int _lastRound = -1;
+    private static DateTime _lastProgress;
+
     private static void PrintLine(IVmScatterMessage message)
     {
+        // Progress arrives every few hundred milliseconds; a log wants a line per round or per second at most.
+        if (message is MigrationProgress progress)
+        {
+            if (progress.Round == _lastRound && DateTime.UtcNow - _lastProgress < TimeSpan.FromSeconds(1)) return;
+            _lastRound = progress.Round;
+            _lastProgress = DateTime.UtcNow;
+        }
         string? line = message switch
         {
             MigrationAccepted a => $"accepted: {a.Vms} VMs to {a.Targets} target hosts",

@@ -66,6 +66,8 @@ public sealed class LocalCluster : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        // The whole cluster is going away on purpose: each node's view of the others leaving is expected, not news.
+        foreach (var node in Targets.Append(Source).Append(Scheduler)) ConsoleLogger.Mute(node.System);
         // Workers first, the scheduler (and its journal) last.
         await Task.WhenAll(Targets.Select(t => t.DisposeAsync().AsTask()).Append(Source.DisposeAsync().AsTask())).ConfigureAwait(false);
         await Scheduler.DisposeAsync().ConfigureAwait(false);
