@@ -7,7 +7,7 @@ namespace VMScatter.Cli.Commands;
 /// <summary>Options shared by `demo` and `migrate`: how the migration runs. Unset ones come from HOCON.</summary>
 public sealed class MigrationOptionSet
 {
-    public Option<string?> Placement { get; } = new("--placement") { Description = "traffic-aware | round-robin | first-fit-decreasing" };
+    public Option<string?> Placement { get; } = new("--placement") { Description = "traffic-aware | paper-greedy | first-fit-decreasing | round-robin | random" };
     public Option<string?> Transport { get; } = new("--transport") { Description = "How a page reaches a target group without multicast: relay-chain | fan-out" };
     public Option<string?> Compression { get; } = new("--compression") { Description = "none | lz4 | zstd" };
     public Option<int?> MaxRounds { get; } = new("--max-rounds") { Description = "Pre-copy rounds before stop-and-copy is forced" };
@@ -26,7 +26,7 @@ public sealed class MigrationOptionSet
         string compression = parse.GetValue(Compression) ?? defaults.GetString("vmscatter.data-plane.compression");
         int maxRounds = parse.GetValue(MaxRounds) ?? defaults.GetInt("vmscatter.source.max-rounds");
         int downtime = parse.GetValue(DowntimeMs) ?? (int)defaults.GetTimeSpan("vmscatter.source.downtime-target").TotalMilliseconds;
-        Require(placement, "--placement", "traffic-aware", "round-robin", "first-fit-decreasing");
+        Require(placement, "--placement", [.. Domain.Placement.PlacementStrategies.Names]);
         Require(transport, "--transport", "relay-chain", "fan-out");
         Require(compression, "--compression", "none", "lz4", "zstd");
         if (maxRounds < 1) throw new UserError("--max-rounds must be at least 1");

@@ -85,7 +85,7 @@ public static class MigrationView
         AnsiConsole.Write(table);
         var inv = CultureInfo.InvariantCulture;
         var summary = new Grid().AddColumn().AddColumn();
-        summary.AddRow("VMs → targets", $"{r.Vms} → {r.Targets} ({r.Placement}, {r.GroupTransport})");
+        summary.AddRow("VMs → targets", $"{r.Vms} → {r.Targets} ({r.PlacementStrategy}, {r.GroupTransport})");
         summary.AddRow("guest memory", ByteSize.Format(r.GuestBytes));
         summary.AddRow("zero pages (never sent)", r.ZeroPages.ToString("N0", inv));
         summary.AddRow("distinct non-zero pages", r.DistinctPages.ToString("N0", inv));
@@ -93,6 +93,8 @@ public static class MigrationView
         summary.AddRow("sent by the source", $"{ByteSize.Format(r.BytesSent)} ({r.SentToNaive.ToString("P1", inv)} of naive, framing included)");
         summary.AddRow("received by targets", ByteSize.Format(r.BytesReceived));
         summary.AddRow("compression (lz4/zstd)", r.CompressionRatio.ToString("0.000", inv));
+        summary.AddRow("link bytes (flat network)", ByteSize.Format(r.LinkBytes));
+        summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})");
         summary.AddRow("rounds (dirty pages)", $"{r.Rounds} ({string.Join(", ", r.DirtyPagesPerRound)})");
         summary.AddRow("downtime max", $"{r.DowntimeMsMax:0} ms");
         summary.AddRow("total time", $"{r.TotalSeconds:0.00} s");

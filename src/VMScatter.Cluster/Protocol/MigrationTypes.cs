@@ -45,4 +45,6 @@ public sealed record TransferStats(
     IReadOnlyList<int> DirtyPagesPerRound,
     double AnalysisSeconds,
     IReadOnlyList<double> RoundSeconds,
-    double SourceDigestSeconds) : IVmScatterMessage;
+    double SourceDigestSeconds,
+    long GroupSwitches,
+    long GroupSwitchesLowerBound) : IVmScatterMessage;

@@ -221,10 +221,16 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             run.SourceMigration = Sender;
             run.Profiles = m.Profiles;
             run.DistinctPages = m.DistinctPages;
-            var vms = m.Profiles.Select(p => new PlacementVm(p.VmId, p.MemoryBytes, p.DistinctContents, BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch))).ToArray();
+            var vcpus = run.Vms.ToDictionary(v => v.Id, v => v.VCpus);
+            var vms = m.Profiles.Select(p => new PlacementVm(p.VmId, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
+            var contents = new SketchContentModel(m.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
             var hosts = run.TargetHostIds.Select(t => new PlacementHost(t, _targets.TryGetValue(t, out var h) ? h.FreeBytes : 0)).ToArray();
             PlacementResult placement;
-            try { placement = Placer.Place(vms, hosts, ParseStrategy(run.Request.Options.Placement)); }
+            try
+            {
+                if (!PlacementStrategies.TryParse(run.Request.Options.Placement, out var strategy)) throw new PlacementException($"unknown placement strategy '{run.Request.Options.Placement}'");
+                placement = Placer.Place(vms, hosts, contents, strategy);
+            }
             catch (PlacementException e) { FailRun(run, $"placement: {e.Message}"); return; }
             Persist(new PlacementChosen(run.Id, placement.Strategy, placement.HostOf), e =>
             {
@@ -239,7 +245,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
                     run.TargetRefs[hostId] = t.Host;
                 }
                 run.Phase = "preparing";
-                run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.EstimatedPages, run.DistinctPages, run.Request.Options.GroupTransport));
+                run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.Traffic, run.DistinctPages, run.Request.Options.GroupTransport));
                 var assignments = Assignments(run);
                 foreach (var t in run.Targets)
                     run.TargetRefs[t.HostId].Tell(new PrepareReceive(run.Id, _keys[run.Id], t.Index, run.Targets,
@@ -253,14 +259,6 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         var index = run.Targets.ToDictionary(t => t.HostId, t => t.Index);
         return run.Vms.Select((vm, i) => new VmAssignment(i, vm, index[run.TargetOfVm[vm.Id]])).ToArray();
     }
-
-    private static PlacementStrategy ParseStrategy(string name) => name switch
-    {
-        "traffic-aware" => PlacementStrategy.TrafficAware,
-        "round-robin" => PlacementStrategy.RoundRobin,
-        "first-fit-decreasing" => PlacementStrategy.FirstFitDecreasing,
-        _ => throw new PlacementException($"unknown placement strategy '{name}'"),
-    };
 
     private void FailVm(MigrationRun run, string vmId, string reason)
     {
@@ -335,7 +333,12 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             BytesReceived = run.TargetDigests.Values.Sum(d => d.BytesReceived),
             Verified = perVm.Length > 0 && perVm.All(v => v.DigestMatched && v.HandedOver),
             TotalSeconds = (DateTime.UtcNow - run.StartedUtc).TotalSeconds,
-            Placement = run.Strategy,
+            PlacementStrategy = run.Strategy,
+            Placement = new SortedDictionary<string, string>(run.TargetOfVm),
+            // Flat network: every data-plane frame crosses its sender's link and its receiver's link once.
+            LinkBytes = 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
+            GroupSwitches = stats?.GroupSwitches ?? 0,
+            GroupSwitchesLowerBound = stats?.GroupSwitchesLowerBound ?? 0,
             GroupTransport = run.Request.Options.GroupTransport,
             Rounds = stats?.Rounds ?? 0,
             DirtyPagesPerRound = stats?.DirtyPagesPerRound ?? [],

@@ -11,6 +11,7 @@ using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
+using VMScatter.Domain.Scheduling;
 
 namespace VMScatter.Cluster.Source;
 
@@ -36,6 +37,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly List<double> _roundSeconds = new();
     private double _analysisSeconds, _digestStarted, _digestSeconds;
+    private long _groupSwitches, _groupSwitchesLowerBound;
     private readonly List<int> _dirtyPerRound = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
     private readonly Dictionary<int, string> _sourceDigests = new();
@@ -333,9 +335,11 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             for (int t = 0; t < _targetCount; t++)
                 foreach (var (vm, page, id) in planned.Plan.MapsByTarget[t]) maps[t].Add(new PageMap(vm, page, id));
         }
-        // Larger groups first, then by mask: a deterministic order (group scheduling refines this).
-        var ordered = groups.OrderByDescending(g => System.Numerics.BitOperations.PopCount(g.Key)).ThenBy(g => g.Key)
-            .Select(g => new GroupTransfer(g.Key, g.Value)).ToArray();
+        // Groups in the order that makes target hosts join and leave least (each round starts and ends with none joined).
+        var order = GroupScheduler.Order(groups.Keys);
+        _groupSwitches += GroupScheduler.Switches(order);
+        _groupSwitchesLowerBound += GroupScheduler.LowerBound(groups.Keys);
+        var ordered = order.Select(mask => new GroupTransfer(mask, groups[mask])).ToArray();
         var devices = _stopAndCopy
             ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
             : [];
@@ -372,7 +376,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _dirtyPerRound.ToArray(),
         _analysisSeconds,
         _roundSeconds.ToArray(),
-        _digestSeconds);
+        _digestSeconds,
+        _groupSwitches,
+        _groupSwitchesLowerBound);
 
     private void ReportProgress()
     {

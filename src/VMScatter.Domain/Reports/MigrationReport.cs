@@ -33,7 +33,14 @@ public sealed record MigrationReport
     public required long BytesReceived { get; init; }
     public required bool Verified { get; init; }
     public required double TotalSeconds { get; init; }
-    public required string Placement { get; init; }
+    public required string PlacementStrategy { get; init; }
+    /// <summary>VM id → target host id.</summary>
+    public required IReadOnlyDictionary<string, string> Placement { get; init; }
+    /// <summary>Bytes over every link of the (flat) network: each frame counts once per link it crosses.</summary>
+    public required long LinkBytes { get; init; }
+    /// <summary>Join + leave events of target hosts implied by the order the groups were sent in, over all rounds.</summary>
+    public required long GroupSwitches { get; init; }
+    public required long GroupSwitchesLowerBound { get; init; }
     public required string GroupTransport { get; init; }
     public required int Rounds { get; init; }
     public required IReadOnlyList<int> DirtyPagesPerRound { get; init; }
