@@ -5,12 +5,18 @@ using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 
 // Colours and cursor movement only for a terminal; logs and pipes get plain text.
-if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Capabilities.Ansi = false;
+if (Console.IsOutputRedirected)
+{
+    Spectre.Console.AnsiConsole.Profile.Capabilities.Ansi = false;
+    Spectre.Console.AnsiConsole.Profile.Width = 160;
+}
 
 var root = new RootCommand("VMScatter: live-migrate many VMs from one source host to many target hosts at once");
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(NodeCommand.Create());
 root.Subcommands.Add(MigrateCommand.Create());
+root.Subcommands.Add(PlanCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)

@@ -58,6 +58,32 @@ public class CliTests
     }
 
     [Fact]
+    public async Task Bench_algorithms_reports_ratios_to_the_optimum_and_the_baselines()
+    {
+        var json = Path.Combine(Path.GetTempPath(), $"vmscatter-algo-{Guid.NewGuid():N}.json");
+        var r = await Run("bench", "algorithms", "--instances", "12", "--large-vms", "120", "--large-hosts", "8", "--json", json);
+        Assert.True(r.Exit == 0, r.Out + r.Err);
+        using var doc = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        var small = doc.RootElement.GetProperty("small").EnumerateArray().ToDictionary(e => e.GetProperty("strategy").GetString()!);
+        var ours = small["traffic-aware"];
+        Assert.Equal(12, ours.GetProperty("instances").GetInt32());
+        Assert.InRange(ours.GetProperty("meanRatio").GetDouble(), 1.0, 1.05);
+        Assert.True(ours.GetProperty("meanRatio").GetDouble() <= small["first-fit-decreasing"].GetProperty("meanRatio").GetDouble());
+        var groups = doc.RootElement.GetProperty("groups");
+        Assert.True(groups.GetProperty("switches").GetInt64() >= groups.GetProperty("lowerBound").GetInt64());
+        Assert.True(groups.GetProperty("switches").GetInt64() < groups.GetProperty("pageIndexOrderSwitches").GetInt64());
+    }
+
+    [Fact]
+    public async Task Plan_shows_every_strategy_and_the_placement_without_migrating()
+    {
+        var r = await Run("plan", "--vms", "6", "--vm-memory", "4MiB", "--targets", "3");
+        Assert.True(r.Exit == 0, r.Out + r.Err);
+        foreach (var strategy in new[] { "traffic-aware", "paper-greedy", "first-fit-decreasing", "round-robin", "random" }) Assert.Contains(strategy, r.Out);
+        Assert.Contains("traffic-aware placement: vm-000→target-", r.Out);
+    }
+
+    [Fact]
     public async Task Demo_migrates_and_writes_a_verified_report()
     {
         var json = Path.Combine(Path.GetTempPath(), $"vmscatter-report-{Guid.NewGuid():N}.json");

@@ -29,7 +29,8 @@ public static class MigrateCommand
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
-            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) }, cancellationToken);
+            // The console's own node is a throwaway client: its remoting warnings would only repeat the error below.
+            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
             string sourceId = parse.GetValue(source) ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));

@@ -140,8 +140,9 @@ public static class AlgorithmBench
     }
 
     /// <summary>Target groups of the placement, ordered by us and in page-index order (each content sent when first met).</summary>
-    private static GroupScheduleResult Schedule(List<PlacementVm> vms, PlacementHost[] hosts, List<long[]> contents, Dictionary<string, string> hostOf)
+    public static GroupScheduleResult Schedule(IReadOnlyList<PlacementVm> vms, IReadOnlyList<PlacementHost> hosts, IReadOnlyList<long[]> contents, IReadOnlyDictionary<string, string> hostOf)
     {
+        if (hosts.Count > 64) throw new ArgumentException("group masks hold at most 64 hosts");
         var index = hosts.Select((h, i) => (h.Id, i)).ToDictionary(x => x.Id, x => x.i);
         var mask = new Dictionary<long, ulong>();
         for (int v = 0; v < vms.Count; v++)
@@ -158,7 +159,7 @@ public static class AlgorithmBench
         return new GroupScheduleResult(groups.Length, ours, bound, (double)ours / bound, naive, 1 - (double)ours / naive);
     }
 
-    private static double ExactTraffic(List<PlacementVm> vms, PlacementHost[] hosts, List<long[]> contents, IReadOnlyDictionary<string, string> hostOf, NetworkTopology topology)
+    public static double ExactTraffic(IReadOnlyList<PlacementVm> vms, IReadOnlyList<PlacementHost> hosts, IReadOnlyList<long[]> contents, IReadOnlyDictionary<string, string> hostOf, NetworkTopology topology)
     {
         var all = new HashSet<long>();
         var perHost = hosts.ToDictionary(h => h.Id, _ => new HashSet<long>());
