@@ -15,4 +15,7 @@ public sealed record DataPlaneOptions
     public CompressionMode Compression { get; init; } = CompressionMode.Lz4;
     public GroupTransport Transport { get; init; } = GroupTransport.RelayChain;
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Each sending host's egress link, in bits per second (0: unlimited): a NIC, so comparisons reflect a network, not memcpy.</summary>
+    public long LinkBitsPerSecond { get; init; }
 }

@@ -15,10 +15,10 @@ public class ClusterIntegrationTests
 {
     private static readonly SyntheticGuestModel Model = new() { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 1500, WritableWorkingSetPages = 256 };
 
-    private static async Task<(MigrationOutcome Outcome, List<IVmScatterMessage> Events)> Migrate(LocalCluster cluster, MigrationOptions options, int targets)
+    private static async Task<(MigrationOutcome Outcome, List<IVmScatterProtocol> Events)> Migrate(LocalCluster cluster, MigrationOptions options, int targets)
     {
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targets, TimeSpan.FromSeconds(30));
-        var events = new List<IVmScatterMessage>();
+        var events = new List<IVmScatterProtocol>();
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
             new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options), events.Add, TimeSpan.FromSeconds(30));
         return (outcome, events);

@@ -86,7 +86,7 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         var begin = sourceMigration.ExpectMsg<BeginTransfer>();
         Assert.Equal(2, begin.Targets.Count);
 
-        var stats = new TransferStats(3, 1000, 10, 5, 4096 * 5, 2048 * 5, 20, 200, 3, 0, 0, [100, 10, 2], 0.1, [0.2, 0.05, 0.01], 0.01, 12, 10);
+        var stats = new TransferStats(3, 1000, 10, 5, 4096 * 5, 2048 * 5, 20, 200, 3, 0, 0, [100, 10, 2], 0.1, [0.2, 0.05, 0.01], 0.01, 12, 10, true, "converged");
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         scheduler.Tell(new TransferCompleted(id, [new VmDigest("vm-a", "aaaa"), new VmDigest("vm-b", "bbbb")],
             new Dictionary<string, long> { ["vm-a"] = now, ["vm-b"] = now }, stats), sourceMigration.Ref);

@@ -52,6 +52,9 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.NotEmpty(paused.DeviceState);
         var routed = shards.SelectMany(s => s.ExpectMsg<PageHashBatch>().Pages).Order().ToArray();
         Assert.Equal([3, 9], routed);
+        // The full-memory digest starts as soon as the VM is paused, alongside the last round.
+        var digest = ExpectMsg<SourceDigestComputed>();
+        Assert.Equal(MemoryDigest.Compute(vm, paused.DeviceState.AsSpan()), digest.Digest);
 
         actor.Tell(new ResumeVm("test"));
         ExpectMsg<VmResumedHere>();

@@ -26,8 +26,11 @@ public class DataPlaneTests
     private sealed class Contents : IContentReader
     {
         public Dictionary<long, byte[]> Pages { get; } = new();
-        public ContentHash HashOf(long contentId) => ContentHash.Compute(Pages[contentId]);
-        public ReadOnlySpan<byte> BytesOf(long contentId) => Pages[contentId];
+        public ContentHash Read(long contentId, Span<byte> page)
+        {
+            Pages[contentId].CopyTo(page);
+            return ContentHash.Compute(Pages[contentId]);
+        }
     }
 
     private sealed class Harness : IAsyncDisposable

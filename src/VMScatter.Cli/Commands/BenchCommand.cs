@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
+using VMScatter.Cluster.Bench;
 using VMScatter.Domain.Bench;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Cli.Commands;
 
@@ -36,7 +38,56 @@ public static class BenchCommand
             return ExitCodes.Success;
         });
         bench.Subcommands.Add(algorithms);
+
+        var scenario = new Option<string>("--scenario") { Description = $"{string.Join(" | ", Scenario.All.Select(s => s.Name))} | all", DefaultValueFactory = _ => "paper" };
+        var linkRate = new Option<string>("--link-rate") { Description = "Each host's egress link, e.g. 1Gbit, 10Gbit, unlimited", DefaultValueFactory = _ => "1Gbit" };
+        var downtime = new Option<int>("--downtime-ms") { Description = "Downtime target of the pre-copy rounds", DefaultValueFactory = _ => 300 };
+        var scenarioVms = new Option<int?>("--vms") { Description = "Override the scenario's number of VMs" };
+        var vmMemory = new Option<string?>("--vm-memory") { Description = "Override the scenario's VM memory" };
+        var scenarioJson = new Option<string?>("--json") { Description = "Write the results to this file (JSON)" };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson }) bench.Options.Add(o);
+        bench.SetAction(async (parse, cancellationToken) =>
+        {
+            string name = parse.GetValue(scenario)!;
+            var chosen = name == "all" ? Scenario.All : Scenario.Named(name) is { } one ? [one] : throw new UserError($"--scenario must be one of {string.Join(", ", Scenario.All.Select(s => s.Name))} or all (got '{name}')");
+            if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
+            if (parse.GetValue(downtime) < 1) throw new UserError("--downtime-ms must be at least 1");
+            int? vmCount = parse.GetValue(scenarioVms);
+            if (vmCount is < 1) throw new UserError("--vms must be at least 1");
+            long? memory = parse.GetValue(vmMemory) is { } m ? DemoCommand.Size(m, "--vm-memory") : null;
+            var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
+            var results = new List<ScenarioResult>();
+            foreach (var s in chosen)
+            {
+                var run = vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s;
+                var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), cancellationToken);
+                results.Add(result);
+                Render(result);
+            }
+            Directory.Delete(journals, recursive: true);
+            if (parse.GetValue(scenarioJson) is { } path)
+            {
+                File.WriteAllText(path, JsonSerializer.Serialize(results.Count == 1 ? (object)results[0] : results, Json));
+                Console.WriteLine($"results written to {path}");
+            }
+            return results.All(r => r.Runs.All(x => x.Verified)) ? ExitCodes.Success : ExitCodes.MigrationFailed;
+        });
         return bench;
+    }
+
+    private static void Render(ScenarioResult r)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var table = new Table().Border(TableBorder.Rounded)
+            .Title($"{r.Scenario}: {r.Vms} VMs x {ByteSize.Format(r.VmMemoryBytes)} -> {r.Targets} targets, links {LinkRate.Format(r.LinkBitsPerSecond)}")
+            .AddColumn("method").AddColumn(new TableColumn("bytes sent").RightAligned()).AddColumn(new TableColumn("link bytes").RightAligned())
+            .AddColumn(new TableColumn("total s").RightAligned()).AddColumn(new TableColumn("downtime max / median ms").RightAligned()).AddColumn(new TableColumn("rounds").RightAligned())
+            .AddColumn(new TableColumn("less data").RightAligned()).AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
+        foreach (var x in r.Runs)
+            table.AddRow(x.Method, ByteSize.Format(x.BytesSent), ByteSize.Format(x.LinkBytes), x.TotalSeconds.ToString("0.00", inv),
+                $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}", x.Rounds.ToString(inv) + (x.Converged ? "" : " (forced)"),
+                x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO");
+        AnsiConsole.Write(table);
     }
 
     private static void Render(AlgorithmBenchReport r)

@@ -22,7 +22,7 @@ public static class DemoCommand
         var osImages = new Option<int>("--os-images") { Description = "Distinct OS images among the VMs", DefaultValueFactory = _ => 1 };
         var dirtyRate = new Option<double?>("--dirty-rate") { Description = "Pages each guest writes per second while running (default 2000)" };
         var wws = new Option<int?>("--wws") { Description = "Writable working set in pages (default 4096)" };
-        var journal = new Option<string>("--journal") { Description = "SQLite file of the scheduler's journal", DefaultValueFactory = _ => "vmscatter-demo-journal.db" };
+        var journal = new Option<string?>("--journal") { Description = "SQLite file of the scheduler's journal (default: a fresh one in the temp folder, removed afterwards)" };
         var shared = new MigrationOptionSet();
         var command = new Command("demo", "Migrate synthetic running VMs from one source to several targets over a local Akka cluster and verify every byte");
         foreach (var o in new Option[] { vms, vmMemory, targets, capacity, seed, applications, osImages, dirtyRate, wws, journal }) command.Options.Add(o);
@@ -46,7 +46,10 @@ public static class DemoCommand
 
             Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} × {ByteSize.Format(memory)} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
             var fleet = SyntheticFleet.Create(spec);
-            var journalPath = Path.GetFullPath(parse.GetValue(journal)!);
+            // A demo is one run: by default its journal is a fresh file that does not outlive it.
+            bool ownJournal = parse.GetValue(journal) is null;
+            var journalPath = Path.GetFullPath(parse.GetValue(journal) ?? Path.Combine(Path.GetTempPath(), $"vmscatter-demo-{Guid.NewGuid():N}.db"));
+            using var removeJournal = new JournalCleanup(ownJournal ? journalPath : null);
             await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
             {
                 SourceVms = fleet, Targets = targetCount, TargetCapacityBytes = targetCapacity, JournalConnectionString = $"Data Source={journalPath}",
@@ -72,6 +75,17 @@ public static class DemoCommand
             Console.WriteLine($"report written to {jsonPath}");
         }
         return report.Verified ? ExitCodes.Success : ExitCodes.MigrationFailed;
+    }
+
+    /// <summary>Deletes a journal file (and SQLite's side files) when the demo ends.</summary>
+    private sealed class JournalCleanup(string? path) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (path is null) return;
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            foreach (var f in new[] { path, path + "-wal", path + "-shm" }) try { File.Delete(f); } catch (IOException) { }
+        }
     }
 
     public static long Size(string text, string option) =>

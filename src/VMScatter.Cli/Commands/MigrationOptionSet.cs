@@ -13,10 +13,13 @@ public sealed class MigrationOptionSet
     public Option<int?> MaxRounds { get; } = new("--max-rounds") { Description = "Pre-copy rounds before stop-and-copy is forced" };
     public Option<int?> DowntimeMs { get; } = new("--downtime-ms") { Description = "Stop and copy once the dirty rest fits in this many milliseconds" };
     public Option<string?> Json { get; } = new("--json") { Description = "Write the migration report to this file (JSON)" };
+    public Option<string> LinkRate { get; } = new("--link-rate") { Description = "Each host's egress link, e.g. 1Gbit (default: unlimited)", DefaultValueFactory = _ => "unlimited" };
+    public Option<bool> NoDedup { get; } = new("--no-dedup") { Description = "Send every non-zero page of every VM (the one-to-one pre-copy baseline)" };
+    public Option<string> OnNoConvergence { get; } = new("--on-no-convergence") { Description = "force (stop and copy anyway) | abort (VMs stay on the source)", DefaultValueFactory = _ => "force" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json }) command.Options.Add(o);
+        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json, LinkRate, NoDedup, OnNoConvergence }) command.Options.Add(o);
     }
 
     public MigrationOptions Resolve(ParseResult parse, Config defaults)
@@ -31,7 +34,10 @@ public sealed class MigrationOptionSet
         Require(compression, "--compression", "none", "lz4", "zstd");
         if (maxRounds < 1) throw new UserError("--max-rounds must be at least 1");
         if (downtime < 1) throw new UserError("--downtime-ms must be at least 1");
-        return new MigrationOptions(placement, transport, compression, maxRounds, downtime);
+        if (!Domain.Units.LinkRate.TryParse(parse.GetValue(LinkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(LinkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
+        string policy = parse.GetValue(OnNoConvergence)!;
+        Require(policy, "--on-no-convergence", "force", "abort");
+        return new MigrationOptions(placement, transport, compression, maxRounds, downtime, !parse.GetValue(NoDedup), bits, policy);
     }
 
     private static void Require(string value, string option, params string[] allowed)

@@ -12,7 +12,7 @@ namespace VMScatter.Cli.View;
 /// </summary>
 public static class MigrationView
 {
-    public static async Task<MigrationOutcome> FollowAsync(int vmCount, Func<Action<IVmScatterMessage>, Task<MigrationOutcome>> run)
+    public static async Task<MigrationOutcome> FollowAsync(int vmCount, Func<Action<IVmScatterProtocol>, Task<MigrationOutcome>> run)
     {
         if (!AnsiConsole.Profile.Capabilities.Interactive) return await run(PrintLine).ConfigureAwait(false);
         MigrationOutcome? outcome = null;
@@ -54,7 +54,7 @@ public static class MigrationView
     private static int _lastRound = -1;
     private static DateTime _lastProgress;
 
-    private static void PrintLine(IVmScatterMessage message)
+    private static void PrintLine(IVmScatterProtocol message)
     {
         // Progress arrives every few hundred milliseconds; a log wants a line per round or per second at most.
         if (message is MigrationProgress progress)

@@ -34,9 +34,9 @@ public static class MigrationClient
     }
 
     /// <summary>Submits <paramref name="request"/> and reports each event to <paramref name="onEvent"/> until it ends.</summary>
-    public static async Task<MigrationOutcome> RunAsync(ActorSystem system, IActorRef schedulerProxy, StartMigration request, Action<IVmScatterMessage> onEvent, TimeSpan acceptTimeout, CancellationToken cancellationToken = default)
+    public static async Task<MigrationOutcome> RunAsync(ActorSystem system, IActorRef schedulerProxy, StartMigration request, Action<IVmScatterProtocol> onEvent, TimeSpan acceptTimeout, CancellationToken cancellationToken = default)
     {
-        var channel = Channel.CreateUnbounded<IVmScatterMessage>();
+        var channel = Channel.CreateUnbounded<IVmScatterProtocol>();
         var follower = system.ActorOf(Props.Create(() => new MigrationFollowerActor(schedulerProxy, request, channel.Writer)), $"follow-{request.MigrationId:N}");
         bool accepted = false;
         try
@@ -45,7 +45,7 @@ public static class MigrationClient
             {
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 if (!accepted) wait.CancelAfter(acceptTimeout);
-                IVmScatterMessage message;
+                IVmScatterProtocol message;
                 try
                 {
                     if (!await channel.Reader.WaitToReadAsync(wait.Token).ConfigureAwait(false))

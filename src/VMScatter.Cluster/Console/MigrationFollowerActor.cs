@@ -10,12 +10,12 @@ namespace VMScatter.Cluster.Console;
 /// </summary>
 public sealed class MigrationFollowerActor : ReceiveActor
 {
-    public MigrationFollowerActor(IActorRef schedulerProxy, StartMigration request, ChannelWriter<IVmScatterMessage> events)
+    public MigrationFollowerActor(IActorRef schedulerProxy, StartMigration request, ChannelWriter<IVmScatterProtocol> events)
     {
         Receive<Submit>(_ => schedulerProxy.Tell(request));
         Receive<MigrationRejected>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
         Receive<MigrationFinished>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
-        Receive<IVmScatterMessage>(m => events.TryWrite(m));
+        Receive<IVmScatterProtocol>(m => events.TryWrite(m));
     }
 
     protected override void PreStart() => Self.Tell(Submit.Instance);

@@ -25,8 +25,6 @@ public sealed record ShardRoundPlanned(int Round, int Shard, ShardRoundPlan Plan
 
 public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState);
 
-public sealed record ComputeSourceDigest(ImmutableArray<byte> DeviceState);
-
 public sealed record SourceDigestComputed(int VmIndex, string Digest);
 
 public sealed record StopSourceVm(string Reason);

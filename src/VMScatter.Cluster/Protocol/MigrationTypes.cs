@@ -8,7 +8,10 @@ public sealed record MigrationOptions(
     string GroupTransport,
     string Compression,
     int MaxRounds,
-    int DowntimeTargetMs) : IVmScatterMessage;
+    int DowntimeTargetMs,
+    bool Deduplicate = true,
+    long LinkBitsPerSecond = 0,
+    string NonConvergence = "force") : IVmScatterMessage;
 
 /// <summary>What the source learned about a VM in round 0: sizes, counts and a sketch of its distinct contents.</summary>
 public sealed record VmProfile(
@@ -47,4 +50,6 @@ public sealed record TransferStats(
     IReadOnlyList<double> RoundSeconds,
     double SourceDigestSeconds,
     long GroupSwitches,
-    long GroupSwitchesLowerBound) : IVmScatterMessage;
+    long GroupSwitchesLowerBound,
+    bool Converged,
+    string Convergence) : IVmScatterMessage;

@@ -11,7 +11,8 @@ public sealed record PrepareReceive(
     int SelfIndex,
     IReadOnlyList<TargetEndpoint> Targets,
     IReadOnlyList<VmAssignment> Vms,
-    IActorRef SourceMigration) : IVmScatterMessage;
+    IActorRef SourceMigration,
+    long LinkBitsPerSecond) : IVmScatterMessage;
 
 public sealed record ComputeTargetDigests(Guid MigrationId) : IVmScatterMessage;
 

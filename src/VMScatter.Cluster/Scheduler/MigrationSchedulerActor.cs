@@ -103,6 +103,9 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             var handed = new VmHandedOver(run.Id, m.VmId, m.HostId, run.TargetDigestOf[m.VmId], m.ResumedAtUnixMs - pausedAt);
             Persist(handed, e =>
             {
+                // The target now runs it: count it against the target until its next announcement says so itself.
+                if (_targets.TryGetValue(e.TargetHostId, out var t))
+                    _targets[e.TargetHostId] = t with { FreeBytes = t.FreeBytes - run.Vms.First(v => v.Id == e.VmId).MemoryBytes };
                 Record(e.MigrationId).HandedOver.Add(e.VmId);
                 run.HandedOver[e.VmId] = e;
                 run.Requester.Tell(e);
@@ -249,7 +252,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
                 var assignments = Assignments(run);
                 foreach (var t in run.Targets)
                     run.TargetRefs[t.HostId].Tell(new PrepareReceive(run.Id, _keys[run.Id], t.Index, run.Targets,
-                        assignments.Where(a => a.TargetIndex == t.Index).ToArray(), run.SourceMigration));
+                        assignments.Where(a => a.TargetIndex == t.Index).ToArray(), run.SourceMigration, run.Request.Options.LinkBitsPerSecond));
             });
         });
     }
@@ -346,6 +349,11 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             ByteCompares = stats?.ByteCompares ?? 0,
             HashCollisions = stats?.HashCollisions ?? 0,
             DowntimeMsMax = perVm.Length == 0 ? 0 : perVm.Max(v => v.DowntimeMs),
+            DowntimeMsMedian = Median(perVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs)),
+            Converged = stats?.Converged ?? false,
+            Convergence = stats?.Convergence ?? "",
+            Deduplicate = run.Request.Options.Deduplicate,
+            LinkBitsPerSecond = run.Request.Options.LinkBitsPerSecond,
             AnalysisSeconds = stats?.AnalysisSeconds ?? 0,
             RoundSeconds = stats?.RoundSeconds ?? [],
             SourceDigestSeconds = stats?.SourceDigestSeconds ?? 0,
@@ -394,6 +402,12 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
     private MigrationRecord Record(Guid id) => _records.TryGetValue(id, out var r) ? r : _records[id] = new MigrationRecord();
 
     private static string List(IEnumerable<string> names) => names.Any() ? string.Join(", ", names.Order()) : "none";
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
 
     private static string Short(string digest) => digest.Length > 12 ? digest[..12] : digest;
 

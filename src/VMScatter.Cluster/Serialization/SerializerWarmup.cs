@@ -15,8 +15,8 @@ public static class SerializerWarmup
     public static int Run(ActorSystem system)
     {
         int warmed = 0;
-        var types = typeof(Protocol.IVmScatterMessage).Assembly.GetTypes()
-            .Where(t => typeof(Protocol.IVmScatterMessage).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false, IsGenericTypeDefinition: false });
+        var types = typeof(Protocol.IVmScatterProtocol).Assembly.GetTypes()
+            .Where(t => typeof(Protocol.IVmScatterProtocol).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false, IsGenericTypeDefinition: false });
         foreach (var type in types)
         {
             try

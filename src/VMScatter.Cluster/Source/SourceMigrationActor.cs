@@ -38,6 +38,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
     private readonly List<double> _roundSeconds = new();
     private double _analysisSeconds, _digestStarted, _digestSeconds;
     private long _groupSwitches, _groupSwitchesLowerBound;
+    private double _lastRoundSeconds;
+    private bool _converged;
+    private string _convergence = "";
     private readonly List<int> _dirtyPerRound = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
     private readonly Dictionary<int, string> _sourceDigests = new();
@@ -64,7 +67,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _settings = settings;
         _scheduler = scheduler;
         _measuredRate = settings.MinRoundRateBytesPerSecond;
-        _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, settings.SketchSize)).ToArray();
+        _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, settings.SketchSize, options.Deduplicate)).ToArray();
         _shardActors = _shards.Select((s, i) => Context.ActorOf(Props.Create(() => new DedupShardActor(i, s, vms)), $"dedup-{i}")).ToArray();
         _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors)), $"vm-{i}")).ToArray();
         Analyzing();
@@ -106,7 +109,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             if (_hashed.Count < _shards.Length) return;
             _pagesInRound = _hashed.Sum(h => h.Pages);
             _analysisSeconds = _clock.Elapsed.TotalSeconds;
-            _scheduler.Tell(new VmsAnalyzed(_migrationId, MergeProfiles(), _shards.Sum(s => (long)s.Index.Count)));
+            _scheduler.Tell(new VmsAnalyzed(_migrationId, MergeProfiles(), _shards.Sum(s => s.DistinctContents)));
             Become(AwaitingPlan);
         });
         CommonFailures();
@@ -125,6 +128,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             {
                 Transport = DataPlaneSettings.ParseTransport(_options.GroupTransport),
                 Compression = DataPlaneSettings.ParseCompression(_options.Compression),
+                LinkBitsPerSecond = _options.LinkBitsPerSecond,
             };
             _sender = new DataPlaneSender(_migrationId, m.DataPlaneKey, endpoints, dataPlane);
             _sender.ConnectAsync(CancellationToken.None).PipeTo(Self, success: () => Connected.Instance, failure: e => new TransferStepFailed("connect", e.GetBaseException().Message));
@@ -151,6 +155,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
 
     private void Planning()
     {
+        Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
         Receive<ShardRoundPlanned>(m =>
         {
             _planned.Add(m);
@@ -169,6 +174,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
 
     private void Transferring()
     {
+        Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
         Receive<RoundSent>(_ => { _roundSent = true; MaybeRoundDone(); });
         Receive<RoundApplied>(m => m.MigrationId == _migrationId, m =>
         {
@@ -186,15 +192,15 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         if (!_roundSent || _applied.Count < _targetCount) return;
         double seconds = Math.Max(_roundClock.Elapsed.TotalSeconds, 1e-3);
         _roundSeconds.Add(seconds);
+        _lastRoundSeconds = seconds;
         long bytes = _sender!.BytesSent - _roundStartBytes;
         if (bytes > 0) _measuredRate = Math.Max(bytes / seconds, _settings.MinRoundRateBytesPerSecond);
         ReportProgress();
         if (_stopAndCopy)
         {
-            _sourceDigests.Clear();
-            _digestStarted = _clock.Elapsed.TotalSeconds;
-            foreach (var (vm, paused) in _paused) _vmActors[vm].Tell(new ComputeSourceDigest(paused.DeviceState));
+            // Each VM began digesting its memory when it paused; wait for whichever are not done.
             Become(Digesting);
+            MaybeTransferComplete();
             return;
         }
         _round++;
@@ -213,11 +219,19 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
             _dirtyPerRound.Add(_pagesInRound);
             // Stop and copy once the rest fits the downtime target at the rate the last round achieved, or at the limit.
             double restSeconds = Page.BytesOf(_pagesInRound) / _measuredRate;
+            double dirtyRate = _pagesInRound / Math.Max(_lastRoundSeconds, 1e-3);
             int maxRounds = Math.Max(1, _options.MaxRounds);
-            _stopAndCopy = restSeconds * 1000 <= _options.DowntimeTargetMs || _round >= maxRounds - 1;
-            if (_stopAndCopy && restSeconds * 1000 > _options.DowntimeTargetMs)
-                _log.Warning("Migration {0}: not converged after {1} rounds ({2} dirty pages ≈ {3:0} ms at {4:0.0} MiB/s); forcing stop-and-copy",
-                    _migrationId, _round, _pagesInRound, restSeconds * 1000, _measuredRate / (1 << 20));
+            bool fits = restSeconds * 1000 <= _options.DowntimeTargetMs;
+            _stopAndCopy = fits || _round >= maxRounds - 1;
+            _convergence = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"{(fits ? "converged" : "NOT converged")} after {_round} pre-copy rounds: {_pagesInRound} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
+                $"≈ {restSeconds * 1000:0} ms to send at {_measuredRate / (1 << 20):0.0} MiB/s against a {_options.DowntimeTargetMs} ms target");
+            _converged = fits;
+            if (_stopAndCopy && !fits)
+            {
+                if (_options.NonConvergence == "abort") { Fail($"{_convergence}; aborted by policy, every VM keeps running on the source"); return; }
+                _log.Warning("Migration {0}: {1}; forcing stop-and-copy", _migrationId, _convergence);
+            }
             _hashed.Clear();
             _paused.Clear();
             Broadcast(_vmActors, new HashRound(_round, _stopAndCopy));
@@ -229,7 +243,13 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
 
     private void HashingDirty()
     {
-        Receive<VmPaused>(m => { _paused[m.VmIndex] = m; MaybeHashed(); });
+        Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
+        Receive<VmPaused>(m =>
+        {
+            if (_paused.Count == 0) _digestStarted = _clock.Elapsed.TotalSeconds;
+            _paused[m.VmIndex] = m;
+            MaybeHashed();
+        });
         Receive<ShardRoundHashed>(m => { _hashed.Add(m); MaybeHashed(); });
         Receive<ProgressTick>(_ => ReportProgress());
         CommonFailures();
@@ -243,19 +263,19 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
 
     private void Digesting()
     {
-        Receive<SourceDigestComputed>(m =>
-        {
-            _sourceDigests[m.VmIndex] = m.Digest;
-            if (_sourceDigests.Count < _vms.Count) return;
-            _digestSeconds = _clock.Elapsed.TotalSeconds - _digestStarted;
-            Timers.Cancel("progress");
-            var digests = _sourceDigests.OrderBy(d => d.Key).Select(d => new VmDigest(_vms[d.Key].Description.Id, d.Value)).ToArray();
-            var pausedAt = _paused.ToDictionary(p => _vms[p.Key].Description.Id, p => p.Value.PausedAtUnixMs);
-            var completed = new TransferCompleted(_migrationId, digests, pausedAt, Stats());
-            _scheduler.Tell(completed);
-            Become(HandingOver);
-        });
+        Receive<SourceDigestComputed>(m => { _sourceDigests[m.VmIndex] = m.Digest; MaybeTransferComplete(); });
         CommonFailures();
+    }
+
+    private void MaybeTransferComplete()
+    {
+        if (_sourceDigests.Count < _vms.Count) return;
+        _digestSeconds = _clock.Elapsed.TotalSeconds - _digestStarted;
+        Timers.Cancel("progress");
+        var digests = _sourceDigests.OrderBy(d => d.Key).Select(d => new VmDigest(_vms[d.Key].Description.Id, d.Value)).ToArray();
+        var pausedAt = _paused.ToDictionary(p => _vms[p.Key].Description.Id, p => p.Value.PausedAtUnixMs);
+        _scheduler.Tell(new TransferCompleted(_migrationId, digests, pausedAt, Stats()));
+        Become(HandingOver);
     }
 
     private void HandingOver()
@@ -369,7 +389,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _sender.ContentRawBytes,
         _sender.ContentEncodedBytes,
         _sender.MapRecordsSent,
-        _shards.Sum(s => (long)s.Index.Count),
+        _shards.Sum(s => s.DistinctContents),
         _shards.Sum(s => s.Index.ByteCompares),
         _shards.Sum(s => s.Index.Collisions),
         _shards.Sum(s => s.RacedPages),
@@ -378,7 +398,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _roundSeconds.ToArray(),
         _digestSeconds,
         _groupSwitches,
-        _groupSwitchesLowerBound);
+        _groupSwitchesLowerBound,
+        _converged,
+        _convergence);
 
     private void ReportProgress()
     {
@@ -406,7 +428,6 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
     /// <summary>Data plane reads contents from the shard that owns them (shards are idle while a round is sent).</summary>
     private sealed class ShardContentReader(DedupShard[] shards) : IContentReader
     {
-        public ContentHash HashOf(long contentId) => shards[contentId % shards.Length].Index.HashOf(contentId);
-        public ReadOnlySpan<byte> BytesOf(long contentId) => shards[contentId % shards.Length].Index.BytesOf(contentId);
+        public ContentHash Read(long contentId, Span<byte> page) => shards[contentId % shards.Length].Read(contentId, page);
     }
 }

@@ -62,12 +62,6 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             for (int s = 0; s < _shards.Count; s++) _shards[s].Tell(m.PerShard[s]);
         });
 
-        Receive<ComputeSourceDigest>(m =>
-        {
-            var state = m.DeviceState;
-            Step("source digest", () => Task.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan())))).PipeTo(ReplyTo);
-        });
-
         Receive<StopSourceVm>(_ => Step("stop", async () => { await _vm.StopAsync().ConfigureAwait(false); return new VmStopped(_vmIndex); }).PipeTo(ReplyTo));
 
         Receive<ResumeVm>(_ => Step("resume", async () => { await _vm.ResumeAsync().ConfigureAwait(false); return new VmResumedHere(_vmIndex); }).PipeTo(ReplyTo));
@@ -81,6 +75,9 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         {
             for (int s = 0; s < _shards.Count; s++) _shards[s].Tell(m.PerShard[s]);
             Sender.Tell(m.Paused!);
+            // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
+            var state = m.Paused!.DeviceState;
+            Step("source digest", () => Task.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan())))).PipeTo(ReplyTo);
             Become(Ready);
             Stash.UnstashAll();
         });

@@ -50,7 +50,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             }
             var vms = m.Vms.Select(v => new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm))).ToArray();
             var peers = m.Targets.OrderBy(t => t.Index).Select(t => new IPEndPoint(IPAddress.Parse(t.Host), t.Port)).ToArray();
-            var receiver = new MigrationReceiver(m.MigrationId, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane);
+            var receiver = new MigrationReceiver(m.MigrationId, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
             _listener.Register(receiver);
             _incoming[m.MigrationId] = new Incoming(receiver, vms, m.SourceMigration, Sender);
             PumpOutcome(m.MigrationId, receiver);
@@ -132,7 +132,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             var digests = inc.Vms.Select(v =>
             {
                 var state = inc.Receiver.DeviceStateOf(v.VmIndex);
-                return new VmDigest(v.Description.Id, state is null ? "missing-device-state" : v.Memory.ComputeDigest(state));
+                return new VmDigest(v.Description.Id, state is null ? "missing-device-state" : inc.Receiver.DigestOf(v.VmIndex, state));
             }).ToArray();
             return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected);
         }).PipeTo(replyTo);

@@ -21,6 +21,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private readonly NetworkStream?[] _streams;
     private readonly TcpClient?[] _clients;
     private readonly byte[] _frame;
+    private readonly LinkPacer _egress;
     private long _sequence;
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords;
 
@@ -34,6 +35,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         _streams = new NetworkStream?[targets.Count];
         _clients = new TcpClient?[targets.Count];
         _frame = new byte[FrameHeader.Size + options.MaxPayloadBytes];
+        _egress = new LinkPacer(options.LinkBitsPerSecond);
     }
 
     public long BytesSent => Interlocked.Read(ref _bytesSent);
@@ -80,6 +82,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             await SendFrameAsync(t, FrameType.RoundEnd, end, cancellationToken).ConfigureAwait(false);
         }
         foreach (var s in _streams) await s!.FlushAsync(cancellationToken).ConfigureAwait(false);
+        await _egress.DrainAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private async Task SendGroupAsync(int round, GroupTransfer group, IContentReader contents, CancellationToken cancellationToken)
@@ -87,18 +90,19 @@ public sealed class DataPlaneSender : IAsyncDisposable
         // Records are encoded once per group; fan-out re-frames them per host with a single-host mask.
         var payload = new byte[_options.MaxPayloadBytes];
         var encoded = new byte[PageCodec.MaxEncodedSize];
+        var page = new byte[Page.Size];
         int at = Records.ContentBatchHeader, count = 0;
         foreach (long id in group.ContentIds)
         {
-            var bytes = contents.BytesOf(id);
-            var (encoding, length) = PageCodec.Encode(bytes, encoded, _options.Compression);
+            var hash = contents.Read(id, page);
+            var (encoding, length) = PageCodec.Encode(page, encoded, _options.Compression);
             if (at + Records.ContentRecordHeader + length > payload.Length)
             {
                 await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
                 at = Records.ContentBatchHeader;
                 count = 0;
             }
-            at += Records.WriteContentRecord(payload.AsSpan(at), id, contents.HashOf(id), encoding, encoded.AsSpan(0, length));
+            at += Records.WriteContentRecord(payload.AsSpan(at), id, hash, encoding, encoded.AsSpan(0, length));
             count++;
             Interlocked.Add(ref _contentRawBytes, Page.Size);
             Interlocked.Add(ref _contentEncodedBytes, length);
@@ -154,6 +158,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
     {
         var stream = _streams[target] ?? throw new InvalidOperationException("not connected");
         int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, _frame);
+        await _egress.AcquireAsync(length, cancellationToken).ConfigureAwait(false);
         await stream.WriteAsync(_frame.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
         Interlocked.Add(ref _bytesSent, length);
         Interlocked.Increment(ref _framesSent);

@@ -16,9 +16,9 @@ public sealed record RoundTransfer(
     IReadOnlyList<IReadOnlyList<PageMap>> MapsByTarget,
     IReadOnlyList<DeviceStateTransfer> DeviceStates);
 
-/// <summary>Where the sender gets the exact bytes that were hashed and deduplicated.</summary>
+/// <summary>Where the sender gets a content's bytes.</summary>
 public interface IContentReader
 {
-    ContentHash HashOf(long contentId);
-    ReadOnlySpan<byte> BytesOf(long contentId);
+    /// <summary>Copies content <paramref name="contentId"/> into <paramref name="page"/> and returns the hash of exactly those bytes.</summary>
+    ContentHash Read(long contentId, Span<byte> page);
 }

@@ -31,6 +31,10 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private readonly Dictionary<int, ReceiverVm> _vms;
     private readonly Dictionary<long, int> _contentSlot = new();
     private readonly ContentArena _contents = new();
+    private readonly List<ContentHash> _contentHashes = new();
+    // Each page's content hash as written here, computed over the decoded bytes when they arrived: the target's
+    // handover digest is built from it without reading all memory again.
+    private readonly Dictionary<int, ContentHash[]> _pageHashes;
     private readonly Dictionary<long, List<(int Vm, int Page)>> _pending = new();
     private readonly HashSet<ulong> _seenSequences = new();
     private readonly Dictionary<int, RoundCounts> _rounds = new();
@@ -38,6 +42,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private readonly Dictionary<int, int> _deviceStateReceived = new();
     private readonly Channel<RoundOutcome> _outcomes = Channel.CreateUnbounded<RoundOutcome>();
     private readonly Dictionary<int, (TcpClient Client, SemaphoreSlim Lock)> _relays = new();
+    private readonly LinkPacer _egress;
     private int _nextRound;
     private bool _failed;
     private long _bytesReceived, _bytesRelayed, _contentRecords, _mapRecords;
@@ -51,6 +56,8 @@ public sealed class MigrationReceiver : IAsyncDisposable
         _peers = peers;
         _options = options;
         _vms = vms.ToDictionary(v => v.VmIndex);
+        _pageHashes = vms.ToDictionary(v => v.VmIndex, v => Enumerable.Repeat(ContentHash.OfZeroPage, v.Memory.PageCount).ToArray());
+        _egress = new LinkPacer(options.LinkBitsPerSecond);
     }
 
     public Guid MigrationId { get; }
@@ -68,6 +75,15 @@ public sealed class MigrationReceiver : IAsyncDisposable
     {
         lock (_gate)
             return _deviceState.TryGetValue(vmIndex, out var s) && _deviceStateReceived[vmIndex] == s.Length ? s : null;
+    }
+
+    /// <summary>
+    /// The handover digest of a received VM (see <see cref="MemoryDigest"/>), from the hashes of the pages as they were
+    /// written here; only meaningful once the final round is applied.
+    /// </summary>
+    public string DigestOf(int vmIndex, ReadOnlySpan<byte> deviceState)
+    {
+        lock (_gate) return MemoryDigest.FromPageHashes(_pageHashes[vmIndex], deviceState);
     }
 
     /// <summary>Applies one authenticated frame. Throws <see cref="FrameRejectedException"/> for anything invalid.</summary>
@@ -123,12 +139,13 @@ public sealed class MigrationReceiver : IAsyncDisposable
             if (!_contentSlot.TryGetValue(record.ContentId, out int slot))
             {
                 slot = _contents.Append(page);
+                _contentHashes.Add(record.Hash);
                 _contentSlot[record.ContentId] = slot;
             }
             else if (!_contents.Get(slot).SequenceEqual(page))
                 throw new FrameRejectedException($"content {record.ContentId} arrived twice with different bytes");
             if (_pending.Remove(record.ContentId, out var waiting))
-                foreach (var (vm, p) in waiting) _vms[vm].Memory.WritePage(p, _contents.Get(slot));
+                foreach (var (vm, p) in waiting) Write(vm, p, slot);
         }
         Counts(batch.Round).Contents += batch.Records.Count;
         Interlocked.Add(ref _contentRecords, batch.Records.Count);
@@ -146,8 +163,12 @@ public sealed class MigrationReceiver : IAsyncDisposable
         {
             if (!_vms.TryGetValue(map.VmIndex, out var vm)) throw new FrameRejectedException($"VM {map.VmIndex} is not received by this host");
             if (map.PageIndex >= vm.Memory.PageCount) throw new FrameRejectedException($"page {map.PageIndex} outside VM {map.VmIndex}'s {vm.Memory.PageCount} pages");
-            if (map.ContentId == 0) vm.Memory.WritePage(map.PageIndex, ZeroPage);
-            else if (_contentSlot.TryGetValue(map.ContentId, out int slot)) vm.Memory.WritePage(map.PageIndex, _contents.Get(slot));
+            if (map.ContentId == 0)
+            {
+                vm.Memory.WritePage(map.PageIndex, ZeroPage);
+                _pageHashes[map.VmIndex][map.PageIndex] = ContentHash.OfZeroPage;
+            }
+            else if (_contentSlot.TryGetValue(map.ContentId, out int slot)) Write(map.VmIndex, map.PageIndex, slot);
             else
             {
                 if (!_pending.TryGetValue(map.ContentId, out var list)) _pending[map.ContentId] = list = new();
@@ -156,6 +177,12 @@ public sealed class MigrationReceiver : IAsyncDisposable
         }
         Counts(batch.Round).Maps += batch.Maps.Count;
         Interlocked.Add(ref _mapRecords, batch.Maps.Count);
+    }
+
+    private void Write(int vm, int page, int slot)
+    {
+        _vms[vm].Memory.WritePage(page, _contents.Get(slot));
+        _pageHashes[vm][page] = _contentHashes[slot];
     }
 
     private void ApplyRoundEnd(RoundEnd end)
@@ -215,6 +242,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
                 using var timeout = new CancellationTokenSource(_options.ConnectTimeout);
                 await relay.Client.ConnectAsync(_peers[next], timeout.Token).ConfigureAwait(false);
             }
+            await _egress.AcquireAsync(frame.Length, CancellationToken.None).ConfigureAwait(false);
             await relay.Client.GetStream().WriteAsync(frame).ConfigureAwait(false);
             Interlocked.Add(ref _bytesRelayed, frame.Length);
         }

@@ -24,12 +24,20 @@ public sealed class DedupShard
     private readonly Dictionary<int, BottomKSketch> _vmSketches = new();
     private readonly Dictionary<int, (int NonZero, int Zero)> _vmPages = new();
     private readonly byte[] _page = new byte[Page.Size];
+    private readonly bool _deduplicate;
+    private readonly Dictionary<long, (IGuestMemory Vm, int Page)> _live = new();
+    private long _uniqueCount;
     private int _currentRound = -1;
 
-    public DedupShard(int shard, int shardCount, int sketchK)
+    /// <param name="deduplicate">
+    /// False for the one-to-one pre-copy baseline (as QEMU does): zero pages are still elided, but every other page
+    /// is its own content, never compared or referenced, and its bytes are read from the guest when sent.
+    /// </param>
+    public DedupShard(int shard, int shardCount, int sketchK, bool deduplicate = true)
     {
         Index = new ContentIndex(shard, shardCount);
         _sketchK = sketchK;
+        _deduplicate = deduplicate;
     }
 
     public ContentIndex Index { get; }
@@ -57,6 +65,19 @@ public sealed class DedupShard
             id = ContentIndex.ZeroContentId;
             if (_currentRound == 0) { CountPage(vmIndex, zero: true); return; } // target memory starts zeroed
         }
+        else if (!_deduplicate)
+        {
+            id = (++_uniqueCount) * Index.ShardCount + Index.Shard;
+            _live[id] = (vm, page);
+            if (_currentRound == 0)
+            {
+                CountPage(vmIndex, zero: false);
+                if (!_vmContents.TryGetValue(vmIndex, out var set)) _vmContents[vmIndex] = set = new();
+                set.Add(id);
+                if (!_vmSketches.TryGetValue(vmIndex, out var sketch)) _vmSketches[vmIndex] = sketch = new BottomKSketch(_sketchK);
+                sketch.Add(hash);
+            }
+        }
         else
         {
             id = Index.Resolve(hash, _page).ContentId;
@@ -73,6 +94,26 @@ public sealed class DedupShard
         }
         _round.Add((vmIndex, page, id));
     }
+
+    /// <summary>
+    /// Copies a content into <paramref name="destination"/> and returns the hash of those bytes: from the index when
+    /// deduplicating (the bytes that were compared), else from the guest now (a page changed since is dirty again and
+    /// goes again next round; the hash is of what is sent, so the target can check it).
+    /// </summary>
+    public ContentHash Read(long contentId, Span<byte> destination)
+    {
+        if (_deduplicate)
+        {
+            Index.BytesOf(contentId).CopyTo(destination);
+            return Index.HashOf(contentId);
+        }
+        var (vm, page) = _live[contentId];
+        vm.ReadPage(page, destination);
+        return ContentHash.Compute(destination[..Page.Size]);
+    }
+
+    /// <summary>Distinct contents this shard has seen (every non-zero page, without dedup).</summary>
+    public long DistinctContents => _deduplicate ? Index.Count : _uniqueCount;
 
     /// <summary>Round-0 profiles of the VMs this shard saw, for placement.</summary>
     public IReadOnlyList<VmShardProfile> Profiles(int vmCount)

@@ -28,6 +28,19 @@ public static class MemoryDigest
             }
             return page;
         }, _ => { });
+        return Finish(hashes, deviceState);
+    }
+
+    /// <summary>The same digest from page hashes already known (a target records each page's hash as it writes it).</summary>
+    public static string FromPageHashes(ReadOnlySpan<ContentHash> pageHashes, ReadOnlySpan<byte> deviceState)
+    {
+        var hashes = new byte[(long)pageHashes.Length * ContentHash.Size];
+        for (int i = 0; i < pageHashes.Length; i++) pageHashes[i].WriteTo(hashes.AsSpan(i * ContentHash.Size, ContentHash.Size));
+        return Finish(hashes, deviceState);
+    }
+
+    private static string Finish(byte[] hashes, ReadOnlySpan<byte> deviceState)
+    {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         sha.AppendData(hashes);
         sha.AppendData(SHA256.HashData(deviceState));

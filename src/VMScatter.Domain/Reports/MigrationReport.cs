@@ -48,6 +48,15 @@ public sealed record MigrationReport
     public required long ByteCompares { get; init; }
     public required long HashCollisions { get; init; }
     public required double DowntimeMsMax { get; init; }
+    public required double DowntimeMsMedian { get; init; }
+    /// <summary>False when the dirty rest never fit the downtime target and the round limit forced stop-and-copy.</summary>
+    public required bool Converged { get; init; }
+    /// <summary>How the pre-copy rounds ended, with the dirty rate seen.</summary>
+    public required string Convergence { get; init; }
+    /// <summary>False for the one-to-one pre-copy baseline (no content dedup).</summary>
+    public required bool Deduplicate { get; init; }
+    /// <summary>Each host's modelled egress link (0: unlimited).</summary>
+    public required long LinkBitsPerSecond { get; init; }
     /// <summary>Round 0 hashing and dedup on the source, before placement.</summary>
     public required double AnalysisSeconds { get; init; }
     /// <summary>Each round from planning to every target having applied it; the last is the stop-and-copy round.</summary>

@@ -36,10 +36,11 @@ public sealed class SyntheticTargetBackend : ITargetBackend
     public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
     {
         if (deviceState.Length == 0) throw new InvalidOperationException($"VM {vm.Id}: no device state received");
-        return Task.FromResult<ILandedVm>(new LandedSyntheticVm(vm));
+        return Task.FromResult<ILandedVm>(new LandedSyntheticVm(vm, memory));
     }
 
-    private sealed class LandedSyntheticVm(VmDescription description) : ILandedVm
+    /// <summary>A resumed synthetic guest: it owns its memory from now on, and frees it when it stops.</summary>
+    private sealed class LandedSyntheticVm(VmDescription description, IWritableGuestMemory memory) : ILandedVm
     {
         public VmDescription Description { get; } = description;
         public VmRunState State { get; private set; } = VmRunState.Running;
@@ -47,6 +48,7 @@ public sealed class SyntheticTargetBackend : ITargetBackend
         public ValueTask DisposeAsync()
         {
             State = VmRunState.Stopped;
+            memory.Dispose();
             return ValueTask.CompletedTask;
         }
     }

@@ -5,7 +5,10 @@ namespace VMScatter.Domain.Synthetic;
 
 /// <summary>
 /// A deterministic model of a running guest: its memory layout comes from the fleet seed, and a workload thread
-/// keeps rewriting pages of its writable working set at the configured dirty rate while it runs.
+/// keeps rewriting pages of its writable working set at the configured dirty rate while it runs. Its memory is
+/// real (rendered once into guest RAM off the managed heap, rewritten page by page as the workload writes), so
+/// reading it costs what reading a guest's RAM costs; without <c>materialize</c> only the content keys are kept
+/// and pages are rendered on each read (for planning at scale, where bytes are never read).
 /// </summary>
 public sealed class SyntheticVm : IMigratableVm, IDisposable
 {
@@ -20,8 +23,9 @@ public sealed class SyntheticVm : IMigratableVm, IDisposable
     private long _writes;
     private volatile bool _logging;
     private volatile VmRunState _state = VmRunState.Running;
+    private readonly NativeGuestMemory? _memory;
 
-    public SyntheticVm(VmDescription description, SyntheticGuestModel model, int osImage, int application, long seed, bool runWorkload = true)
+    public SyntheticVm(VmDescription description, SyntheticGuestModel model, int osImage, int application, long seed, bool runWorkload = true, bool materialize = true)
     {
         model.Validate();
         Description = description;
@@ -34,6 +38,17 @@ public sealed class SyntheticVm : IMigratableVm, IDisposable
         // string.GetHashCode is randomised per process; the layout must not be, so a stable FNV hash of the id is used.
         ulong vmSeed = PageContent.Mix((ulong)seed ^ StableHash(description.Id));
         Layout(pages, vmSeed);
+        if (materialize)
+        {
+            _memory = new NativeGuestMemory(pages);
+            var page = new byte[Page.Size];
+            for (int p = 0; p < pages; p++)
+                if (_keys[p] != 0)
+                {
+                    PageContent.Render(_keys[p], _model.LowEntropyFraction, page);
+                    _memory.WritePage(p, page);
+                }
+        }
         _workloadState = vmSeed ^ 0xD1B54A32D192ED03UL;
         _workingSet = ChooseWorkingSet(pages, Math.Min(model.WritableWorkingSetPages, pages), vmSeed);
         if (runWorkload && model.DirtyPagesPerSecond > 0 && _workingSet.Length > 0)
@@ -52,7 +67,8 @@ public sealed class SyntheticVm : IMigratableVm, IDisposable
     public void ReadPage(int index, Span<byte> destination)
     {
         if ((uint)index >= (uint)_keys.Length) throw new ArgumentOutOfRangeException(nameof(index));
-        PageContent.Render(Volatile.Read(ref _keys[index]), _model.LowEntropyFraction, destination[..Page.Size]);
+        if (_memory is not null) _memory.ReadPage(index, destination[..Page.Size]);
+        else PageContent.Render(Volatile.Read(ref _keys[index]), _model.LowEntropyFraction, destination[..Page.Size]);
     }
 
     public void StartDirtyLogging()
@@ -147,10 +163,19 @@ public sealed class SyntheticVm : IMigratableVm, IDisposable
         _stop.Cancel();
         try { _workload?.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }
         _stop.Dispose();
+        lock (_writeLock) _memory?.Dispose();
     }
 
     private void WriteKey(int page, ulong key)
     {
+        // Called under the write lock. A reader may see a torn page meanwhile; its hash then does not match what the
+        // dedup shard re-reads, or the page is simply dirty again: either way it goes again in the next round.
+        if (_memory is not null)
+        {
+            Span<byte> bytes = stackalloc byte[Page.Size];
+            PageContent.Render(key, _model.LowEntropyFraction, bytes);
+            _memory.WritePage(page, bytes);
+        }
         Volatile.Write(ref _keys[page], key);
         // Mark dirty after the write: a collector that misses the mark still read the new content or sees it next round.
         if (_logging) Interlocked.Or(ref _dirty[page >> 6], 1UL << (page & 63));

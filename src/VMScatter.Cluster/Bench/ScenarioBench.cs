@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain.Reports;
+using VMScatter.Domain.Synthetic;
+
+namespace VMScatter.Cluster.Bench;
+
+/// <summary>One way of moving the scenario's VMs, and what it cost.</summary>
+public sealed record BenchRun(
+    string Method,
+    string Description,
+    long BytesSent,
+    long LinkBytes,
+    double TotalSeconds,
+    double DowntimeMsMax,
+    double DowntimeMsMedian,
+    int Rounds,
+    bool Verified,
+    bool Converged,
+    double ReductionBytes,
+    double ReductionTime,
+    double ReductionLinkBytes);
+
+public sealed record ScenarioResult(string Scenario, string Description, int Vms, long VmMemoryBytes, int Targets, long LinkBitsPerSecond, IReadOnlyList<BenchRun> Runs);
+
+/// <summary>
+/// `vmscatter bench --scenario`: the same VMs (same model, seed and workload), moved by VMScatter and by the
+/// baselines through the same cluster and data plane, each on a fresh local cluster, in one run:
+/// one-to-one pre-copy as QEMU/KVM does it (each VM to one target over unicast, zero pages elided, no dedup, no
+/// compression), one VM after another and all at once; and gang migration (dedup across VMs, over unicast).
+/// Reductions are against the sequential one-to-one baseline.
+/// </summary>
+public static class ScenarioBench
+{
+    public const string Sequential = "one-to-one-sequential";
+
+    public static async Task<ScenarioResult> RunAsync(Scenario scenario, long linkBitsPerSecond, int downtimeMs, string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var methods = new (string Name, string Description, MigrationOptions Options, bool OneAtATime)[]
+        {
+            ("vmscatter", "traffic-aware placement, dedup across VMs, relay chain per target group, LZ4",
+                new("traffic-aware", "relay-chain", "lz4", 8, downtimeMs, true, linkBitsPerSecond), false),
+            (Sequential, "QEMU-style pre-copy: each VM to one target, unicast, zero pages elided, no dedup or compression, one VM after another",
+                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond), true),
+            ("one-to-one-parallel", "the same, all VMs at once",
+                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond), false),
+            ("gang", "gang migration: dedup across VMs, unicast to each target, no compression",
+                new("first-fit-decreasing", "fan-out", "none", 8, downtimeMs, true, linkBitsPerSecond), false),
+        };
+        var raw = new List<(string Name, string Description, long Bytes, long Link, double Seconds, double Max, double Median, int Rounds, bool Verified, bool Converged)>();
+        foreach (var (name, description, options, oneAtATime) in methods)
+        {
+            progress?.Invoke($"{scenario.Name}: {name}");
+            var reports = await MigrateAsync(scenario, options, oneAtATime, journalDirectory, cancellationToken).ConfigureAwait(false);
+            var downtimes = reports.SelectMany(r => r.Report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs)).Order().ToArray();
+            raw.Add((name, description, reports.Sum(r => r.Report.BytesSent), reports.Sum(r => r.Report.LinkBytes), reports.Sum(r => r.WallSeconds),
+                downtimes.Length == 0 ? 0 : downtimes[^1], downtimes.Length == 0 ? 0 : downtimes[downtimes.Length / 2],
+                reports.Max(r => r.Report.Rounds), reports.All(r => r.Report.Verified), reports.All(r => r.Report.Converged)));
+        }
+        var baseline = raw.Single(r => r.Name == Sequential);
+        var runs = raw.Select(r => new BenchRun(r.Name, r.Description, r.Bytes, r.Link, r.Seconds, r.Max, r.Median, r.Rounds, r.Verified, r.Converged,
+            1 - (double)r.Bytes / baseline.Bytes, 1 - r.Seconds / baseline.Seconds, 1 - (double)r.Link / baseline.Link)).ToArray();
+        return new ScenarioResult(scenario.Name, scenario.Description, scenario.Fleet.VmCount, scenario.Fleet.Model.MemoryBytes, scenario.Targets, linkBitsPerSecond, runs);
+    }
+
+    /// <summary>One method on a fresh cluster: one migration of all VMs, or one per VM in turn. Time: first start to last end.</summary>
+    private static async Task<List<(MigrationReport Report, double WallSeconds)>> MigrateAsync(Scenario scenario, MigrationOptions options, bool oneAtATime, string journalDirectory, CancellationToken cancellationToken)
+    {
+        var fleet = SyntheticFleet.Create(scenario.Fleet);
+        long capacity = (scenario.Fleet.VmCount + scenario.Targets - 1) / scenario.Targets * scenario.Fleet.Model.MemoryBytes;
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = scenario.Targets, TargetCapacityBytes = capacity,
+            JournalConnectionString = $"Data Source={Path.Combine(journalDirectory, $"bench-{Guid.NewGuid():N}.db")}",
+        }, cancellationToken).ConfigureAwait(false);
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, scenario.Targets, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
+        var batches = oneAtATime ? fleet.Select(vm => (IReadOnlyList<string>)[vm.Description.Id]).ToList() : [[]];
+        var results = new List<(MigrationReport, double)>();
+        foreach (var vmIds in batches)
+        {
+            var clock = Stopwatch.StartNew();
+            var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], vmIds, options), _ => { }, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
+            if (outcome.RejectedBecause is not null) throw new InvalidOperationException($"{scenario.Name}: migration rejected: {outcome.RejectedBecause}");
+            results.Add((outcome.Report!, clock.Elapsed.TotalSeconds));
+        }
+        return results;
+    }
+}
