@@ -48,6 +48,40 @@ public class ClusterIntegrationTests
         Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
     }
 
+    [Fact]
+    public async Task A_migration_that_cannot_converge_says_so_and_forces_stop_and_copy_or_aborts_per_policy()
+    {
+        // Guests rewrite their whole 8 MiB ten times a second on a 100 Mbit/s link: the rest never fits 1 ms.
+        var hot = Model with { DirtyPagesPerSecond = 20_000, WritableWorkingSetPages = 2048 };
+        foreach (var policy in new[] { "force", "abort" })
+        {
+            var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, hot, 21));
+            await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = fleet, Targets = 2, TargetCapacityBytes = hot.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+            });
+            var options = TestConfig.Options() with { MaxRounds = 3, DowntimeTargetMs = 1, LinkBitsPerSecond = 100_000_000, NonConvergence = policy };
+            var (outcome, events) = await Migrate(cluster, options, 2);
+            var report = outcome.Report!;
+            if (policy == "force")
+            {
+                Assert.True(report.Verified, report.Error);
+                Assert.False(report.Converged);
+                Assert.Equal(3, report.Rounds);
+                Assert.Matches(@"NOT converged after 2 pre-copy rounds: \d+ dirty pages left \(guests dirtying \d+ pages/s\)", report.Convergence);
+            }
+            else
+            {
+                Assert.False(report.Verified);
+                Assert.Contains("NOT converged", report.Error);
+                Assert.Contains("aborted by policy", report.Error);
+                Assert.All(report.PerVm, v => Assert.False(v.HandedOver));
+                Assert.Equal(2, events.OfType<VmHandoverFailed>().Count());
+                Assert.All(fleet, vm => Assert.Equal(VmRunState.Running, vm.State)); // confirmed resumed before the report
+            }
+        }
+    }
+
     /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
     private sealed class RefusingBackend(string refuse) : ITargetBackend
     {
