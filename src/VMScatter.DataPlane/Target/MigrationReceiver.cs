@@ -41,7 +41,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private readonly Dictionary<int, byte[]> _deviceState = new();
     private readonly Dictionary<int, int> _deviceStateReceived = new();
     private readonly Channel<RoundOutcome> _outcomes = Channel.CreateUnbounded<RoundOutcome>();
-    private readonly Dictionary<int, (TcpClient Client, SemaphoreSlim Lock)> _relays = new();
+    private readonly Dictionary<int, Relay> _relays = new();
     private readonly LinkPacer _egress;
     private int _nextRound;
     private bool _failed;
@@ -227,38 +227,79 @@ public sealed class MigrationReceiver : IAsyncDisposable
 
     private RoundCounts Counts(int round) => _rounds.TryGetValue(round, out var c) ? c : _rounds[round] = new RoundCounts();
 
+    /// <summary>
+    /// Hands a frame to the relay towards the next host of its group. Relaying is its own stage (a bounded queue and a
+    /// writer per peer): the receive loop goes on reading while the frame crosses this host's egress link, so a hop
+    /// runs at the slower of its in- and out-link rather than at their sum. A full queue pushes back on the sender.
+    /// </summary>
     private async Task RelayAsync(ulong laterMask, ReadOnlyMemory<byte> frame)
     {
         int next = BitOperations.TrailingZeroCount(laterMask);
-        (TcpClient Client, SemaphoreSlim Lock) relay;
+        Relay relay;
         lock (_relays)
-            if (!_relays.TryGetValue(next, out relay))
-                _relays[next] = relay = (new TcpClient { NoDelay = true }, new SemaphoreSlim(1, 1));
-        await relay.Lock.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            if (!relay.Client.Connected)
-            {
-                using var timeout = new CancellationTokenSource(_options.ConnectTimeout);
-                await relay.Client.ConnectAsync(_peers[next], timeout.Token).ConfigureAwait(false);
-            }
-            await _egress.AcquireAsync(frame.Length, CancellationToken.None).ConfigureAwait(false);
-            await relay.Client.GetStream().WriteAsync(frame).ConfigureAwait(false);
-            Interlocked.Add(ref _bytesRelayed, frame.Length);
-        }
-        catch (Exception e) when (e is IOException or SocketException or OperationCanceledException)
-        {
-            Fail($"relay to host {next} at {_peers[next]} failed: {e.Message}");
-        }
-        finally { relay.Lock.Release(); }
+            if (!_relays.TryGetValue(next, out relay!))
+                _relays[next] = relay = new Relay(this, next);
+        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(frame.Length);
+        frame.CopyTo(copy);
+        await relay.Queue.Writer.WriteAsync((copy, frame.Length)).ConfigureAwait(false);
     }
 
-    public ValueTask DisposeAsync()
+    private sealed class Relay
     {
-        lock (_relays)
-            foreach (var (client, gate) in _relays.Values) { client.Dispose(); gate.Dispose(); }
+        private const int QueuedFrames = 32;
+        private readonly MigrationReceiver _owner;
+        private readonly int _peer;
+        private readonly TcpClient _client = new() { NoDelay = true };
+        private readonly Task _writer;
+
+        public Relay(MigrationReceiver owner, int peer)
+        {
+            _owner = owner;
+            _peer = peer;
+            _writer = Task.Run(WriteAsync);
+        }
+
+        public Channel<(byte[] Frame, int Length)> Queue { get; } = Channel.CreateBounded<(byte[], int)>(QueuedFrames);
+
+        private async Task WriteAsync()
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(_owner._options.ConnectTimeout);
+                await _client.ConnectAsync(_owner._peers[_peer], timeout.Token).ConfigureAwait(false);
+                var stream = _client.GetStream();
+                await foreach (var (frame, length) in Queue.Reader.ReadAllAsync().ConfigureAwait(false))
+                {
+                    try
+                    {
+                        await _owner._egress.AcquireAsync(length, CancellationToken.None).ConfigureAwait(false);
+                        await stream.WriteAsync(frame.AsMemory(0, length)).ConfigureAwait(false);
+                        Interlocked.Add(ref _owner._bytesRelayed, length);
+                    }
+                    finally { System.Buffers.ArrayPool<byte>.Shared.Return(frame); }
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
+            {
+                _owner.Fail($"relay to host {_peer} at {_owner._peers[_peer]} failed: {e.Message}");
+                while (Queue.Reader.TryRead(out var left)) System.Buffers.ArrayPool<byte>.Shared.Return(left.Frame);
+            }
+        }
+
+        public async Task CloseAsync()
+        {
+            Queue.Writer.TryComplete();
+            try { await _writer.WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false); } catch (TimeoutException) { }
+            _client.Dispose();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Relay[] relays;
+        lock (_relays) relays = _relays.Values.ToArray();
+        foreach (var relay in relays) await relay.CloseAsync().ConfigureAwait(false);
         _outcomes.Writer.TryComplete();
-        return ValueTask.CompletedTask;
     }
 
     private static readonly byte[] ZeroPage = new byte[Page.Size];
