@@ -30,6 +30,8 @@ internal sealed class MigrationRun
     public Dictionary<string, VmHandedOver> HandedOver { get; } = new();
     public HashSet<string> Released { get; } = new();
     public HashSet<string> ResumedOnSource { get; } = new();
+    /// <summary>VMs a target was told to resume: only its answer (or its leaving) decides them, never a timeout.</summary>
+    public HashSet<string> ResumeRequested { get; } = new();
     /// <summary>No confirmation will come from the source: it left, never started the migration, or timed out.</summary>
     public bool SourceWillNotConfirm { get; set; }
     public Dictionary<string, string> Failed { get; } = new();

@@ -128,9 +128,15 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             if (run.Error is null) FailRun(run, $"timed out while {m.Phase}");
             else
             {
-                // Failed already, and the source never confirmed: report what is known rather than wait forever.
+                // Failed already, and not everyone answered: report what is known rather than wait forever. A VM whose
+                // target never confirmed its resume is NOT resumed on the source (two running copies would be worse);
+                // the report says where to look.
                 run.SourceWillNotConfirm = true;
-                MaybeComplete(run);
+                var unknown = run.ResumeRequested.Where(v => !run.Decided(v))
+                    .Select(v => new VmHandoverFailed(run.Id, v, $"target {run.TargetOfVm[v]} did not confirm resuming it; left paused on the source, check the target before resuming either copy")).ToArray();
+                foreach (var f in unknown) run.Failed[f.VmId] = f.Reason;
+                PersistAll(unknown, e => { Record(e.MigrationId).Failed.Add(e.VmId); run.Requester.Tell(e); });
+                DeferAsync(run.Id, _ => MaybeComplete(run));
             }
         }));
     }
@@ -144,7 +150,10 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         {
             string target = run.TargetOfVm[source.VmId];
             if (run.TargetDigestOf.TryGetValue(source.VmId, out var got) && got == source.Digest)
+            {
+                run.ResumeRequested.Add(source.VmId);
                 run.TargetRefs[target].Tell(new ResumeOnTarget(run.Id, source.VmId));
+            }
             else
                 FailVm(run, source.VmId, $"digest mismatch: source {Short(source.Digest)}, target {Short(got ?? "none")}");
         }
@@ -266,6 +275,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
     private void FailVm(MigrationRun run, string vmId, string reason)
     {
         if (run.Decided(vmId)) return;
+        run.ResumeRequested.Remove(vmId);
         run.Failed[vmId] = reason;
         Persist(new VmHandoverFailed(run.Id, vmId, reason), e =>
         {
@@ -287,7 +297,9 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         _log.Warning("Migration {0} failed: {1}", run.Id, reason);
         if (tellSource) run.SourceHost.Tell(new AbortMigration(run.Id, reason));
         Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "resuming on the source"), _settings.HandoverTimeout);
-        var failed = run.Vms.Where(v => !run.Decided(v.Id)).Select(v => new VmHandoverFailed(run.Id, v.Id, reason)).ToArray();
+        // A VM whose target was told to resume it is left to that target's answer: resuming it here too could leave two
+        // copies running.
+        var failed = run.Vms.Where(v => !run.Decided(v.Id) && !run.ResumeRequested.Contains(v.Id)).Select(v => new VmHandoverFailed(run.Id, v.Id, reason)).ToArray();
         foreach (var f in failed) run.Failed[f.VmId] = reason;
         PersistAll(failed, e => { Record(e.MigrationId).Failed.Add(e.VmId); run.Requester.Tell(e); });
         foreach (var (host, target) in run.TargetRefs)

@@ -66,7 +66,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _options = options;
         _settings = settings;
         _scheduler = scheduler;
-        _measuredRate = settings.MinRoundRateBytesPerSecond;
+        _measuredRate = settings.AssumedRateBytesPerSecond;
         _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, settings.SketchSize, options.Deduplicate)).ToArray();
         _shardActors = _shards.Select((s, i) => Context.ActorOf(Props.Create(() => new DedupShardActor(i, s, vms)), $"dedup-{i}")).ToArray();
         _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors)), $"vm-{i}")).ToArray();
@@ -194,7 +194,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         _roundSeconds.Add(seconds);
         _lastRoundSeconds = seconds;
         long bytes = _sender!.BytesSent - _roundStartBytes;
-        if (bytes > 0) _measuredRate = Math.Max(bytes / seconds, _settings.MinRoundRateBytesPerSecond);
+        // The best rate any round reached: small rounds are mostly fixed costs and would understate the link. The
+        // configured rate is only the assumption before anything was measured.
+        if (bytes > 0) _measuredRate = _roundSeconds.Count == 1 ? bytes / seconds : Math.Max(_measuredRate, bytes / seconds);
         ReportProgress();
         if (_stopAndCopy)
         {

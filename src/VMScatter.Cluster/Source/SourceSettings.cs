@@ -10,7 +10,7 @@ public sealed record SourceSettings(
     int SketchSize,
     int MaxRounds,
     TimeSpan DowntimeTarget,
-    long MinRoundRateBytesPerSecond,
+    long AssumedRateBytesPerSecond,
     TimeSpan ProgressInterval,
     TimeSpan RegistrationInterval,
     DataPlaneOptions DataPlane)
@@ -20,7 +20,7 @@ public sealed record SourceSettings(
         config.GetInt("vmscatter.source.sketch-size"),
         config.GetInt("vmscatter.source.max-rounds"),
         config.GetTimeSpan("vmscatter.source.downtime-target"),
-        config.GetByteSize("vmscatter.source.min-round-rate") ?? throw new ConfigurationException("vmscatter.source.min-round-rate missing"),
+        config.GetByteSize("vmscatter.source.assumed-rate") ?? throw new ConfigurationException("vmscatter.source.assumed-rate missing"),
         config.GetTimeSpan("vmscatter.source.progress-interval"),
         config.GetTimeSpan("vmscatter.source.registration-interval"),
         DataPlaneSettings.From(config));
