@@ -134,6 +134,25 @@ public class DataPlaneTests
     }
 
     [Fact]
+    public async Task A_relay_whose_next_host_is_gone_fails_the_migration_on_the_relaying_host_instead_of_hanging()
+    {
+        var contents = new Contents();
+        for (int i = 1; i <= 100; i++) contents.Pages[i] = PageOf(i);
+        await using var h = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 100, GroupTransport.RelayChain);
+        await h.Sender.ConnectAsync(CancellationToken.None);
+        await h.Listeners[1].DisposeAsync(); // host 1 goes away after the source connected
+        var maps = Enumerable.Range(1, 100).Select(c => new PageMap(0, c - 1, c)).ToList();
+        var send = h.Sender.SendRoundAsync(new RoundTransfer(0, false, [new GroupTransfer(0b11, Enumerable.Range(1, 100).Select(i => (long)i).ToArray())], [maps, []], []), contents, CancellationToken.None);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        // Host 0 may first report its own part of the round applied; the relay failure follows as an error.
+        RoundOutcome outcome;
+        do outcome = await h.Receivers[0].Outcomes.ReadAsync(timeout.Token);
+        while (outcome.Error is null);
+        Assert.Contains("relay to host 1", outcome.Error);
+        try { await send.WaitAsync(timeout.Token); } catch (IOException) { } // the source may also see host 1 gone
+    }
+
+    [Fact]
     public async Task Frames_with_a_wrong_key_are_rejected_and_the_migration_is_unharmed()
     {
         var contents = new Contents { Pages = { [1] = PageOf(1) } };

@@ -158,6 +158,24 @@ public class DigestPlacementAndUnitsTests
     }
 
     [Theory]
+    [InlineData("1Gbit", 1_000_000_000)]
+    [InlineData("100 Mbit", 100_000_000)]
+    [InlineData("2.5gbps", 2_500_000_000)]
+    [InlineData("unlimited", 0)]
+    [InlineData("0", 0)]
+    public void Link_rates_parse(string text, long bits)
+    {
+        Assert.True(LinkRate.TryParse(text, out var parsed));
+        Assert.Equal(bits, parsed);
+    }
+
+    [Theory]
+    [InlineData("fast")]
+    [InlineData("1GB")]
+    [InlineData("0 Mbit")]
+    public void Bad_link_rates_do_not_parse(string text) => Assert.False(LinkRate.TryParse(text, out _));
+
+    [Theory]
     [InlineData("")]
     [InlineData("MiB")]
     [InlineData("12XB")]

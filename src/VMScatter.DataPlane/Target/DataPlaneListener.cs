@@ -20,6 +20,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _acceptLoop;
     private long _framesRejected;
+    private int _disposed;
     private volatile string? _lastRejection;
 
     public DataPlaneListener(IPEndPoint bind, DataPlaneOptions options)
@@ -108,6 +109,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _stop.Cancel();
         _listener.Stop();
         await _acceptLoop.ConfigureAwait(false);

@@ -241,7 +241,12 @@ public sealed class MigrationReceiver : IAsyncDisposable
                 _relays[next] = relay = new Relay(this, next);
         var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(frame.Length);
         frame.CopyTo(copy);
-        await relay.Queue.Writer.WriteAsync((copy, frame.Length)).ConfigureAwait(false);
+        try { await relay.Queue.Writer.WriteAsync((copy, frame.Length)).ConfigureAwait(false); }
+        catch (ChannelClosedException)
+        {
+            // The relay failed (and failed the migration); nothing more goes that way.
+            System.Buffers.ArrayPool<byte>.Shared.Return(copy);
+        }
     }
 
     private sealed class Relay
@@ -282,6 +287,8 @@ public sealed class MigrationReceiver : IAsyncDisposable
             catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
             {
                 _owner.Fail($"relay to host {_peer} at {_owner._peers[_peer]} failed: {e.Message}");
+                // Close the queue so the receive loop is not left waiting for room that will never come.
+                Queue.Writer.TryComplete();
                 while (Queue.Reader.TryRead(out var left)) System.Buffers.ArrayPool<byte>.Shared.Return(left.Frame);
             }
         }

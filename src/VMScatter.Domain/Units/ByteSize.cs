@@ -8,22 +8,17 @@ public static class ByteSize
     public static bool TryParse(string? text, out long bytes)
     {
         bytes = 0;
-        if (string.IsNullOrWhiteSpace(text)) return false;
-        var s = text.Trim();
-        int split = 0;
-        while (split < s.Length && (char.IsDigit(s[split]) || s[split] == '.')) split++;
-        if (split == 0) return false;
-        if (!double.TryParse(s[..split], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var number)) return false;
-        long multiplier = s[split..].Trim().ToUpperInvariant() switch
+        if (!Quantity.TrySplit(text, out double number, out string unit)) return false;
+        long multiplier = unit switch
         {
-            "" or "B" => 1,
-            "K" or "KIB" => 1L << 10,
-            "KB" => 1000,
-            "M" or "MIB" => 1L << 20,
-            "MB" => 1000_000,
-            "G" or "GIB" => 1L << 30,
-            "GB" => 1000_000_000,
-            "T" or "TIB" => 1L << 40,
+            "" or "b" => 1,
+            "k" or "kib" => 1L << 10,
+            "kb" => 1000,
+            "m" or "mib" => 1L << 20,
+            "mb" => 1000_000,
+            "g" or "gib" => 1L << 30,
+            "gb" => 1000_000_000,
+            "t" or "tib" => 1L << 40,
             _ => -1,
         };
         if (multiplier < 0) return false;

@@ -8,13 +8,9 @@ public static class LinkRate
     public static bool TryParse(string? text, out long bitsPerSecond)
     {
         bitsPerSecond = 0;
-        if (string.IsNullOrWhiteSpace(text)) return false;
-        var s = text.Trim().ToLowerInvariant();
-        if (s is "0" or "unlimited" or "none") return true;
-        int split = 0;
-        while (split < s.Length && (char.IsDigit(s[split]) || s[split] == '.')) split++;
-        if (split == 0 || !double.TryParse(s[..split], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value)) return false;
-        double multiplier = s[split..].Trim() switch
+        if (text?.Trim().ToLowerInvariant() is "0" or "unlimited" or "none") return true;
+        if (!Quantity.TrySplit(text, out double value, out string unit)) return false;
+        double multiplier = unit switch
         {
             "bit" or "bps" or "b/s" => 1,
             "kbit" or "kbps" => 1e3,
