@@ -1,6 +1,7 @@
 using System.Net;
 using Akka.Actor;
 using Akka.Cluster.Tools.Singleton;
+using Akka.Event;
 using Akka.Configuration;
 using VMScatter.Cluster.Scheduler;
 using VMScatter.Cluster.Source;
@@ -65,7 +66,7 @@ public sealed class VmScatterNode : IAsyncDisposable
                 cluster.Join(cluster.SelfAddress);
             }
             else cluster.JoinSeedNodes(seeds.Select(Address.Parse));
-            var warmup = Task.Run(() => Serialization.SerializerWarmup.Run(system), cancellationToken);
+            var warmup = Task.Run(() => Serialization.SerializerWarmup.Run(system, (type, e) => system.Log.Debug("Serializer warm-up skipped {0}: {1}", type.Name, e.Message)), cancellationToken);
             var finished = await Task.WhenAny(up.Task, Task.Delay(joinTimeout, cancellationToken)).ConfigureAwait(false);
             if (finished != up.Task)
                 throw new ClusterJoinException($"could not join the cluster via {(seeds.Length == 0 ? "itself" : string.Join(", ", seeds))} within {joinTimeout.TotalSeconds:0}s (vmscatter.node.join-timeout)");

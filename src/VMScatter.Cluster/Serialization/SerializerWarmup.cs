@@ -12,7 +12,7 @@ namespace VMScatter.Cluster.Serialization;
 /// </summary>
 public static class SerializerWarmup
 {
-    public static int Run(ActorSystem system)
+    public static int Run(ActorSystem system, Action<Type, Exception>? skipped = null)
     {
         int warmed = 0;
         var types = typeof(Protocol.IVmScatterProtocol).Assembly.GetTypes()
@@ -28,9 +28,10 @@ public static class SerializerWarmup
                 system.Serialization.Deserialize(bytes, serializer.Identifier, manifest);
                 warmed++;
             }
-            catch (Exception)
+            catch (Exception e)
             {
                 // A type whose sample cannot round-trip is merely not warmed.
+                skipped?.Invoke(type, e);
             }
         }
         return warmed;
