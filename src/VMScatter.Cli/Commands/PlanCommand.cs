@@ -19,9 +19,9 @@ public static class PlanCommand
         var targets = new Option<int>("--targets") { DefaultValueFactory = _ => 4, Description = "Target hosts (≤ 64)" };
         var capacity = new Option<string?>("--target-capacity") { Description = "Memory each target accepts (default: just enough to spread the VMs evenly)" };
         var racks = new Option<int>("--racks") { DefaultValueFactory = _ => 0, Description = "Spread the targets over this many racks (0: one switch)" };
-        var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 42 };
-        var applications = new Option<int>("--applications") { DefaultValueFactory = _ => 4 };
-        var osImages = new Option<int>("--os-images") { DefaultValueFactory = _ => 1 };
+        var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed of the synthetic guests" };
+        var applications = new Option<int>("--applications") { DefaultValueFactory = _ => 4, Description = "Distinct applications among the VMs" };
+        var osImages = new Option<int>("--os-images") { DefaultValueFactory = _ => 1, Description = "Distinct OS images among the VMs" };
         var command = new Command("plan", "Dry run: where the VMs would go and what each placement would cost, ours vs the baselines");
         foreach (var o in new Option[] { vms, vmMemory, targets, capacity, racks, seed, applications, osImages }) command.Options.Add(o);
         command.SetAction(parse =>
