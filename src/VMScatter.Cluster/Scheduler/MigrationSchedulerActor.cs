@@ -28,6 +28,8 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
     private readonly Dictionary<string, RegisterTargetHost> _targets = new();
     private readonly Dictionary<Guid, MigrationRecord> _records = new();
     private readonly Dictionary<Guid, MigrationRun> _runs = new();
+    // Per-migration data-plane keys; never journaled.
+    private readonly Dictionary<Guid, byte[]> _keys = new();
 
     public MigrationSchedulerActor(SchedulerSettings settings)
     {
@@ -163,8 +165,6 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
     public override string PersistenceId { get; }
 
     public ITimerScheduler Timers { get; set; } = null!;
-
-    private readonly Dictionary<Guid, byte[]> _keys = new();
 
     private void Start(StartMigration m)
     {

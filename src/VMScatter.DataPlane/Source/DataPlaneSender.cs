@@ -21,6 +21,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private readonly NetworkStream?[] _streams;
     private readonly TcpClient?[] _clients;
     private readonly byte[] _frame;
+    // Rounds go out one at a time, so one payload buffer serves every group (not a large-object allocation per group).
+    private readonly byte[] _payload;
     private readonly LinkPacer _egress;
     private long _sequence;
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords;
@@ -35,6 +37,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         _streams = new NetworkStream?[targets.Count];
         _clients = new TcpClient?[targets.Count];
         _frame = new byte[FrameHeader.Size + options.MaxPayloadBytes];
+        _payload = new byte[options.MaxPayloadBytes];
         _egress = new LinkPacer(options.LinkBitsPerSecond);
     }
 
@@ -88,7 +91,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private async Task SendGroupAsync(int round, GroupTransfer group, IContentReader contents, CancellationToken cancellationToken)
     {
         // Records are encoded once per group; fan-out re-frames them per host with a single-host mask.
-        var payload = new byte[_options.MaxPayloadBytes];
+        var payload = _payload;
         var encoded = new byte[PageCodec.MaxEncodedSize];
         var page = new byte[Page.Size];
         int at = Records.ContentBatchHeader, count = 0;
