@@ -132,6 +132,33 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void Targets_announce_their_rack_and_vms_sharing_pages_are_placed_under_one_switch()
+    {
+        var scheduler = Scheduler();
+        var source = CreateTestProbe();
+        scheduler.Tell(new RegisterSourceHost("src", source.Ref, new[] { "a1", "a2", "b1", "b2" }.Select(id => Vm(id, 8 * MiB)).ToArray()), source.Ref);
+        var rackOf = new Dictionary<string, string> { ["t1"] = "r1", ["t2"] = "r1", ["t3"] = "r2", ["t4"] = "r2" };
+        foreach (var (host, rack) in rackOf)
+        {
+            var target = CreateTestProbe();
+            scheduler.Tell(new RegisterTargetHost(host, target.Ref, 8 * MiB, "127.0.0.1", 1, "synthetic", rack), target.Ref);
+        }
+        var id = Guid.NewGuid();
+        scheduler.Tell(new StartMigration(id, "src", [], [], TestConfig.Options()));
+        ExpectMsg<MigrationAccepted>();
+        source.FishForMessage(m => m is AnalyzeVms);
+        // a1 and a2 share 50 contents, b1 and b2 another 50; each has 50 of its own. One VM fits each target, so only
+        // the rack links tell placements apart.
+        VmProfile P(string vm, int shared, int own) => new(vm, 8 * MiB, 100, 0, 100, 256,
+            Enumerable.Range(shared, 50).Concat(Enumerable.Range(own, 50)).Select(i => VMScatter.Domain.Synthetic.PageContent.Mix((ulong)i)).Order().ToArray());
+        scheduler.Tell(new VmsAnalyzed(id, [P("a1", 0, 1000), P("b1", 100, 2000), P("a2", 0, 3000), P("b2", 100, 4000)], 300));
+        var placed = ExpectMsg<MigrationPlaced>();
+        Assert.Equal(4, placed.TargetOfVm.Values.Distinct().Count());
+        Assert.Equal(rackOf[placed.TargetOfVm["a1"]], rackOf[placed.TargetOfVm["a2"]]);
+        Assert.Equal(rackOf[placed.TargetOfVm["b1"]], rackOf[placed.TargetOfVm["b2"]]);
+    }
+
+    [Fact]
     public void A_migration_cut_short_by_a_restart_is_recorded_as_aborted()
     {
         var scheduler = Scheduler();

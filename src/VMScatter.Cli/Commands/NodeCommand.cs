@@ -18,13 +18,14 @@ public static class NodeCommand
         var hostId = new Option<string?>("--host-id") { Description = "Name of this host in the cluster" };
         var config = new Option<string?>("--config") { Description = "Extra HOCON file layered over hocon/*.conf" };
         var capacity = new Option<string?>("--capacity") { Description = "Target role: guest memory this host accepts" };
+        var rack = new Option<string?>("--rack") { Description = "Target role: the rack (switch) this host hangs off" };
         var vms = new Option<int>("--vms") { Description = "Source role: synthetic VMs to run", DefaultValueFactory = _ => 8 };
         var vmMemory = new Option<string>("--vm-memory") { Description = "Source role: memory of each VM", DefaultValueFactory = _ => "256MiB" };
         var seed = new Option<long>("--seed") { Description = "Source role: seed of the synthetic guests", DefaultValueFactory = _ => 42 };
         var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
         var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var command = new Command("node", "Run one VMScatter cluster node until Ctrl+C");
-        foreach (var o in new Option[] { roles, port, hostname, seeds, hostId, config, capacity, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
+        foreach (var o in new Option[] { roles, port, hostname, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -44,7 +45,7 @@ public static class NodeCommand
                 ConfigFile = parse.GetValue(config), SourceVms = sourceVms,
                 TargetCapacityBytes = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--capacity") : null,
                 JournalConnectionString = parse.GetValue(journal) is { } j ? $"Data Source={Path.GetFullPath(j)}" : null,
-                ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)),
+                ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)) + (parse.GetValue(rack) is { } r ? $"\nvmscatter.target.rack = {NodeConfig.Quote(r)}" : ""),
             }, cancellationToken);
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
                 (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}"));

@@ -99,7 +99,8 @@ public sealed class VmScatterNode : IAsyncDisposable
                 long capacity = config.GetByteSize("vmscatter.target.capacity") ?? throw new ConfigurationException("vmscatter.target.capacity missing");
                 var backend = options.TargetBackend ?? new SyntheticTargetBackend();
                 var l = listener;
-                targetHost = system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval)), "target-host");
+                string rack = config.GetString("vmscatter.target.rack");
+                targetHost = system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, rack)), "target-host");
             }
             return new VmScatterNode(system, hostId, proxy, sourceHost, targetHost, listener);
         }

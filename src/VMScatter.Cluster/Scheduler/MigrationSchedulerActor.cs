@@ -236,12 +236,15 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             var vcpus = run.Vms.ToDictionary(v => v.Id, v => v.VCpus);
             var vms = m.Profiles.Select(p => new PlacementVm(p.VmId, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
             var contents = new SketchContentModel(m.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
-            var hosts = run.TargetHostIds.Select(t => new PlacementHost(t, _targets.TryGetValue(t, out var h) ? h.FreeBytes : 0)).ToArray();
+            var hosts = run.TargetHostIds.Select(t => _targets.TryGetValue(t, out var h)
+                ? new PlacementHost(t, h.FreeBytes, Rack: string.IsNullOrEmpty(h.Rack) ? null : h.Rack)
+                : new PlacementHost(t, 0)).ToArray();
+            var topology = new NetworkTopology(RackLinkWeight: _settings.RackLinkWeight);
             PlacementResult placement;
             try
             {
                 if (!PlacementStrategies.TryParse(run.Request.Options.Placement, out var strategy)) throw new PlacementException($"unknown placement strategy '{run.Request.Options.Placement}'");
-                placement = Placer.Place(vms, hosts, contents, strategy);
+                placement = Placer.Place(vms, hosts, contents, strategy, topology);
             }
             catch (PlacementException e) { FailRun(run, $"placement: {e.Message}"); return; }
             Persist(new PlacementChosen(run.Id, placement.Strategy, placement.HostOf), e =>

@@ -26,8 +26,11 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     private readonly Dictionary<Guid, Incoming> _incoming = new();
     private readonly Dictionary<string, ILandedVm> _running = new();
 
-    public TargetHostActor(string hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler, TimeSpan registrationInterval)
+    private readonly string _rack;
+
+    public TargetHostActor(string hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler, TimeSpan registrationInterval, string rack = "")
     {
+        _rack = rack;
         _hostId = hostId;
         _capacityBytes = capacityBytes;
         _listener = listener;
@@ -36,7 +39,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         _scheduler = scheduler;
         _registrationInterval = registrationInterval;
 
-        Receive<Announce>(_ => _scheduler.Tell(new RegisterTargetHost(_hostId, Self, FreeBytes(), _listener.LocalEndPoint.Address.ToString(), _listener.LocalEndPoint.Port, _backend.Name)));
+        Receive<Announce>(_ => _scheduler.Tell(new RegisterTargetHost(_hostId, Self, FreeBytes(), _listener.LocalEndPoint.Address.ToString(), _listener.LocalEndPoint.Port, _backend.Name, _rack)));
         Receive<HostRegistered>(_ => { });
 
         Receive<PrepareReceive>(m =>
