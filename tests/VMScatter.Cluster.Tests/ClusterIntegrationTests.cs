@@ -82,6 +82,31 @@ public class ClusterIntegrationTests
         }
     }
 
+    [Fact]
+    public async Task A_target_that_dies_mid_transfer_leaves_every_vm_running_on_the_source()
+    {
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model with { MemoryBytes = 32L << 20 }, 31));
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 2, TargetCapacityBytes = 64L << 20, JournalConnectionString = TestConfig.TempJournal(),
+        });
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
+        var victim = cluster.Targets[0];
+        var crashed = new TaskCompletionSource();
+        // 50 Mbit/s: round 0 takes seconds, so the crash lands in the middle of it.
+        var options = TestConfig.Options() with { LinkBitsPerSecond = 50_000_000 };
+        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options),
+            e => { if (e is MigrationProgress { BytesSent: > 0 } && crashed.TrySetResult()) _ = victim.CrashAsync(); },
+            TimeSpan.FromSeconds(30));
+        Assert.True(crashed.Task.IsCompleted);
+        var report = outcome.Report!;
+        Assert.False(report.Verified);
+        Assert.All(report.PerVm, v => Assert.False(v.HandedOver));
+        Assert.NotNull(report.Error);
+        Assert.All(fleet, vm => Assert.Equal(VmRunState.Running, vm.State)); // confirmed by the source before the report
+    }
+
     /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
     private sealed class RefusingBackend(string refuse) : ITargetBackend
     {
