@@ -22,7 +22,7 @@ namespace VMScatter.Cluster.Source;
 /// then pause and send the rest with the device state) → digests → handing over (stop each VM here only when the
 /// scheduler says its target verified and resumed it; resume it here otherwise).
 /// </summary>
-public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
+public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly Guid _migrationId;
@@ -74,7 +74,6 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
-    public IStash Stash { get; set; } = null!;
 
     /// <summary>A failure inside a child (a shard or VM actor) means the migration's bookkeeping is broken: fail it, keep the VMs.</summary>
     protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(0, TimeSpan.Zero, e =>
@@ -323,7 +322,6 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers, IWithStash
         Receive<TransferStepFailed>(m => Fail($"{m.Step} failed: {m.Error}"));
         Receive<ChildFailed>(m => Fail(m.Reason));
         Receive<AbortMigration>(m => Fail(m.Reason, tellScheduler: false));
-        Receive<BeginTransfer>(_ => Stash.Stash());
     }
 
     /// <summary>Nothing is lost: every VM paused for this migration runs again here, and the scheduler is told why.</summary>

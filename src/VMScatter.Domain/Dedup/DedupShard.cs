@@ -69,30 +69,24 @@ public sealed class DedupShard
         {
             id = (++_uniqueCount) * Index.ShardCount + Index.Shard;
             _live[id] = (vm, page);
-            if (_currentRound == 0)
-            {
-                CountPage(vmIndex, zero: false);
-                if (!_vmContents.TryGetValue(vmIndex, out var set)) _vmContents[vmIndex] = set = new();
-                set.Add(id);
-                if (!_vmSketches.TryGetValue(vmIndex, out var sketch)) _vmSketches[vmIndex] = sketch = new BottomKSketch(_sketchK);
-                sketch.Add(hash);
-            }
+            if (_currentRound == 0) Profile(vmIndex, id, hash);
         }
         else
         {
             id = Index.Resolve(hash, _page).ContentId;
-            if (_currentRound == 0)
-            {
-                CountPage(vmIndex, zero: false);
-                if (!_vmContents.TryGetValue(vmIndex, out var set)) _vmContents[vmIndex] = set = new();
-                if (set.Add(id))
-                {
-                    if (!_vmSketches.TryGetValue(vmIndex, out var sketch)) _vmSketches[vmIndex] = sketch = new BottomKSketch(_sketchK);
-                    sketch.Add(hash);
-                }
-            }
+            if (_currentRound == 0) Profile(vmIndex, id, hash);
         }
         _round.Add((vmIndex, page, id));
+    }
+
+    /// <summary>Round 0: count a non-zero page of the VM and, the first time the VM holds this content, sketch it.</summary>
+    private void Profile(int vmIndex, long contentId, ContentHash hash)
+    {
+        CountPage(vmIndex, zero: false);
+        if (!_vmContents.TryGetValue(vmIndex, out var set)) _vmContents[vmIndex] = set = new();
+        if (!set.Add(contentId)) return;
+        if (!_vmSketches.TryGetValue(vmIndex, out var sketch)) _vmSketches[vmIndex] = sketch = new BottomKSketch(_sketchK);
+        sketch.Add(hash);
     }
 
     /// <summary>

@@ -4,9 +4,6 @@ namespace VMScatter.Domain;
 public interface IWritableGuestMemory : IGuestMemory, IDisposable
 {
     void WritePage(int index, ReadOnlySpan<byte> source);
-
-    /// <summary>The handover digest of this memory and a device state, as <see cref="Pages.MemoryDigest"/> computes it on the source.</summary>
-    string ComputeDigest(ReadOnlySpan<byte> deviceState);
 }
 
 /// <summary>A VM that has been resumed on its target host.</summary>

@@ -53,8 +53,6 @@ public sealed unsafe class NativeGuestMemory : IWritableGuestMemory
         source.CopyTo(Slice(index));
     }
 
-    public string ComputeDigest(ReadOnlySpan<byte> deviceState) => MemoryDigest.Compute(this, deviceState);
-
     public void Dispose()
     {
         var p = _base;
