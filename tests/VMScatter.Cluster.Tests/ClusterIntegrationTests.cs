@@ -124,7 +124,7 @@ public class ClusterIntegrationTests
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
             SourceVms = fleet, Targets = 2, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
-            TargetBackend = new RefusingBackend("vm-001"),
+            TargetBackendFor = _ => new RefusingBackend("vm-001"),
         });
         var (outcome, events) = await Migrate(cluster, TestConfig.Options("fan-out"), 2);
 

@@ -10,7 +10,8 @@ public sealed record LocalClusterOptions
     public required int Targets { get; init; }
     public required long TargetCapacityBytes { get; init; }
     public required string JournalConnectionString { get; init; }
-    public ITargetBackend? TargetBackend { get; init; }
+    /// <summary>Each target host's backend, by host id (synthetic when not given).</summary>
+    public Func<string, ITargetBackend>? TargetBackendFor { get; init; }
     public string ExtraHocon { get; init; } = "";
 }
 
@@ -49,7 +50,7 @@ public sealed class LocalCluster : IAsyncDisposable
             var targetTasks = Enumerable.Range(1, options.Targets).Select(i => VmScatterNode.StartAsync(new NodeOptions
             {
                 Roles = ["target"], HostId = $"target-{i}", Seeds = [seed], TargetCapacityBytes = options.TargetCapacityBytes,
-                TargetBackend = options.TargetBackend ?? new SyntheticTargetBackend(), ExtraHocon = options.ExtraHocon,
+                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}") ?? new SyntheticTargetBackend(), ExtraHocon = options.ExtraHocon,
             }, cancellationToken)).ToArray();
             var source = await sourceTask.ConfigureAwait(false);
             nodes.Add(source);

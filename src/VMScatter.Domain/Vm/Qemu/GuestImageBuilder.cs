@@ -1,0 +1,36 @@
+using System.Diagnostics;
+
+namespace VMScatter.Domain.Qemu;
+
+/// <summary>Builds the guest image with deploy/guest/build-guest-image.sh (shipped next to the binaries) when it is not there yet.</summary>
+public static class GuestImageBuilder
+{
+    private static readonly SemaphoreSlim Building = new(1, 1);
+
+    /// <summary>The script as copied into the output directory, or null.</summary>
+    public static string? ShippedScript()
+    {
+        string path = Path.Combine(AppContext.BaseDirectory, "guest", "build-guest-image.sh");
+        return File.Exists(path) ? path : null;
+    }
+
+    public static async Task<GuestImage> EnsureAsync(string directory, CancellationToken cancellationToken = default)
+    {
+        await Building.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (File.Exists(Path.Combine(directory, "vmlinuz")) && File.Exists(Path.Combine(directory, "initramfs.gz"))) return GuestImage.InDirectory(directory);
+            string script = ShippedScript() ?? throw new FileNotFoundException("guest/build-guest-image.sh is missing next to the binaries");
+            var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+            psi.ArgumentList.Add(script);
+            psi.ArgumentList.Add(directory);
+            using var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot run /bin/sh");
+            var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+            _ = await process.StandardOutput.ReadToEndAsync(cancellationToken).ConfigureAwait(false);
+            await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+            if (process.ExitCode != 0) throw new InvalidOperationException($"building the guest image failed: {(await stderr.ConfigureAwait(false)).Trim()}");
+            return GuestImage.InDirectory(directory);
+        }
+        finally { Building.Release(); }
+    }
+}

@@ -1,0 +1,104 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace VMScatter.Domain.Qemu;
+
+/// <summary>
+/// The machine a guest runs on: the QEMU options source and target must agree on (machine type, accelerator,
+/// CPU model, memory size, vCPUs, boot image). It travels as <see cref="VmDescription.MachineArguments"/> (a JSON
+/// array). Host-specific options (RAM file, monitor, serial, incoming) are added by each host, never taken from
+/// the wire: a target runs QEMU with what a peer sent, so only this allow-list of options is accepted.
+/// </summary>
+public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
+{
+    private static readonly Dictionary<string, Regex?> ValueOptions = new(StringComparer.Ordinal)
+    {
+        ["-machine"] = MachineType(),
+        ["-accel"] = Accelerator(),
+        ["-cpu"] = CpuModel(),
+        ["-m"] = MemorySize(),
+        ["-smp"] = Count(),
+        ["-kernel"] = null, // an existing absolute path, checked below
+        ["-initrd"] = null,
+        ["-append"] = KernelCommandLine(),
+    };
+
+    private static readonly HashSet<string> Flags = new(StringComparer.Ordinal) { "-nodefaults", "-no-user-config", "-S" };
+
+    /// <summary>The machine for a guest booted from a kernel and initramfs, as VMScatter's guest image is.</summary>
+    public static QemuMachine ForImage(GuestImage image, long memoryBytes, int vcpus, string accelerator, string cpu, string kernelCommandLine) => new([
+        "-machine", "pc", "-accel", accelerator, "-cpu", cpu,
+        "-m", $"{memoryBytes / (1 << 20)}M", "-smp", vcpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        "-nodefaults", "-no-user-config",
+        "-kernel", image.Kernel, "-initrd", image.Initramfs, "-append", kernelCommandLine,
+    ]);
+
+    public string Serialize() => JsonSerializer.Serialize(Arguments);
+
+    /// <summary>The same machine with its vCPUs held at start (-S): a target continues it only once the state is loaded.</summary>
+    public QemuMachine WithPausedStart() => new(Arguments.Append("-S").ToArray());
+
+    /// <summary>Parses and validates machine arguments received with a VM; throws <see cref="ArgumentException"/> naming the bad option.</summary>
+    public static QemuMachine Parse(string machineArguments, long memoryBytes)
+    {
+        string[]? args;
+        try { args = JsonSerializer.Deserialize<string[]>(machineArguments); }
+        catch (JsonException e) { throw new ArgumentException($"machine arguments are not a JSON array of strings: {e.Message}"); }
+        if (args is null || args.Length == 0) throw new ArgumentException("no machine arguments");
+        for (int i = 0; i < args.Length; i++)
+        {
+            string option = args[i];
+            if (Flags.Contains(option)) continue;
+            if (!ValueOptions.TryGetValue(option, out var pattern)) throw new ArgumentException($"machine option '{option}' is not allowed");
+            if (i + 1 >= args.Length) throw new ArgumentException($"machine option '{option}' has no value");
+            string value = args[++i];
+            if (pattern is not null && !pattern.IsMatch(value)) throw new ArgumentException($"machine option {option} '{value}' is not allowed");
+            if (pattern is null && (!Path.IsPathFullyQualified(value) || value.Contains(',') || !File.Exists(value)))
+                throw new ArgumentException($"machine option {option}: '{value}' is not an existing absolute path on this host");
+            if (option == "-m" && ParseMegabytes(value) * (1L << 20) != memoryBytes)
+                throw new ArgumentException($"machine option -m {value} does not match the VM's {memoryBytes} bytes of memory");
+        }
+        return new QemuMachine(args);
+    }
+
+    private static long ParseMegabytes(string value) => value.EndsWith('G')
+        ? long.Parse(value[..^1], System.Globalization.CultureInfo.InvariantCulture) * 1024
+        : long.Parse(value.TrimEnd('M'), System.Globalization.CultureInfo.InvariantCulture);
+
+    [GeneratedRegex("^(pc|q35)(-[a-z0-9.-]+)?$")] private static partial Regex MachineType();
+    [GeneratedRegex("^(tcg|kvm)$")] private static partial Regex Accelerator();
+    [GeneratedRegex("^[A-Za-z0-9_-]{1,40}$")] private static partial Regex CpuModel();
+    [GeneratedRegex("^[0-9]{1,7}[MG]?$")] private static partial Regex MemorySize();
+    [GeneratedRegex("^[0-9]{1,3}$")] private static partial Regex Count();
+    [GeneratedRegex("^[\\x20-\\x7e]{0,1024}$")] private static partial Regex KernelCommandLine();
+}
+
+/// <summary>A bootable guest image: a kernel and an initramfs (deploy/guest/build-guest-image.sh makes one).</summary>
+public sealed record GuestImage(string Kernel, string Initramfs)
+{
+    public static GuestImage InDirectory(string directory)
+    {
+        var image = new GuestImage(Path.GetFullPath(Path.Combine(directory, "vmlinuz")), Path.GetFullPath(Path.Combine(directory, "initramfs.gz")));
+        if (!File.Exists(image.Kernel) || !File.Exists(image.Initramfs))
+            throw new FileNotFoundException($"no guest image in {directory} (expected vmlinuz and initramfs.gz; build it with deploy/guest/build-guest-image.sh {directory})");
+        return image;
+    }
+}
+
+/// <summary>Where and how a host runs QEMU.</summary>
+public sealed record QemuSettings
+{
+    public string Binary { get; init; } = "qemu-system-x86_64";
+
+    /// <summary>Guest RAM files live here; tmpfs, so the host reads and writes guest memory without disk I/O.</summary>
+    public string RamDirectory { get; init; } = "/dev/shm";
+
+    /// <summary>Per-guest monitor sockets and serial logs; each guest gets its own subdirectory, removed when it ends.</summary>
+    public string RuntimeDirectory { get; init; } = Path.GetTempPath();
+
+    public TimeSpan BootTimeout { get; init; } = TimeSpan.FromSeconds(90);
+    public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a stop-copy state save or load may take before the step fails.</summary>
+    public TimeSpan StateTransferTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}

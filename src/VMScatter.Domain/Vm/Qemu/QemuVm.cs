@@ -1,0 +1,191 @@
+using System.IO.Hashing;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Domain.Qemu;
+
+/// <summary>What a source host boots: one guest of the image, with its memory size and kernel command line.</summary>
+public sealed record QemuGuestSpec(string Id, GuestImage Image, long MemoryBytes, int VCpus = 1, string Accelerator = "tcg", string Cpu = "qemu64", string WorkloadArguments = "")
+{
+    public string KernelCommandLine => $"console=ttyS0 quiet panic=-1 {WorkloadArguments}".TrimEnd();
+}
+
+/// <summary>
+/// A running QEMU guest on the source host, behind the same abstraction as a synthetic one. Its RAM is a shared
+/// file read in place. QEMU gives no dirty log to an outside reader, so pages are found dirty by re-hashing
+/// (a 64-bit hash per page against the content the previous round saw); a page read for sending whose bytes
+/// differ from that round's snapshot is reported again next round, so what the target holds can never silently
+/// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
+/// (RAM excluded), streamed over loopback TCP into this process.
+/// </summary>
+public sealed class QemuVm : IMigratableVm, IDisposable
+{
+    private readonly QemuProcess _qemu;
+    private readonly QemuRamFile _ram;
+    private readonly QemuSettings _settings;
+    private readonly ulong[] _snapshot;
+    private readonly ulong[] _reread;
+    private volatile bool _logging;
+    private volatile VmRunState _state = VmRunState.Running;
+    private int _disposed;
+
+    private QemuVm(VmDescription description, QemuProcess qemu, QemuRamFile ram, QemuSettings settings)
+    {
+        Description = description;
+        _qemu = qemu;
+        _ram = ram;
+        _settings = settings;
+        _snapshot = new ulong[ram.PageCount];
+        _reread = new ulong[(ram.PageCount + 63) / 64];
+    }
+
+    public VmDescription Description { get; }
+    public VmRunState State => _state;
+    public int PageCount => _ram.PageCount;
+    public string SerialLogPath => _qemu.SerialLogPath;
+    public string RamFilePath => _ram.Path;
+    public string RuntimeDirectory => _qemu.RuntimeDirectory;
+    public int ProcessId => _qemu.ProcessId;
+
+    /// <summary>The guest's serial counter when it was last paused here: its target must count on from it.</summary>
+    public long CounterAtPause { get; private set; }
+
+    /// <summary>Boots a guest and returns once its init reports ready on the serial console.</summary>
+    public static async Task<QemuVm> StartAsync(QemuGuestSpec spec, QemuSettings settings, CancellationToken cancellationToken = default)
+    {
+        var machine = QemuMachine.ForImage(spec.Image, spec.MemoryBytes, spec.VCpus, spec.Accelerator, spec.Cpu, spec.KernelCommandLine);
+        string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-{spec.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
+        var qemu = await QemuProcess.StartAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await SerialConsole.WaitForLineAsync(qemu.SerialLogPath, l => l.StartsWith(SerialConsole.ReadyMarker, StringComparison.Ordinal), settings.BootTimeout, () => !qemu.HasExited, cancellationToken)
+                .ConfigureAwait(false);
+            var ram = QemuRamFile.OpenForReading(ramFile, spec.MemoryBytes);
+            ram.DeleteOnDispose = true;
+            var description = new VmDescription(spec.Id, spec.MemoryBytes, spec.VCpus, "qemu", machine.Serialize());
+            return new QemuVm(description, qemu, ram, settings);
+        }
+        catch (Exception e)
+        {
+            var failure = e is QemuStepException q ? q : qemu.Failure("boot", e.Message);
+            await qemu.DisposeAsync().ConfigureAwait(false);
+            File.Delete(ramFile);
+            throw failure;
+        }
+    }
+
+    public void ReadPage(int index, Span<byte> destination)
+    {
+        var page = _ram.PageSpan(index);
+        page.CopyTo(destination);
+        // The copy is what may be sent: if it is not the content this round's snapshot saw, resend it next round.
+        if (_logging && XxHash3.HashToUInt64(destination[..Page.Size]) != Volatile.Read(ref _snapshot[index]))
+            Interlocked.Or(ref _reread[index >> 6], 1UL << (index & 63));
+    }
+
+    public void StartDirtyLogging()
+    {
+        for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = XxHash3.HashToUInt64(_ram.PageSpan(p));
+        Array.Clear(_reread);
+        _logging = true;
+    }
+
+    public int[] CollectDirtyPages()
+    {
+        var dirty = new List<int>();
+        for (int p = 0; p < _snapshot.Length; p++)
+        {
+            ulong h = XxHash3.HashToUInt64(_ram.PageSpan(p));
+            bool reread = (Interlocked.And(ref _reread[p >> 6], ~(1UL << (p & 63))) & (1UL << (p & 63))) != 0;
+            if (h != _snapshot[p] || reread) dirty.Add(p);
+            Volatile.Write(ref _snapshot[p], h);
+        }
+        return dirty.ToArray();
+    }
+
+    public async Task PauseAsync(CancellationToken cancellationToken = default)
+    {
+        await _qemu.RunAsync("pause (stop)", "stop", cancellationToken: cancellationToken).ConfigureAwait(false);
+        _state = VmRunState.Paused;
+        CounterAtPause = SerialConsole.LastCounter(_qemu.SerialLogPath);
+    }
+
+    public async Task ResumeAsync(CancellationToken cancellationToken = default)
+    {
+        await _qemu.RunAsync("resume on source (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
+        _state = VmRunState.Running;
+    }
+
+    /// <summary>Quits the guest here and removes its RAM file; its target runs it now.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        _state = VmRunState.Stopped;
+        await DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Runs QEMU's migration of the paused guest with x-ignore-shared into a loopback socket this process reads:
+    /// the stream is the device state plus the small non-shared RAM blocks (ROMs), about 1 MB, and no file is left.
+    /// </summary>
+    public async Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default)
+    {
+        const string step = "capture device state";
+        await _qemu.RunAsync(step, "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start(1);
+        try
+        {
+            int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(_settings.StateTransferTimeout);
+            var accepted = listener.AcceptTcpClientAsync(timeout.Token).AsTask();
+            await _qemu.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            using var client = await accepted.ConfigureAwait(false);
+            using var buffer = new MemoryStream();
+            await client.GetStream().CopyToAsync(buffer, timeout.Token).ConfigureAwait(false);
+            await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
+            return buffer.ToArray();
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw _qemu.Failure(step, $"no device state within {_settings.StateTransferTimeout.TotalSeconds:0}s");
+        }
+        catch (IOException e)
+        {
+            throw _qemu.Failure(step, $"migration stream broke: {e.Message}");
+        }
+        finally { listener.Stop(); }
+    }
+
+    internal static JsonObject IgnoreShared() => new()
+    {
+        ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "x-ignore-shared", ["state"] = true }),
+    };
+
+    /// <summary>Polls query-migrate until the migration (outgoing or incoming) completed; its failure names the step.</summary>
+    internal static async Task WaitForMigrationAsync(QemuProcess qemu, string step, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var info = await qemu.RunAsync(step, "query-migrate", cancellationToken: cancellationToken).ConfigureAwait(false);
+            string status = info?["status"]?.GetValue<string>() ?? "none";
+            if (status == "completed") return;
+            if (status is "failed" or "cancelled")
+                throw qemu.Failure(step, $"migration {status}{(info?["error-desc"] is { } d ? $": {d}" : "")}");
+            if (DateTime.UtcNow > deadline) throw qemu.Failure(step, $"migration still '{status}' after {timeout.TotalSeconds:0}s");
+            await Task.Delay(5, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    private async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await _qemu.DisposeAsync().ConfigureAwait(false);
+        _ram.Dispose();
+    }
+}

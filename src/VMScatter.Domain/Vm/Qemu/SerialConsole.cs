@@ -1,0 +1,43 @@
+using System.Globalization;
+
+namespace VMScatter.Domain.Qemu;
+
+/// <summary>What VMScatter's guest image prints on its serial console, and how to read it back.</summary>
+public static class SerialConsole
+{
+    public const string ReadyMarker = "vmscatter-ready";
+    public const string CounterPrefix = "vmscatter-counter ";
+
+    /// <summary>The highest counter value the guest has printed so far (0 if none).</summary>
+    public static long LastCounter(string serialLog)
+    {
+        long last = 0;
+        foreach (var line in ReadLines(serialLog))
+            if (line.StartsWith(CounterPrefix, StringComparison.Ordinal) && long.TryParse(line.AsSpan(CounterPrefix.Length).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long n))
+                last = Math.Max(last, n);
+        return last;
+    }
+
+    /// <summary>Waits until a line satisfying <paramref name="match"/> appears in the log (the guest writes it, we poll the file).</summary>
+    public static async Task<string> WaitForLineAsync(string serialLog, Func<string, bool> match, TimeSpan timeout, Func<bool> alive, CancellationToken cancellationToken = default)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            foreach (var line in ReadLines(serialLog)) if (match(line)) return line;
+            if (!alive()) throw new InvalidOperationException("the guest's QEMU exited before the line appeared");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"the guest did not print the expected line within {timeout.TotalSeconds:0}s");
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static IEnumerable<string> ReadLines(string path)
+    {
+        if (!File.Exists(path)) return [];
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var reader = new StreamReader(fs);
+        var lines = new List<string>();
+        while (reader.ReadLine() is { } l) lines.Add(l.TrimEnd('\r'));
+        return lines;
+    }
+}

@@ -1,0 +1,72 @@
+using System.Collections.Concurrent;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+using VMScatter.Domain.Qemu;
+using VMScatter.Domain.Reports;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests.Qemu;
+
+/// <summary>Real QEMU guests (TCG) migrated one-to-many over the cluster: they keep running, on their targets.</summary>
+[Collection("qemu")]
+public sealed class QemuClusterTests(QemuFixture fixture)
+{
+    private const long Memory = 128L << 20;
+
+    [Fact]
+    public async Task Three_running_guests_move_to_two_targets_and_keep_counting_there()
+    {
+        string tag = Guid.NewGuid().ToString("N")[..8];
+        var settings = QemuFixture.SettingsFor(tag);
+        var guests = await Task.WhenAll(Enumerable.Range(1, 3).Select(i =>
+            QemuVm.StartAsync(new QemuGuestSpec($"guest-{i}", fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=64"), settings)));
+        var backends = new ConcurrentDictionary<string, QemuTargetBackend>();
+        var landedCounters = new Dictionary<string, (long AtPause, long OnTarget, string Host)>();
+        MigrationReport report;
+        try
+        {
+            await using (var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = guests, Targets = 2, TargetCapacityBytes = 2 * Memory, JournalConnectionString = TestConfig.TempJournal(),
+                TargetBackendFor = host => backends.GetOrAdd(host, h => new QemuTargetBackend(h, settings)),
+            }))
+            {
+                await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
+                var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+                    new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+                report = outcome.Report!;
+                Assert.True(report.Verified, report.Error);
+
+                foreach (var guest in guests)
+                {
+                    var onTarget = backends.Values.Select(b => b.Landed.GetValueOrDefault(guest.Description.Id)).Single(l => l is not null)!;
+                    // Past the last value the source printed before it paused: the guest continued where it stopped.
+                    await SerialConsole.WaitForLineAsync(onTarget.SerialLogPath,
+                        l => l.StartsWith(SerialConsole.CounterPrefix, StringComparison.Ordinal) && long.Parse(l[SerialConsole.CounterPrefix.Length..]) > guest.CounterAtPause + 2,
+                        TimeSpan.FromSeconds(60), () => onTarget.State == VmRunState.Running);
+                    Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(onTarget.SerialLogPath)); // not rebooted
+                    landedCounters[guest.Description.Id] = (guest.CounterAtPause, SerialConsole.LastCounter(onTarget.SerialLogPath), report.PerVm.Single(v => v.Id == guest.Description.Id).Target);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var g in guests) g.Dispose();
+        }
+
+        Assert.Equal(3, report.Vms);
+        Assert.All(report.PerVm, v => Assert.True(v.HandedOver && v.DigestMatched && v.SourceDigest == v.TargetDigest, v.Id));
+        Assert.Equal(2, report.PerVm.Select(v => v.Target).Distinct().Count());
+        Assert.All(landedCounters.Values, c => Assert.True(c.AtPause > 0 && c.OnTarget > c.AtPause, $"{c}"));
+        Assert.All(guests, g => Assert.Equal(VmRunState.Stopped, g.State));
+        // The same OS image in every guest: far less than each guest's own non-zero pages went over the wire.
+        Assert.True(report.BytesSent < 0.6 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes}");
+
+        var (files, processes) = QemuFixture.Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        QemuFixture.RemoveDirectories(settings);
+    }
+}
