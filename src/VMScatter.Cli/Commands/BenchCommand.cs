@@ -45,9 +45,13 @@ public static class BenchCommand
         var scenarioVms = new Option<int?>("--vms") { Description = "Override the scenario's number of VMs" };
         var vmMemory = new Option<string?>("--vm-memory") { Description = "Override the scenario's VM memory" };
         var scenarioJson = new Option<string?>("--json") { Description = "Write the results to this file (JSON)" };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson }) bench.Options.Add(o);
+        var backend = new Option<string>("--backend") { Description = "synthetic (the scenarios) | qemu (real guests vs QEMU's own migration)", DefaultValueFactory = _ => "synthetic" };
+        var targets = new Option<int>("--targets") { Description = "qemu backend: target hosts", DefaultValueFactory = _ => 2 };
+        var compression = new Option<string>("--compression") { Description = "qemu backend: VMScatter's page compression, none | lz4 | zstd", DefaultValueFactory = _ => "zstd" };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
+            if (QemuSetup.Backend(parse.GetValue(backend)) == "qemu") return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, cancellationToken);
             string name = parse.GetValue(scenario)!;
             var chosen = name == "all" ? Scenario.All : Scenario.Named(name) is { } one ? [one] : throw new UserError($"--scenario must be one of {string.Join(", ", Scenario.All.Select(s => s.Name))} or all (got '{name}')");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
@@ -73,6 +77,42 @@ public static class BenchCommand
             return results.All(r => r.Runs.All(x => x.Verified)) ? ExitCodes.Success : ExitCodes.MigrationFailed;
         });
         return bench;
+    }
+
+    private static async Task<int> RunQemuAsync(ParseResult parse, Option<string> linkRate, Option<int> downtime, Option<int?> vms, Option<string?> vmMemory, Option<int> targets,
+        Option<string> compression, Option<string?> json, CancellationToken cancellationToken)
+    {
+        string codec = parse.GetValue(compression)!;
+        if (codec is not ("none" or "lz4" or "zstd")) throw new UserError($"--compression must be none, lz4 or zstd (got '{codec}')");
+        if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
+        if (parse.GetValue(downtime) < 1) throw new UserError("--downtime-ms must be at least 1");
+        int guests = parse.GetValue(vms) ?? 3, targetCount = parse.GetValue(targets);
+        if (guests < 1) throw new UserError("--vms must be at least 1");
+        if (targetCount < 1) throw new UserError("--targets must be at least 1");
+        long memory = parse.GetValue(vmMemory) is { } m ? DemoCommand.Size(m, "--vm-memory") : 256L << 20;
+        if (memory % (1 << 20) != 0) throw new UserError("--vm-memory must be a whole number of MiB for QEMU");
+        var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
+        var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
+        QemuBenchResult result;
+        try { result = await QemuBench.RunAsync(config, image, guests, memory, targetCount, bits, parse.GetValue(downtime), codec, journals, line => Console.Error.WriteLine(line), cancellationToken); }
+        finally { Directory.Delete(journals, recursive: true); }
+        var inv = CultureInfo.InvariantCulture;
+        var table = new Table().Border(TableBorder.Rounded)
+            .Title($"QEMU {result.QemuVersion}: {result.Guests} guests x {ByteSize.Format(result.GuestMemoryBytes)} -> {result.Targets} targets, links {LinkRate.Format(result.LinkBitsPerSecond)}")
+            .AddColumn("method").AddColumn(new TableColumn("bytes sent").RightAligned()).AddColumn(new TableColumn("total s").RightAligned())
+            .AddColumn(new TableColumn("downtime max / median ms").RightAligned()).AddColumn(new TableColumn("less data").RightAligned())
+            .AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
+        foreach (var x in result.Runs)
+            table.AddRow(x.Method, ByteSize.Format(x.BytesSent), x.TotalSeconds.ToString("0.00", inv), $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}",
+                x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO");
+        AnsiConsole.Write(table);
+        foreach (var x in result.Runs.Where(r => r.Error is not null)) Console.Error.WriteLine($"{x.Method}: {x.Error}");
+        if (parse.GetValue(json) is { } path)
+        {
+            File.WriteAllText(path, JsonSerializer.Serialize(result, Json));
+            Console.WriteLine($"results written to {path}");
+        }
+        return result.Runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }
 
     private static void Render(ScenarioResult r)

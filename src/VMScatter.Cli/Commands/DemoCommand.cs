@@ -3,6 +3,9 @@ using VMScatter.Cli.View;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Cluster.Bench;
+using VMScatter.Domain;
+using VMScatter.Domain.Qemu;
 using VMScatter.Domain.Synthetic;
 using VMScatter.Domain.Units;
 
@@ -13,9 +16,10 @@ public static class DemoCommand
 {
     public static Command Create()
     {
-        var vms = new Option<int>("--vms") { Description = "VMs on the source", DefaultValueFactory = _ => 8 };
+        var backend = new Option<string>("--backend") { Description = "synthetic (modelled guests) | qemu (real QEMU guests, TCG)", DefaultValueFactory = _ => "synthetic" };
+        var vms = new Option<int?>("--vms") { Description = "VMs on the source (default: 8 synthetic, 3 qemu)" };
         var vmMemory = new Option<string>("--vm-memory") { Description = "Memory of each VM (e.g. 256MiB)", DefaultValueFactory = _ => "256MiB" };
-        var targets = new Option<int>("--targets") { Description = "Target hosts", DefaultValueFactory = _ => 4 };
+        var targets = new Option<int?>("--targets") { Description = "Target hosts (default: 4 synthetic, 2 qemu)" };
         var capacity = new Option<string?>("--target-capacity") { Description = "Memory each target accepts (default: just enough to spread the VMs evenly)" };
         var seed = new Option<long>("--seed") { Description = "Seed of the synthetic guests", DefaultValueFactory = _ => 42 };
         var applications = new Option<int>("--applications") { Description = "Distinct applications among the VMs (VMs of one share its pages)", DefaultValueFactory = _ => 4 };
@@ -25,12 +29,13 @@ public static class DemoCommand
         var journal = new Option<string?>("--journal") { Description = "SQLite file of the scheduler's journal (default: a fresh one in the temp folder, removed afterwards)" };
         var shared = new MigrationOptionSet();
         var command = new Command("demo", "Migrate synthetic running VMs from one source to several targets over a local Akka cluster and verify every byte");
-        foreach (var o in new Option[] { vms, vmMemory, targets, capacity, seed, applications, osImages, dirtyRate, wws, journal }) command.Options.Add(o);
+        foreach (var o in new Option[] { backend, vms, vmMemory, targets, capacity, seed, applications, osImages, dirtyRate, wws, journal }) command.Options.Add(o);
         shared.AddTo(command);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
-            int vmCount = parse.GetValue(vms), targetCount = parse.GetValue(targets);
+            bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == "qemu";
+            int vmCount = parse.GetValue(vms) ?? (qemu ? 3 : 8), targetCount = parse.GetValue(targets) ?? (qemu ? 2 : 4);
             if (vmCount < 1) throw new UserError("--vms must be at least 1");
             if (targetCount < 1) throw new UserError("--targets must be at least 1 (zero target hosts cannot receive anything)");
             if (targetCount > 64) throw new UserError("--targets must be at most 64");
@@ -43,6 +48,8 @@ public static class DemoCommand
             var spec = new SyntheticFleetSpec(vmCount, model, parse.GetValue(seed), parse.GetValue(osImages), parse.GetValue(applications));
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
+
+            if (qemu) return await RunQemuAsync(vmCount, memory, targetCount, targetCapacity, options, parse.GetValue(journal), parse.GetValue(shared.Json), cancellationToken);
 
             Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} × {ByteSize.Format(memory)} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
             var fleet = SyntheticFleet.Create(spec);
@@ -61,6 +68,43 @@ public static class DemoCommand
             return Finish(outcome, parse.GetValue(shared.Json));
         });
         return command;
+    }
+
+    /// <summary>The demo on real guests: boot them, migrate them over the cluster, show each one counting on at its target.</summary>
+    private static async Task<int> RunQemuAsync(int vmCount, long memory, int targetCount, long targetCapacity, MigrationOptions options, string? journalFile, string? json, CancellationToken cancellationToken)
+    {
+        var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
+        Console.WriteLine($"Booting {vmCount} QEMU guests × {ByteSize.Format(memory)} ({config.Accelerator}, workload: {config.Workload})");
+        var guests = await QemuBench.BootAsync(config, image, vmCount, memory, cancellationToken);
+        var journalPath = Path.GetFullPath(journalFile ?? Path.Combine(Path.GetTempPath(), $"vmscatter-demo-{Guid.NewGuid():N}.db"));
+        using var removeJournal = new JournalCleanup(journalFile is null ? journalPath : null);
+        var backends = new System.Collections.Concurrent.ConcurrentDictionary<string, QemuTargetBackend>();
+        try
+        {
+            Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
+            await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = guests, Targets = targetCount, TargetCapacityBytes = targetCapacity, JournalConnectionString = $"Data Source={journalPath}",
+                TargetBackendFor = host => backends.GetOrAdd(host, h => new QemuTargetBackend(h, config.Settings)),
+            }, cancellationToken);
+            await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
+            var request = new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options);
+            var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
+                MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, onEvent, TimeSpan.FromSeconds(120), cancellationToken));
+            int exit = Finish(outcome, json);
+            foreach (var g in guests)
+            {
+                var landed = backends.Values.Select(b => b.Landed.GetValueOrDefault(g.Description.Id)).FirstOrDefault(l => l is not null);
+                if (landed is null) { Console.WriteLine($"{g.Description.Id}: still running on the source ({g.State})"); continue; }
+                // Show the guest alive where it landed: its own counter passes the value it had when paused.
+                await SerialConsole.WaitForLineAsync(landed.SerialLogPath,
+                    l => l.StartsWith(SerialConsole.CounterPrefix, StringComparison.Ordinal) && long.Parse(l[SerialConsole.CounterPrefix.Length..]) > g.CounterAtPause + 2,
+                    TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running, cancellationToken);
+                Console.WriteLine($"{g.Description.Id}: serial counter {g.CounterAtPause} when paused on the source, {SerialConsole.LastCounter(landed.SerialLogPath)} now on its target (QEMU pid {landed.ProcessId})");
+            }
+            return exit;
+        }
+        finally { foreach (var g in guests) g.Dispose(); }
     }
 
     /// <summary>Shared ending of demo and migrate: table, JSON, exit code.</summary>

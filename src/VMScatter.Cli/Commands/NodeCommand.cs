@@ -1,6 +1,10 @@
 using System.CommandLine;
 using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Bench;
+using VMScatter.Domain;
+using VMScatter.Domain.Qemu;
 using VMScatter.Domain.Synthetic;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Cli.Commands;
 
@@ -19,13 +23,14 @@ public static class NodeCommand
         var config = new Option<string?>("--config") { Description = "Extra HOCON file layered over hocon/*.conf" };
         var capacity = new Option<string?>("--capacity") { Description = "Target role: guest memory this host accepts" };
         var rack = new Option<string?>("--rack") { Description = "Target role: the rack (switch) this host hangs off" };
-        var vms = new Option<int>("--vms") { Description = "Source role: synthetic VMs to run", DefaultValueFactory = _ => 8 };
+        var backend = new Option<string>("--backend") { Description = "synthetic | qemu: how this node runs guests (source) and hosts arriving ones (target)", DefaultValueFactory = _ => "synthetic" };
+        var vms = new Option<int>("--vms") { Description = "Source role: VMs to run (synthetic, or QEMU guests booted from the guest image)", DefaultValueFactory = _ => 8 };
         var vmMemory = new Option<string>("--vm-memory") { Description = "Source role: memory of each VM", DefaultValueFactory = _ => "256MiB" };
         var seed = new Option<long>("--seed") { Description = "Source role: seed of the synthetic guests", DefaultValueFactory = _ => 42 };
         var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
         var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var command = new Command("node", "Run one VMScatter cluster node until Ctrl+C");
-        foreach (var o in new Option[] { roles, port, hostname, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
+        foreach (var o in new Option[] { backend, roles, port, hostname, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -36,17 +41,40 @@ public static class NodeCommand
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
             if (parse.GetValue(config) is { } file && !File.Exists(file)) throw new UserError($"--config: {file} does not exist");
-            var sourceVms = roleList.Contains("source")
-                ? SyntheticFleet.Create(new SyntheticFleetSpec(parse.GetValue(vms), new SyntheticGuestModel { MemoryBytes = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory") }, parse.GetValue(seed)))
-                : [];
-            var node = await VmScatterNode.StartAsync(new NodeOptions
+            bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == "qemu";
+            long memory = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory");
+            IReadOnlyList<IMigratableVm> sourceVms = [];
+            ITargetBackend? targetBackend = null;
+            if (qemu)
             {
-                Roles = roleList, Port = parse.GetValue(port), Hostname = parse.GetValue(hostname)!, Seeds = seedList, HostId = parse.GetValue(hostId),
-                ConfigFile = parse.GetValue(config), SourceVms = sourceVms,
-                TargetCapacityBytes = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--capacity") : null,
-                JournalConnectionString = parse.GetValue(journal) is { } j ? $"Data Source={Path.GetFullPath(j)}" : null,
-                ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)) + (parse.GetValue(rack) is { } r ? $"\nvmscatter.target.rack = {NodeConfig.Quote(r)}" : ""),
-            }, cancellationToken);
+                var (qemuConfig, image) = await QemuSetup.PrepareAsync(parse.GetValue(config), cancellationToken);
+                if (roleList.Contains("source"))
+                {
+                    Console.WriteLine($"booting {parse.GetValue(vms)} QEMU guests x {ByteSize.Format(memory)}");
+                    sourceVms = await QemuBench.BootAsync(qemuConfig, image, parse.GetValue(vms), memory, cancellationToken);
+                }
+                targetBackend = new QemuTargetBackend(parse.GetValue(hostId) ?? $"target-{Environment.ProcessId}", qemuConfig.Settings);
+            }
+            else if (roleList.Contains("source"))
+                sourceVms = SyntheticFleet.Create(new SyntheticFleetSpec(parse.GetValue(vms), new SyntheticGuestModel { MemoryBytes = memory }, parse.GetValue(seed)));
+            VmScatterNode node;
+            try
+            {
+                node = await VmScatterNode.StartAsync(new NodeOptions
+                {
+                    Roles = roleList, Port = parse.GetValue(port), Hostname = parse.GetValue(hostname)!, Seeds = seedList, HostId = parse.GetValue(hostId),
+                    ConfigFile = parse.GetValue(config), SourceVms = sourceVms, TargetBackend = targetBackend,
+                    TargetCapacityBytes = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--capacity") : null,
+                    JournalConnectionString = parse.GetValue(journal) is { } j ? $"Data Source={Path.GetFullPath(j)}" : null,
+                    ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)) + (parse.GetValue(rack) is { } r ? $"\nvmscatter.target.rack = {NodeConfig.Quote(r)}" : ""),
+                }, cancellationToken);
+            }
+            catch
+            {
+                // Guests booted for a node that never came up must not outlive it.
+                foreach (var vm in sourceVms) if (vm is IDisposable d) d.Dispose();
+                throw;
+            }
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
                 (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}"));
             // SIGTERM (a service manager) and SIGINT (Ctrl+C) both mean: leave the cluster gracefully, then exit.

@@ -9,7 +9,10 @@ namespace VMScatter.Domain.Qemu;
 /// <summary>What a source host boots: one guest of the image, with its memory size and kernel command line.</summary>
 public sealed record QemuGuestSpec(string Id, GuestImage Image, long MemoryBytes, int VCpus = 1, string Accelerator = "tcg", string Cpu = "qemu64", string WorkloadArguments = "")
 {
-    public string KernelCommandLine => $"console=ttyS0 quiet panic=-1 {WorkloadArguments}".TrimEnd();
+    /// <summary>Serial console, no boot chatter, no kernel address randomisation (it makes identical kernels' pages differ).</summary>
+    public string BaseCommandLine { get; init; } = "console=ttyS0 quiet panic=-1 nokaslr";
+
+    public string KernelCommandLine => $"{BaseCommandLine} {WorkloadArguments}".Trim();
 }
 
 /// <summary>
@@ -48,6 +51,9 @@ public sealed class QemuVm : IMigratableVm, IDisposable
     public string RamFilePath => _ram.Path;
     public string RuntimeDirectory => _qemu.RuntimeDirectory;
     public int ProcessId => _qemu.ProcessId;
+
+    /// <summary>The QEMU process this guest runs in (QEMU's own migration of it is the bench's baseline).</summary>
+    public QemuProcess Process => _qemu;
 
     /// <summary>The guest's serial counter when it was last paused here: its target must count on from it.</summary>
     public long CounterAtPause { get; private set; }
@@ -159,13 +165,13 @@ public sealed class QemuVm : IMigratableVm, IDisposable
         finally { listener.Stop(); }
     }
 
-    internal static JsonObject IgnoreShared() => new()
+    public static JsonObject IgnoreShared() => new()
     {
         ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "x-ignore-shared", ["state"] = true }),
     };
 
     /// <summary>Polls query-migrate until the migration (outgoing or incoming) completed; its failure names the step.</summary>
-    internal static async Task WaitForMigrationAsync(QemuProcess qemu, string step, TimeSpan timeout, CancellationToken cancellationToken)
+    public static async Task WaitForMigrationAsync(QemuProcess qemu, string step, TimeSpan timeout, CancellationToken cancellationToken)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)

@@ -1,0 +1,27 @@
+using Akka.Configuration;
+using VMScatter.Domain.Qemu;
+
+namespace VMScatter.Cluster.Hosting;
+
+/// <summary>The vmscatter.qemu section: how this host runs QEMU and which guests it boots.</summary>
+public sealed record QemuConfig(QemuSettings Settings, string Accelerator, string Cpu, string GuestImageDirectory, string KernelCommandLine, string Workload)
+{
+    public static QemuConfig From(Config config)
+    {
+        var q = config.GetConfig("vmscatter.qemu") ?? throw new ConfigurationException("vmscatter.qemu missing");
+        string runtime = q.GetString("runtime-directory");
+        var settings = new QemuSettings
+        {
+            Binary = q.GetString("binary"),
+            RamDirectory = q.GetString("ram-directory"),
+            RuntimeDirectory = string.IsNullOrEmpty(runtime) ? Path.GetTempPath() : runtime,
+            BootTimeout = q.GetTimeSpan("boot-timeout"),
+            CommandTimeout = q.GetTimeSpan("command-timeout"),
+            StateTransferTimeout = q.GetTimeSpan("state-transfer-timeout"),
+        };
+        return new QemuConfig(settings, q.GetString("accelerator"), q.GetString("cpu"), Path.GetFullPath(q.GetString("guest-image")), q.GetString("kernel-command-line"), q.GetString("workload"));
+    }
+
+    /// <summary>The spec of guest <paramref name="id"/> on this host's image and workload.</summary>
+    public QemuGuestSpec Guest(string id, GuestImage image, long memoryBytes) => new(id, image, memoryBytes, 1, Accelerator, Cpu, Workload) { BaseCommandLine = KernelCommandLine };
+}
