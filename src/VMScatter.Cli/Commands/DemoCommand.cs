@@ -97,9 +97,7 @@ public static class DemoCommand
                 var landed = backends.Values.Select(b => b.Landed.GetValueOrDefault(g.Description.Id)).FirstOrDefault(l => l is not null);
                 if (landed is null) { Console.WriteLine($"{g.Description.Id}: still running on the source ({g.State})"); continue; }
                 // Show the guest alive where it landed: its own counter passes the value it had when paused.
-                await SerialConsole.WaitForLineAsync(landed.SerialLogPath,
-                    l => l.StartsWith(SerialConsole.CounterPrefix, StringComparison.Ordinal) && long.Parse(l[SerialConsole.CounterPrefix.Length..]) > g.CounterAtPause + 2,
-                    TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running, cancellationToken);
+                await SerialConsole.WaitForCounterAboveAsync(landed.SerialLogPath, g.CounterAtPause + 2, TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running, cancellationToken);
                 Console.WriteLine($"{g.Description.Id}: serial counter {g.CounterAtPause} when paused on the source, {SerialConsole.LastCounter(landed.SerialLogPath)} now on its target (QEMU pid {landed.ProcessId})");
             }
             return exit;

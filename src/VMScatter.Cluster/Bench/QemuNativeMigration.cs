@@ -52,12 +52,10 @@ public static class QemuNativeMigration
             double seconds = clock.Elapsed.TotalSeconds;
             double downtime = info?["downtime"]?.GetValue<long>() ?? double.NaN;
             // The guest goes on counting on its target: QEMU's handover worked.
-            var line = await SerialConsole.WaitForLineAsync(target.SerialLogPath,
-                l => l.StartsWith(SerialConsole.CounterPrefix, StringComparison.Ordinal) && long.Parse(l[SerialConsole.CounterPrefix.Length..]) > counterAtStart,
-                TimeSpan.FromSeconds(60), () => !target.HasExited, cancellationToken).ConfigureAwait(false);
+            long counterOnTarget = await SerialConsole.WaitForCounterAboveAsync(target.SerialLogPath, counterAtStart, TimeSpan.FromSeconds(60), () => !target.HasExited, cancellationToken).ConfigureAwait(false);
             await proxy.DisposeAsync().ConfigureAwait(false);
             await guest.StopAsync(cancellationToken).ConfigureAwait(false);
-            return new NativeMigrationResult(vm.Id, proxy.BytesForwarded, seconds, downtime, counterAtStart, long.Parse(line[SerialConsole.CounterPrefix.Length..]));
+            return new NativeMigrationResult(vm.Id, proxy.BytesForwarded, seconds, downtime, counterAtStart, counterOnTarget);
         }
         finally
         {

@@ -43,9 +43,7 @@ public sealed class QemuClusterTests(QemuFixture fixture)
                 {
                     var onTarget = backends.Values.Select(b => b.Landed.GetValueOrDefault(guest.Description.Id)).Single(l => l is not null)!;
                     // Past the last value the source printed before it paused: the guest continued where it stopped.
-                    await SerialConsole.WaitForLineAsync(onTarget.SerialLogPath,
-                        l => l.StartsWith(SerialConsole.CounterPrefix, StringComparison.Ordinal) && long.Parse(l[SerialConsole.CounterPrefix.Length..]) > guest.CounterAtPause + 2,
-                        TimeSpan.FromSeconds(60), () => onTarget.State == VmRunState.Running);
+                    await SerialConsole.WaitForCounterAboveAsync(onTarget.SerialLogPath, guest.CounterAtPause + 2, TimeSpan.FromSeconds(60), () => onTarget.State == VmRunState.Running);
                     Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(onTarget.SerialLogPath)); // not rebooted
                     landedCounters[guest.Description.Id] = (guest.CounterAtPause, SerialConsole.LastCounter(onTarget.SerialLogPath), report.PerVm.Single(v => v.Id == guest.Description.Id).Target);
                 }

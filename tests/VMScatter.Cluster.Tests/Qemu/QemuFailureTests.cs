@@ -14,10 +14,8 @@ public sealed class QemuFailureTests(QemuFixture fixture)
 {
     private const long Memory = 128L << 20;
 
-    private static Task WaitForCounterAbove(string serialLog, long value, Func<bool> alive) =>
-        SerialConsole.WaitForLineAsync(serialLog,
-            l => l.StartsWith(SerialConsole.CounterPrefix, StringComparison.Ordinal) && long.Parse(l[SerialConsole.CounterPrefix.Length..]) > value,
-            TimeSpan.FromSeconds(60), alive);
+    private static Task<long> WaitForCounterAbove(string serialLog, long value, Func<bool> alive) =>
+        SerialConsole.WaitForCounterAboveAsync(serialLog, value, TimeSpan.FromSeconds(60), alive);
 
     [Fact]
     public async Task Missing_refusing_or_crashed_qemu_fails_with_the_guest_and_step_named()

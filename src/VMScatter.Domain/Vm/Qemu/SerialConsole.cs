@@ -12,11 +12,20 @@ public static class SerialConsole
     public static long LastCounter(string serialLog)
     {
         long last = 0;
-        foreach (var line in ReadLines(serialLog))
-            if (line.StartsWith(CounterPrefix, StringComparison.Ordinal) && long.TryParse(line.AsSpan(CounterPrefix.Length).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long n))
-                last = Math.Max(last, n);
+        foreach (var line in ReadLines(serialLog)) last = Math.Max(last, CounterOf(line));
         return last;
     }
+
+    /// <summary>Waits until the guest prints a counter above <paramref name="value"/> (it is running, and counting on from there); returns it.</summary>
+    public static async Task<long> WaitForCounterAboveAsync(string serialLog, long value, TimeSpan timeout, Func<bool> alive, CancellationToken cancellationToken = default)
+    {
+        string line = await WaitForLineAsync(serialLog, l => CounterOf(l) > value, timeout, alive, cancellationToken).ConfigureAwait(false);
+        return CounterOf(line);
+    }
+
+    /// <summary>The counter a line reports, or -1 for any other line.</summary>
+    public static long CounterOf(string line) =>
+        line.StartsWith(CounterPrefix, StringComparison.Ordinal) && long.TryParse(line.AsSpan(CounterPrefix.Length).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? n : -1;
 
     /// <summary>Waits until a line satisfying <paramref name="match"/> appears in the log (the guest writes it, we poll the file).</summary>
     public static async Task<string> WaitForLineAsync(string serialLog, Func<string, bool> match, TimeSpan timeout, Func<bool> alive, CancellationToken cancellationToken = default)
