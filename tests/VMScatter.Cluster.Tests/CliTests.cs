@@ -35,6 +35,13 @@ public class CliTests
         AssertOneLineError(await Run("demo", "--frobnicate"), "--frobnicate");
 
     [Fact]
+    public async Task An_unknown_backend_or_codec_is_refused_before_anything_starts()
+    {
+        AssertOneLineError(await Run("demo", "--backend", "vmware"), "--backend must be synthetic or qemu");
+        AssertOneLineError(await Run("bench", "--backend", "qemu", "--compression", "brotli"), "--compression must be none, lz4 or zstd");
+    }
+
+    [Fact]
     public async Task Zero_targets_is_refused() =>
         AssertOneLineError(await Run("demo", "--targets", "0"), "--targets must be at least 1");
 
@@ -63,7 +70,9 @@ public class CliTests
         var json = Path.Combine(Path.GetTempPath(), $"vmscatter-algo-{Guid.NewGuid():N}.json");
         var r = await Run("bench", "algorithms", "--instances", "12", "--large-vms", "120", "--large-hosts", "8", "--json", json);
         Assert.True(r.Exit == 0, r.Out + r.Err);
-        using var doc = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        string written = await File.ReadAllTextAsync(json);
+        File.Delete(json);
+        using var doc = System.Text.Json.JsonDocument.Parse(written);
         var small = doc.RootElement.GetProperty("small").EnumerateArray().ToDictionary(e => e.GetProperty("strategy").GetString()!);
         var ours = small["traffic-aware"];
         Assert.Equal(12, ours.GetProperty("instances").GetInt32());
@@ -87,16 +96,17 @@ public class CliTests
     public async Task Demo_migrates_and_writes_a_verified_report()
     {
         var json = Path.Combine(Path.GetTempPath(), $"vmscatter-report-{Guid.NewGuid():N}.json");
-        var r = await Run("demo", "--vms", "4", "--vm-memory", "8MiB", "--targets", "2", "--json", json,
-            "--journal", Path.Combine(Path.GetTempPath(), $"vmscatter-cli-{Guid.NewGuid():N}.db"));
+        var journal = Path.Combine(Path.GetTempPath(), $"vmscatter-cli-{Guid.NewGuid():N}.db");
+        var r = await Run("demo", "--vms", "4", "--vm-memory", "8MiB", "--targets", "2", "--json", json, "--journal", journal);
         Assert.True(r.Exit == 0, r.Out + r.Err);
-        var report = MigrationReport.FromJson(await File.ReadAllTextAsync(json));
+        var text = await File.ReadAllTextAsync(json);
+        foreach (var f in new[] { json, journal, journal + "-wal", journal + "-shm" }) File.Delete(f);
+        var report = MigrationReport.FromJson(text);
         Assert.True(report.Verified);
         Assert.Equal((4, 2, 4 * (8L << 20)), (report.Vms, report.Targets, report.GuestBytes));
         Assert.All(report.PerVm, v => Assert.True(v.DigestMatched));
         Assert.Contains("handed over vm-003", r.Out);
         // The stable field names of the report.
-        var text = await File.ReadAllTextAsync(json);
         foreach (var field in new[] { "\"vms\"", "\"targets\"", "\"guestBytes\"", "\"naiveBytes\"", "\"distinctPages\"", "\"zeroPages\"", "\"bytesSent\"", "\"bytesReceived\"", "\"verified\"", "\"totalSeconds\"", "\"id\"", "\"target\"", "\"digestMatched\"" })
             Assert.Contains(field, text);
     }
