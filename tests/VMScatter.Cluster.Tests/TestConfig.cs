@@ -6,7 +6,19 @@ namespace VMScatter.Cluster.Tests;
 
 internal static class TestConfig
 {
-    public static string TempJournal() => $"Data Source={Path.Combine(Path.GetTempPath(), $"vmscatter-test-{Guid.NewGuid():N}.db")}";
+    /// <summary>Every journal of this test run lives here; the folder goes when the test process ends.</summary>
+    private static readonly Lazy<string> JournalDirectory = new(() =>
+    {
+        string dir = Directory.CreateTempSubdirectory("vmscatter-test-journals-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { /* a file still open: the OS temp cleaner takes it */ }
+        };
+        return dir;
+    });
+
+    public static string TempJournal() => $"Data Source={Path.Combine(JournalDirectory.Value, $"{Guid.NewGuid():N}.db")}";
 
     /// <summary>The project's own HOCON, on a local (non-cluster) provider, with its own SQLite journal.</summary>
     public static Config Local(string journal) => NodeConfig.Build(null, $"""
