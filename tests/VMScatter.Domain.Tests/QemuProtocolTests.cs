@@ -18,6 +18,10 @@ public sealed class QemuProtocolTests
     {
         var machine = QemuMachine.ForImage(new GuestImage(Kernel, Kernel), 256L << 20, 1, "tcg", "qemu64", "console=ttyS0 quiet");
         Assert.Equal(machine.Arguments, QemuMachine.Parse(machine.Serialize(), 256L << 20).Arguments);
+        var adopted = machine with { MemoryBackendId = "ram0" };
+        Assert.Equal("ram0", QemuMachine.Parse(adopted.Serialize(), 256L << 20).MemoryBackendId);
+        Assert.Equal("mem0", QemuMachine.Parse(Args("-m", "256M"), 256L << 20).MemoryBackendId);
+        Assert.Contains("backend id", Assert.Throws<ArgumentException>(() => QemuMachine.Parse((machine with { MemoryBackendId = "x,mem-path=/etc" }).Serialize(), 256L << 20)).Message);
 
         // Options that would let a peer make this host's QEMU write files, open sockets or run commands are refused.
         Assert.Contains("not allowed", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-chardev", "file,id=x,path=/etc/passwd"), 256L << 20)).Message);
@@ -27,7 +31,7 @@ public sealed class QemuProtocolTests
         Assert.Contains("existing absolute path", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-initrd", "/nonexistent/initrd"), 256L << 20)).Message);
         Assert.Contains("does not match", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-m", "512M"), 256L << 20)).Message);
         Assert.Contains("no value", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-cpu"), 256L << 20)).Message);
-        Assert.Contains("JSON array", Assert.Throws<ArgumentException>(() => QemuMachine.Parse("-m 256M", 256L << 20)).Message);
+        Assert.Contains("JSON argument list", Assert.Throws<ArgumentException>(() => QemuMachine.Parse("-m 256M", 256L << 20)).Message);
     }
 
     /// <summary>A fake QEMU monitor: greets, accepts capabilities negotiation, then answers by a script.</summary>

@@ -24,13 +24,18 @@ public static class NodeCommand
         var capacity = new Option<string?>("--capacity") { Description = "Target role: guest memory this host accepts" };
         var rack = new Option<string?>("--rack") { Description = "Target role: the rack (switch) this host hangs off" };
         var backend = new Option<string>("--backend") { Description = "synthetic | qemu: how this node runs guests (source) and hosts arriving ones (target)", DefaultValueFactory = _ => "synthetic" };
+        var adopt = new Option<string[]>("--adopt")
+        {
+            Description = "Source role, qemu backend: take over a running guest instead of booting one: id=ID,qmp=SOCKET,ram=FILE,memory=SIZE,machine=ARGS.json[,serial=LOG] (repeatable)",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var vms = new Option<int>("--vms") { Description = "Source role: VMs to run (synthetic, or QEMU guests booted from the guest image)", DefaultValueFactory = _ => 8 };
         var vmMemory = new Option<string>("--vm-memory") { Description = "Source role: memory of each VM", DefaultValueFactory = _ => "256MiB" };
         var seed = new Option<long>("--seed") { Description = "Source role: seed of the synthetic guests", DefaultValueFactory = _ => 42 };
         var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
         var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var command = new Command("node", "Run one VMScatter cluster node until Ctrl+C");
-        foreach (var o in new Option[] { backend, roles, port, hostname, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
+        foreach (var o in new Option[] { backend, adopt, roles, port, hostname, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -48,7 +53,24 @@ public static class NodeCommand
             if (qemu)
             {
                 var (qemuConfig, image) = await QemuSetup.PrepareAsync(parse.GetValue(config), cancellationToken);
-                if (roleList.Contains("source"))
+                var adoptions = (parse.GetValue(adopt) ?? []).Select(ParseAdoption).ToArray();
+                if (adoptions.Length > 0 && !roleList.Contains("source")) throw new UserError("--adopt needs the source role");
+                if (adoptions.Length > 0)
+                {
+                    var adopted = new List<IMigratableVm>();
+                    foreach (var a in adoptions)
+                    {
+                        try { adopted.Add(await QemuVm.AdoptAsync(a, qemuConfig.Settings, cancellationToken)); }
+                        catch (QemuStepException e)
+                        {
+                            foreach (var vm in adopted) ((IDisposable)vm).Dispose(); // let go, still running
+                            throw new UserError(e.Message);
+                        }
+                        Console.WriteLine($"adopted guest {a.Id} ({ByteSize.Format(a.MemoryBytes)}, RAM {a.RamFile})");
+                    }
+                    sourceVms = adopted;
+                }
+                else if (roleList.Contains("source"))
                 {
                     Console.WriteLine($"booting {parse.GetValue(vms)} QEMU guests x {ByteSize.Format(memory)}");
                     sourceVms = await QemuBench.BootAsync(qemuConfig, image, parse.GetValue(vms), memory, cancellationToken);
@@ -87,6 +109,28 @@ public static class NodeCommand
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary>id=ID,qmp=SOCKET,ram=FILE,memory=SIZE,machine=ARGS.json[,serial=LOG]</summary>
+    private static QemuAdoption ParseAdoption(string text)
+    {
+        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int eq = part.IndexOf('=');
+            if (eq <= 0) throw new UserError($"--adopt: '{part}' is not key=value");
+            fields[part[..eq]] = part[(eq + 1)..];
+        }
+        string Need(string key) => fields.TryGetValue(key, out var v) && v.Length > 0 ? v : throw new UserError($"--adopt {text}: {key}= is missing");
+        long memory = DemoCommand.Size(Need("memory"), "--adopt memory");
+        string machineFile = Need("machine");
+        if (!File.Exists(machineFile)) throw new UserError($"--adopt: machine file {machineFile} does not exist");
+        QemuMachine machine;
+        try { machine = QemuMachine.Parse(File.ReadAllText(machineFile), memory); }
+        catch (ArgumentException e) { throw new UserError($"--adopt: {machineFile}: {e.Message}"); }
+        var unknown = fields.Keys.Except(["id", "qmp", "ram", "memory", "machine", "serial"]).ToArray();
+        if (unknown.Length > 0) throw new UserError($"--adopt: unknown key(s) {string.Join(", ", unknown)}");
+        return new QemuAdoption(Need("id"), Need("qmp"), Need("ram"), memory, machine, fields.GetValueOrDefault("serial"));
     }
 
     public static string JoinTimeout(int? seconds) => seconds switch

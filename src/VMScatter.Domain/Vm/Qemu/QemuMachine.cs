@@ -5,12 +5,15 @@ namespace VMScatter.Domain.Qemu;
 
 /// <summary>
 /// The machine a guest runs on: the QEMU options source and target must agree on (machine type, accelerator,
-/// CPU model, memory size, vCPUs, boot image). It travels as <see cref="VmDescription.MachineArguments"/> (a JSON
-/// array). Host-specific options (RAM file, monitor, serial, incoming) are added by each host, never taken from
+/// CPU model, memory size, vCPUs, boot image) and the id of its RAM backend (QEMU names the RAM block after it, and
+/// an incoming migration names the blocks it expects). It travels as <see cref="VmDescription.MachineArguments"/>
+/// (JSON). Host-specific options (RAM file, monitor, serial, incoming) are added by each host, never taken from
 /// the wire: a target runs QEMU with what a peer sent, so only this allow-list of options is accepted.
 /// </summary>
 public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
 {
+    public string MemoryBackendId { get; init; } = "mem0";
+
     private static readonly Dictionary<string, Regex?> ValueOptions = new(StringComparer.Ordinal)
     {
         ["-machine"] = MachineType(),
@@ -33,18 +36,32 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
         "-kernel", image.Kernel, "-initrd", image.Initramfs, "-append", kernelCommandLine,
     ]);
 
-    public string Serialize() => JsonSerializer.Serialize(Arguments);
+    public string Serialize() => JsonSerializer.Serialize(new Wire(Arguments.ToArray(), MemoryBackendId));
+
+    private sealed record Wire(string[] Arguments, string MemoryBackend);
 
     /// <summary>The same machine with its vCPUs held at start (-S): a target continues it only once the state is loaded.</summary>
-    public QemuMachine WithPausedStart() => new(Arguments.Append("-S").ToArray());
+    public QemuMachine WithPausedStart() => this with { Arguments = Arguments.Append("-S").ToArray() };
 
     /// <summary>Parses and validates machine arguments received with a VM; throws <see cref="ArgumentException"/> naming the bad option.</summary>
     public static QemuMachine Parse(string machineArguments, long memoryBytes)
     {
         string[]? args;
-        try { args = JsonSerializer.Deserialize<string[]>(machineArguments); }
-        catch (JsonException e) { throw new ArgumentException($"machine arguments are not a JSON array of strings: {e.Message}"); }
+        string backend = "mem0";
+        try
+        {
+            if (machineArguments.TrimStart().StartsWith('['))
+                args = JsonSerializer.Deserialize<string[]>(machineArguments); // a plain argument list: the default backend id
+            else
+            {
+                var wire = JsonSerializer.Deserialize<Wire>(machineArguments);
+                args = wire?.Arguments;
+                backend = wire?.MemoryBackend ?? "";
+            }
+        }
+        catch (JsonException e) { throw new ArgumentException($"machine arguments are not a JSON argument list: {e.Message}"); }
         if (args is null || args.Length == 0) throw new ArgumentException("no machine arguments");
+        if (!BackendId().IsMatch(backend)) throw new ArgumentException($"memory backend id '{backend}' is not allowed");
         for (int i = 0; i < args.Length; i++)
         {
             string option = args[i];
@@ -58,13 +75,14 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
             if (option == "-m" && ParseMegabytes(value) * (1L << 20) != memoryBytes)
                 throw new ArgumentException($"machine option -m {value} does not match the VM's {memoryBytes} bytes of memory");
         }
-        return new QemuMachine(args);
+        return new QemuMachine(args) { MemoryBackendId = backend };
     }
 
     private static long ParseMegabytes(string value) => value.EndsWith('G')
         ? long.Parse(value[..^1], System.Globalization.CultureInfo.InvariantCulture) * 1024
         : long.Parse(value.TrimEnd('M'), System.Globalization.CultureInfo.InvariantCulture);
 
+    [GeneratedRegex("^[A-Za-z][A-Za-z0-9_-]{0,31}$")] private static partial Regex BackendId();
     [GeneratedRegex("^(pc|q35)(-[a-z0-9.-]+)?$")] private static partial Regex MachineType();
     [GeneratedRegex("^(tcg|kvm)$")] private static partial Regex Accelerator();
     [GeneratedRegex("^[A-Za-z0-9_-]{1,40}$")] private static partial Regex CpuModel();

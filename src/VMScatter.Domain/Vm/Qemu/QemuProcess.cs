@@ -6,29 +6,48 @@ namespace VMScatter.Domain.Qemu;
 /// <summary>
 /// One QEMU process for one guest: started with the guest's machine arguments plus this host's RAM file, monitor
 /// socket and serial log; spoken to over QMP. Owns a private runtime directory (socket, serial log) that goes
-/// with it. Every failure names the guest and the step, and says what QEMU last printed.
+/// with it. Every failure names the guest and the step, and says what QEMU last printed. A QEMU adopted by its
+/// monitor socket (started by someone else) has no process handle or runtime directory of ours: it is only
+/// quit when its guest has moved, never when this node merely stops.
 /// </summary>
 public sealed class QemuProcess : IAsyncDisposable
 {
-    private readonly Process _process;
+    private readonly Process? _process;
     private readonly LinkedList<string> _stderr;
     private int _disposed;
 
-    private QemuProcess(string guestId, Process process, string runtimeDirectory, QmpClient qmp, LinkedList<string> stderr)
+    private QemuProcess(string guestId, Process? process, string? runtimeDirectory, string serialLogPath, QmpClient qmp, LinkedList<string> stderr)
     {
         _stderr = stderr;
         GuestId = guestId;
         _process = process;
         RuntimeDirectory = runtimeDirectory;
+        SerialLogPath = serialLogPath;
         Qmp = qmp;
     }
 
     public string GuestId { get; }
-    public string RuntimeDirectory { get; }
-    public string SerialLogPath => SerialLog(RuntimeDirectory);
+
+    /// <summary>Our private directory for this QEMU (null when adopted).</summary>
+    public string? RuntimeDirectory { get; }
+
+    /// <summary>Where the guest's serial console goes ("" when an adopted guest's log was not given).</summary>
+    public string SerialLogPath { get; }
     public QmpClient Qmp { get; }
-    public int ProcessId => _process.Id;
-    public bool HasExited => _process.HasExited;
+    public bool Adopted => _process is null;
+    public int ProcessId => _process?.Id ?? -1;
+    public bool HasExited => _process?.HasExited ?? Qmp.IsClosed;
+
+    /// <summary>Takes over a running QEMU through its monitor socket (it must be free: QMP serves one client).</summary>
+    public static async Task<QemuProcess> AdoptAsync(string guestId, string qmpSocket, string? serialLogPath, QemuSettings settings, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, null, cancellationToken).ConfigureAwait(false);
+            return new QemuProcess(guestId, null, null, serialLogPath ?? "", qmp, new LinkedList<string>());
+        }
+        catch (QmpException e) { throw new QemuStepException(guestId, "adopt (connect to QMP)", e.Message); }
+    }
 
     private static string SerialLog(string dir) => Path.Combine(dir, "serial.log");
 
@@ -43,8 +62,8 @@ public sealed class QemuProcess : IAsyncDisposable
         foreach (var a in machine.Arguments) psi.ArgumentList.Add(a);
         foreach (var a in new[]
         {
-            "-object", $"memory-backend-file,id=mem0,size={memoryBytes},mem-path={ramFile},share=on",
-            "-machine", "memory-backend=mem0",
+            "-object", $"memory-backend-file,id={machine.MemoryBackendId},size={memoryBytes},mem-path={ramFile},share=on",
+            "-machine", $"memory-backend={machine.MemoryBackendId}",
             "-display", "none",
             "-chardev", $"file,id=ser0,path={SerialLog(dir)}", "-serial", "chardev:ser0",
             "-qmp", $"unix:{qmpSocket},server=on,wait=off",
@@ -67,7 +86,7 @@ public sealed class QemuProcess : IAsyncDisposable
         try
         {
             var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, () => !process.HasExited, cancellationToken).ConfigureAwait(false);
-            return new QemuProcess(guestId, process, dir, qmp, stderr);
+            return new QemuProcess(guestId, process, dir, SerialLog(dir), qmp, stderr);
         }
         catch (Exception e)
         {
@@ -93,14 +112,30 @@ public sealed class QemuProcess : IAsyncDisposable
     {
         string said;
         lock (_stderr) said = string.Join(" | ", _stderr);
-        string exit = _process.HasExited ? $"; QEMU exited with code {_process.ExitCode}" : "";
+        string exit = _process is null ? (Qmp.IsClosed ? "; QEMU's monitor is gone (QEMU exited)" : "") : _process.HasExited ? $"; QEMU exited with code {_process.ExitCode}" : "";
         return new QemuStepException(GuestId, step, $"{reason}{exit}{(said.Length > 0 ? $"; QEMU said: {said}" : "")}");
+    }
+
+    /// <summary>Lets go of an adopted QEMU without stopping it (this node stops; the guest did not move).</summary>
+    public async Task DetachAsync()
+    {
+        if (_process is not null) throw new InvalidOperationException("only an adopted QEMU can be detached");
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await Qmp.DisposeAsync().ConfigureAwait(false);
     }
 
     /// <summary>Asks QEMU to quit, kills it if it does not within a few seconds, and removes the runtime directory.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (_process is null)
+        {
+            // Adopted: no process to wait for or kill; quit over QMP, and the monitor closing says it is gone.
+            try { await Qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
+            catch (QmpException) { /* it may close the monitor before answering */ }
+            await Qmp.DisposeAsync().ConfigureAwait(false);
+            return;
+        }
         if (!_process.HasExited)
         {
             try { await Qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
@@ -112,7 +147,7 @@ public sealed class QemuProcess : IAsyncDisposable
         else await _process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
         await Qmp.DisposeAsync().ConfigureAwait(false);
         _process.Dispose();
-        try { Directory.Delete(RuntimeDirectory, recursive: true); } catch (DirectoryNotFoundException) { }
+        try { Directory.Delete(RuntimeDirectory!, recursive: true); } catch (DirectoryNotFoundException) { }
     }
 
     private static string Sanitize(string id) => new(id.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray());

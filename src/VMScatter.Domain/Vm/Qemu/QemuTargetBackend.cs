@@ -43,7 +43,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : IT
         {
             const string load = "load device state";
             await qemu.RunAsync(load, "migrate-set-capabilities", QemuVm.IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
-            string socketPath = Path.Combine(qemu.RuntimeDirectory, "incoming.sock");
+            string socketPath = Path.Combine(qemu.RuntimeDirectory!, "incoming.sock");
             await qemu.RunAsync(load, "migrate-incoming", new JsonObject { ["uri"] = $"unix:{socketPath}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
             using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
@@ -121,7 +121,7 @@ public sealed class QemuLandedVm : ILandedVm
     public VmRunState State => _disposed == 0 && !_qemu.HasExited ? VmRunState.Running : VmRunState.Stopped;
     public string SerialLogPath => _qemu.SerialLogPath;
     public string RamFilePath => _ram.Path;
-    public string RuntimeDirectory => _qemu.RuntimeDirectory;
+    public string RuntimeDirectory => _qemu.RuntimeDirectory!;
     public int ProcessId => _qemu.ProcessId;
 
     public async ValueTask DisposeAsync()

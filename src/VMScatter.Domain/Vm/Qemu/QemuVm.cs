@@ -15,6 +15,9 @@ public sealed record QemuGuestSpec(string Id, GuestImage Image, long MemoryBytes
     public string KernelCommandLine => $"{BaseCommandLine} {WorkloadArguments}".Trim();
 }
 
+/// <summary>A running guest this node did not start: its monitor socket, RAM file and the machine arguments it was started with.</summary>
+public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, long MemoryBytes, QemuMachine Machine, string? SerialLog = null);
+
 /// <summary>
 /// A running QEMU guest on the source host, behind the same abstraction as a synthetic one. Its RAM is a shared
 /// file read in place. QEMU gives no dirty log to an outside reader, so pages are found dirty by re-hashing
@@ -32,6 +35,7 @@ public sealed class QemuVm : IMigratableVm, IDisposable
     private readonly ulong[] _reread;
     private volatile bool _logging;
     private volatile VmRunState _state = VmRunState.Running;
+
     private int _disposed;
 
     private QemuVm(VmDescription description, QemuProcess qemu, QemuRamFile ram, QemuSettings settings)
@@ -49,7 +53,7 @@ public sealed class QemuVm : IMigratableVm, IDisposable
     public int PageCount => _ram.PageCount;
     public string SerialLogPath => _qemu.SerialLogPath;
     public string RamFilePath => _ram.Path;
-    public string RuntimeDirectory => _qemu.RuntimeDirectory;
+    public string? RuntimeDirectory => _qemu.RuntimeDirectory;
     public int ProcessId => _qemu.ProcessId;
 
     /// <summary>The QEMU process this guest runs in (QEMU's own migration of it is the bench's baseline).</summary>
@@ -79,6 +83,40 @@ public sealed class QemuVm : IMigratableVm, IDisposable
             await qemu.DisposeAsync().ConfigureAwait(false);
             File.Delete(ramFile);
             throw failure;
+        }
+    }
+
+    /// <summary>
+    /// Takes over a guest someone else started, by its monitor socket and RAM file. Its RAM must be a shared
+    /// memory-backend-file of the guest's size (checked over QMP); its machine arguments are the operator's word
+    /// (a wrong one fails the target's load step, and the guest then keeps running here). The node never quits an
+    /// adopted guest except after handing it over, and never deletes its files.
+    /// </summary>
+    public static async Task<QemuVm> AdoptAsync(QemuAdoption adoption, QemuSettings settings, CancellationToken cancellationToken = default)
+    {
+        var qemu = await QemuProcess.AdoptAsync(adoption.Id, adoption.QmpSocket, adoption.SerialLog, settings, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            const string step = "adopt";
+            var status = await qemu.RunAsync(step, "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
+            string run = status?["status"]?.GetValue<string>() ?? "unknown";
+            if (run is not ("running" or "paused")) throw qemu.Failure(step, $"the guest is '{run}', not running or paused");
+            var memdevs = await qemu.RunAsync(step, "query-memdev", cancellationToken: cancellationToken).ConfigureAwait(false) as JsonArray ?? [];
+            var backend = memdevs.FirstOrDefault(m => m?["size"]?.GetValue<long>() == adoption.MemoryBytes && m?["share"]?.GetValue<bool>() == true)
+                ?? throw qemu.Failure(step, $"its RAM is not a shared memory backend of {adoption.MemoryBytes} bytes (start it with -object memory-backend-file,...,share=on -machine memory-backend=...)");
+            // Its target must name the RAM backend as this QEMU does: migration streams identify RAM blocks by it.
+            var machine = adoption.Machine with { MemoryBackendId = backend["id"]?.GetValue<string>() ?? adoption.Machine.MemoryBackendId };
+            var cpus = await qemu.RunAsync(step, "query-cpus-fast", cancellationToken: cancellationToken).ConfigureAwait(false) as JsonArray;
+            QemuRamFile ram;
+            try { ram = QemuRamFile.OpenForReading(adoption.RamFile, adoption.MemoryBytes); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw qemu.Failure(step, e.Message); }
+            var description = new VmDescription(adoption.Id, adoption.MemoryBytes, Math.Max(1, cpus?.Count ?? 1), "qemu", machine.Serialize());
+            return new QemuVm(description, qemu, ram, settings) { _state = run == "paused" ? VmRunState.Paused : VmRunState.Running };
+        }
+        catch
+        {
+            await qemu.DetachAsync().ConfigureAwait(false);
+            throw;
         }
     }
 
@@ -124,11 +162,11 @@ public sealed class QemuVm : IMigratableVm, IDisposable
         _state = VmRunState.Running;
     }
 
-    /// <summary>Quits the guest here and removes its RAM file; its target runs it now.</summary>
+    /// <summary>Quits the guest here (and removes its RAM file if this node started it); its target runs it now.</summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         _state = VmRunState.Stopped;
-        await DisposeAsync().ConfigureAwait(false);
+        await EndAsync(quit: true).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -186,12 +224,14 @@ public sealed class QemuVm : IMigratableVm, IDisposable
         }
     }
 
-    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+    /// <summary>This node is done with the guest: a guest it started is quit; an adopted one is let go, still running.</summary>
+    public void Dispose() => EndAsync(quit: !_qemu.Adopted).GetAwaiter().GetResult();
 
-    private async ValueTask DisposeAsync()
+    private async Task EndAsync(bool quit)
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        await _qemu.DisposeAsync().ConfigureAwait(false);
+        if (quit) await _qemu.DisposeAsync().ConfigureAwait(false);
+        else await _qemu.DetachAsync().ConfigureAwait(false);
         _ram.Dispose();
     }
 }

@@ -34,6 +34,9 @@ public sealed class QmpClient : IAsyncDisposable
         _readLoop = Task.Run(ReadLoopAsync);
     }
 
+    /// <summary>The monitor connection ended (QEMU exited, or this client was disposed).</summary>
+    public bool IsClosed => _closedReason is not null;
+
     /// <summary>The QEMU version from the greeting, e.g. "7.2.19".</summary>
     public string Version { get; private set; } = "";
 

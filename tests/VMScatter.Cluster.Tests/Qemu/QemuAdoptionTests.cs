@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+using VMScatter.Domain.Qemu;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests.Qemu;
+
+/// <summary>Guests started by someone else, taken over by their monitor socket and RAM file.</summary>
+[Collection("qemu")]
+public sealed class QemuAdoptionTests(QemuFixture fixture)
+{
+    private const long Memory = 128L << 20;
+
+    /// <summary>A QEMU started the way an operator would, outside VMScatter: its own socket, RAM file and serial log.</summary>
+    private static (Process Process, QemuAdoption Adoption) StartForeignGuest(string id, GuestImage image, string dir)
+    {
+        var machine = QemuMachine.ForImage(image, Memory, 1, "tcg", "qemu64", new QemuGuestSpec(id, image, Memory).KernelCommandLine);
+        var adoption = new QemuAdoption(id, Path.Combine(dir, $"{id}.qmp"), Path.Combine(dir, $"{id}.ram"), Memory, machine, Path.Combine(dir, $"{id}.serial"));
+        var psi = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in machine.Arguments.Concat([
+                     "-object", $"memory-backend-file,id=ram0,size={Memory},mem-path={adoption.RamFile},share=on", "-machine", "memory-backend=ram0",
+                     "-display", "none", "-chardev", $"file,id=s0,path={adoption.SerialLog}", "-serial", "chardev:s0",
+                     "-qmp", $"unix:{adoption.QmpSocket},server=on,wait=off"]))
+            psi.ArgumentList.Add(a);
+        return (Process.Start(psi)!, adoption);
+    }
+
+    [Fact]
+    public async Task An_adopted_guest_is_migrated_and_one_merely_let_go_keeps_running()
+    {
+        var settings = QemuFixture.SettingsFor(Guid.NewGuid().ToString("N")[..8]);
+        string foreign = Directory.CreateTempSubdirectory("vmscatter-foreign-").FullName;
+        var (movingProcess, moving) = StartForeignGuest("adopted-1", fixture.Image, foreign);
+        var (stayingProcess, staying) = StartForeignGuest("adopted-2", fixture.Image, foreign);
+        try
+        {
+            foreach (var a in new[] { moving, staying })
+                await SerialConsole.WaitForLineAsync(a.SerialLog!, l => l.StartsWith(SerialConsole.ReadyMarker, StringComparison.Ordinal), TimeSpan.FromSeconds(120), () => true);
+
+            // Not a shared RAM file of that size: refused, naming the guest and the step, and the guest is left alone.
+            var wrongSize = await Assert.ThrowsAsync<QemuStepException>(() => QemuVm.AdoptAsync(staying with { MemoryBytes = 2 * Memory }, settings));
+            Assert.Equal(("adopted-2", "adopt"), (wrongSize.GuestId, wrongSize.Step));
+            Assert.Contains("not a shared memory backend", wrongSize.Message);
+
+            // Adopted, then let go without a migration: it is still running, and still counting.
+            var letGo = await QemuVm.AdoptAsync(staying, settings);
+            Assert.Equal(VmRunState.Running, letGo.State);
+            letGo.Dispose();
+            Assert.False(stayingProcess.HasExited);
+            await SerialConsole.WaitForCounterAboveAsync(staying.SerialLog!, SerialConsole.LastCounter(staying.SerialLog!) + 1, TimeSpan.FromSeconds(30), () => !stayingProcess.HasExited);
+
+            var guest = await QemuVm.AdoptAsync(moving, settings);
+            var backend = new QemuTargetBackend("target-1", settings);
+            await using (var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = [guest], Targets = 1, TargetCapacityBytes = Memory, JournalConnectionString = TestConfig.TempJournal(),
+                TargetBackendFor = _ => backend,
+            }))
+            {
+                await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 1, TimeSpan.FromSeconds(30));
+                var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+                    new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+                Assert.True(outcome.Report!.Verified, outcome.Report.Error);
+                var landed = backend.Landed["adopted-1"];
+                long counter = await SerialConsole.WaitForCounterAboveAsync(landed.SerialLogPath, guest.CounterAtPause + 2, TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running);
+                Assert.True(counter > guest.CounterAtPause && guest.CounterAtPause > 0, $"{counter} after {guest.CounterAtPause}");
+                // The adopted source copy was quit after the handover (its files are its owner's and stay).
+                await movingProcess.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+                Assert.True(File.Exists(moving.RamFile));
+            }
+        }
+        finally
+        {
+            foreach (var p in new[] { movingProcess, stayingProcess }) { if (!p.HasExited) p.Kill(); await p.WaitForExitAsync(); p.Dispose(); }
+            Directory.Delete(foreign, recursive: true);
+        }
+        var (files, processes) = QemuFixture.Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        QemuFixture.RemoveDirectories(settings);
+    }
+}
