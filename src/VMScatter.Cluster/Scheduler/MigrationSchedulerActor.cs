@@ -66,7 +66,11 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         Command<GetMigrationStatus>(m => Sender.Tell(Status(m.MigrationId)));
         Command<Terminated>(t => HostLost(t.ActorRef));
 
-        Command<StartMigration>(Start);
+        Command<StartMigration>(m =>
+        {
+            Serialization.SerializerWarmup.RunInBackground(Context.System);
+            Start(m);
+        });
         Command<VmsAnalyzed>(Place);
         Command<ReceiverReady>(m => WithRun(m.MigrationId, run =>
         {

@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using Akka.Actor;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
+using VMScatter.Domain.Concurrency;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
 
@@ -77,7 +78,9 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             Sender.Tell(m.Paused!);
             // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
             var state = m.Paused!.DeviceState;
-            Step("source digest", () => Task.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan())))).PipeTo(ReplyTo);
+            // One bulk thread per VM's digest: the VMs of a migration digest side by side, at bulk priority.
+            Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread))))
+                .PipeTo(ReplyTo);
             Become(Ready);
             Stash.UnstashAll();
         });
@@ -104,7 +107,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private Task<RoutedHashes> HashAsync(int round, int[] pages)
     {
         int shardCount = _shards.Count;
-        return Task.Run(() =>
+        return BulkWork.Run(() =>
         {
             var idx = new ImmutableArray<int>.Builder[shardCount];
             var hashes = new ImmutableArray<ContentHash>.Builder[shardCount];
@@ -125,6 +128,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             return new RoutedHashes(perShard, null);
         });
     }
+
+    private static readonly ParallelOptions OneThread = new() { MaxDegreeOfParallelism = 1 };
 
     /// <summary>Who asked, fixed now: the reply goes there even though the step completes later.</summary>
     private IActorRef ReplyTo => Sender;

@@ -5,6 +5,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane;
 using VMScatter.DataPlane.Target;
 using VMScatter.Domain;
+using VMScatter.Domain.Concurrency;
 
 namespace VMScatter.Cluster.Target;
 
@@ -44,6 +45,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
 
         Receive<PrepareReceive>(m =>
         {
+            Serialization.SerializerWarmup.RunInBackground(Context.System);
             long needed = m.Vms.Sum(v => v.Vm.MemoryBytes);
             if (_incoming.ContainsKey(m.MigrationId)) { Sender.Tell(new ReceiverReady(m.MigrationId, _hostId)); return; }
             if (needed > FreeBytes())
@@ -130,7 +132,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             return;
         }
         long rejected = _listener.FramesRejected;
-        Task.Run(() =>
+        BulkWork.Run(() =>
         {
             var digests = inc.Vms.Select(v =>
             {

@@ -14,17 +14,19 @@ public static class MemoryDigest
 {
     private const int PagesPerTask = 4096;
 
-    public static string Compute(IGuestMemory memory, ReadOnlySpan<byte> deviceState)
+    /// <param name="parallel">How to spread the pages over threads (default: the thread pool, all cores).</param>
+    public static string Compute(IGuestMemory memory, ReadOnlySpan<byte> deviceState, ParallelOptions? parallel = null)
     {
         var hashes = new byte[(long)memory.PageCount * ContentHash.Size];
         int chunks = (memory.PageCount + PagesPerTask - 1) / PagesPerTask;
-        Parallel.For(0, chunks, () => new byte[Page.Size], (chunk, _, page) =>
+        var direct = memory as IDirectPageAccess; // read in place where the memory has its pages in place
+        Parallel.For(0, chunks, parallel ?? new ParallelOptions(), () => new byte[Page.Size], (chunk, _, page) =>
         {
             int end = Math.Min(memory.PageCount, (chunk + 1) * PagesPerTask);
             for (int i = chunk * PagesPerTask; i < end; i++)
             {
-                memory.ReadPage(i, page);
-                ContentHash.Compute(page).WriteTo(hashes.AsSpan(i * ContentHash.Size, ContentHash.Size));
+                if (direct is null || !direct.TryGetPage(i, out var bytes)) { memory.ReadPage(i, page); bytes = page; }
+                ContentHash.Compute(bytes).WriteTo(hashes.AsSpan(i * ContentHash.Size, ContentHash.Size));
             }
             return page;
         }, _ => { });

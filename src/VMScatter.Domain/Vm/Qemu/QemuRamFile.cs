@@ -7,7 +7,7 @@ namespace VMScatter.Domain.Qemu;
 /// A guest's RAM as a shared file on tmpfs (QEMU's memory-backend-file with share=on), mapped into this process:
 /// the source reads the running guest's pages from it, a target writes arriving pages into it before QEMU starts.
 /// </summary>
-public sealed unsafe class QemuRamFile : IWritableGuestMemory
+public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
 {
     private readonly MemoryMappedFile _file;
     private readonly MemoryMappedViewAccessor _view;
@@ -52,6 +52,8 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory
     }
 
     public ReadOnlySpan<byte> PageSpan(int index) => Slice(index);
+
+    public bool TryGetPage(int index, out ReadOnlySpan<byte> page) { page = Slice(index); return true; }
 
     public void ReadPage(int index, Span<byte> destination) => Slice(index).CopyTo(destination);
 

@@ -26,7 +26,7 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDisposable
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDisposable
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -119,6 +119,8 @@ public sealed class QemuVm : IMigratableVm, IDisposable
             throw;
         }
     }
+
+    public bool TryGetPage(int index, out ReadOnlySpan<byte> page) => _ram.TryGetPage(index, out page);
 
     public void ReadPage(int index, Span<byte> destination)
     {

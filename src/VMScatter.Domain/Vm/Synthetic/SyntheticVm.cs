@@ -10,7 +10,7 @@ namespace VMScatter.Domain.Synthetic;
 /// reading it costs what reading a guest's RAM costs; without <c>materialize</c> only the content keys are kept
 /// and pages are rendered on each read (for planning at scale, where bytes are never read).
 /// </summary>
-public sealed class SyntheticVm : IMigratableVm, IDisposable
+public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IDisposable
 {
     private readonly ulong[] _keys;
     private readonly ulong[] _dirty;
@@ -69,6 +69,13 @@ public sealed class SyntheticVm : IMigratableVm, IDisposable
         if ((uint)index >= (uint)_keys.Length) throw new ArgumentOutOfRangeException(nameof(index));
         if (_memory is not null) _memory.ReadPage(index, destination[..Page.Size]);
         else PageContent.Render(Volatile.Read(ref _keys[index]), _model.LowEntropyFraction, destination[..Page.Size]);
+    }
+
+    public bool TryGetPage(int index, out ReadOnlySpan<byte> page)
+    {
+        if (_memory is not null) return _memory.TryGetPage(index, out page);
+        page = default; // rendered on each read: nothing in place
+        return false;
     }
 
     public void StartDirtyLogging()
