@@ -78,7 +78,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             Sender.Tell(m.Paused!);
             // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
             var state = m.Paused!.DeviceState;
-            // One bulk thread per VM's digest: the VMs of a migration digest side by side, at bulk priority.
+            // One bulk thread per VM's digest: the VMs of a migration digest side by side.
             Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread))))
                 .PipeTo(ReplyTo);
             Become(Ready);
