@@ -6,9 +6,11 @@ using Akka.Actor;
 namespace VMScatter.Cluster.Serialization;
 
 /// <summary>
-/// Hyperion builds a serializer for a type the first time it meets it (hundreds of milliseconds, measured).
+/// Hyperion builds a serializer for a type the first time it meets it (tens to hundreds of milliseconds, measured).
 /// The handover messages are first sent while the VMs are paused, so that cost would land in their downtime;
-/// round-tripping every protocol type once at node start pays it up front.
+/// round-tripping every protocol type once pays it up front. At node start this compiles the serializer code;
+/// the instance the system uses later is a different one (measured), so each node runs it again, in the
+/// background, when a migration begins (<see cref="RunInBackground"/>).
 /// </summary>
 public static class SerializerWarmup
 {

@@ -32,17 +32,20 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
 
     private void Ready()
     {
-
+        // Collecting can be a pass over all guest memory (a backend that finds dirty pages by re-hashing, as QEMU's
+        // does), so it runs off the actor thread; nothing else is handled until the round's pages are known.
         Receive<CollectDirtyPages>(m =>
         {
-            if (m.Round == 0)
+            int round = m.Round;
+            BulkWork.Run(() =>
             {
+                if (round > 0) return _vm.CollectDirtyPages();
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
-                _roundPages = Enumerable.Range(0, _vm.PageCount).ToArray();
-            }
-            else _roundPages = _vm.CollectDirtyPages();
-            Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, _roundPages.Length));
+                return Enumerable.Range(0, _vm.PageCount).ToArray();
+            }).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(round, pages),
+                failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
+            Become(Collecting);
         });
 
         Receive<HashRound>(m =>
@@ -68,6 +71,24 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         Receive<ResumeVm>(_ => Step("resume", async () => { await _vm.ResumeAsync().ConfigureAwait(false); return new VmResumedHere(_vmIndex); }).PipeTo(ReplyTo));
 
         Receive<Status.Failure>(f => Sender.Tell(new VmStepFailed(_vmIndex, "hash", f.Cause.GetBaseException().Message)));
+    }
+
+    private void Collecting()
+    {
+        Receive<RoundPagesCollected>(m =>
+        {
+            _roundPages = m.Pages;
+            Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length));
+            Become(Ready);
+            Stash.UnstashAll();
+        });
+        Receive<VmStepFailed>(m =>
+        {
+            Sender.Tell(m);
+            Become(Ready);
+            Stash.UnstashAll();
+        });
+        ReceiveAny(_ => Stash.Stash());
     }
 
     private void Pausing()
@@ -141,5 +162,6 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         catch (Exception e) { return new VmStepFailed(_vmIndex, step, e.GetBaseException().Message); }
     }
 
+    private sealed record RoundPagesCollected(int Round, int[] Pages);
     private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused);
 }
