@@ -79,16 +79,26 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         {
             _roundPages = m.Pages;
             Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length));
-            Become(Ready);
-            Stash.UnstashAll();
+            BackToReady();
         });
+        WaitingForStep();
+    }
+
+    /// <summary>While a step runs off the actor thread: its failure goes to whoever asked; everything else waits.</summary>
+    private void WaitingForStep()
+    {
         Receive<VmStepFailed>(m =>
         {
             Sender.Tell(m);
-            Become(Ready);
-            Stash.UnstashAll();
+            BackToReady();
         });
         ReceiveAny(_ => Stash.Stash());
+    }
+
+    private void BackToReady()
+    {
+        Become(Ready);
+        Stash.UnstashAll();
     }
 
     private void Pausing()
@@ -102,16 +112,9 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             // One bulk thread per VM's digest: the VMs of a migration digest side by side.
             Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread))))
                 .PipeTo(ReplyTo);
-            Become(Ready);
-            Stash.UnstashAll();
+            BackToReady();
         });
-        Receive<VmStepFailed>(m =>
-        {
-            Sender.Tell(m);
-            Become(Ready);
-            Stash.UnstashAll();
-        });
-        ReceiveAny(_ => Stash.Stash());
+        WaitingForStep();
     }
 
     private async Task<RoutedHashes> PauseAndHashAsync(int round)
