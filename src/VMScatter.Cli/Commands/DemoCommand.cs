@@ -3,7 +3,6 @@ using VMScatter.Cli.View;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
-using VMScatter.Cluster.Bench;
 using VMScatter.Domain;
 using VMScatter.Domain.Qemu;
 using VMScatter.Domain.Synthetic;
@@ -75,7 +74,7 @@ public static class DemoCommand
     {
         var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
         Console.WriteLine($"Booting {vmCount} QEMU guests × {ByteSize.Format(memory)} ({config.Accelerator}, workload: {config.Workload})");
-        var guests = await QemuBench.BootAsync(config, image, vmCount, memory, cancellationToken);
+        var guests = await config.BootGuestsAsync(image, vmCount, memory, cancellationToken);
         var journalPath = Path.GetFullPath(journalFile ?? Path.Combine(Path.GetTempPath(), $"vmscatter-demo-{Guid.NewGuid():N}.db"));
         using var removeJournal = new JournalCleanup(journalFile is null ? journalPath : null);
         var backends = new System.Collections.Concurrent.ConcurrentDictionary<string, QemuTargetBackend>();

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using VMScatter.Cluster.Hosting;
-using VMScatter.Cluster.Bench;
 using VMScatter.Domain;
 using VMScatter.Domain.Qemu;
 using VMScatter.Domain.Synthetic;
@@ -73,7 +72,7 @@ public static class NodeCommand
                 else if (roleList.Contains("source"))
                 {
                     Console.WriteLine($"booting {parse.GetValue(vms)} QEMU guests x {ByteSize.Format(memory)}");
-                    sourceVms = await QemuBench.BootAsync(qemuConfig, image, parse.GetValue(vms), memory, cancellationToken);
+                    sourceVms = await qemuConfig.BootGuestsAsync(image, parse.GetValue(vms), memory, cancellationToken);
                 }
                 targetBackend = new QemuTargetBackend(parse.GetValue(hostId) ?? $"target-{Environment.ProcessId}", qemuConfig.Settings);
             }

@@ -22,16 +22,13 @@ public static class QemuBench
 {
     public const string Native = "qemu-native";
 
-    /// <summary>Guests are migrated once their counter reached this: booted and settled, the same point for every method.</summary>
-    private const long SettledCounter = 10;
-
     public static async Task<QemuBenchResult> RunAsync(QemuConfig config, GuestImage image, int guests, long memoryBytes, int targets, long linkBitsPerSecond, int downtimeMs, string compression,
         string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default)
     {
         var runs = new List<(string Method, string Description, long Bytes, double Seconds, double[] Downtimes, bool Verified, string? Error)>();
 
         progress?.Invoke($"vmscatter: booting {guests} guests");
-        var fleet = await BootAsync(config, image, guests, memoryBytes, cancellationToken).ConfigureAwait(false);
+        var fleet = await config.BootGuestsAsync(image, guests, memoryBytes, cancellationToken).ConfigureAwait(false);
         string version = fleet[0].Process.Qmp.Version;
         try
         {
@@ -61,7 +58,7 @@ public static class QemuBench
         })
         {
             progress?.Invoke($"{method}: booting {guests} guests");
-            fleet = await BootAsync(config, image, guests, memoryBytes, cancellationToken).ConfigureAwait(false);
+            fleet = await config.BootGuestsAsync(image, guests, memoryBytes, cancellationToken).ConfigureAwait(false);
             var results = new List<NativeMigrationResult>();
             string? error = null;
             try
@@ -85,24 +82,5 @@ public static class QemuBench
             return new QemuBenchRun(r.Method, r.Description, r.Bytes, r.Seconds, d.Length == 0 ? 0 : d[^1], d.Length == 0 ? 0 : d[d.Length / 2], r.Verified,
                 1 - (double)r.Bytes / baseline.Bytes, 1 - r.Seconds / baseline.Seconds, r.Error);
         }).ToArray());
-    }
-
-    /// <summary>Boots the guests in parallel and waits until every one has counted to the same settled point.</summary>
-    public static async Task<QemuVm[]> BootAsync(QemuConfig config, GuestImage image, int guests, long memoryBytes, CancellationToken cancellationToken)
-    {
-        var boots = Enumerable.Range(1, guests).Select(i => QemuVm.StartAsync(config.Guest($"guest-{i}", image, memoryBytes), config.Settings, cancellationToken)).ToArray();
-        try
-        {
-            var fleet = await Task.WhenAll(boots).ConfigureAwait(false);
-            foreach (var g in fleet)
-                await SerialConsole.WaitForLineAsync(g.SerialLogPath, l => l == $"{SerialConsole.CounterPrefix}{SettledCounter}", config.Settings.BootTimeout, () => !g.Process.HasExited, cancellationToken)
-                    .ConfigureAwait(false);
-            return fleet;
-        }
-        catch
-        {
-            foreach (var b in boots) if (b.IsCompletedSuccessfully) b.Result.Dispose();
-            throw;
-        }
     }
 }

@@ -22,6 +22,27 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
         return new QemuConfig(settings, q.GetString("accelerator"), q.GetString("cpu"), Path.GetFullPath(q.GetString("guest-image")), q.GetString("kernel-command-line"), q.GetString("workload"));
     }
 
+    /// <summary>Guests are handed out once their counter reached this: booted and settled, the same point every time.</summary>
+    public const long SettledCounter = 10;
+
     /// <summary>The spec of guest <paramref name="id"/> on this host's image and workload.</summary>
     public QemuGuestSpec Guest(string id, GuestImage image, long memoryBytes) => new(id, image, memoryBytes, 1, Accelerator, Cpu, Workload) { BaseCommandLine = KernelCommandLine };
+
+    /// <summary>Boots guest-1..guest-N in parallel and waits until every one has counted to <see cref="SettledCounter"/>.</summary>
+    public async Task<QemuVm[]> BootGuestsAsync(GuestImage image, int guests, long memoryBytes, CancellationToken cancellationToken)
+    {
+        var boots = Enumerable.Range(1, guests).Select(i => QemuVm.StartAsync(Guest($"guest-{i}", image, memoryBytes), Settings, cancellationToken)).ToArray();
+        try
+        {
+            var fleet = await Task.WhenAll(boots).ConfigureAwait(false);
+            foreach (var g in fleet)
+                await SerialConsole.WaitForCounterAboveAsync(g.SerialLogPath, SettledCounter - 1, Settings.BootTimeout, () => !g.Process.HasExited, cancellationToken).ConfigureAwait(false);
+            return fleet;
+        }
+        catch
+        {
+            foreach (var b in boots) if (b.IsCompletedSuccessfully) b.Result.Dispose();
+            throw;
+        }
+    }
 }
