@@ -1,6 +1,7 @@
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Cluster.Serialization;
 using VMScatter.Domain;
 using VMScatter.Domain.Synthetic;
 using Xunit;
@@ -46,6 +47,9 @@ public class ClusterIntegrationTests
         Assert.Equal(6, events.OfType<VmHandedOver>().Count());
         // Each source VM was stopped only after its handover, and no longer runs there.
         Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
+        // Every node still serializes with the instance warmed at start (no extension replaced it since): Hyperion
+        // compiled the protocol's serializers once, before the migration, not during it.
+        Assert.All(cluster.Targets.Append(cluster.Source).Append(cluster.Scheduler), node => Assert.True(SerializerWarmup.IsWarm(node.System), node.HostId));
     }
 
     [Fact]

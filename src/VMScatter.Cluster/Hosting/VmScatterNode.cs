@@ -66,15 +66,27 @@ public sealed class VmScatterNode : IAsyncDisposable
                 cluster.Join(cluster.SelfAddress);
             }
             else cluster.JoinSeedNodes(seeds.Select(Address.Parse));
-            var warmup = Task.Run(() => Serialization.SerializerWarmup.Run(system, (type, e) => system.Log.Debug("Serializer warm-up skipped {0}: {1}", type.Name, e.Message)), cancellationToken);
             var finished = await Task.WhenAny(up.Task, Task.Delay(joinTimeout, cancellationToken)).ConfigureAwait(false);
             if (finished != up.Task)
                 throw new ClusterJoinException($"could not join the cluster via {(seeds.Length == 0 ? "itself" : string.Join(", ", seeds))} within {joinTimeout.TotalSeconds:0}s (vmscatter.node.join-timeout)");
 
-            await warmup.ConfigureAwait(false);
             string hostId = string.IsNullOrEmpty(options.HostId)
                 ? (config.GetString("vmscatter.node.host-id") is { Length: > 0 } h ? h : $"{options.Roles.FirstOrDefault() ?? "node"}-{cluster.SelfAddress.Port}")
                 : options.HostId;
+
+            // Extensions inject their default config on first use (the singleton settings on every Create), and each
+            // injection replaces the system's Serialization, Hyperion's compiled serializers with it: do all of that
+            // before the warm-up below, or the migration pays for compiling them again (measured: ~3.5 s of CPU).
+            var singletonSettings = ClusterSingletonManagerSettings.Create(system).WithRole("scheduler");
+            var proxySettings = ClusterSingletonProxySettings.Create(system).WithRole("scheduler");
+            if (options.Roles.Contains("scheduler"))
+            {
+                var persistence = Akka.Persistence.Persistence.Instance.Apply(system);
+                // The plugins inject theirs while they are constructed: wait until both answer.
+                await Task.WhenAll(persistence.JournalFor(null).Ask<ActorIdentity>(new Identify(null), joinTimeout, cancellationToken),
+                    persistence.SnapshotStoreFor(null).Ask<ActorIdentity>(new Identify(null), joinTimeout, cancellationToken)).ConfigureAwait(false);
+            }
+            await Task.Run(() => Serialization.SerializerWarmup.Run(system, (type, e) => system.Log.Debug("Serializer warm-up skipped {0}: {1}", type.Name, e.Message)), cancellationToken).ConfigureAwait(false);
 
             if (options.Roles.Contains("scheduler"))
             {
@@ -82,9 +94,9 @@ public sealed class VmScatterNode : IAsyncDisposable
                 system.ActorOf(ClusterSingletonManager.Props(
                     Props.Create(() => new MigrationSchedulerActor(settings)),
                     PoisonPill.Instance,
-                    ClusterSingletonManagerSettings.Create(system).WithRole("scheduler")), "scheduler");
+                    singletonSettings), "scheduler");
             }
-            var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/scheduler", ClusterSingletonProxySettings.Create(system).WithRole("scheduler")), "scheduler-proxy");
+            var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/scheduler", proxySettings), "scheduler-proxy");
 
             IActorRef? sourceHost = null, targetHost = null;
             DataPlaneListener? listener = null;

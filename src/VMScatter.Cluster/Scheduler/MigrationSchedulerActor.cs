@@ -68,7 +68,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
 
         Command<StartMigration>(m =>
         {
-            Serialization.SerializerWarmup.RunInBackground(Context.System);
+            Serialization.SerializerWarmup.EnsureWarm(Context.System);
             Start(m);
         });
         Command<VmsAnalyzed>(Place);

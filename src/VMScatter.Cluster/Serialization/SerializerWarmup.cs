@@ -2,34 +2,44 @@ using System.Collections;
 using System.Reflection;
 using System.Runtime.CompilerServices;
 using Akka.Actor;
+using Akka.Event;
 
 namespace VMScatter.Cluster.Serialization;
 
 /// <summary>
-/// Hyperion builds a serializer for a type the first time it meets it (tens to hundreds of milliseconds, measured).
-/// The handover messages are first sent while the VMs are paused, so that cost would land in their downtime;
-/// round-tripping every protocol type once pays it up front. At node start this compiles the serializer code;
-/// the instance the system uses later is a different one (measured), so each node runs it again, in the
-/// background, when a migration begins (<see cref="RunInBackground"/>).
+/// Hyperion builds a serializer for a type the first time it meets it (an expression tree compiled to code: tens of
+/// milliseconds of JIT per type, measured). The handover messages are first sent while the VMs are paused, so that
+/// cost would land in their downtime; round-tripping every protocol type once at node start pays it up front.
+/// Akka replaces a system's Serialization (and with it Hyperion's caches) whenever an extension injects its default
+/// config (cluster singleton, persistence), so the node loads those first (<see cref="Hosting.VmScatterNode"/>) and
+/// the warm-up remembers which instance it warmed: measured before that, every node's instance had been replaced by
+/// the time a migration began, and re-compiling the serializers cost ~3.5 s of CPU during the migration.
 /// </summary>
 public static class SerializerWarmup
 {
-    /// <summary>The messages sent between a VM's pause and its resume: the ones whose first use would be downtime.</summary>
-    private static readonly Type[] HandoverPath =
-    [
-        typeof(Protocol.TransferCompleted), typeof(Protocol.TargetDigests), typeof(Protocol.ResumeOnTarget),
-        typeof(Protocol.VmResumedOnTarget), typeof(Protocol.VmResumeFailed), typeof(Protocol.ReleaseSourceVm), typeof(Protocol.ResumeSourceVm),
-    ];
+    private static readonly ConditionalWeakTable<ActorSystem, Akka.Serialization.Serialization> Warmed = new();
+
+    /// <summary>Whether the system still serializes with the instance the warm-up compiled serializers for.</summary>
+    public static bool IsWarm(ActorSystem system) => Warmed.TryGetValue(system, out var warmed) && ReferenceEquals(warmed, system.Serialization);
 
     /// <summary>
-    /// Warms the handover path's messages again, off the actor thread, when a migration begins. Measured: by then the
-    /// system's Serialization is no longer the instance warmed at start-up, and the first TransferCompleted cost
-    /// 50-70 ms to serialize and 40 ms to deserialize inside the downtime window. Only those few types: warming
-    /// every protocol type again on every node cost round 0 of a small migration 0.4-0.8 s of CPU (measured).
+    /// When a migration begins: warms again, off the actor thread, only if the system's Serialization was replaced
+    /// since (an extension loaded late); says so, since it costs CPU the migration needs.
     /// </summary>
-    public static void RunInBackground(ActorSystem system) => _ = Task.Run(() => Run(system, HandoverPath));
+    public static void EnsureWarm(ActorSystem system)
+    {
+        if (IsWarm(system)) return;
+        system.Log.Warning("Serializers were not warm (the system's Serialization was replaced after start-up); warming them now");
+        _ = Task.Run(() => Run(system));
+    }
 
-    public static int Run(ActorSystem system, Action<Type, Exception>? skipped = null) => Run(system, AllProtocolTypes(), skipped);
+    public static int Run(ActorSystem system, Action<Type, Exception>? skipped = null)
+    {
+        var serialization = system.Serialization;
+        int warmed = Run(system, AllProtocolTypes(), skipped);
+        Warmed.AddOrUpdate(system, serialization);
+        return warmed;
+    }
 
     private static IEnumerable<Type> AllProtocolTypes() => typeof(Protocol.IVmScatterProtocol).Assembly.GetTypes()
         .Where(t => typeof(Protocol.IVmScatterProtocol).IsAssignableFrom(t) && t is { IsAbstract: false, IsInterface: false, IsGenericTypeDefinition: false });

@@ -31,7 +31,7 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
 
         Receive<AnalyzeVms>(m =>
         {
-            Serialization.SerializerWarmup.RunInBackground(Context.System);
+            Serialization.SerializerWarmup.EnsureWarm(Context.System);
             var busy = m.VmIds.Where(id => _migrations.Values.Any(x => x.VmIds.Contains(id))).ToArray();
             var missing = m.VmIds.Where(id => !_vms.ContainsKey(id)).ToArray();
             if (missing.Length > 0 || busy.Length > 0)

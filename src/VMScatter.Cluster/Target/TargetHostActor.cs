@@ -45,7 +45,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
 
         Receive<PrepareReceive>(m =>
         {
-            Serialization.SerializerWarmup.RunInBackground(Context.System);
+            Serialization.SerializerWarmup.EnsureWarm(Context.System);
             long needed = m.Vms.Sum(v => v.Vm.MemoryBytes);
             if (_incoming.ContainsKey(m.MigrationId)) { Sender.Tell(new ReceiverReady(m.MigrationId, _hostId)); return; }
             if (needed > FreeBytes())
