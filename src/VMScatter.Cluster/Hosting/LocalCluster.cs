@@ -10,7 +10,7 @@ public sealed record LocalClusterOptions
     public required int Targets { get; init; }
     public required long TargetCapacityBytes { get; init; }
     public required string JournalConnectionString { get; init; }
-    /// <summary>Each target host's backend, by host id (synthetic when not given).</summary>
+    /// <summary>Each target host's backend, by host id (the node's synthetic backend when not given).</summary>
     public Func<string, ITargetBackend>? TargetBackendFor { get; init; }
     public string ExtraHocon { get; init; } = "";
 }
@@ -50,7 +50,7 @@ public sealed class LocalCluster : IAsyncDisposable
             var targetTasks = Enumerable.Range(1, options.Targets).Select(i => VmScatterNode.StartAsync(new NodeOptions
             {
                 Roles = ["target"], HostId = $"target-{i}", Seeds = [seed], TargetCapacityBytes = options.TargetCapacityBytes,
-                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}") ?? new SyntheticTargetBackend(), ExtraHocon = options.ExtraHocon,
+                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}"), ExtraHocon = options.ExtraHocon,
             }, cancellationToken)).ToArray();
             var source = await sourceTask.ConfigureAwait(false);
             nodes.Add(source);

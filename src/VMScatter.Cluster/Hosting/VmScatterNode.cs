@@ -7,6 +7,7 @@ using VMScatter.Cluster.Scheduler;
 using VMScatter.Cluster.Source;
 using VMScatter.Cluster.Target;
 using VMScatter.DataPlane.Target;
+using VMScatter.Domain;
 using VMScatter.Domain.Synthetic;
 
 namespace VMScatter.Cluster.Hosting;
@@ -20,8 +21,11 @@ public sealed class ClusterJoinException(string message) : Exception(message);
 /// </summary>
 public sealed class VmScatterNode : IAsyncDisposable
 {
-    private VmScatterNode(ActorSystem system, string hostId, IActorRef schedulerProxy, IActorRef? sourceHost, IActorRef? targetHost, DataPlaneListener? listener)
+    private readonly GuestMemoryPool? _memoryPool;
+
+    private VmScatterNode(ActorSystem system, string hostId, IActorRef schedulerProxy, IActorRef? sourceHost, IActorRef? targetHost, DataPlaneListener? listener, GuestMemoryPool? memoryPool)
     {
+        _memoryPool = memoryPool;
         System = system;
         HostId = hostId;
         SchedulerProxy = schedulerProxy;
@@ -54,6 +58,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         ThreadPool.GetMinThreads(out int workers, out int io);
         if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
         var system = ActorSystem.Create(NodeOptions.SystemName, config);
+        GuestMemoryPool? pool = null;
         try
         {
             var cluster = Akka.Cluster.Cluster.Get(system);
@@ -109,16 +114,29 @@ public sealed class VmScatterNode : IAsyncDisposable
                 var bind = new IPEndPoint(IPAddress.Parse(config.GetString("vmscatter.target.data-plane-hostname")), config.GetInt("vmscatter.target.data-plane-port"));
                 listener = new DataPlaneListener(bind, dataPlane);
                 long capacity = config.GetByteSize("vmscatter.target.capacity") ?? throw new ConfigurationException("vmscatter.target.capacity missing");
-                var backend = options.TargetBackend ?? new SyntheticTargetBackend();
+                var backend = options.TargetBackend;
+                if (backend is null)
+                {
+                    // The host's capacity is backed before it announces itself, as with a preallocated hugepage pool.
+                    if (config.GetBoolean("vmscatter.target.prefault-memory") && OperatingSystem.IsLinux())
+                    {
+                        pool = new GuestMemoryPool(capacity);
+                        var p = pool;
+                        if (await Task.Factory.StartNew(() => p.Populate(cancellationToken), cancellationToken, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false) is { } refused)
+                            system.Log.Warning("Target {0}: guest memory is backed on first write instead: {1}", hostId, refused);
+                    }
+                    backend = new SyntheticTargetBackend(pool);
+                }
                 var l = listener;
                 string rack = config.GetString("vmscatter.target.rack");
                 targetHost = system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, rack)), "target-host");
             }
-            return new VmScatterNode(system, hostId, proxy, sourceHost, targetHost, listener);
+            return new VmScatterNode(system, hostId, proxy, sourceHost, targetHost, listener, pool);
         }
         catch
         {
             await system.Terminate().ConfigureAwait(false);
+            pool?.Dispose();
             throw;
         }
     }
@@ -135,6 +153,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         }
         await System.WhenTerminated.ConfigureAwait(false);
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
+        _memoryPool?.Dispose();
     }
 
     /// <summary>Stops the node abruptly, as a crash would (tests of host failure).</summary>
@@ -142,5 +161,6 @@ public sealed class VmScatterNode : IAsyncDisposable
     {
         await System.Terminate().ConfigureAwait(false);
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
+        _memoryPool?.Dispose();
     }
 }

@@ -26,12 +26,15 @@ public static class SyntheticFleet
     }
 }
 
-/// <summary>Target-side backend for synthetic guests: memory in an array; "resuming" marks the guest running.</summary>
-public sealed class SyntheticTargetBackend : ITargetBackend
+/// <summary>
+/// Target-side backend for synthetic guests: memory from the host's pool when it has one (else a fresh mapping);
+/// "resuming" marks the guest running.
+/// </summary>
+public sealed class SyntheticTargetBackend(GuestMemoryPool? pool = null) : ITargetBackend
 {
     public string Name => "synthetic";
 
-    public IWritableGuestMemory AllocateMemory(VmDescription vm) => new NativeGuestMemory(vm.PageCount);
+    public IWritableGuestMemory AllocateMemory(VmDescription vm) => pool?.TryRent(vm.PageCount) ?? new NativeGuestMemory(vm.PageCount);
 
     public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
     {
