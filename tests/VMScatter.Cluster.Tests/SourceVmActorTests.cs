@@ -60,4 +60,32 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
         ExpectMsg<VmResumedHere>();
         Assert.Equal(VmRunState.Running, vm.State);
     }
+
+    [Fact]
+    public void Pages_set_aside_before_round_0_is_planned_come_back_in_round_1_with_what_was_written_since()
+    {
+        using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, Model, 6), runWorkload: false).Single();
+        var shards = Enumerable.Range(0, 2).Select(_ => CreateTestProbe()).ToArray();
+        var actor = Sys.ActorOf(Props.Create(() => new SourceVmActor(0, vm, shards.Select(s => s.Ref).ToArray())));
+        actor.Tell(new CollectDirtyPages(0));
+        ExpectMsg<DirtyPagesCollected>();
+
+        vm.WritePageContent(4, 0x11);
+        vm.WritePageContent(7, 0x22);
+        actor.Tell(SetAsideDirtyPages.Instance);
+        var setAside = ExpectMsg<DirtyPagesSetAside>();
+        Assert.Equal([4, 7], setAside.Pages.Order());
+
+        vm.WritePageContent(7, 0x33); // rewritten again, and a new one
+        vm.WritePageContent(12, 0x44);
+        actor.Tell(new CollectDirtyPages(1));
+        Assert.Equal(3, ExpectMsg<DirtyPagesCollected>().Pages);
+        actor.Tell(new HashRound(1, StopAndCopy: false));
+        var routed = shards.SelectMany(s => s.ExpectMsg<PageHashBatch>().Pages).Order().ToArray();
+        Assert.Equal([4, 7, 12], routed);
+
+        // Carried once: the round after has only what was written since.
+        actor.Tell(new CollectDirtyPages(2));
+        Assert.Equal(0, ExpectMsg<DirtyPagesCollected>().Pages);
+    }
 }

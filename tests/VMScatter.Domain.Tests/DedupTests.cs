@@ -1,6 +1,7 @@
 using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
+using VMScatter.Domain.Synthetic;
 using Xunit;
 
 namespace VMScatter.Domain.Tests;
@@ -97,6 +98,68 @@ public class DedupTests
         var next = shard.Plan([0, 1], 2);
         Assert.Empty(next.ContentsByGroup);
         Assert.Equal([(1, 1, sharedId)], next.MapsByTarget[1]);
+    }
+
+    [Fact]
+    public void Pages_set_aside_from_round_0_are_not_mapped_and_their_content_goes_only_where_other_pages_need_it()
+    {
+        var shared = PageOf(9);
+        var vm0 = new PagesMemory(shared, PageOf(1, 1));
+        var vm1 = new PagesMemory(shared, PageOf(2, 2));
+        var shard = new DedupShard(0, 1, sketchK: 16);
+        shard.BeginRound(0);
+        for (int p = 0; p < 2; p++) shard.Add(0, vm0, p, ContentHash.Compute(vm0.Pages[p]));
+        for (int p = 0; p < 2; p++) shard.Add(1, vm1, p, ContentHash.Compute(vm1.Pages[p]));
+
+        // Both of vm1's pages were rewritten after analysis; vm0's page 1 too.
+        var plan = shard.Plan([0, 1], 2, setAside: [new HashSet<int> { 1 }, new HashSet<int> { 0, 1 }]);
+        long sharedId = plan.MapsByTarget[0].Single().ContentId;
+        Assert.Equal([(0, 0, sharedId)], plan.MapsByTarget[0]);
+        Assert.Empty(plan.MapsByTarget[1]);
+        // The shared content still goes to target 0 (vm0's page 0 needs it), no longer to target 1; nothing else goes.
+        Assert.Equal([sharedId], Assert.Single(plan.ContentsByGroup, g => g.Key == 0b01).Value);
+        Assert.Single(plan.ContentsByGroup);
+
+        // Round 1 carries vm1's page 0 (still the shared content): target 1 never got it, so it is sent now.
+        shard.BeginRound(1);
+        shard.Add(1, vm1, 0, ContentHash.Compute(shared));
+        var next = shard.Plan([0, 1], 2);
+        Assert.Equal([sharedId], next.ContentsByGroup[0b10]);
+        Assert.Equal([(1, 0, sharedId)], next.MapsByTarget[1]);
+    }
+
+    [Fact]
+    public void Reading_a_write_logged_guest_in_place_finds_the_same_contents_as_reading_copies()
+    {
+        var vms = SyntheticFleet.Create(new SyntheticFleetSpec(2, new SyntheticGuestModel { MemoryBytes = 4L << 20 }, 3, OsImages: 1, Applications: 1), runWorkload: false);
+        var inPlace = new DedupShard(0, 1, 16);
+        var copied = new DedupShard(0, 1, 16);
+        inPlace.BeginRound(0);
+        copied.BeginRound(0);
+        var page = new byte[Page.Size];
+        // The same bytes, as plain copies (no in-place access, no write log).
+        var copies = vms.Select(vm => new PagesMemory(Enumerable.Range(0, vm.PageCount).Select(i => { var b = new byte[Page.Size]; vm.ReadPage(i, b); return b; }).ToArray())).ToArray();
+        for (int v = 0; v < 2; v++)
+            for (int p = 0; p < vms[v].PageCount; p++)
+            {
+                vms[v].ReadPage(p, page);
+                var hash = Page.IsZero(page) ? ContentHash.OfZeroPage : ContentHash.Compute(page);
+                inPlace.Add(v, vms[v], p, hash);
+                copied.Add(v, copies[v], p, hash);
+            }
+        Assert.Equal(copied.DistinctContents, inPlace.DistinctContents);
+        Assert.True(inPlace.DistinctContents < vms.Sum(v => v.PageCount)); // the shared OS and application pages
+        Assert.Equal(copied.Profiles(2).Select(p => (p.NonZeroPages, p.ZeroPages, p.DistinctContents)), inPlace.Profiles(2).Select(p => (p.NonZeroPages, p.ZeroPages, p.DistinctContents)));
+        for (long id = 1; id <= inPlace.Index.Count; id++)
+            Assert.Equal(copied.Index.BytesOf(id).ToArray(), inPlace.Index.BytesOf(id).ToArray());
+
+        // A page rewritten after it was hashed is left to the next round, in place as from a copy.
+        vms[0].ReadPage(0, page);
+        var stale = ContentHash.Compute(page);
+        vms[0].WritePageContent(0, 0xABCDEF);
+        inPlace.BeginRound(1);
+        inPlace.Add(0, vms[0], 0, stale);
+        Assert.Equal(1, inPlace.RacedPages);
     }
 
     [Fact]

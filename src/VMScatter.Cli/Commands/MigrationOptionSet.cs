@@ -37,7 +37,9 @@ public sealed class MigrationOptionSet
         if (!Domain.Units.LinkRate.TryParse(parse.GetValue(LinkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(LinkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
         string policy = parse.GetValue(OnNoConvergence)!;
         Require(policy, "--on-no-convergence", "force", "abort");
-        return new MigrationOptions(placement, transport, compression, maxRounds, downtime, !parse.GetValue(NoDedup), bits, policy);
+        // --no-dedup is the QEMU-style baseline: like QEMU, it also sends round 0's already rewritten pages.
+        bool dedup = !parse.GetValue(NoDedup);
+        return new MigrationOptions(placement, transport, compression, maxRounds, downtime, dedup, bits, policy, SetAsideDirty: dedup);
     }
 
     private static void Require(string value, string option, params string[] allowed)

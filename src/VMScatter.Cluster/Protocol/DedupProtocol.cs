@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Collections.Immutable;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
@@ -11,6 +12,17 @@ public sealed record CollectDirtyPages(int Round);
 
 public sealed record DirtyPagesCollected(int VmIndex, int Round, int Pages);
 
+/// <summary>
+/// Before round 0 is planned: take the pages written since analysis out of round 0 (their analysed bytes are stale)
+/// and carry them into round 1, which sends them as they are then.
+/// </summary>
+public sealed record SetAsideDirtyPages
+{
+    public static readonly SetAsideDirtyPages Instance = new();
+}
+
+public sealed record DirtyPagesSetAside(int VmIndex, FrozenSet<int> Pages);
+
 /// <summary>Hash this round's pages and route them to the shards; pause first if this is the stop-and-copy round.</summary>
 public sealed record HashRound(int Round, bool StopAndCopy);
 
@@ -19,7 +31,8 @@ public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> P
 
 public sealed record ShardRoundHashed(int Round, int Shard, IReadOnlyList<VmShardProfile> Profiles, int Pages);
 
-public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount);
+/// <param name="SetAside">Per VM, pages this round must leave out (they go next round); null: none.</param>
+public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount, IReadOnlyList<FrozenSet<int>>? SetAside = null);
 
 public sealed record ShardRoundPlanned(int Round, int Shard, ShardRoundPlan Plan);
 

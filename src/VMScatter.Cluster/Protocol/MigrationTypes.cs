@@ -2,7 +2,11 @@ using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Protocol;
 
-/// <summary>Per-migration choices; defaults come from HOCON, the console may override them.</summary>
+/// <summary>
+/// Per-migration choices; defaults come from HOCON, the console may override them. <paramref name="SetAsideDirty"/>:
+/// leave out of round 0 the pages rewritten since they were analysed (as Xen's pre-copy skips pages dirtied during
+/// the current iteration); QEMU sends them and then again, so the QEMU-style baselines turn it off.
+/// </summary>
 public sealed record MigrationOptions(
     string Placement,
     string GroupTransport,
@@ -11,7 +15,8 @@ public sealed record MigrationOptions(
     int DowntimeTargetMs,
     bool Deduplicate = true,
     long LinkBitsPerSecond = 0,
-    string NonConvergence = "force") : IVmScatterMessage;
+    string NonConvergence = "force",
+    bool SetAsideDirty = true) : IVmScatterMessage;
 
 /// <summary>What the source learned about a VM in round 0: sizes, counts and a sketch of its distinct contents.</summary>
 public sealed record VmProfile(
@@ -52,4 +57,5 @@ public sealed record TransferStats(
     long GroupSwitches,
     long GroupSwitchesLowerBound,
     bool Converged,
-    string Convergence) : IVmScatterMessage;
+    string Convergence,
+    int SetAsidePages = 0) : IVmScatterMessage;

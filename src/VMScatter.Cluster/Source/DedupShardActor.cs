@@ -43,7 +43,7 @@ public sealed class DedupShardActor : ReceiveActor
         Receive<PlanShardRound>(m =>
         {
             if (m.Round != _round) throw new InvalidOperationException($"shard {shardIndex} asked to plan round {m.Round} while holding round {_round}");
-            Sender.Tell(new ShardRoundPlanned(m.Round, shardIndex, _shard.Plan(m.TargetOfVm, m.TargetCount)));
+            Sender.Tell(new ShardRoundPlanned(m.Round, shardIndex, _shard.Plan(m.TargetOfVm, m.TargetCount, m.SetAside)));
         });
     }
 }

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Collections.Immutable;
 using System.Diagnostics;
 using System.Net;
@@ -58,6 +59,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly List<ShardRoundPlanned> _planned = new();
     private readonly HashSet<int> _applied = new();
     private bool _roundSent;
+    private FrozenSet<int>[]? _setAside;
+    private int _setAsidePages;
 
     public SourceMigrationActor(Guid migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
     {
@@ -139,8 +142,29 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private void Connecting()
     {
-        Receive<Connected>(_ => PlanRound());
+        Receive<Connected>(_ =>
+        {
+            if (!_options.SetAsideDirty) { PlanRound(); return; }
+            _setAside = new FrozenSet<int>[_vms.Count];
+            _pending = _vms.Count;
+            Broadcast(_vmActors, SetAsideDirtyPages.Instance);
+            Become(SettingAside);
+        });
         Receive<ProgressTick>(_ => { });
+        CommonFailures();
+    }
+
+    /// <summary>Round 0 leaves out what the guests rewrote while it was analysed and placed; round 1 carries it.</summary>
+    private void SettingAside()
+    {
+        Receive<DirtyPagesSetAside>(m =>
+        {
+            _setAside![m.VmIndex] = m.Pages;
+            if (--_pending > 0) return;
+            _setAsidePages = _setAside.Sum(s => s.Count);
+            PlanRound();
+        });
+        Receive<ProgressTick>(_ => ReportProgress());
         CommonFailures();
     }
 
@@ -148,7 +172,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     {
         _roundClock.Restart();
         _planned.Clear();
-        Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount));
+        Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount, _round == 0 ? _setAside : null));
         Become(Planning);
     }
 
@@ -400,7 +424,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _groupSwitches,
         _groupSwitchesLowerBound,
         _converged,
-        _convergence);
+        _convergence,
+        _setAsidePages);
 
     private void ReportProgress()
     {

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Collections.Immutable;
 using Akka.Actor;
 using VMScatter.Cluster.Protocol;
@@ -19,6 +20,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private readonly IMigratableVm _vm;
     private readonly IReadOnlyList<IActorRef> _shards;
     private int[] _roundPages = [];
+    /// <summary>Pages taken out of round 0 after analysis; the next collection adds them back.</summary>
+    private int[] _setAside = [];
 
     public IStash Stash { get; set; } = null!;
 
@@ -39,11 +42,22 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             int round = m.Round;
             BulkWork.Run(() =>
             {
-                if (round > 0) return _vm.CollectDirtyPages();
+                if (round > 0)
+                {
+                    var dirty = _vm.CollectDirtyPages();
+                    return _setAside.Length == 0 ? dirty : dirty.Union(_setAside).Order().ToArray();
+                }
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
                 return Enumerable.Range(0, _vm.PageCount).ToArray();
-            }).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(round, pages),
+            }).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(round, pages, SetAside: false),
+                failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
+            Become(Collecting);
+        });
+
+        Receive<SetAsideDirtyPages>(_ =>
+        {
+            BulkWork.Run(() => _vm.CollectDirtyPages()).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(0, pages, SetAside: true),
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
@@ -77,8 +91,17 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     {
         Receive<RoundPagesCollected>(m =>
         {
-            _roundPages = m.Pages;
-            Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length));
+            if (m.SetAside)
+            {
+                _setAside = m.Pages;
+                Sender.Tell(new DirtyPagesSetAside(_vmIndex, m.Pages.ToFrozenSet()));
+            }
+            else
+            {
+                _roundPages = m.Pages;
+                _setAside = [];
+                Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length));
+            }
             BackToReady();
         });
         WaitingForStep();
@@ -110,7 +133,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
             var state = m.Paused!.DeviceState;
             // One bulk thread per VM's digest: the VMs of a migration digest side by side.
-            Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread))))
+            Step("source digest", () => BulkWork.Run(() => { var d = (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread)); return d; }))
                 .PipeTo(ReplyTo);
             BackToReady();
         });
@@ -137,12 +160,14 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var hashes = new ImmutableArray<ContentHash>.Builder[shardCount];
             for (int s = 0; s < shardCount; s++) { idx[s] = ImmutableArray.CreateBuilder<int>(); hashes[s] = ImmutableArray.CreateBuilder<ContentHash>(); }
             var buffer = new byte[Page.Size];
+            var direct = _vm as IDirectPageAccess; // mapped guest RAM is hashed in place; a torn read fails the shard's check
             foreach (int p in pages)
             {
-                _vm.ReadPage(p, buffer);
+                ReadOnlySpan<byte> bytes;
+                if (direct is null || !direct.TryGetPage(p, out bytes)) { _vm.ReadPage(p, buffer); bytes = buffer; }
                 // Round 0 skips zero pages (target memory starts zeroed); later rounds must map a page that became zero.
-                if (round == 0 && Page.IsZero(buffer)) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); continue; }
-                var h = ContentHash.Compute(buffer);
+                if (round == 0 && Page.IsZero(bytes)) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); continue; }
+                var h = ContentHash.Compute(bytes);
                 int s = ContentIndex.ShardOf(h, shardCount);
                 idx[s].Add(p);
                 hashes[s].Add(h);
@@ -165,6 +190,6 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         catch (Exception e) { return new VmStepFailed(_vmIndex, step, e.GetBaseException().Message); }
     }
 
-    private sealed record RoundPagesCollected(int Round, int[] Pages);
+    private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside);
     private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused);
 }

@@ -37,23 +37,32 @@ public sealed class ContentIndex
     /// <summary>Which shard owns a hash: a fixed partition of the hash space.</summary>
     public static int ShardOf(ContentHash hash, int shardCount) => (int)((hash.High >> 32) % (ulong)shardCount);
 
-    public (long ContentId, bool IsNew) Resolve(ContentHash hash, ReadOnlySpan<byte> page)
+    public (long ContentId, bool IsNew) Resolve(ContentHash hash, ReadOnlySpan<byte> page) =>
+        TryFind(hash, page, out long id) ? (id, false) : (Add(hash, page), true);
+
+    /// <summary>The content with this hash whose bytes equal <paramref name="page"/>, if indexed (one byte compare per candidate).</summary>
+    public bool TryFind(ContentHash hash, ReadOnlySpan<byte> page, out long contentId)
     {
-        if (_firstWithHash.TryGetValue(hash, out int local))
+        contentId = 0;
+        if (!_firstWithHash.TryGetValue(hash, out int local)) return false;
+        for (int candidate = local; candidate >= 0; candidate = _nextWithSameHash[candidate])
         {
-            for (int candidate = local; candidate >= 0; candidate = _nextWithSameHash[candidate])
-            {
-                ByteCompares++;
-                if (Arena.Get(candidate).SequenceEqual(page[..Page.Size])) return (IdOf(candidate), false);
-            }
-            Collisions++;
+            ByteCompares++;
+            if (Arena.Get(candidate).SequenceEqual(page[..Page.Size])) { contentId = IdOf(candidate); return true; }
         }
+        Collisions++;
+        return false;
+    }
+
+    /// <summary>Indexes new content (not found by <see cref="TryFind"/>); <paramref name="page"/> must be bytes that no longer change.</summary>
+    public long Add(ContentHash hash, ReadOnlySpan<byte> page)
+    {
         int slot = Arena.Append(page);
         _hashes.Add(hash);
         // New content goes to the head of its hash chain.
         _nextWithSameHash.Add(_firstWithHash.TryGetValue(hash, out int head) ? head : -1);
         _firstWithHash[hash] = slot;
-        return (IdOf(slot), true);
+        return IdOf(slot);
     }
 
     public ReadOnlySpan<byte> BytesOf(long contentId) => Arena.Get(SlotOf(contentId));

@@ -56,24 +56,42 @@ public sealed class DedupShard
 
     public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy)
     {
-        vm.ReadPage(page, _page);
-        var hash = ContentHash.Compute(_page);
-        if (hash != routedBy) { RacedPages++; return; }
+        // A write-logged guest's RAM is read in place (no copy): bytes the guest rewrites meanwhile make a torn read,
+        // which either fails the hash check below or matches a whole content byte for byte; either way the page is in
+        // the dirty log and goes again next round. Only bytes that are indexed must not change: those are copied first.
+        ReadOnlySpan<byte> bytes = default;
+        bool live = vm is IWriteLoggedGuest and IDirectPageAccess direct && direct.TryGetPage(page, out bytes);
+        if (!live) { vm.ReadPage(page, _page); bytes = _page; }
         long id;
-        if (hash == ContentHash.OfZeroPage && Page.IsZero(_page))
+        // Round 0: the VM actor found these pages zero; counting them takes a zero check, not a hash.
+        if (_currentRound == 0 && routedBy == ContentHash.OfZeroPage)
         {
-            id = ContentIndex.ZeroContentId;
-            if (_currentRound == 0) { CountPage(vmIndex, zero: true); return; } // target memory starts zeroed
+            if (Page.IsZero(bytes)) CountPage(vmIndex, zero: true); // target memory starts zeroed: no map
+            else RacedPages++;
+            return;
         }
+        var hash = ContentHash.Compute(bytes);
+        if (hash != routedBy) { RacedPages++; return; }
+        if (hash == ContentHash.OfZeroPage && Page.IsZero(bytes)) id = ContentIndex.ZeroContentId;
         else if (!_deduplicate)
         {
             id = (++_uniqueCount) * Index.ShardCount + Index.Shard;
             _live[id] = (vm, page);
             if (_currentRound == 0) Profile(vmIndex, id, hash);
         }
+        else if (Index.TryFind(hash, bytes, out id))
+        {
+            if (_currentRound == 0) Profile(vmIndex, id, hash);
+        }
         else
         {
-            id = Index.Resolve(hash, _page).ContentId;
+            if (live)
+            {
+                // New content is indexed from a stable copy that still has the hash it is indexed under.
+                bytes.CopyTo(_page);
+                if (ContentHash.Compute(_page) != hash) { RacedPages++; return; }
+            }
+            id = Index.Add(hash, _page);
             if (_currentRound == 0) Profile(vmIndex, id, hash);
         }
         _round.Add((vmIndex, page, id));
@@ -124,15 +142,17 @@ public sealed class DedupShard
 
     /// <summary>
     /// Decides this round's sends for the given placement and records the targets as holders, so later rounds
-    /// reference what they already have.
+    /// reference what they already have. Pages in <paramref name="setAside"/> (per VM) are left out: neither mapped
+    /// nor counted as needing their content, which is sent only if other pages need it.
     /// </summary>
-    public ShardRoundPlan Plan(IReadOnlyList<int> targetOfVm, int targetCount)
+    public ShardRoundPlan Plan(IReadOnlyList<int> targetOfVm, int targetCount, IReadOnlyList<IReadOnlySet<int>>? setAside = null)
     {
         var needed = new Dictionary<long, ulong>();
         var maps = new List<(int, int, long)>[targetCount];
         for (int t = 0; t < targetCount; t++) maps[t] = new();
         foreach (var (vm, page, id) in _round)
         {
+            if (setAside is not null && setAside[vm].Contains(page)) continue;
             int t = targetOfVm[vm];
             maps[t].Add((vm, page, id));
             if (id == ContentIndex.ZeroContentId) continue;

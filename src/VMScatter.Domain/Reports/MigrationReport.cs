@@ -44,6 +44,8 @@ public sealed record MigrationReport
     public required string GroupTransport { get; init; }
     public required int Rounds { get; init; }
     public required IReadOnlyList<int> DirtyPagesPerRound { get; init; }
+    /// <summary>Pages rewritten between analysis and round 0's plan: left out of round 0, sent (as they were then) in round 1.</summary>
+    public int SetAsidePages { get; init; }
     public required double CompressionRatio { get; init; }
     public required long ByteCompares { get; init; }
     public required long HashCollisions { get; init; }

@@ -29,3 +29,10 @@ public interface IMigratableVm : IGuestMemory
     /// <summary>The guest's device state (CPU registers, devices), captured while paused; opaque to VMScatter.</summary>
     Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default);
 }
+
+/// <summary>
+/// A guest whose dirty log records every write (as write-protection or a hypervisor's dirty bitmap does), so a round
+/// may read its pages in place: a page rewritten while it is read is in the next round's log. A log that compares
+/// snapshots (QEMU's here) is not one: it must see the copy that is sent, or a page changed and changed back is missed.
+/// </summary>
+public interface IWriteLoggedGuest;

@@ -10,7 +10,7 @@ namespace VMScatter.Domain.Synthetic;
 /// reading it costs what reading a guest's RAM costs; without <c>materialize</c> only the content keys are kept
 /// and pages are rendered on each read (for planning at scale, where bytes are never read).
 /// </summary>
-public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IDisposable
+public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLoggedGuest, IDisposable
 {
     private readonly ulong[] _keys;
     private readonly ulong[] _dirty;
