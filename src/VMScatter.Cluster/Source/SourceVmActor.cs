@@ -160,7 +160,10 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var hashes = new ImmutableArray<ContentHash>.Builder[shardCount];
             for (int s = 0; s < shardCount; s++) { idx[s] = ImmutableArray.CreateBuilder<int>(); hashes[s] = ImmutableArray.CreateBuilder<ContentHash>(); }
             var buffer = new byte[Page.Size];
-            var direct = _vm as IDirectPageAccess; // mapped guest RAM is hashed in place; a torn read fails the shard's check
+            // A write-logged guest is hashed in place (a torn read fails the shard's check, and the page is in the log).
+            // Others are read through ReadPage: a snapshot-comparing log (QEMU's here) must see every read it checks,
+            // or a page seen changed here but unchanged by the shard would be dropped from this round and never resent.
+            var direct = _vm is IWriteLoggedGuest ? _vm as IDirectPageAccess : null;
             foreach (int p in pages)
             {
                 ReadOnlySpan<byte> bytes;
