@@ -40,12 +40,13 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         Receive<CollectDirtyPages>(m =>
         {
             int round = m.Round;
+            var setAside = _setAside; // read here, not from the bulk thread
             BulkWork.Run(() =>
             {
                 if (round > 0)
                 {
                     var dirty = _vm.CollectDirtyPages();
-                    return _setAside.Length == 0 ? dirty : dirty.Union(_setAside).Order().ToArray();
+                    return setAside.Length == 0 ? dirty : dirty.Union(setAside).Order().ToArray();
                 }
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
