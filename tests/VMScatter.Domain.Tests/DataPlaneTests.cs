@@ -231,6 +231,31 @@ public class DataPlaneTests
     }
 
     [Fact]
+    public async Task A_closed_receiver_writes_nothing_more_into_guest_memory()
+    {
+        var id = Guid.NewGuid();
+        using var memory = new NativeGuestMemory(1);
+        var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+            [new ReceiverVm(0, new VmDescription("vm-0", Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await r.DisposeAsync();
+        var page = PageOf(5);
+        var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
+        int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
+        Records.WriteContentRecord(content.AsSpan(at), 7, ContentHash.Compute(page), PageEncoding.Raw, page);
+        var maps = new byte[Records.MapBatchHeader + Records.MapRecordSize];
+        Records.WriteMapBatchHeader(maps, 0, 0, 1);
+        Records.WriteMap(maps.AsSpan(Records.MapBatchHeader), new PageMap(0, 0, 7));
+
+        // The host may already have handed this memory to another guest: a late frame must not touch it.
+        var e = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 1, FrameType.ContentBatch, content)));
+        Assert.Contains("closed", e.Message);
+        await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 2, FrameType.MapBatch, maps)));
+        var read = new byte[Page.Size];
+        memory.ReadPage(0, read);
+        Assert.True(Page.IsZero(read));
+    }
+
+    [Fact]
     public async Task Content_that_does_not_match_its_hash_fails_the_migration_on_that_host()
     {
         var id = Guid.NewGuid();

@@ -45,6 +45,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private readonly LinkPacer _egress;
     private int _nextRound;
     private bool _failed;
+    private bool _closed;
     private long _bytesReceived, _bytesRelayed, _contentRecords, _mapRecords;
 
     public MigrationReceiver(Guid migrationId, byte[] key, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
@@ -95,6 +96,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
         {
             lock (_gate)
             {
+                if (_closed) throw new FrameRejectedException("the receiver is closed");
                 if (_failed) throw new FrameRejectedException("migration already failed on this host");
                 if (!_seenSequences.Add(header.Sequence)) throw new FrameRejectedException($"replayed frame {header.Sequence}");
                 switch (header.Type)
@@ -301,8 +303,13 @@ public sealed class MigrationReceiver : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Closes the receiver: once this returns no frame writes into the VMs' memory any more (every write happens under
+    /// the gate), so the host may give that memory to another arrival (a pooled range is reused at once).
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
+        lock (_gate) _closed = true;
         Relay[] relays;
         lock (_relays) relays = _relays.Values.ToArray();
         foreach (var relay in relays) await relay.CloseAsync().ConfigureAwait(false);
