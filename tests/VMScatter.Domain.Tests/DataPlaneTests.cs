@@ -230,6 +230,65 @@ public class DataPlaneTests
         await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 3, FrameType.ContentBatch, content)));
     }
 
+    private static byte[] MapsPayload(int round, params PageMap[] maps)
+    {
+        var payload = new byte[Records.MapBatchHeader + maps.Length * Records.MapRecordSize];
+        int at = Records.WriteMapBatchHeader(payload, round, 0, maps.Length);
+        foreach (var m in maps) at += Records.WriteMap(payload.AsSpan(at), m);
+        return payload;
+    }
+
+    private static byte[] ContentPayload(int round, long contentId, byte[] page)
+    {
+        var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
+        int at = Records.WriteContentBatchHeader(payload, round, 1, 1);
+        Records.WriteContentRecord(payload.AsSpan(at), contentId, ContentHash.Compute(page), PageEncoding.Raw, page);
+        return payload;
+    }
+
+    [Fact]
+    public async Task Contents_whose_pages_are_known_live_in_their_first_page_and_move_to_the_store_before_it_is_overwritten()
+    {
+        var id = Guid.NewGuid();
+        using var memory = new NativeGuestMemory(3);
+        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+            [new ReceiverVm(0, new VmDescription("vm-0", 3 * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        byte[] a = PageOf(1), b = PageOf(2), c = PageOf(3);
+        ulong seq = 0;
+        async Task Round(int round, PageMap[] maps, (long Id, byte[] Page)[] contents, bool final = false)
+        {
+            await Accept(r, Frame(id, ++seq, FrameType.MapBatch, MapsPayload(round, maps)));
+            foreach (var (contentId, page) in contents) await Accept(r, Frame(id, ++seq, FrameType.ContentBatch, ContentPayload(round, contentId, page)));
+            await Accept(r, Frame(id, ++seq, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(round, 0, contents.Length, maps.Length, final))));
+            if (final)
+            {
+                var device = new byte[Records.DeviceStateHeader + 1];
+                Records.WriteDeviceStateHeader(device, 0, 1, 0);
+                await Accept(r, Frame(id, ++seq, FrameType.DeviceState, device));
+            }
+            Assert.True(r.Outcomes.TryRead(out var outcome));
+            Assert.Equal(new RoundOutcome(round, final, null), outcome);
+        }
+        string[] Memory() => Enumerable.Range(0, 3).Select(p => { var bytes = new byte[Page.Size]; memory.ReadPage(p, bytes); return Convert.ToHexString(bytes); }).ToArray();
+        string[] Expect(params byte[][] pages) => pages.Select(Convert.ToHexString).ToArray();
+
+        // Maps first: both contents are written where they belong and stored nowhere else.
+        await Round(0, [new PageMap(0, 0, 7), new PageMap(0, 1, 7), new PageMap(0, 2, 8)], [(7, a), (8, b)]);
+        Assert.Equal(Expect(a, a, b), Memory());
+        Assert.Equal((2, 0), (r.DistinctContentsHeld, r.ContentsStored));
+
+        // Page 2 (home of 8) takes content 7 from its home page 0; then page 0 (home of 7) takes new content 9.
+        await Round(1, [new PageMap(0, 0, 9), new PageMap(0, 2, 7)], [(9, c)]);
+        Assert.Equal(Expect(c, a, a), Memory());
+        Assert.Equal((3, 2), (r.DistinctContentsHeld, r.ContentsStored)); // 7 and 8 moved to the store first
+
+        // Both are still there for later references, and a content re-sent with other bytes is refused.
+        await Round(2, [new PageMap(0, 1, 8), new PageMap(0, 2, 9)], [], final: true);
+        Assert.Equal(Expect(c, b, c), Memory());
+        Assert.Equal(MemoryDigest.Compute(memory, [0]), r.DigestOf(0, [0]));
+        await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, ++seq, FrameType.ContentBatch, ContentPayload(3, 7, b))));
+    }
+
     [Fact]
     public async Task A_closed_receiver_writes_nothing_more_into_guest_memory()
     {

@@ -68,6 +68,10 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     public async Task SendRoundAsync(RoundTransfer round, IContentReader contents, CancellationToken cancellationToken)
     {
+        // Page maps first: a receiver that knows a content's pages when it arrives writes them directly and keeps
+        // the content in the first of them, instead of storing every content and copying it out afterwards.
+        for (int t = 0; t < _targets.Count; t++)
+            await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
         var expected = new int[_targets.Count];
         foreach (var group in round.Groups)
         {
@@ -75,8 +79,6 @@ public sealed class DataPlaneSender : IAsyncDisposable
             foreach (int t in Targets(group.TargetMask)) expected[t] += group.ContentIds.Count;
             await SendGroupAsync(round.Round, group, contents, cancellationToken).ConfigureAwait(false);
         }
-        for (int t = 0; t < _targets.Count; t++)
-            await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
         foreach (var device in round.DeviceStates)
             await SendDeviceStateAsync(device, cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < _targets.Count; t++)

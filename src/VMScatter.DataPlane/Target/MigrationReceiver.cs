@@ -29,9 +29,17 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private readonly IReadOnlyList<IPEndPoint> _peers;
     private readonly DataPlaneOptions _options;
     private readonly Dictionary<int, ReceiverVm> _vms;
+    // A content is kept either in the store (_contentSlot: a slot of _contents) or only in the first guest page it
+    // was written to, its home (_homeOf), when maps announced that page before the content came: round 0 then
+    // writes each page once instead of storing it and copying it. A home about to be overwritten moves its content
+    // into the store first (Evict), so later references still find the bytes.
     private readonly Dictionary<long, int> _contentSlot = new();
     private readonly ContentArena _contents = new();
     private readonly List<ContentHash> _contentHashes = new();
+    private readonly Dictionary<long, (int Vm, int Page, ContentHash Hash)> _homeOf = new();
+    private readonly Dictionary<(int Vm, int Page), long> _homeContent = new();
+    private readonly byte[] _homeBytes = new byte[Page.Size];
+    private readonly byte[] _evicted = new byte[Page.Size]; // Evict's own: it may run while _homeBytes is being written
     // Each page's content hash as written here, computed over the decoded bytes when they arrived: the target's
     // handover digest is built from it without reading all memory again.
     private readonly Dictionary<int, ContentHash[]> _pageHashes;
@@ -70,7 +78,10 @@ public sealed class MigrationReceiver : IAsyncDisposable
     public long BytesRelayed => Interlocked.Read(ref _bytesRelayed);
     public long ContentRecordsReceived => Interlocked.Read(ref _contentRecords);
     public long MapRecordsReceived => Interlocked.Read(ref _mapRecords);
-    public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count; } }
+    public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count + _homeOf.Count; } }
+
+    /// <summary>Contents copied into the content store (the rest live only in the guest page they were written to).</summary>
+    public int ContentsStored { get { lock (_gate) return _contentSlot.Count; } }
 
     public byte[]? DeviceStateOf(int vmIndex)
     {
@@ -138,16 +149,24 @@ public sealed class MigrationReceiver : IAsyncDisposable
         {
             if (!PageCodec.TryDecode(record.Encoding, record.Encoded.Span, page)) throw new FrameRejectedException($"content {record.ContentId} does not decode to one page");
             if (ContentHash.Compute(page) != record.Hash) throw new FrameRejectedException($"content {record.ContentId} does not match its content hash");
-            if (!_contentSlot.TryGetValue(record.ContentId, out int slot))
+            if (_contentSlot.TryGetValue(record.ContentId, out int slot) || _homeOf.ContainsKey(record.ContentId))
             {
-                slot = _contents.Append(page);
-                _contentHashes.Add(record.Hash);
-                _contentSlot[record.ContentId] = slot;
+                if (!BytesOf(record.ContentId).SequenceEqual(page))
+                    throw new FrameRejectedException($"content {record.ContentId} arrived twice with different bytes");
             }
-            else if (!_contents.Get(slot).SequenceEqual(page))
-                throw new FrameRejectedException($"content {record.ContentId} arrived twice with different bytes");
-            if (_pending.Remove(record.ContentId, out var waiting))
-                foreach (var (vm, p) in waiting) Write(vm, p, slot);
+            else if (_pending.Remove(record.ContentId, out var waiting))
+            {
+                // Its pages are known: write them, and keep the content in the first of them only.
+                foreach (var (vm, p) in waiting) WriteBytes(vm, p, page, record.Hash);
+                var (homeVm, homePage) = waiting[0];
+                _homeOf[record.ContentId] = (homeVm, homePage, record.Hash);
+                _homeContent[(homeVm, homePage)] = record.ContentId;
+            }
+            else
+            {
+                _contentSlot[record.ContentId] = _contents.Append(page);
+                _contentHashes.Add(record.Hash);
+            }
         }
         Counts(batch.Round).Contents += batch.Records.Count;
         Interlocked.Add(ref _contentRecords, batch.Records.Count);
@@ -165,12 +184,8 @@ public sealed class MigrationReceiver : IAsyncDisposable
         {
             if (!_vms.TryGetValue(map.VmIndex, out var vm)) throw new FrameRejectedException($"VM {map.VmIndex} is not received by this host");
             if (map.PageIndex >= vm.Memory.PageCount) throw new FrameRejectedException($"page {map.PageIndex} outside VM {map.VmIndex}'s {vm.Memory.PageCount} pages");
-            if (map.ContentId == 0)
-            {
-                vm.Memory.WritePage(map.PageIndex, ZeroPage);
-                _pageHashes[map.VmIndex][map.PageIndex] = ContentHash.OfZeroPage;
-            }
-            else if (_contentSlot.TryGetValue(map.ContentId, out int slot)) Write(map.VmIndex, map.PageIndex, slot);
+            if (map.ContentId == 0) WriteBytes(map.VmIndex, map.PageIndex, ZeroPage, ContentHash.OfZeroPage);
+            else if (_contentSlot.ContainsKey(map.ContentId) || _homeOf.ContainsKey(map.ContentId)) Write(map.VmIndex, map.PageIndex, map.ContentId);
             else
             {
                 if (!_pending.TryGetValue(map.ContentId, out var list)) _pending[map.ContentId] = list = new();
@@ -181,10 +196,44 @@ public sealed class MigrationReceiver : IAsyncDisposable
         Interlocked.Add(ref _mapRecords, batch.Maps.Count);
     }
 
-    private void Write(int vm, int page, int slot)
+    /// <summary>Writes a content already held here (in the store or in its home page) to a page.</summary>
+    private void Write(int vm, int page, long contentId)
     {
-        _vms[vm].Memory.WritePage(page, _contents.Get(slot));
-        _pageHashes[vm][page] = _contentHashes[slot];
+        if (_homeOf.TryGetValue(contentId, out var home))
+        {
+            if ((home.Vm, home.Page) == (vm, page)) return; // already there
+            _vms[home.Vm].Memory.ReadPage(home.Page, _homeBytes);
+            WriteBytes(vm, page, _homeBytes, home.Hash);
+            return;
+        }
+        int slot = _contentSlot[contentId];
+        WriteBytes(vm, page, _contents.Get(slot), _contentHashes[slot]);
+    }
+
+    private void WriteBytes(int vm, int page, ReadOnlySpan<byte> bytes, ContentHash hash)
+    {
+        if (_homeContent.Remove((vm, page), out long displaced)) Evict(displaced);
+        _vms[vm].Memory.WritePage(page, bytes);
+        _pageHashes[vm][page] = hash;
+    }
+
+    /// <summary>A content whose home page is about to be overwritten moves into the store.</summary>
+    private void Evict(long contentId)
+    {
+        var (vm, page, hash) = _homeOf[contentId];
+        _homeOf.Remove(contentId);
+        _vms[vm].Memory.ReadPage(page, _evicted);
+        _contentSlot[contentId] = _contents.Append(_evicted);
+        _contentHashes.Add(hash);
+    }
+
+    /// <summary>The bytes of a content held here (store or home page); valid until the next write.</summary>
+    private ReadOnlySpan<byte> BytesOf(long contentId)
+    {
+        if (_contentSlot.TryGetValue(contentId, out int slot)) return _contents.Get(slot);
+        var (vm, page, _) = _homeOf[contentId];
+        _vms[vm].Memory.ReadPage(page, _homeBytes);
+        return _homeBytes;
     }
 
     private void ApplyRoundEnd(RoundEnd end)
