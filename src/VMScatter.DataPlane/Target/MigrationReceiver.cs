@@ -149,7 +149,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
         {
             if (!PageCodec.TryDecode(record.Encoding, record.Encoded.Span, page)) throw new FrameRejectedException($"content {record.ContentId} does not decode to one page");
             if (ContentHash.Compute(page) != record.Hash) throw new FrameRejectedException($"content {record.ContentId} does not match its content hash");
-            if (_contentSlot.TryGetValue(record.ContentId, out int slot) || _homeOf.ContainsKey(record.ContentId))
+            if (Holds(record.ContentId))
             {
                 if (!BytesOf(record.ContentId).SequenceEqual(page))
                     throw new FrameRejectedException($"content {record.ContentId} arrived twice with different bytes");
@@ -185,7 +185,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
             if (!_vms.TryGetValue(map.VmIndex, out var vm)) throw new FrameRejectedException($"VM {map.VmIndex} is not received by this host");
             if (map.PageIndex >= vm.Memory.PageCount) throw new FrameRejectedException($"page {map.PageIndex} outside VM {map.VmIndex}'s {vm.Memory.PageCount} pages");
             if (map.ContentId == 0) WriteBytes(map.VmIndex, map.PageIndex, ZeroPage, ContentHash.OfZeroPage);
-            else if (_contentSlot.ContainsKey(map.ContentId) || _homeOf.ContainsKey(map.ContentId)) Write(map.VmIndex, map.PageIndex, map.ContentId);
+            else if (Holds(map.ContentId)) Write(map.VmIndex, map.PageIndex, map.ContentId);
             else
             {
                 if (!_pending.TryGetValue(map.ContentId, out var list)) _pending[map.ContentId] = list = new();
@@ -195,6 +195,8 @@ public sealed class MigrationReceiver : IAsyncDisposable
         Counts(batch.Round).Maps += batch.Maps.Count;
         Interlocked.Add(ref _mapRecords, batch.Maps.Count);
     }
+
+    private bool Holds(long contentId) => _contentSlot.ContainsKey(contentId) || _homeOf.ContainsKey(contentId);
 
     /// <summary>Writes a content already held here (in the store or in its home page) to a page.</summary>
     private void Write(int vm, int page, long contentId)

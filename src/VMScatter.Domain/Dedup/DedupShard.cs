@@ -77,13 +77,8 @@ public sealed class DedupShard
         {
             id = (++_uniqueCount) * Index.ShardCount + Index.Shard;
             _live[id] = (vm, page);
-            if (_currentRound == 0) Profile(vmIndex, id, hash);
         }
-        else if (Index.TryFind(hash, bytes, out id))
-        {
-            if (_currentRound == 0) Profile(vmIndex, id, hash);
-        }
-        else
+        else if (!Index.TryFind(hash, bytes, out id))
         {
             if (live)
             {
@@ -92,8 +87,9 @@ public sealed class DedupShard
                 if (ContentHash.Compute(_page) != hash) { RacedPages++; return; }
             }
             id = Index.Add(hash, _page);
-            if (_currentRound == 0) Profile(vmIndex, id, hash);
         }
+        // Round 0's zero pages returned above, so every page here is a non-zero one to profile.
+        if (_currentRound == 0) Profile(vmIndex, id, hash);
         _round.Add((vmIndex, page, id));
     }
 
