@@ -18,4 +18,10 @@ public sealed record DataPlaneOptions
 
     /// <summary>Each sending host's egress link, in bits per second (0: unlimited): a NIC, so comparisons reflect a network, not memcpy.</summary>
     public long LinkBitsPerSecond { get; init; }
+
+    /// <summary>The modelled NIC's transmit queue (see <see cref="LinkPacer"/>); HOCON vmscatter.data-plane.link-queue.</summary>
+    public long LinkQueueBytes { get; init; } = DefaultLinkQueueBytes;
+
+    /// <summary>512 KiB: well inside a Linux NIC's usual queue (1,000 packets of 1,500 bytes), about 4 ms at 1 Gbit/s.</summary>
+    public const long DefaultLinkQueueBytes = 512 * 1024;
 }

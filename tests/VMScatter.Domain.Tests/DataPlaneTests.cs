@@ -111,6 +111,98 @@ public class DataPlaneTests
         Assert.Equal(MemoryDigest.Compute(expected1, [7]), h.Receivers[1].DigestOf(1, [7]));
     }
 
+    /// <summary>Contents a round withdraws when asked: as a source whose guest rewrote those pages before their turn.</summary>
+    private sealed class WithdrawingContents(Contents inner, params long[] rewritten) : IContentReader
+    {
+        public List<(long Id, ulong Mask)> Withdrawn { get; } = new();
+        public ContentHash Read(long contentId, Span<byte> page) => inner.Read(contentId, page);
+        public bool TryWithdraw(long contentId, ulong targetMask)
+        {
+            if (!rewritten.Contains(contentId)) return false;
+            Withdrawn.Add((contentId, targetMask));
+            return true;
+        }
+    }
+
+    [Fact]
+    public async Task A_content_withdrawn_from_a_round_is_not_sent_its_pages_stop_waiting_and_the_next_round_fills_them()
+    {
+        var contents = new Contents { Pages = { [1] = PageOf(1), [2] = PageOf(2), [3] = PageOf(3), [4] = PageOf(4) } };
+        await using var h = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 3, GroupTransport.RelayChain);
+        await h.Sender.ConnectAsync(CancellationToken.None);
+        // Content 2 (vm0 page 1) and content 3 (vm1 page 0) were rewritten before their turn.
+        var reader = new WithdrawingContents(contents, 2, 3);
+        var round0 = new RoundTransfer(0, Final: false,
+            [new GroupTransfer(0b11, [1]), new GroupTransfer(0b01, [2]), new GroupTransfer(0b10, [3])],
+            [[new PageMap(0, 0, 1), new PageMap(0, 1, 2)], [new PageMap(1, 2, 1), new PageMap(1, 0, 3)]], []);
+        var outcomes = await h.RoundAsync(round0, reader);
+
+        Assert.All(outcomes, o => Assert.Null(o.Error));
+        Assert.Equal([(2L, 0b01UL), (3L, 0b10UL)], reader.Withdrawn);
+        Assert.Equal((2L, 1L), (h.Sender.ContentsWithdrawn, h.Sender.ContentRecordsSent)); // only content 1, relayed by host 0
+        Assert.Equal([1L, 1L], h.Receivers.Select(r => r.ContentRecordsReceived));
+        Assert.Equal([1L, 1L], h.Receivers.Select(r => r.ContentsWithdrawn));
+        using var expected0 = new NativeGuestMemory(3);
+        expected0.WritePage(0, contents.Pages[1]); // page 1 keeps what it had (zero) until the next round
+        using var expected1 = new NativeGuestMemory(3);
+        expected1.WritePage(2, contents.Pages[1]);
+        Assert.Equal(MemoryDigest.Compute(expected0, []), DigestOf(h, 0, 0));
+        Assert.Equal(MemoryDigest.Compute(expected1, []), DigestOf(h, 1, 1));
+
+        // The next (final) round carries the rewritten pages; nothing is withdrawn from a final round.
+        var final = new RoundTransfer(1, Final: true, [new GroupTransfer(0b01, [4]), new GroupTransfer(0b10, [3])],
+            [[new PageMap(0, 1, 4)], [new PageMap(1, 0, 3)]], [new DeviceStateTransfer(0, 0, [1]), new DeviceStateTransfer(1, 1, [2])]);
+        var reader1 = new WithdrawingContents(contents, 3, 4);
+        outcomes = await h.RoundAsync(final, reader1);
+        Assert.All(outcomes, o => Assert.Equal((1, true, (string?)null), (o.Round, o.Final, o.Error)));
+        Assert.Empty(reader1.Withdrawn);
+        expected0.WritePage(1, contents.Pages[4]);
+        expected1.WritePage(0, contents.Pages[3]);
+        Assert.Equal(MemoryDigest.Compute(expected0, [1]), h.Receivers[0].DigestOf(0, [1]));
+        Assert.Equal(MemoryDigest.Compute(expected1, [2]), h.Receivers[1].DigestOf(1, [2]));
+        Assert.Equal(MemoryDigest.Compute(expected0, []), DigestOf(h, 0, 0));
+    }
+
+    private static byte[] WithdrawnPayload(int round, int target, params long[] ids)
+    {
+        var payload = new byte[Records.WithdrawnHeader + ids.Length * Records.WithdrawnRecordSize];
+        int at = Records.WriteWithdrawnHeader(payload, round, target, ids.Length);
+        foreach (long id in ids) { System.Buffers.Binary.BinaryPrimitives.WriteInt64BigEndian(payload.AsSpan(at), id); at += 8; }
+        return payload;
+    }
+
+    [Fact]
+    public async Task A_receiver_refuses_a_withdrawal_of_content_no_page_awaits_or_after_the_round_ended()
+    {
+        var id = Guid.NewGuid();
+        using var memory = new NativeGuestMemory(2);
+        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+            [new ReceiverVm(0, new VmDescription("vm-0", 2 * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await Accept(r, Frame(id, 1, FrameType.MapBatch, MapsPayload(0, new PageMap(0, 0, 5), new PageMap(0, 1, 6))));
+        await Accept(r, Frame(id, 2, FrameType.ContentsWithdrawn, WithdrawnPayload(0, 0, 6)));
+        await Accept(r, Frame(id, 3, FrameType.ContentBatch, ContentPayload(0, 5, PageOf(5))));
+        await Accept(r, Frame(id, 4, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 2, false))));
+        Assert.True(r.Outcomes.TryRead(out var outcome));
+        Assert.Equal(new RoundOutcome(0, false, null), outcome);
+        Assert.Equal(1, r.ContentsWithdrawn);
+
+        // Round 1: content 7 is awaited; withdrawing 9 (awaited by nothing) is refused and fails the migration here.
+        await Accept(r, Frame(id, 5, FrameType.MapBatch, MapsPayload(1, new PageMap(0, 1, 7))));
+        var refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 6, FrameType.ContentsWithdrawn, WithdrawnPayload(1, 0, 9))));
+        Assert.Contains("no page here awaits it", refused.Message);
+        Assert.True(r.Outcomes.TryRead(out var failed));
+        Assert.NotNull(failed.Error);
+
+        // After a round's end, a withdrawal is refused too (fresh receiver).
+        var id2 = Guid.NewGuid();
+        await using var r2 = new MigrationReceiver(id2, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+            [new ReceiverVm(0, new VmDescription("vm-0", 2 * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await Accept(r2, Frame(id2, 1, FrameType.MapBatch, MapsPayload(0, new PageMap(0, 0, 5))));
+        await Accept(r2, Frame(id2, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false))));
+        refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r2, Frame(id2, 3, FrameType.ContentsWithdrawn, WithdrawnPayload(0, 0, 5))));
+        Assert.Contains("after round 0 ended", refused.Message);
+    }
+
     private static string DigestOf(Harness h, int target, int vm) => MemoryDigest.Compute(h.Receivers[target].Vms.Single(v => v.VmIndex == vm).Memory, []);
 
     [Fact]
@@ -329,5 +421,27 @@ public class DataPlaneTests
         Assert.Contains("does not match its content hash", e.Message);
         Assert.True(r.Outcomes.TryRead(out var outcome));
         Assert.Contains("content hash", outcome!.Error);
+    }
+}
+
+/// <summary>The modelled link: a queue may hold frames ahead of the wire, the wire never beats its rate.</summary>
+public class LinkPacerTests
+{
+    [Fact]
+    public void Frames_go_to_the_queue_without_waiting_until_it_is_full_and_the_wire_still_carries_only_its_rate()
+    {
+        // 8 Mbit/s = 1,000,000 bytes/s; a 100,000-byte queue is 100 ms of wire.
+        var pacer = new LinkPacer(8_000_000, queueBytes: 100_000);
+        Assert.True(pacer.AcquireAsync(50_000, CancellationToken.None).IsCompleted);  // wire idle: goes at once
+        Assert.True(pacer.AcquireAsync(50_000, CancellationToken.None).IsCompleted);  // 50 ms queued ahead: fits
+        Assert.True(pacer.AcquireAsync(50_000, CancellationToken.None).IsCompleted);  // 100 ms ahead: just fits
+        var fourth = pacer.AcquireAsync(50_000, CancellationToken.None);
+        Assert.False(fourth.IsCompleted);                                               // 150 ms ahead: waits for room
+        // Every booked byte leaves at the rate: 200,000 bytes are 200 ms of wire from the first.
+        Assert.InRange(pacer.BacklogSeconds, 0.1, 0.2);
+
+        var strict = new LinkPacer(8_000_000);
+        Assert.True(strict.AcquireAsync(50_000, CancellationToken.None).IsCompleted);
+        Assert.False(strict.AcquireAsync(50_000, CancellationToken.None).IsCompleted); // no queue: waits for the wire
     }
 }

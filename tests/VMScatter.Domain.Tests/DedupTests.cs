@@ -129,6 +129,41 @@ public class DedupTests
     }
 
     [Fact]
+    public void A_content_only_a_rewritten_page_needed_is_withdrawn_and_its_host_is_not_counted_as_holding_it()
+    {
+        var shared = PageOf(9);
+        byte[] own0 = PageOf(1, 1), own1 = PageOf(2, 2);
+        var vm0 = new PagesMemory(shared, own0, shared);
+        var vm1 = new PagesMemory(shared, own1);
+        var shard = new DedupShard(0, 1, sketchK: 16);
+        shard.BeginRound(0);
+        for (int p = 0; p < vm0.PageCount; p++) shard.Add(0, vm0, p, ContentHash.Compute(vm0.Pages[p]));
+        for (int p = 0; p < vm1.PageCount; p++) shard.Add(1, vm1, p, ContentHash.Compute(vm1.Pages[p]));
+        var plan = shard.Plan([0, 1], 2);
+        long sharedId = plan.ContentsByGroup[0b11].Single();
+        long own0Id = plan.ContentsByGroup[0b01].Single();
+        long own1Id = plan.ContentsByGroup[0b10].Single();
+
+        // The guests rewrote vm0's page 1 and both of vm0's shared pages, nothing of vm1's, before the contents' turn.
+        var rewritten = new HashSet<(int, int)> { (0, 1), (0, 0), (0, 2) };
+        bool Rewritten(int vm, int page) => rewritten.Contains((vm, page));
+        Assert.True(shard.TryWithdraw(own0Id, 0b01, Rewritten));       // one page needed it, and it was rewritten
+        Assert.False(shard.TryWithdraw(own1Id, 0b10, Rewritten));      // its page was not rewritten
+        Assert.False(shard.TryWithdraw(sharedId, 0b11, Rewritten));    // vm1's page still needs it: only sole contents go
+        Assert.False(shard.TryWithdraw(own0Id, 0b01, Rewritten));      // once withdrawn, it is no longer this round's
+
+        // Round 1 carries vm0's page 1 again with the same bytes: target 0 does not hold them, so they are sent now,
+        // while target 1 (which got its own content) is only mapped.
+        shard.BeginRound(1);
+        shard.Add(0, vm0, 1, ContentHash.Compute(own0));
+        shard.Add(1, vm1, 1, ContentHash.Compute(own1));
+        var next = shard.Plan([0, 1], 2);
+        Assert.Equal([own0Id], next.ContentsByGroup[0b01]);
+        Assert.False(next.ContentsByGroup.ContainsKey(0b10));
+        Assert.Equal([(1, 1, own1Id)], next.MapsByTarget[1]);
+    }
+
+    [Fact]
     public void Reading_a_write_logged_guest_in_place_finds_the_same_contents_as_reading_copies()
     {
         var vms = SyntheticFleet.Create(new SyntheticFleetSpec(2, new SyntheticGuestModel { MemoryBytes = 4L << 20 }, 3, OsImages: 1, Applications: 1), runWorkload: false);

@@ -60,7 +60,10 @@ public class SyntheticVmTests
         vm.StartDirtyLogging();
         vm.WritePageContent(5, 0xABCDEF);
         vm.WritePageContent(700, 0);
+        // Looking at the log does not collect it.
+        Assert.Equal((true, true, false), (vm.IsDirty(5), vm.IsDirty(700), vm.IsDirty(6)));
         Assert.Equal([5, 700], vm.CollectDirtyPages());
+        Assert.False(vm.IsDirty(5));
         Assert.Empty(vm.CollectDirtyPages());
         vm.WritePages(10);
         var dirty = vm.CollectDirtyPages();

@@ -42,7 +42,7 @@ public static class QemuNativeMigration
 
             int incomingPort = FreePort();
             await target.RunAsync(step, "migrate-incoming", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{incomingPort}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
-            await using var proxy = new CountingProxy(new IPEndPoint(IPAddress.Loopback, incomingPort), new LinkPacer(linkBitsPerSecond));
+            await using var proxy = new CountingProxy(new IPEndPoint(IPAddress.Loopback, incomingPort), new LinkPacer(linkBitsPerSecond, DataPlaneOptions.DefaultLinkQueueBytes));
             long counterAtStart = SerialConsole.LastCounter(guest.SerialLogPath);
             var clock = Stopwatch.StartNew();
             await source.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{proxy.Port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);

@@ -4,8 +4,10 @@ namespace VMScatter.Cluster.Protocol;
 
 /// <summary>
 /// Per-migration choices; defaults come from HOCON, the console may override them. <paramref name="SetAsideDirty"/>:
-/// leave out of round 0 the pages rewritten since they were analysed (as Xen's pre-copy skips pages dirtied during
-/// the current iteration); QEMU sends them and then again, so the QEMU-style baselines turn it off.
+/// leave out of round 0 the pages rewritten since they were analysed, and out of every pre-copy round a page's content
+/// when the guest rewrote the page before its turn (as Xen's pre-copy skips pages dirtied during the current
+/// iteration; needs a log that can be looked at without collecting it); QEMU sends them and then again, so the
+/// QEMU-style baselines turn it off.
 /// </summary>
 public sealed record MigrationOptions(
     string Placement,
@@ -58,4 +60,5 @@ public sealed record TransferStats(
     long GroupSwitchesLowerBound,
     bool Converged,
     string Convergence,
-    int SetAsidePages = 0) : IVmScatterMessage;
+    int SetAsidePages = 0,
+    long ContentsWithdrawn = 0) : IVmScatterMessage;

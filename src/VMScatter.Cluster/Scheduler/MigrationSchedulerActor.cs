@@ -365,6 +365,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             Rounds = stats?.Rounds ?? 0,
             DirtyPagesPerRound = stats?.DirtyPagesPerRound ?? [],
             SetAsidePages = stats?.SetAsidePages ?? 0,
+            ContentsWithdrawn = stats?.ContentsWithdrawn ?? 0,
             CompressionRatio = stats is { ContentRawBytes: > 0 } ? (double)stats.ContentEncodedBytes / stats.ContentRawBytes : 1,
             ByteCompares = stats?.ByteCompares ?? 0,
             HashCollisions = stats?.HashCollisions ?? 0,

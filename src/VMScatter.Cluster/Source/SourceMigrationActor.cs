@@ -187,7 +187,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _applied.Clear();
             _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
-            _sender.SendRoundAsync(transfer, new ShardContentReader(_shards), CancellationToken.None)
+            _sender.SendRoundAsync(transfer, new ShardContentReader(_shards, _vms, _options.SetAsideDirty), CancellationToken.None)
                 .PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
             Become(Transferring);
         });
@@ -425,7 +425,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _groupSwitchesLowerBound,
         _converged,
         _convergence,
-        _setAsidePages);
+        _setAsidePages,
+        _sender.ContentsWithdrawn);
 
     private void ReportProgress()
     {
@@ -451,8 +452,12 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private sealed record ChildFailed(string Reason);
 
     /// <summary>Data plane reads contents from the shard that owns them (shards are idle while a round is sent).</summary>
-    private sealed class ShardContentReader(DedupShard[] shards) : IContentReader
+    private sealed class ShardContentReader(DedupShard[] shards, IReadOnlyList<IMigratableVm> vms, bool skipRewritten) : IContentReader
     {
         public ContentHash Read(long contentId, Span<byte> page) => shards[contentId % shards.Length].Read(contentId, page);
+
+        // Only a log that records every write can say a page was rewritten without collecting it (QEMU's here cannot).
+        public bool TryWithdraw(long contentId, ulong targetMask) =>
+            skipRewritten && shards[contentId % shards.Length].TryWithdraw(contentId, targetMask, (vm, page) => vms[vm] is IWriteLoggedGuest log && log.IsDirty(page));
     }
 }

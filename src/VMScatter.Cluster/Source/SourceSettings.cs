@@ -34,6 +34,7 @@ public static class DataPlaneSettings
         Compression = ParseCompression(config.GetString("vmscatter.data-plane.compression")),
         Transport = ParseTransport(config.GetString("vmscatter.data-plane.group-transport")),
         ConnectTimeout = config.GetTimeSpan("vmscatter.data-plane.connect-timeout"),
+        LinkQueueBytes = config.GetByteSize("vmscatter.data-plane.link-queue") ?? throw new ConfigurationException("vmscatter.data-plane.link-queue missing"),
     };
 
     public static CompressionMode ParseCompression(string value) => value switch

@@ -1,6 +1,9 @@
+using System.Buffers;
+using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Numerics;
+using System.Threading.Channels;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Pages;
@@ -10,6 +13,8 @@ namespace VMScatter.DataPlane.Source;
 /// <summary>
 /// The source host's side of the data plane: one connection per target host, frames built from the round's
 /// groups. With the relay chain each group's content goes out once, to the group's first host.
+/// Two stages: one builds frames (reads, compresses, MACs), the other hands them to the paced link and the sockets,
+/// so building the next frames goes on while the link is busy with the last ones.
 /// Counters are read by the control plane for progress and the report.
 /// </summary>
 public sealed class DataPlaneSender : IAsyncDisposable
@@ -20,12 +25,15 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private readonly DataPlaneOptions _options;
     private readonly NetworkStream?[] _streams;
     private readonly TcpClient?[] _clients;
-    private readonly byte[] _frame;
+    /// <summary>Frames built but not yet handed to the link: enough to cover a late wake-up, little memory (≤ 1 MiB).</summary>
+    private const int QueuedFrames = 4;
+    private Channel<OutgoingFrame>? _outgoing;
+    private CancellationToken _producing;
     // Rounds go out one at a time, so one payload buffer serves every group (not a large-object allocation per group).
     private readonly byte[] _payload;
     private readonly LinkPacer _egress;
     private long _sequence;
-    private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords;
+    private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
 
     public DataPlaneSender(Guid migrationId, byte[] key, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
     {
@@ -36,9 +44,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
         _options = options;
         _streams = new NetworkStream?[targets.Count];
         _clients = new TcpClient?[targets.Count];
-        _frame = new byte[FrameHeader.Size + options.MaxPayloadBytes];
         _payload = new byte[options.MaxPayloadBytes];
-        _egress = new LinkPacer(options.LinkBitsPerSecond);
+        _egress = new LinkPacer(options.LinkBitsPerSecond, options.LinkQueueBytes);
     }
 
     public long BytesSent => Interlocked.Read(ref _bytesSent);
@@ -47,6 +54,9 @@ public sealed class DataPlaneSender : IAsyncDisposable
     public long ContentRawBytes => Interlocked.Read(ref _contentRawBytes);
     public long ContentEncodedBytes => Interlocked.Read(ref _contentEncodedBytes);
     public long MapRecordsSent => Interlocked.Read(ref _mapRecords);
+
+    /// <summary>Contents taken out of pre-copy rounds because their pages were rewritten before their turn.</summary>
+    public long ContentsWithdrawn => Interlocked.Read(ref _contentsWithdrawn);
 
     public async Task ConnectAsync(CancellationToken cancellationToken)
     {
@@ -68,17 +78,67 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     public async Task SendRoundAsync(RoundTransfer round, IContentReader contents, CancellationToken cancellationToken)
     {
+        using var writerFailed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _outgoing = Channel.CreateBounded<OutgoingFrame>(new BoundedChannelOptions(QueuedFrames) { SingleReader = true, SingleWriter = true });
+        _producing = writerFailed.Token;
+        var writer = Task.Run(() => WriteFramesAsync(_outgoing.Reader, writerFailed, cancellationToken), CancellationToken.None);
+        try { await BuildRoundAsync(round, contents).ConfigureAwait(false); }
+        catch (OperationCanceledException) when (writerFailed.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            // The writer failed: its error is the one to report (awaited below).
+        }
+        finally { _outgoing.Writer.TryComplete(); }
+        await writer.ConfigureAwait(false);
+        foreach (var s in _streams) await s!.FlushAsync(cancellationToken).ConfigureAwait(false);
+        await _egress.DrainAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The writer stage: each frame waits for room on the link, then goes to its host's socket.</summary>
+    private async Task WriteFramesAsync(ChannelReader<OutgoingFrame> frames, CancellationTokenSource failed, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await foreach (var frame in frames.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                try
+                {
+                    var stream = _streams[frame.Target] ?? throw new InvalidOperationException("not connected");
+                    await _egress.AcquireAsync(frame.Length, cancellationToken).ConfigureAwait(false);
+                    await stream.WriteAsync(frame.Buffer.AsMemory(0, frame.Length), cancellationToken).ConfigureAwait(false);
+                    Interlocked.Add(ref _bytesSent, frame.Length);
+                    Interlocked.Increment(ref _framesSent);
+                    Interlocked.Add(ref _contentRecords, frame.ContentRecords);
+                    Interlocked.Add(ref _mapRecords, frame.MapRecords);
+                }
+                finally { ArrayPool<byte>.Shared.Return(frame.Buffer); }
+            }
+        }
+        catch
+        {
+            failed.Cancel(); // unblocks the builder waiting for room
+            while (frames.TryRead(out var left)) ArrayPool<byte>.Shared.Return(left.Buffer);
+            throw;
+        }
+    }
+
+    private async Task BuildRoundAsync(RoundTransfer round, IContentReader contents)
+    {
+        var cancellationToken = _producing;
         // Page maps first: a receiver that knows a content's pages when it arrives writes them directly and keeps
         // the content in the first of them, instead of storing every content and copying it out afterwards.
         for (int t = 0; t < _targets.Count; t++)
             await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
         var expected = new int[_targets.Count];
+        var withdrawn = new List<long>[_targets.Count];
+        for (int t = 0; t < withdrawn.Length; t++) withdrawn[t] = new();
         foreach (var group in round.Groups)
         {
             ValidateMask(group.TargetMask);
-            foreach (int t in Targets(group.TargetMask)) expected[t] += group.ContentIds.Count;
-            await SendGroupAsync(round.Round, group, contents, cancellationToken).ConfigureAwait(false);
+            int sent = await SendGroupAsync(round.Round, round.Final, group, contents, withdrawn, cancellationToken).ConfigureAwait(false);
+            foreach (int t in Targets(group.TargetMask)) expected[t] += sent;
         }
+        for (int t = 0; t < _targets.Count; t++)
+            await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
         foreach (var device in round.DeviceStates)
             await SendDeviceStateAsync(device, cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < _targets.Count; t++)
@@ -86,19 +146,26 @@ public sealed class DataPlaneSender : IAsyncDisposable
             var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, round.Final));
             await SendFrameAsync(t, FrameType.RoundEnd, end, cancellationToken).ConfigureAwait(false);
         }
-        foreach (var s in _streams) await s!.FlushAsync(cancellationToken).ConfigureAwait(false);
-        await _egress.DrainAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task SendGroupAsync(int round, GroupTransfer group, IContentReader contents, CancellationToken cancellationToken)
+    /// <summary>Sends a group's contents; returns how many went (the others were withdrawn, and are listed per host).</summary>
+    private async Task<int> SendGroupAsync(int round, bool final, GroupTransfer group, IContentReader contents, List<long>[] withdrawn, CancellationToken cancellationToken)
     {
         // Records are encoded once per group; fan-out re-frames them per host with a single-host mask.
         var payload = _payload;
         var encoded = new byte[PageCodec.MaxEncodedSize];
         var page = new byte[Page.Size];
-        int at = Records.ContentBatchHeader, count = 0;
+        int at = Records.ContentBatchHeader, count = 0, sent = 0;
         foreach (long id in group.ContentIds)
         {
+            // A paused guest writes nothing: the final round sends all it announced.
+            if (!final && contents.TryWithdraw(id, group.TargetMask))
+            {
+                foreach (int t in Targets(group.TargetMask)) withdrawn[t].Add(id);
+                Interlocked.Increment(ref _contentsWithdrawn);
+                continue;
+            }
+            sent++;
             var hash = contents.Read(id, page);
             var (encoding, length) = PageCodec.Encode(page, encoded, _options.Compression);
             if (at + Records.ContentRecordHeader + length > payload.Length)
@@ -113,6 +180,20 @@ public sealed class DataPlaneSender : IAsyncDisposable
             Interlocked.Add(ref _contentEncodedBytes, length);
         }
         if (count > 0) await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
+        return sent;
+    }
+
+    private async Task SendWithdrawnAsync(int round, int target, List<long> ids, CancellationToken cancellationToken)
+    {
+        int perFrame = (_options.MaxPayloadBytes - Records.WithdrawnHeader) / Records.WithdrawnRecordSize;
+        for (int start = 0; start < ids.Count; start += perFrame)
+        {
+            int n = Math.Min(perFrame, ids.Count - start);
+            var payload = new byte[Records.WithdrawnHeader + n * Records.WithdrawnRecordSize];
+            int at = Records.WriteWithdrawnHeader(payload, round, target, n);
+            for (int i = 0; i < n; i++, at += Records.WithdrawnRecordSize) BinaryPrimitives.WriteInt64BigEndian(payload.AsSpan(at), ids[start + i]);
+            await SendFrameAsync(target, FrameType.ContentsWithdrawn, payload, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     private async Task SendContentPayloadAsync(int round, ulong mask, byte[] payload, int length, int count, CancellationToken cancellationToken)
@@ -120,15 +201,13 @@ public sealed class DataPlaneSender : IAsyncDisposable
         if (_options.Transport == GroupTransport.RelayChain)
         {
             Records.WriteContentBatchHeader(payload, round, mask, count);
-            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
-            Interlocked.Add(ref _contentRecords, count);
+            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken, contentRecords: count).ConfigureAwait(false);
             return;
         }
         foreach (int t in Targets(mask))
         {
             Records.WriteContentBatchHeader(payload, round, 1UL << t, count);
-            await SendFrameAsync(t, FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
-            Interlocked.Add(ref _contentRecords, count);
+            await SendFrameAsync(t, FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken, contentRecords: count).ConfigureAwait(false);
         }
     }
 
@@ -141,8 +220,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             int n = Math.Min(perFrame, maps.Count - start);
             int at = Records.WriteMapBatchHeader(payload, round, target, n);
             for (int i = 0; i < n; i++) at += Records.WriteMap(payload.AsSpan(at), maps[start + i]);
-            await SendFrameAsync(target, FrameType.MapBatch, payload.AsMemory(0, at), cancellationToken).ConfigureAwait(false);
-            Interlocked.Add(ref _mapRecords, n);
+            await SendFrameAsync(target, FrameType.MapBatch, payload.AsMemory(0, at), cancellationToken, mapRecords: n).ConfigureAwait(false);
         }
     }
 
@@ -159,15 +237,21 @@ public sealed class DataPlaneSender : IAsyncDisposable
         }
     }
 
-    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    /// <summary>Builds a frame (the payload may be reused as soon as this returns) and queues it for the writer.</summary>
+    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0)
     {
-        var stream = _streams[target] ?? throw new InvalidOperationException("not connected");
-        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, _frame);
-        await _egress.AcquireAsync(length, cancellationToken).ConfigureAwait(false);
-        await stream.WriteAsync(_frame.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
-        Interlocked.Add(ref _bytesSent, length);
-        Interlocked.Increment(ref _framesSent);
+        if (_streams[target] is null) throw new InvalidOperationException("not connected");
+        var buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + payload.Length);
+        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, buffer);
+        try { await _outgoing!.Writer.WriteAsync(new OutgoingFrame(target, buffer, length, contentRecords, mapRecords), cancellationToken).ConfigureAwait(false); }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
     }
+
+    private readonly record struct OutgoingFrame(int Target, byte[] Buffer, int Length, int ContentRecords, int MapRecords);
 
     private void ValidateMask(ulong mask)
     {

@@ -21,4 +21,11 @@ public interface IContentReader
 {
     /// <summary>Copies content <paramref name="contentId"/> into <paramref name="page"/> and returns the hash of exactly those bytes.</summary>
     ContentHash Read(long contentId, Span<byte> page);
+
+    /// <summary>
+    /// Asked just before a content of a pre-copy round goes out to <paramref name="targetMask"/>: true takes it out of
+    /// the round, because every page it was going for has been rewritten since it was hashed (they are in the dirty
+    /// log, so the next round carries them), and the reader no longer counts those hosts as holding it.
+    /// </summary>
+    bool TryWithdraw(long contentId, ulong targetMask) => false;
 }

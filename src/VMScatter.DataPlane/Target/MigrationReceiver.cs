@@ -54,7 +54,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private int _nextRound;
     private bool _failed;
     private bool _closed;
-    private long _bytesReceived, _bytesRelayed, _contentRecords, _mapRecords;
+    private long _bytesReceived, _bytesRelayed, _contentRecords, _mapRecords, _contentsWithdrawn;
 
     public MigrationReceiver(Guid migrationId, byte[] key, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
@@ -66,7 +66,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
         _options = options;
         _vms = vms.ToDictionary(v => v.VmIndex);
         _pageHashes = vms.ToDictionary(v => v.VmIndex, v => Enumerable.Repeat(ContentHash.OfZeroPage, v.Memory.PageCount).ToArray());
-        _egress = new LinkPacer(options.LinkBitsPerSecond);
+        _egress = new LinkPacer(options.LinkBitsPerSecond, options.LinkQueueBytes);
     }
 
     public Guid MigrationId { get; }
@@ -78,6 +78,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
     public long BytesRelayed => Interlocked.Read(ref _bytesRelayed);
     public long ContentRecordsReceived => Interlocked.Read(ref _contentRecords);
     public long MapRecordsReceived => Interlocked.Read(ref _mapRecords);
+    public long ContentsWithdrawn => Interlocked.Read(ref _contentsWithdrawn);
     public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count + _homeOf.Count; } }
 
     /// <summary>Contents copied into the content store (the rest live only in the guest page they were written to).</summary>
@@ -116,6 +117,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
                     case FrameType.MapBatch: ApplyMaps(Records.ReadMapBatch(payload)); break;
                     case FrameType.RoundEnd: ApplyRoundEnd(Records.ReadRoundEnd(payload)); break;
                     case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;
+                    case FrameType.ContentsWithdrawn: ApplyWithdrawn(Records.ReadWithdrawn(payload)); break;
                 }
                 CheckRoundComplete();
             }
@@ -245,6 +247,20 @@ public sealed class MigrationReceiver : IAsyncDisposable
         var c = Counts(end.Round);
         if (c.End is not null) throw new FrameRejectedException($"round {end.Round} ended twice");
         c.End = end;
+    }
+
+    /// <summary>
+    /// The source will not send these contents this round (the pages that needed them were rewritten before their
+    /// turn): their pages stop waiting and keep what they hold until the next round, which carries them again.
+    /// </summary>
+    private void ApplyWithdrawn(ContentsWithdrawn withdrawn)
+    {
+        if (withdrawn.TargetIndex != SelfIndex) throw new FrameRejectedException($"withdrawn contents for host {withdrawn.TargetIndex} arrived at host {SelfIndex}");
+        CheckRound(withdrawn.Round);
+        if (Counts(withdrawn.Round).End is not null) throw new FrameRejectedException($"contents withdrawn after round {withdrawn.Round} ended");
+        foreach (long id in withdrawn.ContentIds)
+            if (!_pending.Remove(id)) throw new FrameRejectedException($"content {id} withdrawn but no page here awaits it");
+        Interlocked.Add(ref _contentsWithdrawn, withdrawn.ContentIds.Count);
     }
 
     private void ApplyDeviceState(DeviceStateChunk chunk)

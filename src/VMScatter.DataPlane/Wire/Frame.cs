@@ -14,6 +14,8 @@ public enum FrameType : byte
     RoundEnd = 3,
     /// <summary>A chunk of a paused VM's device state.</summary>
     DeviceState = 4,
+    /// <summary>Contents this round announced (by page maps) for one target but will not send: their pages were rewritten first.</summary>
+    ContentsWithdrawn = 5,
 }
 
 /// <summary>

@@ -16,6 +16,9 @@ public readonly record struct MapBatch(int Round, int TargetIndex, IReadOnlyList
 
 public readonly record struct RoundEnd(int Round, int TargetIndex, int ExpectedContents, int ExpectedMaps, bool Final);
 
+/// <summary>Contents of this round that target <see cref="TargetIndex"/> awaits for some pages but will not get this round.</summary>
+public readonly record struct ContentsWithdrawn(int Round, int TargetIndex, IReadOnlyList<long> ContentIds);
+
 public readonly record struct DeviceStateChunk(int VmIndex, int TotalLength, int Offset, ReadOnlyMemory<byte> Bytes);
 
 /// <summary>
@@ -30,6 +33,8 @@ public static class Records
     public const int MapRecordSize = 2 + 4 + 8;
     public const int RoundEndSize = 4 + 2 + 4 + 4 + 1;
     public const int DeviceStateHeader = 2 + 4 + 4;
+    public const int WithdrawnHeader = 4 + 2 + 4;
+    public const int WithdrawnRecordSize = 8;
 
     /// <summary>Largest device state accepted for one VM (QEMU's non-RAM state is about 1 MB).</summary>
     public const int MaxDeviceState = 64 << 20;
@@ -127,6 +132,28 @@ public static class Records
         r.End();
         if (e.Round < 0 || e.ExpectedContents < 0 || e.ExpectedMaps < 0) throw new FrameRejectedException("negative round or count");
         return e;
+    }
+
+    public static int WriteWithdrawnHeader(Span<byte> p, int round, int targetIndex, int count)
+    {
+        BinaryPrimitives.WriteInt32BigEndian(p, round);
+        BinaryPrimitives.WriteUInt16BigEndian(p[4..], checked((ushort)targetIndex));
+        BinaryPrimitives.WriteInt32BigEndian(p[6..], count);
+        return WithdrawnHeader;
+    }
+
+    public static ContentsWithdrawn ReadWithdrawn(ReadOnlyMemory<byte> payload)
+    {
+        var r = new Reader(payload);
+        int round = r.Int32();
+        int target = r.UInt16();
+        int count = r.Count(WithdrawnRecordSize);
+        var ids = new long[count];
+        for (int i = 0; i < count; i++)
+            if ((ids[i] = r.Int64()) <= 0) throw new FrameRejectedException($"withdrawn content id {ids[i]} is not positive");
+        r.End();
+        if (round < 0) throw new FrameRejectedException("negative round");
+        return new ContentsWithdrawn(round, target, ids);
     }
 
     public static int WriteDeviceStateHeader(Span<byte> p, int vmIndex, int total, int offset)

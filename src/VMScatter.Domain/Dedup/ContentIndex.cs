@@ -41,7 +41,8 @@ public sealed class ContentIndex
         TryFind(hash, page, out long id) ? (id, false) : (Add(hash, page), true);
 
     /// <summary>The content with this hash whose bytes equal <paramref name="page"/>, if indexed (one byte compare per candidate).</summary>
-    public bool TryFind(ContentHash hash, ReadOnlySpan<byte> page, out long contentId)
+    /// <param name="countCollision">False when the bytes may not have this hash at all (read in place, not yet checked).</param>
+    public bool TryFind(ContentHash hash, ReadOnlySpan<byte> page, out long contentId, bool countCollision = true)
     {
         contentId = 0;
         if (!_firstWithHash.TryGetValue(hash, out int local)) return false;
@@ -50,7 +51,7 @@ public sealed class ContentIndex
             ByteCompares++;
             if (Arena.Get(candidate).SequenceEqual(page[..Page.Size])) { contentId = IdOf(candidate); return true; }
         }
-        Collisions++;
+        if (countCollision) Collisions++;
         return false;
     }
 

@@ -26,6 +26,10 @@ public sealed class DedupShard
     private readonly byte[] _page = new byte[Page.Size];
     private readonly bool _deduplicate;
     private readonly Dictionary<long, (IGuestMemory Vm, int Page)> _live = new();
+    // This round's contents that one page alone needs sent, and that page: if the guest rewrites it before the
+    // content's turn, the content need not go (see TryWithdraw).
+    private readonly Dictionary<long, (int Vm, int Page)> _solePage = new();
+    private readonly HashSet<long> _manyPages = new();
     private long _uniqueCount;
     private int _currentRound = -1;
 
@@ -57,39 +61,46 @@ public sealed class DedupShard
     public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy)
     {
         // A write-logged guest's RAM is read in place (no copy): bytes the guest rewrites meanwhile make a torn read,
-        // which either fails the hash check below or matches a whole content byte for byte; either way the page is in
+        // which either fails the checks below or matches a whole content byte for byte; either way the page is in
         // the dirty log and goes again next round. Only bytes that are indexed must not change: those are copied first.
         ReadOnlySpan<byte> bytes = default;
         bool live = vm is IWriteLoggedGuest and IDirectPageAccess direct && direct.TryGetPage(page, out bytes);
         if (!live) { vm.ReadPage(page, _page); bytes = _page; }
         long id;
-        // Round 0: the VM actor found these pages zero; counting them takes a zero check, not a hash.
-        if (_currentRound == 0 && routedBy == ContentHash.OfZeroPage)
+        if (routedBy == ContentHash.OfZeroPage)
         {
-            if (Page.IsZero(bytes)) CountPage(vmIndex, zero: true); // target memory starts zeroed: no map
-            else RacedPages++;
+            // The VM actor found the page zero: a zero check, not a hash. Round 0 does not map zero pages (target
+            // memory starts zeroed); later rounds must map a page that became zero.
+            if (!Page.IsZero(bytes)) { RacedPages++; return; }
+            if (_currentRound == 0) { CountPage(vmIndex, zero: true); return; }
+            _round.Add((vmIndex, page, ContentIndex.ZeroContentId));
             return;
         }
-        var hash = ContentHash.Compute(bytes);
-        if (hash != routedBy) { RacedPages++; return; }
-        if (hash == ContentHash.OfZeroPage && Page.IsZero(bytes)) id = ContentIndex.ZeroContentId;
-        else if (!_deduplicate)
+        if (!_deduplicate)
         {
+            if (ContentHash.Compute(bytes) != routedBy) { RacedPages++; return; }
             id = (++_uniqueCount) * Index.ShardCount + Index.Shard;
             _live[id] = (vm, page);
         }
-        else if (!Index.TryFind(hash, bytes, out id))
+        else if (live)
         {
-            if (live)
+            // In place, a byte compare with an indexed content of the routed hash is the proof; no second hash. New
+            // content is indexed from a stable copy, hashed again to check it still has the hash it is indexed under.
+            if (!Index.TryFind(routedBy, bytes, out id, countCollision: false))
             {
-                // New content is indexed from a stable copy that still has the hash it is indexed under.
                 bytes.CopyTo(_page);
-                if (ContentHash.Compute(_page) != hash) { RacedPages++; return; }
+                if (ContentHash.Compute(_page) != routedBy) { RacedPages++; return; }
+                if (!Index.TryFind(routedBy, _page, out id)) id = Index.Add(routedBy, _page);
             }
-            id = Index.Add(hash, _page);
         }
-        // Round 0's zero pages returned above, so every page here is a non-zero one to profile.
-        if (_currentRound == 0) Profile(vmIndex, id, hash);
+        else
+        {
+            var hash = ContentHash.Compute(bytes);
+            if (hash != routedBy) { RacedPages++; return; }
+            if (!Index.TryFind(hash, bytes, out id)) id = Index.Add(hash, _page);
+        }
+        // Zero pages returned above, so every page here is a non-zero one; round 0 profiles it.
+        if (_currentRound == 0) Profile(vmIndex, id, routedBy);
         _round.Add((vmIndex, page, id));
     }
 
@@ -144,6 +155,8 @@ public sealed class DedupShard
     public ShardRoundPlan Plan(IReadOnlyList<int> targetOfVm, int targetCount, IReadOnlyList<IReadOnlySet<int>>? setAside = null)
     {
         var needed = new Dictionary<long, ulong>();
+        _solePage.Clear();
+        _manyPages.Clear();
         var maps = new List<(int, int, long)>[targetCount];
         for (int t = 0; t < targetCount; t++) maps[t] = new();
         foreach (var (vm, page, id) in _round)
@@ -155,6 +168,9 @@ public sealed class DedupShard
             ulong bit = 1UL << t;
             if ((_holders.GetValueOrDefault(id) & bit) != 0) continue;
             needed[id] = needed.GetValueOrDefault(id) | bit;
+            if (_manyPages.Contains(id)) continue;
+            if (_solePage.Remove(id)) _manyPages.Add(id);
+            else _solePage[id] = (vm, page);
         }
         var groups = new Dictionary<ulong, List<long>>();
         foreach (var (id, mask) in needed)
@@ -167,6 +183,21 @@ public sealed class DedupShard
         return new ShardRoundPlan(
             groups.ToDictionary(g => g.Key, g => (IReadOnlyList<long>)g.Value),
             maps.Select(m => (IReadOnlyList<(int, int, long)>)m).ToArray());
+    }
+
+    /// <summary>
+    /// Takes a content out of the round being sent when the one page that needed it sent has been rewritten since it
+    /// was hashed (so the next round carries that page): its target hosts are no longer counted as holding it.
+    /// Called while the round is sent, when the shard is otherwise idle.
+    /// </summary>
+    public bool TryWithdraw(long contentId, ulong targetMask, Func<int, int, bool> rewritten)
+    {
+        if (!_solePage.TryGetValue(contentId, out var sole) || !rewritten(sole.Vm, sole.Page)) return false;
+        _solePage.Remove(contentId);
+        ulong left = _holders.GetValueOrDefault(contentId) & ~targetMask;
+        if (left == 0) _holders.Remove(contentId);
+        else _holders[contentId] = left;
+        return true;
     }
 
     private void CountPage(int vm, bool zero)

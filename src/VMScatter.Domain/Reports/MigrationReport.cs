@@ -46,6 +46,8 @@ public sealed record MigrationReport
     public required IReadOnlyList<int> DirtyPagesPerRound { get; init; }
     /// <summary>Pages rewritten between analysis and round 0's plan: left out of round 0, sent (as they were then) in round 1.</summary>
     public int SetAsidePages { get; init; }
+    /// <summary>Contents a pre-copy round did not send because the guest rewrote their page before its turn (the next round carries it).</summary>
+    public long ContentsWithdrawn { get; init; }
     public required double CompressionRatio { get; init; }
     public required long ByteCompares { get; init; }
     public required long HashCollisions { get; init; }

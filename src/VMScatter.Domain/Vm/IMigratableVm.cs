@@ -34,5 +34,11 @@ public interface IMigratableVm : IGuestMemory
 /// A guest whose dirty log records every write (as write-protection or a hypervisor's dirty bitmap does), so a round
 /// may read its pages in place: a page rewritten while it is read is in the next round's log. A log that compares
 /// snapshots (QEMU's here) is not one: it must see the copy that is sent, or a page changed and changed back is missed.
+/// Such a log can also be looked at without collecting it (as a hypervisor's dirty bitmap), which lets a round skip a
+/// page rewritten before its turn: it is in the next round anyway (Xen's pre-copy does the same).
 /// </summary>
-public interface IWriteLoggedGuest;
+public interface IWriteLoggedGuest
+{
+    /// <summary>Whether <paramref name="page"/> was written since the log was last collected; does not collect it.</summary>
+    bool IsDirty(int page);
+}

@@ -84,6 +84,12 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
         _logging = true;
     }
 
+    public bool IsDirty(int page)
+    {
+        if ((uint)page >= (uint)_keys.Length) throw new ArgumentOutOfRangeException(nameof(page));
+        return (Volatile.Read(ref _dirty[page >> 6]) >> (page & 63) & 1) != 0;
+    }
+
     public int[] CollectDirtyPages()
     {
         var result = new List<int>();
