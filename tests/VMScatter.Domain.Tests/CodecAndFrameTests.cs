@@ -93,17 +93,23 @@ public class CodecAndFrameTests
     {
         var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + 10];
         Records.WriteContentBatchHeader(payload, 0, 1, 1);
-        Records.WriteContentRecord(payload.AsSpan(Records.ContentBatchHeader), 5, new ContentHash(1, 2), PageEncoding.Lz4, new byte[10]);
-        Assert.Single(Records.ReadContentBatch(payload).Records);
+        int length = Records.ContentBatchHeader + Records.WriteContentRecord(payload.AsSpan(Records.ContentBatchHeader), 5, new ContentHash(1, 2), PageEncoding.Lz4, new byte[10]);
+        payload = payload[..length];
+        Assert.Equal(new ContentRecord(5, 2, PageEncoding.Lz4, default), Records.ReadContentBatch(payload).Records.Single() with { Encoded = default });
         Assert.Throws<FrameRejectedException>(() => Records.ReadContentBatch(payload.AsMemory(0, payload.Length - 1)));
         Assert.Throws<FrameRejectedException>(() => Records.ReadContentBatch(payload.Append((byte)0).ToArray()));
         Records.WriteContentBatchHeader(payload, 0, 1, int.MaxValue);
         Assert.Contains("does not fit", Assert.Throws<FrameRejectedException>(() => Records.ReadContentBatch(payload)).Message);
 
-        var maps = new byte[Records.MapBatchHeader + Records.MapRecordSize];
-        Records.WriteMapBatchHeader(maps, 0, 0, 1);
-        Records.WriteMap(maps.AsSpan(Records.MapBatchHeader), new PageMap(1, -3, 4));
-        Assert.Throws<FrameRejectedException>(() => Records.ReadMapBatch(maps));
+        var maps = Records.MapBatchPayload(0, 0, [new PageMap(1, 7, 4), new PageMap(1, -3, 4)]);
+        Assert.Contains("out of range", Assert.Throws<FrameRejectedException>(() => Records.ReadMapBatch(maps)).Message);
+        // Page deltas add up to the pages written, and ids and pages of any size come back.
+        var wide = new PageMap[] { new(0, 9, 1), new(0, 2, long.MaxValue), new(65535, int.MaxValue, 300), new(3, 0, 0) };
+        Assert.Equal(wide, Records.ReadMapBatch(Records.MapBatchPayload(2, 1, wide)).Maps);
+        // A varint that never ends, or overflows 64 bits, is refused.
+        var endless = Records.MapBatchPayload(0, 0, [new PageMap(0, 0, 1)]);
+        endless = [.. endless[..Records.MapBatchHeader], .. Enumerable.Repeat((byte)0xFF, 11)];
+        Assert.Throws<FrameRejectedException>(() => Records.ReadMapBatch(endless));
 
         var device = new byte[Records.DeviceStateHeader + 4];
         Records.WriteDeviceStateHeader(device, 0, total: 2, offset: 0);
@@ -119,11 +125,9 @@ public class CodecAndFrameTests
         var content = new byte[Records.ContentBatchHeader + 2 * (Records.ContentRecordHeader + 16)];
         int at = Records.WriteContentBatchHeader(content, 0, 3, 2);
         at += Records.WriteContentRecord(content.AsSpan(at), 1, new ContentHash(1, 1), PageEncoding.Lz4, new byte[16]);
-        Records.WriteContentRecord(content.AsSpan(at), 2, new ContentHash(2, 2), PageEncoding.Raw, new byte[16]);
-        seeds.Add(content);
-        var maps = new byte[Records.MapBatchHeader + 3 * Records.MapRecordSize];
-        Records.WriteMapBatchHeader(maps, 0, 0, 3);
-        seeds.Add(maps);
+        at += Records.WriteContentRecord(content.AsSpan(at), 2, new ContentHash(2, 2), PageEncoding.Raw, new byte[16]);
+        seeds.Add(content[..at]);
+        seeds.Add(Records.MapBatchPayload(0, 0, [new PageMap(0, 5, 1), new PageMap(1, 2, 300), new PageMap(1, 9000, 0)]));
         seeds.Add(Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false)));
         var device = new byte[Records.DeviceStateHeader + 8];
         Records.WriteDeviceStateHeader(device, 0, 8, 0);

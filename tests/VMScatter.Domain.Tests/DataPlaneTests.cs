@@ -71,15 +71,16 @@ public class DataPlaneTests
         }
     }
 
-    private const int ContentFrame = FrameHeader.Size + Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size;
-    private const int TwoMapFrame = FrameHeader.Size + Records.MapBatchHeader + 2 * Records.MapRecordSize;
+    private static readonly int ContentFrame = FrameHeader.Size + Records.ContentBatchHeader + Records.ContentRecordSize(1, Page.Size);
+    private static int TwoMapFrame(PageMap a, PageMap b) => FrameHeader.Size + Records.MapBatchPayload(0, 0, [a, b]).Length;
     private const int RoundEndFrame = FrameHeader.Size + Records.RoundEndSize;
 
     [Theory]
-    [InlineData(GroupTransport.RelayChain, 3, 3 * ContentFrame)]
-    [InlineData(GroupTransport.FanOut, 4, 4 * ContentFrame)]
-    public async Task A_page_shared_by_vms_of_one_target_group_leaves_the_source_once(GroupTransport transport, int contentRecords, int contentBytes)
+    [InlineData(GroupTransport.RelayChain, 3)]
+    [InlineData(GroupTransport.FanOut, 4)]
+    public async Task A_page_shared_by_vms_of_one_target_group_leaves_the_source_once(GroupTransport transport, int contentRecords)
     {
+        int contentBytes = contentRecords * ContentFrame;
         // vm0 → target 0 and vm1 → target 1 both hold content 1; each has one page of its own.
         var contents = new Contents { Pages = { [1] = PageOf(1), [2] = PageOf(2), [3] = PageOf(3) } };
         await using var h = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 3, transport);
@@ -91,7 +92,7 @@ public class DataPlaneTests
 
         Assert.All(outcomes, o => Assert.Null(o.Error));
         Assert.Equal(contentRecords, h.Sender.ContentRecordsSent);
-        Assert.Equal(contentBytes + 2 * TwoMapFrame + 2 * RoundEndFrame, h.Sender.BytesSent);
+        Assert.Equal(contentBytes + TwoMapFrame(new(0, 0, 1), new(0, 1, 2)) + TwoMapFrame(new(1, 2, 1), new(1, 0, 3)) + 2 * RoundEndFrame, h.Sender.BytesSent);
         // Each target received the shared page exactly once, whichever way it came.
         Assert.Equal([2L, 2L], h.Receivers.Select(r => r.ContentRecordsReceived));
         Assert.Equal(transport == GroupTransport.RelayChain ? ContentFrame : 0, h.Receivers[0].BytesRelayed);
@@ -294,16 +295,15 @@ public class DataPlaneTests
         await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
         var page = PageOf(9);
 
-        var maps = new byte[Records.MapBatchHeader + Records.MapRecordSize];
-        Records.WriteMapBatchHeader(maps, 0, 0, 1);
-        Records.WriteMap(maps.AsSpan(Records.MapBatchHeader), new PageMap(0, 1, 77));
+        var maps = Records.MapBatchPayload(0, 0, [new PageMap(0, 1, 77)]);
         await Accept(r, Frame(id, 1, FrameType.MapBatch, maps));
         await Accept(r, Frame(id, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, Final: true))));
         Assert.False(r.Outcomes.TryRead(out _)); // the content has not arrived
 
         var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
         int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
-        Records.WriteContentRecord(content.AsSpan(at), 77, ContentHash.Compute(page), PageEncoding.Raw, page);
+        at += Records.WriteContentRecord(content.AsSpan(at), 77, ContentHash.Compute(page), PageEncoding.Raw, page);
+        content = content[..at];
         await Accept(r, Frame(id, 3, FrameType.ContentBatch, content));
         var read = new byte[Page.Size];
         memory.ReadPage(1, read);
@@ -322,19 +322,14 @@ public class DataPlaneTests
         await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 3, FrameType.ContentBatch, content)));
     }
 
-    private static byte[] MapsPayload(int round, params PageMap[] maps)
-    {
-        var payload = new byte[Records.MapBatchHeader + maps.Length * Records.MapRecordSize];
-        int at = Records.WriteMapBatchHeader(payload, round, 0, maps.Length);
-        foreach (var m in maps) at += Records.WriteMap(payload.AsSpan(at), m);
-        return payload;
-    }
+    private static byte[] MapsPayload(int round, params PageMap[] maps) => Records.MapBatchPayload(round, 0, maps);
 
     private static byte[] ContentPayload(int round, long contentId, byte[] page)
     {
         var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
         int at = Records.WriteContentBatchHeader(payload, round, 1, 1);
-        Records.WriteContentRecord(payload.AsSpan(at), contentId, ContentHash.Compute(page), PageEncoding.Raw, page);
+        at += Records.WriteContentRecord(payload.AsSpan(at), contentId, ContentHash.Compute(page), PageEncoding.Raw, page);
+        payload = payload[..at];
         return payload;
     }
 
@@ -392,10 +387,9 @@ public class DataPlaneTests
         var page = PageOf(5);
         var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
         int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
-        Records.WriteContentRecord(content.AsSpan(at), 7, ContentHash.Compute(page), PageEncoding.Raw, page);
-        var maps = new byte[Records.MapBatchHeader + Records.MapRecordSize];
-        Records.WriteMapBatchHeader(maps, 0, 0, 1);
-        Records.WriteMap(maps.AsSpan(Records.MapBatchHeader), new PageMap(0, 0, 7));
+        at += Records.WriteContentRecord(content.AsSpan(at), 7, ContentHash.Compute(page), PageEncoding.Raw, page);
+        content = content[..at];
+        var maps = Records.MapBatchPayload(0, 0, [new PageMap(0, 0, 7)]);
 
         // The host may already have handed this memory to another guest: a late frame must not touch it.
         var e = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 1, FrameType.ContentBatch, content)));
@@ -416,7 +410,8 @@ public class DataPlaneTests
         var page = PageOf(1);
         var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
         int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
-        Records.WriteContentRecord(content.AsSpan(at), 5, ContentHash.Compute(PageOf(2)), PageEncoding.Raw, page);
+        at += Records.WriteContentRecord(content.AsSpan(at), 5, ContentHash.Compute(PageOf(2)), PageEncoding.Raw, page);
+        content = content[..at];
         var e = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 1, FrameType.ContentBatch, content)));
         Assert.Contains("does not match its content hash", e.Message);
         Assert.True(r.Outcomes.TryRead(out var outcome));

@@ -143,6 +143,8 @@ public class DedupTests
         long sharedId = plan.ContentsByGroup[0b11].Single();
         long own0Id = plan.ContentsByGroup[0b01].Single();
         long own1Id = plan.ContentsByGroup[0b10].Single();
+        // The contents one page alone needs are marked to go last in the round; the shared one is not.
+        Assert.Equal(new HashSet<long> { own0Id, own1Id }, plan.SoleContents);
 
         // The guests rewrote vm0's page 1 and both of vm0's shared pages, nothing of vm1's, before the contents' turn.
         var rewritten = new HashSet<(int, int)> { (0, 1), (0, 0), (0, 2) };

@@ -242,15 +242,19 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _pagesInRound += m.Pages;
             if (--_pending > 0) return;
             _dirtyPerRound.Add(_pagesInRound);
-            // Stop and copy once the rest fits the downtime target at the rate the last round achieved, or at the limit.
-            double restSeconds = Page.BytesOf(_pagesInRound) / _measuredRate;
+            // Stop and copy once the rest, as it will go on the wire (the compression seen so far), can be sent at the best
+            // rate a round achieved within the downtime target less what the handover itself takes; or at the limit.
+            double wirePerPage = _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1;
+            double restSeconds = Page.BytesOf(_pagesInRound) * wirePerPage / _measuredRate;
             double dirtyRate = _pagesInRound / Math.Max(_lastRoundSeconds, 1e-3);
             int maxRounds = Math.Max(1, _options.MaxRounds);
-            bool fits = restSeconds * 1000 <= _options.DowntimeTargetMs;
+            double sendBudgetMs = Math.Max(_options.DowntimeTargetMs / 4.0, _options.DowntimeTargetMs - _settings.HandoverReserve.TotalMilliseconds);
+            bool fits = restSeconds * 1000 <= sendBudgetMs;
             _stopAndCopy = fits || _round >= maxRounds - 1;
             _convergence = string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"{(fits ? "converged" : "NOT converged")} after {_round} pre-copy rounds: {_pagesInRound} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
-                $"≈ {restSeconds * 1000:0} ms to send at {_measuredRate / (1 << 20):0.0} MiB/s against a {_options.DowntimeTargetMs} ms target");
+                $"≈ {restSeconds * 1000:0} ms to send at {_measuredRate / (1 << 20):0.0} MiB/s against {sendBudgetMs:0} ms of a {_options.DowntimeTargetMs} ms target " +
+                $"({_options.DowntimeTargetMs - sendBudgetMs:0} ms kept for the handover)");
             _converged = fits;
             if (_stopAndCopy && !fits)
             {
@@ -367,23 +371,30 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private RoundTransfer BuildTransfer()
     {
+        // Two passes over the groups: first the contents several pages need, then those one page alone needs (the
+        // guest's writable working set is among them; what it rewrites before its turn is withdrawn, not sent).
         var groups = new Dictionary<ulong, List<long>>();
+        var soleGroups = new Dictionary<ulong, List<long>>();
         var maps = Enumerable.Range(0, _targetCount).Select(_ => new List<PageMap>()).ToArray();
         foreach (var planned in _planned.OrderBy(p => p.Shard))
         {
             foreach (var (mask, ids) in planned.Plan.ContentsByGroup)
-            {
-                if (!groups.TryGetValue(mask, out var list)) groups[mask] = list = new();
-                list.AddRange(ids);
-            }
+                foreach (long id in ids)
+                {
+                    var pass = planned.Plan.SoleContents.Contains(id) ? soleGroups : groups;
+                    if (!pass.TryGetValue(mask, out var list)) pass[mask] = list = new();
+                    list.Add(id);
+                }
             for (int t = 0; t < _targetCount; t++)
                 foreach (var (vm, page, id) in planned.Plan.MapsByTarget[t]) maps[t].Add(new PageMap(vm, page, id));
         }
-        // Groups in the order that makes target hosts join and leave least (each round starts and ends with none joined).
+        // Each pass in the order that makes target hosts join and leave least (a round starts and ends with none joined).
         var order = GroupScheduler.Order(groups.Keys);
-        _groupSwitches += GroupScheduler.Switches(order);
-        _groupSwitchesLowerBound += GroupScheduler.LowerBound(groups.Keys);
-        var ordered = order.Select(mask => new GroupTransfer(mask, groups[mask])).ToArray();
+        var soleOrder = GroupScheduler.Order(soleGroups.Keys, start: order.Count > 0 ? order[^1] : 0);
+        _groupSwitches += GroupScheduler.Switches([.. order, .. soleOrder]);
+        _groupSwitchesLowerBound += GroupScheduler.LowerBound(groups.Keys.Union(soleGroups.Keys).ToArray());
+        var ordered = order.Select(mask => new GroupTransfer(mask, groups[mask]))
+            .Concat(soleOrder.Select(mask => new GroupTransfer(mask, soleGroups[mask]))).ToArray();
         var devices = _stopAndCopy
             ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
             : [];

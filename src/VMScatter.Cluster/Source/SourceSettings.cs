@@ -13,7 +13,8 @@ public sealed record SourceSettings(
     long AssumedRateBytesPerSecond,
     TimeSpan ProgressInterval,
     TimeSpan RegistrationInterval,
-    DataPlaneOptions DataPlane)
+    DataPlaneOptions DataPlane,
+    TimeSpan HandoverReserve)
 {
     public static SourceSettings From(Config config) => new(
         config.GetInt("vmscatter.source.dedup-shards"),
@@ -23,7 +24,8 @@ public sealed record SourceSettings(
         config.GetByteSize("vmscatter.source.assumed-rate") ?? throw new ConfigurationException("vmscatter.source.assumed-rate missing"),
         config.GetTimeSpan("vmscatter.source.progress-interval"),
         config.GetTimeSpan("vmscatter.source.registration-interval"),
-        DataPlaneSettings.From(config));
+        DataPlaneSettings.From(config),
+        config.GetTimeSpan("vmscatter.source.handover-reserve"));
 }
 
 public static class DataPlaneSettings

@@ -213,14 +213,16 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     private async Task SendMapsAsync(int round, int target, IReadOnlyList<PageMap> maps, CancellationToken cancellationToken)
     {
-        int perFrame = (_options.MaxPayloadBytes - Records.MapBatchHeader) / Records.MapRecordSize;
-        var payload = new byte[Records.MapBatchHeader + Math.Min(perFrame, Math.Max(1, maps.Count)) * Records.MapRecordSize];
-        for (int start = 0; start < maps.Count; start += perFrame)
+        var payload = new byte[Math.Min(_options.MaxPayloadBytes, Records.MapBatchHeader + Math.Max(1, maps.Count) * Records.MaxMapRecordSize)];
+        for (int start = 0; start < maps.Count;)
         {
-            int n = Math.Min(perFrame, maps.Count - start);
-            int at = Records.WriteMapBatchHeader(payload, round, target, n);
-            for (int i = 0; i < n; i++) at += Records.WriteMap(payload.AsSpan(at), maps[start + i]);
+            // Records are variable-sized: fill the frame while the largest record still fits, then write the count.
+            int at = Records.MapBatchHeader, n = 0, previousPage = 0;
+            while (start + n < maps.Count && at + Records.MaxMapRecordSize <= payload.Length)
+                at += Records.WriteMap(payload.AsSpan(at), maps[start + n++], ref previousPage);
+            Records.WriteMapBatchHeader(payload, round, target, n);
             await SendFrameAsync(target, FrameType.MapBatch, payload.AsMemory(0, at), cancellationToken, mapRecords: n).ConfigureAwait(false);
+            start += n;
         }
     }
 

@@ -150,7 +150,8 @@ public sealed class MigrationReceiver : IAsyncDisposable
         foreach (var record in batch.Records)
         {
             if (!PageCodec.TryDecode(record.Encoding, record.Encoded.Span, page)) throw new FrameRejectedException($"content {record.ContentId} does not decode to one page");
-            if (ContentHash.Compute(page) != record.Hash) throw new FrameRejectedException($"content {record.ContentId} does not match its content hash");
+            var hash = ContentHash.Compute(page);
+            if (ContentRecord.CheckOf(hash) != record.Check) throw new FrameRejectedException($"content {record.ContentId} does not match its content hash");
             if (Holds(record.ContentId))
             {
                 if (!BytesOf(record.ContentId).SequenceEqual(page))
@@ -159,15 +160,15 @@ public sealed class MigrationReceiver : IAsyncDisposable
             else if (_pending.Remove(record.ContentId, out var waiting))
             {
                 // Its pages are known: write them, and keep the content in the first of them only.
-                foreach (var (vm, p) in waiting) WriteBytes(vm, p, page, record.Hash);
+                foreach (var (vm, p) in waiting) WriteBytes(vm, p, page, hash);
                 var (homeVm, homePage) = waiting[0];
-                _homeOf[record.ContentId] = (homeVm, homePage, record.Hash);
+                _homeOf[record.ContentId] = (homeVm, homePage, hash);
                 _homeContent[(homeVm, homePage)] = record.ContentId;
             }
             else
             {
                 _contentSlot[record.ContentId] = _contents.Append(page);
-                _contentHashes.Add(record.Hash);
+                _contentHashes.Add(hash);
             }
         }
         Counts(batch.Round).Contents += batch.Records.Count;
@@ -347,8 +348,9 @@ public sealed class MigrationReceiver : IAsyncDisposable
                     try
                     {
                         await _owner._egress.AcquireAsync(length, CancellationToken.None).ConfigureAwait(false);
-                        await stream.WriteAsync(frame.AsMemory(0, length)).ConfigureAwait(false);
+                        // Counted when handed to the socket: the next host may have applied it before this write returns.
                         Interlocked.Add(ref _owner._bytesRelayed, length);
+                        await stream.WriteAsync(frame.AsMemory(0, length)).ConfigureAwait(false);
                     }
                     finally { System.Buffers.ArrayPool<byte>.Shared.Return(frame); }
                 }

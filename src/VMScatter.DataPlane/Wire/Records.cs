@@ -4,8 +4,15 @@ using VMScatter.Domain.Pages;
 
 namespace VMScatter.DataPlane.Wire;
 
-/// <summary>A distinct content as it travels: source-assigned id (unique per migration), hash, encoded bytes.</summary>
-public readonly record struct ContentRecord(long ContentId, ContentHash Hash, PageEncoding Encoding, ReadOnlyMemory<byte> Encoded);
+/// <summary>
+/// A distinct content as it travels: source-assigned id (unique per migration), a 32-bit check of its content hash
+/// (the receiver hashes the decoded page and compares: a codec fault shows here, before the handover digest),
+/// encoded bytes. The frame's CRC and MAC already cover the bytes in transit; the full hash is recomputed, not sent.
+/// </summary>
+public readonly record struct ContentRecord(long ContentId, uint Check, PageEncoding Encoding, ReadOnlyMemory<byte> Encoded)
+{
+    public static uint CheckOf(ContentHash hash) => (uint)hash.Low;
+}
 
 /// <summary>Page <see cref="PageIndex"/> of VM <see cref="VmIndex"/> holds content <see cref="ContentId"/> (0 = zero page).</summary>
 public readonly record struct PageMap(int VmIndex, int PageIndex, long ContentId);
@@ -28,9 +35,14 @@ public readonly record struct DeviceStateChunk(int VmIndex, int TotalLength, int
 public static class Records
 {
     public const int ContentBatchHeader = 4 + 8 + 4;
-    public const int ContentRecordHeader = 8 + ContentHash.Size + 1 + 2;
+    /// <summary>Largest record header: id (varint, ≤ 9 bytes), check, encoding, length.</summary>
+    public const int ContentRecordHeader = MaxVarint64 + 4 + 1 + 2;
+    private const int MinContentRecord = 1 + 4 + 1 + 2 + 1;
     public const int MapBatchHeader = 4 + 2 + 4;
-    public const int MapRecordSize = 2 + 4 + 8;
+    /// <summary>Largest map record: VM (varint ≤ 3), page as a zigzag delta from the previous map's (≤ 5), content id (≤ 9).</summary>
+    public const int MaxMapRecordSize = 3 + 5 + MaxVarint64;
+    private const int MinMapRecord = 3;
+    private const int MaxVarint64 = 9; // ids are positive int64: 63 bits
     public const int RoundEndSize = 4 + 2 + 4 + 4 + 1;
     public const int DeviceStateHeader = 2 + 4 + 4;
     public const int WithdrawnHeader = 4 + 2 + 4;
@@ -49,31 +61,34 @@ public static class Records
 
     public static int WriteContentRecord(Span<byte> p, long contentId, ContentHash hash, PageEncoding encoding, ReadOnlySpan<byte> encoded)
     {
-        BinaryPrimitives.WriteInt64BigEndian(p, contentId);
-        hash.WriteTo(p[8..]);
-        p[24] = (byte)encoding;
-        BinaryPrimitives.WriteUInt16BigEndian(p[25..], checked((ushort)encoded.Length));
-        encoded.CopyTo(p[ContentRecordHeader..]);
-        return ContentRecordHeader + encoded.Length;
+        if (contentId <= 0) throw new ArgumentOutOfRangeException(nameof(contentId));
+        int at = WriteVarint(p, (ulong)contentId);
+        BinaryPrimitives.WriteUInt32BigEndian(p[at..], ContentRecord.CheckOf(hash));
+        p[at + 4] = (byte)encoding;
+        BinaryPrimitives.WriteUInt16BigEndian(p[(at + 5)..], checked((ushort)encoded.Length));
+        encoded.CopyTo(p[(at + 7)..]);
+        return at + 7 + encoded.Length;
     }
+
+    /// <summary>Bytes a content record takes on the wire.</summary>
+    public static int ContentRecordSize(long contentId, int encodedLength) => VarintSize((ulong)contentId) + 7 + encodedLength;
 
     public static ContentBatch ReadContentBatch(ReadOnlyMemory<byte> payload)
     {
         var r = new Reader(payload);
         int round = r.Int32();
         ulong mask = r.UInt64();
-        int count = r.Count(ContentRecordHeader + 1);
+        int count = r.Count(MinContentRecord);
         var records = new ContentRecord[count];
         for (int i = 0; i < count; i++)
         {
-            long id = r.Int64();
-            if (id <= 0) throw new FrameRejectedException($"content id {id} is not positive");
-            var hash = ContentHash.ReadFrom(r.Bytes(ContentHash.Size).Span);
+            long id = r.PositiveId();
+            uint check = r.UInt32();
             var encoding = (PageEncoding)r.Byte();
             if (!Enum.IsDefined(encoding)) throw new FrameRejectedException($"unknown page encoding {(byte)encoding}");
             int length = r.UInt16();
             if (length == 0 || length > PageCodec.MaxEncodedSize) throw new FrameRejectedException($"encoded page length {length} outside 1..{PageCodec.MaxEncodedSize}");
-            records[i] = new ContentRecord(id, hash, encoding, r.Bytes(length));
+            records[i] = new ContentRecord(id, check, encoding, r.Bytes(length));
         }
         r.End();
         return new ContentBatch(round, mask, records);
@@ -87,12 +102,27 @@ public static class Records
         return MapBatchHeader;
     }
 
-    public static int WriteMap(Span<byte> p, PageMap map)
+    /// <summary>
+    /// Writes one map record; <paramref name="previousPage"/> is the page of the batch's previous record (0 before the
+    /// first): pages go as deltas, which are small because maps come in page order per VM and shard.
+    /// </summary>
+    public static int WriteMap(Span<byte> p, PageMap map, ref int previousPage)
     {
-        BinaryPrimitives.WriteUInt16BigEndian(p, checked((ushort)map.VmIndex));
-        BinaryPrimitives.WriteInt32BigEndian(p[2..], map.PageIndex);
-        BinaryPrimitives.WriteInt64BigEndian(p[6..], map.ContentId);
-        return MapRecordSize;
+        int at = WriteVarint(p, checked((ushort)map.VmIndex));
+        long delta = (long)map.PageIndex - previousPage;
+        at += WriteVarint(p[at..], (ulong)((delta << 1) ^ (delta >> 63)));
+        at += WriteVarint(p[at..], checked((ulong)map.ContentId));
+        previousPage = map.PageIndex;
+        return at;
+    }
+
+    /// <summary>A whole map batch as one payload (tests, small batches).</summary>
+    public static byte[] MapBatchPayload(int round, int targetIndex, IReadOnlyList<PageMap> maps)
+    {
+        var p = new byte[MapBatchHeader + maps.Count * MaxMapRecordSize];
+        int at = WriteMapBatchHeader(p, round, targetIndex, maps.Count), previous = 0;
+        foreach (var map in maps) at += WriteMap(p.AsSpan(at), map, ref previous);
+        return p[..at];
     }
 
     public static MapBatch ReadMapBatch(ReadOnlyMemory<byte> payload)
@@ -100,15 +130,18 @@ public static class Records
         var r = new Reader(payload);
         int round = r.Int32();
         int target = r.UInt16();
-        int count = r.Count(MapRecordSize);
+        int count = r.Count(MinMapRecord);
         var maps = new PageMap[count];
+        long page = 0;
         for (int i = 0; i < count; i++)
         {
-            int vm = r.UInt16();
-            int page = r.Int32();
-            long content = r.Int64();
-            if (page < 0 || content < 0) throw new FrameRejectedException("negative page index or content id");
-            maps[i] = new PageMap(vm, page, content);
+            ulong vm = r.Varint();
+            ulong zigzag = r.Varint();
+            page += (long)(zigzag >> 1) ^ -(long)(zigzag & 1);
+            ulong content = r.Varint();
+            if (vm > ushort.MaxValue) throw new FrameRejectedException($"VM index {vm} out of range");
+            if (page is < 0 or > int.MaxValue || content > long.MaxValue) throw new FrameRejectedException("page index or content id out of range");
+            maps[i] = new PageMap((int)vm, (int)page, (long)content);
         }
         r.End();
         return new MapBatch(round, target, maps);
@@ -176,6 +209,25 @@ public static class Records
         return new DeviceStateChunk(vm, total, offset, bytes);
     }
 
+    private static int WriteVarint(Span<byte> p, ulong value)
+    {
+        int at = 0;
+        while (value >= 0x80)
+        {
+            p[at++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+        p[at++] = (byte)value;
+        return at;
+    }
+
+    private static int VarintSize(ulong value)
+    {
+        int n = 1;
+        while (value >= 0x80) { value >>= 7; n++; }
+        return n;
+    }
+
     /// <summary>Bounds-checked big-endian reader over a payload.</summary>
     private struct Reader(ReadOnlyMemory<byte> data)
     {
@@ -193,6 +245,28 @@ public static class Records
         public int UInt16() => BinaryPrimitives.ReadUInt16BigEndian(Take(2));
         public int Int32() => BinaryPrimitives.ReadInt32BigEndian(Take(4));
         public long Int64() => BinaryPrimitives.ReadInt64BigEndian(Take(8));
+        public uint UInt32() => BinaryPrimitives.ReadUInt32BigEndian(Take(4));
+
+        /// <summary>An unsigned LEB128 value of at most 64 bits (10 bytes); longer or overflowing encodings are refused.</summary>
+        public ulong Varint()
+        {
+            ulong value = 0;
+            for (int shift = 0; shift < 64; shift += 7)
+            {
+                byte b = Byte();
+                if (shift == 63 && b > 1) throw new FrameRejectedException("varint overflows 64 bits");
+                value |= (ulong)(b & 0x7F) << shift;
+                if ((b & 0x80) == 0) return value;
+            }
+            throw new FrameRejectedException("varint longer than 10 bytes");
+        }
+
+        public long PositiveId()
+        {
+            ulong id = Varint();
+            if (id == 0 || id > long.MaxValue) throw new FrameRejectedException($"content id {id} is not a positive 64-bit id");
+            return (long)id;
+        }
         public ulong UInt64() => BinaryPrimitives.ReadUInt64BigEndian(Take(8));
 
         public ReadOnlyMemory<byte> Bytes(int n)

@@ -5,8 +5,15 @@ namespace VMScatter.Domain.Dedup;
 /// <summary>What one shard knows of one VM after round 0: its distinct contents in this shard and their sketch.</summary>
 public sealed record VmShardProfile(int VmIndex, int NonZeroPages, int ZeroPages, int DistinctContents, IReadOnlyList<ulong> SketchValues);
 
-/// <summary>One shard's share of a round: contents per target group (mask of target indexes) and page maps per target.</summary>
-public sealed record ShardRoundPlan(IReadOnlyDictionary<ulong, IReadOnlyList<long>> ContentsByGroup, IReadOnlyList<IReadOnlyList<(int Vm, int Page, long ContentId)>> MapsByTarget);
+/// <summary>
+/// One shard's share of a round: contents per target group (mask of target indexes) and page maps per target.
+/// <see cref="SoleContents"/>: those of the contents that one page alone needs sent, the ones a guest is likely to
+/// rewrite before their turn (a page shared across VMs rarely is): sending them last gives the guest that time.
+/// </summary>
+public sealed record ShardRoundPlan(IReadOnlyDictionary<ulong, IReadOnlyList<long>> ContentsByGroup, IReadOnlyList<IReadOnlyList<(int Vm, int Page, long ContentId)>> MapsByTarget)
+{
+    public IReadOnlySet<long> SoleContents { get; init; } = new HashSet<long>();
+}
 
 /// <summary>
 /// The dedup logic of one page class (a fixed range of the content-hash space). For each page reported in a round
@@ -182,7 +189,10 @@ public sealed class DedupShard
         foreach (var list in groups.Values) list.Sort();
         return new ShardRoundPlan(
             groups.ToDictionary(g => g.Key, g => (IReadOnlyList<long>)g.Value),
-            maps.Select(m => (IReadOnlyList<(int, int, long)>)m).ToArray());
+            maps.Select(m => (IReadOnlyList<(int, int, long)>)m).ToArray())
+        {
+            SoleContents = _solePage.Keys.ToHashSet(),
+        };
     }
 
     /// <summary>
