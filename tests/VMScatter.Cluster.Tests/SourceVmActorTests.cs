@@ -21,7 +21,7 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
     {
         using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, Model, 5), runWorkload: false).Single();
         var shards = Enumerable.Range(0, 4).Select(_ => CreateTestProbe()).ToArray();
-        var actor = Sys.ActorOf(Props.Create(() => new SourceVmActor(0, vm, shards.Select(s => s.Ref).ToArray())));
+        var actor = Sys.ActorOf(Props.Create(() => new SourceVmActor(0, vm, shards.Select(s => s.Ref).ToArray(), sketchSize: 16)));
 
         actor.Tell(new CollectDirtyPages(0));
         Assert.Equal(new DirtyPagesCollected(0, 0, 256), ExpectMsg<DirtyPagesCollected>());
@@ -41,6 +41,14 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
             }
         }
         Assert.Equal(256, seen.Count);
+        // After its batches, the VM's profile for placement: counts and the sketch of its distinct contents.
+        var profile = ExpectMsg<VmContentsProfiled>();
+        var contents = Enumerable.Range(0, 256).Select(p => { vm.ReadPage(p, page); return (Zero: Page.IsZero(page), Hash: ContentHash.Compute(page)); }).ToArray();
+        var expectedSketch = new BottomKSketch(16);
+        foreach (var c in contents.Where(c => !c.Zero)) expectedSketch.Add(c.Hash);
+        Assert.Equal((256, contents.Count(c => !c.Zero), contents.Count(c => c.Zero), contents.Where(c => !c.Zero).Select(c => c.Hash).Distinct().Count()),
+            (profile.Pages, profile.NonZeroPages, profile.ZeroPages, profile.DistinctContents));
+        Assert.Equal(expectedSketch.Values, profile.Sketch);
 
         vm.WritePageContent(3, 0x1234);
         actor.Tell(new CollectDirtyPages(1));
@@ -66,7 +74,7 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
     {
         using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, Model, 6), runWorkload: false).Single();
         var shards = Enumerable.Range(0, 2).Select(_ => CreateTestProbe()).ToArray();
-        var actor = Sys.ActorOf(Props.Create(() => new SourceVmActor(0, vm, shards.Select(s => s.Ref).ToArray())));
+        var actor = Sys.ActorOf(Props.Create(() => new SourceVmActor(0, vm, shards.Select(s => s.Ref).ToArray(), sketchSize: 16)));
         actor.Tell(new CollectDirtyPages(0));
         ExpectMsg<DirtyPagesCollected>();
 

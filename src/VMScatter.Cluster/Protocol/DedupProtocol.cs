@@ -29,7 +29,14 @@ public sealed record HashRound(int Round, bool StopAndCopy);
 /// <summary>A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's part).</summary>
 public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes);
 
-public sealed record ShardRoundHashed(int Round, int Shard, IReadOnlyList<VmShardProfile> Profiles, int Pages);
+public sealed record ShardRoundHashed(int Round, int Shard, IReadOnlyList<VmShardProfile> Profiles, int Pages, long DistinctContents = 0);
+
+/// <summary>
+/// A VM's round 0 hashed and routed (told after its batches, so anything the shards are asked later comes after them):
+/// what placement needs, from the page hashes: counts and a bottom-k sketch of its distinct contents. Placement then
+/// goes ahead while the shards still byte-compare and index; its sketch equals theirs up to hash collisions.
+/// </summary>
+public sealed record VmContentsProfiled(int VmIndex, int Pages, int NonZeroPages, int ZeroPages, int DistinctContents, IReadOnlyList<ulong> Sketch);
 
 /// <param name="SetAside">Per VM, pages this round must leave out (they go next round); null: none.</param>
 public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount, IReadOnlyList<FrozenSet<int>>? SetAside = null);

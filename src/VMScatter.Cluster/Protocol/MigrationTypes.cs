@@ -61,4 +61,5 @@ public sealed record TransferStats(
     bool Converged,
     string Convergence,
     int SetAsidePages = 0,
-    long ContentsWithdrawn = 0) : IVmScatterMessage;
+    long ContentsWithdrawn = 0,
+    long Round0DistinctPages = 0) : IVmScatterMessage;

@@ -349,7 +349,8 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             Targets = run.TargetHostIds.Count,
             GuestBytes = run.Vms.Sum(v => v.MemoryBytes),
             NaiveBytes = Page.BytesOf(run.Profiles.Sum(p => (long)p.NonZeroPages)),
-            DistinctPages = run.DistinctPages,
+            // Exact once the shards finished round 0; placement had the sketches' estimate.
+            DistinctPages = stats is { Round0DistinctPages: > 0 } ? stats.Round0DistinctPages : run.DistinctPages,
             ZeroPages = run.Profiles.Sum(p => (long)p.ZeroPages),
             BytesSent = stats?.BytesSent ?? 0,
             BytesReceived = run.TargetDigests.Values.Sum(d => d.BytesReceived),

@@ -56,6 +56,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private double _measuredRate;
     private long _roundStartBytes;
     private readonly List<ShardRoundHashed> _hashed = new();
+    private readonly Dictionary<int, VmContentsProfiled> _profiled = new();
+    private long _round0Distinct;
     private readonly List<ShardRoundPlanned> _planned = new();
     private readonly HashSet<int> _applied = new();
     private bool _roundSent;
@@ -72,7 +74,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _measuredRate = settings.AssumedRateBytesPerSecond;
         _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, settings.SketchSize, options.Deduplicate)).ToArray();
         _shardActors = _shards.Select((s, i) => Context.ActorOf(Props.Create(() => new DedupShardActor(i, s, vms)), $"dedup-{i}")).ToArray();
-        _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors)), $"vm-{i}")).ToArray();
+        _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors, settings.SketchSize)), $"vm-{i}")).ToArray();
         Analyzing();
     }
 
@@ -105,20 +107,33 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _hashed.Clear();
             Broadcast(_vmActors, new HashRound(0, StopAndCopy: false));
         });
-        Receive<ShardRoundHashed>(m =>
+        // Placement needs only the VMs' profiles; the shards go on byte-comparing and indexing meanwhile (round 0 is
+        // planned after they are done: the plan requests queue behind the VMs' batches).
+        Receive<VmContentsProfiled>(m =>
         {
-            _hashed.Add(m);
-            if (_hashed.Count < _shards.Length) return;
-            _pagesInRound = _hashed.Sum(h => h.Pages);
+            _profiled[m.VmIndex] = m;
+            if (_profiled.Count < _vms.Count) return;
+            _pagesInRound = _profiled.Values.Sum(p => p.Pages);
             _analysisSeconds = _clock.Elapsed.TotalSeconds;
-            _scheduler.Tell(new VmsAnalyzed(_migrationId, MergeProfiles(), _shards.Sum(s => s.DistinctContents)));
+            var profiles = MergeProfiles();
+            var union = profiles.Aggregate(new BottomKSketch(_settings.SketchSize), (u, p) => u.Union(BottomKSketch.FromValues(_settings.SketchSize, p.Sketch)));
+            _scheduler.Tell(new VmsAnalyzed(_migrationId, profiles, (long)Math.Round(union.EstimateCount())));
             Become(AwaitingPlan);
         });
+        ShardsFinishingRoundZero();
         CommonFailures();
     }
 
+    /// <summary>Until round 0 is planned, shards report finishing its analysis: the exact distinct count, for the report.</summary>
+    private void ShardsFinishingRoundZero() => Receive<ShardRoundHashed>(m => m.Round == 0, m =>
+    {
+        _hashed.Add(m);
+        if (_hashed.Count == _shards.Length) _round0Distinct = _hashed.Sum(h => h.DistinctContents);
+    });
+
     private void AwaitingPlan()
     {
+        ShardsFinishingRoundZero();
         Receive<BeginTransfer>(m =>
         {
             var targetOf = new int[_vms.Count];
@@ -142,6 +157,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private void Connecting()
     {
+        ShardsFinishingRoundZero();
         Receive<Connected>(_ =>
         {
             if (!_options.SetAsideDirty) { PlanRound(); return; }
@@ -157,6 +173,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     /// <summary>Round 0 leaves out what the guests rewrote while it was analysed and placed; round 1 carries it.</summary>
     private void SettingAside()
     {
+        ShardsFinishingRoundZero();
         Receive<DirtyPagesSetAside>(m =>
         {
             _setAside![m.VmIndex] = m.Pages;
@@ -178,6 +195,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private void Planning()
     {
+        ShardsFinishingRoundZero();
         Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
         Receive<ShardRoundPlanned>(m =>
         {
@@ -402,19 +420,12 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         return new RoundTransfer(_round, _stopAndCopy, ordered, maps, devices);
     }
 
-    private IReadOnlyList<VmProfile> MergeProfiles()
-    {
-        var result = new List<VmProfile>();
-        for (int v = 0; v < _vms.Count; v++)
+    private IReadOnlyList<VmProfile> MergeProfiles() =>
+        Enumerable.Range(0, _vms.Count).Select(v =>
         {
-            var parts = _hashed.Select(h => h.Profiles[v]).ToArray();
-            var sketch = new BottomKSketch(_settings.SketchSize);
-            foreach (var p in parts) foreach (var value in p.SketchValues) sketch.AddHash(value);
-            result.Add(new VmProfile(_vms[v].Description.Id, _vms[v].Description.MemoryBytes,
-                parts.Sum(p => p.NonZeroPages), parts.Sum(p => p.ZeroPages), parts.Sum(p => p.DistinctContents), _settings.SketchSize, sketch.Values.ToArray()));
-        }
-        return result;
-    }
+            var p = _profiled[v];
+            return new VmProfile(_vms[v].Description.Id, _vms[v].Description.MemoryBytes, p.NonZeroPages, p.ZeroPages, p.DistinctContents, _settings.SketchSize, p.Sketch);
+        }).ToArray();
 
     private TransferStats Stats() => new(
         _round + 1,
@@ -437,7 +448,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _converged,
         _convergence,
         _setAsidePages,
-        _sender.ContentsWithdrawn);
+        _sender.ContentsWithdrawn,
+        _round0Distinct);
 
     private void ReportProgress()
     {

@@ -19,17 +19,19 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private readonly int _vmIndex;
     private readonly IMigratableVm _vm;
     private readonly IReadOnlyList<IActorRef> _shards;
+    private readonly int _sketchSize;
     private int[] _roundPages = [];
     /// <summary>Pages taken out of round 0 after analysis; the next collection adds them back.</summary>
     private int[] _setAside = [];
 
     public IStash Stash { get; set; } = null!;
 
-    public SourceVmActor(int vmIndex, IMigratableVm vm, IReadOnlyList<IActorRef> shards)
+    public SourceVmActor(int vmIndex, IMigratableVm vm, IReadOnlyList<IActorRef> shards, int sketchSize)
     {
         _vmIndex = vmIndex;
         _vm = vm;
         _shards = shards;
+        _sketchSize = sketchSize;
         Ready();
     }
 
@@ -79,6 +81,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         Receive<RoutedHashes>(m =>
         {
             for (int s = 0; s < _shards.Count; s++) _shards[s].Tell(m.PerShard[s]);
+            if (m.Profile is not null) Sender.Tell(m.Profile);
         });
 
         Receive<StopSourceVm>(_ => Step("stop", async () => { await _vm.StopAsync().ConfigureAwait(false); return new VmStopped(_vmIndex); }).PipeTo(ReplyTo));
@@ -161,6 +164,10 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var hashes = new ImmutableArray<ContentHash>.Builder[shardCount];
             for (int s = 0; s < shardCount; s++) { idx[s] = ImmutableArray.CreateBuilder<int>(); hashes[s] = ImmutableArray.CreateBuilder<ContentHash>(); }
             var buffer = new byte[Page.Size];
+            // Round 0 also profiles the VM for placement: distinct hashes and their bottom-k sketch.
+            var distinct = round == 0 ? new HashSet<ContentHash>() : null;
+            var sketch = round == 0 ? new BottomKSketch(_sketchSize) : null;
+            int zero = 0;
             // A write-logged guest is hashed in place (a torn read fails the shard's check, and the page is in the log).
             // Others are read through ReadPage: a snapshot-comparing log (QEMU's here) must see every read it checks,
             // or a page seen changed here but unchanged by the shard would be dropped from this round and never resent.
@@ -170,15 +177,18 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 ReadOnlySpan<byte> bytes;
                 if (direct is null || !direct.TryGetPage(p, out bytes)) { _vm.ReadPage(p, buffer); bytes = buffer; }
                 // Round 0 skips zero pages (target memory starts zeroed); later rounds must map a page that became zero.
-                if (round == 0 && Page.IsZero(bytes)) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); continue; }
+                if (round == 0 && Page.IsZero(bytes)) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); zero++; continue; }
                 var h = ContentHash.Compute(bytes);
+                if (distinct is not null && distinct.Add(h)) sketch!.Add(h);
                 int s = ContentIndex.ShardOf(h, shardCount);
                 idx[s].Add(p);
                 hashes[s].Add(h);
             }
             var perShard = new PageHashBatch[shardCount];
             for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable());
-            return new RoutedHashes(perShard, null);
+            var profile = distinct is null ? null
+                : new VmContentsProfiled(_vmIndex, pages.Length, pages.Length - zero, zero, distinct.Count, sketch!.Values.ToArray());
+            return new RoutedHashes(perShard, null, profile);
         });
     }
 
@@ -195,5 +205,5 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     }
 
     private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside);
-    private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused);
+    private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused, VmContentsProfiled? Profile = null);
 }
