@@ -25,7 +25,7 @@ public class DirtyRoundTests
     public void A_page_rewritten_during_round_k_goes_in_round_k_plus_1_and_not_again_if_untouched()
     {
         using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, new SyntheticGuestModel { MemoryBytes = 1 << 20, DirtyPagesPerSecond = 0 }, 3), runWorkload: false).Single();
-        var shard = new DedupShard(0, 1, 64);
+        var shard = new DedupShard(0, 1);
         vm.StartDirtyLogging();
         var round0 = Round(shard, vm, 0, Enumerable.Range(0, vm.PageCount));
         Assert.Equal(shard.Index.Count, round0.Contents.Count);

@@ -31,7 +31,7 @@ public class SchedulePropertyTests
         for (int c = 1; c <= palette; c++) { contentOf[c] = new byte[Page.Size]; contentOf[c][0] = (byte)c; contentOf[c][1] = 1; }
         var memories = Enumerable.Range(0, vms).Select(_ => Enumerable.Range(0, random.Next(1, 30)).Select(_ => random.Next(palette + 1)).ToArray()).ToArray();
         var targetOf = Enumerable.Range(0, vms).Select(_ => random.Next(targets)).ToArray();
-        var dedup = Enumerable.Range(0, shards).Select(s => new DedupShard(s, shards, 64)).ToArray();
+        var dedup = Enumerable.Range(0, shards).Select(s => new DedupShard(s, shards)).ToArray();
         foreach (var d in dedup) d.BeginRound(0);
         for (int v = 0; v < vms; v++)
         {

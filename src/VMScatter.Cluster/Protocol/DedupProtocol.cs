@@ -29,7 +29,8 @@ public sealed record HashRound(int Round, bool StopAndCopy);
 /// <summary>A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's part).</summary>
 public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes);
 
-public sealed record ShardRoundHashed(int Round, int Shard, IReadOnlyList<VmShardProfile> Profiles, int Pages, long DistinctContents = 0);
+/// <summary>A shard has every VM's pages of the round; <paramref name="DistinctContents"/>: its index size after them.</summary>
+public sealed record ShardRoundHashed(int Round, int Shard, int Pages, long DistinctContents);
 
 /// <summary>
 /// A VM's round 0 hashed and routed (told after its batches, so anything the shards are asked later comes after them):

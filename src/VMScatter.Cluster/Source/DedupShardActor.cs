@@ -37,7 +37,7 @@ public sealed class DedupShardActor : ReceiveActor
             _pages += batch.Pages.Length;
             _vmsReported.Add(batch.VmIndex);
             if (_vmsReported.Count == _vms.Count)
-                Context.Parent.Tell(new ShardRoundHashed(_round, shardIndex, _round == 0 ? _shard.Profiles(_vms.Count) : [], _pages, _shard.DistinctContents));
+                Context.Parent.Tell(new ShardRoundHashed(_round, shardIndex, _pages, _shard.DistinctContents));
         });
 
         Receive<PlanShardRound>(m =>

@@ -72,7 +72,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _settings = settings;
         _scheduler = scheduler;
         _measuredRate = settings.AssumedRateBytesPerSecond;
-        _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, settings.SketchSize, options.Deduplicate)).ToArray();
+        _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, options.Deduplicate)).ToArray();
         _shardActors = _shards.Select((s, i) => Context.ActorOf(Props.Create(() => new DedupShardActor(i, s, vms)), $"dedup-{i}")).ToArray();
         _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors, settings.SketchSize)), $"vm-{i}")).ToArray();
         Analyzing();

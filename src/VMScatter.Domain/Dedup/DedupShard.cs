@@ -2,9 +2,6 @@ using VMScatter.Domain.Pages;
 
 namespace VMScatter.Domain.Dedup;
 
-/// <summary>What one shard knows of one VM after round 0: its distinct contents in this shard and their sketch.</summary>
-public sealed record VmShardProfile(int VmIndex, int NonZeroPages, int ZeroPages, int DistinctContents, IReadOnlyList<ulong> SketchValues);
-
 /// <summary>
 /// One shard's share of a round: contents per target group (mask of target indexes) and page maps per target.
 /// <see cref="SoleContents"/>: those of the contents that one page alone needs sent, the ones a guest is likely to
@@ -24,12 +21,8 @@ public sealed record ShardRoundPlan(IReadOnlyDictionary<ulong, IReadOnlyList<lon
 /// </summary>
 public sealed class DedupShard
 {
-    private readonly int _sketchK;
     private readonly Dictionary<long, ulong> _holders = new();
     private readonly List<(int Vm, int Page, long ContentId)> _round = new();
-    private readonly Dictionary<int, HashSet<long>> _vmContents = new();
-    private readonly Dictionary<int, BottomKSketch> _vmSketches = new();
-    private readonly Dictionary<int, (int NonZero, int Zero)> _vmPages = new();
     private readonly byte[] _page = new byte[Page.Size];
     private readonly bool _deduplicate;
     private readonly Dictionary<long, (IGuestMemory Vm, int Page)> _live = new();
@@ -44,10 +37,9 @@ public sealed class DedupShard
     /// False for the one-to-one pre-copy baseline (as QEMU does): zero pages are still elided, but every other page
     /// is its own content, never compared or referenced, and its bytes are read from the guest when sent.
     /// </param>
-    public DedupShard(int shard, int shardCount, int sketchK, bool deduplicate = true)
+    public DedupShard(int shard, int shardCount, bool deduplicate = true)
     {
         Index = new ContentIndex(shard, shardCount);
-        _sketchK = sketchK;
         _deduplicate = deduplicate;
     }
 
@@ -79,7 +71,7 @@ public sealed class DedupShard
             // The VM actor found the page zero: a zero check, not a hash. Round 0 does not map zero pages (target
             // memory starts zeroed); later rounds must map a page that became zero.
             if (!Page.IsZero(bytes)) { RacedPages++; return; }
-            if (_currentRound == 0) { CountPage(vmIndex, zero: true); return; }
+            if (_currentRound == 0) return;
             _round.Add((vmIndex, page, ContentIndex.ZeroContentId));
             return;
         }
@@ -106,19 +98,7 @@ public sealed class DedupShard
             if (hash != routedBy) { RacedPages++; return; }
             if (!Index.TryFind(hash, bytes, out id)) id = Index.Add(hash, _page);
         }
-        // Zero pages returned above, so every page here is a non-zero one; round 0 profiles it.
-        if (_currentRound == 0) Profile(vmIndex, id, routedBy);
         _round.Add((vmIndex, page, id));
-    }
-
-    /// <summary>Round 0: count a non-zero page of the VM and, the first time the VM holds this content, sketch it.</summary>
-    private void Profile(int vmIndex, long contentId, ContentHash hash)
-    {
-        CountPage(vmIndex, zero: false);
-        if (!_vmContents.TryGetValue(vmIndex, out var set)) _vmContents[vmIndex] = set = new();
-        if (!set.Add(contentId)) return;
-        if (!_vmSketches.TryGetValue(vmIndex, out var sketch)) _vmSketches[vmIndex] = sketch = new BottomKSketch(_sketchK);
-        sketch.Add(hash);
     }
 
     /// <summary>
@@ -140,19 +120,6 @@ public sealed class DedupShard
 
     /// <summary>Distinct contents this shard has seen (every non-zero page, without dedup).</summary>
     public long DistinctContents => _deduplicate ? Index.Count : _uniqueCount;
-
-    /// <summary>Round-0 profiles of the VMs this shard saw, for placement.</summary>
-    public IReadOnlyList<VmShardProfile> Profiles(int vmCount)
-    {
-        var result = new List<VmShardProfile>(vmCount);
-        for (int v = 0; v < vmCount; v++)
-        {
-            var (nonZero, zero) = _vmPages.GetValueOrDefault(v);
-            result.Add(new VmShardProfile(v, nonZero, zero, _vmContents.TryGetValue(v, out var s) ? s.Count : 0,
-                _vmSketches.TryGetValue(v, out var k) ? k.Values.ToArray() : []));
-        }
-        return result;
-    }
 
     /// <summary>
     /// Decides this round's sends for the given placement and records the targets as holders, so later rounds
@@ -208,11 +175,5 @@ public sealed class DedupShard
         if (left == 0) _holders.Remove(contentId);
         else _holders[contentId] = left;
         return true;
-    }
-
-    private void CountPage(int vm, bool zero)
-    {
-        var (nz, z) = _vmPages.GetValueOrDefault(vm);
-        _vmPages[vm] = zero ? (nz, z + 1) : (nz + 1, z);
     }
 }
