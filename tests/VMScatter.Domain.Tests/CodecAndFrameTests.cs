@@ -59,6 +59,22 @@ public class CodecAndFrameTests
     }
 
     [Fact]
+    public void Guest_memory_is_encrypted_on_the_wire_under_a_nonce_per_frame()
+    {
+        var page = new byte[Page.Size];
+        "guest secret: the same text on every line. "u8.ToArray().CopyTo(page, 0);
+        for (int i = 64; i < page.Length; i++) page[i] = page[i % 64];
+        var first = Frame(FrameType.DeviceState, page, sequence: 1);
+        var second = Frame(FrameType.DeviceState, page, sequence: 2);
+        var sealed1 = first.AsSpan(FrameHeader.Size);
+        // Neither the page nor any 16-byte piece of it appears in what crosses the network.
+        Assert.Equal(-1, sealed1.IndexOf(page.AsSpan(0, 16)));
+        Assert.False(sealed1.SequenceEqual(second.AsSpan(FrameHeader.Size))); // another sequence, another keystream
+        Assert.Equal(page, FrameCodec.Decode(first, Key, 1 << 20).Payload.ToArray());
+        Assert.Equal(page, FrameCodec.Decode(second, Key, 1 << 20).Payload.ToArray());
+    }
+
+    [Fact]
     public void A_frame_round_trips_and_any_flipped_bit_or_wrong_key_is_rejected()
     {
         var payload = Records.WriteRoundEnd(new RoundEnd(3, 1, 10, 20, true));

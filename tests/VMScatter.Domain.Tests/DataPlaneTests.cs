@@ -282,8 +282,8 @@ public class DataPlaneTests
 
     private static async Task Accept(MigrationReceiver r, byte[] frame)
     {
-        var header = FrameCodec.ParseHeader(frame, 1 << 20);
-        await r.AcceptAsync(header, frame, frame.AsMemory(FrameHeader.Size));
+        var (header, payload) = FrameCodec.Decode(frame, Key, 1 << 20);
+        await r.AcceptAsync(header, frame, payload);
     }
 
     [Fact]

@@ -8,7 +8,7 @@ namespace VMScatter.DataPlane.Target;
 
 /// <summary>
 /// A target host's data-plane endpoint. Each connection is read frame by frame: the header is checked first
-/// (so a hostile length cannot make it allocate), then the payload's checksum and MAC with the key of the
+/// (so a hostile length cannot make it allocate), then the payload is opened (AES-GCM tag, then CRC) with the key of the
 /// migration the frame names; only then is it handed to that migration's receiver. A bad frame closes the
 /// connection it came on and is counted.
 /// </summary>
@@ -60,6 +60,8 @@ public sealed class DataPlaneListener : IAsyncDisposable
         using var _ = client;
         var stream = client.GetStream();
         var frame = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + _options.MaxPayloadBytes);
+        // The opened payload goes here; the frame keeps its sealed bytes, which a relay forwards as they came.
+        var plaintext = ArrayPool<byte>.Shared.Rent(_options.MaxPayloadBytes);
         MigrationReceiver? receiver = null;
         try
         {
@@ -72,8 +74,8 @@ public sealed class DataPlaneListener : IAsyncDisposable
                 if (receiver is not null && receiver != r) throw new FrameRejectedException("one connection carries one migration");
                 receiver = r;
                 int length = FrameHeader.Size + header.PayloadLength;
-                FrameCodec.Verify(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, header.PayloadLength), r.Key);
-                await r.AcceptAsync(header, frame.AsMemory(0, length), frame.AsMemory(FrameHeader.Size, header.PayloadLength)).ConfigureAwait(false);
+                FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, header.PayloadLength), r.Key, plaintext.AsSpan(0, header.PayloadLength));
+                await r.AcceptAsync(header, frame.AsMemory(0, length), plaintext.AsMemory(0, header.PayloadLength)).ConfigureAwait(false);
             }
         }
         catch (FrameRejectedException e)
@@ -88,6 +90,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
         finally
         {
             ArrayPool<byte>.Shared.Return(frame);
+            ArrayPool<byte>.Shared.Return(plaintext, clearArray: true); // it held guest memory
         }
     }
 

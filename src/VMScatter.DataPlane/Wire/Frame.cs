@@ -21,14 +21,18 @@ public enum FrameType : byte
 /// <summary>
 /// One data-plane frame. Layout (big-endian), 56-byte header then payload:
 ///   0 magic 'VMSD' | 4 version | 5 type | 6 flags (0) | 8 migration id (16) | 24 sequence | 32 payload length
-///   | 36 CRC-32 of payload | 40 HMAC-SHA256(key, header[0..40] ‖ payload) truncated to 16 bytes | 56 payload.
-/// The checksum catches corruption; the MAC, keyed per migration by the scheduler, rejects frames from anyone
-/// else. Nothing in a frame is used before both pass.
+///   | 36 CRC-32 of the payload | 40 AES-256-GCM tag (16 bytes) | 56 payload, encrypted.
+/// The payload is sealed with AES-256-GCM under the migration's key (the scheduler's, per migration): the header's
+/// first 40 bytes are its associated data and the sequence its nonce (the source numbers its frames once per
+/// migration and never reuses a number; relaying hosts forward frames unchanged and never seal any). So guest memory
+/// is encrypted on the wire, and a frame from anyone without the key, or altered, is rejected before any of it is
+/// used. The CRC, over the plaintext, is checked after opening. (Version 1 sent the payload in clear under an
+/// HMAC-SHA256, which cost ~4x the CPU: 1.36 against 5.5 GiB/s here, and every relay hop verifies.)
 /// </summary>
 public readonly record struct FrameHeader(FrameType Type, Guid MigrationId, ulong Sequence, int PayloadLength)
 {
     public const uint Magic = 0x564D5344; // "VMSD"
-    public const byte Version = 1;
+    public const byte Version = 2;
     public const int Size = 56;
     public const int MacSize = 16;
     public const int MacOffset = 40;
@@ -40,12 +44,13 @@ public static class FrameCodec
 {
     public const int KeySize = 32;
 
-    /// <summary>Writes a whole frame (header + payload) into <paramref name="destination"/>; returns its length.</summary>
+    /// <summary>Writes a whole frame (header + sealed payload) into <paramref name="destination"/>; returns its length.</summary>
     public static int Encode(FrameType type, Guid migrationId, ulong sequence, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> key, Span<byte> destination)
     {
         if (key.Length != KeySize) throw new ArgumentException($"data-plane key must be {KeySize} bytes", nameof(key));
         int total = FrameHeader.Size + payload.Length;
         if (destination.Length < total) throw new ArgumentException("destination too small", nameof(destination));
+        if (payload.Overlaps(destination)) throw new ArgumentException("payload and destination overlap", nameof(destination));
         var h = destination[..FrameHeader.Size];
         BinaryPrimitives.WriteUInt32BigEndian(h, FrameHeader.Magic);
         h[4] = FrameHeader.Version;
@@ -55,8 +60,10 @@ public static class FrameCodec
         BinaryPrimitives.WriteUInt64BigEndian(h[24..], sequence);
         BinaryPrimitives.WriteInt32BigEndian(h[32..], payload.Length);
         BinaryPrimitives.WriteUInt32BigEndian(h[36..], Crc32.HashToUInt32(payload));
-        payload.CopyTo(destination[FrameHeader.Size..]);
-        ComputeMac(key, h[..FrameHeader.MacOffset], payload, h.Slice(FrameHeader.MacOffset, FrameHeader.MacSize));
+        Span<byte> nonce = stackalloc byte[NonceSize];
+        NonceOf(h, nonce);
+        using var gcm = new AesGcm(key, FrameHeader.MacSize);
+        gcm.Encrypt(nonce, payload, destination.Slice(FrameHeader.Size, payload.Length), h.Slice(FrameHeader.MacOffset, FrameHeader.MacSize), h[..FrameHeader.MacOffset]);
         return total;
     }
 
@@ -79,33 +86,45 @@ public static class FrameCodec
         return new FrameHeader(type, migration, sequence, length);
     }
 
-    /// <summary>Verifies checksum and MAC of a complete frame whose header passed <see cref="ParseHeader"/>.</summary>
-    public static void Verify(ReadOnlySpan<byte> header, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> key)
+    /// <summary>
+    /// Opens a frame whose header passed <see cref="ParseHeader"/>: checks the tag and decrypts the payload into
+    /// <paramref name="plaintext"/> (exactly the payload's length; the sealed bytes stay as they are, for relaying),
+    /// then checks the CRC of what came out.
+    /// </summary>
+    public static void Open(ReadOnlySpan<byte> header, ReadOnlySpan<byte> sealedPayload, ReadOnlySpan<byte> key, Span<byte> plaintext)
     {
-        if (BinaryPrimitives.ReadUInt32BigEndian(header[36..]) != Crc32.HashToUInt32(payload)) throw new FrameRejectedException("payload checksum mismatch");
-        Span<byte> mac = stackalloc byte[FrameHeader.MacSize];
-        ComputeMac(key, header[..FrameHeader.MacOffset], payload, mac);
-        if (!CryptographicOperations.FixedTimeEquals(mac, header.Slice(FrameHeader.MacOffset, FrameHeader.MacSize)))
+        if (plaintext.Length != sealedPayload.Length) throw new ArgumentException("plaintext must be as long as the payload", nameof(plaintext));
+        Span<byte> nonce = stackalloc byte[NonceSize];
+        NonceOf(header, nonce);
+        try
+        {
+            using var gcm = new AesGcm(key, FrameHeader.MacSize);
+            gcm.Decrypt(nonce, sealedPayload, header.Slice(FrameHeader.MacOffset, FrameHeader.MacSize), plaintext, header[..FrameHeader.MacOffset]);
+        }
+        catch (CryptographicException)
+        {
+            plaintext.Clear();
             throw new FrameRejectedException("frame authentication failed");
+        }
+        if (BinaryPrimitives.ReadUInt32BigEndian(header[36..]) != Crc32.HashToUInt32(plaintext)) throw new FrameRejectedException("payload checksum mismatch");
     }
 
-    /// <summary>Parses and verifies a whole frame held in memory (tests, fuzzing, relays).</summary>
+    /// <summary>Parses and opens a whole frame held in memory (tests, fuzzing); the payload comes back decrypted.</summary>
     public static (FrameHeader Header, ReadOnlyMemory<byte> Payload) Decode(ReadOnlyMemory<byte> frame, ReadOnlySpan<byte> key, int maxPayload)
     {
         var header = ParseHeader(frame.Span, maxPayload);
         if (frame.Length != FrameHeader.Size + header.PayloadLength) throw new FrameRejectedException("frame length does not match header");
-        var payload = frame[FrameHeader.Size..];
-        Verify(frame.Span[..FrameHeader.Size], payload.Span, key);
-        return (header, payload);
+        var plaintext = new byte[header.PayloadLength];
+        Open(frame.Span[..FrameHeader.Size], frame.Span[FrameHeader.Size..], key, plaintext);
+        return (header, plaintext);
     }
 
-    private static void ComputeMac(ReadOnlySpan<byte> key, ReadOnlySpan<byte> headerPrefix, ReadOnlySpan<byte> payload, Span<byte> mac)
+    private const int NonceSize = 12;
+
+    /// <summary>The frame's sequence, unique per migration key, in the first 8 of the 12 nonce bytes.</summary>
+    private static void NonceOf(ReadOnlySpan<byte> header, Span<byte> nonce)
     {
-        using var hmac = IncrementalHash.CreateHMAC(HashAlgorithmName.SHA256, key);
-        hmac.AppendData(headerPrefix);
-        hmac.AppendData(payload);
-        Span<byte> full = stackalloc byte[32];
-        hmac.GetHashAndReset(full);
-        full[..FrameHeader.MacSize].CopyTo(mac);
+        nonce.Clear();
+        header.Slice(24, 8).CopyTo(nonce);
     }
 }
