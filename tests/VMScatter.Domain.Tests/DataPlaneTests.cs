@@ -177,8 +177,7 @@ public class DataPlaneTests
     {
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(2);
-        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
-            [new ReceiverVm(0, new VmDescription("vm-0", 2 * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await using var r = OneVmReceiver(id, memory);
         await Accept(r, Frame(id, 1, FrameType.MapBatch, MapsPayload(0, new PageMap(0, 0, 5), new PageMap(0, 1, 6))));
         await Accept(r, Frame(id, 2, FrameType.ContentsWithdrawn, WithdrawnPayload(0, 0, 6)));
         await Accept(r, Frame(id, 3, FrameType.ContentBatch, ContentPayload(0, 5, PageOf(5))));
@@ -196,8 +195,7 @@ public class DataPlaneTests
 
         // After a round's end, a withdrawal is refused too (fresh receiver).
         var id2 = Guid.NewGuid();
-        await using var r2 = new MigrationReceiver(id2, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
-            [new ReceiverVm(0, new VmDescription("vm-0", 2 * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await using var r2 = OneVmReceiver(id2, memory);
         await Accept(r2, Frame(id2, 1, FrameType.MapBatch, MapsPayload(0, new PageMap(0, 0, 5))));
         await Accept(r2, Frame(id2, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false))));
         refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r2, Frame(id2, 3, FrameType.ContentsWithdrawn, WithdrawnPayload(0, 0, 5))));
@@ -322,6 +320,11 @@ public class DataPlaneTests
         await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 3, FrameType.ContentBatch, content)));
     }
 
+    /// <summary>A receiver on host 0 of a migration, for VM 0 only, whose memory is <paramref name="memory"/>.</summary>
+    private static MigrationReceiver OneVmReceiver(Guid migrationId, NativeGuestMemory memory) =>
+        new(migrationId, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+            [new ReceiverVm(0, new VmDescription("vm-0", (long)memory.PageCount * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+
     private static byte[] MapsPayload(int round, params PageMap[] maps) => Records.MapBatchPayload(round, 0, maps);
 
     private static byte[] ContentPayload(int round, long contentId, byte[] page)
@@ -329,8 +332,7 @@ public class DataPlaneTests
         var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
         int at = Records.WriteContentBatchHeader(payload, round, 1, 1);
         at += Records.WriteContentRecord(payload.AsSpan(at), contentId, ContentHash.Compute(page), PageEncoding.Raw, page);
-        payload = payload[..at];
-        return payload;
+        return payload[..at];
     }
 
     [Fact]
@@ -338,8 +340,7 @@ public class DataPlaneTests
     {
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(3);
-        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
-            [new ReceiverVm(0, new VmDescription("vm-0", 3 * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await using var r = OneVmReceiver(id, memory);
         byte[] a = PageOf(1), b = PageOf(2), c = PageOf(3);
         ulong seq = 0;
         async Task Round(int round, PageMap[] maps, (long Id, byte[] Page)[] contents, bool final = false)
@@ -381,8 +382,7 @@ public class DataPlaneTests
     {
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(1);
-        var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
-            [new ReceiverVm(0, new VmDescription("vm-0", Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        var r = OneVmReceiver(id, memory);
         await r.DisposeAsync();
         var page = PageOf(5);
         var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
@@ -405,8 +405,7 @@ public class DataPlaneTests
     {
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(1);
-        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
-            [new ReceiverVm(0, new VmDescription("vm-0", Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+        await using var r = OneVmReceiver(id, memory);
         var page = PageOf(1);
         var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
         int at = Records.WriteContentBatchHeader(content, 0, 1, 1);
