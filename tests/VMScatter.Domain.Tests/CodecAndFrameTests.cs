@@ -148,11 +148,7 @@ public class CodecAndFrameTests
         var device = new byte[Records.DeviceStateHeader + 8];
         Records.WriteDeviceStateHeader(device, 0, 8, 0);
         seeds.Add(device);
-        var withdrawn = new byte[Records.WithdrawnHeader + 2 * Records.WithdrawnRecordSize];
-        Records.WriteWithdrawnHeader(withdrawn, 1, 0, 2);
-        withdrawn[^1] = 5;
-        withdrawn[^9] = 6;
-        seeds.Add(withdrawn);
+        seeds.Add(Records.WithdrawnPayload(1, 0, [6, 5]));
         var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn };
         int rejected = 0, accepted = 0;
         for (int i = 0; i < 20_000; i++)

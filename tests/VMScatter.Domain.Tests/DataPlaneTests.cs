@@ -164,14 +164,6 @@ public class DataPlaneTests
         Assert.Equal(MemoryDigest.Compute(expected0, []), DigestOf(h, 0, 0));
     }
 
-    private static byte[] WithdrawnPayload(int round, int target, params long[] ids)
-    {
-        var payload = new byte[Records.WithdrawnHeader + ids.Length * Records.WithdrawnRecordSize];
-        int at = Records.WriteWithdrawnHeader(payload, round, target, ids.Length);
-        foreach (long id in ids) { System.Buffers.Binary.BinaryPrimitives.WriteInt64BigEndian(payload.AsSpan(at), id); at += 8; }
-        return payload;
-    }
-
     [Fact]
     public async Task A_receiver_refuses_a_withdrawal_of_content_no_page_awaits_or_after_the_round_ended()
     {
@@ -179,7 +171,7 @@ public class DataPlaneTests
         using var memory = new NativeGuestMemory(2);
         await using var r = OneVmReceiver(id, memory);
         await Accept(r, Frame(id, 1, FrameType.MapBatch, MapsPayload(0, new PageMap(0, 0, 5), new PageMap(0, 1, 6))));
-        await Accept(r, Frame(id, 2, FrameType.ContentsWithdrawn, WithdrawnPayload(0, 0, 6)));
+        await Accept(r, Frame(id, 2, FrameType.ContentsWithdrawn, Records.WithdrawnPayload(0, 0, [6])));
         await Accept(r, Frame(id, 3, FrameType.ContentBatch, ContentPayload(0, 5, PageOf(5))));
         await Accept(r, Frame(id, 4, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 2, false))));
         Assert.True(r.Outcomes.TryRead(out var outcome));
@@ -188,7 +180,7 @@ public class DataPlaneTests
 
         // Round 1: content 7 is awaited; withdrawing 9 (awaited by nothing) is refused and fails the migration here.
         await Accept(r, Frame(id, 5, FrameType.MapBatch, MapsPayload(1, new PageMap(0, 1, 7))));
-        var refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 6, FrameType.ContentsWithdrawn, WithdrawnPayload(1, 0, 9))));
+        var refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 6, FrameType.ContentsWithdrawn, Records.WithdrawnPayload(1, 0, [9]))));
         Assert.Contains("no page here awaits it", refused.Message);
         Assert.True(r.Outcomes.TryRead(out var failed));
         Assert.NotNull(failed.Error);
@@ -198,7 +190,7 @@ public class DataPlaneTests
         await using var r2 = OneVmReceiver(id2, memory);
         await Accept(r2, Frame(id2, 1, FrameType.MapBatch, MapsPayload(0, new PageMap(0, 0, 5))));
         await Accept(r2, Frame(id2, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false))));
-        refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r2, Frame(id2, 3, FrameType.ContentsWithdrawn, WithdrawnPayload(0, 0, 5))));
+        refused = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r2, Frame(id2, 3, FrameType.ContentsWithdrawn, Records.WithdrawnPayload(0, 0, [5]))));
         Assert.Contains("after round 0 ended", refused.Message);
     }
 

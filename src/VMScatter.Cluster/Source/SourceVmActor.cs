@@ -137,7 +137,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
             var state = m.Paused!.DeviceState;
             // One bulk thread per VM's digest: the VMs of a migration digest side by side.
-            Step("source digest", () => BulkWork.Run(() => { var d = (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread)); return d; }))
+            Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread))))
                 .PipeTo(ReplyTo);
             BackToReady();
         });

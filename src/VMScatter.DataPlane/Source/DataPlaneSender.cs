@@ -1,8 +1,8 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Numerics;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Compression;
@@ -188,10 +188,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         int perFrame = (_options.MaxPayloadBytes - Records.WithdrawnHeader) / Records.WithdrawnRecordSize;
         for (int start = 0; start < ids.Count; start += perFrame)
         {
-            int n = Math.Min(perFrame, ids.Count - start);
-            var payload = new byte[Records.WithdrawnHeader + n * Records.WithdrawnRecordSize];
-            int at = Records.WriteWithdrawnHeader(payload, round, target, n);
-            for (int i = 0; i < n; i++, at += Records.WithdrawnRecordSize) BinaryPrimitives.WriteInt64BigEndian(payload.AsSpan(at), ids[start + i]);
+            var payload = Records.WithdrawnPayload(round, target, CollectionsMarshal.AsSpan(ids).Slice(start, Math.Min(perFrame, ids.Count - start)));
             await SendFrameAsync(target, FrameType.ContentsWithdrawn, payload, cancellationToken).ConfigureAwait(false);
         }
     }

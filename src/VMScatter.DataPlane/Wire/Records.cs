@@ -167,12 +167,15 @@ public static class Records
         return e;
     }
 
-    public static int WriteWithdrawnHeader(Span<byte> p, int round, int targetIndex, int count)
+    /// <summary>A withdrawn-contents payload: round, target, then each content id.</summary>
+    public static byte[] WithdrawnPayload(int round, int targetIndex, ReadOnlySpan<long> contentIds)
     {
+        var p = new byte[WithdrawnHeader + contentIds.Length * WithdrawnRecordSize];
         BinaryPrimitives.WriteInt32BigEndian(p, round);
-        BinaryPrimitives.WriteUInt16BigEndian(p[4..], checked((ushort)targetIndex));
-        BinaryPrimitives.WriteInt32BigEndian(p[6..], count);
-        return WithdrawnHeader;
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(4), checked((ushort)targetIndex));
+        BinaryPrimitives.WriteInt32BigEndian(p.AsSpan(6), contentIds.Length);
+        for (int i = 0; i < contentIds.Length; i++) BinaryPrimitives.WriteInt64BigEndian(p.AsSpan(WithdrawnHeader + i * WithdrawnRecordSize), contentIds[i]);
+        return p;
     }
 
     public static ContentsWithdrawn ReadWithdrawn(ReadOnlyMemory<byte> payload)
