@@ -26,10 +26,11 @@ public class DataPlaneTests
     private sealed class Contents : IContentReader
     {
         public Dictionary<long, byte[]> Pages { get; } = new();
-        public ContentHash Read(long contentId, Span<byte> page)
+        public bool TryRead(long contentId, ulong targetMask, Span<byte> page, out ContentHash hash)
         {
             Pages[contentId].CopyTo(page);
-            return ContentHash.Compute(Pages[contentId]);
+            hash = ContentHash.Compute(Pages[contentId]);
+            return true;
         }
     }
 
@@ -116,7 +117,7 @@ public class DataPlaneTests
     private sealed class WithdrawingContents(Contents inner, params long[] rewritten) : IContentReader
     {
         public List<(long Id, ulong Mask)> Withdrawn { get; } = new();
-        public ContentHash Read(long contentId, Span<byte> page) => inner.Read(contentId, page);
+        public bool TryRead(long contentId, ulong targetMask, Span<byte> page, out ContentHash hash) => inner.TryRead(contentId, targetMask, page, out hash);
         public bool TryWithdraw(long contentId, ulong targetMask)
         {
             if (!rewritten.Contains(contentId)) return false;

@@ -166,9 +166,10 @@ public class DedupTests
     }
 
     [Fact]
-    public void Reading_a_write_logged_guest_in_place_finds_the_same_contents_as_reading_copies()
+    public void Reading_a_write_logged_guest_in_place_finds_the_same_contents_as_reading_copies_and_keeps_no_copy()
     {
         var vms = SyntheticFleet.Create(new SyntheticFleetSpec(2, new SyntheticGuestModel { MemoryBytes = 4L << 20 }, 3, OsImages: 1, Applications: 1), runWorkload: false);
+        foreach (var vm in vms) vm.StartDirtyLogging();
         var inPlace = new DedupShard(0, 1);
         var copied = new DedupShard(0, 1);
         inPlace.BeginRound(0);
@@ -181,22 +182,82 @@ public class DedupTests
             {
                 vms[v].ReadPage(p, page);
                 var hash = Page.IsZero(page) ? ContentHash.OfZeroPage : ContentHash.Compute(page);
-                inPlace.Add(v, vms[v], p, hash);
+                inPlace.Add(v, vms[v], p, hash, vms[v].LogGeneration);
                 copied.Add(v, copies[v], p, hash);
             }
         Assert.Equal(copied.DistinctContents, inPlace.DistinctContents);
         Assert.True(inPlace.DistinctContents < vms.Sum(v => v.PageCount)); // the shared OS and application pages
         Assert.Equal(copied.PagesInRound, inPlace.PagesInRound);
+        Assert.Equal((0, (int)copied.DistinctContents), (inPlace.StoredContents, copied.StoredContents));
+        var held = new byte[Page.Size];
         for (long id = 1; id <= inPlace.Index.Count; id++)
-            Assert.Equal(copied.Index.BytesOf(id).ToArray(), inPlace.Index.BytesOf(id).ToArray());
+        {
+            Assert.True(inPlace.TryRead(id, 1, held, out var hash));
+            Assert.Equal(copied.Index.BytesOf(id).ToArray(), held);
+            Assert.Equal(copied.Index.HashOf(id), hash);
+        }
 
         // A page rewritten after it was hashed is left to the next round, in place as from a copy.
         vms[0].ReadPage(0, page);
         var stale = ContentHash.Compute(page);
         vms[0].WritePageContent(0, 0xABCDEF);
         inPlace.BeginRound(1);
-        inPlace.Add(0, vms[0], 0, stale);
+        inPlace.Add(0, vms[0], 0, stale, vms[0].LogGeneration);
         Assert.Equal(1, inPlace.RacedPages);
+    }
+
+    [Fact]
+    public void A_held_content_is_read_from_another_page_when_the_guest_rewrote_the_first_and_withdrawn_when_none_holds_it()
+    {
+        var vms = SyntheticFleet.Create(new SyntheticFleetSpec(2, new SyntheticGuestModel { MemoryBytes = 1L << 20 }, 5, OsImages: 1, Applications: 1), runWorkload: false);
+        const ulong Shared = 0x5EED, Own = 0x0DD;
+        // One content on three pages (two VMs), another on one page only.
+        vms[0].WritePageContent(3, Shared);
+        vms[0].WritePageContent(9, Shared);
+        vms[1].WritePageContent(4, Shared);
+        vms[1].WritePageContent(7, Own);
+        foreach (var vm in vms) vm.StartDirtyLogging();
+        var shard = new DedupShard(0, 1);
+        shard.BeginRound(0);
+        var page = new byte[Page.Size];
+        void Add(int v, int p) { vms[v].ReadPage(p, page); shard.Add(v, vms[v], p, ContentHash.Compute(page), vms[v].LogGeneration); }
+        Add(0, 3); Add(0, 9); Add(1, 4); Add(1, 7);
+        var plan = shard.Plan([0, 1], 2);
+        long shared = plan.ContentsByGroup[0b11].Single(), own = plan.ContentsByGroup[0b10].Single();
+        var expected = new byte[Page.Size];
+        vms[0].ReadPage(3, expected);
+
+        // The guest rewrites the page the content was found in: it is read from a page that still holds it.
+        vms[0].WritePageContent(3, 0xBAD1);
+        Assert.True(shard.TryRead(shared, 0b11, page, out var hash));
+        Assert.Equal(expected, page);
+        Assert.Equal(ContentHash.Compute(expected), hash);
+        Assert.Equal(0, shard.StoredContents);
+
+        // Every page that held it rewritten: no bytes are sent that are not the content; it is withdrawn instead.
+        vms[0].WritePageContent(9, 0xBAD2);
+        vms[1].WritePageContent(4, 0xBAD3);
+        Assert.False(shard.TryRead(shared, 0b11, page, out _));
+        vms[1].WritePageContent(7, 0xBAD4);
+        Assert.False(shard.TryRead(own, 0b10, page, out _));
+
+        // The next round carries the rewritten pages. No page held the withdrawn bytes any more, so the two pages that
+        // have them again are a content of their own (nothing to compare them with), sent to both hosts.
+        vms[0].WritePageContent(9, Shared);
+        vms[1].WritePageContent(4, Shared);
+        var dirty = vms.Select(vm => vm.CollectDirtyPages()).ToArray();
+        Assert.Equal([3, 9], dirty[0]);
+        Assert.Equal([4, 7], dirty[1]);
+        shard.BeginRound(1);
+        foreach (int p in dirty[0]) Add(0, p);
+        foreach (int p in dirty[1]) Add(1, p);
+        var next = shard.Plan([0, 1], 2);
+        long again = next.ContentsByGroup[0b11].Single();              // the rewritten pages' new contents go one host each
+        Assert.Contains((0, 9, again), next.MapsByTarget[0]);
+        Assert.Contains((1, 4, again), next.MapsByTarget[1]);
+        Assert.True(shard.TryRead(again, 0b11, page, out hash));
+        Assert.Equal(expected, page);
+        Assert.Equal(ContentHash.Compute(expected), hash);
     }
 
     [Fact]

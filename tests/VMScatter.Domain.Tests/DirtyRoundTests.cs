@@ -15,7 +15,7 @@ public class DirtyRoundTests
         foreach (int p in pages)
         {
             vm.ReadPage(p, buffer);
-            shard.Add(0, vm, p, ContentHash.Compute(buffer));
+            shard.Add(0, vm, p, ContentHash.Compute(buffer), vm.LogGeneration);
         }
         var plan = shard.Plan([0], 1);
         return (plan.ContentsByGroup.Values.SelectMany(c => c).ToArray(), plan.MapsByTarget[0]);
@@ -39,7 +39,10 @@ public class DirtyRoundTests
         long id = Assert.Single(round1.Maps).ContentId;
         Assert.Equal((0, 17), (round1.Maps[0].Vm, round1.Maps[0].Page));
         Assert.Equal([id], round1.Contents);                  // new content: its bytes go
-        Assert.Equal(page, shard.Index.BytesOf(id).ToArray());
+        var sent = new byte[Page.Size];
+        Assert.True(shard.TryRead(id, 1, sent, out var hash));       // read from the guest page, which still holds it
+        Assert.Equal(page, sent);
+        Assert.Equal(ContentHash.Compute(page), hash);
 
         var dirty2 = vm.CollectDirtyPages();                 // untouched since
         Assert.Empty(dirty2);

@@ -100,4 +100,68 @@ public class SyntheticVmTests
         Assert.Contains("exceed 1", Assert.Throws<ArgumentException>(() => (Small with { ZeroFraction = 0.9, OsImageFraction = 0.5 }).Validate()).Message);
         Assert.Contains("multiple of 4096", Assert.Throws<ArgumentException>(() => (Small with { MemoryBytes = 5000 }).Validate()).Message);
     }
+    [Fact]
+    public void A_page_is_unwritten_since_a_collection_until_it_is_written_and_the_generation_says_which_collection()
+    {
+        using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, Small, 3), runWorkload: false).Single();
+        Assert.False(vm.UnwrittenSince(5, 0));                  // not logging: nothing can be proven
+        vm.StartDirtyLogging();
+        Assert.Equal(0, vm.LogGeneration);
+        Assert.True(vm.UnwrittenSince(5, 0));
+        vm.WritePageContent(5, 0xAB);
+        Assert.False(vm.UnwrittenSince(5, 0));                  // dirty
+        Assert.Equal([5], vm.CollectDirtyPages());
+        Assert.Equal(1, vm.LogGeneration);
+        Assert.False(vm.UnwrittenSince(5, 0));                  // collected since: not the bytes it held at generation 0
+        Assert.True(vm.UnwrittenSince(5, 1));                   // the bytes it held when collection 1 took it
+        Assert.True(vm.UnwrittenSince(6, 0));
+        vm.WritePageContent(5, 0xCD);
+        Assert.False(vm.UnwrittenSince(5, 1));
+    }
+
+    [Fact]
+    public async Task A_page_copied_while_the_guest_writes_it_is_never_proven_unwritten_with_the_new_bytes()
+    {
+        // The source reads contents from guest pages and sends them only if the log proves the page unwritten since;
+        // a write is logged before its first byte lands, so a copy torn by a write is never taken for the old bytes.
+        using var vm = SyntheticFleet.Create(new SyntheticFleetSpec(1, Small, 3), runWorkload: false).Single();
+        vm.StartDirtyLogging();
+        var before = Enumerable.Range(0, vm.PageCount).Select(p => { var b = new byte[Page.Size]; vm.ReadPage(p, b); return b; }).ToArray();
+        // Page by page: the reader starts copying the page, the guest writes it meanwhile, and moves on once the reader
+        // has seen it refused (so every page is read before, during and after its write).
+        int current = -1, reading = -1, refusedOn = -1;
+        bool done = false;
+        var writer = Task.Run(() =>
+        {
+            var spin = new SpinWait();
+            for (int p = 0; p < vm.PageCount; p++)
+            {
+                Volatile.Write(ref current, p);
+                while (Volatile.Read(ref reading) != p) spin.SpinOnce();
+                vm.WritePageContent(p, 0x1000UL + (ulong)p);
+                while (Volatile.Read(ref refusedOn) != p) spin.SpinOnce();
+            }
+            Volatile.Write(ref done, true);
+        });
+        var copy = new byte[Page.Size];
+        int refused = 0, wrong = 0;
+        while (!Volatile.Read(ref done))
+        {
+            int p = Volatile.Read(ref current);
+            if (p < 0) continue;
+            Volatile.Write(ref reading, p);
+            vm.ReadPage(p, copy);
+            if (!vm.UnwrittenSince(p, 0))
+            {
+                refused++;
+                Volatile.Write(ref refusedOn, p);
+                continue;
+            }
+            if (!copy.AsSpan().SequenceEqual(before[p])) wrong++;
+        }
+        await writer;
+        Assert.Equal(0, wrong);
+        Assert.True(refused >= vm.PageCount);
+        Assert.All(Enumerable.Range(0, vm.PageCount), p => Assert.False(vm.UnwrittenSince(p, 0)));
+    }
 }

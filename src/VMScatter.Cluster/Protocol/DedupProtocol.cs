@@ -26,8 +26,12 @@ public sealed record DirtyPagesSetAside(int VmIndex, FrozenSet<int> Pages);
 /// <summary>Hash this round's pages and route them to the shards; pause first if this is the stop-and-copy round.</summary>
 public sealed record HashRound(int Round, bool StopAndCopy);
 
-/// <summary>A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's part).</summary>
-public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes);
+/// <summary>
+/// A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's
+/// part). <paramref name="LogGeneration"/>: the guest's write-log generation the pages were hashed under (0 without a
+/// write log), by which the shard proves a page still holds what was hashed.
+/// </summary>
+public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes, int LogGeneration = 0);
 
 /// <summary>A shard has every VM's pages of the round; <paramref name="DistinctContents"/>: its index size after them.</summary>
 public sealed record ShardRoundHashed(int Round, int Shard, int Pages, long DistinctContents);

@@ -33,7 +33,7 @@ public sealed class DedupShardActor : ReceiveActor
                 _pages = 0;
             }
             var memory = _vms[batch.VmIndex];
-            for (int i = 0; i < batch.Pages.Length; i++) _shard.Add(batch.VmIndex, memory, batch.Pages[i], batch.Hashes[i]);
+            for (int i = 0; i < batch.Pages.Length; i++) _shard.Add(batch.VmIndex, memory, batch.Pages[i], batch.Hashes[i], batch.LogGeneration);
             _pages += batch.Pages.Length;
             _vmsReported.Add(batch.VmIndex);
             if (_vmsReported.Count == _vms.Count)

@@ -205,7 +205,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _applied.Clear();
             _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
-            _sender.SendRoundAsync(transfer, new ShardContentReader(_shards, _vms, _options.SetAsideDirty), CancellationToken.None)
+            _sender.SendRoundAsync(transfer, new ShardContentReader(_shards, _options.SetAsideDirty), CancellationToken.None)
                 .PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
             Become(Transferring);
         });
@@ -475,12 +475,16 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private sealed record ChildFailed(string Reason);
 
     /// <summary>Data plane reads contents from the shard that owns them (shards are idle while a round is sent).</summary>
-    private sealed class ShardContentReader(DedupShard[] shards, IReadOnlyList<IMigratableVm> vms, bool skipRewritten) : IContentReader
+    private sealed class ShardContentReader(DedupShard[] shards, bool skipRewritten) : IContentReader
     {
-        public ContentHash Read(long contentId, Span<byte> page) => shards[contentId % shards.Length].Read(contentId, page);
+        public bool TryRead(long contentId, ulong targetMask, Span<byte> page, out ContentHash hash) =>
+            shards[contentId % shards.Length].TryRead(contentId, targetMask, page, out hash);
 
         // Only a log that records every write can say a page was rewritten without collecting it (QEMU's here cannot).
-        public bool TryWithdraw(long contentId, ulong targetMask) =>
-            skipRewritten && shards[contentId % shards.Length].TryWithdraw(contentId, targetMask, (vm, page) => vms[vm] is IWriteLoggedGuest log && log.IsDirty(page));
+        public bool TryWithdraw(long contentId, ulong targetMask)
+        {
+            var shard = shards[contentId % shards.Length];
+            return skipRewritten && shard.TryWithdraw(contentId, targetMask, shard.Rewritten);
+        }
     }
 }

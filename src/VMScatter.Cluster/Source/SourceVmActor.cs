@@ -21,6 +21,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private readonly IReadOnlyList<IActorRef> _shards;
     private readonly int _sketchSize;
     private int[] _roundPages = [];
+    /// <summary>The write-log generation after the collection that gave <see cref="_roundPages"/>.</summary>
+    private int _roundGeneration;
     /// <summary>Pages taken out of round 0 after analysis; the next collection adds them back.</summary>
     private int[] _setAside = [];
 
@@ -48,12 +50,12 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 if (round > 0)
                 {
                     var dirty = _vm.CollectDirtyPages();
-                    return setAside.Length == 0 ? dirty : dirty.Union(setAside).Order().ToArray();
+                    return (setAside.Length == 0 ? dirty : dirty.Union(setAside).Order().ToArray(), LogGeneration);
                 }
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
-                return Enumerable.Range(0, _vm.PageCount).ToArray();
-            }).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(round, pages, SetAside: false),
+                return (Enumerable.Range(0, _vm.PageCount).ToArray(), LogGeneration);
+            }).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration),
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
@@ -70,7 +72,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var replyTo = Sender;
             if (!m.StopAndCopy)
             {
-                HashAsync(m.Round, _roundPages).PipeTo(Self, replyTo);
+                HashAsync(m.Round, _roundPages, _roundGeneration).PipeTo(Self, replyTo);
                 return;
             }
             // Nothing else (a resume, above all) is handled until the pause has completed.
@@ -103,6 +105,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             else
             {
                 _roundPages = m.Pages;
+                _roundGeneration = m.LogGeneration;
                 _setAside = [];
                 Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length));
             }
@@ -150,12 +153,16 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         // Pages written between the last collection and the pause are still in the log: take them too.
         var pages = _roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray();
+        int generation = LogGeneration;
         var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
-        var routed = await HashAsync(round, pages).ConfigureAwait(false);
+        var routed = await HashAsync(round, pages, generation).ConfigureAwait(false);
         return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState)) };
     }
 
-    private Task<RoutedHashes> HashAsync(int round, int[] pages)
+    /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>
+    private int LogGeneration => (_vm as IWriteLoggedGuest)?.LogGeneration ?? 0;
+
+    private Task<RoutedHashes> HashAsync(int round, int[] pages, int generation)
     {
         int shardCount = _shards.Count;
         return BulkWork.Run(() =>
@@ -185,7 +192,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 hashes[s].Add(h);
             }
             var perShard = new PageHashBatch[shardCount];
-            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable());
+            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable(), generation);
             var profile = distinct is null ? null
                 : new VmContentsProfiled(_vmIndex, pages.Length, pages.Length - zero, zero, distinct.Count, sketch!.Values.ToArray());
             return new RoutedHashes(perShard, null, profile);
@@ -204,6 +211,6 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         catch (Exception e) { return new VmStepFailed(_vmIndex, step, e.GetBaseException().Message); }
     }
 
-    private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside);
+    private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside, int LogGeneration = 0);
     private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused, VmContentsProfiled? Profile = null);
 }

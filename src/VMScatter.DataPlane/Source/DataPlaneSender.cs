@@ -158,15 +158,22 @@ public sealed class DataPlaneSender : IAsyncDisposable
         int at = Records.ContentBatchHeader, count = 0, sent = 0;
         foreach (long id in group.ContentIds)
         {
-            // A paused guest writes nothing: the final round sends all it announced.
-            if (!final && contents.TryWithdraw(id, group.TargetMask))
+            // A paused guest writes nothing: the final round sends all it announced. Before that, a content goes out
+            // unless the pages it was going for were rewritten before its turn (they go next round).
+            ContentHash hash = default;
+            bool withdraw = !final && contents.TryWithdraw(id, group.TargetMask);
+            if (!withdraw && !contents.TryRead(id, group.TargetMask, page, out hash))
+            {
+                if (final) throw new InvalidOperationException($"content {id} of the stop-and-copy round is held by no page of the paused guests");
+                withdraw = true;
+            }
+            if (withdraw)
             {
                 foreach (int t in Targets(group.TargetMask)) withdrawn[t].Add(id);
                 Interlocked.Increment(ref _contentsWithdrawn);
                 continue;
             }
             sent++;
-            var hash = contents.Read(id, page);
             var (encoding, length) = PageCodec.Encode(page, encoded, _options.Compression);
             if (at + Records.ContentRecordHeader + length > payload.Length)
             {

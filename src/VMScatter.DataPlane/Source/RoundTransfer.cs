@@ -19,8 +19,13 @@ public sealed record RoundTransfer(
 /// <summary>Where the sender gets a content's bytes.</summary>
 public interface IContentReader
 {
-    /// <summary>Copies content <paramref name="contentId"/> into <paramref name="page"/> and returns the hash of exactly those bytes.</summary>
-    ContentHash Read(long contentId, Span<byte> page);
+    /// <summary>
+    /// Copies content <paramref name="contentId"/>, going to <paramref name="targetMask"/>, into <paramref name="page"/>
+    /// and gives the hash of exactly those bytes. False: the source no longer has them, because every page of the
+    /// round that needed them has been rewritten (the next round carries those pages); the content is withdrawn from
+    /// the round and those hosts are no longer counted as holding it. Never false once the guests are paused.
+    /// </summary>
+    bool TryRead(long contentId, ulong targetMask, Span<byte> page, out ContentHash hash);
 
     /// <summary>
     /// Asked just before a content of a pre-copy round goes out to <paramref name="targetMask"/>: true takes it out of

@@ -2,17 +2,30 @@ using VMScatter.Domain.Pages;
 
 namespace VMScatter.Domain.Dedup;
 
+/// <summary>A guest page known to hold a content: page <see cref="Page"/> of VM <see cref="Vm"/>, as of write-log generation <see cref="Generation"/>.</summary>
+public readonly record struct PageRef(int Vm, int Page, int Generation)
+{
+    public static readonly PageRef None = new(-1, -1, 0);
+    public bool IsNone => Vm < 0;
+}
+
+/// <summary>Compares <paramref name="page"/> with a held content (one no copy exists of): true only if proven equal.</summary>
+public delegate bool HeldContentEquals(long contentId, ReadOnlySpan<byte> page);
+
 /// <summary>
 /// One dedup shard's index: the distinct page contents whose hash falls in this shard's range. A page is the same
 /// content as an indexed one only if the hashes match and the bytes compare equal; equal hashes with different
 /// bytes (a collision) get distinct content ids. Content ids are unique across shards and never 0, which stands
-/// for the zero page.
+/// for the zero page. A content is either stored (its bytes copied into the arena) or held: only guest pages hold
+/// its bytes (up to two are remembered), and whoever compares or reads it proves one of them unchanged.
 /// </summary>
 public sealed class ContentIndex
 {
     private readonly Dictionary<ContentHash, int> _firstWithHash = new();
     private readonly List<int> _nextWithSameHash = new();
     private readonly List<ContentHash> _hashes = new();
+    private readonly List<int> _arenaSlot = new();
+    private readonly List<(PageRef First, PageRef Second)> _holders = new();
 
     public ContentIndex(int shard, int shardCount)
     {
@@ -42,33 +55,56 @@ public sealed class ContentIndex
 
     /// <summary>The content with this hash whose bytes equal <paramref name="page"/>, if indexed (one byte compare per candidate).</summary>
     /// <param name="countCollision">False when the bytes may not have this hash at all (read in place, not yet checked).</param>
-    public bool TryFind(ContentHash hash, ReadOnlySpan<byte> page, out long contentId, bool countCollision = true)
+    /// <param name="held">Compares with a held content; without it held contents never match.</param>
+    public bool TryFind(ContentHash hash, ReadOnlySpan<byte> page, out long contentId, bool countCollision = true, HeldContentEquals? held = null)
     {
         contentId = 0;
         if (!_firstWithHash.TryGetValue(hash, out int local)) return false;
         for (int candidate = local; candidate >= 0; candidate = _nextWithSameHash[candidate])
         {
             ByteCompares++;
-            if (Arena.Get(candidate).SequenceEqual(page[..Page.Size])) { contentId = IdOf(candidate); return true; }
+            int stored = _arenaSlot[candidate];
+            bool equal = stored >= 0 ? Arena.Get(stored).SequenceEqual(page[..Page.Size]) : held is not null && held(IdOf(candidate), page);
+            if (equal) { contentId = IdOf(candidate); return true; }
         }
         if (countCollision) Collisions++;
         return false;
     }
 
-    /// <summary>Indexes new content (not found by <see cref="TryFind"/>); <paramref name="page"/> must be bytes that no longer change.</summary>
-    public long Add(ContentHash hash, ReadOnlySpan<byte> page)
+    /// <summary>Indexes new content (not found by <see cref="TryFind"/>) as a copy; <paramref name="page"/> must be bytes that no longer change.</summary>
+    public long Add(ContentHash hash, ReadOnlySpan<byte> page) => Insert(hash, Arena.Append(page), PageRef.None);
+
+    /// <summary>Indexes new content that only the guest page <paramref name="holder"/> holds (no copy is made).</summary>
+    public long AddHeld(ContentHash hash, PageRef holder) => Insert(hash, -1, holder);
+
+    private long Insert(ContentHash hash, int arenaSlot, PageRef holder)
     {
-        int slot = Arena.Append(page);
+        int slot = _hashes.Count;
         _hashes.Add(hash);
+        _arenaSlot.Add(arenaSlot);
+        _holders.Add((holder, PageRef.None));
         // New content goes to the head of its hash chain.
         _nextWithSameHash.Add(_firstWithHash.TryGetValue(hash, out int head) ? head : -1);
         _firstWithHash[hash] = slot;
         return IdOf(slot);
     }
 
-    public ReadOnlySpan<byte> BytesOf(long contentId) => Arena.Get(SlotOf(contentId));
+    public bool IsStored(long contentId) => _arenaSlot[SlotOf(contentId)] >= 0;
+
+    /// <summary>The bytes of a stored content.</summary>
+    public ReadOnlySpan<byte> BytesOf(long contentId)
+    {
+        int stored = _arenaSlot[SlotOf(contentId)];
+        if (stored < 0) throw new InvalidOperationException($"content {contentId} is held by guest pages, not stored");
+        return Arena.Get(stored);
+    }
 
     public ContentHash HashOf(long contentId) => _hashes[SlotOf(contentId)];
+
+    /// <summary>The guest pages remembered as holding a held content (either may be <see cref="PageRef.None"/>).</summary>
+    public (PageRef First, PageRef Second) HoldersOf(long contentId) => _holders[SlotOf(contentId)];
+
+    public void SetHolders(long contentId, PageRef first, PageRef second) => _holders[SlotOf(contentId)] = (first, second);
 
     public int SlotOf(long contentId)
     {

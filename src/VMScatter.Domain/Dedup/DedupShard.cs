@@ -18,13 +18,21 @@ public sealed record ShardRoundPlan(IReadOnlyDictionary<ulong, IReadOnlyList<lon
 /// round, which will carry it), and resolves it to a content id through <see cref="ContentIndex"/>. Given the VM
 /// placement it decides which target groups still need each content: a content a host already holds is never
 /// sent to it again, only referenced.
+/// A guest whose write log proves a page unchanged (<see cref="IWriteLoggedGuest"/>) and whose memory can be read in
+/// place is never copied: a content is held by the page it was found in (and a second one, once another page compares
+/// equal), and is read from whichever of them the log shows unwritten since. Copying every distinct content of 2 GiB of
+/// guests cost the source as much CPU as hashing it several times over (fresh memory is slow to fault in here).
 /// </summary>
 public sealed class DedupShard
 {
-    private readonly Dictionary<long, ulong> _holders = new();
+    private readonly Dictionary<long, ulong> _targetsHolding = new();
     private readonly List<(int Vm, int Page, long ContentId)> _round = new();
+    private readonly Dictionary<int, int> _roundGeneration = new();
+    private (long Id, int Vm, int Page)[]? _roundByContent;
+    private readonly Dictionary<int, IGuestMemory> _guests = new();
     private readonly byte[] _page = new byte[Page.Size];
     private readonly bool _deduplicate;
+    private readonly HeldContentEquals _heldEquals;
     private readonly Dictionary<long, (IGuestMemory Vm, int Page)> _live = new();
     // This round's contents that one page alone needs sent, and that page: if the guest rewrites it before the
     // content's turn, the content need not go (see TryWithdraw).
@@ -41,6 +49,7 @@ public sealed class DedupShard
     {
         Index = new ContentIndex(shard, shardCount);
         _deduplicate = deduplicate;
+        _heldEquals = HeldEquals;
     }
 
     public ContentIndex Index { get; }
@@ -55,15 +64,20 @@ public sealed class DedupShard
         if (round <= _currentRound) throw new InvalidOperationException($"round {round} after round {_currentRound}");
         _currentRound = round;
         _round.Clear();
+        _roundGeneration.Clear();
+        _roundByContent = null;
     }
 
-    public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy)
+    /// <param name="generation">The guest's write-log generation its pages of this round were hashed under (write-logged guests).</param>
+    public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy, int generation = 0)
     {
-        // A write-logged guest's RAM is read in place (no copy): bytes the guest rewrites meanwhile make a torn read,
-        // which either fails the checks below or matches a whole content byte for byte; either way the page is in
-        // the dirty log and goes again next round. Only bytes that are indexed must not change: those are copied first.
+        _guests[vmIndex] = vm;
+        _roundGeneration[vmIndex] = generation;
+        // A write-logged guest's RAM is read in place (no copy): its log tells whether the bytes are still what was
+        // hashed, and afterwards whether a page still holds them. Other guests are read into a copy.
         ReadOnlySpan<byte> bytes = default;
-        bool live = vm is IWriteLoggedGuest and IDirectPageAccess direct && direct.TryGetPage(page, out bytes);
+        var log = vm as IWriteLoggedGuest;
+        bool live = log is not null && vm is IDirectPageAccess direct && direct.TryGetPage(page, out bytes);
         if (!live) { vm.ReadPage(page, _page); bytes = _page; }
         long id;
         if (routedBy == ContentHash.OfZeroPage)
@@ -83,14 +97,12 @@ public sealed class DedupShard
         }
         else if (live)
         {
-            // In place, a byte compare with an indexed content of the routed hash is the proof; no second hash. New
-            // content is indexed from a stable copy, hashed again to check it still has the hash it is indexed under.
-            if (!Index.TryFind(routedBy, bytes, out id, countCollision: false))
-            {
-                bytes.CopyTo(_page);
-                if (ContentHash.Compute(_page) != routedBy) { RacedPages++; return; }
-                if (!Index.TryFind(routedBy, _page, out id)) id = Index.Add(routedBy, _page);
-            }
+            // Unwritten since the collection it was hashed after: the bytes are still the ones hashed.
+            if (!log!.UnwrittenSince(page, generation)) { RacedPages++; return; }
+            var self = new PageRef(vmIndex, page, generation);
+            if (!Index.TryFind(routedBy, bytes, out id, countCollision: false, _heldEquals)) id = Index.AddHeld(routedBy, self);
+            // Equal to a content proven unchanged, and itself unwritten since the compare: it holds that content too.
+            else if (!Index.IsStored(id) && log.UnwrittenSince(page, generation)) RememberHolder(id, self);
         }
         else
         {
@@ -102,24 +114,56 @@ public sealed class DedupShard
     }
 
     /// <summary>
-    /// Copies a content into <paramref name="destination"/> and returns the hash of those bytes: from the index when
-    /// deduplicating (the bytes that were compared), else from the guest now (a page changed since is dirty again and
-    /// goes again next round; the hash is of what is sent, so the target can check it).
+    /// Copies a content into <paramref name="destination"/> and gives the hash of those bytes: a stored content from
+    /// the index (the bytes that were compared); a held one from a guest page its log shows unwritten since it held
+    /// them; without dedup, from the guest now (a page changed since is dirty again and goes again next round; the
+    /// hash is of what is sent, so the target can check it). False: no page holds a held content any more, so every
+    /// page of this round that needed it was rewritten (the next round carries them) and it is withdrawn from
+    /// <paramref name="targetMask"/>, which is no longer counted as holding it.
     /// </summary>
-    public ContentHash Read(long contentId, Span<byte> destination)
+    public bool TryRead(long contentId, ulong targetMask, Span<byte> destination, out ContentHash hash)
     {
-        if (_deduplicate)
+        if (!_deduplicate)
+        {
+            var (vm, page) = _live[contentId];
+            vm.ReadPage(page, destination);
+            hash = ContentHash.Compute(destination[..Page.Size]);
+            return true;
+        }
+        hash = Index.HashOf(contentId);
+        if (Index.IsStored(contentId))
         {
             Index.BytesOf(contentId).CopyTo(destination);
-            return Index.HashOf(contentId);
+            return true;
         }
-        var (vm, page) = _live[contentId];
-        vm.ReadPage(page, destination);
-        return ContentHash.Compute(destination[..Page.Size]);
+        var (first, second) = Index.HoldersOf(contentId);
+        if (ReadHeld(first, destination)) return true;
+        if (ReadHeld(second, destination))
+        {
+            Index.SetHolders(contentId, second, PageRef.None);
+            return true;
+        }
+        // Neither remembered page holds it any more: any page of this round that still does.
+        foreach (var holder in RoundPagesOf(contentId))
+            if (ReadHeld(holder, destination))
+            {
+                Index.SetHolders(contentId, holder, PageRef.None);
+                return true;
+            }
+        Index.SetHolders(contentId, PageRef.None, PageRef.None);
+        StopCounting(contentId, targetMask);
+        return false;
     }
 
     /// <summary>Distinct contents this shard has seen (every non-zero page, without dedup).</summary>
     public long DistinctContents => _deduplicate ? Index.Count : _uniqueCount;
+
+    /// <summary>Contents of which the source keeps a copy (guests that cannot prove a page unchanged).</summary>
+    public int StoredContents => Index.Arena.Count;
+
+    /// <summary>Whether a page this round reported has been written since it was hashed (false for guests without a write log).</summary>
+    public bool Rewritten(int vmIndex, int page) =>
+        _guests.GetValueOrDefault(vmIndex) is IWriteLoggedGuest log && !log.UnwrittenSince(page, _roundGeneration.GetValueOrDefault(vmIndex));
 
     /// <summary>
     /// Decides this round's sends for the given placement and records the targets as holders, so later rounds
@@ -140,7 +184,7 @@ public sealed class DedupShard
             maps[t].Add((vm, page, id));
             if (id == ContentIndex.ZeroContentId) continue;
             ulong bit = 1UL << t;
-            if ((_holders.GetValueOrDefault(id) & bit) != 0) continue;
+            if ((_targetsHolding.GetValueOrDefault(id) & bit) != 0) continue;
             needed[id] = needed.GetValueOrDefault(id) | bit;
             if (_manyPages.Contains(id)) continue;
             if (_solePage.Remove(id)) _manyPages.Add(id);
@@ -149,7 +193,7 @@ public sealed class DedupShard
         var groups = new Dictionary<ulong, List<long>>();
         foreach (var (id, mask) in needed)
         {
-            _holders[id] = _holders.GetValueOrDefault(id) | mask;
+            _targetsHolding[id] = _targetsHolding.GetValueOrDefault(id) | mask;
             if (!groups.TryGetValue(mask, out var list)) groups[mask] = list = new();
             list.Add(id);
         }
@@ -171,9 +215,64 @@ public sealed class DedupShard
     {
         if (!_solePage.TryGetValue(contentId, out var sole) || !rewritten(sole.Vm, sole.Page)) return false;
         _solePage.Remove(contentId);
-        ulong left = _holders.GetValueOrDefault(contentId) & ~targetMask;
-        if (left == 0) _holders.Remove(contentId);
-        else _holders[contentId] = left;
+        StopCounting(contentId, targetMask);
         return true;
+    }
+
+    private void StopCounting(long contentId, ulong targetMask)
+    {
+        ulong left = _targetsHolding.GetValueOrDefault(contentId) & ~targetMask;
+        if (left == 0) _targetsHolding.Remove(contentId);
+        else _targetsHolding[contentId] = left;
+    }
+
+    private bool Unwritten(PageRef holder) =>
+        _guests.GetValueOrDefault(holder.Vm) is IWriteLoggedGuest log && log.UnwrittenSince(holder.Page, holder.Generation);
+
+    /// <summary>Copies the holder's page, then proves it unchanged: only then are the copied bytes the content.</summary>
+    private bool ReadHeld(PageRef holder, Span<byte> destination)
+    {
+        if (holder.IsNone) return false;
+        _guests[holder.Vm].ReadPage(holder.Page, destination);
+        return Unwritten(holder);
+    }
+
+    /// <summary>Byte compare with a remembered holder's page in place, then proof that the page is unchanged.</summary>
+    private bool HeldEquals(long contentId, ReadOnlySpan<byte> page)
+    {
+        var (first, second) = Index.HoldersOf(contentId);
+        return EqualsHolder(first, page) || EqualsHolder(second, page);
+    }
+
+    private bool EqualsHolder(PageRef holder, ReadOnlySpan<byte> page)
+    {
+        if (holder.IsNone || _guests.GetValueOrDefault(holder.Vm) is not IDirectPageAccess direct || !direct.TryGetPage(holder.Page, out var held)) return false;
+        return held.SequenceEqual(page[..Page.Size]) && Unwritten(holder);
+    }
+
+    /// <summary>Keeps a second page to read a held content from (or replaces a remembered one the guest rewrote).</summary>
+    private void RememberHolder(long contentId, PageRef page)
+    {
+        var (first, second) = Index.HoldersOf(contentId);
+        // The same page found holding it again (rewritten with the same bytes): remembered as of now.
+        if (first.Vm == page.Vm && first.Page == page.Page) Index.SetHolders(contentId, page, second);
+        else if (second.Vm == page.Vm && second.Page == page.Page) Index.SetHolders(contentId, first, page);
+        else if (first.IsNone || !Unwritten(first)) Index.SetHolders(contentId, page, second);
+        else if (second.IsNone || !Unwritten(second)) Index.SetHolders(contentId, first, page);
+    }
+
+    /// <summary>This round's pages of a content, found by a sort made the first time a round needs it (rarely).</summary>
+    private IEnumerable<PageRef> RoundPagesOf(long contentId)
+    {
+        _roundByContent ??= _round.Select(r => (r.ContentId, r.Vm, r.Page)).OrderBy(r => r.ContentId).ToArray();
+        var sorted = _roundByContent;
+        int lo = 0, hi = sorted.Length;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (sorted[mid].Id < contentId) lo = mid + 1; else hi = mid;
+        }
+        for (int i = lo; i < sorted.Length && sorted[i].Id == contentId; i++)
+            yield return new PageRef(sorted[i].Vm, sorted[i].Page, _roundGeneration.GetValueOrDefault(sorted[i].Vm));
     }
 }

@@ -36,9 +36,22 @@ public interface IMigratableVm : IGuestMemory
 /// snapshots (QEMU's here) is not one: it must see the copy that is sent, or a page changed and changed back is missed.
 /// Such a log can also be looked at without collecting it (as a hypervisor's dirty bitmap), which lets a round skip a
 /// page rewritten before its turn: it is in the next round anyway (Xen's pre-copy does the same).
+/// A write is logged before its first byte lands (as a write-protection fault is taken before the write completes)
+/// and again after its last, so a reader that copies a page and then finds it unwritten since a collection has
+/// copied exactly the bytes the page held then: the source reads contents from the guest instead of keeping copies.
 /// </summary>
 public interface IWriteLoggedGuest
 {
     /// <summary>Whether <paramref name="page"/> was written since the log was last collected; does not collect it.</summary>
     bool IsDirty(int page);
+
+    /// <summary>How many times the log has been collected since logging started (0 before the first collection).</summary>
+    int LogGeneration { get; }
+
+    /// <summary>
+    /// Whether <paramref name="page"/> has not been written since collection <paramref name="generation"/> returned:
+    /// no later collection took it and it is not dirty now. Bytes read from the page before this answers true are the
+    /// bytes it held at that collection. False while the guest is not logging (nothing can be proven then).
+    /// </summary>
+    bool UnwrittenSince(int page, int generation);
 }

@@ -14,6 +14,9 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 {
     private readonly ulong[] _keys;
     private readonly ulong[] _dirty;
+    /// <summary>Per page, the log generation of the last collection that took it (0: none since logging started).</summary>
+    private readonly int[] _collectedIn;
+    private int _generation;
     private readonly int[] _workingSet;
     private readonly SyntheticGuestModel _model;
     private readonly object _writeLock = new();
@@ -35,6 +38,7 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
         int pages = description.PageCount;
         _keys = new ulong[pages];
         _dirty = new ulong[(pages + 63) / 64];
+        _collectedIn = new int[pages];
         // string.GetHashCode is randomised per process; the layout must not be, so a stable FNV hash of the id is used.
         ulong vmSeed = PageContent.Mix((ulong)seed ^ StableHash(description.Id));
         Layout(pages, vmSeed);
@@ -80,8 +84,21 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 
     public void StartDirtyLogging()
     {
+        _logging = false;
         Array.Clear(_dirty);
+        Array.Clear(_collectedIn);
+        Volatile.Write(ref _generation, 0);
         _logging = true;
+    }
+
+    public int LogGeneration => Volatile.Read(ref _generation);
+
+    public bool UnwrittenSince(int page, int generation)
+    {
+        // Whatever the caller read before this call must not be reordered after the checks below.
+        Interlocked.MemoryBarrier();
+        // Dirty bit first, then the page's collection: a collector records the collection before it clears the bit.
+        return _logging && !IsDirty(page) && Volatile.Read(ref _collectedIn[page]) <= generation;
     }
 
     public bool IsDirty(int page)
@@ -92,16 +109,22 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 
     public int[] CollectDirtyPages()
     {
+        int generation = Interlocked.Increment(ref _generation);
         var result = new List<int>();
         for (int w = 0; w < _dirty.Length; w++)
         {
-            ulong bits = Interlocked.Exchange(ref _dirty[w], 0);
+            // Record the collection of every page before its bit is cleared (see UnwrittenSince); bits set meanwhile
+            // make the exchange fail, and are recorded in the next pass.
+            ulong bits = Volatile.Read(ref _dirty[w]);
             while (bits != 0)
             {
-                int bit = System.Numerics.BitOperations.TrailingZeroCount(bits);
-                result.Add(w * 64 + bit);
-                bits &= bits - 1;
+                for (ulong b = bits; b != 0; b &= b - 1)
+                    Volatile.Write(ref _collectedIn[w * 64 + System.Numerics.BitOperations.TrailingZeroCount(b)], generation);
+                ulong seen = Interlocked.CompareExchange(ref _dirty[w], 0, bits);
+                if (seen == bits) break;
+                bits = seen;
             }
+            for (; bits != 0; bits &= bits - 1) result.Add(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(bits));
         }
         return result.ToArray();
     }
@@ -181,8 +204,9 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 
     private void WriteKey(int page, ulong key)
     {
-        // Called under the write lock. A reader may see a torn page meanwhile; its hash then does not match what the
-        // dedup shard re-reads, or the page is simply dirty again: either way it goes again in the next round.
+        // Called under the write lock. Logged before the first byte changes (a reader that then finds the page clean
+        // read the old bytes whole) and again after the last (a collection taken meanwhile does not lose the write).
+        MarkDirty(page);
         if (_memory is not null)
         {
             Span<byte> bytes = stackalloc byte[Page.Size];
@@ -190,7 +214,11 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
             _memory.WritePage(page, bytes);
         }
         Volatile.Write(ref _keys[page], key);
-        // Mark dirty after the write: a collector that misses the mark still read the new content or sees it next round.
+        MarkDirty(page);
+    }
+
+    private void MarkDirty(int page)
+    {
         if (_logging) Interlocked.Or(ref _dirty[page >> 6], 1UL << (page & 63));
     }
 
