@@ -111,6 +111,80 @@ public class ClusterIntegrationTests
         Assert.All(fleet, vm => Assert.Equal(VmRunState.Running, vm.State)); // confirmed by the source before the report
     }
 
+    [Fact]
+    public async Task A_staggered_handover_hands_a_target_its_vms_while_later_waves_still_run_here_and_together_pauses_all_first()
+    {
+        foreach (var handover in new[] { "staggered", "together" })
+        {
+            var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 13, OsImages: 1, Applications: 3));
+            await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+            });
+            await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
+            int? runningAtFirstHandover = null;
+            var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options() with { Handover = handover, LinkBitsPerSecond = 400_000_000 }),
+                e => { if (e is VmHandedOver && runningAtFirstHandover is null) runningAtFirstHandover = fleet.Count(v => v.State == VmRunState.Running); },
+                TimeSpan.FromSeconds(30));
+
+            var report = outcome.Report!;
+            Assert.True(report.Verified, report.Error);
+            Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
+            Assert.Equal(report.DataPlaneRounds, report.DirtyPagesPerRound.Count);
+            Assert.Equal(report.DataPlaneRounds, report.RoundSeconds.Count);
+            if (handover == "staggered")
+            {
+                Assert.Equal(3, report.Waves);
+                Assert.True(report.DataPlaneRounds > report.Rounds, $"{report.DataPlaneRounds} rounds in all, {report.Rounds} per VM");
+                // When the first target ran its VMs, the last wave's two VMs had not even been paused here.
+                Assert.InRange(runningAtFirstHandover!.Value, 2, 4);
+            }
+            else
+            {
+                Assert.Equal(1, report.Waves);
+                Assert.Equal(report.Rounds, report.DataPlaneRounds);
+                Assert.Equal(0, runningAtFirstHandover);                     // every VM paused before any handover
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_target_lost_in_a_later_wave_leaves_handed_over_vms_on_their_targets_and_every_other_vm_running_here()
+    {
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 14, OsImages: 1, Applications: 3));
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+        });
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
+        IReadOnlyDictionary<string, string> placement = new Dictionary<string, string>();
+        string? lost = null;
+        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options() with { LinkBitsPerSecond = 50_000_000 }),
+            e =>
+            {
+                if (e is MigrationPlaced placed) placement = placed.TargetOfVm;
+                // At the first handover, crash the last wave's target (waves go in target order): seconds before its turn.
+                if (e is not VmHandedOver || lost is not null) return;
+                lost = placement.Values.Distinct().Order(StringComparer.Ordinal).Last();
+                _ = cluster.Targets.Single(t => t.HostId == lost).CrashAsync();
+            },
+            TimeSpan.FromSeconds(30));
+
+        Assert.NotNull(lost);
+        var report = outcome.Report!;
+        Assert.False(report.Verified);
+        Assert.Contains(report.PerVm, v => v.HandedOver);
+        foreach (var vm in report.PerVm)
+        {
+            var state = fleet.Single(v => v.Description.Id == vm.Id).State;
+            // Nothing lost, nothing twice: each VM runs on its target (its source copy stopped) or here.
+            Assert.Equal(vm.HandedOver ? VmRunState.Stopped : VmRunState.Running, state);
+            if (placement[vm.Id] == lost) Assert.False(vm.HandedOver);
+        }
+    }
+
     /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
     private sealed class RefusingBackend(string refuse) : ITargetBackend
     {

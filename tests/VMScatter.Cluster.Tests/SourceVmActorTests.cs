@@ -25,7 +25,7 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
 
         actor.Tell(new CollectDirtyPages(0));
         Assert.Equal(new DirtyPagesCollected(0, 0, 256), ExpectMsg<DirtyPagesCollected>());
-        actor.Tell(new HashRound(0, StopAndCopy: false));
+        actor.Tell(new HashRound(0, StopAndCopy: false, 1));
         var seen = new HashSet<int>();
         var page = new byte[Page.Size];
         for (int s = 0; s < 4; s++)
@@ -54,7 +54,7 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
         actor.Tell(new CollectDirtyPages(1));
         Assert.Equal(1, ExpectMsg<DirtyPagesCollected>().Pages);
         vm.WritePageContent(9, 0x5678); // written after the collection, before the pause: must still be sent
-        actor.Tell(new HashRound(1, StopAndCopy: true));
+        actor.Tell(new HashRound(1, StopAndCopy: true, 1));
         var paused = ExpectMsg<VmPaused>();
         Assert.Equal(VmRunState.Paused, vm.State);
         Assert.NotEmpty(paused.DeviceState);
@@ -88,7 +88,7 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
         vm.WritePageContent(12, 0x44);
         actor.Tell(new CollectDirtyPages(1));
         Assert.Equal(3, ExpectMsg<DirtyPagesCollected>().Pages);
-        actor.Tell(new HashRound(1, StopAndCopy: false));
+        actor.Tell(new HashRound(1, StopAndCopy: false, 1));
         var routed = shards.SelectMany(s => s.ExpectMsg<PageHashBatch>().Pages).Order().ToArray();
         Assert.Equal([4, 7, 12], routed);
 

@@ -261,6 +261,58 @@ public class DedupTests
     }
 
     [Fact]
+    public void Round_0_of_a_staggered_handover_plans_what_several_targets_need_and_each_wave_takes_the_rest_of_its_vms()
+    {
+        // vm0 on target 0; vm1 and vm2 on target 1. One content on all three VMs (both targets), one on vm1 and vm2
+        // (target 1 only), and each VM's own page.
+        byte[] everywhere = PageOf(9), sameTarget = PageOf(8);
+        var vm0 = new PagesMemory(everywhere, PageOf(1, 1));
+        var vm1 = new PagesMemory(everywhere, sameTarget, PageOf(2, 2));
+        var vm2 = new PagesMemory(everywhere, sameTarget, PageOf(3, 3));
+        var vms = new[] { vm0, vm1, vm2 };
+        var shard = new DedupShard(0, 1);
+        shard.BeginRound(0);
+        for (int v = 0; v < 3; v++)
+        {
+            shard.Reported(v, vms[v], 0, [.. Enumerable.Range(0, vms[v].PageCount)]);
+            for (int p = 0; p < vms[v].PageCount; p++) shard.Add(v, vms[v], p, ContentHash.Compute(vms[v].Pages[p]));
+        }
+        int[] targetOf = [0, 1, 1];
+        var round0 = shard.Plan(targetOf, 2, deferSingleTarget: true);
+        long everywhereId = Assert.Single(round0.ContentsByGroup[0b11]);
+        Assert.Single(round0.ContentsByGroup);                                    // nothing only one target needs
+        Assert.Equal([(0, 0, everywhereId)], round0.MapsByTarget[0]);
+        Assert.Equal([(1, 0, everywhereId), (2, 0, everywhereId)], round0.MapsByTarget[1]);
+        Assert.Equal(new Dictionary<int, int> { [0] = 1, [1] = 2, [2] = 2 }, round0.DeferredPages);
+
+        // Target 1's wave: vm2 rewrote its own page since round 0, so this round carries it anew (and the deferred map
+        // of its old content is dropped); everything else target 1's VMs deferred joins the round.
+        vm2.Pages[2] = PageOf(4, 4);
+        shard.BeginRound(1);
+        shard.Reported(1, vm1, 0, []);
+        shard.Reported(2, vm2, 0, [2]);
+        shard.Add(2, vm2, 2, ContentHash.Compute(vm2.Pages[2]));
+        var wave = shard.Plan(targetOf, 2, releaseDeferredOf: [1, 2]);
+        Assert.Empty(wave.MapsByTarget[0]);
+        var maps = wave.MapsByTarget[1];
+        Assert.Equal(4, maps.Count);
+        Assert.Single(maps, m => (m.Vm, m.Page) == (2, 2));
+        long sameTargetId = maps.Single(m => (m.Vm, m.Page) == (1, 1)).ContentId;
+        Assert.Equal(sameTargetId, maps.Single(m => (m.Vm, m.Page) == (2, 1)).ContentId);
+        var sent = Assert.Single(wave.ContentsByGroup, g => g.Key == 0b10).Value;
+        Assert.Equal(3, sent.Count);                                              // the shared one once, vm1's own, vm2's new
+        Assert.Contains(sameTargetId, sent);
+        Assert.Single(wave.ContentsByGroup);
+        Assert.Empty(wave.DeferredPages);
+
+        // Target 0's wave later takes vm0's deferred page.
+        shard.BeginRound(2);
+        shard.Reported(0, vm0, 0, []);
+        var last = shard.Plan(targetOf, 2, releaseDeferredOf: [0]);
+        Assert.Equal([(0, 1, last.ContentsByGroup[0b01].Single())], last.MapsByTarget[0]);
+    }
+
+    [Fact]
     public void A_page_rewritten_between_hashing_and_dedup_is_left_to_the_next_round()
     {
         var vm = new PagesMemory(PageOf(4));

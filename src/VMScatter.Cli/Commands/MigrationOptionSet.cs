@@ -16,10 +16,11 @@ public sealed class MigrationOptionSet
     public Option<string> LinkRate { get; } = new("--link-rate") { Description = "Each host's egress link, e.g. 1Gbit (default: unlimited)", DefaultValueFactory = _ => "unlimited" };
     public Option<bool> NoDedup { get; } = new("--no-dedup") { Description = "Send every non-zero page of every VM (the one-to-one pre-copy baseline)" };
     public Option<string> OnNoConvergence { get; } = new("--on-no-convergence") { Description = "force (stop and copy anyway) | abort (VMs stay on the source)", DefaultValueFactory = _ => "force" };
+    public Option<string?> Handover { get; } = new("--handover") { Description = "staggered (one target host's VMs after another, each shortly after its own pages) | together (all VMs pause at once)" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json, LinkRate, NoDedup, OnNoConvergence }) command.Options.Add(o);
+        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json, LinkRate, NoDedup, OnNoConvergence, Handover }) command.Options.Add(o);
     }
 
     public MigrationOptions Resolve(ParseResult parse, Config defaults)
@@ -37,9 +38,12 @@ public sealed class MigrationOptionSet
         if (!Domain.Units.LinkRate.TryParse(parse.GetValue(LinkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(LinkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
         string policy = parse.GetValue(OnNoConvergence)!;
         Require(policy, "--on-no-convergence", "force", "abort");
-        // --no-dedup is the QEMU-style baseline: like QEMU, it also sends round 0's already rewritten pages.
+        // --no-dedup is the QEMU-style baseline: like QEMU, it also sends round 0's already rewritten pages, and its
+        // VMs go together unless --handover says otherwise.
         bool dedup = !parse.GetValue(NoDedup);
-        return new MigrationOptions(placement, transport, compression, maxRounds, downtime, dedup, bits, policy, SetAsideDirty: dedup);
+        string handover = parse.GetValue(Handover) ?? (dedup ? defaults.GetString("vmscatter.source.handover") : "together");
+        Require(handover, "--handover", "staggered", "together");
+        return new MigrationOptions(placement, transport, compression, maxRounds, downtime, dedup, bits, policy, SetAsideDirty: dedup, Handover: handover);
     }
 
     private static void Require(string value, string option, params string[] allowed)

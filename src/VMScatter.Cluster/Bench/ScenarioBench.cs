@@ -45,11 +45,11 @@ public static class ScenarioBench
             ("vmscatter", "traffic-aware placement, dedup across VMs, relay chain per target group, LZ4",
                 new("traffic-aware", "relay-chain", "lz4", 8, downtimeMs, true, linkBitsPerSecond), false),
             (Sequential, "QEMU-style pre-copy: each VM to one target, unicast, zero pages elided, no dedup or compression, one VM after another",
-                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false), true),
+                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false, Handover: "together"), true),
             ("one-to-one-parallel", "the same, all VMs at once",
-                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false), false),
+                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false, Handover: "together"), false),
             ("gang", "gang migration: dedup across VMs, unicast to each target, no compression",
-                new("first-fit-decreasing", "fan-out", "none", 8, downtimeMs, true, linkBitsPerSecond, SetAsideDirty: false), false),
+                new("first-fit-decreasing", "fan-out", "none", 8, downtimeMs, true, linkBitsPerSecond, SetAsideDirty: false, Handover: "together"), false),
         };
         var raw = new List<(string Name, string Description, long Bytes, long Link, double Seconds, double Max, double Median, int Rounds, bool Verified, bool Converged)>();
         // Nodes are long-lived processes: the first migration in a fresh one also pays for JIT-compiling its code

@@ -159,8 +159,9 @@ public sealed class VmScatterNode : IAsyncDisposable
     /// <summary>Stops the node abruptly, as a crash would (tests of host failure).</summary>
     public async Task CrashAsync()
     {
-        await System.Terminate().ConfigureAwait(false);
+        // Its data plane goes at once (the actor system takes a while to terminate, and leaves the cluster meanwhile).
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
+        await System.Terminate().ConfigureAwait(false);
         _memoryPool?.Dispose();
     }
 }

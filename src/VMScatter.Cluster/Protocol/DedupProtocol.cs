@@ -23,15 +23,19 @@ public sealed record SetAsideDirtyPages
 
 public sealed record DirtyPagesSetAside(int VmIndex, FrozenSet<int> Pages);
 
-/// <summary>Hash this round's pages and route them to the shards; pause first if this is the stop-and-copy round.</summary>
-public sealed record HashRound(int Round, bool StopAndCopy);
+/// <summary>
+/// Hash this round's pages and route them to the shards; pause first if this is the stop-and-copy round.
+/// <paramref name="Participants"/>: how many VMs take part in the round (a wave's), so the shards know when it is in.
+/// </summary>
+public sealed record HashRound(int Round, bool StopAndCopy, int Participants);
 
 /// <summary>
 /// A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's
 /// part). <paramref name="LogGeneration"/>: the guest's write-log generation the pages were hashed under (0 without a
-/// write log), by which the shard proves a page still holds what was hashed.
+/// write log), by which the shard proves a page still holds what was hashed. <paramref name="Participants"/>: VMs in the round.
+/// <paramref name="RoundPages"/>: all of the VM's pages this round, whichever shard they went to (ascending; one array shared by the batches).
 /// </summary>
-public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes, int LogGeneration = 0);
+public sealed record PageHashBatch(int Round, int VmIndex, ImmutableArray<int> Pages, ImmutableArray<ContentHash> Hashes, int LogGeneration, int Participants, ImmutableArray<int> RoundPages);
 
 /// <summary>A shard has every VM's pages of the round; <paramref name="DistinctContents"/>: its index size after them.</summary>
 public sealed record ShardRoundHashed(int Round, int Shard, int Pages, long DistinctContents);
@@ -44,7 +48,10 @@ public sealed record ShardRoundHashed(int Round, int Shard, int Pages, long Dist
 public sealed record VmContentsProfiled(int VmIndex, int Pages, int NonZeroPages, int ZeroPages, int DistinctContents, IReadOnlyList<ulong> Sketch);
 
 /// <param name="SetAside">Per VM, pages this round must leave out (they go next round); null: none.</param>
-public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount, IReadOnlyList<FrozenSet<int>>? SetAside = null);
+/// <param name="DeferSingleTarget">Round 0 of a staggered handover: plan only pages whose content several targets need.</param>
+/// <param name="ReleaseDeferredOf">The VMs whose deferred pages join this round (the first round of their wave).</param>
+public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount, IReadOnlyList<FrozenSet<int>>? SetAside = null,
+    bool DeferSingleTarget = false, ImmutableArray<int>? ReleaseDeferredOf = null);
 
 public sealed record ShardRoundPlanned(int Round, int Shard, ShardRoundPlan Plan);
 

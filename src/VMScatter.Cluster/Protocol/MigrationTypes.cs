@@ -7,7 +7,10 @@ namespace VMScatter.Cluster.Protocol;
 /// leave out of round 0 the pages rewritten since they were analysed, and out of every pre-copy round a page's content
 /// when the guest rewrote the page before its turn (as Xen's pre-copy skips pages dirtied during the current
 /// iteration; needs a log that can be looked at without collecting it); QEMU sends them and then again, so the
-/// QEMU-style baselines turn it off.
+/// QEMU-style baselines turn it off. <paramref name="Handover"/>: <c>staggered</c> sends round 0 only what several targets
+/// need, then completes one target host at a time (its VMs' own pages, dirty rounds, stop-and-copy and handover, while
+/// the others keep running), so a VM's own pages and working set go shortly before its own pause; <c>together</c>
+/// runs every round over all VMs and pauses them all at once.
 /// </summary>
 public sealed record MigrationOptions(
     string Placement,
@@ -18,7 +21,11 @@ public sealed record MigrationOptions(
     bool Deduplicate = true,
     long LinkBitsPerSecond = 0,
     string NonConvergence = "force",
-    bool SetAsideDirty = true) : IVmScatterMessage;
+    bool SetAsideDirty = true,
+    string Handover = "staggered") : IVmScatterMessage
+{
+    public bool Staggered => Handover == "staggered";
+}
 
 /// <summary>What the source learned about a VM in round 0: sizes, counts and a sketch of its distinct contents.</summary>
 public sealed record VmProfile(
@@ -39,7 +46,11 @@ public sealed record VmAssignment(int VmIndex, VmDescription Vm, int TargetIndex
 /// <summary>A VM's handover digest as one side computed it (memory + device state).</summary>
 public sealed record VmDigest(string VmId, string Digest) : IVmScatterMessage;
 
-/// <summary>The source's account of one finished transfer.</summary>
+/// <summary>
+/// The source's account of one finished transfer. <paramref name="Rounds"/>: rounds a VM went through (round 0, its
+/// wave's pre-copy rounds and its stop-and-copy; the most of any wave), what max-rounds bounds;
+/// <paramref name="DataPlaneRounds"/>: rounds sent in all, every wave's (the length of the per-round lists).
+/// </summary>
 public sealed record TransferStats(
     int Rounds,
     long BytesSent,
@@ -62,4 +73,6 @@ public sealed record TransferStats(
     string Convergence,
     int SetAsidePages = 0,
     long ContentsWithdrawn = 0,
-    long Round0DistinctPages = 0) : IVmScatterMessage;
+    long Round0DistinctPages = 0,
+    int Waves = 1,
+    int DataPlaneRounds = 0) : IVmScatterMessage;

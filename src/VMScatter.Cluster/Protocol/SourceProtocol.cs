@@ -25,7 +25,13 @@ public sealed record VmsAnalyzed(Guid MigrationId, IReadOnlyList<VmProfile> Prof
 
 public sealed record TransferProgress(Guid MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
 
-/// <summary>Every round is applied on every target; the VMs are paused here with these digests.</summary>
+/// <summary>
+/// A wave is in (staggered handover): its target applied its stop-and-copy round; its VMs are paused here with these
+/// digests and may be handed over while the other waves go on.
+/// </summary>
+public sealed record VmsTransferred(Guid MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<string, long> PausedAtUnixMs) : IVmScatterMessage;
+
+/// <summary>Every round is applied on every target; the VMs are paused here with these digests (every wave's).</summary>
 public sealed record TransferCompleted(Guid MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<string, long> PausedAtUnixMs, TransferStats Stats) : IVmScatterMessage;
 
 public sealed record TransferFailed(Guid MigrationId, string Reason) : IVmScatterMessage;

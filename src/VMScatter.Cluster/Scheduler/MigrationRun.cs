@@ -25,6 +25,9 @@ internal sealed class MigrationRun
     public Dictionary<string, IActorRef> TargetRefs { get; } = new();
     public HashSet<string> ReadyTargets { get; } = new();
     public TransferCompleted? Transfer { get; set; }
+    /// <summary>Source digests and pause times of the VMs whose wave is through (all of them once the transfer completed).</summary>
+    public Dictionary<string, string> SourceDigestOf { get; } = new();
+    public Dictionary<string, long> PausedAt { get; } = new();
     public Dictionary<string, TargetDigests> TargetDigests { get; } = new();
     public Dictionary<string, string> TargetDigestOf { get; } = new();
     public Dictionary<string, VmHandedOver> HandedOver { get; } = new();

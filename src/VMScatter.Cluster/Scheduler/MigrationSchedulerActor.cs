@@ -89,12 +89,19 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             if (run.SourceMigration is null) run.SourceWillNotConfirm = true;
             FailRun(run, m.Reason, tellSource: false);
         }));
+        // A wave of a staggered handover is through: its VMs can be handed over while the others still transfer.
+        Command<VmsTransferred>(m => WithRun(m.MigrationId, run =>
+        {
+            Transferred(run, m.SourceDigests, m.PausedAtUnixMs);
+            DecideHandovers(run);
+        }));
         Command<TransferCompleted>(m => WithRun(m.MigrationId, run =>
         {
             run.Transfer = m;
             run.Phase = "verifying";
+            Transferred(run, m.SourceDigests, m.PausedAtUnixMs);
             Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "handover"), _settings.HandoverTimeout);
-            // Targets send their digests by themselves once the last round is in; compare when both sides are here.
+            // Targets send their digests by themselves once their last round is in; compare when both sides are here.
             DecideHandovers(run);
         }));
         Command<TargetDigests>(m => WithRun(m.MigrationId, run =>
@@ -105,7 +112,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         }));
         Command<VmResumedOnTarget>(m => WithRun(m.MigrationId, run =>
         {
-            long pausedAt = run.Transfer!.PausedAtUnixMs.GetValueOrDefault(m.VmId, m.ResumedAtUnixMs);
+            long pausedAt = run.PausedAt.GetValueOrDefault(m.VmId, m.ResumedAtUnixMs);
             var handed = new VmHandedOver(run.Id, m.VmId, m.HostId, run.TargetDigestOf[m.VmId], m.ResumedAtUnixMs - pausedAt);
             Persist(handed, e =>
             {
@@ -147,21 +154,28 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         }));
     }
 
-    /// <summary>With the source's digests and every target's in hand: resume matches on their targets, fail the rest.</summary>
+    private static void Transferred(MigrationRun run, IReadOnlyList<VmDigest> digests, IReadOnlyDictionary<string, long> pausedAt)
+    {
+        foreach (var d in digests) run.SourceDigestOf[d.VmId] = d.Digest;
+        foreach (var (vm, at) in pausedAt) run.PausedAt[vm] = at;
+    }
+
+    /// <summary>Each VM whose source digest and target's digests are both in: resume a match on its target, fail the rest.</summary>
     private void DecideHandovers(MigrationRun run)
     {
-        if (run.Transfer is null || run.TargetDigests.Count < run.Targets.Count || run.Phase == "handing over") return;
-        run.Phase = "handing over";
-        foreach (var source in run.Transfer.SourceDigests)
+        if (run.Error is not null) return;
+        foreach (var (vmId, digest) in run.SourceDigestOf)
         {
-            string target = run.TargetOfVm[source.VmId];
-            if (run.TargetDigestOf.TryGetValue(source.VmId, out var got) && got == source.Digest)
+            string target = run.TargetOfVm[vmId];
+            if (run.Decided(vmId) || run.ResumeRequested.Contains(vmId) || !run.TargetDigests.ContainsKey(target)) continue;
+            run.Phase = "handing over";
+            if (run.TargetDigestOf.TryGetValue(vmId, out var got) && got == digest)
             {
-                run.ResumeRequested.Add(source.VmId);
-                run.TargetRefs[target].Tell(new ResumeOnTarget(run.Id, source.VmId));
+                run.ResumeRequested.Add(vmId);
+                run.TargetRefs[target].Tell(new ResumeOnTarget(run.Id, vmId));
             }
             else
-                FailVm(run, source.VmId, $"digest mismatch: source {Short(source.Digest)}, target {Short(got ?? "none")}");
+                FailVm(run, vmId, $"digest mismatch: source {Short(digest)}, target {Short(got ?? "none")}");
         }
         MaybeComplete(run);
     }
@@ -308,6 +322,8 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         // copies running.
         var failed = run.Vms.Where(v => !run.Decided(v.Id) && !run.ResumeRequested.Contains(v.Id)).Select(v => new VmHandoverFailed(run.Id, v.Id, reason)).ToArray();
         foreach (var f in failed) run.Failed[f.VmId] = reason;
+        // The source resumes by itself the VMs it still transfers; those whose wave is through wait for this word.
+        foreach (var f in failed) run.SourceHost.Tell(new ResumeSourceVm(run.Id, f.VmId, reason));
         PersistAll(failed, e => { Record(e.MigrationId).Failed.Add(e.VmId); run.Requester.Tell(e); });
         foreach (var (host, target) in run.TargetRefs)
             target.Tell(new DiscardReceived(run.Id, run.Vms.Where(v => !run.HandedOver.ContainsKey(v.Id) && run.TargetOfVm.GetValueOrDefault(v.Id) == host).Select(v => v.Id).ToArray()));
@@ -335,7 +351,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         var stats = run.Transfer?.Stats;
         var perVm = run.Vms.Select(vm =>
         {
-            var src = run.Transfer?.SourceDigests.FirstOrDefault(d => d.VmId == vm.Id)?.Digest;
+            var src = run.SourceDigestOf.GetValueOrDefault(vm.Id);
             run.TargetDigestOf.TryGetValue(vm.Id, out var dst);
             run.HandedOver.TryGetValue(vm.Id, out var handed);
             run.Failed.TryGetValue(vm.Id, out var error);
@@ -364,6 +380,8 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             GroupSwitchesLowerBound = stats?.GroupSwitchesLowerBound ?? 0,
             GroupTransport = run.Request.Options.GroupTransport,
             Rounds = stats?.Rounds ?? 0,
+            Waves = stats?.Waves ?? 0,
+            DataPlaneRounds = stats?.DataPlaneRounds ?? 0,
             DirtyPagesPerRound = stats?.DirtyPagesPerRound ?? [],
             SetAsidePages = stats?.SetAsidePages ?? 0,
             ContentsWithdrawn = stats?.ContentsWithdrawn ?? 0,

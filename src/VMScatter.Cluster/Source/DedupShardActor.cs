@@ -33,17 +33,18 @@ public sealed class DedupShardActor : ReceiveActor
                 _pages = 0;
             }
             var memory = _vms[batch.VmIndex];
+            _shard.Reported(batch.VmIndex, memory, batch.LogGeneration, batch.RoundPages);
             for (int i = 0; i < batch.Pages.Length; i++) _shard.Add(batch.VmIndex, memory, batch.Pages[i], batch.Hashes[i], batch.LogGeneration);
             _pages += batch.Pages.Length;
             _vmsReported.Add(batch.VmIndex);
-            if (_vmsReported.Count == _vms.Count)
+            if (_vmsReported.Count == batch.Participants)
                 Context.Parent.Tell(new ShardRoundHashed(_round, shardIndex, _pages, _shard.DistinctContents));
         });
 
         Receive<PlanShardRound>(m =>
         {
             if (m.Round != _round) throw new InvalidOperationException($"shard {shardIndex} asked to plan round {m.Round} while holding round {_round}");
-            Sender.Tell(new ShardRoundPlanned(m.Round, shardIndex, _shard.Plan(m.TargetOfVm, m.TargetCount, m.SetAside)));
+            Sender.Tell(new ShardRoundPlanned(m.Round, shardIndex, _shard.Plan(m.TargetOfVm, m.TargetCount, m.SetAside, m.DeferSingleTarget, m.ReleaseDeferredOf)));
         });
     }
 }

@@ -18,10 +18,13 @@ namespace VMScatter.Cluster.Source;
 
 /// <summary>
 /// One migration on the source host. States: analysing (round 0 hashed and deduplicated, profiles sent for
-/// placement) → waiting for the plan → rounds (plan with the shards, push on the data plane, wait until every
-/// target applied it; repeat with the dirty pages until the rest fits the downtime target or the round limit,
-/// then pause and send the rest with the device state) → digests → handing over (stop each VM here only when the
-/// scheduler says its target verified and resumed it; resume it here otherwise).
+/// placement) → waiting for the plan → round 0 → waves. A wave is a set of target hosts whose VMs complete together:
+/// rounds over those VMs (plan with the shards, push on the data plane, wait until every target still receiving
+/// applied it; repeat with the dirty pages until the rest fits the downtime target or the round limit), then pause
+/// them and send the rest with their device states, then their digests go to the scheduler, which hands them over
+/// while the next wave goes on. With the staggered handover each target is a wave and round 0 carries only what
+/// several targets need; otherwise one wave holds every target. Handing over: stop each VM here only when the
+/// scheduler says its target verified and resumed it; resume it here otherwise.
 /// </summary>
 public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 {
@@ -44,6 +47,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private string _convergence = "";
     private readonly List<int> _dirtyPerRound = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
+    private readonly Dictionary<int, long> _pausedAt = new();
     private readonly Dictionary<int, string> _sourceDigests = new();
     private readonly HashSet<int> _settled = new();
     private DataPlaneSender? _sender;
@@ -63,6 +67,21 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private bool _roundSent;
     private FrozenSet<int>[]? _setAside;
     private int _setAsidePages;
+    // Waves: target hosts whose VMs complete together, in order; the current one's VMs and targets.
+    private int[][] _waves = [];
+    private int _wave;
+    private int[] _waveVms = [];
+    private ulong _waveTargets;
+    private int _waveRounds;
+    private bool _firstWaveRound;
+    private bool _allConverged = true;
+    /// <summary>Rounds a VM went through (round 0, its wave's pre-copy rounds and stop-and-copy), the most of any wave.</summary>
+    private int _vmRounds;
+    /// <summary>Targets still receiving: each gets every round's end until its wave's stop-and-copy round.</summary>
+    private ulong _activeTargets;
+    /// <summary>VMs whose wave is through: paused here with digests, their handover is the scheduler's to decide.</summary>
+    private readonly HashSet<int> _transferred = new();
+    private readonly Dictionary<int, int> _deferredPages = new();
 
     public SourceMigrationActor(Guid migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
     {
@@ -105,7 +124,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             if (--_pending > 0) return;
             _hashed.Clear();
-            Broadcast(_vmActors, new HashRound(0, StopAndCopy: false));
+            Broadcast(_vmActors, new HashRound(0, StopAndCopy: false, _vms.Count));
         });
         // Placement needs only the VMs' profiles; the shards go on byte-comparing and indexing meanwhile (round 0 is
         // planned after they are done: the plan requests queue behind the VMs' batches).
@@ -140,6 +159,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             foreach (var a in m.Assignments) targetOf[a.VmIndex] = a.TargetIndex;
             _targetOfVm = [.. targetOf];
             _targetCount = m.Targets.Count;
+            _activeTargets = _targetCount == 64 ? ulong.MaxValue : (1UL << _targetCount) - 1;
+            var used = targetOf.Distinct().Order().ToArray();
+            _waves = _options.Staggered ? used.Select(t => new[] { t }).ToArray() : [used];
             var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => new IPEndPoint(IPAddress.Parse(t.Host), t.Port)).ToArray();
             var dataPlane = _settings.DataPlane with
             {
@@ -189,7 +211,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     {
         _roundClock.Restart();
         _planned.Clear();
-        Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount, _round == 0 ? _setAside : null));
+        bool defer = _round == 0 && _options.Staggered;
+        ImmutableArray<int>? release = _firstWaveRound && _options.Staggered ? [.. _waveVms] : null;
+        Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount, _round == 0 ? _setAside : null, defer, release));
         Become(Planning);
     }
 
@@ -200,6 +224,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         Receive<ShardRoundPlanned>(m =>
         {
             _planned.Add(m);
+            foreach (var (vm, pages) in m.Plan.DeferredPages) _deferredPages[vm] = _deferredPages.GetValueOrDefault(vm) + pages;
             if (_planned.Count < _shards.Length) return;
             var transfer = BuildTransfer();
             _applied.Clear();
@@ -210,6 +235,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             Become(Transferring);
         });
         Receive<ProgressTick>(_ => ReportProgress());
+        Handovers();
         CommonFailures();
     }
 
@@ -225,12 +251,13 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             MaybeRoundDone();
         });
         Receive<ProgressTick>(_ => ReportProgress());
+        Handovers();
         CommonFailures();
     }
 
     private void MaybeRoundDone()
     {
-        if (!_roundSent || _applied.Count < _targetCount) return;
+        if (!_roundSent || _applied.Count < System.Numerics.BitOperations.PopCount(_activeTargets)) return;
         double seconds = Math.Max(_roundClock.Elapsed.TotalSeconds, 1e-3);
         _roundSeconds.Add(seconds);
         _lastRoundSeconds = seconds;
@@ -241,15 +268,41 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         ReportProgress();
         if (_stopAndCopy)
         {
-            // Each VM began digesting its memory when it paused; wait for whichever are not done.
+            // The wave's targets have their VMs whole; they get nothing more. Each VM began digesting its memory when
+            // it paused: wait for whichever are not done, then the next wave.
+            _activeTargets &= ~_waveTargets;
+            foreach (int vm in _waveVms) _transferred.Add(vm);
             Become(Digesting);
-            MaybeTransferComplete();
+            MaybeWaveTransferred();
             return;
         }
         _round++;
-        _pending = _vms.Count;
+        if (_round == 1) StartWave(0);
+        else
+        {
+            _waveRounds++;
+            _firstWaveRound = false;
+            CollectWaveDirtyPages();
+        }
+    }
+
+    /// <summary>A wave begins with its VMs' dirty pages (and, staggered, the pages of theirs that round 0 deferred).</summary>
+    private void StartWave(int wave)
+    {
+        _wave = wave;
+        _waveTargets = _waves[wave].Aggregate(0UL, (mask, t) => mask | 1UL << t);
+        _waveVms = Enumerable.Range(0, _vms.Count).Where(v => (_waveTargets >> _targetOfVm[v] & 1) != 0).ToArray();
+        _waveRounds = 1; // round 0 was theirs too
+        _firstWaveRound = true;
+        _stopAndCopy = false;
+        CollectWaveDirtyPages();
+    }
+
+    private void CollectWaveDirtyPages()
+    {
+        _pending = _waveVms.Length;
         _pagesInRound = 0;
-        Broadcast(_vmActors, new CollectDirtyPages(_round));
+        foreach (int vm in _waveVms) _vmActors[vm].Tell(new CollectDirtyPages(_round));
         Become(CollectingDirty);
     }
 
@@ -259,6 +312,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             _pagesInRound += m.Pages;
             if (--_pending > 0) return;
+            // The wave's first round also carries the pages of its VMs that round 0 deferred.
+            if (_firstWaveRound) _pagesInRound += _waveVms.Sum(v => _deferredPages.GetValueOrDefault(v));
             _dirtyPerRound.Add(_pagesInRound);
             // Stop and copy once the rest, as it will go on the wire (the compression seen so far), can be sent at the best
             // rate a round achieved within the downtime target less what the handover itself takes; or at the limit.
@@ -268,12 +323,17 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             int maxRounds = Math.Max(1, _options.MaxRounds);
             double sendBudgetMs = Math.Max(_options.DowntimeTargetMs / 4.0, _options.DowntimeTargetMs - _settings.HandoverReserve.TotalMilliseconds);
             bool fits = restSeconds * 1000 <= sendBudgetMs;
-            _stopAndCopy = fits || _round >= maxRounds - 1;
-            _convergence = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"{(fits ? "converged" : "NOT converged")} after {_round} pre-copy rounds: {_pagesInRound} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
+            _stopAndCopy = fits || _waveRounds >= maxRounds - 1;
+            string wave = _waves.Length > 1 ? $"wave {_wave + 1} of {_waves.Length}: " : "";
+            string convergence = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"{wave}{(fits ? "converged" : "NOT converged")} after {_waveRounds} pre-copy rounds: {_pagesInRound} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
                 $"≈ {restSeconds * 1000:0} ms to send at {_measuredRate / (1 << 20):0.0} MiB/s against {sendBudgetMs:0} ms of a {_options.DowntimeTargetMs} ms target " +
                 $"({_options.DowntimeTargetMs - sendBudgetMs:0} ms kept for the handover)");
-            _converged = fits;
+            // The report keeps the last wave's account, or that of a wave that did not converge.
+            if (_stopAndCopy && (_allConverged || !fits)) _convergence = convergence;
+            if (_stopAndCopy) _allConverged &= fits;
+            if (_stopAndCopy) _vmRounds = Math.Max(_vmRounds, _waveRounds + 1);
+            _converged = _allConverged;
             if (_stopAndCopy && !fits)
             {
                 if (_options.NonConvergence == "abort") { Fail($"{_convergence}; aborted by policy, every VM keeps running on the source"); return; }
@@ -281,10 +341,11 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             }
             _hashed.Clear();
             _paused.Clear();
-            Broadcast(_vmActors, new HashRound(_round, _stopAndCopy));
+            foreach (int vm in _waveVms) _vmActors[vm].Tell(new HashRound(_round, _stopAndCopy, _waveVms.Length));
             Become(HashingDirty);
         });
         Receive<ProgressTick>(_ => ReportProgress());
+        Handovers();
         CommonFailures();
     }
 
@@ -295,37 +356,66 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             if (_paused.Count == 0) _digestStarted = _clock.Elapsed.TotalSeconds;
             _paused[m.VmIndex] = m;
+            _pausedAt[m.VmIndex] = m.PausedAtUnixMs;
             MaybeHashed();
         });
         Receive<ShardRoundHashed>(m => { _hashed.Add(m); MaybeHashed(); });
         Receive<ProgressTick>(_ => ReportProgress());
+        Handovers();
         CommonFailures();
     }
 
     private void MaybeHashed()
     {
-        if (_hashed.Count < _shards.Length || (_stopAndCopy && _paused.Count < _vms.Count)) return;
+        if (_hashed.Count < _shards.Length || (_stopAndCopy && _paused.Count < _waveVms.Length)) return;
         PlanRound();
     }
 
     private void Digesting()
     {
-        Receive<SourceDigestComputed>(m => { _sourceDigests[m.VmIndex] = m.Digest; MaybeTransferComplete(); });
+        Receive<SourceDigestComputed>(m => { _sourceDigests[m.VmIndex] = m.Digest; MaybeWaveTransferred(); });
+        Receive<ProgressTick>(_ => ReportProgress());
+        Handovers();
         CommonFailures();
     }
 
-    private void MaybeTransferComplete()
+    /// <summary>With the wave's digests in: its VMs go to the scheduler for handover, and the next wave starts.</summary>
+    private void MaybeWaveTransferred()
     {
-        if (_sourceDigests.Count < _vms.Count) return;
-        _digestSeconds = _clock.Elapsed.TotalSeconds - _digestStarted;
+        if (_waveVms.Any(v => !_sourceDigests.ContainsKey(v))) return;
+        _digestSeconds = Math.Max(_digestSeconds, _clock.Elapsed.TotalSeconds - _digestStarted);
+        if (_wave + 1 < _waves.Length)
+        {
+            _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_waveVms), PausedAt(_waveVms)));
+            _round++;
+            StartWave(_wave + 1);
+            return;
+        }
         Timers.Cancel("progress");
-        var digests = _sourceDigests.OrderBy(d => d.Key).Select(d => new VmDigest(_vms[d.Key].Description.Id, d.Value)).ToArray();
-        var pausedAt = _paused.ToDictionary(p => _vms[p.Key].Description.Id, p => p.Value.PausedAtUnixMs);
-        _scheduler.Tell(new TransferCompleted(_migrationId, digests, pausedAt, Stats()));
+        var all = Enumerable.Range(0, _vms.Count).ToArray();
+        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(all), PausedAt(all), Stats()));
         Become(HandingOver);
     }
 
+    private VmDigest[] Digests(IEnumerable<int> vms) => vms.Select(v => new VmDigest(_vms[v].Description.Id, _sourceDigests[v])).ToArray();
+
+    private Dictionary<string, long> PausedAt(IEnumerable<int> vms) => vms.Where(_pausedAt.ContainsKey).ToDictionary(v => _vms[v].Description.Id, v => _pausedAt[v]);
+
     private void HandingOver()
+    {
+        Handovers();
+        Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
+        Receive<VmStepFailed>(m => _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, _vms[m.VmIndex].Description.Id, m.Step, m.Error));
+        Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
+        Receive<RoundApplied>(_ => { });
+        Receive<ProgressTick>(_ => { });
+    }
+
+    /// <summary>
+    /// The scheduler's decisions on VMs whose wave is through: stop a VM here once its target runs it, or let it run here
+    /// again. They may come while later waves are still being sent.
+    /// </summary>
+    private void Handovers()
     {
         Receive<ReleaseSourceVm>(m => _vmActors[IndexOf(m.VmId)].Tell(new StopSourceVm("handed over")));
         Receive<ResumeSourceVm>(m =>
@@ -345,15 +435,12 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _scheduler.Tell(new SourceVmResumed(_migrationId, _vms[m.VmIndex].Description.Id));
             Settle(m.VmIndex);
         });
-        Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
-        Receive<VmStepFailed>(m =>
+        // Stopping or resuming one VM that failed does not fail the migration: that VM is settled as it is.
+        Receive<VmStepFailed>(m => m.Step is "resume" or "stop", m =>
         {
             _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, _vms[m.VmIndex].Description.Id, m.Step, m.Error);
-            if (m.Step is "resume" or "stop") Settle(m.VmIndex);
+            Settle(m.VmIndex);
         });
-        Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
-        Receive<RoundApplied>(_ => { });
-        Receive<ProgressTick>(_ => { });
     }
 
     private void Settle(int vmIndex)
@@ -370,7 +457,11 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         Receive<AbortMigration>(m => Fail(m.Reason, tellScheduler: false));
     }
 
-    /// <summary>Nothing is lost: every VM paused for this migration runs again here, and the scheduler is told why.</summary>
+    /// <summary>
+    /// Nothing is lost: every VM paused for this migration runs again here, and the scheduler is told why. A VM whose wave
+    /// is through waits for the scheduler instead (its target may already be resuming it; the scheduler resumes it here
+    /// when it has not).
+    /// </summary>
     private void Fail(string reason, bool tellScheduler = true)
     {
         _log.Error("Migration {0} failed on the source: {1}", _migrationId, reason);
@@ -384,7 +475,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     {
         // Sent to every unsettled VM, paused or not: a pause still in flight completes before the VM actor takes this.
         for (int v = 0; v < _vms.Count; v++)
-            if (!_settled.Contains(v)) _vmActors[v].Tell(new ResumeVm(reason));
+            if (!_settled.Contains(v) && !_transferred.Contains(v)) _vmActors[v].Tell(new ResumeVm(reason));
     }
 
     private RoundTransfer BuildTransfer()
@@ -417,7 +508,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
             : [];
         if (_round == 0) _dirtyPerRound.Add(_pagesInRound);
-        return new RoundTransfer(_round, _stopAndCopy, ordered, maps, devices);
+        return new RoundTransfer(_round, _stopAndCopy, ordered, maps, devices, _activeTargets, _stopAndCopy ? _waveTargets : 0);
     }
 
     private IReadOnlyList<VmProfile> MergeProfiles() =>
@@ -428,7 +519,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         }).ToArray();
 
     private TransferStats Stats() => new(
-        _round + 1,
+        _vmRounds,
         _sender!.BytesSent,
         _sender.FramesSent,
         _sender.ContentRecordsSent,
@@ -449,7 +540,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _convergence,
         _setAsidePages,
         _sender.ContentsWithdrawn,
-        _round0Distinct);
+        _round0Distinct,
+        _waves.Length,
+        _round + 1);
 
     private void ReportProgress()
     {

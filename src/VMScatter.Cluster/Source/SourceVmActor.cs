@@ -1,5 +1,6 @@
 using System.Collections.Frozen;
 using System.Collections.Immutable;
+using System.Runtime.InteropServices;
 using Akka.Actor;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
@@ -72,11 +73,11 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var replyTo = Sender;
             if (!m.StopAndCopy)
             {
-                HashAsync(m.Round, _roundPages, _roundGeneration).PipeTo(Self, replyTo);
+                HashAsync(m.Round, _roundPages, _roundGeneration, m.Participants).PipeTo(Self, replyTo);
                 return;
             }
             // Nothing else (a resume, above all) is handled until the pause has completed.
-            PauseAndHashAsync(m.Round).PipeTo(Self, replyTo, failure: e => new VmStepFailed(_vmIndex, "pause", e.GetBaseException().Message));
+            PauseAndHashAsync(m.Round, m.Participants).PipeTo(Self, replyTo, failure: e => new VmStepFailed(_vmIndex, "pause", e.GetBaseException().Message));
             Become(Pausing);
         });
 
@@ -147,7 +148,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         WaitingForStep();
     }
 
-    private async Task<RoutedHashes> PauseAndHashAsync(int round)
+    private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants)
     {
         await _vm.PauseAsync().ConfigureAwait(false);
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
@@ -155,14 +156,14 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         var pages = _roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray();
         int generation = LogGeneration;
         var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
-        var routed = await HashAsync(round, pages, generation).ConfigureAwait(false);
+        var routed = await HashAsync(round, pages, generation, participants).ConfigureAwait(false);
         return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState)) };
     }
 
     /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>
     private int LogGeneration => (_vm as IWriteLoggedGuest)?.LogGeneration ?? 0;
 
-    private Task<RoutedHashes> HashAsync(int round, int[] pages, int generation)
+    private Task<RoutedHashes> HashAsync(int round, int[] pages, int generation, int participants)
     {
         int shardCount = _shards.Count;
         return BulkWork.Run(() =>
@@ -192,7 +193,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 hashes[s].Add(h);
             }
             var perShard = new PageHashBatch[shardCount];
-            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable(), generation);
+            var roundPages = ImmutableCollectionsMarshal.AsImmutableArray(pages);
+            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable(), generation, participants, roundPages);
             var profile = distinct is null ? null
                 : new VmContentsProfiled(_vmIndex, pages.Length, pages.Length - zero, zero, distinct.Count, sketch!.Values.ToArray());
             return new RoutedHashes(perShard, null, profile);

@@ -143,7 +143,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
             await SendDeviceStateAsync(device, cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < _targets.Count; t++)
         {
-            var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, round.Final));
+            if ((round.ActiveTargets >> t & 1) == 0) continue;
+            var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, round.Final && (round.FinalTargets >> t & 1) != 0));
             await SendFrameAsync(t, FrameType.RoundEnd, end, cancellationToken).ConfigureAwait(false);
         }
     }

@@ -8,13 +8,19 @@ public sealed record GroupTransfer(ulong TargetMask, IReadOnlyList<long> Content
 
 public sealed record DeviceStateTransfer(int VmIndex, int TargetIndex, byte[] State);
 
-/// <summary>One dirty round's worth of sends, in the order the groups should go out.</summary>
+/// <summary>
+/// One dirty round's worth of sends, in the order the groups should go out. <see cref="Final"/>: a stop-and-copy round
+/// (its contents are for paused guests). Every target in <see cref="ActiveTargets"/> gets the round's end (one with
+/// nothing to receive applies it at once); for those in <see cref="FinalTargets"/> it is their last round.
+/// </summary>
 public sealed record RoundTransfer(
     int Round,
     bool Final,
     IReadOnlyList<GroupTransfer> Groups,
     IReadOnlyList<IReadOnlyList<PageMap>> MapsByTarget,
-    IReadOnlyList<DeviceStateTransfer> DeviceStates);
+    IReadOnlyList<DeviceStateTransfer> DeviceStates,
+    ulong ActiveTargets = ulong.MaxValue,
+    ulong FinalTargets = ulong.MaxValue);
 
 /// <summary>Where the sender gets a content's bytes.</summary>
 public interface IContentReader

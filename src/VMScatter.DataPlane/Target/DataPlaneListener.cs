@@ -18,6 +18,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
     private readonly DataPlaneOptions _options;
     private readonly ConcurrentDictionary<Guid, MigrationReceiver> _receivers = new();
     private readonly CancellationTokenSource _stop = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<TcpClient, byte> _connections = new();
     private readonly Task _acceptLoop;
     private long _framesRejected;
     private int _disposed;
@@ -51,6 +52,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
             try { client = await _listener.AcceptTcpClientAsync(_stop.Token).ConfigureAwait(false); }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException) { return; }
             client.NoDelay = true;
+            _connections[client] = 0;
             _ = Task.Run(() => ServeAsync(client));
         }
     }
@@ -89,6 +91,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
         }
         finally
         {
+            _connections.TryRemove(client, out byte _);
             ArrayPool<byte>.Shared.Return(frame);
             ArrayPool<byte>.Shared.Return(plaintext, clearArray: true); // it held guest memory
         }
@@ -115,6 +118,8 @@ public sealed class DataPlaneListener : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _stop.Cancel();
         _listener.Stop();
+        // Connections being served end now, not at their next frame: a host that stops receiving says so at once.
+        foreach (var client in _connections.Keys) client.Dispose();
         await _acceptLoop.ConfigureAwait(false);
         _stop.Dispose();
     }

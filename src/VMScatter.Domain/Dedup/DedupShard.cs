@@ -10,6 +10,9 @@ namespace VMScatter.Domain.Dedup;
 public sealed record ShardRoundPlan(IReadOnlyDictionary<ulong, IReadOnlyList<long>> ContentsByGroup, IReadOnlyList<IReadOnlyList<(int Vm, int Page, long ContentId)>> MapsByTarget)
 {
     public IReadOnlySet<long> SoleContents { get; init; } = new HashSet<long>();
+
+    /// <summary>Per VM, pages this round deferred to the VM's own wave (their content goes to its target alone).</summary>
+    public IReadOnlyDictionary<int, int> DeferredPages { get; init; } = new Dictionary<int, int>();
 }
 
 /// <summary>
@@ -30,6 +33,9 @@ public sealed class DedupShard
     private readonly Dictionary<int, int> _roundGeneration = new();
     private (long Id, int Vm, int Page)[]? _roundByContent;
     private readonly Dictionary<int, IGuestMemory> _guests = new();
+    // Per VM, every page it hashed this round (across all shards, ascending): what the round carries anew.
+    private readonly Dictionary<int, System.Collections.Immutable.ImmutableArray<int>> _roundPagesOf = new();
+    private readonly Dictionary<int, List<(int Page, long ContentId)>> _deferred = new();
     private readonly byte[] _page = new byte[Page.Size];
     private readonly bool _deduplicate;
     private readonly HeldContentEquals _heldEquals;
@@ -65,14 +71,25 @@ public sealed class DedupShard
         _currentRound = round;
         _round.Clear();
         _roundGeneration.Clear();
+        _roundPagesOf.Clear();
         _roundByContent = null;
+    }
+
+    /// <summary>
+    /// A VM takes part in this round (even with no pages here): its guest, the write-log generation its pages were hashed
+    /// under, and every page it hashed this round, whichever shard each went to (ascending).
+    /// </summary>
+    public void Reported(int vmIndex, IGuestMemory vm, int generation, System.Collections.Immutable.ImmutableArray<int> roundPages = default)
+    {
+        _guests[vmIndex] = vm;
+        _roundGeneration[vmIndex] = generation;
+        if (!roundPages.IsDefault) _roundPagesOf[vmIndex] = roundPages;
     }
 
     /// <param name="generation">The guest's write-log generation its pages of this round were hashed under (write-logged guests).</param>
     public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy, int generation = 0)
     {
-        _guests[vmIndex] = vm;
-        _roundGeneration[vmIndex] = generation;
+        Reported(vmIndex, vm, generation);
         // A write-logged guest's RAM is read in place (no copy): its log tells whether the bytes are still what was
         // hashed, and afterwards whether a page still holds them. Other guests are read into a copy.
         ReadOnlySpan<byte> bytes = default;
@@ -169,17 +186,38 @@ public sealed class DedupShard
     /// Decides this round's sends for the given placement and records the targets as holders, so later rounds
     /// reference what they already have. Pages in <paramref name="setAside"/> (per VM) are left out: neither mapped
     /// nor counted as needing their content, which is sent only if other pages need it.
+    /// With <paramref name="deferSingleTarget"/> (round 0 of a staggered handover) only the pages whose content more
+    /// than one target needs are planned; the others wait for their target's wave, when
+    /// <paramref name="releaseDeferredOf"/> names their VM: they join that round unless it carries the page anew.
     /// </summary>
-    public ShardRoundPlan Plan(IReadOnlyList<int> targetOfVm, int targetCount, IReadOnlyList<IReadOnlySet<int>>? setAside = null)
+    public ShardRoundPlan Plan(IReadOnlyList<int> targetOfVm, int targetCount, IReadOnlyList<IReadOnlySet<int>>? setAside = null,
+        bool deferSingleTarget = false, IReadOnlyCollection<int>? releaseDeferredOf = null)
     {
+        if (releaseDeferredOf is not null) ReleaseDeferred(releaseDeferredOf);
+        var pages = setAside is null ? _round : _round.Where(r => !setAside[r.Vm].Contains(r.Page)).ToList();
+        var deferred = new Dictionary<int, int>();
+        if (deferSingleTarget)
+        {
+            var targets = new Dictionary<long, ulong>();
+            foreach (var (vm, _, id) in pages)
+                if (id != ContentIndex.ZeroContentId) targets[id] = targets.GetValueOrDefault(id) | 1UL << targetOfVm[vm];
+            var shared = new List<(int Vm, int Page, long ContentId)>();
+            foreach (var entry in pages)
+            {
+                if (entry.ContentId == ContentIndex.ZeroContentId || System.Numerics.BitOperations.PopCount(targets[entry.ContentId]) > 1) { shared.Add(entry); continue; }
+                if (!_deferred.TryGetValue(entry.Vm, out var list)) _deferred[entry.Vm] = list = new();
+                list.Add((entry.Page, entry.ContentId));
+                deferred[entry.Vm] = deferred.GetValueOrDefault(entry.Vm) + 1;
+            }
+            pages = shared;
+        }
         var needed = new Dictionary<long, ulong>();
         _solePage.Clear();
         _manyPages.Clear();
         var maps = new List<(int, int, long)>[targetCount];
         for (int t = 0; t < targetCount; t++) maps[t] = new();
-        foreach (var (vm, page, id) in _round)
+        foreach (var (vm, page, id) in pages)
         {
-            if (setAside is not null && setAside[vm].Contains(page)) continue;
             int t = targetOfVm[vm];
             maps[t].Add((vm, page, id));
             if (id == ContentIndex.ZeroContentId) continue;
@@ -203,7 +241,24 @@ public sealed class DedupShard
             maps.Select(m => (IReadOnlyList<(int, int, long)>)m).ToArray())
         {
             SoleContents = _solePage.Keys.ToHashSet(),
+            DeferredPages = deferred,
         };
+    }
+
+    /// <summary>
+    /// Deferred pages of these VMs join this round, except those it carries anew (rewritten since round 0): those went to
+    /// whichever shard their new content belongs to, so the VM's whole page list of the round says which they are.
+    /// </summary>
+    private void ReleaseDeferred(IReadOnlyCollection<int> vms)
+    {
+        foreach (int vm in vms)
+        {
+            if (!_deferred.Remove(vm, out var list)) continue;
+            if (!_roundPagesOf.TryGetValue(vm, out var carried)) throw new InvalidOperationException($"VM {vm}'s pages of round {_currentRound} were not reported");
+            foreach (var (page, id) in list)
+                if (carried.AsSpan().BinarySearch(page) < 0) _round.Add((vm, page, id));
+        }
+        _roundByContent = null;
     }
 
     /// <summary>

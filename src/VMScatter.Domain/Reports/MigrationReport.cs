@@ -42,7 +42,12 @@ public sealed record MigrationReport
     public required long GroupSwitches { get; init; }
     public required long GroupSwitchesLowerBound { get; init; }
     public required string GroupTransport { get; init; }
+    /// <summary>Rounds a VM went through: round 0, its wave's pre-copy rounds and its stop-and-copy round (the most of any VM).</summary>
     public required int Rounds { get; init; }
+    /// <summary>Waves of the handover: target hosts whose VMs completed together, one after another (1: all at once).</summary>
+    public int Waves { get; init; } = 1;
+    /// <summary>Rounds the data plane sent in all, every wave's; <see cref="DirtyPagesPerRound"/> and <see cref="RoundSeconds"/> have one entry each.</summary>
+    public int DataPlaneRounds { get; init; }
     public required IReadOnlyList<int> DirtyPagesPerRound { get; init; }
     /// <summary>Pages rewritten between analysis and round 0's plan: left out of round 0, sent (as they were then) in round 1.</summary>
     public int SetAsidePages { get; init; }

@@ -27,6 +27,8 @@ public sealed class QemuBackendTests(QemuFixture fixture)
 
             vm.StartDirtyLogging();
             Copy(Enumerable.Range(0, vm.PageCount));
+            // Let the guest run a little after the copy (on a busy host a TCG guest may not have been scheduled during it).
+            await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, SerialConsole.LastCounter(vm.SerialLogPath) + 2, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running);
             var dirty = vm.CollectDirtyPages();
             // The workload rewrites 128 pages a second and the counter loop writes too: a live guest dirties pages.
             Assert.NotEmpty(dirty);
