@@ -123,9 +123,19 @@ public class ClusterIntegrationTests
             });
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
             int? runningAtFirstHandover = null;
+            var handedOverTo = new List<string>();
+            int freedWhileWavesWent = 0;
             var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
                 new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options() with { Handover = handover, LinkBitsPerSecond = 400_000_000 }),
-                e => { if (e is VmHandedOver && runningAtFirstHandover is null) runningAtFirstHandover = fleet.Count(v => v.State == VmRunState.Running); },
+                e =>
+                {
+                    if (e is not VmHandedOver h) return;
+                    runningAtFirstHandover ??= fleet.Count(v => v.State == VmRunState.Running);
+                    if (!handedOverTo.Contains(h.TargetHostId)) handedOverTo.Add(h.TargetHostId);
+                    // While the second target's VMs are handed over, the last wave still reads contents from guest pages,
+                    // stopped VMs' included: none of them has been freed yet.
+                    if (handedOverTo.Count == 2) freedWhileWavesWent += fleet.Count(v => v.Disposed);
+                },
                 TimeSpan.FromSeconds(30));
 
             var report = outcome.Report!;
@@ -139,6 +149,7 @@ public class ClusterIntegrationTests
                 Assert.True(report.DataPlaneRounds > report.Rounds, $"{report.DataPlaneRounds} rounds in all, {report.Rounds} per VM");
                 // When the first target ran its VMs, the last wave's two VMs had not even been paused here.
                 Assert.InRange(runningAtFirstHandover!.Value, 2, 4);
+                Assert.Equal(0, freedWhileWavesWent);
             }
             else
             {

@@ -95,7 +95,8 @@ public static class MigrationView
         summary.AddRow("compression (lz4/zstd)", r.CompressionRatio.ToString("0.000", inv));
         summary.AddRow("link bytes (flat network)", ByteSize.Format(r.LinkBytes));
         summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})");
-        summary.AddRow("rounds (dirty pages)", $"{r.Rounds} ({string.Join(", ", r.DirtyPagesPerRound)}; {r.SetAsidePages:N0} set aside from round 0, {r.ContentsWithdrawn:N0} withdrawn when rewritten before their turn)");
+        string waves = r.Waves > 1 ? $"{r.Rounds} per VM in {r.Waves} waves, one target host each: {r.DataPlaneRounds} in all" : $"{r.Rounds}";
+        summary.AddRow("rounds (pages per round)", $"{waves} ({string.Join(", ", r.DirtyPagesPerRound)}; {r.SetAsidePages:N0} set aside from round 0, {r.ContentsWithdrawn:N0} withdrawn when rewritten before their turn)");
         summary.AddRow("downtime max", $"{r.DowntimeMsMax:0} ms");
         summary.AddRow("total time", $"{r.TotalSeconds:0.00} s");
         summary.AddRow("verified", r.Verified ? "[green]yes: every VM byte-identical and handed over[/]" : $"[red]NO[/] {Markup.Escape(r.Error ?? "")}");

@@ -26,8 +26,9 @@ public sealed record DirtyPagesSetAside(int VmIndex, FrozenSet<int> Pages);
 /// <summary>
 /// Hash this round's pages and route them to the shards; pause first if this is the stop-and-copy round.
 /// <paramref name="Participants"/>: how many VMs take part in the round (a wave's), so the shards know when it is in.
+/// <paramref name="HoldBack"/>: hash none of the collected pages now; they join the next round (the stop-and-copy).
 /// </summary>
-public sealed record HashRound(int Round, bool StopAndCopy, int Participants);
+public sealed record HashRound(int Round, bool StopAndCopy, int Participants, bool HoldBack = false);
 
 /// <summary>
 /// A VM's pages of one round whose hashes fall in the receiving shard's range (sent even when empty: it ends the VM's

@@ -51,6 +51,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly Dictionary<int, string> _sourceDigests = new();
     private readonly HashSet<int> _settled = new();
     private DataPlaneSender? _sender;
+    /// <summary>The round being sent: it reads guest pages until it ends.</summary>
+    private Task _sending = Task.CompletedTask;
     private ImmutableArray<int> _targetOfVm;
     private int _targetCount;
     private int _round;
@@ -82,6 +84,11 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     /// <summary>VMs whose wave is through: paused here with digests, their handover is the scheduler's to decide.</summary>
     private readonly HashSet<int> _transferred = new();
     private readonly Dictionary<int, int> _deferredPages = new();
+    /// <summary>VMs stopped here while later waves still read contents from guest pages (a stopped VM's pages still hold them): the host frees them after.</summary>
+    private readonly List<SourceVmReleased> _freeLater = new();
+    /// <summary>When the VMs' dirty logs were last collected all together (set-aside, or round 0): a wave's dirty rate is measured from there.</summary>
+    private double _collectedAllAt;
+    private bool _holdBack;
 
     public SourceMigrationActor(Guid migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
     {
@@ -115,6 +122,16 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     protected override void PostStop()
     {
         _sender?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(5));
+        // A round cut short ends at its next write to the closed connections; only then may guest memory go.
+        try { _sending.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }
+        FreeReleasedVms();
+    }
+
+    /// <summary>No round reads guest pages any more: the host may free the VMs stopped here.</summary>
+    private void FreeReleasedVms()
+    {
+        foreach (var released in _freeLater) Context.Parent.Tell(released);
+        _freeLater.Clear();
     }
 
     private void Analyzing()
@@ -200,6 +217,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             _setAside![m.VmIndex] = m.Pages;
             if (--_pending > 0) return;
+            _collectedAllAt = _clock.Elapsed.TotalSeconds;
             _setAsidePages = _setAside.Sum(s => s.Count);
             PlanRound();
         });
@@ -230,8 +248,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _applied.Clear();
             _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
-            _sender.SendRoundAsync(transfer, new ShardContentReader(_shards, _options.SetAsideDirty), CancellationToken.None)
-                .PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
+            _sending = _sender.SendRoundAsync(transfer, new ShardContentReader(_shards, _options.SetAsideDirty), CancellationToken.None);
+            _sending.PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
             Become(Transferring);
         });
         Receive<ProgressTick>(_ => ReportProgress());
@@ -313,8 +331,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _pagesInRound += m.Pages;
             if (--_pending > 0) return;
             // The wave's first round also carries the pages of its VMs that round 0 deferred.
-            if (_firstWaveRound) _pagesInRound += _waveVms.Sum(v => _deferredPages.GetValueOrDefault(v));
-            _dirtyPerRound.Add(_pagesInRound);
+            int dirty = _pagesInRound;
+            int deferred = _firstWaveRound ? _waveVms.Sum(v => _deferredPages.GetValueOrDefault(v)) : 0;
+            _pagesInRound += deferred;
             // Stop and copy once the rest, as it will go on the wire (the compression seen so far), can be sent at the best
             // rate a round achieved within the downtime target less what the handover itself takes; or at the limit.
             double wirePerPage = _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1;
@@ -339,9 +358,22 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
                 if (_options.NonConvergence == "abort") { Fail($"{_convergence}; aborted by policy, every VM keeps running on the source"); return; }
                 _log.Warning("Migration {0}: {1}; forcing stop-and-copy", _migrationId, _convergence);
             }
+            // A page the guest already rewrote during the migration is likely rewritten again (its working set): when the
+            // stop-and-copy can take these pages, and what the guest will dirty while this round sends the deferred
+            // ones, they wait for it instead of going now and again then.
+            _holdBack = false;
+            if (!_stopAndCopy && deferred > 0 && dirty > 0 && _options.SetAsideDirty)
+            {
+                double roundSeconds = Page.BytesOf(deferred) * wirePerPage / _measuredRate;
+                double dirtyPerSecond = dirty / Math.Max(1e-3, _clock.Elapsed.TotalSeconds - _collectedAllAt);
+                double expectedPages = dirty + dirtyPerSecond * roundSeconds;
+                _holdBack = Page.BytesOf((long)expectedPages) * wirePerPage / _measuredRate * 1000 <= sendBudgetMs;
+                if (_holdBack) _pagesInRound = deferred;
+            }
+            _dirtyPerRound.Add(_pagesInRound);
             _hashed.Clear();
             _paused.Clear();
-            foreach (int vm in _waveVms) _vmActors[vm].Tell(new HashRound(_round, _stopAndCopy, _waveVms.Length));
+            foreach (int vm in _waveVms) _vmActors[vm].Tell(new HashRound(_round, _stopAndCopy, _waveVms.Length, _holdBack));
             Become(HashingDirty);
         });
         Receive<ProgressTick>(_ => ReportProgress());
@@ -394,6 +426,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         Timers.Cancel("progress");
         var all = Enumerable.Range(0, _vms.Count).ToArray();
         _scheduler.Tell(new TransferCompleted(_migrationId, Digests(all), PausedAt(all), Stats()));
+        FreeReleasedVms();
         Become(HandingOver);
     }
 
@@ -427,7 +460,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             var released = new SourceVmReleased(_migrationId, _vms[m.VmIndex].Description.Id);
             _scheduler.Tell(released);
-            Context.Parent.Tell(released);
+            if (_transferred.Count == _vms.Count) Context.Parent.Tell(released);
+            else _freeLater.Add(released);
             Settle(m.VmIndex);
         });
         Receive<VmResumedHere>(m =>

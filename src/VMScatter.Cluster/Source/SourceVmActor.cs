@@ -71,6 +71,14 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         Receive<HashRound>(m =>
         {
             var replyTo = Sender;
+            if (m.HoldBack)
+            {
+                // The collected pages wait for the next round (the next collection adds them back); the shards still
+                // learn which they are, so that nothing older is sent for them meanwhile.
+                _setAside = _roundPages;
+                HashAsync(m.Round, [], _roundGeneration, m.Participants, roundPages: _roundPages).PipeTo(Self, replyTo);
+                return;
+            }
             if (!m.StopAndCopy)
             {
                 HashAsync(m.Round, _roundPages, _roundGeneration, m.Participants).PipeTo(Self, replyTo);
@@ -163,7 +171,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>
     private int LogGeneration => (_vm as IWriteLoggedGuest)?.LogGeneration ?? 0;
 
-    private Task<RoutedHashes> HashAsync(int round, int[] pages, int generation, int participants)
+    /// <param name="roundPages">The VM's pages of this round, hashed or held back (default: <paramref name="pages"/>).</param>
+    private Task<RoutedHashes> HashAsync(int round, int[] pages, int generation, int participants, int[]? roundPages = null)
     {
         int shardCount = _shards.Count;
         return BulkWork.Run(() =>
@@ -193,8 +202,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 hashes[s].Add(h);
             }
             var perShard = new PageHashBatch[shardCount];
-            var roundPages = ImmutableCollectionsMarshal.AsImmutableArray(pages);
-            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable(), generation, participants, roundPages);
+            var carried = ImmutableCollectionsMarshal.AsImmutableArray(roundPages ?? pages);
+            for (int s = 0; s < shardCount; s++) perShard[s] = new PageHashBatch(round, _vmIndex, idx[s].ToImmutable(), hashes[s].ToImmutable(), generation, participants, carried);
             var profile = distinct is null ? null
                 : new VmContentsProfiled(_vmIndex, pages.Length, pages.Length - zero, zero, distinct.Count, sketch!.Values.ToArray());
             return new RoutedHashes(perShard, null, profile);

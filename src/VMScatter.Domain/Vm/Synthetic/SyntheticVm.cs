@@ -194,12 +194,20 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
         return Task.FromResult(state);
     }
 
+    /// <summary>Whether the guest's memory has been freed (its host let it go).</summary>
+    public bool Disposed { get; private set; }
+
     public void Dispose()
     {
+        if (Disposed) return;
         _stop.Cancel();
         try { _workload?.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }
         _stop.Dispose();
-        lock (_writeLock) _memory?.Dispose();
+        lock (_writeLock)
+        {
+            _memory?.Dispose();
+            Disposed = true;
+        }
     }
 
     private void WriteKey(int page, ulong key)
