@@ -43,7 +43,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private double _analysisSeconds, _digestStarted, _digestSeconds;
     private long _groupSwitches, _groupSwitchesLowerBound;
     private double _lastRoundSeconds;
-    private bool _converged;
+    /// <summary>Whether every wave's rest fitted the downtime target (false once one was forced).</summary>
+    private bool _converged = true;
     private string _convergence = "";
     private readonly List<int> _dirtyPerRound = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
@@ -76,7 +77,6 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private ulong _waveTargets;
     private int _waveRounds;
     private bool _firstWaveRound;
-    private bool _allConverged = true;
     /// <summary>Rounds a VM went through (round 0, its wave's pre-copy rounds and stop-and-copy), the most of any wave.</summary>
     private int _vmRounds;
     /// <summary>Targets still receiving: each gets every round's end until its wave's stop-and-copy round.</summary>
@@ -338,7 +338,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             // rate a round achieved within the downtime target less what the handover itself takes; or at the limit.
             double wirePerPage = _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1;
             double restSeconds = Page.BytesOf(_pagesInRound) * wirePerPage / _measuredRate;
-            double dirtyRate = _pagesInRound / Math.Max(_lastRoundSeconds, 1e-3);
+            // Dirtied since these VMs' previous collection: the last round, or (a wave's first) the one before round 0.
+            double dirtyRate = dirty / Math.Max(1e-3, _firstWaveRound ? _clock.Elapsed.TotalSeconds - _collectedAllAt : _lastRoundSeconds);
             int maxRounds = Math.Max(1, _options.MaxRounds);
             double sendBudgetMs = Math.Max(_options.DowntimeTargetMs / 4.0, _options.DowntimeTargetMs - _settings.HandoverReserve.TotalMilliseconds);
             bool fits = restSeconds * 1000 <= sendBudgetMs;
@@ -348,11 +349,13 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
                 $"{wave}{(fits ? "converged" : "NOT converged")} after {_waveRounds} pre-copy rounds: {_pagesInRound} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
                 $"≈ {restSeconds * 1000:0} ms to send at {_measuredRate / (1 << 20):0.0} MiB/s against {sendBudgetMs:0} ms of a {_options.DowntimeTargetMs} ms target " +
                 $"({_options.DowntimeTargetMs - sendBudgetMs:0} ms kept for the handover)");
-            // The report keeps the last wave's account, or that of a wave that did not converge.
-            if (_stopAndCopy && (_allConverged || !fits)) _convergence = convergence;
-            if (_stopAndCopy) _allConverged &= fits;
-            if (_stopAndCopy) _vmRounds = Math.Max(_vmRounds, _waveRounds + 1);
-            _converged = _allConverged;
+            if (_stopAndCopy)
+            {
+                // The report keeps the last wave's account, or that of a wave that did not converge.
+                if (_converged || !fits) _convergence = convergence;
+                _converged &= fits;
+                _vmRounds = Math.Max(_vmRounds, _waveRounds + 1);
+            }
             if (_stopAndCopy && !fits)
             {
                 if (_options.NonConvergence == "abort") { Fail($"{_convergence}; aborted by policy, every VM keeps running on the source"); return; }
@@ -365,8 +368,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             if (!_stopAndCopy && deferred > 0 && dirty > 0 && _options.SetAsideDirty)
             {
                 double roundSeconds = Page.BytesOf(deferred) * wirePerPage / _measuredRate;
-                double dirtyPerSecond = dirty / Math.Max(1e-3, _clock.Elapsed.TotalSeconds - _collectedAllAt);
-                double expectedPages = dirty + dirtyPerSecond * roundSeconds;
+                double expectedPages = dirty + dirtyRate * roundSeconds;
                 _holdBack = Page.BytesOf((long)expectedPages) * wirePerPage / _measuredRate * 1000 <= sendBudgetMs;
                 if (_holdBack) _pagesInRound = deferred;
             }
