@@ -24,7 +24,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private int[] _roundPages = [];
     /// <summary>The write-log generation after the collection that gave <see cref="_roundPages"/>.</summary>
     private int _roundGeneration;
-    /// <summary>Pages taken out of round 0 after analysis; the next collection adds them back.</summary>
+    /// <summary>Pages collected but left for a later round (round 0's set-aside, a wave's held-back working set); the next collection adds them back.</summary>
     private int[] _setAside = [];
 
     public IStash Stash { get; set; } = null!;

@@ -1,3 +1,5 @@
+using System.Collections.Immutable;
+using System.Numerics;
 using VMScatter.Domain.Pages;
 
 namespace VMScatter.Domain.Dedup;
@@ -34,7 +36,7 @@ public sealed class DedupShard
     private (long Id, int Vm, int Page)[]? _roundByContent;
     private readonly Dictionary<int, IGuestMemory> _guests = new();
     // Per VM, every page it hashed this round (across all shards, ascending): what the round carries anew.
-    private readonly Dictionary<int, System.Collections.Immutable.ImmutableArray<int>> _roundPagesOf = new();
+    private readonly Dictionary<int, ImmutableArray<int>> _roundPagesOf = new();
     private readonly Dictionary<int, List<(int Page, long ContentId)>> _deferred = new();
     private readonly byte[] _page = new byte[Page.Size];
     private readonly bool _deduplicate;
@@ -79,7 +81,7 @@ public sealed class DedupShard
     /// A VM takes part in this round (even with no pages here): its guest, the write-log generation its pages were hashed
     /// under, and every page it hashed this round, whichever shard each went to (ascending).
     /// </summary>
-    public void Reported(int vmIndex, IGuestMemory vm, int generation, System.Collections.Immutable.ImmutableArray<int> roundPages = default)
+    public void Reported(int vmIndex, IGuestMemory vm, int generation, ImmutableArray<int> roundPages = default)
     {
         _guests[vmIndex] = vm;
         _roundGeneration[vmIndex] = generation;
@@ -204,7 +206,7 @@ public sealed class DedupShard
             var shared = new List<(int Vm, int Page, long ContentId)>();
             foreach (var entry in pages)
             {
-                if (entry.ContentId == ContentIndex.ZeroContentId || System.Numerics.BitOperations.PopCount(targets[entry.ContentId]) > 1) { shared.Add(entry); continue; }
+                if (entry.ContentId == ContentIndex.ZeroContentId || BitOperations.PopCount(targets[entry.ContentId]) > 1) { shared.Add(entry); continue; }
                 if (!_deferred.TryGetValue(entry.Vm, out var list)) _deferred[entry.Vm] = list = new();
                 list.Add((entry.Page, entry.ContentId));
                 deferred[entry.Vm] = deferred.GetValueOrDefault(entry.Vm) + 1;
