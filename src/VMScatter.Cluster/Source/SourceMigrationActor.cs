@@ -140,6 +140,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         Receive<DirtyPagesCollected>(_ =>
         {
             if (--_pending > 0) return;
+            _collectedAllAt = _clock.Elapsed.TotalSeconds;
             _hashed.Clear();
             Broadcast(_vmActors, new HashRound(0, StopAndCopy: false, _vms.Count));
         });
