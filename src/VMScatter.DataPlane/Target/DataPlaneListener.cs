@@ -18,7 +18,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
     private readonly DataPlaneOptions _options;
     private readonly ConcurrentDictionary<Guid, MigrationReceiver> _receivers = new();
     private readonly CancellationTokenSource _stop = new();
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<TcpClient, byte> _connections = new();
+    private readonly ConcurrentDictionary<TcpClient, byte> _connections = new();
     private readonly Task _acceptLoop;
     private long _framesRejected;
     private int _disposed;

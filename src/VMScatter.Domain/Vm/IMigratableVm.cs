@@ -36,9 +36,10 @@ public interface IMigratableVm : IGuestMemory
 /// snapshots (QEMU's here) is not one: it must see the copy that is sent, or a page changed and changed back is missed.
 /// Such a log can also be looked at without collecting it (as a hypervisor's dirty bitmap), which lets a round skip a
 /// page rewritten before its turn: it is in the next round anyway (Xen's pre-copy does the same).
-/// A write is logged before its first byte lands (as a write-protection fault is taken before the write completes)
-/// and again after its last, so a reader that copies a page and then finds it unwritten since a collection has
-/// copied exactly the bytes the page held then: the source reads contents from the guest instead of keeping copies.
+/// A write is logged before its first byte lands (as a write-protection fault is taken before the write completes),
+/// and a collection never falls inside a write, so a reader that copies a page and then finds it unwritten since a
+/// collection has copied exactly the bytes the page held then: the source reads contents from the guest instead of
+/// keeping copies.
 /// </summary>
 public interface IWriteLoggedGuest
 {

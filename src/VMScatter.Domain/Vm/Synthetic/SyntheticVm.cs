@@ -109,22 +109,24 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 
     public int[] CollectDirtyPages()
     {
-        int generation = Interlocked.Increment(ref _generation);
         var result = new List<int>();
-        for (int w = 0; w < _dirty.Length; w++)
+        // Under the write lock: a collection never falls between a write's first and last byte (as a hypervisor that
+        // write-protects pages again on collection makes a store in flight fault, and log, once more). Otherwise a
+        // collection could clear the bit a write in progress had set, and the page would look unwritten until the write
+        // finished: a copy taken meanwhile would pass UnwrittenSince torn.
+        lock (_writeLock)
         {
-            // Record the collection of every page before its bit is cleared (see UnwrittenSince); bits set meanwhile
-            // make the exchange fail, and are recorded in the next pass.
-            ulong bits = Volatile.Read(ref _dirty[w]);
-            while (bits != 0)
+            int generation = Interlocked.Increment(ref _generation);
+            for (int w = 0; w < _dirty.Length; w++)
             {
+                ulong bits = _dirty[w];
+                if (bits == 0) continue;
+                // Record the collection of every page before its bit is cleared (UnwrittenSince reads them the other way).
                 for (ulong b = bits; b != 0; b &= b - 1)
                     Volatile.Write(ref _collectedIn[w * 64 + System.Numerics.BitOperations.TrailingZeroCount(b)], generation);
-                ulong seen = Interlocked.CompareExchange(ref _dirty[w], 0, bits);
-                if (seen == bits) break;
-                bits = seen;
+                Volatile.Write(ref _dirty[w], 0);
+                for (; bits != 0; bits &= bits - 1) result.Add(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(bits));
             }
-            for (; bits != 0; bits &= bits - 1) result.Add(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(bits));
         }
         return result.ToArray();
     }
@@ -212,8 +214,8 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 
     private void WriteKey(int page, ulong key)
     {
-        // Called under the write lock. Logged before the first byte changes (a reader that then finds the page clean
-        // read the old bytes whole) and again after the last (a collection taken meanwhile does not lose the write).
+        // Called under the write lock, so no collection comes between the mark and the last byte. Logged before the
+        // first byte changes: a reader that then finds the page clean read the old bytes whole.
         MarkDirty(page);
         if (_memory is not null)
         {
@@ -222,7 +224,6 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
             _memory.WritePage(page, bytes);
         }
         Volatile.Write(ref _keys[page], key);
-        MarkDirty(page);
     }
 
     private void MarkDirty(int page)
