@@ -150,7 +150,7 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         // a1 and a2 share 50 contents, b1 and b2 another 50; each has 50 of its own. One VM fits each target, so only
         // the rack links tell placements apart.
         VmProfile P(string vm, int shared, int own) => new(vm, 8 * MiB, 100, 0, 100, 256,
-            Enumerable.Range(shared, 50).Concat(Enumerable.Range(own, 50)).Select(i => VMScatter.Domain.Synthetic.PageContent.Mix((ulong)i)).Order().ToArray());
+            Enumerable.Range(shared, 50).Concat(Enumerable.Range(own, 50)).Select(i => VMScatter.Domain.Pages.Mix64.Mix((ulong)i)).Order().ToArray());
         scheduler.Tell(new VmsAnalyzed(id, [P("a1", 0, 1000), P("b1", 100, 2000), P("a2", 0, 3000), P("b2", 100, 4000)], 300));
         var placed = ExpectMsg<MigrationPlaced>();
         Assert.Equal(4, placed.TargetOfVm.Values.Distinct().Count());

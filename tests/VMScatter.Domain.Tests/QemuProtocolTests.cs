@@ -1,7 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 using Xunit;
 
 namespace VMScatter.Domain.Tests;

@@ -2,8 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
-using VMScatter.Cluster.Bench;
-using VMScatter.Domain.Bench;
+using VMScatter.Bench;
 using VMScatter.Domain.Units;
 
 namespace VMScatter.Cli.Commands;

@@ -4,9 +4,9 @@ using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
-using VMScatter.Domain.Qemu;
 using VMScatter.Domain.Synthetic;
 using VMScatter.Domain.Units;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cli.Commands;
 

@@ -1,9 +1,9 @@
 using System.CommandLine;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Domain;
-using VMScatter.Domain.Qemu;
 using VMScatter.Domain.Synthetic;
 using VMScatter.Domain.Units;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cli.Commands;
 

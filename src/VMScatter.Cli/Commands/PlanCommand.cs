@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Spectre.Console;
-using VMScatter.Domain.Bench;
+using VMScatter.Bench;
 using VMScatter.Domain.Pages;
 using VMScatter.Domain.Placement;
 using VMScatter.Domain.Synthetic;

@@ -1,7 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using VMScatter.Cluster.Hosting;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cli.Commands;
 

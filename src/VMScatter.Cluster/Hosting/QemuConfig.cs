@@ -1,5 +1,5 @@
 using Akka.Configuration;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cluster.Hosting;
 

@@ -33,7 +33,7 @@ public sealed class BottomKSketch
 
     public IReadOnlyList<ulong> Values => new ArraySegment<ulong>(_values, 0, _count);
 
-    public static ulong ElementHash(ContentHash content) => Synthetic.PageContent.Mix(content.High ^ Synthetic.PageContent.Mix(content.Low));
+    public static ulong ElementHash(ContentHash content) => Mix64.Mix(content.High ^ Mix64.Mix(content.Low));
 
     public void Add(ContentHash content) => AddHash(ElementHash(content));
 

@@ -3,7 +3,7 @@ using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 using Xunit;
 
 namespace VMScatter.Cluster.Tests.Qemu;

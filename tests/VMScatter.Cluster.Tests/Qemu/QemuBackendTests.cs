@@ -1,7 +1,7 @@
 using Xunit;
 using VMScatter.Domain;
 using VMScatter.Domain.Pages;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 

@@ -1,5 +1,5 @@
 using Xunit;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using VMScatter.Domain.Pages;
 
 namespace VMScatter.Domain.Synthetic;
 
@@ -13,7 +14,7 @@ public static class PageContent
 
     public static ulong Key(Kind kind, long owner, long index)
     {
-        ulong k = Mix(Mix((ulong)kind * 0x9E3779B97F4A7C15UL ^ (ulong)owner) ^ (ulong)index);
+        ulong k = Mix64.Mix(Mix64.Mix((ulong)kind * 0x9E3779B97F4A7C15UL ^ (ulong)owner) ^ (ulong)index);
         return k == 0 ? 1 : k;
     }
 
@@ -36,14 +37,6 @@ public static class PageContent
     public static ulong Next(ref ulong state)
     {
         state += 0x9E3779B97F4A7C15UL;
-        return Mix(state);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong Mix(ulong z)
-    {
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
+        return Mix64.Mix(state);
     }
 }

@@ -1,11 +1,12 @@
 using System.Diagnostics;
+using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
 using VMScatter.Domain.Placement;
 using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Synthetic;
 
-namespace VMScatter.Domain.Bench;
+namespace VMScatter.Bench;
 
 /// <summary>Quality of one strategy over many small instances, relative to the exhaustive optimum.</summary>
 public sealed record RatioStats(string Strategy, int Instances, double MeanRatio, double MaxRatio, double MeanHostLinkRatio, double MaxHostLinkRatio, int Failed);
@@ -187,7 +188,7 @@ public static class AlgorithmBench
         new(contents.Select(set =>
         {
             var s = new BottomKSketch(SketchK);
-            foreach (var c in set) s.AddHash(PageContent.Mix((ulong)c));
+            foreach (var c in set) s.AddHash(Mix64.Mix((ulong)c));
             return s;
         }).ToArray());
 }

@@ -2,9 +2,9 @@ using System.Diagnostics;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 
-namespace VMScatter.Cluster.Bench;
+namespace VMScatter.Bench;
 
 /// <summary>One way of moving the real guests, and what it cost.</summary>
 public sealed record QemuBenchRun(string Method, string Description, long BytesSent, double TotalSeconds, double DowntimeMsMax, double DowntimeMsMedian, bool Verified,

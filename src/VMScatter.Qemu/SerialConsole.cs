@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>What VMScatter's guest image prints on its serial console, and how to read it back.</summary>
 public static class SerialConsole

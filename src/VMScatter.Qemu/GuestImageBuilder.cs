@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>Builds the guest image with deploy/guest/build-guest-image.sh (shipped next to the binaries) when it is not there yet.</summary>
 public static class GuestImageBuilder

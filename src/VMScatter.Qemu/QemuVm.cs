@@ -2,9 +2,10 @@ using System.IO.Hashing;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
+using VMScatter.Domain;
 using VMScatter.Domain.Pages;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>What a source host boots: one guest of the image, with its memory size and kernel command line.</summary>
 public sealed record QemuGuestSpec(string Id, GuestImage Image, long MemoryBytes, int VCpus = 1, string Accelerator = "tcg", string Cpu = "qemu64", string WorkloadArguments = "")

@@ -1,7 +1,8 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using VMScatter.Domain;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>
 /// The machine a guest runs on: the QEMU options source and target must agree on (machine type, accelerator,

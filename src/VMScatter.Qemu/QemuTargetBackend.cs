@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
+using VMScatter.Domain;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>
 /// How a target host runs arriving QEMU guests: their pages are written into a fresh RAM file on tmpfs while they

@@ -3,9 +3,9 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using VMScatter.DataPlane;
-using VMScatter.Domain.Qemu;
+using VMScatter.Qemu;
 
-namespace VMScatter.Cluster.Bench;
+namespace VMScatter.Bench;
 
 /// <summary>What QEMU's own migration of one guest cost.</summary>
 public sealed record NativeMigrationResult(string GuestId, long BytesSent, double Seconds, double DowntimeMs, long CounterAtStart, long CounterOnTarget);

@@ -4,7 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>QEMU answered a QMP command with an error (its class and description), or the monitor went away.</summary>
 public sealed class QmpException(string message) : Exception(message);

@@ -1,6 +1,6 @@
 using VMScatter.Domain.Synthetic;
 
-namespace VMScatter.Cluster.Bench;
+namespace VMScatter.Bench;
 
 /// <summary>A workload to migrate: a fleet (model, seed, images, applications) and how many target hosts.</summary>
 public sealed record Scenario(string Name, string Description, SyntheticFleetSpec Fleet, int Targets)

@@ -1,7 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>
 /// One QEMU process for one guest: started with the guest's machine arguments plus this host's RAM file, monitor

@@ -1,7 +1,8 @@
 using System.IO.MemoryMappedFiles;
+using VMScatter.Domain;
 using VMScatter.Domain.Pages;
 
-namespace VMScatter.Domain.Qemu;
+namespace VMScatter.Qemu;
 
 /// <summary>
 /// A guest's RAM as a shared file on tmpfs (QEMU's memory-backend-file with share=on), mapped into this process:

@@ -5,7 +5,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.Domain.Reports;
 using VMScatter.Domain.Synthetic;
 
-namespace VMScatter.Cluster.Bench;
+namespace VMScatter.Bench;
 
 /// <summary>One way of moving the scenario's VMs, and what it cost.</summary>
 public sealed record BenchRun(
