@@ -5,6 +5,7 @@ using VMScatter.Domain.Pages;
 using VMScatter.Domain.Placement;
 using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Synthetic;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Bench;
 
@@ -44,7 +45,7 @@ public static class AlgorithmBench
         var small = RunSmall(smallInstances, seed, progress);
         progress?.Invoke($"large instance: {largeVms} VMs on {largeHosts} hosts");
         var (flat, racks, groups) = RunLarge(largeVms, largeHosts, seed);
-        double Traffic(IReadOnlyList<LargeResult> r, PlacementStrategy s) => r.Single(x => x.Strategy == PlacementStrategies.Name(s)).Traffic;
+        double Traffic(IReadOnlyList<LargeResult> r, PlacementStrategy s) => r.Single(x => x.Strategy == s.ToName()).Traffic;
         double Reduction(IReadOnlyList<LargeResult> r, PlacementStrategy baseline) => 1 - Traffic(r, PlacementStrategy.TrafficAware) / Traffic(r, baseline);
         return new AlgorithmBenchReport(smallInstances, small, largeVms, largeHosts, flat, racks,
             Reduction(flat, PlacementStrategy.FirstFitDecreasing), Reduction(flat, PlacementStrategy.PaperGreedy),
@@ -101,7 +102,7 @@ public static class AlgorithmBench
             solved++;
             if (solved % 20 == 0) progress?.Invoke($"small instances: {solved}/{count} solved exactly");
         }
-        return Enum.GetValues<PlacementStrategy>().Select(s => new RatioStats(PlacementStrategies.Name(s), ratios[s].Count,
+        return Enum.GetValues<PlacementStrategy>().Select(s => new RatioStats(s.ToName(), ratios[s].Count,
             ratios[s].Count == 0 ? double.NaN : ratios[s].Average(r => r.All), ratios[s].Count == 0 ? double.NaN : ratios[s].Max(r => r.All),
             ratios[s].Count == 0 ? double.NaN : ratios[s].Average(r => r.Host), ratios[s].Count == 0 ? double.NaN : ratios[s].Max(r => r.Host), failed[s])).ToList();
     }

@@ -3,6 +3,10 @@ using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Qemu;
+using VMScatter.DataPlane;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Placement;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Bench;
 
@@ -22,7 +26,7 @@ public static class QemuBench
 {
     public const string Native = "qemu-native";
 
-    public static async Task<QemuBenchResult> RunAsync(QemuConfig config, GuestImage image, int guests, long memoryBytes, int targets, long linkBitsPerSecond, int downtimeMs, string compression,
+    public static async Task<QemuBenchResult> RunAsync(QemuConfig config, GuestImage image, int guests, long memoryBytes, int targets, long linkBitsPerSecond, int downtimeMs, CompressionMode compression,
         string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default)
     {
         var runs = new List<(string Method, string Description, long Bytes, double Seconds, double[] Downtimes, bool Verified, string? Error)>();
@@ -42,11 +46,11 @@ public static class QemuBench
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targets, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
             var clock = Stopwatch.StartNew();
             var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], new MigrationOptions("traffic-aware", "relay-chain", compression, 8, downtimeMs, true, linkBitsPerSecond)),
+                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], new MigrationOptions(PlacementStrategy.TrafficAware, GroupTransport.RelayChain, compression, 8, downtimeMs, true, linkBitsPerSecond)),
                 _ => { }, TimeSpan.FromSeconds(120), cancellationToken).ConfigureAwait(false);
             double seconds = clock.Elapsed.TotalSeconds;
             var report = outcome.Report ?? throw new InvalidOperationException($"migration rejected: {outcome.RejectedBecause}");
-            runs.Add(("vmscatter", $"traffic-aware placement, dedup across guests, relay chain per target group, {compression}; device state via QEMU (x-ignore-shared)",
+            runs.Add(("vmscatter", $"traffic-aware placement, dedup across guests, relay chain per target group, {compression.ToName()}; device state via QEMU (x-ignore-shared)",
                 report.BytesSent, seconds, report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs).ToArray(), report.Verified, report.Error));
         }
         finally { foreach (var g in fleet) g.Dispose(); }

@@ -4,6 +4,9 @@ using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain.Reports;
 using VMScatter.Domain.Synthetic;
+using VMScatter.DataPlane;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Placement;
 
 namespace VMScatter.Bench;
 
@@ -43,13 +46,13 @@ public static class ScenarioBench
         var methods = new (string Name, string Description, MigrationOptions Options, bool OneAtATime)[]
         {
             ("vmscatter", "traffic-aware placement, dedup across VMs, relay chain per target group, LZ4",
-                new("traffic-aware", "relay-chain", "lz4", 8, downtimeMs, true, linkBitsPerSecond), false),
+                new(PlacementStrategy.TrafficAware, GroupTransport.RelayChain, CompressionMode.Lz4, 8, downtimeMs, true, linkBitsPerSecond), false),
             (Sequential, "QEMU-style pre-copy: each VM to one target, unicast, zero pages elided, no dedup or compression, one VM after another",
-                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false, Handover: "together"), true),
+                new(PlacementStrategy.FirstFitDecreasing, GroupTransport.FanOut, CompressionMode.None, 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false, Handover: HandoverMode.Together), true),
             ("one-to-one-parallel", "the same, all VMs at once",
-                new("first-fit-decreasing", "fan-out", "none", 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false, Handover: "together"), false),
+                new(PlacementStrategy.FirstFitDecreasing, GroupTransport.FanOut, CompressionMode.None, 30, downtimeMs, false, linkBitsPerSecond, SetAsideDirty: false, Handover: HandoverMode.Together), false),
             ("gang", "gang migration: dedup across VMs, unicast to each target, no compression",
-                new("first-fit-decreasing", "fan-out", "none", 8, downtimeMs, true, linkBitsPerSecond, SetAsideDirty: false, Handover: "together"), false),
+                new(PlacementStrategy.FirstFitDecreasing, GroupTransport.FanOut, CompressionMode.None, 8, downtimeMs, true, linkBitsPerSecond, SetAsideDirty: false, Handover: HandoverMode.Together), false),
         };
         var raw = new List<(string Name, string Description, long Bytes, long Link, double Seconds, double Max, double Median, int Rounds, bool Verified, bool Converged)>();
         // Nodes are long-lived processes: the first migration in a fresh one also pays for JIT-compiling its code

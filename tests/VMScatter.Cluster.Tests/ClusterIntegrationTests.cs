@@ -5,6 +5,7 @@ using VMScatter.Cluster.Serialization;
 using VMScatter.Domain;
 using VMScatter.Domain.Synthetic;
 using Xunit;
+using VMScatter.DataPlane;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -57,7 +58,7 @@ public class ClusterIntegrationTests
     {
         // Guests rewrite their whole 8 MiB ten times a second on a 100 Mbit/s link: the rest never fits 1 ms.
         var hot = Model with { DirtyPagesPerSecond = 20_000, WritableWorkingSetPages = 2048 };
-        foreach (var policy in new[] { "force", "abort" })
+        foreach (var policy in new[] { NonConvergencePolicy.Force, NonConvergencePolicy.Abort })
         {
             var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, hot, 21));
             await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
@@ -67,7 +68,7 @@ public class ClusterIntegrationTests
             var options = TestConfig.Options() with { MaxRounds = 3, DowntimeTargetMs = 1, LinkBitsPerSecond = 100_000_000, NonConvergence = policy };
             var (outcome, events) = await Migrate(cluster, options, 2);
             var report = outcome.Report!;
-            if (policy == "force")
+            if (policy == NonConvergencePolicy.Force)
             {
                 Assert.True(report.Verified, report.Error);
                 Assert.False(report.Converged);
@@ -114,7 +115,7 @@ public class ClusterIntegrationTests
     [Fact]
     public async Task A_staggered_handover_hands_a_target_its_vms_while_later_waves_still_run_here_and_together_pauses_all_first()
     {
-        foreach (var handover in new[] { "staggered", "together" })
+        foreach (var handover in new[] { HandoverMode.Staggered, HandoverMode.Together })
         {
             var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 13, OsImages: 1, Applications: 3));
             await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
@@ -143,7 +144,7 @@ public class ClusterIntegrationTests
             Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
             Assert.Equal(report.DataPlaneRounds, report.DirtyPagesPerRound.Count);
             Assert.Equal(report.DataPlaneRounds, report.RoundSeconds.Count);
-            if (handover == "staggered")
+            if (handover == HandoverMode.Staggered)
             {
                 Assert.Equal(3, report.Waves);
                 Assert.True(report.DataPlaneRounds > report.Rounds, $"{report.DataPlaneRounds} rounds in all, {report.Rounds} per VM");
@@ -216,7 +217,7 @@ public class ClusterIntegrationTests
             SourceVms = fleet, Targets = 2, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
             TargetBackendFor = _ => new RefusingBackend("vm-001"),
         });
-        var (outcome, events) = await Migrate(cluster, TestConfig.Options("fan-out"), 2);
+        var (outcome, events) = await Migrate(cluster, TestConfig.Options(GroupTransport.FanOut), 2);
 
         var report = outcome.Report!;
         Assert.False(report.Verified);

@@ -1,6 +1,9 @@
 using Akka.Configuration;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain.Placement;
+using VMScatter.Domain.Compression;
+using VMScatter.DataPlane;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -29,5 +32,6 @@ internal static class TestConfig
         vmscatter.persistence.connection-string = {NodeConfig.Quote(journal)}
         """);
 
-    public static MigrationOptions Options(string transport = "relay-chain") => new("traffic-aware", transport, "lz4", MaxRounds: 8, DowntimeTargetMs: 300);
+    public static MigrationOptions Options(GroupTransport transport = GroupTransport.RelayChain) =>
+        new(PlacementStrategy.TrafficAware, transport, CompressionMode.Lz4, MaxRounds: 8, DowntimeTargetMs: 300);
 }

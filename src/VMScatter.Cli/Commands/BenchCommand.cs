@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
 using VMScatter.Bench;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Units;
 
 namespace VMScatter.Cli.Commands;
@@ -18,14 +20,14 @@ public static class BenchCommand
         var instances = new Option<int>("--instances") { Description = "Small instances solved exactly (≤ 8 VMs, ≤ 3 hosts)", DefaultValueFactory = _ => 120 };
         var seed = new Option<int>("--seed") { Description = "Seed of the instances", DefaultValueFactory = _ => 1 };
         var vms = new Option<int>("--large-vms") { Description = "VMs of the large instance", DefaultValueFactory = _ => 1000 };
-        var hosts = new Option<int>("--large-hosts") { Description = "Hosts of the large instance (≤ 64)", DefaultValueFactory = _ => 64 };
+        var hosts = new Option<int>("--large-hosts") { Description = $"Hosts of the large instance (≤ {TargetMask.MaxTargets})", DefaultValueFactory = _ => TargetMask.MaxTargets };
         var json = new Option<string?>("--json") { Description = "Write the results to this file (JSON)" };
         var algorithms = new Command("algorithms", "Placement vs exhaustive optimum and baselines; group order vs lower bound and page-index order");
         foreach (var o in new Option[] { instances, seed, vms, hosts, json }) algorithms.Options.Add(o);
         algorithms.SetAction(parse =>
         {
             if (parse.GetValue(instances) < 1) throw new UserError("--instances must be at least 1");
-            if (parse.GetValue(hosts) is < 2 or > 64) throw new UserError("--large-hosts must be within 2..64");
+            if (parse.GetValue(hosts) is < 2 or > TargetMask.MaxTargets) throw new UserError($"--large-hosts must be within 2..{TargetMask.MaxTargets}");
             if (parse.GetValue(vms) < parse.GetValue(hosts)) throw new UserError("--large-vms must be at least --large-hosts");
             var report = AlgorithmBench.Run(parse.GetValue(instances), parse.GetValue(seed), parse.GetValue(vms), parse.GetValue(hosts), line => Console.Error.WriteLine(line));
             Render(report);
@@ -81,8 +83,7 @@ public static class BenchCommand
     private static async Task<int> RunQemuAsync(ParseResult parse, Option<string> linkRate, Option<int> downtime, Option<int?> vms, Option<string?> vmMemory, Option<int> targets,
         Option<string> compression, Option<string?> json, CancellationToken cancellationToken)
     {
-        string codec = parse.GetValue(compression)!;
-        if (codec is not ("none" or "lz4" or "zstd")) throw new UserError($"--compression must be none, lz4 or zstd (got '{codec}')");
+        var codec = MigrationOptionSet.Choose<CompressionMode>(parse.GetValue(compression), "--compression");
         if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
         if (parse.GetValue(downtime) < 1) throw new UserError("--downtime-ms must be at least 1");
         int guests = parse.GetValue(vms) ?? 3, targetCount = parse.GetValue(targets);

@@ -3,6 +3,7 @@ using VMScatter.Cli.View;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain.Scheduling;
 using VMScatter.Domain;
 using VMScatter.Domain.Synthetic;
 using VMScatter.Domain.Units;
@@ -37,7 +38,7 @@ public static class DemoCommand
             int vmCount = parse.GetValue(vms) ?? (qemu ? 3 : 8), targetCount = parse.GetValue(targets) ?? (qemu ? 2 : 4);
             if (vmCount < 1) throw new UserError("--vms must be at least 1");
             if (targetCount < 1) throw new UserError("--targets must be at least 1 (zero target hosts cannot receive anything)");
-            if (targetCount > 64) throw new UserError("--targets must be at most 64");
+            if (targetCount > TargetMask.MaxTargets) throw new UserError($"--targets must be at most {TargetMask.MaxTargets}");
             long memory = Size(parse.GetValue(vmMemory)!, "--vm-memory");
             if (memory % 4096 != 0) throw new UserError("--vm-memory must be a multiple of 4 KiB");
             long targetCapacity = parse.GetValue(capacity) is { } c ? Size(c, "--target-capacity") : (vmCount + targetCount - 1) / targetCount * memory;

@@ -1,13 +1,17 @@
 using System.CommandLine;
 using Akka.Configuration;
 using VMScatter.Cluster.Protocol;
+using VMScatter.DataPlane;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Placement;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Cli.Commands;
 
 /// <summary>Options shared by `demo` and `migrate`: how the migration runs. Unset ones come from HOCON.</summary>
 public sealed class MigrationOptionSet
 {
-    public Option<string?> Placement { get; } = new("--placement") { Description = "traffic-aware | paper-greedy | first-fit-decreasing | round-robin | random" };
+    public Option<string?> Placement { get; } = new("--placement") { Description = string.Join(" | ", EnumNames<PlacementStrategy>.Names) };
     public Option<string?> Transport { get; } = new("--transport") { Description = "How a page reaches a target group without multicast: relay-chain | fan-out" };
     public Option<string?> Compression { get; } = new("--compression") { Description = "none | lz4 | zstd" };
     public Option<int?> MaxRounds { get; } = new("--max-rounds") { Description = "Pre-copy rounds before stop-and-copy is forced" };
@@ -25,29 +29,26 @@ public sealed class MigrationOptionSet
 
     public MigrationOptions Resolve(ParseResult parse, Config defaults)
     {
-        string placement = parse.GetValue(Placement) ?? defaults.GetString("vmscatter.scheduler.placement");
-        string transport = parse.GetValue(Transport) ?? defaults.GetString("vmscatter.data-plane.group-transport");
-        string compression = parse.GetValue(Compression) ?? defaults.GetString("vmscatter.data-plane.compression");
+        var placement = Choose<PlacementStrategy>(parse.GetValue(Placement) ?? defaults.GetString("vmscatter.scheduler.placement"), "--placement");
+        var transport = Choose<GroupTransport>(parse.GetValue(Transport) ?? defaults.GetString("vmscatter.data-plane.group-transport"), "--transport");
+        var compression = Choose<CompressionMode>(parse.GetValue(Compression) ?? defaults.GetString("vmscatter.data-plane.compression"), "--compression");
         int maxRounds = parse.GetValue(MaxRounds) ?? defaults.GetInt("vmscatter.source.max-rounds");
         int downtime = parse.GetValue(DowntimeMs) ?? (int)defaults.GetTimeSpan("vmscatter.source.downtime-target").TotalMilliseconds;
-        Require(placement, "--placement", [.. Domain.Placement.PlacementStrategies.Names]);
-        Require(transport, "--transport", "relay-chain", "fan-out");
-        Require(compression, "--compression", "none", "lz4", "zstd");
         if (maxRounds < 1) throw new UserError("--max-rounds must be at least 1");
         if (downtime < 1) throw new UserError("--downtime-ms must be at least 1");
         if (!Domain.Units.LinkRate.TryParse(parse.GetValue(LinkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(LinkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
-        string policy = parse.GetValue(OnNoConvergence)!;
-        Require(policy, "--on-no-convergence", "force", "abort");
+        var policy = Choose<NonConvergencePolicy>(parse.GetValue(OnNoConvergence), "--on-no-convergence");
         // --no-dedup is the QEMU-style baseline: like QEMU, it also sends round 0's already rewritten pages, and its
         // VMs go together unless --handover says otherwise.
         bool dedup = !parse.GetValue(NoDedup);
-        string handover = parse.GetValue(Handover) ?? (dedup ? defaults.GetString("vmscatter.source.handover") : "together");
-        Require(handover, "--handover", "staggered", "together");
+        var handover = Choose<HandoverMode>(parse.GetValue(Handover) ?? (dedup ? defaults.GetString("vmscatter.source.handover") : HandoverMode.Together.ToName()), "--handover");
         return new MigrationOptions(placement, transport, compression, maxRounds, downtime, dedup, bits, policy, SetAsideDirty: dedup, Handover: handover);
     }
 
-    private static void Require(string value, string option, params string[] allowed)
+    /// <summary>A policy option: one of its derived names, or a one-line error naming them.</summary>
+    public static T Choose<T>(string? value, string option) where T : struct, Enum
     {
-        if (!allowed.Contains(value)) throw new UserError($"{option} must be one of {string.Join(", ", allowed)} (got '{value}')");
+        try { return EnumNames<T>.Parse(value, option); }
+        catch (FormatException e) { throw new UserError(e.Message); }
     }
 }

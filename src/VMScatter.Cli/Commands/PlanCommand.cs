@@ -4,6 +4,7 @@ using Spectre.Console;
 using VMScatter.Bench;
 using VMScatter.Domain.Pages;
 using VMScatter.Domain.Placement;
+using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Synthetic;
 using VMScatter.Domain.Units;
 
@@ -16,7 +17,7 @@ public static class PlanCommand
     {
         var vms = new Option<int>("--vms") { DefaultValueFactory = _ => 8, Description = "VMs on the source" };
         var vmMemory = new Option<string>("--vm-memory") { DefaultValueFactory = _ => "256MiB", Description = "Memory of each VM" };
-        var targets = new Option<int>("--targets") { DefaultValueFactory = _ => 4, Description = "Target hosts (≤ 64)" };
+        var targets = new Option<int>("--targets") { DefaultValueFactory = _ => 4, Description = $"Target hosts (≤ {TargetMask.MaxTargets})" };
         var capacity = new Option<string?>("--target-capacity") { Description = "Memory each target accepts (default: just enough to spread the VMs evenly)" };
         var racks = new Option<int>("--racks") { DefaultValueFactory = _ => 0, Description = "Spread the targets over this many racks (0: one switch)" };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 42, Description = "Seed of the synthetic guests" };
@@ -28,7 +29,7 @@ public static class PlanCommand
         {
             int n = parse.GetValue(vms), m = parse.GetValue(targets), rackCount = parse.GetValue(racks);
             if (n < 1) throw new UserError("--vms must be at least 1");
-            if (m is < 1 or > 64) throw new UserError("--targets must be within 1..64");
+            if (m is < 1 or > TargetMask.MaxTargets) throw new UserError($"--targets must be within 1..{TargetMask.MaxTargets}");
             if (rackCount < 0 || rackCount > m) throw new UserError("--racks must be within 0..--targets");
             long memory = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory");
             long cap = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--target-capacity") : (n + m - 1) / m * memory;
@@ -51,7 +52,7 @@ public static class PlanCommand
             {
                 PlacementResult r;
                 try { r = Placer.Place(placementVms, hosts, sketches, strategy, topology, seed: 1); }
-                catch (PlacementException e) { table.AddRow(PlacementStrategies.Name(strategy), Markup.Escape(e.Message), "", "", "", "", "", ""); continue; }
+                catch (PlacementException e) { table.AddRow(strategy.ToName(), Markup.Escape(e.Message), "", "", "", "", "", ""); continue; }
                 ours ??= r;
                 double traffic = AlgorithmBench.ExactTraffic(placementVms, hosts, contents, r.HostOf, topology);
                 var groups = AlgorithmBench.Schedule(placementVms, hosts, contents, r.HostOf);

@@ -2,6 +2,7 @@ using System.Globalization;
 using Spectre.Console;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Protocol;
+using VMScatter.DataPlane;
 using VMScatter.Domain.Reports;
 using VMScatter.Domain.Units;
 
@@ -31,7 +32,7 @@ public static class MigrationView
                         case MigrationPlaced p:
                             analyse.Value = 1;
                             analyse.StopTask();
-                            transfer.MaxValue = Math.Max(1, p.GroupTransport == "fan-out" ? p.EstimatedPages : p.DistinctPages);
+                            transfer.MaxValue = Math.Max(1, p.GroupTransport == GroupTransport.FanOut ? p.EstimatedPages : p.DistinctPages);
                             break;
                         case MigrationProgress p:
                             transfer.Description = $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent";

@@ -54,7 +54,22 @@ public sealed record VmContentsProfiled(int VmIndex, int Pages, int NonZeroPages
 public sealed record PlanShardRound(int Round, ImmutableArray<int> TargetOfVm, int TargetCount, IReadOnlyList<FrozenSet<int>>? SetAside = null,
     bool DeferSingleTarget = false, ImmutableArray<int>? ReleaseDeferredOf = null);
 
-public sealed record ShardRoundPlanned(int Round, int Shard, ShardRoundPlan Plan);
+/// <summary>
+/// A shard's plan of the round, its counters so far, and the shard itself, lent for the round's send: its actor touches
+/// it again only after <see cref="ReturnShardLease"/>.
+/// </summary>
+public sealed record ShardRoundPlanned(int Round, int Shard, ShardRoundPlan Plan, ShardCounters Counters, DedupShard Lease);
+
+/// <summary>What the dedup shards counted (summed over shards), sent with each round's plan.</summary>
+public sealed record ShardCounters(long DistinctContents, long ByteCompares, long HashCollisions, long RacedPages)
+{
+    public static readonly ShardCounters Zero = new(0, 0, 0, 0);
+
+    public ShardCounters Add(ShardCounters o) => new(DistinctContents + o.DistinctContents, ByteCompares + o.ByteCompares, HashCollisions + o.HashCollisions, RacedPages + o.RacedPages);
+}
+
+/// <summary>The round is sent (or given up): the shard's actor owns it again.</summary>
+public sealed record ReturnShardLease(int Round);
 
 public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState);
 

@@ -1,30 +1,52 @@
+using VMScatter.DataPlane;
 using VMScatter.Domain;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Placement;
 
 namespace VMScatter.Cluster.Protocol;
+
+/// <summary>When the last pre-copy round still leaves more than the downtime target allows.</summary>
+public enum NonConvergencePolicy
+{
+    /// <summary>Stop and copy anyway, with a longer pause (the report says converged: false).</summary>
+    Force,
+    /// <summary>Fail the migration: every VM keeps running on the source.</summary>
+    Abort,
+}
+
+/// <summary>How VMs of different target hosts are paused and handed over.</summary>
+public enum HandoverMode
+{
+    /// <summary>
+    /// Round 0 sends only what several targets need, then one target host after another gets its VMs' own pages, dirty
+    /// rounds, stop-and-copy and handover while the others keep running: a VM's own pages and working set go shortly
+    /// before its own pause.
+    /// </summary>
+    Staggered,
+    /// <summary>Every round runs over all VMs, and they all pause at once.</summary>
+    Together,
+}
 
 /// <summary>
 /// Per-migration choices; defaults come from HOCON, the console may override them. <paramref name="SetAsideDirty"/>:
 /// leave out of round 0 the pages rewritten since they were analysed, and out of every pre-copy round a page's content
 /// when the guest rewrote the page before its turn (as Xen's pre-copy skips pages dirtied during the current
 /// iteration; needs a log that can be looked at without collecting it); QEMU sends them and then again, so the
-/// QEMU-style baselines turn it off. <paramref name="Handover"/>: <c>staggered</c> sends round 0 only what several targets
-/// need, then completes one target host at a time (its VMs' own pages, dirty rounds, stop-and-copy and handover, while
-/// the others keep running), so a VM's own pages and working set go shortly before its own pause; <c>together</c>
-/// runs every round over all VMs and pauses them all at once.
+/// QEMU-style baselines turn it off.
 /// </summary>
 public sealed record MigrationOptions(
-    string Placement,
-    string GroupTransport,
-    string Compression,
+    PlacementStrategy Placement,
+    GroupTransport GroupTransport,
+    CompressionMode Compression,
     int MaxRounds,
     int DowntimeTargetMs,
     bool Deduplicate = true,
     long LinkBitsPerSecond = 0,
-    string NonConvergence = "force",
+    NonConvergencePolicy NonConvergence = NonConvergencePolicy.Force,
     bool SetAsideDirty = true,
-    string Handover = "staggered") : IVmScatterMessage
+    HandoverMode Handover = HandoverMode.Staggered) : IVmScatterMessage
 {
-    public bool Staggered => Handover == "staggered";
+    public bool Staggered => Handover == HandoverMode.Staggered;
 }
 
 /// <summary>What the source learned about a VM in round 0: sizes, counts and a sketch of its distinct contents.</summary>

@@ -36,7 +36,7 @@ public sealed record MigrationRejected(Guid MigrationId, string Reason) : IVmSca
 
 public sealed record RegisteredHosts(IReadOnlyList<string> Sources, IReadOnlyList<string> Targets) : IVmScatterMessage;
 
-public sealed record MigrationPlaced(Guid MigrationId, string Strategy, IReadOnlyDictionary<string, string> TargetOfVm, double EstimatedPages, long DistinctPages, string GroupTransport) : IVmScatterMessage;
+public sealed record MigrationPlaced(Guid MigrationId, string Strategy, IReadOnlyDictionary<string, string> TargetOfVm, double EstimatedPages, long DistinctPages, DataPlane.GroupTransport GroupTransport) : IVmScatterMessage;
 
 public sealed record MigrationProgress(Guid MigrationId, string Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
 

@@ -4,6 +4,8 @@ using Akka.Event;
 using Akka.Persistence;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Scheduling;
+using VMScatter.Domain.Units;
 using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
@@ -228,7 +230,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         if (targetIds.Count == 0) return "no target hosts: at least one is required";
         var unknown = targetIds.Where(t => !_targets.ContainsKey(t)).ToArray();
         if (unknown.Length > 0) return $"unknown target host(s) {string.Join(", ", unknown)} (registered: {List(_targets.Keys)})";
-        if (targetIds.Count > 64) return "at most 64 target hosts per migration";
+        if (targetIds.Count > TargetMask.MaxTargets) return $"at most {TargetMask.MaxTargets} target hosts per migration";
         if (targetIds.Contains(m.SourceHostId)) return "the source host cannot also be a target";
         var free = targetIds.Select(t => _targets[t].FreeBytes - Reserved(t)).ToArray();
         long largest = free.Max();
@@ -261,8 +263,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             PlacementResult placement;
             try
             {
-                if (!PlacementStrategies.TryParse(run.Request.Options.Placement, out var strategy)) throw new PlacementException($"unknown placement strategy '{run.Request.Options.Placement}'");
-                placement = Placer.Place(vms, hosts, contents, strategy, topology);
+                placement = Placer.Place(vms, hosts, contents, run.Request.Options.Placement, topology);
             }
             catch (PlacementException e) { FailRun(run, $"placement: {e.Message}"); return; }
             Persist(new PlacementChosen(run.Id, placement.Strategy, placement.HostOf), e =>
@@ -378,7 +379,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             LinkBytes = 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
             GroupSwitches = stats?.GroupSwitches ?? 0,
             GroupSwitchesLowerBound = stats?.GroupSwitchesLowerBound ?? 0,
-            GroupTransport = run.Request.Options.GroupTransport,
+            GroupTransport = run.Request.Options.GroupTransport.ToName(),
             Rounds = stats?.Rounds ?? 0,
             Waves = stats?.Waves ?? 0,
             DataPlaneRounds = stats?.DataPlaneRounds ?? 0,

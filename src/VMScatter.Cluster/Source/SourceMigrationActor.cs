@@ -6,25 +6,22 @@ using System.Runtime.InteropServices;
 using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;
-using VMScatter.DataPlane;
 using VMScatter.DataPlane.Source;
-using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
-using VMScatter.Domain.Pages;
 using VMScatter.Domain.Scheduling;
 
 namespace VMScatter.Cluster.Source;
 
 /// <summary>
-/// One migration on the source host. States: analysing (round 0 hashed and deduplicated, profiles sent for
-/// placement) → waiting for the plan → round 0 → waves. A wave is a set of target hosts whose VMs complete together:
-/// rounds over those VMs (plan with the shards, push on the data plane, wait until every target still receiving
-/// applied it; repeat with the dirty pages until the rest fits the downtime target or the round limit), then pause
-/// them and send the rest with their device states, then their digests go to the scheduler, which hands them over
-/// while the next wave goes on. With the staggered handover each target is a wave and round 0 carries only what
-/// several targets need; otherwise one wave holds every target. Handing over: stop each VM here only when the
-/// scheduler says its target verified and resumed it; resume it here otherwise.
+/// One migration on the source host; it orchestrates, the decisions are elsewhere: <see cref="WavePlan"/> (which
+/// targets complete together), <see cref="ConvergencePolicy"/> (when a wave stops and copies),
+/// <see cref="RoundTransferBuilder"/> (what a round sends, in which group order) and <see cref="RoundAccounting"/>.
+/// States: analysing (round 0 hashed and deduplicated, profiles sent for placement) → awaiting the plan → connecting →
+/// setting aside → then per round: planning (shards plan and lend themselves) → transferring (sent, and applied by every
+/// target still receiving) → collecting dirty pages → hashing (pausing first for a stop-and-copy) → ... → digesting;
+/// after the last wave, handing over. Each VM is stopped here only when the scheduler says its target verified and
+/// resumed it; resumed here otherwise.
 /// </summary>
 public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 {
@@ -34,61 +31,53 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly MigrationOptions _options;
     private readonly SourceSettings _settings;
     private readonly IActorRef _scheduler;
-    private readonly DedupShard[] _shards;
     private readonly IActorRef[] _shardActors;
     private readonly IActorRef[] _vmActors;
-    private readonly Stopwatch _roundClock = new();
+    private readonly ConvergencePolicy _policy;
+    private readonly RoundAccounting _account;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private readonly List<double> _roundSeconds = new();
-    private double _analysisSeconds, _digestStarted, _digestSeconds;
-    private long _groupSwitches, _groupSwitchesLowerBound;
-    private double _lastRoundSeconds;
-    /// <summary>Whether every wave's rest fitted the downtime target (false once one was forced).</summary>
-    private bool _converged = true;
-    private string _convergence = "";
-    private readonly List<int> _dirtyPerRound = new();
+    private readonly Stopwatch _roundClock = new();
+
+    // What the VMs and shards reported.
+    private readonly Dictionary<int, VmContentsProfiled> _profiled = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
     private readonly Dictionary<int, long> _pausedAt = new();
     private readonly Dictionary<int, string> _sourceDigests = new();
-    private readonly HashSet<int> _settled = new();
+    private readonly Dictionary<int, int> _deferredPages = new();
+    private readonly List<ShardRoundHashed> _hashed = new();
+    private readonly List<ShardRoundPlanned> _planned = new();
+    private ShardCounters _shardCounters = ShardCounters.Zero;
+
+    // Fixed once the plan is in.
     private DataPlaneSender? _sender;
-    /// <summary>The round being sent: it reads guest pages until it ends.</summary>
-    private Task _sending = Task.CompletedTask;
     private ImmutableArray<int> _targetOfVm;
     private int _targetCount;
+    private IReadOnlyList<Wave> _waves = [];
+    private FrozenSet<int>[]? _setAside;
+
+    // The round under way and its wave.
+    private Task _sending = Task.CompletedTask; // reads guest pages until it ends
     private int _round;
     private bool _stopAndCopy;
     private int _pending;
     private int _pagesInRound;
-    private double _measuredRate;
     private long _roundStartBytes;
-    private readonly List<ShardRoundHashed> _hashed = new();
-    private readonly Dictionary<int, VmContentsProfiled> _profiled = new();
-    private long _round0Distinct;
-    private readonly List<ShardRoundPlanned> _planned = new();
-    private readonly HashSet<int> _applied = new();
     private bool _roundSent;
-    private FrozenSet<int>[]? _setAside;
-    private int _setAsidePages;
-    // Waves: target hosts whose VMs complete together, in order; the current one's VMs and targets.
-    private int[][] _waves = [];
-    private int _wave;
-    private int[] _waveVms = [];
-    private ulong _waveTargets;
+    private readonly HashSet<int> _applied = new();
+    private Wave _wave = new(0, 0, []);
     private int _waveRounds;
     private bool _firstWaveRound;
-    /// <summary>Rounds a VM went through (round 0, its wave's pre-copy rounds and stop-and-copy), the most of any wave.</summary>
-    private int _vmRounds;
     /// <summary>Targets still receiving: each gets every round's end until its wave's stop-and-copy round.</summary>
     private ulong _activeTargets;
-    /// <summary>VMs whose wave is through: paused here with digests, their handover is the scheduler's to decide.</summary>
-    private readonly HashSet<int> _transferred = new();
-    private readonly Dictionary<int, int> _deferredPages = new();
-    /// <summary>VMs stopped here while later waves still read contents from guest pages (a stopped VM's pages still hold them): the host frees them after.</summary>
-    private readonly List<SourceVmReleased> _freeLater = new();
-    /// <summary>When the VMs' dirty logs were last collected all together (set-aside, or round 0): a wave's dirty rate is measured from there.</summary>
+    /// <summary>When the VMs' dirty logs were last collected all together (round 0, or set-aside): a wave's first dirty rate is measured from there.</summary>
     private double _collectedAllAt;
-    private bool _holdBack;
+    private double _digestStarted;
+
+    // Handover: VMs whose wave is through are the scheduler's to decide.
+    private readonly HashSet<int> _transferred = new();
+    private readonly HashSet<int> _settled = new();
+    /// <summary>VMs stopped here while later waves still read contents from guest pages: the host frees them after.</summary>
+    private readonly List<SourceVmReleased> _freeLater = new();
 
     public SourceMigrationActor(Guid migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
     {
@@ -97,9 +86,10 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _options = options;
         _settings = settings;
         _scheduler = scheduler;
-        _measuredRate = settings.AssumedRateBytesPerSecond;
-        _shards = Enumerable.Range(0, settings.DedupShards).Select(s => new DedupShard(s, settings.DedupShards, options.Deduplicate)).ToArray();
-        _shardActors = _shards.Select((s, i) => Context.ActorOf(Props.Create(() => new DedupShardActor(i, s, vms)), $"dedup-{i}")).ToArray();
+        _policy = ConvergencePolicy.Of(options, settings);
+        _account = new RoundAccounting(settings.AssumedRateBytesPerSecond);
+        int shards = settings.DedupShards;
+        _shardActors = Enumerable.Range(0, shards).Select(i => Context.ActorOf(Props.Create(() => new DedupShardActor(i, shards, options.Deduplicate, vms)), $"dedup-{i}")).ToArray();
         _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors, settings.SketchSize)), $"vm-{i}")).ToArray();
         Analyzing();
     }
@@ -113,25 +103,18 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         return Directive.Stop;
     });
 
-    protected override void PreStart()
-    {
-        _round = 0;
-        Broadcast(_vmActors, new CollectDirtyPages(0));
-    }
+    protected override void PreStart() => Broadcast(_vmActors, new CollectDirtyPages(0));
 
+    /// <summary>
+    /// Closing the connections cuts a round short at its next write; only once it has ended may guest memory be freed
+    /// (the host unmaps a released VM's memory, and its own stop unmaps them all right after this). So this one wait
+    /// stays on the stopping actor's thread, bounded; no message is handled here any more.
+    /// </summary>
     protected override void PostStop()
     {
         _sender?.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(5));
-        // A round cut short ends at its next write to the closed connections; only then may guest memory go.
-        try { _sending.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }
+        try { _sending.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { /* the round's failure was reported already */ }
         FreeReleasedVms();
-    }
-
-    /// <summary>No round reads guest pages any more: the host may free the VMs stopped here.</summary>
-    private void FreeReleasedVms()
-    {
-        foreach (var released in _freeLater) Context.Parent.Tell(released);
-        _freeLater.Clear();
     }
 
     private void Analyzing()
@@ -151,8 +134,8 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _profiled[m.VmIndex] = m;
             if (_profiled.Count < _vms.Count) return;
             _pagesInRound = _profiled.Values.Sum(p => p.Pages);
-            _analysisSeconds = _clock.Elapsed.TotalSeconds;
-            var profiles = MergeProfiles();
+            _account.AnalysisSeconds = _clock.Elapsed.TotalSeconds;
+            var profiles = Enumerable.Range(0, _vms.Count).Select(v => Profile(v, _profiled[v])).ToArray();
             var union = profiles.Aggregate(new BottomKSketch(_settings.SketchSize), (u, p) => u.Union(BottomKSketch.FromValues(_settings.SketchSize, p.Sketch)));
             _scheduler.Tell(new VmsAnalyzed(_migrationId, profiles, (long)Math.Round(union.EstimateCount())));
             Become(AwaitingPlan);
@@ -165,7 +148,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private void ShardsFinishingRoundZero() => Receive<ShardRoundHashed>(m => m.Round == 0, m =>
     {
         _hashed.Add(m);
-        if (_hashed.Count == _shards.Length) _round0Distinct = _hashed.Sum(h => h.DistinctContents);
+        if (_hashed.Count == _shardActors.Length) _account.Round0DistinctPages = _hashed.Sum(h => h.DistinctContents);
     });
 
     private void AwaitingPlan()
@@ -177,16 +160,10 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             foreach (var a in m.Assignments) targetOf[a.VmIndex] = a.TargetIndex;
             _targetOfVm = [.. targetOf];
             _targetCount = m.Targets.Count;
-            _activeTargets = _targetCount == 64 ? ulong.MaxValue : (1UL << _targetCount) - 1;
-            var used = targetOf.Distinct().Order().ToArray();
-            _waves = _options.Staggered ? used.Select(t => new[] { t }).ToArray() : [used];
+            _activeTargets = TargetMask.All(_targetCount);
+            _waves = WavePlan.Of(targetOf, _options.Handover);
             var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => new IPEndPoint(IPAddress.Parse(t.Host), t.Port)).ToArray();
-            var dataPlane = _settings.DataPlane with
-            {
-                Transport = DataPlaneSettings.ParseTransport(_options.GroupTransport),
-                Compression = DataPlaneSettings.ParseCompression(_options.Compression),
-                LinkBitsPerSecond = _options.LinkBitsPerSecond,
-            };
+            var dataPlane = _settings.DataPlane with { Transport = _options.GroupTransport, Compression = _options.Compression, LinkBitsPerSecond = _options.LinkBitsPerSecond };
             _sender = new DataPlaneSender(_migrationId, m.DataPlaneKey, endpoints, dataPlane);
             _sender.ConnectAsync(CancellationToken.None).PipeTo(Self, success: () => Connected.Instance, failure: e => new TransferStepFailed("connect", e.GetBaseException().Message));
             Timers.StartPeriodicTimer("progress", ProgressTick.Instance, _settings.ProgressInterval);
@@ -219,7 +196,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             _setAside![m.VmIndex] = m.Pages;
             if (--_pending > 0) return;
             _collectedAllAt = _clock.Elapsed.TotalSeconds;
-            _setAsidePages = _setAside.Sum(s => s.Count);
+            _account.SetAsidePages = _setAside.Sum(s => s.Count);
             PlanRound();
         });
         Receive<ProgressTick>(_ => ReportProgress());
@@ -231,7 +208,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _roundClock.Restart();
         _planned.Clear();
         bool defer = _round == 0 && _options.Staggered;
-        ImmutableArray<int>? release = _firstWaveRound && _options.Staggered ? [.. _waveVms] : null;
+        ImmutableArray<int>? release = _firstWaveRound && _options.Staggered ? [.. _wave.Vms] : null;
         Broadcast(_shardActors, new PlanShardRound(_round, _targetOfVm, _targetCount, _round == 0 ? _setAside : null, defer, release));
         Become(Planning);
     }
@@ -244,13 +221,20 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             _planned.Add(m);
             foreach (var (vm, pages) in m.Plan.DeferredPages) _deferredPages[vm] = _deferredPages.GetValueOrDefault(vm) + pages;
-            if (_planned.Count < _shards.Length) return;
-            var transfer = BuildTransfer();
+            if (_planned.Count < _shardActors.Length) return;
+            _shardCounters = _planned.Aggregate(ShardCounters.Zero, (sum, p) => sum.Add(p.Counters));
+            var devices = _stopAndCopy
+                ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
+                : [];
+            var built = RoundTransferBuilder.Build(_round, _planned.Select(p => (p.Shard, p.Plan)), _targetCount, _stopAndCopy, devices, _activeTargets, _wave.Targets);
+            _account.GroupsOrdered(built.GroupSwitches, built.GroupSwitchesLowerBound);
+            if (_round == 0) _account.RoundPlanned(_pagesInRound);
             _applied.Clear();
             _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
-            _sending = _sender.SendRoundAsync(transfer, new ShardContentReader(_shards, _options.SetAsideDirty), CancellationToken.None);
-            _sending.PipeTo(Self, success: () => new RoundSent(transfer.Round), failure: e => new TransferStepFailed($"send round {transfer.Round}", e.GetBaseException().Message));
+            int round = _round;
+            _sending = _sender.SendRoundAsync(built.Transfer, new LeasedShardReader(_planned.Select(p => (p.Shard, p.Lease)), _options.SetAsideDirty), CancellationToken.None);
+            _sending.PipeTo(Self, success: () => new RoundSent(round), failure: e => new TransferStepFailed($"send round {round}", e.GetBaseException().Message));
             Become(Transferring);
         });
         Receive<ProgressTick>(_ => ReportProgress());
@@ -261,7 +245,12 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private void Transferring()
     {
         Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
-        Receive<RoundSent>(_ => { _roundSent = true; MaybeRoundDone(); });
+        Receive<RoundSent>(m =>
+        {
+            Broadcast(_shardActors, new ReturnShardLease(m.Round));
+            _roundSent = true;
+            MaybeRoundDone();
+        });
         Receive<RoundApplied>(m => m.MigrationId == _migrationId, m =>
         {
             if (m.Error is not null) { Fail($"target {m.TargetIndex} could not apply round {m.Round}: {m.Error}"); return; }
@@ -277,26 +266,20 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private void MaybeRoundDone()
     {
         if (!_roundSent || _applied.Count < System.Numerics.BitOperations.PopCount(_activeTargets)) return;
-        double seconds = Math.Max(_roundClock.Elapsed.TotalSeconds, 1e-3);
-        _roundSeconds.Add(seconds);
-        _lastRoundSeconds = seconds;
-        long bytes = _sender!.BytesSent - _roundStartBytes;
-        // The best rate any round reached: small rounds are mostly fixed costs and would understate the link. The
-        // configured rate is only the assumption before anything was measured.
-        if (bytes > 0) _measuredRate = _roundSeconds.Count == 1 ? bytes / seconds : Math.Max(_measuredRate, bytes / seconds);
+        _account.RoundEnded(_roundClock.Elapsed.TotalSeconds, _sender!.BytesSent - _roundStartBytes);
         ReportProgress();
         if (_stopAndCopy)
         {
             // The wave's targets have their VMs whole; they get nothing more. Each VM began digesting its memory when
             // it paused: wait for whichever are not done, then the next wave.
-            _activeTargets &= ~_waveTargets;
-            foreach (int vm in _waveVms) _transferred.Add(vm);
+            _activeTargets &= ~_wave.Targets;
+            _transferred.UnionWith(_wave.Vms);
             Become(Digesting);
             MaybeWaveTransferred();
             return;
         }
         _round++;
-        if (_round == 1) StartWave(0);
+        if (_round == 1) StartWave(_waves[0]);
         else
         {
             _waveRounds++;
@@ -306,11 +289,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     }
 
     /// <summary>A wave begins with its VMs' dirty pages (and, staggered, the pages of theirs that round 0 deferred).</summary>
-    private void StartWave(int wave)
+    private void StartWave(Wave wave)
     {
         _wave = wave;
-        _waveTargets = _waves[wave].Aggregate(0UL, (mask, t) => mask | 1UL << t);
-        _waveVms = Enumerable.Range(0, _vms.Count).Where(v => (_waveTargets >> _targetOfVm[v] & 1) != 0).ToArray();
         _waveRounds = 1; // round 0 was theirs too
         _firstWaveRound = true;
         _stopAndCopy = false;
@@ -319,9 +300,9 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private void CollectWaveDirtyPages()
     {
-        _pending = _waveVms.Length;
+        _pending = _wave.Vms.Count;
         _pagesInRound = 0;
-        foreach (int vm in _waveVms) _vmActors[vm].Tell(new CollectDirtyPages(_round));
+        foreach (int vm in _wave.Vms) _vmActors[vm].Tell(new CollectDirtyPages(_round));
         Become(CollectingDirty);
     }
 
@@ -331,52 +312,28 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             _pagesInRound += m.Pages;
             if (--_pending > 0) return;
-            // The wave's first round also carries the pages of its VMs that round 0 deferred.
-            int dirty = _pagesInRound;
-            int deferred = _firstWaveRound ? _waveVms.Sum(v => _deferredPages.GetValueOrDefault(v)) : 0;
-            _pagesInRound += deferred;
-            // Stop and copy once the rest, as it will go on the wire (the compression seen so far), can be sent at the best
-            // rate a round achieved within the downtime target less what the handover itself takes; or at the limit.
-            double wirePerPage = _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1;
-            double restSeconds = Page.BytesOf(_pagesInRound) * wirePerPage / _measuredRate;
-            // Dirtied since these VMs' previous collection: the last round, or (a wave's first) the one before round 0.
-            double dirtyRate = dirty / Math.Max(1e-3, _firstWaveRound ? _clock.Elapsed.TotalSeconds - _collectedAllAt : _lastRoundSeconds);
-            int maxRounds = Math.Max(1, _options.MaxRounds);
-            double sendBudgetMs = Math.Max(_options.DowntimeTargetMs / 4.0, _options.DowntimeTargetMs - _settings.HandoverReserve.TotalMilliseconds);
-            bool fits = restSeconds * 1000 <= sendBudgetMs;
-            _stopAndCopy = fits || _waveRounds >= maxRounds - 1;
-            string wave = _waves.Length > 1 ? $"wave {_wave + 1} of {_waves.Length}: " : "";
-            string convergence = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"{wave}{(fits ? "converged" : "NOT converged")} after {_waveRounds} pre-copy rounds: {_pagesInRound} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
-                $"≈ {restSeconds * 1000:0} ms to send at {_measuredRate / (1 << 20):0.0} MiB/s against {sendBudgetMs:0} ms of a {_options.DowntimeTargetMs} ms target " +
-                $"({_options.DowntimeTargetMs - sendBudgetMs:0} ms kept for the handover)");
-            if (_stopAndCopy)
+            // The wave's first round also carries the pages of its VMs that round 0 deferred; its dirty pages were
+            // dirtied since the collection before round 0's send, later ones since the last round.
+            var decision = _policy.Decide(new ConvergenceInput(
+                DirtyPages: _pagesInRound,
+                DirtySeconds: _firstWaveRound ? _clock.Elapsed.TotalSeconds - _collectedAllAt : _account.LastRoundSeconds,
+                DeferredPages: _firstWaveRound ? _wave.Vms.Sum(v => _deferredPages.GetValueOrDefault(v)) : 0,
+                WirePerPage: _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1,
+                RateBytesPerSecond: _account.MeasuredRate,
+                WaveRounds: _waveRounds,
+                WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : ""));
+            _account.WaveDecided(decision, _waveRounds);
+            _stopAndCopy = decision.StopAndCopy;
+            if (decision.StopAndCopy && !decision.Fits)
             {
-                // The report keeps the last wave's account, or that of a wave that did not converge.
-                if (_converged || !fits) _convergence = convergence;
-                _converged &= fits;
-                _vmRounds = Math.Max(_vmRounds, _waveRounds + 1);
+                if (_options.NonConvergence == NonConvergencePolicy.Abort) { Fail($"{_account.Convergence}; aborted by policy, every VM keeps running on the source"); return; }
+                _log.Warning("Migration {0}: {1}; forcing stop-and-copy", _migrationId, _account.Convergence);
             }
-            if (_stopAndCopy && !fits)
-            {
-                if (_options.NonConvergence == "abort") { Fail($"{_convergence}; aborted by policy, every VM keeps running on the source"); return; }
-                _log.Warning("Migration {0}: {1}; forcing stop-and-copy", _migrationId, _convergence);
-            }
-            // A page the guest already rewrote during the migration is likely rewritten again (its working set): when the
-            // stop-and-copy can take these pages, and what the guest will dirty while this round sends the deferred
-            // ones, they wait for it instead of going now and again then.
-            _holdBack = false;
-            if (!_stopAndCopy && deferred > 0 && dirty > 0 && _options.SetAsideDirty)
-            {
-                double roundSeconds = Page.BytesOf(deferred) * wirePerPage / _measuredRate;
-                double expectedPages = dirty + dirtyRate * roundSeconds;
-                _holdBack = Page.BytesOf((long)expectedPages) * wirePerPage / _measuredRate * 1000 <= sendBudgetMs;
-                if (_holdBack) _pagesInRound = deferred;
-            }
-            _dirtyPerRound.Add(_pagesInRound);
+            _pagesInRound = decision.PagesThisRound;
+            _account.RoundPlanned(_pagesInRound);
             _hashed.Clear();
             _paused.Clear();
-            foreach (int vm in _waveVms) _vmActors[vm].Tell(new HashRound(_round, _stopAndCopy, _waveVms.Length, _holdBack));
+            foreach (int vm in _wave.Vms) _vmActors[vm].Tell(new HashRound(_round, _stopAndCopy, _wave.Vms.Count, decision.HoldBack));
             Become(HashingDirty);
         });
         Receive<ProgressTick>(_ => ReportProgress());
@@ -402,7 +359,7 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private void MaybeHashed()
     {
-        if (_hashed.Count < _shards.Length || (_stopAndCopy && _paused.Count < _waveVms.Length)) return;
+        if (_hashed.Count < _shardActors.Length || (_stopAndCopy && _paused.Count < _wave.Vms.Count)) return;
         PlanRound();
     }
 
@@ -417,33 +374,31 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     /// <summary>With the wave's digests in: its VMs go to the scheduler for handover, and the next wave starts.</summary>
     private void MaybeWaveTransferred()
     {
-        if (_waveVms.Any(v => !_sourceDigests.ContainsKey(v))) return;
-        _digestSeconds = Math.Max(_digestSeconds, _clock.Elapsed.TotalSeconds - _digestStarted);
-        if (_wave + 1 < _waves.Length)
+        if (_wave.Vms.Any(v => !_sourceDigests.ContainsKey(v))) return;
+        _account.WaveDigested(_clock.Elapsed.TotalSeconds - _digestStarted);
+        if (_wave.Index + 1 < _waves.Count)
         {
-            _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_waveVms), PausedAt(_waveVms)));
+            _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_wave.Vms), PausedAt(_wave.Vms)));
             _round++;
-            StartWave(_wave + 1);
+            StartWave(_waves[_wave.Index + 1]);
             return;
         }
         Timers.Cancel("progress");
         var all = Enumerable.Range(0, _vms.Count).ToArray();
-        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(all), PausedAt(all), Stats()));
+        var sent = new SenderCounters(_sender!.BytesSent, _sender.FramesSent, _sender.ContentRecordsSent, _sender.ContentRawBytes, _sender.ContentEncodedBytes, _sender.MapRecordsSent, _sender.ContentsWithdrawn);
+        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(all), PausedAt(all), _account.Stats(sent, _shardCounters, _waves.Count, _round + 1)));
         FreeReleasedVms();
         Become(HandingOver);
     }
-
-    private VmDigest[] Digests(IEnumerable<int> vms) => vms.Select(v => new VmDigest(_vms[v].Description.Id, _sourceDigests[v])).ToArray();
-
-    private Dictionary<string, long> PausedAt(IEnumerable<int> vms) => vms.Where(_pausedAt.ContainsKey).ToDictionary(v => _vms[v].Description.Id, v => _pausedAt[v]);
 
     private void HandingOver()
     {
         Handovers();
         Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
-        Receive<VmStepFailed>(m => _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, _vms[m.VmIndex].Description.Id, m.Step, m.Error));
+        Receive<VmStepFailed>(m => _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, VmId(m.VmIndex), m.Step, m.Error));
         Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
         Receive<RoundApplied>(_ => { });
+        Receive<RoundSent>(m => Broadcast(_shardActors, new ReturnShardLease(m.Round)));
         Receive<ProgressTick>(_ => { });
     }
 
@@ -453,15 +408,15 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     /// </summary>
     private void Handovers()
     {
-        Receive<ReleaseSourceVm>(m => _vmActors[IndexOf(m.VmId)].Tell(new StopSourceVm("handed over")));
-        Receive<ResumeSourceVm>(m =>
+        Receive<ReleaseSourceVm>(m => WithVm(m.VmId, vm => _vmActors[vm].Tell(new StopSourceVm("handed over"))));
+        Receive<ResumeSourceVm>(m => WithVm(m.VmId, vm =>
         {
             _log.Warning("Migration {0}: VM {1} resumes on the source: {2}", _migrationId, m.VmId, m.Reason);
-            _vmActors[IndexOf(m.VmId)].Tell(new ResumeVm(m.Reason));
-        });
+            _vmActors[vm].Tell(new ResumeVm(m.Reason));
+        }));
         Receive<VmStopped>(m =>
         {
-            var released = new SourceVmReleased(_migrationId, _vms[m.VmIndex].Description.Id);
+            var released = new SourceVmReleased(_migrationId, VmId(m.VmIndex));
             _scheduler.Tell(released);
             if (_transferred.Count == _vms.Count) Context.Parent.Tell(released);
             else _freeLater.Add(released);
@@ -469,13 +424,13 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         });
         Receive<VmResumedHere>(m =>
         {
-            _scheduler.Tell(new SourceVmResumed(_migrationId, _vms[m.VmIndex].Description.Id));
+            _scheduler.Tell(new SourceVmResumed(_migrationId, VmId(m.VmIndex)));
             Settle(m.VmIndex);
         });
         // Stopping or resuming one VM that failed does not fail the migration: that VM is settled as it is.
         Receive<VmStepFailed>(m => m.Step is "resume" or "stop", m =>
         {
-            _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, _vms[m.VmIndex].Description.Id, m.Step, m.Error);
+            _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, VmId(m.VmIndex), m.Step, m.Error);
             Settle(m.VmIndex);
         });
     }
@@ -486,9 +441,16 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         if (_settled.Count == _vms.Count) Context.Stop(Self);
     }
 
+    /// <summary>No round reads guest pages any more: the host may free the VMs stopped here.</summary>
+    private void FreeReleasedVms()
+    {
+        foreach (var released in _freeLater) Context.Parent.Tell(released);
+        _freeLater.Clear();
+    }
+
     private void CommonFailures()
     {
-        Receive<VmStepFailed>(m => Fail($"VM {_vms[m.VmIndex].Description.Id}: {m.Step} failed: {m.Error}"));
+        Receive<VmStepFailed>(m => Fail($"VM {VmId(m.VmIndex)}: {m.Step} failed: {m.Error}"));
         Receive<TransferStepFailed>(m => Fail($"{m.Step} failed: {m.Error}"));
         Receive<ChildFailed>(m => Fail(m.Reason));
         Receive<AbortMigration>(m => Fail(m.Reason, tellScheduler: false));
@@ -515,71 +477,12 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
             if (!_settled.Contains(v) && !_transferred.Contains(v)) _vmActors[v].Tell(new ResumeVm(reason));
     }
 
-    private RoundTransfer BuildTransfer()
-    {
-        // Two passes over the groups: first the contents several pages need, then those one page alone needs (the
-        // guest's writable working set is among them; what it rewrites before its turn is withdrawn, not sent).
-        var groups = new Dictionary<ulong, List<long>>();
-        var soleGroups = new Dictionary<ulong, List<long>>();
-        var maps = Enumerable.Range(0, _targetCount).Select(_ => new List<PageMap>()).ToArray();
-        foreach (var planned in _planned.OrderBy(p => p.Shard))
-        {
-            foreach (var (mask, ids) in planned.Plan.ContentsByGroup)
-                foreach (long id in ids)
-                {
-                    var pass = planned.Plan.SoleContents.Contains(id) ? soleGroups : groups;
-                    if (!pass.TryGetValue(mask, out var list)) pass[mask] = list = new();
-                    list.Add(id);
-                }
-            for (int t = 0; t < _targetCount; t++)
-                foreach (var (vm, page, id) in planned.Plan.MapsByTarget[t]) maps[t].Add(new PageMap(vm, page, id));
-        }
-        // Each pass in the order that makes target hosts join and leave least (a round starts and ends with none joined).
-        var order = GroupScheduler.Order(groups.Keys);
-        var soleOrder = GroupScheduler.Order(soleGroups.Keys, start: order.Count > 0 ? order[^1] : 0);
-        _groupSwitches += GroupScheduler.Switches([.. order, .. soleOrder]);
-        _groupSwitchesLowerBound += GroupScheduler.LowerBound(groups.Keys.Union(soleGroups.Keys).ToArray());
-        var ordered = order.Select(mask => new GroupTransfer(mask, groups[mask]))
-            .Concat(soleOrder.Select(mask => new GroupTransfer(mask, soleGroups[mask]))).ToArray();
-        var devices = _stopAndCopy
-            ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
-            : [];
-        if (_round == 0) _dirtyPerRound.Add(_pagesInRound);
-        return new RoundTransfer(_round, _stopAndCopy, ordered, maps, devices, _activeTargets, _stopAndCopy ? _waveTargets : 0);
-    }
+    private VmProfile Profile(int v, VmContentsProfiled p) =>
+        new(VmId(v), _vms[v].Description.MemoryBytes, p.NonZeroPages, p.ZeroPages, p.DistinctContents, _settings.SketchSize, p.Sketch);
 
-    private IReadOnlyList<VmProfile> MergeProfiles() =>
-        Enumerable.Range(0, _vms.Count).Select(v =>
-        {
-            var p = _profiled[v];
-            return new VmProfile(_vms[v].Description.Id, _vms[v].Description.MemoryBytes, p.NonZeroPages, p.ZeroPages, p.DistinctContents, _settings.SketchSize, p.Sketch);
-        }).ToArray();
+    private VmDigest[] Digests(IEnumerable<int> vms) => vms.Select(v => new VmDigest(VmId(v), _sourceDigests[v])).ToArray();
 
-    private TransferStats Stats() => new(
-        _vmRounds,
-        _sender!.BytesSent,
-        _sender.FramesSent,
-        _sender.ContentRecordsSent,
-        _sender.ContentRawBytes,
-        _sender.ContentEncodedBytes,
-        _sender.MapRecordsSent,
-        _shards.Sum(s => s.DistinctContents),
-        _shards.Sum(s => s.Index.ByteCompares),
-        _shards.Sum(s => s.Index.Collisions),
-        _shards.Sum(s => s.RacedPages),
-        _dirtyPerRound.ToArray(),
-        _analysisSeconds,
-        _roundSeconds.ToArray(),
-        _digestSeconds,
-        _groupSwitches,
-        _groupSwitchesLowerBound,
-        _converged,
-        _convergence,
-        _setAsidePages,
-        _sender.ContentsWithdrawn,
-        _round0Distinct,
-        _waves.Length,
-        _round + 1);
+    private Dictionary<string, long> PausedAt(IEnumerable<int> vms) => vms.Where(_pausedAt.ContainsKey).ToDictionary(VmId, v => _pausedAt[v]);
 
     private void ReportProgress()
     {
@@ -587,13 +490,17 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
         _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound));
     }
 
-    private int IndexOf(string vmId)
+    private string VmId(int vmIndex) => _vms[vmIndex].Description.Id;
+
+    /// <summary>A decision for a VM this migration does not move is logged and dropped, never thrown on (a throw would restart nothing useful here).</summary>
+    private void WithVm(string vmId, Action<int> action)
     {
-        for (int i = 0; i < _vms.Count; i++) if (_vms[i].Description.Id == vmId) return i;
-        throw new ArgumentException($"VM {vmId} is not part of migration {_migrationId}");
+        for (int i = 0; i < _vms.Count; i++)
+            if (VmId(i) == vmId) { action(i); return; }
+        _log.Warning("Migration {0}: ignoring a decision for VM {1}, which it does not move", _migrationId, vmId);
     }
 
-    private void Broadcast(IEnumerable<IActorRef> actors, object message)
+    private static void Broadcast(IEnumerable<IActorRef> actors, object message)
     {
         foreach (var a in actors) a.Tell(message);
     }
@@ -603,18 +510,4 @@ public sealed class SourceMigrationActor : ReceiveActor, IWithTimers
     private sealed record RoundSent(int Round);
     private sealed record TransferStepFailed(string Step, string Error);
     private sealed record ChildFailed(string Reason);
-
-    /// <summary>Data plane reads contents from the shard that owns them (shards are idle while a round is sent).</summary>
-    private sealed class ShardContentReader(DedupShard[] shards, bool skipRewritten) : IContentReader
-    {
-        public bool TryRead(long contentId, ulong targetMask, Span<byte> page, out ContentHash hash) =>
-            shards[contentId % shards.Length].TryRead(contentId, targetMask, page, out hash);
-
-        // Only a log that records every write can say a page was rewritten without collecting it (QEMU's here cannot).
-        public bool TryWithdraw(long contentId, ulong targetMask)
-        {
-            var shard = shards[contentId % shards.Length];
-            return skipRewritten && shard.TryWithdraw(contentId, targetMask, shard.Rewritten);
-        }
-    }
 }

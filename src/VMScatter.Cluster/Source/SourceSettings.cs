@@ -1,15 +1,14 @@
 using Akka.Configuration;
 using VMScatter.DataPlane;
 using VMScatter.Domain.Compression;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Cluster.Source;
 
-/// <summary>vmscatter.source and vmscatter.data-plane, read once per node.</summary>
+/// <summary>vmscatter.source and vmscatter.data-plane, read once per node. (max-rounds and downtime-target are per-migration defaults: see MigrationOptions.)</summary>
 public sealed record SourceSettings(
     int DedupShards,
     int SketchSize,
-    int MaxRounds,
-    TimeSpan DowntimeTarget,
     long AssumedRateBytesPerSecond,
     TimeSpan ProgressInterval,
     TimeSpan RegistrationInterval,
@@ -19,8 +18,6 @@ public sealed record SourceSettings(
     public static SourceSettings From(Config config) => new(
         config.GetInt("vmscatter.source.dedup-shards"),
         config.GetInt("vmscatter.source.sketch-size"),
-        config.GetInt("vmscatter.source.max-rounds"),
-        config.GetTimeSpan("vmscatter.source.downtime-target"),
         config.GetByteSize("vmscatter.source.assumed-rate") ?? throw new ConfigurationException("vmscatter.source.assumed-rate missing"),
         config.GetTimeSpan("vmscatter.source.progress-interval"),
         config.GetTimeSpan("vmscatter.source.registration-interval"),
@@ -33,24 +30,16 @@ public static class DataPlaneSettings
     public static DataPlaneOptions From(Config config) => new()
     {
         MaxPayloadBytes = (int)(config.GetByteSize("vmscatter.data-plane.max-payload") ?? throw new ConfigurationException("vmscatter.data-plane.max-payload missing")),
-        Compression = ParseCompression(config.GetString("vmscatter.data-plane.compression")),
-        Transport = ParseTransport(config.GetString("vmscatter.data-plane.group-transport")),
+        Compression = Choice<CompressionMode>(config, "vmscatter.data-plane.compression"),
+        Transport = Choice<GroupTransport>(config, "vmscatter.data-plane.group-transport"),
         ConnectTimeout = config.GetTimeSpan("vmscatter.data-plane.connect-timeout"),
         LinkQueueBytes = config.GetByteSize("vmscatter.data-plane.link-queue") ?? throw new ConfigurationException("vmscatter.data-plane.link-queue missing"),
     };
 
-    public static CompressionMode ParseCompression(string value) => value switch
+    /// <summary>A policy setting, spelled as <see cref="EnumNames{T}"/> derives it.</summary>
+    public static T Choice<T>(Config config, string path) where T : struct, Enum
     {
-        "none" => CompressionMode.None,
-        "lz4" => CompressionMode.Lz4,
-        "zstd" => CompressionMode.Zstd,
-        _ => throw new ConfigurationException($"compression must be none, lz4 or zstd (got '{value}')"),
-    };
-
-    public static GroupTransport ParseTransport(string value) => value switch
-    {
-        "relay-chain" => GroupTransport.RelayChain,
-        "fan-out" => GroupTransport.FanOut,
-        _ => throw new ConfigurationException($"group transport must be relay-chain or fan-out (got '{value}')"),
-    };
+        try { return EnumNames<T>.Parse(config.GetString(path), path); }
+        catch (FormatException e) { throw new ConfigurationException(e.Message); }
+    }
 }

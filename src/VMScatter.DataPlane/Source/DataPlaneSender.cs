@@ -7,6 +7,7 @@ using System.Threading.Channels;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Pages;
+using VMScatter.Domain.Scheduling;
 
 namespace VMScatter.DataPlane.Source;
 
@@ -37,7 +38,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     public DataPlaneSender(Guid migrationId, byte[] key, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
     {
-        if (targets.Count is 0 or > 64) throw new ArgumentException("a migration has 1..64 target hosts", nameof(targets));
+        if (targets.Count is 0 or > TargetMask.MaxTargets) throw new ArgumentException($"a migration has 1..{TargetMask.MaxTargets} target hosts", nameof(targets));
         _migrationId = migrationId;
         _key = key;
         _targets = targets;
@@ -262,7 +263,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     private void ValidateMask(ulong mask)
     {
-        if (mask == 0 || (_targets.Count < 64 && mask >> _targets.Count != 0)) throw new ArgumentException($"target mask {mask:x} names hosts outside 0..{_targets.Count - 1}");
+        if (mask == 0 || !TargetMask.Within(mask, _targets.Count)) throw new ArgumentException($"target mask {mask:x} names hosts outside 0..{_targets.Count - 1}");
     }
 
     public static IEnumerable<int> Targets(ulong mask)

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Numerics;
 using System.Threading.Channels;
 using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Scheduling;
 using VMScatter.Domain;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Dedup;
@@ -144,7 +145,7 @@ public sealed class MigrationReceiver : IAsyncDisposable
     private ulong ApplyContents(ContentBatch batch)
     {
         if ((batch.RecipientMask >> SelfIndex & 1) == 0) throw new FrameRejectedException($"content batch not addressed to host {SelfIndex}");
-        if (_peers.Count < 64 && batch.RecipientMask >> _peers.Count != 0) throw new FrameRejectedException("content batch names unknown hosts");
+        if (!TargetMask.Within(batch.RecipientMask, _peers.Count)) throw new FrameRejectedException("content batch names unknown hosts");
         CheckRound(batch.Round);
         Span<byte> page = stackalloc byte[Page.Size];
         foreach (var record in batch.Records)

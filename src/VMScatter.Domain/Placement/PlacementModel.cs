@@ -21,27 +21,5 @@ public sealed record PlacementResult(string Strategy, IReadOnlyDictionary<string
 
 public sealed class PlacementException(string message) : Exception(message);
 
+/// <summary>Spelled as <see cref="Units.EnumNames{T}"/> derives it: traffic-aware, paper-greedy, first-fit-decreasing, round-robin, random.</summary>
 public enum PlacementStrategy { TrafficAware, PaperGreedy, FirstFitDecreasing, RoundRobin, Random }
-
-public static class PlacementStrategies
-{
-    public static string Name(PlacementStrategy s) => s switch
-    {
-        PlacementStrategy.TrafficAware => "traffic-aware",
-        PlacementStrategy.PaperGreedy => "paper-greedy",
-        PlacementStrategy.FirstFitDecreasing => "first-fit-decreasing",
-        PlacementStrategy.RoundRobin => "round-robin",
-        PlacementStrategy.Random => "random",
-        _ => throw new ArgumentOutOfRangeException(nameof(s)),
-    };
-
-    public static bool TryParse(string name, out PlacementStrategy strategy)
-    {
-        foreach (var s in Enum.GetValues<PlacementStrategy>())
-            if (Name(s) == name) { strategy = s; return true; }
-        strategy = default;
-        return false;
-    }
-
-    public static readonly IReadOnlyList<string> Names = Enum.GetValues<PlacementStrategy>().Select(Name).ToArray();
-}

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Domain.Placement;
 
@@ -32,7 +33,7 @@ public static class Placer
         double seconds = clock.Elapsed.TotalSeconds;
         var map = new Dictionary<string, string>();
         for (int v = 0; v < vms.Count; v++) map[vms[v].Id] = hosts[hostOf[v]].Id;
-        return new PlacementResult(PlacementStrategies.Name(strategy), map, Cost(contents, hosts, topology, hostOf), seconds);
+        return new PlacementResult(strategy.ToName(), map, Cost(contents, hosts, topology, hostOf), seconds);
     }
 
     /// <summary>Traffic of an assignment: Σ over links (source uplink, racks, hosts) of weight × distinct pages below it.</summary>

@@ -1,0 +1,68 @@
+using System.Globalization;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>What a wave knows when its dirty pages are collected, before it decides on its next round.</summary>
+/// <param name="DirtyPages">Pages the wave's guests dirtied since their previous collection.</param>
+/// <param name="DirtySeconds">Time since that collection (the dirty rate is measured over it).</param>
+/// <param name="DeferredPages">The wave's own pages round 0 left to it (its first round only).</param>
+/// <param name="WirePerPage">Encoded bytes per raw byte seen so far (1 before anything was sent).</param>
+/// <param name="RateBytesPerSecond">The best rate a round reached (the configured assumption before any).</param>
+/// <param name="WaveRounds">Pre-copy rounds the wave went through, round 0 included.</param>
+/// <param name="WaveLabel">"wave 2 of 4: " with several waves, empty with one.</param>
+public sealed record ConvergenceInput(
+    int DirtyPages,
+    double DirtySeconds,
+    int DeferredPages,
+    double WirePerPage,
+    double RateBytesPerSecond,
+    int WaveRounds,
+    string WaveLabel = "");
+
+/// <param name="StopAndCopy">The next round pauses the wave's VMs and sends the rest.</param>
+/// <param name="Fits">The rest fits the downtime target (false with <paramref name="StopAndCopy"/>: forced at the round limit).</param>
+/// <param name="HoldBack">The dirty pages wait for the stop-and-copy; the next round sends only the deferred ones.</param>
+/// <param name="PagesThisRound">Pages the next round carries.</param>
+/// <param name="Account">The reasoning in one line, for the report and the log.</param>
+public sealed record ConvergenceDecision(bool StopAndCopy, bool Fits, bool HoldBack, int PagesThisRound, string Account);
+
+/// <summary>
+/// When a wave stops and copies: once the rest, as it will go on the wire, can be sent at the best rate a round reached
+/// within the downtime target less what the handover itself takes; or at the round limit. Pure: the source migration
+/// actor feeds it what it measured.
+/// </summary>
+public sealed record ConvergencePolicy(int MaxRounds, int DowntimeTargetMs, TimeSpan HandoverReserve, bool HoldBackAllowed)
+{
+    public static ConvergencePolicy Of(MigrationOptions options, SourceSettings settings) =>
+        new(options.MaxRounds, options.DowntimeTargetMs, settings.HandoverReserve, options.SetAsideDirty);
+
+    /// <summary>Of the downtime target, what the last round may spend sending: the rest goes to the handover (at least a quarter is kept for sending).</summary>
+    public double SendBudgetMs => Math.Max(DowntimeTargetMs / 4.0, DowntimeTargetMs - HandoverReserve.TotalMilliseconds);
+
+    public ConvergenceDecision Decide(ConvergenceInput m)
+    {
+        int pages = m.DirtyPages + m.DeferredPages;
+        double restSeconds = SendSeconds(pages, m);
+        double dirtyRate = m.DirtyPages / Math.Max(1e-3, m.DirtySeconds);
+        bool fits = restSeconds * 1000 <= SendBudgetMs;
+        bool stopAndCopy = fits || m.WaveRounds >= Math.Max(1, MaxRounds) - 1;
+        string account = string.Create(CultureInfo.InvariantCulture,
+            $"{m.WaveLabel}{(fits ? "converged" : "NOT converged")} after {m.WaveRounds} pre-copy rounds: {pages} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
+            $"≈ {restSeconds * 1000:0} ms to send at {m.RateBytesPerSecond / (1 << 20):0.0} MiB/s against {SendBudgetMs:0} ms of a {DowntimeTargetMs} ms target " +
+            $"({DowntimeTargetMs - SendBudgetMs:0} ms kept for the handover)");
+        // A page the guest already rewrote during the migration is likely rewritten again (its working set): when the
+        // stop-and-copy can take these pages, and what the guest will dirty while this round sends the deferred ones,
+        // they wait for it instead of going now and again then.
+        bool holdBack = false;
+        if (!stopAndCopy && m.DeferredPages > 0 && m.DirtyPages > 0 && HoldBackAllowed)
+        {
+            double expectedPages = m.DirtyPages + dirtyRate * SendSeconds(m.DeferredPages, m);
+            holdBack = SendSeconds((long)expectedPages, m) * 1000 <= SendBudgetMs;
+        }
+        return new ConvergenceDecision(stopAndCopy, fits, holdBack, holdBack ? m.DeferredPages : pages, account);
+    }
+
+    private static double SendSeconds(long pages, ConvergenceInput m) => Page.BytesOf(pages) * m.WirePerPage / m.RateBytesPerSecond;
+}

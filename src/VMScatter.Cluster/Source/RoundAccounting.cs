@@ -1,0 +1,89 @@
+using VMScatter.Cluster.Protocol;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>What the data plane's sender counted, read when the transfer's account is closed.</summary>
+public sealed record SenderCounters(long BytesSent, long FramesSent, long ContentRecordsSent, long ContentRawBytes, long ContentEncodedBytes, long MapRecordsSent, long ContentsWithdrawn);
+
+/// <summary>
+/// The source's running account of one transfer: rounds and their times, the link rate measured, dirty pages per round,
+/// convergence and group switches. No actor state: the source migration actor records into it and reads
+/// <see cref="Stats"/> at the end.
+/// </summary>
+public sealed class RoundAccounting(double assumedRateBytesPerSecond)
+{
+    private readonly List<double> _roundSeconds = new();
+    private readonly List<int> _dirtyPerRound = new();
+    private bool _converged = true;
+    private string _convergence = "";
+
+    /// <summary>The best rate any round reached: small rounds are mostly fixed costs and would understate the link. The configured rate is only the assumption before anything was measured.</summary>
+    public double MeasuredRate { get; private set; } = assumedRateBytesPerSecond;
+
+    public double LastRoundSeconds { get; private set; }
+
+    /// <summary>Rounds a VM went through (round 0, its wave's pre-copy rounds and stop-and-copy), the most of any wave.</summary>
+    public int VmRounds { get; private set; }
+
+    public double AnalysisSeconds { get; set; }
+    public double DigestSeconds { get; private set; }
+    public int SetAsidePages { get; set; }
+    public long Round0DistinctPages { get; set; }
+    public long GroupSwitches { get; private set; }
+    public long GroupSwitchesLowerBound { get; private set; }
+
+    public void RoundPlanned(int pages) => _dirtyPerRound.Add(pages);
+
+    public void GroupsOrdered(long switches, long lowerBound)
+    {
+        GroupSwitches += switches;
+        GroupSwitchesLowerBound += lowerBound;
+    }
+
+    public void RoundEnded(double seconds, long bytes)
+    {
+        seconds = Math.Max(seconds, 1e-3);
+        _roundSeconds.Add(seconds);
+        LastRoundSeconds = seconds;
+        if (bytes > 0) MeasuredRate = _roundSeconds.Count == 1 ? bytes / seconds : Math.Max(MeasuredRate, bytes / seconds);
+    }
+
+    /// <summary>A wave decided its next round; when that is its stop-and-copy, its convergence enters the report (the last wave's, or that of one that did not converge).</summary>
+    public void WaveDecided(ConvergenceDecision decision, int waveRounds)
+    {
+        if (!decision.StopAndCopy) return;
+        if (_converged || !decision.Fits) _convergence = decision.Account;
+        _converged &= decision.Fits;
+        VmRounds = Math.Max(VmRounds, waveRounds + 1);
+    }
+
+    public void WaveDigested(double seconds) => DigestSeconds = Math.Max(DigestSeconds, seconds);
+
+    public string Convergence => _convergence;
+
+    public TransferStats Stats(SenderCounters sent, ShardCounters shards, int waves, int dataPlaneRounds) => new(
+        VmRounds,
+        sent.BytesSent,
+        sent.FramesSent,
+        sent.ContentRecordsSent,
+        sent.ContentRawBytes,
+        sent.ContentEncodedBytes,
+        sent.MapRecordsSent,
+        shards.DistinctContents,
+        shards.ByteCompares,
+        shards.HashCollisions,
+        shards.RacedPages,
+        _dirtyPerRound.ToArray(),
+        AnalysisSeconds,
+        _roundSeconds.ToArray(),
+        DigestSeconds,
+        GroupSwitches,
+        GroupSwitchesLowerBound,
+        _converged,
+        _convergence,
+        SetAsidePages,
+        sent.ContentsWithdrawn,
+        Round0DistinctPages,
+        waves,
+        dataPlaneRounds);
+}
