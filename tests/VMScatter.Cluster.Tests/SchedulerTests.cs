@@ -124,7 +124,7 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         var recovered = Scheduler();
         recovered.Tell(new GetMigrationStatus(id));
         var status = ExpectMsg<MigrationStatus>();
-        Assert.Equal("completed", status.Phase);
+        Assert.Equal(MigrationPhase.Completed, status.Phase);
         Assert.Equal(["vm-a"], status.HandedOver);
         Assert.Equal(["vm-b"], status.Failed);
         Assert.Equal(report.BytesSent, status.Report!.BytesSent);
@@ -177,7 +177,7 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         AwaitAssert(() =>
         {
             recovered.Tell(new GetMigrationStatus(id));
-            Assert.Equal("aborted", ExpectMsg<MigrationStatus>().Phase);
+            Assert.Equal(MigrationPhase.Aborted, ExpectMsg<MigrationStatus>().Phase);
         }, TimeSpan.FromSeconds(10));
     }
 }

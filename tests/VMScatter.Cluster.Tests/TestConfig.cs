@@ -34,4 +34,15 @@ internal static class TestConfig
 
     public static MigrationOptions Options(GroupTransport transport = GroupTransport.RelayChain) =>
         new(PlacementStrategy.TrafficAware, transport, CompressionMode.Lz4, MaxRounds: 8, DowntimeTargetMs: 300);
+
+    /// <summary>A report with every field set, for tests that journal or serialize one.</summary>
+    public static Domain.Reports.MigrationReport SampleReport(string migrationId = "m", long bytesSent = 100) => new()
+    {
+        MigrationId = migrationId, Vms = 1, Targets = 1, GuestBytes = 4096, NaiveBytes = 4096, DistinctPages = 1, ZeroPages = 0, BytesSent = bytesSent, BytesReceived = bytesSent,
+        Verified = true, TotalSeconds = 1.5, PlacementStrategy = "traffic-aware", Placement = new Dictionary<string, string> { ["vm-0"] = "t1" }, LinkBytes = 2 * bytesSent,
+        GroupSwitches = 2, GroupSwitchesLowerBound = 2, GroupTransport = "relay-chain", Rounds = 2, DirtyPagesPerRound = [1, 0], CompressionRatio = 0.5,
+        ByteCompares = 0, HashCollisions = 0, DowntimeMsMax = 10, DowntimeMsMedian = 10, Converged = true, Convergence = "converged", Deduplicate = true,
+        LinkBitsPerSecond = 0, AnalysisSeconds = 0.1, RoundSeconds = [0.1, 0.1], SourceDigestSeconds = 0.01, Error = null,
+        PerVm = [new Domain.Reports.VmReport("vm-0", "t1", true, true, 10, "a", "a", null)],
+    };
 }

@@ -38,7 +38,7 @@ public sealed record RegisteredHosts(IReadOnlyList<string> Sources, IReadOnlyLis
 
 public sealed record MigrationPlaced(Guid MigrationId, string Strategy, IReadOnlyDictionary<string, string> TargetOfVm, double EstimatedPages, long DistinctPages, DataPlane.GroupTransport GroupTransport) : IVmScatterMessage;
 
-public sealed record MigrationProgress(Guid MigrationId, string Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
+public sealed record MigrationProgress(Guid MigrationId, Scheduler.MigrationPhase Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
 
 /// <summary>The handover checks passed: the VM runs on its target and its source copy is stopped.</summary>
 public sealed record VmHandedOver(Guid MigrationId, string VmId, string TargetHostId, string Digest, double DowntimeMs) : IPersistedEvent;
@@ -50,7 +50,7 @@ public sealed record MigrationFinished(Guid MigrationId, Domain.Reports.Migratio
 
 public sealed record MigrationStatus(
     Guid MigrationId,
-    string Phase,
+    Scheduler.MigrationPhase Phase,
     IReadOnlyList<string> HandedOver,
     IReadOnlyList<string> Failed,
     Domain.Reports.MigrationReport? Report) : IVmScatterMessage;

@@ -15,7 +15,7 @@ internal sealed class MigrationRun
     public required IReadOnlyList<VmDescription> Vms { get; init; }
     public required IReadOnlyList<string> TargetHostIds { get; init; }
     public required DateTime StartedUtc { get; init; }
-    public string Phase { get; set; } = "analysing";
+    public MigrationPhase Phase { get; set; } = MigrationPhase.Analysing;
     public IActorRef? SourceMigration { get; set; }
     public IReadOnlyList<VmProfile> Profiles { get; set; } = [];
     public long DistinctPages { get; set; }
@@ -42,18 +42,10 @@ internal sealed class MigrationRun
 
     public bool Decided(string vmId) => HandedOver.ContainsKey(vmId) || Failed.ContainsKey(vmId);
 
+    public bool Moves(string vmId) => Vms.Any(v => v.Id == vmId);
+
     /// <summary>Every VM runs in exactly one place, confirmed: on its target (and stopped on the source), or on the source.</summary>
     public bool AllSettled => Vms.All(v =>
         (Failed.ContainsKey(v.Id) && (ResumedOnSource.Contains(v.Id) || SourceWillNotConfirm)) ||
         (HandedOver.ContainsKey(v.Id) && (Released.Contains(v.Id) || SourceWillNotConfirm)));
-}
-
-/// <summary>What the journal says about a migration (rebuilt on recovery).</summary>
-internal sealed class MigrationRecord
-{
-    public string Phase { get; set; } = "started";
-    public List<string> HandedOver { get; } = new();
-    public List<string> Failed { get; } = new();
-    public Domain.Reports.MigrationReport? Report { get; set; }
-    public bool Ended => Phase is "completed" or "aborted";
 }

@@ -4,23 +4,19 @@ using Akka.Event;
 using Akka.Persistence;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Wire;
-using VMScatter.Domain.Scheduling;
-using VMScatter.Domain.Units;
-using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
-using VMScatter.Domain.Pages;
 using VMScatter.Domain.Placement;
-using VMScatter.Domain.Reports;
 
 namespace VMScatter.Cluster.Scheduler;
 
 /// <summary>
-/// The migration scheduler, a cluster singleton. Knows the source and target hosts (they announce themselves),
-/// validates a migration request, places the VMs from the source's round-0 profiles, prepares the targets,
-/// starts the transfer, and decides each VM's handover by comparing the source's and the target's digests:
-/// a VM is recorded as handed over only when they match and the target has resumed it; otherwise it keeps
-/// running on the source. Decisions are event-sourced (Akka.Persistence.Sql), so the record of what went where
-/// survives a scheduler restart; a migration cut short by a restart is recorded as aborted.
+/// The migration scheduler, a cluster singleton; it orchestrates, the rules are elsewhere:
+/// <see cref="MigrationRequestValidator"/> (is a request runnable), the <see cref="Placer"/> (run off this actor's
+/// thread, its result comes back as a message), <see cref="HandoverDecisions"/> (when a VM is resumed on its target,
+/// and which report of a resume counts), <see cref="MigrationJournal"/> (events → journaled state, on recovery and
+/// after each persist) and <see cref="MigrationReportBuilder"/>. Per migration: analysing → placing → preparing →
+/// transferring → handing over / verifying → completed. Decisions are event-sourced (Akka.Persistence.Sql), so the
+/// record of what went where survives a restart; a migration cut short by a restart is recorded as aborted.
 /// </summary>
 public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimers
 {
@@ -28,7 +24,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
     private readonly SchedulerSettings _settings;
     private readonly Dictionary<string, RegisterSourceHost> _sources = new();
     private readonly Dictionary<string, RegisterTargetHost> _targets = new();
-    private readonly Dictionary<Guid, MigrationRecord> _records = new();
+    private readonly MigrationJournal _journal = new();
     private readonly Dictionary<Guid, MigrationRun> _runs = new();
     // Per-migration data-plane keys; never journaled.
     private readonly Dictionary<Guid, byte[]> _keys = new();
@@ -38,18 +34,13 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         _settings = settings;
         PersistenceId = settings.PersistenceId;
 
-        Recover<MigrationStarted>(e => _records[e.MigrationId] = new MigrationRecord());
-        Recover<PlacementChosen>(e => Record(e.MigrationId).Phase = "placed");
-        Recover<VmHandedOver>(e => Record(e.MigrationId).HandedOver.Add(e.VmId));
-        Recover<VmHandoverFailed>(e => Record(e.MigrationId).Failed.Add(e.VmId));
-        Recover<MigrationCompleted>(e => { var r = Record(e.MigrationId); r.Phase = "completed"; r.Report = e.Report; });
-        Recover<MigrationAborted>(e => Record(e.MigrationId).Phase = "aborted");
+        Recover<IPersistedEvent>(_journal.Apply);
         Recover<RecoveryCompleted>(_ =>
         {
             // Runs are not persisted: whatever was in flight when the previous incarnation stopped is over.
             // Its source VMs were never released unless recorded as handed over, so they still run on the source.
-            foreach (var (id, record) in _records.Where(r => !r.Value.Ended).ToArray())
-                Persist(new MigrationAborted(id, "the scheduler restarted before the migration completed"), e => Record(e.MigrationId).Phase = "aborted");
+            foreach (var id in _journal.Unended)
+                Record(new MigrationAborted(id, "the scheduler restarted before the migration completed"), _ => { });
         });
 
         Command<RegisterSourceHost>(m =>
@@ -73,14 +64,16 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             Serialization.SerializerWarmup.EnsureWarm(Context.System);
             Start(m);
         });
-        Command<VmsAnalyzed>(Place);
+        Command<VmsAnalyzed>(m => WithRun(m.MigrationId, run => Place(run, m)));
+        Command<PlacementComputed>(m => WithRun(m.MigrationId, run => Placed(run, m.Placement)));
+        Command<PlacementFailed>(m => WithRun(m.MigrationId, run => FailRun(run, m.Reason)));
         Command<ReceiverReady>(m => WithRun(m.MigrationId, run =>
         {
+            if (!run.TargetRefs.ContainsKey(m.HostId)) { Refuse(run, m, $"host {m.HostId} is not a target of it"); return; }
             run.ReadyTargets.Add(m.HostId);
-            if (run.Phase != "preparing" || run.ReadyTargets.Count < run.Targets.Count) return;
-            run.Phase = "transferring";
-            var assignments = Assignments(run);
-            run.SourceMigration!.Tell(new BeginTransfer(run.Id, _keys[run.Id], run.Targets, assignments));
+            if (run.Phase != MigrationPhase.Preparing || run.ReadyTargets.Count < run.Targets.Count) return;
+            run.Phase = MigrationPhase.Transferring;
+            run.SourceMigration!.Tell(new BeginTransfer(run.Id, _keys[run.Id], run.Targets, Assignments(run)));
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
@@ -100,34 +93,38 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         Command<TransferCompleted>(m => WithRun(m.MigrationId, run =>
         {
             run.Transfer = m;
-            run.Phase = "verifying";
+            run.Phase = MigrationPhase.Verifying;
             Transferred(run, m.SourceDigests, m.PausedAtUnixMs);
-            Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "handover"), _settings.HandoverTimeout);
+            Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "handing over"), _settings.HandoverTimeout);
             // Targets send their digests by themselves once their last round is in; compare when both sides are here.
             DecideHandovers(run);
         }));
         Command<TargetDigests>(m => WithRun(m.MigrationId, run =>
         {
+            if (!run.TargetRefs.ContainsKey(m.HostId)) { Refuse(run, m, $"host {m.HostId} is not a target of it"); return; }
             run.TargetDigests[m.HostId] = m;
-            foreach (var d in m.Digests) run.TargetDigestOf[d.VmId] = d.Digest;
+            foreach (var d in m.Digests.Where(d => run.TargetOfVm.GetValueOrDefault(d.VmId) == m.HostId)) run.TargetDigestOf[d.VmId] = d.Digest;
             DecideHandovers(run);
         }));
         Command<VmResumedOnTarget>(m => WithRun(m.MigrationId, run =>
         {
-            long pausedAt = run.PausedAt.GetValueOrDefault(m.VmId, m.ResumedAtUnixMs);
-            var handed = new VmHandedOver(run.Id, m.VmId, m.HostId, run.TargetDigestOf[m.VmId], m.ResumedAtUnixMs - pausedAt);
-            Persist(handed, e =>
+            var handed = HandoverDecisions.Resumed(run, m, out var refusal);
+            if (handed is null) { Refuse(run, m, refusal!); return; }
+            Record(handed, e =>
             {
                 // The target now runs it: count it against the target until its next announcement says so itself.
                 if (_targets.TryGetValue(e.TargetHostId, out var t))
                     _targets[e.TargetHostId] = t with { FreeBytes = t.FreeBytes - run.Vms.First(v => v.Id == e.VmId).MemoryBytes };
-                Record(e.MigrationId).HandedOver.Add(e.VmId);
                 run.HandedOver[e.VmId] = e;
                 run.Requester.Tell(e);
                 run.SourceHost.Tell(new ReleaseSourceVm(run.Id, e.VmId));
             });
         }));
-        Command<VmResumeFailed>(m => WithRun(m.MigrationId, run => FailVm(run, m.VmId, m.Reason)));
+        Command<VmResumeFailed>(m => WithRun(m.MigrationId, run =>
+        {
+            if (run.TargetOfVm.GetValueOrDefault(m.VmId) != m.HostId) { Refuse(run, m, $"host {m.HostId} is not VM {m.VmId}'s target"); return; }
+            FailVm(run, m.VmId, m.Reason);
+        }));
         Command<SourceVmReleased>(m => WithRun(m.MigrationId, run =>
         {
             run.Released.Add(m.VmId);
@@ -138,48 +135,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
             run.ResumedOnSource.Add(m.VmId);
             MaybeComplete(run);
         }));
-        Command<RunTimeout>(m => WithRun(m.MigrationId, run =>
-        {
-            if (run.Error is null) FailRun(run, $"timed out while {m.Phase}");
-            else
-            {
-                // Failed already, and not everyone answered: report what is known rather than wait forever. A VM whose
-                // target never confirmed its resume is NOT resumed on the source (two running copies would be worse);
-                // the report says where to look.
-                run.SourceWillNotConfirm = true;
-                var unknown = run.ResumeRequested.Where(v => !run.Decided(v))
-                    .Select(v => new VmHandoverFailed(run.Id, v, $"target {run.TargetOfVm[v]} did not confirm resuming it; left paused on the source, check the target before resuming either copy")).ToArray();
-                foreach (var f in unknown) run.Failed[f.VmId] = f.Reason;
-                PersistAll(unknown, e => { Record(e.MigrationId).Failed.Add(e.VmId); run.Requester.Tell(e); });
-                DeferAsync(run.Id, _ => MaybeComplete(run));
-            }
-        }));
-    }
-
-    private static void Transferred(MigrationRun run, IReadOnlyList<VmDigest> digests, IReadOnlyDictionary<string, long> pausedAt)
-    {
-        foreach (var d in digests) run.SourceDigestOf[d.VmId] = d.Digest;
-        foreach (var (vm, at) in pausedAt) run.PausedAt[vm] = at;
-    }
-
-    /// <summary>Each VM whose source digest and target's digests are both in: resume a match on its target, fail the rest.</summary>
-    private void DecideHandovers(MigrationRun run)
-    {
-        if (run.Error is not null) return;
-        foreach (var (vmId, digest) in run.SourceDigestOf)
-        {
-            string target = run.TargetOfVm[vmId];
-            if (run.Decided(vmId) || run.ResumeRequested.Contains(vmId) || !run.TargetDigests.ContainsKey(target)) continue;
-            run.Phase = "handing over";
-            if (run.TargetDigestOf.TryGetValue(vmId, out var got) && got == digest)
-            {
-                run.ResumeRequested.Add(vmId);
-                run.TargetRefs[target].Tell(new ResumeOnTarget(run.Id, vmId));
-            }
-            else
-                FailVm(run, vmId, $"digest mismatch: source {Short(digest)}, target {Short(got ?? "none")}");
-        }
-        MaybeComplete(run);
+        Command<RunTimeout>(m => WithRun(m.MigrationId, run => TimedOut(run, m.Phase)));
     }
 
     public override string PersistenceId { get; }
@@ -188,103 +144,78 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
 
     private void Start(StartMigration m)
     {
-        string? reason = Validate(m, out var source, out var vms, out var targetIds);
-        if (reason is not null)
+        var request = MigrationRequestValidator.Validate(m, _journal.Contains(m.MigrationId), _sources, _targets,
+            t => _targets[t].FreeBytes - Reserved(t), vm => _runs.Values.Any(r => r.Moves(vm)), out var rejection);
+        if (rejection is not null)
         {
-            Sender.Tell(new MigrationRejected(m.MigrationId, reason));
+            Sender.Tell(new MigrationRejected(m.MigrationId, rejection));
             return;
         }
         var requester = Sender;
-        var started = new MigrationStarted(m.MigrationId, m.SourceHostId, targetIds, vms.Select(v => v.Id).ToArray(), DateTime.UtcNow);
-        Persist(started, e =>
+        var started = new MigrationStarted(m.MigrationId, m.SourceHostId, request.TargetHostIds, request.Vms.Select(v => v.Id).ToArray(), DateTime.UtcNow);
+        Record(started, e =>
         {
-            _records[e.MigrationId] = new MigrationRecord();
             var run = new MigrationRun
             {
-                Id = e.MigrationId, Request = m, Requester = requester, SourceHostId = m.SourceHostId, SourceHost = source!.Host,
-                Vms = vms, TargetHostIds = targetIds, StartedUtc = e.AtUtc,
+                Id = e.MigrationId, Request = m, Requester = requester, SourceHostId = m.SourceHostId, SourceHost = request.Source.Host,
+                Vms = request.Vms, TargetHostIds = request.TargetHostIds, StartedUtc = e.AtUtc,
             };
             _runs[run.Id] = run;
             _keys[run.Id] = RandomNumberGenerator.GetBytes(FrameCodec.KeySize);
-            requester.Tell(new MigrationAccepted(run.Id, vms.Count, targetIds.Count));
+            requester.Tell(new MigrationAccepted(run.Id, run.Vms.Count, run.TargetHostIds.Count));
             Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "analysing"), _settings.AnalysisTimeout);
-            run.SourceHost.Tell(new AnalyzeVms(run.Id, vms.Select(v => v.Id).ToArray(), m.Options));
+            run.SourceHost.Tell(new AnalyzeVms(run.Id, run.Vms.Select(v => v.Id).ToArray(), m.Options));
         });
-    }
-
-    private string? Validate(StartMigration m, out RegisterSourceHost? source, out IReadOnlyList<VmDescription> vms, out IReadOnlyList<string> targetIds)
-    {
-        vms = [];
-        targetIds = [];
-        if (_records.ContainsKey(m.MigrationId)) { source = null; return $"migration {m.MigrationId} already exists"; }
-        if (!_sources.TryGetValue(m.SourceHostId, out source))
-            return $"unknown source host '{m.SourceHostId}' (registered: {List(_sources.Keys)})";
-        var all = source.Vms.ToDictionary(v => v.Id);
-        var missing = m.VmIds.Where(id => !all.ContainsKey(id)).ToArray();
-        if (missing.Length > 0) return $"source {m.SourceHostId} does not run {string.Join(", ", missing)}";
-        vms = m.VmIds.Count == 0 ? source.Vms : m.VmIds.Distinct().Select(id => all[id]).ToArray();
-        if (vms.Count == 0) return $"source {m.SourceHostId} runs no VMs";
-        var busy = vms.Where(v => _runs.Values.Any(r => r.Vms.Any(x => x.Id == v.Id))).Select(v => v.Id).ToArray();
-        if (busy.Length > 0) return $"already migrating: {string.Join(", ", busy)}";
-        targetIds = m.TargetHostIds.Count == 0 ? _targets.Keys.Order().ToArray() : m.TargetHostIds.Distinct().ToArray();
-        if (targetIds.Count == 0) return "no target hosts: at least one is required";
-        var unknown = targetIds.Where(t => !_targets.ContainsKey(t)).ToArray();
-        if (unknown.Length > 0) return $"unknown target host(s) {string.Join(", ", unknown)} (registered: {List(_targets.Keys)})";
-        if (targetIds.Count > TargetMask.MaxTargets) return $"at most {TargetMask.MaxTargets} target hosts per migration";
-        if (targetIds.Contains(m.SourceHostId)) return "the source host cannot also be a target";
-        var free = targetIds.Select(t => _targets[t].FreeBytes - Reserved(t)).ToArray();
-        long largest = free.Max();
-        var tooBig = vms.FirstOrDefault(v => v.MemoryBytes > largest);
-        if (tooBig is not null)
-            return $"VM {tooBig.Id} needs {Domain.Units.ByteSize.Format(tooBig.MemoryBytes)} but the largest target has {Domain.Units.ByteSize.Format(Math.Max(0, largest))} free";
-        long need = vms.Sum(v => v.MemoryBytes), have = free.Sum();
-        if (need > have) return $"the VMs need {Domain.Units.ByteSize.Format(need)} but the targets have {Domain.Units.ByteSize.Format(Math.Max(0, have))} free in all";
-        return null;
     }
 
     /// <summary>Memory placed on a target by migrations in flight that the target has not yet reserved itself.</summary>
     private long Reserved(string targetId) =>
         _runs.Values.Sum(r => r.ReadyTargets.Contains(targetId) ? 0 : r.Vms.Where(v => r.TargetOfVm.GetValueOrDefault(v.Id) == targetId).Sum(v => v.MemoryBytes));
 
-    private void Place(VmsAnalyzed m)
+    /// <summary>The placer searches for up to its time budget: it runs on the pool, and its answer comes back as a message.</summary>
+    private void Place(MigrationRun run, VmsAnalyzed m)
     {
-        WithRun(m.MigrationId, run =>
+        if (run.Phase != MigrationPhase.Analysing) { Refuse(run, m, $"profiles arrived while {run.Phase}"); return; }
+        run.Phase = MigrationPhase.Placing;
+        run.SourceMigration = Sender;
+        run.Profiles = m.Profiles;
+        run.DistinctPages = m.DistinctPages;
+        var vcpus = run.Vms.ToDictionary(v => v.Id, v => v.VCpus);
+        var vms = m.Profiles.Select(p => new PlacementVm(p.VmId, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
+        var contents = new SketchContentModel(m.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
+        var hosts = run.TargetHostIds.Select(t => _targets.TryGetValue(t, out var h)
+            ? new PlacementHost(t, h.FreeBytes, Rack: string.IsNullOrEmpty(h.Rack) ? null : h.Rack)
+            : new PlacementHost(t, 0)).ToArray();
+        var topology = new NetworkTopology(RackLinkWeight: _settings.RackLinkWeight);
+        var strategy = run.Request.Options.Placement;
+        Task.Run(() => Placer.Place(vms, hosts, contents, strategy, topology)).PipeTo(Self,
+            success: placement => new PlacementComputed(run.Id, placement),
+            failure: e => new PlacementFailed(run.Id, $"placement: {e.GetBaseException().Message}"));
+    }
+
+    private void Placed(MigrationRun run, PlacementResult placement)
+    {
+        if (run.Phase != MigrationPhase.Placing || run.Error is not null) return;
+        // A target may have left while the placer ran.
+        var gone = placement.HostOf.Values.Distinct().Where(h => !_targets.ContainsKey(h)).Order().ToArray();
+        if (gone.Length > 0) { FailRun(run, $"placement: target host(s) {string.Join(", ", gone)} left the cluster while placing"); return; }
+        Record(new PlacementChosen(run.Id, placement.Strategy, placement.HostOf), e =>
         {
-            run.SourceMigration = Sender;
-            run.Profiles = m.Profiles;
-            run.DistinctPages = m.DistinctPages;
-            var vcpus = run.Vms.ToDictionary(v => v.Id, v => v.VCpus);
-            var vms = m.Profiles.Select(p => new PlacementVm(p.VmId, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
-            var contents = new SketchContentModel(m.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
-            var hosts = run.TargetHostIds.Select(t => _targets.TryGetValue(t, out var h)
-                ? new PlacementHost(t, h.FreeBytes, Rack: string.IsNullOrEmpty(h.Rack) ? null : h.Rack)
-                : new PlacementHost(t, 0)).ToArray();
-            var topology = new NetworkTopology(RackLinkWeight: _settings.RackLinkWeight);
-            PlacementResult placement;
-            try
+            run.Strategy = e.Strategy;
+            foreach (var (vm, host) in e.TargetOfVm) run.TargetOfVm[vm] = host;
+            int index = 0;
+            foreach (var hostId in e.TargetOfVm.Values.Distinct().Order())
             {
-                placement = Placer.Place(vms, hosts, contents, run.Request.Options.Placement, topology);
+                var t = _targets[hostId];
+                run.Targets.Add(new TargetEndpoint(index++, hostId, t.DataPlaneHost, t.DataPlanePort));
+                run.TargetRefs[hostId] = t.Host;
             }
-            catch (PlacementException e) { FailRun(run, $"placement: {e.Message}"); return; }
-            Persist(new PlacementChosen(run.Id, placement.Strategy, placement.HostOf), e =>
-            {
-                Record(e.MigrationId).Phase = "placed";
-                run.Strategy = e.Strategy;
-                foreach (var (vm, host) in e.TargetOfVm) run.TargetOfVm[vm] = host;
-                int index = 0;
-                foreach (var hostId in e.TargetOfVm.Values.Distinct().Order())
-                {
-                    var t = _targets[hostId];
-                    run.Targets.Add(new TargetEndpoint(index++, hostId, t.DataPlaneHost, t.DataPlanePort));
-                    run.TargetRefs[hostId] = t.Host;
-                }
-                run.Phase = "preparing";
-                run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.Traffic, run.DistinctPages, run.Request.Options.GroupTransport));
-                var assignments = Assignments(run);
-                foreach (var t in run.Targets)
-                    run.TargetRefs[t.HostId].Tell(new PrepareReceive(run.Id, _keys[run.Id], t.Index, run.Targets,
-                        assignments.Where(a => a.TargetIndex == t.Index).ToArray(), run.SourceMigration, run.Request.Options.LinkBitsPerSecond));
-            });
+            run.Phase = MigrationPhase.Preparing;
+            run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.Traffic, run.DistinctPages, run.Request.Options.GroupTransport));
+            var assignments = Assignments(run);
+            foreach (var t in run.Targets)
+                run.TargetRefs[t.HostId].Tell(new PrepareReceive(run.Id, _keys[run.Id], t.Index, run.Targets,
+                    assignments.Where(a => a.TargetIndex == t.Index).ToArray(), run.SourceMigration!, run.Request.Options.LinkBitsPerSecond));
         });
     }
 
@@ -294,14 +225,38 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         return run.Vms.Select((vm, i) => new VmAssignment(i, vm, index[run.TargetOfVm[vm.Id]])).ToArray();
     }
 
+    private static void Transferred(MigrationRun run, IReadOnlyList<VmDigest> digests, IReadOnlyDictionary<string, long> pausedAt)
+    {
+        foreach (var d in digests.Where(d => run.Moves(d.VmId))) run.SourceDigestOf[d.VmId] = d.Digest;
+        foreach (var (vm, at) in pausedAt.Where(p => run.Moves(p.Key))) run.PausedAt[vm] = at;
+    }
+
+    private void DecideHandovers(MigrationRun run)
+    {
+        foreach (var step in HandoverDecisions.Decide(run))
+        {
+            run.Phase = run.Transfer is null ? MigrationPhase.HandingOver : MigrationPhase.Verifying;
+            switch (step)
+            {
+                case HandoverStep.Resume r:
+                    run.ResumeRequested.Add(r.VmId);
+                    run.TargetRefs[r.TargetHostId].Tell(new ResumeOnTarget(run.Id, r.VmId));
+                    break;
+                case HandoverStep.Fail f:
+                    FailVm(run, f.VmId, f.Reason);
+                    break;
+            }
+        }
+        MaybeComplete(run);
+    }
+
     private void FailVm(MigrationRun run, string vmId, string reason)
     {
         if (run.Decided(vmId)) return;
         run.ResumeRequested.Remove(vmId);
         run.Failed[vmId] = reason;
-        Persist(new VmHandoverFailed(run.Id, vmId, reason), e =>
+        Record(new VmHandoverFailed(run.Id, vmId, reason), e =>
         {
-            Record(e.MigrationId).Failed.Add(e.VmId);
             run.Requester.Tell(e);
             _log.Warning("Migration {0}: VM {1} stays on the source: {2}", run.Id, vmId, reason);
             run.SourceHost.Tell(new ResumeSourceVm(run.Id, vmId, reason));
@@ -319,15 +274,27 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         _log.Warning("Migration {0} failed: {1}", run.Id, reason);
         if (tellSource) run.SourceHost.Tell(new AbortMigration(run.Id, reason));
         Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "resuming on the source"), _settings.HandoverTimeout);
-        // A VM whose target was told to resume it is left to that target's answer: resuming it here too could leave two
-        // copies running.
-        var failed = run.Vms.Where(v => !run.Decided(v.Id) && !run.ResumeRequested.Contains(v.Id)).Select(v => new VmHandoverFailed(run.Id, v.Id, reason)).ToArray();
+        var failed = HandoverDecisions.FailUndecided(run, reason);
         foreach (var f in failed) run.Failed[f.VmId] = reason;
         // The source resumes by itself the VMs it still transfers; those whose wave is through wait for this word.
         foreach (var f in failed) run.SourceHost.Tell(new ResumeSourceVm(run.Id, f.VmId, reason));
-        PersistAll(failed, e => { Record(e.MigrationId).Failed.Add(e.VmId); run.Requester.Tell(e); });
+        RecordAll(failed, e => run.Requester.Tell(e));
         foreach (var (host, target) in run.TargetRefs)
             target.Tell(new DiscardReceived(run.Id, run.Vms.Where(v => !run.HandedOver.ContainsKey(v.Id) && run.TargetOfVm.GetValueOrDefault(v.Id) == host).Select(v => v.Id).ToArray()));
+        DeferAsync(run.Id, _ => MaybeComplete(run));
+    }
+
+    private void TimedOut(MigrationRun run, string phase)
+    {
+        if (run.Error is null) { FailRun(run, $"timed out while {phase}"); return; }
+        // Failed already, and not everyone answered: report what is known rather than wait forever. A VM whose target
+        // never confirmed its resume is NOT resumed on the source (two running copies would be worse); the report says
+        // where to look.
+        run.SourceWillNotConfirm = true;
+        var unknown = run.ResumeRequested.Where(v => !run.Decided(v))
+            .Select(v => new VmHandoverFailed(run.Id, v, $"target {run.TargetOfVm[v]} did not confirm resuming it; left paused on the source, check the target before resuming either copy")).ToArray();
+        foreach (var f in unknown) run.Failed[f.VmId] = f.Reason;
+        RecordAll(unknown, e => run.Requester.Tell(e));
         DeferAsync(run.Id, _ => MaybeComplete(run));
     }
 
@@ -337,75 +304,12 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         _runs.Remove(run.Id);
         _keys.Remove(run.Id);
         Timers.Cancel(run.Id);
-        var report = BuildReport(run);
-        Persist(new MigrationCompleted(run.Id, report), e =>
-        {
-            var record = Record(e.MigrationId);
-            record.Phase = "completed";
-            record.Report = e.Report;
-            run.Requester.Tell(new MigrationFinished(e.MigrationId, e.Report));
-        });
-    }
-
-    private MigrationReport BuildReport(MigrationRun run)
-    {
-        var stats = run.Transfer?.Stats;
-        var perVm = run.Vms.Select(vm =>
-        {
-            var src = run.SourceDigestOf.GetValueOrDefault(vm.Id);
-            run.TargetDigestOf.TryGetValue(vm.Id, out var dst);
-            run.HandedOver.TryGetValue(vm.Id, out var handed);
-            run.Failed.TryGetValue(vm.Id, out var error);
-            return new VmReport(vm.Id, run.TargetOfVm.GetValueOrDefault(vm.Id, ""), src is not null && src == dst, handed is not null,
-                handed?.DowntimeMs ?? 0, src, dst, error);
-        }).ToArray();
-        return new MigrationReport
-        {
-            MigrationId = run.Id.ToString(),
-            Vms = run.Vms.Count,
-            Targets = run.TargetHostIds.Count,
-            GuestBytes = run.Vms.Sum(v => v.MemoryBytes),
-            NaiveBytes = Page.BytesOf(run.Profiles.Sum(p => (long)p.NonZeroPages)),
-            // Exact once the shards finished round 0; placement had the sketches' estimate.
-            DistinctPages = stats is { Round0DistinctPages: > 0 } ? stats.Round0DistinctPages : run.DistinctPages,
-            ZeroPages = run.Profiles.Sum(p => (long)p.ZeroPages),
-            BytesSent = stats?.BytesSent ?? 0,
-            BytesReceived = run.TargetDigests.Values.Sum(d => d.BytesReceived),
-            Verified = perVm.Length > 0 && perVm.All(v => v.DigestMatched && v.HandedOver),
-            TotalSeconds = (DateTime.UtcNow - run.StartedUtc).TotalSeconds,
-            PlacementStrategy = run.Strategy,
-            Placement = new SortedDictionary<string, string>(run.TargetOfVm),
-            // Flat network: every data-plane frame crosses its sender's link and its receiver's link once.
-            LinkBytes = 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
-            GroupSwitches = stats?.GroupSwitches ?? 0,
-            GroupSwitchesLowerBound = stats?.GroupSwitchesLowerBound ?? 0,
-            GroupTransport = run.Request.Options.GroupTransport.ToName(),
-            Rounds = stats?.Rounds ?? 0,
-            Waves = stats?.Waves ?? 0,
-            DataPlaneRounds = stats?.DataPlaneRounds ?? 0,
-            DirtyPagesPerRound = stats?.DirtyPagesPerRound ?? [],
-            SetAsidePages = stats?.SetAsidePages ?? 0,
-            ContentsWithdrawn = stats?.ContentsWithdrawn ?? 0,
-            CompressionRatio = stats is { ContentRawBytes: > 0 } ? (double)stats.ContentEncodedBytes / stats.ContentRawBytes : 1,
-            ByteCompares = stats?.ByteCompares ?? 0,
-            HashCollisions = stats?.HashCollisions ?? 0,
-            DowntimeMsMax = perVm.Length == 0 ? 0 : perVm.Max(v => v.DowntimeMs),
-            DowntimeMsMedian = Median(perVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs)),
-            Converged = stats?.Converged ?? false,
-            Convergence = stats?.Convergence ?? "",
-            Deduplicate = run.Request.Options.Deduplicate,
-            LinkBitsPerSecond = run.Request.Options.LinkBitsPerSecond,
-            AnalysisSeconds = stats?.AnalysisSeconds ?? 0,
-            RoundSeconds = stats?.RoundSeconds ?? [],
-            SourceDigestSeconds = stats?.SourceDigestSeconds ?? 0,
-            Error = run.Error,
-            PerVm = perVm,
-        };
+        Record(new MigrationCompleted(run.Id, MigrationReportBuilder.Build(run, DateTime.UtcNow)), e => run.Requester.Tell(new MigrationFinished(e.MigrationId, e.Report)));
     }
 
     private void HostLost(IActorRef host)
     {
-        foreach (var (id, s) in _sources.Where(s => s.Value.Host.Equals(host)).ToArray())
+        foreach (var (id, _) in _sources.Where(s => s.Value.Host.Equals(host)).ToArray())
         {
             _sources.Remove(id);
             foreach (var run in _runs.Values.Where(r => r.SourceHostId == id).ToArray())
@@ -415,7 +319,7 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
                 MaybeComplete(run);
             }
         }
-        foreach (var (id, t) in _targets.Where(t => t.Value.Host.Equals(host)).ToArray())
+        foreach (var (id, _) in _targets.Where(t => t.Value.Host.Equals(host)).ToArray())
         {
             _targets.Remove(id);
             foreach (var run in _runs.Values.Where(r => r.TargetHostIds.Contains(id)).ToArray())
@@ -429,10 +333,23 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
 
     private MigrationStatus Status(Guid id)
     {
-        if (!_records.TryGetValue(id, out var record)) return new MigrationStatus(id, "unknown", [], [], null);
-        string phase = _runs.TryGetValue(id, out var run) ? run.Phase : record.Phase;
+        if (_journal.Find(id) is not { } record) return new MigrationStatus(id, MigrationPhase.Unknown, [], [], null);
+        var phase = _runs.TryGetValue(id, out var run) ? run.Phase : record.Phase;
         return new MigrationStatus(id, phase, record.HandedOver.ToArray(), record.Failed.ToArray(), record.Report);
     }
+
+    /// <summary>Persists an event, applies it to the journaled state, then runs what follows from it.</summary>
+    private void Record<TEvent>(TEvent e, Action<TEvent> then) where TEvent : IPersistedEvent => Persist(e, x =>
+    {
+        _journal.Apply(x);
+        then(x);
+    });
+
+    private void RecordAll<TEvent>(IEnumerable<TEvent> events, Action<TEvent> then) where TEvent : IPersistedEvent => PersistAll(events, x =>
+    {
+        _journal.Apply(x);
+        then(x);
+    });
 
     private void WithRun(Guid id, Action<MigrationRun> action)
     {
@@ -440,17 +357,11 @@ public sealed class MigrationSchedulerActor : ReceivePersistentActor, IWithTimer
         else _log.Debug("Message for migration {0}, which is not in flight", id);
     }
 
-    private MigrationRecord Record(Guid id) => _records.TryGetValue(id, out var r) ? r : _records[id] = new MigrationRecord();
-
-    private static string List(IEnumerable<string> names) => names.Any() ? string.Join(", ", names.Order()) : "none";
-
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-    }
-
-    private static string Short(string digest) => digest.Length > 12 ? digest[..12] : digest;
+    /// <summary>A control message that does not fit the run's state or sender is refused: logged, never acted on.</summary>
+    private void Refuse(MigrationRun run, object message, string why) =>
+        _log.Warning("Migration {0}: refused {1} from {2}: {3}", run.Id, message.GetType().Name, Sender, why);
 
     private sealed record RunTimeout(Guid MigrationId, string Phase);
+    private sealed record PlacementComputed(Guid MigrationId, PlacementResult Placement);
+    private sealed record PlacementFailed(Guid MigrationId, string Reason);
 }

@@ -54,17 +54,23 @@ public static class Placer
 
     private static void Validate(IReadOnlyList<PlacementVm> vms, IReadOnlyList<PlacementHost> hosts)
     {
-        if (hosts.Count == 0) throw new PlacementException("no target hosts to place VMs on");
+        if (CapacityProblem(vms, hosts) is { } problem) throw new PlacementException(problem);
+    }
+
+    /// <summary>Why these VMs cannot fit these hosts whatever the strategy (one too large for any host, or too much in all); null when they may.</summary>
+    public static string? CapacityProblem(IReadOnlyList<PlacementVm> vms, IReadOnlyList<PlacementHost> hosts)
+    {
+        if (hosts.Count == 0) return "no target hosts to place VMs on";
         long largest = hosts.Max(h => h.CapacityBytes);
         foreach (var vm in vms)
         {
             if (vm.MemoryBytes > largest)
-                throw new PlacementException($"VM {vm.Id} needs {Units.ByteSize.Format(vm.MemoryBytes)} but the largest target has {Units.ByteSize.Format(largest)} free");
+                return $"VM {vm.Id} needs {ByteSize.Format(vm.MemoryBytes)} but the largest target has {ByteSize.Format(largest)} free";
             if (!hosts.Any(h => h.CapacityBytes >= vm.MemoryBytes && (h.CpuSlots == 0 || h.CpuSlots >= vm.VCpus)))
-                throw new PlacementException($"VM {vm.Id} needs {vm.VCpus} vCPUs and {Units.ByteSize.Format(vm.MemoryBytes)}; no target has both free");
+                return $"VM {vm.Id} needs {vm.VCpus} vCPUs and {ByteSize.Format(vm.MemoryBytes)}; no target has both free";
         }
         long need = vms.Sum(v => v.MemoryBytes), have = hosts.Sum(h => h.CapacityBytes);
-        if (need > have) throw new PlacementException($"the VMs need {Units.ByteSize.Format(need)} but the targets have {Units.ByteSize.Format(have)} free in all");
+        return need > have ? $"the VMs need {ByteSize.Format(need)} but the targets have {ByteSize.Format(have)} free in all" : null;
     }
 
     /// <summary>Free memory and vCPU slots per host.</summary>
@@ -78,7 +84,7 @@ public static class Placer
     }
 
     private static PlacementException NoFit(PlacementVm vm, string how) =>
-        new($"VM {vm.Id} ({Units.ByteSize.Format(vm.MemoryBytes)}, {vm.VCpus} vCPUs) does not fit on any target after placing the others ({how})");
+        new($"VM {vm.Id} ({ByteSize.Format(vm.MemoryBytes)}, {vm.VCpus} vCPUs) does not fit on any target after placing the others ({how})");
 
     /// <summary>The traffic-aware strategy's state: members, content sets and costs per host and rack.</summary>
     private sealed class Search

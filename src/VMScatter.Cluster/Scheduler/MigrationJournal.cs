@@ -1,0 +1,40 @@
+using VMScatter.Cluster.Protocol;
+
+namespace VMScatter.Cluster.Scheduler;
+
+/// <summary>
+/// The scheduler's journaled state: one <see cref="MigrationRecord"/> per migration. <see cref="Apply"/> is the only way
+/// it changes, the same on recovery and after each persist, so a replayed journal gives exactly the state it recorded.
+/// </summary>
+public sealed class MigrationJournal
+{
+    private readonly Dictionary<Guid, MigrationRecord> _records = new();
+
+    public void Apply(IPersistedEvent e)
+    {
+        switch (e)
+        {
+            case MigrationStarted m: _records[m.MigrationId] = new MigrationRecord(); break;
+            case PlacementChosen m: Record(m.MigrationId).Phase = MigrationPhase.Preparing; break;
+            case VmHandedOver m: Record(m.MigrationId).HandedOver.Add(m.VmId); break;
+            case VmHandoverFailed m: Record(m.MigrationId).Failed.Add(m.VmId); break;
+            case MigrationCompleted m:
+                var done = Record(m.MigrationId);
+                done.Phase = MigrationPhase.Completed;
+                done.Report = m.Report;
+                break;
+            case MigrationAborted m: Record(m.MigrationId).Phase = MigrationPhase.Aborted; break;
+            default: throw new ArgumentException($"not a scheduler event: {e.GetType().Name}", nameof(e));
+        }
+    }
+
+    public bool Contains(Guid id) => _records.ContainsKey(id);
+
+    public MigrationRecord? Find(Guid id) => _records.GetValueOrDefault(id);
+
+    /// <summary>Migrations the journal started and never ended: on recovery, they were cut short.</summary>
+    public IReadOnlyList<Guid> Unended => _records.Where(r => !r.Value.Ended).Select(r => r.Key).ToArray();
+
+    // An event for a migration whose start is not in the journal (an older journal's) still gets a record.
+    private MigrationRecord Record(Guid id) => _records.TryGetValue(id, out var r) ? r : _records[id] = new MigrationRecord();
+}

@@ -1,0 +1,13 @@
+using VMScatter.Domain.Reports;
+
+namespace VMScatter.Cluster.Scheduler;
+
+/// <summary>What the journal says about one migration.</summary>
+public sealed class MigrationRecord
+{
+    public MigrationPhase Phase { get; set; } = MigrationPhase.Analysing;
+    public List<string> HandedOver { get; } = new();
+    public List<string> Failed { get; } = new();
+    public MigrationReport? Report { get; set; }
+    public bool Ended => Phase is MigrationPhase.Completed or MigrationPhase.Aborted;
+}

@@ -1,0 +1,71 @@
+using VMScatter.Domain.Pages;
+using VMScatter.Domain.Reports;
+using VMScatter.Domain.Units;
+
+namespace VMScatter.Cluster.Scheduler;
+
+/// <summary>A finished run as its report: the source's transfer account, the targets' counts and each VM's handover.</summary>
+internal static class MigrationReportBuilder
+{
+    public static MigrationReport Build(MigrationRun run, DateTime nowUtc)
+    {
+        var stats = run.Transfer?.Stats;
+        var perVm = run.Vms.Select(vm =>
+        {
+            var src = run.SourceDigestOf.GetValueOrDefault(vm.Id);
+            run.TargetDigestOf.TryGetValue(vm.Id, out var dst);
+            run.HandedOver.TryGetValue(vm.Id, out var handed);
+            run.Failed.TryGetValue(vm.Id, out var error);
+            return new VmReport(vm.Id, run.TargetOfVm.GetValueOrDefault(vm.Id, ""), src is not null && src == dst, handed is not null,
+                handed?.DowntimeMs ?? 0, src, dst, error);
+        }).ToArray();
+        return new MigrationReport
+        {
+            MigrationId = run.Id.ToString(),
+            Vms = run.Vms.Count,
+            Targets = run.TargetHostIds.Count,
+            GuestBytes = run.Vms.Sum(v => v.MemoryBytes),
+            NaiveBytes = Page.BytesOf(run.Profiles.Sum(p => (long)p.NonZeroPages)),
+            // Exact once the shards finished round 0; placement had the sketches' estimate.
+            DistinctPages = stats is { Round0DistinctPages: > 0 } ? stats.Round0DistinctPages : run.DistinctPages,
+            ZeroPages = run.Profiles.Sum(p => (long)p.ZeroPages),
+            BytesSent = stats?.BytesSent ?? 0,
+            BytesReceived = run.TargetDigests.Values.Sum(d => d.BytesReceived),
+            Verified = perVm.Length > 0 && perVm.All(v => v.DigestMatched && v.HandedOver),
+            TotalSeconds = (nowUtc - run.StartedUtc).TotalSeconds,
+            PlacementStrategy = run.Strategy,
+            Placement = new SortedDictionary<string, string>(run.TargetOfVm),
+            // Flat network: every data-plane frame crosses its sender's link and its receiver's link once.
+            LinkBytes = 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
+            GroupSwitches = stats?.GroupSwitches ?? 0,
+            GroupSwitchesLowerBound = stats?.GroupSwitchesLowerBound ?? 0,
+            GroupTransport = run.Request.Options.GroupTransport.ToName(),
+            Rounds = stats?.Rounds ?? 0,
+            Waves = stats?.Waves ?? 0,
+            DataPlaneRounds = stats?.DataPlaneRounds ?? 0,
+            DirtyPagesPerRound = stats?.DirtyPagesPerRound ?? [],
+            SetAsidePages = stats?.SetAsidePages ?? 0,
+            ContentsWithdrawn = stats?.ContentsWithdrawn ?? 0,
+            CompressionRatio = stats is { ContentRawBytes: > 0 } ? (double)stats.ContentEncodedBytes / stats.ContentRawBytes : 1,
+            ByteCompares = stats?.ByteCompares ?? 0,
+            HashCollisions = stats?.HashCollisions ?? 0,
+            DowntimeMsMax = perVm.Length == 0 ? 0 : perVm.Max(v => v.DowntimeMs),
+            DowntimeMsMedian = Median(perVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs)),
+            Converged = stats?.Converged ?? false,
+            Convergence = stats?.Convergence ?? "",
+            Deduplicate = run.Request.Options.Deduplicate,
+            LinkBitsPerSecond = run.Request.Options.LinkBitsPerSecond,
+            AnalysisSeconds = stats?.AnalysisSeconds ?? 0,
+            RoundSeconds = stats?.RoundSeconds ?? [],
+            SourceDigestSeconds = stats?.SourceDigestSeconds ?? 0,
+            Error = run.Error,
+            PerVm = perVm,
+        };
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? 0 : sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}
