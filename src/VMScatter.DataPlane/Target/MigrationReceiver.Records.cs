@@ -1,0 +1,172 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+using System.Threading.Channels;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Scheduling;
+using VMScatter.Domain;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.DataPlane.Target;
+
+/// <summary>Applying a frame's records under the gate: contents into the store or their first page, page maps, withdrawals, device state, round ends.</summary>
+public sealed partial class MigrationReceiver
+{
+    private ulong ApplyContents(ContentBatch batch)
+    {
+        if ((batch.RecipientMask >> SelfIndex & 1) == 0) throw new FrameRejectedException($"content batch not addressed to host {SelfIndex}");
+        if (!TargetMask.Within(batch.RecipientMask, _peers.Count)) throw new FrameRejectedException("content batch names unknown hosts");
+        CheckRound(batch.Round);
+        Span<byte> page = stackalloc byte[Page.Size];
+        foreach (var record in batch.Records)
+        {
+            if (!PageCodec.TryDecode(record.Encoding, record.Encoded.Span, page)) throw new FrameRejectedException($"content {record.ContentId} does not decode to one page");
+            var hash = ContentHash.Compute(page);
+            if (ContentRecord.CheckOf(hash) != record.Check) throw new FrameRejectedException($"content {record.ContentId} does not match its content hash");
+            if (Holds(record.ContentId))
+            {
+                if (!BytesOf(record.ContentId).SequenceEqual(page))
+                    throw new FrameRejectedException($"content {record.ContentId} arrived twice with different bytes");
+            }
+            else if (_pending.Remove(record.ContentId, out var waiting))
+            {
+                // Its pages are known: write them, and keep the content in the first of them only.
+                foreach (var (vm, p) in waiting) WriteBytes(vm, p, page, hash);
+                var (homeVm, homePage) = waiting[0];
+                _homeOf[record.ContentId] = (homeVm, homePage, hash);
+                _homeContent[(homeVm, homePage)] = record.ContentId;
+            }
+            else
+            {
+                _contentSlot[record.ContentId] = _contents.Append(page);
+                _contentHashes.Add(hash);
+            }
+        }
+        Counts(batch.Round).Contents += batch.Records.Count;
+        Interlocked.Add(ref _contentRecords, batch.Records.Count);
+        // Relay to the next host of the group after this one, if any.
+        ulong later = batch.RecipientMask & ~((2UL << SelfIndex) - 1);
+        if (SelfIndex == 63) later = 0;
+        return later;
+    }
+
+    private void ApplyMaps(MapBatch batch)
+    {
+        if (batch.TargetIndex != SelfIndex) throw new FrameRejectedException($"page maps for host {batch.TargetIndex} arrived at host {SelfIndex}");
+        CheckRound(batch.Round);
+        foreach (var map in batch.Maps)
+        {
+            if (!_vms.TryGetValue(map.VmIndex, out var vm)) throw new FrameRejectedException($"VM {map.VmIndex} is not received by this host");
+            if (map.PageIndex >= vm.Memory.PageCount) throw new FrameRejectedException($"page {map.PageIndex} outside VM {map.VmIndex}'s {vm.Memory.PageCount} pages");
+            if (map.ContentId == 0) WriteBytes(map.VmIndex, map.PageIndex, ZeroPage, ContentHash.OfZeroPage);
+            else if (Holds(map.ContentId)) Write(map.VmIndex, map.PageIndex, map.ContentId);
+            else
+            {
+                if (!_pending.TryGetValue(map.ContentId, out var list)) _pending[map.ContentId] = list = new();
+                list.Add((map.VmIndex, map.PageIndex));
+            }
+        }
+        Counts(batch.Round).Maps += batch.Maps.Count;
+        Interlocked.Add(ref _mapRecords, batch.Maps.Count);
+    }
+
+    private bool Holds(long contentId) => _contentSlot.ContainsKey(contentId) || _homeOf.ContainsKey(contentId);
+
+    /// <summary>Writes a content already held here (in the store or in its home page) to a page.</summary>
+    private void Write(int vm, int page, long contentId)
+    {
+        if (_homeOf.TryGetValue(contentId, out var home))
+        {
+            if ((home.Vm, home.Page) == (vm, page)) return; // already there
+            _vms[home.Vm].Memory.ReadPage(home.Page, _homeBytes);
+            WriteBytes(vm, page, _homeBytes, home.Hash);
+            return;
+        }
+        int slot = _contentSlot[contentId];
+        WriteBytes(vm, page, _contents.Get(slot), _contentHashes[slot]);
+    }
+
+    private void WriteBytes(int vm, int page, ReadOnlySpan<byte> bytes, ContentHash hash)
+    {
+        if (_homeContent.Remove((vm, page), out long displaced)) Evict(displaced);
+        _vms[vm].Memory.WritePage(page, bytes);
+        _pageHashes[vm][page] = hash;
+    }
+
+    /// <summary>A content whose home page is about to be overwritten moves into the store.</summary>
+    private void Evict(long contentId)
+    {
+        var (vm, page, hash) = _homeOf[contentId];
+        _homeOf.Remove(contentId);
+        _vms[vm].Memory.ReadPage(page, _evicted);
+        _contentSlot[contentId] = _contents.Append(_evicted);
+        _contentHashes.Add(hash);
+    }
+
+    /// <summary>The bytes of a content held here (store or home page); valid until the next write.</summary>
+    private ReadOnlySpan<byte> BytesOf(long contentId)
+    {
+        if (_contentSlot.TryGetValue(contentId, out int slot)) return _contents.Get(slot);
+        var (vm, page, _) = _homeOf[contentId];
+        _vms[vm].Memory.ReadPage(page, _homeBytes);
+        return _homeBytes;
+    }
+
+    private void ApplyRoundEnd(RoundEnd end)
+    {
+        if (end.TargetIndex != SelfIndex) throw new FrameRejectedException($"round end for host {end.TargetIndex} arrived at host {SelfIndex}");
+        CheckRound(end.Round);
+        var c = Counts(end.Round);
+        if (c.End is not null) throw new FrameRejectedException($"round {end.Round} ended twice");
+        c.End = end;
+    }
+
+    /// <summary>
+    /// The source will not send these contents this round (the pages that needed them were rewritten before their
+    /// turn): their pages stop waiting and keep what they hold until the next round, which carries them again.
+    /// </summary>
+    private void ApplyWithdrawn(ContentsWithdrawn withdrawn)
+    {
+        if (withdrawn.TargetIndex != SelfIndex) throw new FrameRejectedException($"withdrawn contents for host {withdrawn.TargetIndex} arrived at host {SelfIndex}");
+        CheckRound(withdrawn.Round);
+        if (Counts(withdrawn.Round).End is not null) throw new FrameRejectedException($"contents withdrawn after round {withdrawn.Round} ended");
+        foreach (long id in withdrawn.ContentIds)
+            if (!_pending.Remove(id)) throw new FrameRejectedException($"content {id} withdrawn but no page here awaits it");
+        Interlocked.Add(ref _contentsWithdrawn, withdrawn.ContentIds.Count);
+    }
+
+    private void ApplyDeviceState(DeviceStateChunk chunk)
+    {
+        if (!_vms.ContainsKey(chunk.VmIndex)) throw new FrameRejectedException($"device state for VM {chunk.VmIndex}, which this host does not receive");
+        if (!_deviceState.TryGetValue(chunk.VmIndex, out var state))
+        {
+            _deviceState[chunk.VmIndex] = state = new byte[chunk.TotalLength];
+            _deviceStateReceived[chunk.VmIndex] = 0;
+        }
+        if (state.Length != chunk.TotalLength) throw new FrameRejectedException("device state size changed between chunks");
+        chunk.Bytes.Span.CopyTo(state.AsSpan(chunk.Offset));
+        _deviceStateReceived[chunk.VmIndex] += chunk.Bytes.Length;
+        if (_deviceStateReceived[chunk.VmIndex] > state.Length) throw new FrameRejectedException("device state chunks overlap");
+    }
+
+    private void CheckRound(int round)
+    {
+        // Rounds are applied in order; the source starts round r+1 only after every host applied round r.
+        if (round != _nextRound) throw new FrameRejectedException($"frame for round {round} while round {_nextRound} is open");
+    }
+
+    private void CheckRoundComplete()
+    {
+        if (!_rounds.TryGetValue(_nextRound, out var c) || c.End is not { } end) return;
+        if (c.Contents > end.ExpectedContents || c.Maps > end.ExpectedMaps) throw new FrameRejectedException($"round {end.Round} got more records than announced");
+        if (c.Contents < end.ExpectedContents || c.Maps < end.ExpectedMaps || _pending.Count > 0) return;
+        if (end.Final && _vms.Keys.Any(v => !_deviceState.TryGetValue(v, out var s) || _deviceStateReceived[v] != s.Length)) return;
+        _rounds.Remove(_nextRound);
+        _nextRound++;
+        _outcomes.Writer.TryWrite(new RoundOutcome(end.Round, end.Final, null));
+    }
+
+    private RoundCounts Counts(int round) => _rounds.TryGetValue(round, out var c) ? c : _rounds[round] = new RoundCounts();
+}

@@ -1,0 +1,91 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+using System.Threading.Channels;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Scheduling;
+using VMScatter.Domain;
+using VMScatter.Domain.Compression;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Pages;
+
+namespace VMScatter.DataPlane.Target;
+
+/// <summary>Forwarding a sealed frame to the hosts after this one in a relay chain.</summary>
+public sealed partial class MigrationReceiver
+{
+    /// <summary>
+    /// Hands a frame to the relay towards the next host of its group. Relaying is its own stage (a bounded queue and a
+    /// writer per peer): the receive loop goes on reading while the frame crosses this host's egress link, so a hop
+    /// runs at the slower of its in- and out-link rather than at their sum. A full queue pushes back on the sender.
+    /// </summary>
+    private async Task RelayAsync(ulong laterMask, ReadOnlyMemory<byte> frame)
+    {
+        int next = BitOperations.TrailingZeroCount(laterMask);
+        Relay relay;
+        lock (_relays)
+            if (!_relays.TryGetValue(next, out relay!))
+                _relays[next] = relay = new Relay(this, next);
+        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(frame.Length);
+        frame.CopyTo(copy);
+        try { await relay.Queue.Writer.WriteAsync((copy, frame.Length)).ConfigureAwait(false); }
+        catch (ChannelClosedException)
+        {
+            // The relay failed (and failed the migration); nothing more goes that way.
+            System.Buffers.ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    private sealed class Relay
+    {
+        private const int QueuedFrames = 32;
+        private readonly MigrationReceiver _owner;
+        private readonly int _peer;
+        private readonly TcpClient _client = new() { NoDelay = true };
+        private readonly Task _writer;
+
+        public Relay(MigrationReceiver owner, int peer)
+        {
+            _owner = owner;
+            _peer = peer;
+            _writer = Task.Run(WriteAsync);
+        }
+
+        public Channel<(byte[] Frame, int Length)> Queue { get; } = Channel.CreateBounded<(byte[], int)>(QueuedFrames);
+
+        private async Task WriteAsync()
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(_owner._options.ConnectTimeout);
+                await _client.ConnectAsync(_owner._peers[_peer], timeout.Token).ConfigureAwait(false);
+                var stream = _client.GetStream();
+                await foreach (var (frame, length) in Queue.Reader.ReadAllAsync().ConfigureAwait(false))
+                {
+                    try
+                    {
+                        await _owner._egress.AcquireAsync(length, CancellationToken.None).ConfigureAwait(false);
+                        // Counted when handed to the socket: the next host may have applied it before this write returns.
+                        Interlocked.Add(ref _owner._bytesRelayed, length);
+                        await stream.WriteAsync(frame.AsMemory(0, length)).ConfigureAwait(false);
+                    }
+                    finally { System.Buffers.ArrayPool<byte>.Shared.Return(frame); }
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
+            {
+                _owner.Fail($"relay to host {_peer} at {_owner._peers[_peer]} failed: {e.Message}");
+                // Close the queue so the receive loop is not left waiting for room that will never come.
+                Queue.Writer.TryComplete();
+                while (Queue.Reader.TryRead(out var left)) System.Buffers.ArrayPool<byte>.Shared.Return(left.Frame);
+            }
+        }
+
+        public async Task CloseAsync()
+        {
+            Queue.Writer.TryComplete();
+            try { await _writer.WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false); } catch (TimeoutException) { }
+            _client.Dispose();
+        }
+    }
+}
