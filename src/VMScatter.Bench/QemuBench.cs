@@ -53,7 +53,7 @@ public static class QemuBench
             runs.Add(("vmscatter", $"traffic-aware placement, dedup across guests, relay chain per target group, {compression.ToName()}; device state via QEMU (x-ignore-shared)",
                 report.BytesSent, seconds, report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs).ToArray(), report.Verified, report.Error));
         }
-        finally { foreach (var g in fleet) g.Dispose(); }
+        finally { foreach (var g in fleet) await g.DisposeAsync().ConfigureAwait(false); }
 
         foreach (var (method, description, multifd) in new[]
         {
@@ -74,7 +74,7 @@ public static class QemuBench
                 }
             }
             catch (QemuStepException e) { error = e.Message; }
-            finally { foreach (var g in fleet) g.Dispose(); }
+            finally { foreach (var g in fleet) await g.DisposeAsync().ConfigureAwait(false); }
             runs.Add((method, description, results.Sum(r => r.BytesSent), results.Sum(r => r.Seconds), results.Select(r => r.DowntimeMs).ToArray(),
                 error is null && results.Count == guests, error));
         }

@@ -8,7 +8,7 @@ namespace VMScatter.Qemu;
 /// A guest's RAM as a shared file on tmpfs (QEMU's memory-backend-file with share=on), mapped into this process:
 /// the source reads the running guest's pages from it, a target writes arriving pages into it before QEMU starts.
 /// </summary>
-public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
+public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess, IDisposable
 {
     private readonly MemoryMappedFile _file;
     private readonly MemoryMappedViewAccessor _view;
@@ -73,6 +73,12 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
         _view.Dispose();
         _file.Dispose();
         if (DeleteOnDispose) File.Delete(Path);
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
     }
 
     private Span<byte> Slice(int index)

@@ -91,11 +91,11 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu) : IWrit
     public Task<QemuProcess> TakeQemuAsync() =>
         Interlocked.Exchange(ref _qemu, null) ?? throw new InvalidOperationException("the arriving guest's QEMU was already taken");
 
-    public void Dispose()
+    public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _qemu, null) is { } pending)
         {
-            try { pending.GetAwaiter().GetResult().DisposeAsync().AsTask().GetAwaiter().GetResult(); }
+            try { await (await pending.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false); }
             catch (QemuStepException) { /* it never started: nothing to stop */ }
         }
         Ram.Dispose();

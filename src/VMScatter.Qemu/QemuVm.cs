@@ -27,7 +27,7 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDisposable
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -37,7 +37,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDisposable
     private volatile bool _logging;
     private volatile VmRunState _state = VmRunState.Running;
 
-    private int _disposed;
+    private readonly Lazy<Task> _ending;
 
     private QemuVm(VmDescription description, QemuProcess qemu, QemuRamFile ram, QemuSettings settings)
     {
@@ -47,6 +47,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDisposable
         _settings = settings;
         _snapshot = new ulong[ram.PageCount];
         _reread = new ulong[(ram.PageCount + 63) / 64];
+        _ending = new Lazy<Task>(() => EndAsync(quit: !qemu.Adopted), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     public VmDescription Description { get; }
@@ -227,12 +228,14 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDisposable
         }
     }
 
-    /// <summary>This node is done with the guest: a guest it started is quit; an adopted one is let go, still running.</summary>
-    public void Dispose() => EndAsync(quit: !_qemu.Adopted).GetAwaiter().GetResult();
+    /// <summary>
+    /// This node is done with the guest: a guest it started is quit; an adopted one is let go, still running. Every
+    /// call awaits the one ending (a second caller does not return while the first is still quitting QEMU).
+    /// </summary>
+    public ValueTask DisposeAsync() => new(_ending.Value);
 
     private async Task EndAsync(bool quit)
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         if (quit) await _qemu.DisposeAsync().ConfigureAwait(false);
         else await _qemu.DetachAsync().ConfigureAwait(false);
         _ram.Dispose();

@@ -102,7 +102,7 @@ public static class DemoCommand
             }
             return exit;
         }
-        finally { foreach (var g in guests) g.Dispose(); }
+        finally { foreach (var g in guests) await g.DisposeAsync(); }
     }
 
     /// <summary>Shared ending of demo and migrate: table, JSON, exit code.</summary>

@@ -62,7 +62,7 @@ public static class NodeCommand
                         try { adopted.Add(await QemuVm.AdoptAsync(a, qemuConfig.Settings, cancellationToken)); }
                         catch (QemuStepException e)
                         {
-                            foreach (var vm in adopted) ((IDisposable)vm).Dispose(); // let go, still running
+                            foreach (var vm in adopted) await vm.DisposeAsync(); // let go, still running
                             throw new UserError(e.Message);
                         }
                         Console.WriteLine($"adopted guest {a.Id} ({ByteSize.Format(a.MemoryBytes)}, RAM {a.RamFile})");
@@ -93,7 +93,7 @@ public static class NodeCommand
             catch
             {
                 // Guests booted for a node that never came up must not outlive it.
-                foreach (var vm in sourceVms) if (vm is IDisposable d) d.Dispose();
+                foreach (var vm in sourceVms) await vm.DisposeAsync();
                 throw;
             }
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +

@@ -41,7 +41,7 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
         }
         catch
         {
-            foreach (var b in boots) if (b.IsCompletedSuccessfully) b.Result.Dispose();
+            foreach (var booted in boots.Where(b => b.IsCompletedSuccessfully)) await (await booted.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }

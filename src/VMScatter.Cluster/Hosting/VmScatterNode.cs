@@ -22,23 +22,24 @@ public sealed class ClusterJoinException(string message) : Exception(message);
 public sealed class VmScatterNode : IAsyncDisposable
 {
     private readonly GuestMemoryPool? _memoryPool;
+    private readonly PendingDisposals _disposals;
 
-    private VmScatterNode(ActorSystem system, string hostId, IActorRef schedulerProxy, IActorRef? sourceHost, IActorRef? targetHost, DataPlaneListener? listener, GuestMemoryPool? memoryPool)
+    /// <summary>How long a stopping node waits for the guests and receivers its actors were still disposing.</summary>
+    private static readonly TimeSpan DisposalsTimeout = TimeSpan.FromSeconds(30);
+
+    private VmScatterNode(ActorSystem system, string hostId, IActorRef schedulerProxy, DataPlaneListener? listener, GuestMemoryPool? memoryPool, PendingDisposals disposals)
     {
         _memoryPool = memoryPool;
+        _disposals = disposals;
         System = system;
         HostId = hostId;
         SchedulerProxy = schedulerProxy;
-        SourceHost = sourceHost;
-        TargetHost = targetHost;
         Listener = listener;
     }
 
     public ActorSystem System { get; }
     public string HostId { get; }
     public IActorRef SchedulerProxy { get; }
-    public IActorRef? SourceHost { get; }
-    public IActorRef? TargetHost { get; }
     public DataPlaneListener? Listener { get; }
     public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
 
@@ -59,6 +60,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
         var system = ActorSystem.Create(NodeOptions.SystemName, config);
         GuestMemoryPool? pool = null;
+        var disposals = new PendingDisposals();
         try
         {
             var cluster = Akka.Cluster.Cluster.Get(system);
@@ -103,11 +105,10 @@ public sealed class VmScatterNode : IAsyncDisposable
             }
             var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/scheduler", proxySettings), "scheduler-proxy");
 
-            IActorRef? sourceHost = null, targetHost = null;
             DataPlaneListener? listener = null;
             var sourceSettings = SourceSettings.From(config);
             if (options.Roles.Contains("source"))
-                sourceHost = system.ActorOf(Props.Create(() => new SourceHostActor(hostId, options.SourceVms, sourceSettings, proxy)), "source-host");
+                system.ActorOf(Props.Create(() => new SourceHostActor(hostId, options.SourceVms, sourceSettings, proxy, disposals)), "source-host");
             if (options.Roles.Contains("target"))
             {
                 var dataPlane = DataPlaneSettings.From(config);
@@ -129,13 +130,14 @@ public sealed class VmScatterNode : IAsyncDisposable
                 }
                 var l = listener;
                 string rack = config.GetString("vmscatter.target.rack");
-                targetHost = system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, rack)), "target-host");
+                system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, disposals, rack)), "target-host");
             }
-            return new VmScatterNode(system, hostId, proxy, sourceHost, targetHost, listener, pool);
+            return new VmScatterNode(system, hostId, proxy, listener, pool, disposals);
         }
         catch
         {
             await system.Terminate().ConfigureAwait(false);
+            await disposals.WhenAllEndedAsync(DisposalsTimeout).ConfigureAwait(false);
             pool?.Dispose();
             throw;
         }
@@ -152,6 +154,7 @@ public sealed class VmScatterNode : IAsyncDisposable
             await CoordinatedShutdown.Get(System).Run(CoordinatedShutdown.ClrExitReason.Instance).ConfigureAwait(false);
         }
         await System.WhenTerminated.ConfigureAwait(false);
+        await _disposals.WhenAllEndedAsync(DisposalsTimeout).ConfigureAwait(false);
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
         _memoryPool?.Dispose();
     }
@@ -162,6 +165,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         // Its data plane goes at once (the actor system takes a while to terminate, and leaves the cluster meanwhile).
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
         await System.Terminate().ConfigureAwait(false);
+        await _disposals.WhenAllEndedAsync(DisposalsTimeout).ConfigureAwait(false);
         _memoryPool?.Dispose();
     }
 }

@@ -1,3 +1,4 @@
+using System.Net;
 using VMScatter.DataPlane;
 using VMScatter.Domain;
 using VMScatter.Domain.Compression;
@@ -60,7 +61,11 @@ public sealed record VmProfile(
     IReadOnlyList<ulong> Sketch) : IVmScatterMessage;
 
 /// <summary>A target host as the source's data plane addresses it: index in the migration's target masks.</summary>
-public sealed record TargetEndpoint(int Index, string HostId, string Host, int Port) : IVmScatterMessage;
+public sealed record TargetEndpoint(int Index, string HostId, string Host, int Port) : IVmScatterMessage
+{
+    /// <summary>The host's data-plane listener as a socket address (<see cref="Host"/> is an IP address, as the target announced it).</summary>
+    public IPEndPoint ToIPEndPoint() => new(IPAddress.Parse(Host), Port);
+}
 
 /// <summary>A VM and where it goes, by migration-wide VM index and target index.</summary>
 public sealed record VmAssignment(int VmIndex, VmDescription Vm, int TargetIndex) : IVmScatterMessage;

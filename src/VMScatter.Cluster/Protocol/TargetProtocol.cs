@@ -14,8 +14,6 @@ public sealed record PrepareReceive(
     IActorRef SourceMigration,
     long LinkBitsPerSecond) : IVmScatterMessage;
 
-public sealed record ComputeTargetDigests(Guid MigrationId) : IVmScatterMessage;
-
 /// <summary>Digest verified: start the VM here.</summary>
 public sealed record ResumeOnTarget(Guid MigrationId, string VmId) : IVmScatterMessage;
 

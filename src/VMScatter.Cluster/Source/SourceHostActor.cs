@@ -1,5 +1,6 @@
 using Akka.Actor;
 using Akka.Event;
+using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
 
@@ -17,14 +18,16 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
     private readonly Dictionary<string, IMigratableVm> _vms;
     private readonly SourceSettings _settings;
     private readonly IActorRef _scheduler;
+    private readonly PendingDisposals _disposals;
     private readonly Dictionary<Guid, (IActorRef Actor, HashSet<string> VmIds)> _migrations = new();
 
-    public SourceHostActor(string hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler)
+    public SourceHostActor(string hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler, PendingDisposals disposals)
     {
         _hostId = hostId;
         _vms = vms.ToDictionary(v => v.Description.Id);
         _settings = settings;
         _scheduler = scheduler;
+        _disposals = disposals;
 
         Receive<Announce>(_ => _scheduler.Tell(new RegisterSourceHost(_hostId, Self, _vms.Values.Select(v => v.Description).OrderBy(d => d.Id, StringComparer.Ordinal).ToArray())));
         Receive<HostRegistered>(_ => { });
@@ -54,7 +57,7 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
 
         Receive<SourceVmReleased>(m =>
         {
-            if (_vms.Remove(m.VmId, out var vm) && vm is IDisposable d) d.Dispose();
+            if (_vms.Remove(m.VmId, out var vm)) DisposeVm(vm);
             Self.Tell(Announce.Instance);
         });
 
@@ -83,7 +86,14 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
-        foreach (var vm in _vms.Values) if (vm is IDisposable d) d.Dispose();
+        foreach (var vm in _vms.Values) DisposeVm(vm);
+    }
+
+    /// <summary>Ends the guest here without blocking this thread (quitting a QEMU takes up to seconds); the node awaits it when it stops.</summary>
+    private void DisposeVm(IMigratableVm vm)
+    {
+        var (log, id, host) = (_log, vm.Description.Id, _hostId);
+        _disposals.Track(vm.DisposeAsync().AsTask(), e => log.Error(e, "VM {0} could not be disposed on source {1}", id, host));
     }
 
     private void Forward(Guid migrationId, object message)

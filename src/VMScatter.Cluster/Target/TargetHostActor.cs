@@ -1,6 +1,6 @@
-using System.Net;
 using Akka.Actor;
 using Akka.Event;
+using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane;
 using VMScatter.DataPlane.Target;
@@ -10,8 +10,8 @@ namespace VMScatter.Cluster.Target;
 
 /// <summary>
 /// The receiver of a target host. Prepares memory for arriving VMs and registers a receiver with the host's
-/// data-plane listener; forwards every applied round to the source migration; computes digests when asked; and
-/// resumes a VM only when the scheduler says its digest matched.
+/// data-plane listener; forwards every applied round to the source migration; computes digests once the
+/// stop-and-copy round is in; and resumes a VM only when the scheduler says its digest matched.
 /// </summary>
 public sealed class TargetHostActor : ReceiveActor, IWithTimers
 {
@@ -25,12 +25,17 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     private readonly TimeSpan _registrationInterval;
     private readonly Dictionary<Guid, Incoming> _incoming = new();
     private readonly Dictionary<string, ILandedVm> _running = new();
+    /// <summary>Per settled migration whose receiver is still closing: the bytes of its leftover memory, not yet freed.</summary>
+    private readonly Dictionary<Guid, long> _closing = new();
+    private readonly PendingDisposals _disposals;
 
     private readonly string _rack;
 
-    public TargetHostActor(string hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler, TimeSpan registrationInterval, string rack = "")
+    public TargetHostActor(string hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler,
+        TimeSpan registrationInterval, PendingDisposals disposals, string rack = "")
     {
         _rack = rack;
+        _disposals = disposals;
         _hostId = hostId;
         _capacityBytes = capacityBytes;
         _listener = listener;
@@ -53,7 +58,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
                 return;
             }
             var vms = m.Vms.Select(v => new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm))).ToArray();
-            var peers = m.Targets.OrderBy(t => t.Index).Select(t => new IPEndPoint(IPAddress.Parse(t.Host), t.Port)).ToArray();
+            var peers = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
             var receiver = new MigrationReceiver(m.MigrationId, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
             _listener.Register(receiver);
             _incoming[m.MigrationId] = new Incoming(receiver, vms, m.SourceMigration, Sender);
@@ -66,12 +71,9 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             if (!_incoming.TryGetValue(m.MigrationId, out var inc)) return;
             inc.SourceMigration.Tell(new RoundApplied(m.MigrationId, inc.Receiver.SelfIndex, m.Outcome.Round, m.Outcome.Final, m.Outcome.Error));
             if (m.Outcome.Error is not null) return;
-            if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc.Scheduler);
+            if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc);
             else PumpOutcome(m.MigrationId, inc.Receiver);
         });
-
-        // Digests are computed as soon as the stop-and-copy round is in (alongside the source's), and again on request.
-        Receive<ComputeTargetDigests>(m => ComputeDigests(m.MigrationId, Sender));
 
         Receive<ResumeOnTarget>(m =>
         {
@@ -102,6 +104,12 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             foreach (var id in m.VmIds) inc.Discarded.Add(id);
             ReleaseIfSettled(m.MigrationId);
         });
+
+        Receive<ReceiverClosed>(m =>
+        {
+            _closing.Remove(m.MigrationId);
+            Self.Tell(Announce.Instance);
+        });
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -112,24 +120,29 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         Timers.StartPeriodicTimer("announce", Announce.Instance, _registrationInterval);
     }
 
+    /// <summary>Nothing here waits: the node awaits the closes and disposals after its actor system terminated.</summary>
     protected override void PostStop()
     {
-        foreach (var inc in _incoming.Values) Release(inc);
-        foreach (var vm in _running.Values) vm.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(10));
+        foreach (var inc in _incoming.Values) Close(inc);
+        var log = _log;
+        foreach (var vm in _running.Values)
+        {
+            string id = vm.Description.Id;
+            _disposals.Track(vm.DisposeAsync().AsTask(), e => log.Error(e, "VM {0} could not be stopped", id));
+        }
     }
 
-    /// <summary>Capacity less running VMs and memory reserved for arrivals.</summary>
+    /// <summary>Capacity less running VMs, memory reserved for arrivals and leftover memory not yet freed.</summary>
     private long FreeBytes() =>
-        _capacityBytes - _running.Values.Sum(v => v.Description.MemoryBytes)
-        - _incoming.Values.Sum(i => i.Vms.Where(v => !i.Resumed.Contains(v.Description.Id)).Sum(v => v.Description.MemoryBytes));
+        _capacityBytes - _running.Values.Sum(v => v.Description.MemoryBytes) - _closing.Values.Sum()
+        - _incoming.Values.Sum(i => LeftoverBytes(i));
 
-    private void ComputeDigests(Guid migrationId, IActorRef replyTo)
+    /// <summary>The memory of a migration's VMs not resumed here (a resumed VM's memory is its landed VM's).</summary>
+    private static long LeftoverBytes(Incoming inc) => inc.Vms.Where(v => !inc.Resumed.Contains(v.Description.Id)).Sum(v => v.Description.MemoryBytes);
+
+    /// <summary>Digests of a migration's VMs as received here, for the scheduler; computed once its stop-and-copy round is in.</summary>
+    private void ComputeDigests(Guid migrationId, Incoming inc)
     {
-        if (!_incoming.TryGetValue(migrationId, out var inc))
-        {
-            replyTo.Tell(new TargetDigests(migrationId, _hostId, [], 0, 0, 0, _listener.FramesRejected));
-            return;
-        }
         long rejected = _listener.FramesRejected;
         // Built from the page hashes recorded as pages were written (a SHA-256 over 16 bytes per page: a millisecond or
         // two), so it runs on the pool rather than queueing behind whole-memory work on the bulk threads (in a local
@@ -142,7 +155,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
                 return new VmDigest(v.Description.Id, state is null ? "missing-device-state" : inc.Receiver.DigestOf(v.VmIndex, state));
             }).ToArray();
             return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected);
-        }).PipeTo(replyTo);
+        }).PipeTo(inc.Scheduler);
     }
 
     private void PumpOutcome(Guid migrationId, MigrationReceiver receiver) =>
@@ -163,21 +176,46 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         }
     }
 
-    /// <summary>Once every VM of a migration is resumed or discarded, its receiver and leftover memory go.</summary>
+    /// <summary>
+    /// Once every VM of a migration is resumed or discarded, its receiver and leftover memory go. The memory stays
+    /// counted as used until <see cref="ReceiverClosed"/> says it was freed; the host announces itself then.
+    /// </summary>
     private void ReleaseIfSettled(Guid migrationId)
     {
         if (!_incoming.TryGetValue(migrationId, out var inc)) return;
         if (inc.Vms.Any(v => !inc.Resumed.Contains(v.Description.Id) && !inc.Discarded.Contains(v.Description.Id))) return;
-        Release(inc);
         _incoming.Remove(migrationId);
-        Self.Tell(Announce.Instance);
+        _closing[migrationId] = LeftoverBytes(inc);
+        Close(inc).PipeTo(Self, success: () => new ReceiverClosed(migrationId), failure: _ => new ReceiverClosed(migrationId));
     }
 
-    private void Release(Incoming inc)
+    /// <summary>Unregisters the receiver and starts closing it (<see cref="CloseAsync"/>); the node awaits it if it stops meanwhile.</summary>
+    private Task Close(Incoming inc)
     {
         _listener.Unregister(inc.Receiver.MigrationId);
-        inc.Receiver.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(5));
-        foreach (var vm in inc.Vms.Where(v => !inc.Resumed.Contains(v.Description.Id))) vm.Memory.Dispose();
+        var closing = CloseAsync(inc.Receiver, inc.Vms.Where(v => !inc.Resumed.Contains(v.Description.Id)).Select(v => v.Memory).ToArray());
+        var (log, id) = (_log, inc.Receiver.MigrationId);
+        _disposals.Track(closing, e => log.Warning("Migration {0}: closing its receiver: {1}", id, e.Message));
+        return closing;
+    }
+
+    /// <summary>
+    /// Closes the receiver, and only then frees the memory of the VMs not resumed here: once its dispose returned no
+    /// frame writes into that memory, so a late frame cannot land in a range handed back to the pool (and to the next
+    /// arrival). The receiver shuts its gate before anything in its dispose can fail, so the memory is freed either way.
+    /// </summary>
+    private static async Task CloseAsync(MigrationReceiver receiver, IReadOnlyList<IWritableGuestMemory> leftovers)
+    {
+        var errors = new List<string>();
+        try { await receiver.DisposeAsync().ConfigureAwait(false); }
+        catch (Exception e) { errors.Add($"the receiver: {e.GetBaseException().Message}"); }
+        // All at once: each may be a QEMU to quit.
+        await Task.WhenAll(leftovers.Select(async memory =>
+        {
+            try { await memory.DisposeAsync().ConfigureAwait(false); }
+            catch (Exception e) { lock (errors) errors.Add($"leftover memory: {e.GetBaseException().Message}"); }
+        })).ConfigureAwait(false);
+        if (errors.Count > 0) throw new InvalidOperationException(string.Join("; ", errors));
     }
 
     private sealed record Incoming(MigrationReceiver Receiver, IReadOnlyList<ReceiverVm> Vms, IActorRef SourceMigration, IActorRef Scheduler)
@@ -190,4 +228,5 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     private sealed record OutcomeArrived(Guid MigrationId, RoundOutcome Outcome);
     private sealed record Landed(Guid MigrationId, ILandedVm Vm, long ResumedAtUnixMs);
     private sealed record LandingFailed(Guid MigrationId, string VmId, string Reason);
+    private sealed record ReceiverClosed(Guid MigrationId);
 }

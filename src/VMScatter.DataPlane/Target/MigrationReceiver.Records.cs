@@ -69,7 +69,6 @@ public sealed partial class MigrationReceiver
             }
         }
         Counts(batch.Round).Maps += batch.Maps.Count;
-        Interlocked.Add(ref _mapRecords, batch.Maps.Count);
     }
 
     private bool Holds(long contentId) => _contentSlot.ContainsKey(contentId) || _homeOf.ContainsKey(contentId);

@@ -55,7 +55,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     private int _nextRound;
     private bool _failed;
     private bool _closed;
-    private long _bytesReceived, _bytesRelayed, _contentRecords, _mapRecords, _contentsWithdrawn;
+    private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn;
 
     public MigrationReceiver(Guid migrationId, byte[] key, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
@@ -78,7 +78,6 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
     public long BytesRelayed => Interlocked.Read(ref _bytesRelayed);
     public long ContentRecordsReceived => Interlocked.Read(ref _contentRecords);
-    public long MapRecordsReceived => Interlocked.Read(ref _mapRecords);
     public long ContentsWithdrawn => Interlocked.Read(ref _contentsWithdrawn);
     public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count + _homeOf.Count; } }
 

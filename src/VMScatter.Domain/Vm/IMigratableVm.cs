@@ -4,8 +4,10 @@ namespace VMScatter.Domain;
 /// A running guest on the source host, as the migration sees it. Backends (synthetic, QEMU) implement it.
 /// The contract that makes live migration correct: every write made after <see cref="CollectDirtyPages"/>
 /// returns is reported by a later call, so a page read after collecting is resent if it changes again.
+/// Disposed when its host is done with it (released after its handover, or the node stops): asynchronously, since
+/// ending a guest may mean stopping a process, which is awaited, never waited for on an actor's thread.
 /// </summary>
-public interface IMigratableVm : IGuestMemory
+public interface IMigratableVm : IGuestMemory, IAsyncDisposable
 {
     VmDescription Description { get; }
 

@@ -1,7 +1,10 @@
 namespace VMScatter.Domain;
 
-/// <summary>Guest memory a target host fills while a VM arrives.</summary>
-public interface IWritableGuestMemory : IGuestMemory, IDisposable
+/// <summary>
+/// Guest memory a target host fills while a VM arrives. Disposed asynchronously: freeing it may mean stopping a
+/// process (a QEMU waiting for the guest), which is awaited, never waited for on the thread that frees it.
+/// </summary>
+public interface IWritableGuestMemory : IGuestMemory, IAsyncDisposable
 {
     void WritePage(int index, ReadOnlySpan<byte> source);
 }

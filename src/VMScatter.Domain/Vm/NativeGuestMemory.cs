@@ -9,7 +9,7 @@ namespace VMScatter.Domain;
 /// Off the GC heap, hundreds of MiB per guest do not lengthen collections (which delayed cluster heartbeats by
 /// seconds, measured); with 2 MiB pages, filling 2 GiB takes 1,024 page faults instead of 524,288.
 /// </summary>
-public sealed unsafe class NativeGuestMemory : IWritableGuestMemory, IDirectPageAccess
+public sealed unsafe class NativeGuestMemory : IWritableGuestMemory, IDirectPageAccess, IDisposable
 {
     private byte* _base;
     private readonly nuint _length;
@@ -61,6 +61,12 @@ public sealed unsafe class NativeGuestMemory : IWritableGuestMemory, IDirectPage
         if (_pool is not null) _pool.Return(p, _length);
         else if (_mapped) LinuxMemory.Unmap(p, _length);
         else NativeMemory.Free(p);
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
     }
 
     private Span<byte> Slice(int index)

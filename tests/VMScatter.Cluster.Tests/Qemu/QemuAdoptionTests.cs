@@ -48,7 +48,7 @@ public sealed class QemuAdoptionTests(QemuFixture fixture)
             // Adopted, then let go without a migration: it is still running, and still counting.
             var letGo = await QemuVm.AdoptAsync(staying, settings);
             Assert.Equal(VmRunState.Running, letGo.State);
-            letGo.Dispose();
+            await letGo.DisposeAsync();
             Assert.False(stayingProcess.HasExited);
             await SerialConsole.WaitForCounterAboveAsync(staying.SerialLog!, SerialConsole.LastCounter(staying.SerialLog!) + 1, TimeSpan.FromSeconds(30), () => !stayingProcess.HasExited);
 

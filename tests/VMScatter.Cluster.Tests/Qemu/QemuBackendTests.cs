@@ -58,9 +58,9 @@ public sealed class QemuBackendTests(QemuFixture fixture)
         }
         finally
         {
-            vm.Dispose();
+            await vm.DisposeAsync();
             if (landed is not null) await landed.DisposeAsync();
-            else target.Dispose();
+            else await target.DisposeAsync();
         }
         var (files, processes) = QemuFixture.Leftovers(settings);
         Assert.Empty(files);

@@ -51,7 +51,7 @@ public sealed class QemuClusterTests(QemuFixture fixture)
         }
         finally
         {
-            foreach (var g in guests) g.Dispose();
+            foreach (var g in guests) await g.DisposeAsync();
         }
 
         Assert.Equal(3, report.Vms);

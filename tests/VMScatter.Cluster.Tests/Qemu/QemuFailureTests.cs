@@ -36,7 +36,7 @@ public sealed class QemuFailureTests(QemuFixture fixture)
             // A target QEMU that refuses the state it is given (here: cut short) fails the load step, not silently.
             var memory = backend.AllocateMemory(vm.Description);
             var refused = await Assert.ThrowsAsync<QemuStepException>(() => backend.ResumeAsync(vm.Description, memory, state[..(state.Length / 2)], CancellationToken.None));
-            memory.Dispose();
+            await memory.DisposeAsync();
             Assert.Equal(("g-live", "load device state"), (refused.GuestId, refused.Step));
             Assert.Empty(backend.Landed);
 
@@ -51,7 +51,7 @@ public sealed class QemuFailureTests(QemuFixture fixture)
             Assert.Equal(("g-live", "pause (stop)"), (crashed.GuestId, crashed.Step));
             Assert.Contains("QEMU exited", crashed.Message);
         }
-        finally { vm.Dispose(); }
+        finally { await vm.DisposeAsync(); }
 
         var (files, processes) = QemuFixture.Leftovers(settings);
         Assert.Empty(files);
@@ -94,7 +94,7 @@ public sealed class QemuFailureTests(QemuFixture fixture)
         }
         finally
         {
-            foreach (var g in guests) g.Dispose();
+            foreach (var g in guests) await g.DisposeAsync();
         }
         var (files, processes) = QemuFixture.Leftovers(settings);
         Assert.Empty(files);

@@ -51,8 +51,7 @@ public sealed class SyntheticTargetBackend(GuestMemoryPool? pool = null) : ITarg
         public ValueTask DisposeAsync()
         {
             State = VmRunState.Stopped;
-            memory.Dispose();
-            return ValueTask.CompletedTask;
+            return memory.DisposeAsync();
         }
     }
 }

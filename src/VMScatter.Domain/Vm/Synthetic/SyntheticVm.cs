@@ -201,9 +201,30 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
 
     public void Dispose()
     {
-        if (Disposed) return;
+        if (Interlocked.Exchange(ref _disposing, 1) != 0) return;
         _stop.Cancel();
-        try { _workload?.Wait(TimeSpan.FromSeconds(5)); } catch (AggregateException) { }
+        try { _workload?.Wait(WorkloadStopTimeout); } catch (AggregateException) { }
+        FreeMemory();
+    }
+
+    /// <summary>As <see cref="Dispose"/>, awaiting the workload's end instead of blocking the calling thread on it.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposing, 1) != 0) return;
+        _stop.Cancel();
+        if (_workload is not null)
+        {
+            try { await _workload.WaitAsync(WorkloadStopTimeout).ConfigureAwait(false); }
+            catch (Exception) { /* as in Dispose: however the workload ended (or if it hangs), the memory is freed */ }
+        }
+        FreeMemory();
+    }
+
+    private static readonly TimeSpan WorkloadStopTimeout = TimeSpan.FromSeconds(5);
+    private int _disposing;
+
+    private void FreeMemory()
+    {
         _stop.Dispose();
         lock (_writeLock)
         {
