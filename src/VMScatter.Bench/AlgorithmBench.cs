@@ -118,9 +118,9 @@ public static class AlgorithmBench
         {
             int gib = sizes[random.Next(sizes.Length)];
             var model = new SyntheticGuestModel { MemoryBytes = gib * 2048L * Page.Size, DirtyPagesPerSecond = 0 };
-            var vm = new SyntheticVm(new VmDescription($"vm-{i:D4}", model.MemoryBytes, gib, "synthetic", ""), model,
+            var vm = new SyntheticVm(new VmDescription(new VmId($"vm-{i:D4}"), model.MemoryBytes, gib, "synthetic", ""), model,
                 osImage: random.Next(Math.Max(1, vmCount / 250)), application: random.Next(Math.Max(1, vmCount / 25)), seed, runWorkload: false, materialize: false);
-            vms.Add(new PlacementVm(vm.Description.Id, gib * (1L << 30), gib));
+            vms.Add(new PlacementVm(vm.Description.Id.Value, gib * (1L << 30), gib));
             contents.Add(Contents(vm));
         }
         long need = vms.Sum(v => v.MemoryBytes);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 using VMScatter.Qemu;
 using VMScatter.DataPlane;
 using VMScatter.Domain.Compression;
@@ -46,7 +47,7 @@ public static class QemuBench
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targets, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
             var clock = Stopwatch.StartNew();
             var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], new MigrationOptions(PlacementStrategy.TrafficAware, GroupTransport.RelayChain, compression, 8, downtimeMs, true, linkBitsPerSecond)),
+                new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], new MigrationOptions(PlacementStrategy.TrafficAware, GroupTransport.RelayChain, compression, 8, downtimeMs, true, linkBitsPerSecond)),
                 _ => { }, TimeSpan.FromSeconds(120), cancellationToken).ConfigureAwait(false);
             double seconds = clock.Elapsed.TotalSeconds;
             var report = outcome.Report ?? throw new InvalidOperationException($"migration rejected: {outcome.RejectedBecause}");

@@ -22,7 +22,7 @@ public static class QemuNativeMigration
         var vm = guest.Description;
         var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
         string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-native-{vm.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
-        var target = await QemuProcess.StartAsync(vm.Id, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false);
+        var target = await QemuProcess.StartAsync(vm.Id.Value, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false);
         var source = guest.Process;
         try
         {
@@ -55,7 +55,7 @@ public static class QemuNativeMigration
             long counterOnTarget = await SerialConsole.WaitForCounterAboveAsync(target.SerialLogPath, counterAtStart, TimeSpan.FromSeconds(60), () => !target.HasExited, cancellationToken).ConfigureAwait(false);
             await proxy.DisposeAsync().ConfigureAwait(false);
             await guest.StopAsync(cancellationToken).ConfigureAwait(false);
-            return new NativeMigrationResult(vm.Id, proxy.BytesForwarded, seconds, downtime, counterAtStart, counterOnTarget);
+            return new NativeMigrationResult(vm.Id.Value, proxy.BytesForwarded, seconds, downtime, counterAtStart, counterOnTarget);
         }
         finally
         {

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 using VMScatter.Domain.Reports;
 using VMScatter.Domain.Synthetic;
 using VMScatter.DataPlane;
@@ -88,13 +89,13 @@ public static class ScenarioBench
             JournalConnectionString = $"Data Source={Path.Combine(journalDirectory, $"bench-{Guid.NewGuid():N}.db")}",
         }, cancellationToken).ConfigureAwait(false);
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, scenario.Targets, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
-        var batches = oneAtATime ? fleet.Select(vm => (IReadOnlyList<string>)[vm.Description.Id]).ToList() : [[]];
+        var batches = oneAtATime ? fleet.Select(vm => (IReadOnlyList<VmId>)[vm.Description.Id]).ToList() : [[]];
         var results = new List<(MigrationReport, double)>();
         foreach (var vmIds in batches)
         {
             var clock = Stopwatch.StartNew();
             var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], vmIds, options), _ => { }, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
+                new StartMigration(MigrationId.New(), cluster.Source.HostId, [], vmIds, options), _ => { }, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
             if (outcome.RejectedBecause is not null) throw new InvalidOperationException($"{scenario.Name}: migration rejected: {outcome.RejectedBecause}");
             results.Add((outcome.Report!, clock.Elapsed.TotalSeconds));
         }

@@ -15,12 +15,12 @@ namespace VMScatter.Qemu;
 /// </summary>
 public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : ITargetBackend
 {
-    private readonly ConcurrentDictionary<string, QemuLandedVm> _landed = new();
+    private readonly ConcurrentDictionary<VmId, QemuLandedVm> _landed = new();
 
     public string Name => "qemu";
 
     /// <summary>Guests running on this host now, by id (their serial logs show them running).</summary>
-    public IReadOnlyDictionary<string, QemuLandedVm> Landed => _landed;
+    public IReadOnlyDictionary<VmId, QemuLandedVm> Landed => _landed;
 
     public IWritableGuestMemory AllocateMemory(VmDescription vm)
     {
@@ -29,9 +29,9 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : IT
         try
         {
             var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
-            qemu = Task.Run(() => QemuProcess.StartAsync(vm.Id, machine.WithPausedStart(), vm.MemoryBytes, ram.Path, incoming: true, settings));
+            qemu = Task.Run(() => QemuProcess.StartAsync(vm.Id.Value, machine.WithPausedStart(), vm.MemoryBytes, ram.Path, incoming: true, settings));
         }
-        catch (ArgumentException e) { qemu = Task.FromException<QemuProcess>(new QemuStepException(vm.Id, "check machine arguments", e.Message)); }
+        catch (ArgumentException e) { qemu = Task.FromException<QemuProcess>(new QemuStepException(vm.Id.Value, "check machine arguments", e.Message)); }
         return new QemuArrival(ram, qemu);
     }
 

@@ -76,7 +76,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
                 .ConfigureAwait(false);
             var ram = QemuRamFile.OpenForReading(ramFile, spec.MemoryBytes);
             ram.DeleteOnDispose = true;
-            var description = new VmDescription(spec.Id, spec.MemoryBytes, spec.VCpus, "qemu", machine.Serialize());
+            var description = new VmDescription(new VmId(spec.Id), spec.MemoryBytes, spec.VCpus, "qemu", machine.Serialize());
             return new QemuVm(description, qemu, ram, settings);
         }
         catch (Exception e)
@@ -112,7 +112,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
             QemuRamFile ram;
             try { ram = QemuRamFile.OpenForReading(adoption.RamFile, adoption.MemoryBytes); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw qemu.Failure(step, e.Message); }
-            var description = new VmDescription(adoption.Id, adoption.MemoryBytes, Math.Max(1, cpus?.Count ?? 1), "qemu", machine.Serialize());
+            var description = new VmDescription(new VmId(adoption.Id), adoption.MemoryBytes, Math.Max(1, cpus?.Count ?? 1), "qemu", machine.Serialize());
             return new QemuVm(description, qemu, ram, settings) { _state = run == "paused" ? VmRunState.Paused : VmRunState.Running };
         }
         catch

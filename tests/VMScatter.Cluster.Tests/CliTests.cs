@@ -37,8 +37,15 @@ public class CliTests
     [Fact]
     public async Task An_unknown_backend_or_codec_is_refused_before_anything_starts()
     {
-        AssertOneLineError(await Run("demo", "--backend", "vmware"), "--backend must be synthetic or qemu");
+        AssertOneLineError(await Run("demo", "--backend", "vmware"), "--backend must be one of synthetic, qemu (got 'vmware')");
         AssertOneLineError(await Run("bench", "--backend", "qemu", "--compression", "brotli"), "--compression must be one of none, lz4, zstd (got 'brotli')");
+    }
+
+    [Fact]
+    public async Task An_id_that_could_name_a_file_elsewhere_is_refused()
+    {
+        AssertOneLineError(await Run("node", "--role", "target", "--host-id", "../t1"), "--host-id: host id '../t1' is not valid");
+        AssertOneLineError(await Run("migrate", "--seeds", "127.0.0.1:1", "--vm", "a/b", "--join-timeout", "1"), "--vm: VM id 'a/b' is not valid");
     }
 
     [Fact]

@@ -5,6 +5,7 @@ using VMScatter.Cluster.Serialization;
 using VMScatter.Domain;
 using VMScatter.Domain.Synthetic;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 using VMScatter.DataPlane;
 
 namespace VMScatter.Cluster.Tests;
@@ -22,7 +23,7 @@ public class ClusterIntegrationTests
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targets, TimeSpan.FromSeconds(30));
         var events = new List<IVmScatterProtocol>();
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-            new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options), events.Add, TimeSpan.FromSeconds(30));
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options), events.Add, TimeSpan.FromSeconds(30));
         return (outcome, events);
     }
 
@@ -50,7 +51,7 @@ public class ClusterIntegrationTests
         Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
         // Every node still serializes with the instance warmed at start (no extension replaced it since): Hyperion
         // compiled the protocol's serializers once, before the migration, not during it.
-        Assert.All(cluster.Targets.Append(cluster.Source).Append(cluster.Scheduler), node => Assert.True(SerializerWarmup.IsWarm(node.System), node.HostId));
+        Assert.All(cluster.Targets.Append(cluster.Source).Append(cluster.Scheduler), node => Assert.True(SerializerWarmup.IsWarm(node.System), node.HostId.Value));
     }
 
     [Fact]
@@ -101,7 +102,7 @@ public class ClusterIntegrationTests
         // 50 Mbit/s: round 0 takes seconds, so the crash lands in the middle of it.
         var options = TestConfig.Options() with { LinkBitsPerSecond = 50_000_000 };
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-            new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options),
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options),
             e => { if (e is MigrationProgress { BytesSent: > 0 } && crashed.TrySetResult()) _ = victim.CrashAsync(); },
             TimeSpan.FromSeconds(30));
         Assert.True(crashed.Task.IsCompleted);
@@ -124,10 +125,10 @@ public class ClusterIntegrationTests
             });
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
             int? runningAtFirstHandover = null;
-            var handedOverTo = new List<string>();
+            var handedOverTo = new List<HostId>();
             int freedWhileWavesWent = 0;
             var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options() with { Handover = handover, LinkBitsPerSecond = 100_000_000 }),
+                new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options() with { Handover = handover, LinkBitsPerSecond = 100_000_000 }),
                 e =>
                 {
                     if (e is not VmHandedOver h) return;
@@ -171,16 +172,16 @@ public class ClusterIntegrationTests
             SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
         });
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
-        IReadOnlyDictionary<string, string> placement = new Dictionary<string, string>();
-        string? lost = null;
+        IReadOnlyDictionary<VmId, HostId> placement = new Dictionary<VmId, HostId>();
+        HostId? lost = null;
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-            new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options() with { LinkBitsPerSecond = 50_000_000 }),
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options() with { LinkBitsPerSecond = 50_000_000 }),
             e =>
             {
                 if (e is MigrationPlaced placed) placement = placed.TargetOfVm;
                 // At the first handover, crash the last wave's target (waves go in target order): seconds before its turn.
                 if (e is not VmHandedOver || lost is not null) return;
-                lost = placement.Values.Distinct().Order(StringComparer.Ordinal).Last();
+                lost = placement.Values.Distinct().Order().Last();
                 _ = cluster.Targets.Single(t => t.HostId == lost).CrashAsync();
             },
             TimeSpan.FromSeconds(30));
@@ -191,15 +192,15 @@ public class ClusterIntegrationTests
         Assert.Contains(report.PerVm, v => v.HandedOver);
         foreach (var vm in report.PerVm)
         {
-            var state = fleet.Single(v => v.Description.Id == vm.Id).State;
+            var state = fleet.Single(v => v.Description.Id == V(vm.Id)).State;
             // Nothing lost, nothing twice: each VM runs on its target (its source copy stopped) or here.
             Assert.Equal(vm.HandedOver ? VmRunState.Stopped : VmRunState.Running, state);
-            if (placement[vm.Id] == lost) Assert.False(vm.HandedOver);
+            if (placement[V(vm.Id)] == lost) Assert.False(vm.HandedOver);
         }
     }
 
     /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
-    private sealed class RefusingBackend(string refuse) : ITargetBackend
+    private sealed class RefusingBackend(VmId refuse) : ITargetBackend
     {
         private readonly SyntheticTargetBackend _inner = new();
         public string Name => "refusing";
@@ -215,7 +216,7 @@ public class ClusterIntegrationTests
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
             SourceVms = fleet, Targets = 2, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
-            TargetBackendFor = _ => new RefusingBackend("vm-001"),
+            TargetBackendFor = _ => new RefusingBackend(V("vm-001")),
         });
         var (outcome, events) = await Migrate(cluster, TestConfig.Options(GroupTransport.FanOut), 2);
 
@@ -225,9 +226,9 @@ public class ClusterIntegrationTests
         Assert.True(refused.DigestMatched);
         Assert.False(refused.HandedOver);
         Assert.Contains("simulated hypervisor failure", refused.Error);
-        Assert.Contains(events.OfType<VmHandoverFailed>(), e => e.VmId == "vm-001");
+        Assert.Contains(events.OfType<VmHandoverFailed>(), e => e.VmId == V("vm-001"));
         Assert.All(report.PerVm.Where(v => v.Id != "vm-001"), v => Assert.True(v.HandedOver));
-        Assert.Equal(VmRunState.Running, fleet.Single(v => v.Description.Id == "vm-001").State);
-        Assert.All(fleet.Where(v => v.Description.Id != "vm-001"), v => Assert.Equal(VmRunState.Stopped, v.State));
+        Assert.Equal(VmRunState.Running, fleet.Single(v => v.Description.Id == V("vm-001")).State);
+        Assert.All(fleet.Where(v => v.Description.Id != V("vm-001")), v => Assert.Equal(VmRunState.Stopped, v.State));
     }
 }

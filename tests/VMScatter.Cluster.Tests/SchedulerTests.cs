@@ -4,6 +4,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Scheduler;
 using VMScatter.Domain;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -17,32 +18,32 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
 
     private IActorRef Scheduler() => Sys.ActorOf(Props.Create(() => new MigrationSchedulerActor(Settings)));
 
-    private static VmDescription Vm(string id, long bytes) => new(id, bytes, 1, "synthetic", "");
+    private static VmDescription Vm(VmId id, long bytes) => new(id, bytes, 1, "synthetic", "");
 
-    private static VmProfile Profile(string id, long bytes, int distinct) =>
-        new(id, bytes, distinct, 10, distinct, 16, Enumerable.Range(0, Math.Min(16, distinct)).Select(i => (ulong)(i * 1000 + id.Length)).ToArray());
+    private static VmProfile Profile(VmId id, long bytes, int distinct) =>
+        new(id, bytes, distinct, 10, distinct, 16, Enumerable.Range(0, Math.Min(16, distinct)).Select(i => (ulong)(i * 1000 + id.Value.Length)).ToArray());
 
     [Fact]
     public void Requests_that_cannot_be_served_are_rejected_with_the_reason()
     {
         var scheduler = Scheduler();
         var source = CreateTestProbe();
-        scheduler.Tell(new RegisterSourceHost("src", source.Ref, [Vm("vm-a", 64 * MiB)]), source.Ref);
+        scheduler.Tell(new RegisterSourceHost(H("src"), source.Ref, [Vm(V("vm-a"), 64 * MiB)]), source.Ref);
         source.ExpectMsg<HostRegistered>();
 
-        scheduler.Tell(new StartMigration(Guid.NewGuid(), "src", [], [], TestConfig.Options()));
+        scheduler.Tell(new StartMigration(MigrationId.New(), H("src"), [], [], TestConfig.Options()));
         Assert.Contains("no target hosts", ExpectMsg<MigrationRejected>().Reason);
 
         var target = CreateTestProbe();
-        scheduler.Tell(new RegisterTargetHost("t1", target.Ref, 32 * MiB, "127.0.0.1", 1, "synthetic"), target.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t1"), target.Ref, 32 * MiB, "127.0.0.1", 1, "synthetic"), target.Ref);
         target.ExpectMsg<HostRegistered>();
-        scheduler.Tell(new StartMigration(Guid.NewGuid(), "src", [], [], TestConfig.Options()));
+        scheduler.Tell(new StartMigration(MigrationId.New(), H("src"), [], [], TestConfig.Options()));
         var tooBig = ExpectMsg<MigrationRejected>().Reason;
         Assert.Contains("vm-a needs 64.0 MiB but the largest target has 32.0 MiB free", tooBig);
 
-        scheduler.Tell(new StartMigration(Guid.NewGuid(), "nowhere", [], [], TestConfig.Options()));
+        scheduler.Tell(new StartMigration(MigrationId.New(), H("nowhere"), [], [], TestConfig.Options()));
         Assert.Contains("unknown source host 'nowhere' (registered: src)", ExpectMsg<MigrationRejected>().Reason);
-        scheduler.Tell(new StartMigration(Guid.NewGuid(), "src", ["t9"], [], TestConfig.Options()));
+        scheduler.Tell(new StartMigration(MigrationId.New(), H("src"), [H("t9")], [], TestConfig.Options()));
         Assert.Contains("unknown target host(s) t9", ExpectMsg<MigrationRejected>().Reason);
         source.ExpectNoMsg(TimeSpan.FromMilliseconds(200)); // nothing was started on the source
     }
@@ -55,58 +56,58 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         var sourceMigration = CreateTestProbe();
         var t1 = CreateTestProbe();
         var t2 = CreateTestProbe();
-        scheduler.Tell(new RegisterSourceHost("src", sourceHost.Ref, [Vm("vm-a", 8 * MiB), Vm("vm-b", 8 * MiB)]), sourceHost.Ref);
-        scheduler.Tell(new RegisterTargetHost("t1", t1.Ref, 8 * MiB, "127.0.0.1", 5001, "synthetic"), t1.Ref);
-        scheduler.Tell(new RegisterTargetHost("t2", t2.Ref, 8 * MiB, "127.0.0.1", 5002, "synthetic"), t2.Ref);
+        scheduler.Tell(new RegisterSourceHost(H("src"), sourceHost.Ref, [Vm(V("vm-a"), 8 * MiB), Vm(V("vm-b"), 8 * MiB)]), sourceHost.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t1"), t1.Ref, 8 * MiB, "127.0.0.1", 5001, "synthetic"), t1.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t2"), t2.Ref, 8 * MiB, "127.0.0.1", 5002, "synthetic"), t2.Ref);
         sourceHost.ExpectMsg<HostRegistered>();
         t1.ExpectMsg<HostRegistered>();
         t2.ExpectMsg<HostRegistered>();
 
-        var id = Guid.NewGuid();
-        scheduler.Tell(new StartMigration(id, "src", [], [], TestConfig.Options()));
+        var id = MigrationId.New();
+        scheduler.Tell(new StartMigration(id, H("src"), [], [], TestConfig.Options()));
         Assert.Equal(new MigrationAccepted(id, 2, 2), ExpectMsg<MigrationAccepted>());
         var analyze = sourceHost.ExpectMsg<AnalyzeVms>();
-        Assert.Equal(["vm-a", "vm-b"], analyze.VmIds);
+        Assert.Equal([V("vm-a"), V("vm-b")], analyze.VmIds);
 
-        scheduler.Tell(new VmsAnalyzed(id, [Profile("vm-a", 8 * MiB, 100), Profile("vm-b", 8 * MiB, 120)], 200), sourceMigration.Ref);
+        scheduler.Tell(new VmsAnalyzed(id, [Profile(V("vm-a"), 8 * MiB, 100), Profile(V("vm-b"), 8 * MiB, 120)], 200), sourceMigration.Ref);
         var placed = ExpectMsg<MigrationPlaced>();
         Assert.Equal(2, placed.TargetOfVm.Values.Distinct().Count()); // each target fits one VM
-        var probes = new Dictionary<string, TestProbe> { ["t1"] = t1, ["t2"] = t2 };
-        var targetOfA = probes[placed.TargetOfVm["vm-a"]];
-        var targetOfB = probes[placed.TargetOfVm["vm-b"]];
+        var probes = new Dictionary<HostId, TestProbe> { [H("t1")] = t1, [H("t2")] = t2 };
+        var targetOfA = probes[placed.TargetOfVm[V("vm-a")]];
+        var targetOfB = probes[placed.TargetOfVm[V("vm-b")]];
         var prepareA = targetOfA.ExpectMsg<PrepareReceive>();
         var prepareB = targetOfB.ExpectMsg<PrepareReceive>();
         Assert.Equal(sourceMigration.Ref, prepareA.SourceMigration);
         Assert.Equal(32, prepareA.DataPlaneKey.Length);
         Assert.Equal(prepareA.DataPlaneKey, prepareB.DataPlaneKey);
-        Assert.Equal(["vm-a"], prepareA.Vms.Select(v => v.Vm.Id));
-        scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm["vm-a"]), targetOfA.Ref);
+        Assert.Equal([V("vm-a")], prepareA.Vms.Select(v => v.Vm.Id));
+        scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm[V("vm-a")]), targetOfA.Ref);
         sourceMigration.ExpectNoMsg(TimeSpan.FromMilliseconds(100)); // not before every target is ready
-        scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm["vm-b"]), targetOfB.Ref);
+        scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm[V("vm-b")]), targetOfB.Ref);
         var begin = sourceMigration.ExpectMsg<BeginTransfer>();
         Assert.Equal(2, begin.Targets.Count);
 
         var stats = new TransferStats(3, 1000, 10, 5, 4096 * 5, 2048 * 5, 20, 200, 3, 0, 0, [100, 10, 2], 0.1, [0.2, 0.05, 0.01], 0.01, 12, 10, true, "converged");
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        scheduler.Tell(new TransferCompleted(id, [new VmDigest("vm-a", "aaaa"), new VmDigest("vm-b", "bbbb")],
-            new Dictionary<string, long> { ["vm-a"] = now, ["vm-b"] = now }, stats), sourceMigration.Ref);
-        scheduler.Tell(new TargetDigests(id, placed.TargetOfVm["vm-a"], [new VmDigest("vm-a", "aaaa")], 600, 0, 3, 0), targetOfA.Ref);
-        scheduler.Tell(new TargetDigests(id, placed.TargetOfVm["vm-b"], [new VmDigest("vm-b", "b0b0")], 400, 0, 2, 0), targetOfB.Ref);
+        scheduler.Tell(new TransferCompleted(id, [new VmDigest(V("vm-a"), "aaaa"), new VmDigest(V("vm-b"), "bbbb")],
+            new Dictionary<VmId, long> { [V("vm-a")] = now, [V("vm-b")] = now }, stats), sourceMigration.Ref);
+        scheduler.Tell(new TargetDigests(id, placed.TargetOfVm[V("vm-a")], [new VmDigest(V("vm-a"), "aaaa")], 600, 0, 3, 0), targetOfA.Ref);
+        scheduler.Tell(new TargetDigests(id, placed.TargetOfVm[V("vm-b")], [new VmDigest(V("vm-b"), "b0b0")], 400, 0, 2, 0), targetOfB.Ref);
 
-        Assert.Equal("vm-a", targetOfA.ExpectMsg<ResumeOnTarget>().VmId);
-        Assert.Equal(["vm-b"], targetOfB.ExpectMsg<DiscardReceived>().VmIds);
+        Assert.Equal(V("vm-a"), targetOfA.ExpectMsg<ResumeOnTarget>().VmId);
+        Assert.Equal([V("vm-b")], targetOfB.ExpectMsg<DiscardReceived>().VmIds);
         var resumeB = sourceHost.ExpectMsg<ResumeSourceVm>();
-        Assert.Equal("vm-b", resumeB.VmId);
+        Assert.Equal(V("vm-b"), resumeB.VmId);
         Assert.Contains("digest mismatch", resumeB.Reason);
-        Assert.Equal("vm-b", ExpectMsg<VmHandoverFailed>().VmId);
+        Assert.Equal(V("vm-b"), ExpectMsg<VmHandoverFailed>().VmId);
 
-        scheduler.Tell(new VmResumedOnTarget(id, "vm-a", placed.TargetOfVm["vm-a"], now + 42), targetOfA.Ref);
+        scheduler.Tell(new VmResumedOnTarget(id, V("vm-a"), placed.TargetOfVm[V("vm-a")], now + 42), targetOfA.Ref);
         var handed = ExpectMsg<VmHandedOver>();
-        Assert.Equal(("vm-a", 42.0), (handed.VmId, handed.DowntimeMs));
-        Assert.Equal("vm-a", sourceHost.ExpectMsg<ReleaseSourceVm>().VmId); // the source stops it only now
-        scheduler.Tell(new SourceVmReleased(id, "vm-a"), sourceHost.Ref);
+        Assert.Equal((V("vm-a"), 42.0), (handed.VmId, handed.DowntimeMs));
+        Assert.Equal(V("vm-a"), sourceHost.ExpectMsg<ReleaseSourceVm>().VmId); // the source stops it only now
+        scheduler.Tell(new SourceVmReleased(id, V("vm-a")), sourceHost.Ref);
         ExpectNoMsg(TimeSpan.FromMilliseconds(200)); // vm-b is not yet confirmed running on the source
-        scheduler.Tell(new SourceVmResumed(id, "vm-b"), sourceHost.Ref);
+        scheduler.Tell(new SourceVmResumed(id, V("vm-b")), sourceHost.Ref);
 
         var report = ExpectMsg<MigrationFinished>().Report;
         Assert.False(report.Verified);
@@ -125,8 +126,8 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         recovered.Tell(new GetMigrationStatus(id));
         var status = ExpectMsg<MigrationStatus>();
         Assert.Equal(MigrationPhase.Completed, status.Phase);
-        Assert.Equal(["vm-a"], status.HandedOver);
-        Assert.Equal(["vm-b"], status.Failed);
+        Assert.Equal([V("vm-a")], status.HandedOver);
+        Assert.Equal([V("vm-b")], status.Failed);
         Assert.Equal(report.BytesSent, status.Report!.BytesSent);
         Assert.Equal(report.PerVm.Select(v => v.DigestMatched), status.Report.PerVm.Select(v => v.DigestMatched));
     }
@@ -136,26 +137,26 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
     {
         var scheduler = Scheduler();
         var source = CreateTestProbe();
-        scheduler.Tell(new RegisterSourceHost("src", source.Ref, new[] { "a1", "a2", "b1", "b2" }.Select(id => Vm(id, 8 * MiB)).ToArray()), source.Ref);
-        var rackOf = new Dictionary<string, string> { ["t1"] = "r1", ["t2"] = "r1", ["t3"] = "r2", ["t4"] = "r2" };
+        scheduler.Tell(new RegisterSourceHost(H("src"), source.Ref, new[] { V("a1"), V("a2"), V("b1"), V("b2") }.Select(id => Vm(id, 8 * MiB)).ToArray()), source.Ref);
+        var rackOf = new Dictionary<HostId, string> { [H("t1")] = "r1", [H("t2")] = "r1", [H("t3")] = "r2", [H("t4")] = "r2" };
         foreach (var (host, rack) in rackOf)
         {
             var target = CreateTestProbe();
             scheduler.Tell(new RegisterTargetHost(host, target.Ref, 8 * MiB, "127.0.0.1", 1, "synthetic", rack), target.Ref);
         }
-        var id = Guid.NewGuid();
-        scheduler.Tell(new StartMigration(id, "src", [], [], TestConfig.Options()));
+        var id = MigrationId.New();
+        scheduler.Tell(new StartMigration(id, H("src"), [], [], TestConfig.Options()));
         ExpectMsg<MigrationAccepted>();
         source.FishForMessage(m => m is AnalyzeVms);
         // a1 and a2 share 50 contents, b1 and b2 another 50; each has 50 of its own. One VM fits each target, so only
         // the rack links tell placements apart.
-        VmProfile P(string vm, int shared, int own) => new(vm, 8 * MiB, 100, 0, 100, 256,
+        VmProfile P(VmId vm, int shared, int own) => new(vm, 8 * MiB, 100, 0, 100, 256,
             Enumerable.Range(shared, 50).Concat(Enumerable.Range(own, 50)).Select(i => VMScatter.Domain.Pages.Mix64.Mix((ulong)i)).Order().ToArray());
-        scheduler.Tell(new VmsAnalyzed(id, [P("a1", 0, 1000), P("b1", 100, 2000), P("a2", 0, 3000), P("b2", 100, 4000)], 300));
+        scheduler.Tell(new VmsAnalyzed(id, [P(V("a1"), 0, 1000), P(V("b1"), 100, 2000), P(V("a2"), 0, 3000), P(V("b2"), 100, 4000)], 300));
         var placed = ExpectMsg<MigrationPlaced>();
         Assert.Equal(4, placed.TargetOfVm.Values.Distinct().Count());
-        Assert.Equal(rackOf[placed.TargetOfVm["a1"]], rackOf[placed.TargetOfVm["a2"]]);
-        Assert.Equal(rackOf[placed.TargetOfVm["b1"]], rackOf[placed.TargetOfVm["b2"]]);
+        Assert.Equal(rackOf[placed.TargetOfVm[V("a1")]], rackOf[placed.TargetOfVm[V("a2")]]);
+        Assert.Equal(rackOf[placed.TargetOfVm[V("b1")]], rackOf[placed.TargetOfVm[V("b2")]]);
     }
 
     [Fact]
@@ -164,10 +165,10 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         var scheduler = Scheduler();
         var source = CreateTestProbe();
         var target = CreateTestProbe();
-        scheduler.Tell(new RegisterSourceHost("src", source.Ref, [Vm("vm-a", 8 * MiB)]), source.Ref);
-        scheduler.Tell(new RegisterTargetHost("t1", target.Ref, 8 * MiB, "127.0.0.1", 1, "synthetic"), target.Ref);
-        var id = Guid.NewGuid();
-        scheduler.Tell(new StartMigration(id, "src", [], [], TestConfig.Options()));
+        scheduler.Tell(new RegisterSourceHost(H("src"), source.Ref, [Vm(V("vm-a"), 8 * MiB)]), source.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t1"), target.Ref, 8 * MiB, "127.0.0.1", 1, "synthetic"), target.Ref);
+        var id = MigrationId.New();
+        scheduler.Tell(new StartMigration(id, H("src"), [], [], TestConfig.Options()));
         ExpectMsg<MigrationAccepted>();
         source.FishForMessage(m => m is AnalyzeVms);
         Watch(scheduler);

@@ -2,8 +2,10 @@ using Akka.Actor;
 using Akka.Serialization;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Serialization;
+using VMScatter.Domain;
 using VMScatter.Domain.Reports;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -25,9 +27,9 @@ public class SerializationTests : Akka.TestKit.Xunit2.TestKit
     public void Journaled_events_go_to_the_json_serializer_and_wire_messages_to_hyperion()
     {
         var serialization = Sys.Serialization;
-        var completed = new MigrationCompleted(Guid.NewGuid(), Report());
+        var completed = new MigrationCompleted(MigrationId.New(), Report());
         Assert.IsType<JsonEventSerializer>(serialization.FindSerializerFor(completed));
-        Assert.IsType<HyperionSerializer>(serialization.FindSerializerFor(new GetMigrationStatus(Guid.NewGuid())));
+        Assert.IsType<HyperionSerializer>(serialization.FindSerializerFor(new GetMigrationStatus(MigrationId.New())));
 
         var serializer = (SerializerWithStringManifest)serialization.FindSerializerFor(completed);
         var back = (MigrationCompleted)serializer.FromBinary(serializer.ToBinary(completed), serializer.Manifest(completed));
@@ -38,7 +40,7 @@ public class SerializationTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void An_event_written_before_a_field_existed_still_replays()
     {
-        var serializer = (SerializerWithStringManifest)Sys.Serialization.FindSerializerFor(new MigrationAborted(Guid.Empty, ""));
+        var serializer = (SerializerWithStringManifest)Sys.Serialization.FindSerializerFor(new MigrationAborted(MigrationId.New(), ""));
         // As an older build wrote it: no "Convergence" and no "LinkBytes"; and with a field that no longer exists.
         var json = """{"MigrationId":"0b7c1d5e-0000-4000-8000-000000000001","Report":{"MigrationId":"m","Vms":2,"Verified":true,"RetiredField":7}}""";
         var old = (MigrationCompleted)serializer.FromBinary(System.Text.Encoding.UTF8.GetBytes(json), nameof(MigrationCompleted));
@@ -47,9 +49,22 @@ public class SerializationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void Typed_ids_are_plain_strings_in_the_journal_as_before_they_were_typed()
+    {
+        var serializer = (SerializerWithStringManifest)Sys.Serialization.FindSerializerFor(new MigrationAborted(MigrationId.New(), ""));
+        var json = """{"MigrationId":"0b7c1d5e-0000-4000-8000-000000000002","Strategy":"traffic-aware","TargetOfVm":{"vm-a":"t1","vm-b":"t2"}}""";
+        var placed = (PlacementChosen)serializer.FromBinary(System.Text.Encoding.UTF8.GetBytes(json), nameof(PlacementChosen));
+        Assert.Equal(H("t2"), placed.TargetOfVm[V("vm-b")]);
+        Assert.Equal(json, System.Text.Encoding.UTF8.GetString(serializer.ToBinary(placed)));
+        // An id no VM may have (it would name a file outside the RAM directory) is refused, not replayed.
+        var forged = """{"MigrationId":"0b7c1d5e-0000-4000-8000-000000000002","VmId":"../etc","TargetHostId":"t1","Digest":"d","DowntimeMs":1}""";
+        Assert.ThrowsAny<Exception>(() => serializer.FromBinary(System.Text.Encoding.UTF8.GetBytes(forged), nameof(VmHandedOver)));
+    }
+
+    [Fact]
     public void Wire_messages_with_actor_refs_round_trip_through_hyperion()
     {
-        var message = new RegisterTargetHost("t1", TestActor, 123, "127.0.0.1", 4000, "synthetic");
+        var message = new RegisterTargetHost(H("t1"), TestActor, 123, "127.0.0.1", 4000, "synthetic");
         var serializer = Sys.Serialization.FindSerializerFor(message);
         var back = (RegisterTargetHost)Sys.Serialization.Deserialize(serializer.ToBinary(message), serializer.Identifier, message.GetType());
         Assert.Equal(message, back);

@@ -8,6 +8,7 @@ using VMScatter.DataPlane.Target;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -24,19 +25,19 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         var backend = new GatedBackend();
         var scheduler = CreateTestProbe();
         // No periodic announcement in the test's time: every RegisterTargetHost below was caused by what the test did.
-        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor("t1", 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
+        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
             TimeSpan.FromHours(1), new PendingDisposals(), "")));
         Assert.Equal(2 * VmBytes, scheduler.ExpectMsg<RegisterTargetHost>().FreeBytes);
 
-        var first = Guid.NewGuid();
+        var first = MigrationId.New();
         host.Tell(Prepare(first, listener, "vm-1", "vm-2"), scheduler.Ref);
         scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == first);
-        host.Tell(new DiscardReceived(first, ["vm-1", "vm-2"]), scheduler.Ref);
+        host.Tell(new DiscardReceived(first, [V("vm-1"), V("vm-2")]), scheduler.Ref);
         // Both leftovers are being freed (the receiver has closed), and their disposal is held open.
         await backend.BothDisposing.Task.WaitAsync(TimeSpan.FromSeconds(15));
 
         // Until the memory is back, the host does not offer it: a migration needing all of it is refused.
-        var second = Guid.NewGuid();
+        var second = MigrationId.New();
         host.Tell(Prepare(second, listener, "vm-3", "vm-4"), scheduler.Ref);
         var refused = scheduler.ExpectMsg<ReceiverRefused>(r => r.MigrationId == second);
         Assert.Equal($"needs {2 * VmBytes} bytes, 0 free", refused.Reason);
@@ -49,9 +50,31 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == second);
     }
 
-    private PrepareReceive Prepare(Guid migrationId, DataPlaneListener listener, params string[] vmIds) => new(
-        migrationId, new byte[FrameCodec.KeySize], 0, [new TargetEndpoint(0, "t1", "127.0.0.1", listener.LocalEndPoint.Port)],
-        vmIds.Select((id, i) => new VmAssignment(i, new VmDescription(id, VmBytes, 1, "synthetic", ""), 0)).ToArray(), TestActor, 0);
+    [Fact]
+    public async Task A_request_the_host_cannot_serve_is_refused_with_its_reason_and_frees_what_it_took()
+    {
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
+        var backend = new GatedBackend();
+        backend.Gate.SetResult();
+        var scheduler = CreateTestProbe();
+        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
+            TimeSpan.FromHours(1), new PendingDisposals(), "")));
+        scheduler.ExpectMsg<RegisterTargetHost>();
+        // A peer address that is no address: the memory for both VMs was already taken when it fails.
+        var bad = MigrationId.New();
+        host.Tell(Prepare(bad, listener, "vm-1", "vm-2") with { Targets = [new TargetEndpoint(0, H("t1"), "not-an-address", 1)] }, scheduler.Ref);
+        var refused = scheduler.ExpectMsg<ReceiverRefused>(r => r.MigrationId == bad);
+        Assert.StartsWith("cannot prepare: ", refused.Reason);
+        AwaitCondition(() => backend.Freed == 2, TimeSpan.FromSeconds(10));
+        // The same actor (not a restarted one) still serves a good request with its whole capacity.
+        var good = MigrationId.New();
+        host.Tell(Prepare(good, listener, "vm-1", "vm-2"), scheduler.Ref);
+        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == good);
+    }
+
+    private PrepareReceive Prepare(MigrationId migrationId, DataPlaneListener listener, params string[] vmIds) => new(
+        migrationId, new byte[FrameCodec.KeySize], 0, [new TargetEndpoint(0, H("t1"), "127.0.0.1", listener.LocalEndPoint.Port)],
+        vmIds.Select((id, i) => new VmAssignment(i, new VmDescription(V(id), VmBytes, 1, "synthetic", ""), 0)).ToArray(), TestActor, 0);
 
     /// <summary>Synthetic memory whose disposal waits for <see cref="Gate"/>, and counts what it freed.</summary>
     private sealed class GatedBackend : ITargetBackend

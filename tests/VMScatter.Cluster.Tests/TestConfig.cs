@@ -4,6 +4,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.Domain.Placement;
 using VMScatter.Domain.Compression;
 using VMScatter.DataPlane;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -45,4 +46,12 @@ internal static class TestConfig
         LinkBitsPerSecond = 0, AnalysisSeconds = 0.1, RoundSeconds = [0.1, 0.1], SourceDigestSeconds = 0.01, Error = null,
         PerVm = [new Domain.Reports.VmReport("vm-0", "t1", true, true, 10, "a", "a", null)],
     };
+}
+
+/// <summary>Typed ids from test literals: <c>V("vm-a")</c>, <c>H("t1")</c>.</summary>
+public static class TestIds
+{
+    public static VmId V(string id) => new(id);
+
+    public static HostId H(string id) => new(id);
 }

@@ -43,7 +43,7 @@ public class DataPlaneTests
             var endpoints = Listeners.Select(l => l.LocalEndPoint).ToArray();
             Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, Key, t, endpoints,
                 Enumerable.Range(0, vmTarget.Length).Where(v => vmTarget[v] == t)
-                    .Select(v => new ReceiverVm(v, new VmDescription($"vm-{v}", (long)pagesPerVm * Page.Size, 1, "test", ""), new NativeGuestMemory(pagesPerVm))).ToArray(),
+                    .Select(v => new ReceiverVm(v, new VmDescription(new VmId($"vm-{v}"), (long)pagesPerVm * Page.Size, 1, "test", ""), new NativeGuestMemory(pagesPerVm))).ToArray(),
                 Options)).ToArray();
             for (int t = 0; t < targets; t++) Listeners[t].Register(Receivers[t]);
             Sender = new DataPlaneSender(MigrationId, Key, endpoints, Options);
@@ -282,7 +282,7 @@ public class DataPlaneTests
     {
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(2);
-        var vm = new ReceiverVm(0, new VmDescription("vm-0", 2 * Page.Size, 1, "test", ""), memory);
+        var vm = new ReceiverVm(0, new VmDescription(new VmId("vm-0"), 2 * Page.Size, 1, "test", ""), memory);
         await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
         var page = PageOf(9);
 
@@ -316,7 +316,7 @@ public class DataPlaneTests
     /// <summary>A receiver on host 0 of a migration, for VM 0 only, whose memory is <paramref name="memory"/>.</summary>
     private static MigrationReceiver OneVmReceiver(Guid migrationId, NativeGuestMemory memory) =>
         new(migrationId, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
-            [new ReceiverVm(0, new VmDescription("vm-0", (long)memory.PageCount * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
+            [new ReceiverVm(0, new VmDescription(new VmId("vm-0"), (long)memory.PageCount * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
 
     private static byte[] MapsPayload(int round, params PageMap[] maps) => Records.MapBatchPayload(round, 0, maps);
 

@@ -57,7 +57,7 @@ public sealed class GuestMemoryPoolTests
     {
         using var pool = new GuestMemoryPool(2 * MiB);
         var backend = new Synthetic.SyntheticTargetBackend(pool);
-        var vm = new VmDescription("vm", 2 * MiB, 1, "synthetic", "");
+        var vm = new VmDescription(new VmId("vm"), 2 * MiB, 1, "synthetic", "");
         using var pooled = (NativeGuestMemory)backend.AllocateMemory(vm);
         using var fresh = (NativeGuestMemory)backend.AllocateMemory(vm);
         Assert.True(pooled.Pooled);

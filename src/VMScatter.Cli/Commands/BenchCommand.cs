@@ -52,7 +52,7 @@ public static class BenchCommand
         foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
-            if (QemuSetup.Backend(parse.GetValue(backend)) == "qemu") return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, cancellationToken);
+            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, cancellationToken);
             string name = parse.GetValue(scenario)!;
             var chosen = name == "all" ? Scenario.All : Scenario.Named(name) is { } one ? [one] : throw new UserError($"--scenario must be one of {string.Join(", ", Scenario.All.Select(s => s.Name))} or all (got '{name}')");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");

@@ -34,7 +34,7 @@ public static class DemoCommand
 
         command.SetAction(async (parse, cancellationToken) =>
         {
-            bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == "qemu";
+            bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu;
             int vmCount = parse.GetValue(vms) ?? (qemu ? 3 : 8), targetCount = parse.GetValue(targets) ?? (qemu ? 2 : 4);
             if (vmCount < 1) throw new UserError("--vms must be at least 1");
             if (targetCount < 1) throw new UserError("--targets must be at least 1 (zero target hosts cannot receive anything)");
@@ -62,7 +62,7 @@ public static class DemoCommand
                 SourceVms = fleet, Targets = targetCount, TargetCapacityBytes = targetCapacity, JournalConnectionString = $"Data Source={journalPath}",
             }, cancellationToken);
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
-            var request = new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options);
+            var request = new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options);
             var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
                 MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, onEvent, TimeSpan.FromSeconds(30), cancellationToken));
             return Finish(outcome, parse.GetValue(shared.Json));
@@ -88,7 +88,7 @@ public static class DemoCommand
                 TargetBackendFor = host => backends.GetOrAdd(host, h => new QemuTargetBackend(h, config.Settings)),
             }, cancellationToken);
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
-            var request = new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], options);
+            var request = new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options);
             var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
                 MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, onEvent, TimeSpan.FromSeconds(120), cancellationToken));
             int exit = Finish(outcome, json);

@@ -3,6 +3,7 @@ using VMScatter.Cli.View;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 
 namespace VMScatter.Cli.Commands;
 
@@ -28,13 +29,17 @@ public static class MigrateCommand
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
+            // Ids are checked before anything connects: a bad one is the user's error, not the cluster's.
+            HostId? namedSource = parse.GetValue(source) is { } named ? MigrationOptionSet.Id<HostId>(named, "--source") : null;
+            var targetIds = (parse.GetValue(targets) ?? []).Select(t => MigrationOptionSet.Id<HostId>(t, "--targets")).ToArray();
+            var vms = (parse.GetValue(vmIds) ?? []).Select(v => MigrationOptionSet.Id<VmId>(v, "--vm")).ToArray();
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
             // The console's own node is a throwaway client: its remoting warnings would only repeat the error below.
             await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
-            string sourceId = parse.GetValue(source) ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
+            var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
-            var request = new StartMigration(Guid.NewGuid(), sourceId, parse.GetValue(targets) ?? [], parse.GetValue(vmIds) ?? [], options);
+            var request = new StartMigration(MigrationId.New(), sourceId, targetIds, vms, options);
             var outcome = await MigrationView.FollowAsync(Math.Max(1, request.VmIds.Count), onEvent =>
                 MigrationClient.RunAsync(node.System, node.SchedulerProxy, request, onEvent, timeout, cancellationToken));
             return DemoCommand.Finish(outcome, parse.GetValue(shared.Json));

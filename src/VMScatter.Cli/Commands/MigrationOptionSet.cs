@@ -2,6 +2,7 @@ using System.CommandLine;
 using Akka.Configuration;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane;
+using VMScatter.Domain;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Placement;
 using VMScatter.Domain.Units;
@@ -43,6 +44,13 @@ public sealed class MigrationOptionSet
         bool dedup = !parse.GetValue(NoDedup);
         var handover = Choose<HandoverMode>(parse.GetValue(Handover) ?? (dedup ? defaults.GetString("vmscatter.source.handover") : HandoverMode.Together.ToName()), "--handover");
         return new MigrationOptions(placement, transport, compression, maxRounds, downtime, dedup, bits, policy, SetAsideDirty: dedup, Handover: handover);
+    }
+
+    /// <summary>A VM or host id given on the command line, or a one-line error saying what an id may be.</summary>
+    public static T Id<T>(string value, string option) where T : struct, IId<T>
+    {
+        try { return T.Create(value); }
+        catch (FormatException e) { throw new UserError($"{option}: {e.Message}"); }
     }
 
     /// <summary>A policy option: one of its derived names, or a one-line error naming them.</summary>

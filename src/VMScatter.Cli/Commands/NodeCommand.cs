@@ -45,7 +45,8 @@ public static class NodeCommand
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
             if (parse.GetValue(config) is { } file && !File.Exists(file)) throw new UserError($"--config: {file} does not exist");
-            bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == "qemu";
+            if (parse.GetValue(hostId) is { } named) MigrationOptionSet.Id<HostId>(named, "--host-id");
+            bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu;
             long memory = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory");
             IReadOnlyList<IMigratableVm> sourceVms = [];
             ITargetBackend? targetBackend = null;
@@ -129,6 +130,7 @@ public static class NodeCommand
         catch (ArgumentException e) { throw new UserError($"--adopt: {machineFile}: {e.Message}"); }
         var unknown = fields.Keys.Except(["id", "qmp", "ram", "memory", "machine", "serial"]).ToArray();
         if (unknown.Length > 0) throw new UserError($"--adopt: unknown key(s) {string.Join(", ", unknown)}");
+        MigrationOptionSet.Id<VmId>(Need("id"), "--adopt id");
         return new QemuAdoption(Need("id"), Need("qmp"), Need("ram"), memory, machine, fields.GetValueOrDefault("serial"));
     }
 

@@ -37,7 +37,7 @@ public static class PlanCommand
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var fleet = SyntheticFleet.Create(spec, runWorkload: false);
             var contents = fleet.Select(AlgorithmBench.Contents).ToArray();
-            var placementVms = fleet.Select(v => new PlacementVm(v.Description.Id, v.Description.MemoryBytes, v.Description.VCpus)).ToArray();
+            var placementVms = fleet.Select(v => new PlacementVm(v.Description.Id.Value, v.Description.MemoryBytes, v.Description.VCpus)).ToArray();
             var hosts = Enumerable.Range(1, m).Select(i => new PlacementHost($"target-{i}", cap, Rack: rackCount == 0 ? null : $"rack-{(i - 1) % rackCount + 1}")).ToArray();
             var topology = NetworkTopology.Flat;
             var sketches = AlgorithmBench.Sketches(contents);

@@ -33,10 +33,9 @@ public static class QemuSetup
         }
     }
 
-    public static string Backend(string? value) => value switch
-    {
-        null or "synthetic" => "synthetic",
-        "qemu" => "qemu",
-        _ => throw new UserError($"--backend must be synthetic or qemu (got '{value}')"),
-    };
+    public static GuestBackend Backend(string? value) =>
+        value is null ? GuestBackend.Synthetic : MigrationOptionSet.Choose<GuestBackend>(value, "--backend");
 }
+
+/// <summary>How a node runs guests: modelled in-process, or real QEMU guests under TCG.</summary>
+public enum GuestBackend { Synthetic, Qemu }

@@ -27,7 +27,7 @@ public sealed class VmScatterNode : IAsyncDisposable
     /// <summary>How long a stopping node waits for the guests and receivers its actors were still disposing.</summary>
     private static readonly TimeSpan DisposalsTimeout = TimeSpan.FromSeconds(30);
 
-    private VmScatterNode(ActorSystem system, string hostId, IActorRef schedulerProxy, DataPlaneListener? listener, GuestMemoryPool? memoryPool, PendingDisposals disposals)
+    private VmScatterNode(ActorSystem system, HostId hostId, IActorRef schedulerProxy, DataPlaneListener? listener, GuestMemoryPool? memoryPool, PendingDisposals disposals)
     {
         _memoryPool = memoryPool;
         _disposals = disposals;
@@ -38,7 +38,7 @@ public sealed class VmScatterNode : IAsyncDisposable
     }
 
     public ActorSystem System { get; }
-    public string HostId { get; }
+    public HostId HostId { get; }
     public IActorRef SchedulerProxy { get; }
     public DataPlaneListener? Listener { get; }
     public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
@@ -77,9 +77,9 @@ public sealed class VmScatterNode : IAsyncDisposable
             if (finished != up.Task)
                 throw new ClusterJoinException($"could not join the cluster via {(seeds.Length == 0 ? "itself" : string.Join(", ", seeds))} within {joinTimeout.TotalSeconds:0}s (vmscatter.node.join-timeout)");
 
-            string hostId = string.IsNullOrEmpty(options.HostId)
+            var hostId = new HostId(string.IsNullOrEmpty(options.HostId)
                 ? (config.GetString("vmscatter.node.host-id") is { Length: > 0 } h ? h : $"{options.Roles.FirstOrDefault() ?? "node"}-{cluster.SelfAddress.Port}")
-                : options.HostId;
+                : options.HostId);
 
             // Extensions inject their default config on first use (the singleton settings on every Create), and each
             // injection replaces the system's Serialization, Hyperion's compiled serializers with it: do all of that

@@ -52,7 +52,7 @@ public sealed record MigrationOptions(
 
 /// <summary>What the source learned about a VM in round 0: sizes, counts and a sketch of its distinct contents.</summary>
 public sealed record VmProfile(
-    string VmId,
+    VmId VmId,
     long MemoryBytes,
     int NonZeroPages,
     int ZeroPages,
@@ -61,7 +61,7 @@ public sealed record VmProfile(
     IReadOnlyList<ulong> Sketch) : IVmScatterMessage;
 
 /// <summary>A target host as the source's data plane addresses it: index in the migration's target masks.</summary>
-public sealed record TargetEndpoint(int Index, string HostId, string Host, int Port) : IVmScatterMessage
+public sealed record TargetEndpoint(int Index, HostId HostId, string Host, int Port) : IVmScatterMessage
 {
     /// <summary>The host's data-plane listener as a socket address (<see cref="Host"/> is an IP address, as the target announced it).</summary>
     public IPEndPoint ToIPEndPoint() => new(IPAddress.Parse(Host), Port);
@@ -71,7 +71,7 @@ public sealed record TargetEndpoint(int Index, string HostId, string Host, int P
 public sealed record VmAssignment(int VmIndex, VmDescription Vm, int TargetIndex) : IVmScatterMessage;
 
 /// <summary>A VM's handover digest as one side computed it (memory + device state).</summary>
-public sealed record VmDigest(string VmId, string Digest) : IVmScatterMessage;
+public sealed record VmDigest(VmId VmId, string Digest) : IVmScatterMessage;
 
 /// <summary>
 /// The source's account of one finished transfer. <paramref name="Rounds"/>: rounds a VM went through (round 0, its

@@ -1,46 +1,47 @@
 using Akka.Actor;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Protocol;
 
 // Scheduler → source host.
 
 /// <summary>Round 0: hash and deduplicate the VMs' memory and report profiles for placement. VMs keep running.</summary>
-public sealed record AnalyzeVms(Guid MigrationId, IReadOnlyList<string> VmIds, MigrationOptions Options) : IVmScatterMessage;
+public sealed record AnalyzeVms(MigrationId MigrationId, IReadOnlyList<VmId> VmIds, MigrationOptions Options) : IVmScatterMessage;
 
 /// <summary>Placement is decided and the targets are ready: send round 0, then dirty rounds, then stop and copy.</summary>
-public sealed record BeginTransfer(Guid MigrationId, byte[] DataPlaneKey, IReadOnlyList<TargetEndpoint> Targets, IReadOnlyList<VmAssignment> Assignments) : IVmScatterMessage;
+public sealed record BeginTransfer(MigrationId MigrationId, byte[] DataPlaneKey, IReadOnlyList<TargetEndpoint> Targets, IReadOnlyList<VmAssignment> Assignments) : IVmScatterMessage;
 
 /// <summary>The VM is verified and running on its target: stop it here.</summary>
-public sealed record ReleaseSourceVm(Guid MigrationId, string VmId) : IVmScatterMessage;
+public sealed record ReleaseSourceVm(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
 
 /// <summary>The VM's handover failed: let it run here again.</summary>
-public sealed record ResumeSourceVm(Guid MigrationId, string VmId, string Reason) : IVmScatterMessage;
+public sealed record ResumeSourceVm(MigrationId MigrationId, VmId VmId, string Reason) : IVmScatterMessage;
 
 /// <summary>Give up the migration; every VM not yet released keeps (or resumes) running here.</summary>
-public sealed record AbortMigration(Guid MigrationId, string Reason) : IVmScatterMessage;
+public sealed record AbortMigration(MigrationId MigrationId, string Reason) : IVmScatterMessage;
 
 // Source host → scheduler.
 
-public sealed record VmsAnalyzed(Guid MigrationId, IReadOnlyList<VmProfile> Profiles, long DistinctPages) : IVmScatterMessage;
+public sealed record VmsAnalyzed(MigrationId MigrationId, IReadOnlyList<VmProfile> Profiles, long DistinctPages) : IVmScatterMessage;
 
-public sealed record TransferProgress(Guid MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
+public sealed record TransferProgress(MigrationId MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
 
 /// <summary>
 /// A wave is in (staggered handover): its target applied its stop-and-copy round; its VMs are paused here with these
 /// digests and may be handed over while the other waves go on.
 /// </summary>
-public sealed record VmsTransferred(Guid MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<string, long> PausedAtUnixMs) : IVmScatterMessage;
+public sealed record VmsTransferred(MigrationId MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<VmId, long> PausedAtUnixMs) : IVmScatterMessage;
 
 /// <summary>Every round is applied on every target; the VMs are paused here with these digests (every wave's).</summary>
-public sealed record TransferCompleted(Guid MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<string, long> PausedAtUnixMs, TransferStats Stats) : IVmScatterMessage;
+public sealed record TransferCompleted(MigrationId MigrationId, IReadOnlyList<VmDigest> SourceDigests, IReadOnlyDictionary<VmId, long> PausedAtUnixMs, TransferStats Stats) : IVmScatterMessage;
 
-public sealed record TransferFailed(Guid MigrationId, string Reason) : IVmScatterMessage;
+public sealed record TransferFailed(MigrationId MigrationId, string Reason) : IVmScatterMessage;
 
-public sealed record SourceVmReleased(Guid MigrationId, string VmId) : IVmScatterMessage;
+public sealed record SourceVmReleased(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
 
 /// <summary>The VM runs on the source again (its handover failed or the migration was aborted).</summary>
-public sealed record SourceVmResumed(Guid MigrationId, string VmId) : IVmScatterMessage;
+public sealed record SourceVmResumed(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
 
 // Target host → source migration (data-plane round acknowledgements travel on the control plane).
 
-public sealed record RoundApplied(Guid MigrationId, int TargetIndex, int Round, bool Final, string? Error) : IVmScatterMessage;
+public sealed record RoundApplied(MigrationId MigrationId, int TargetIndex, int Round, bool Final, string? Error) : IVmScatterMessage;

@@ -1,4 +1,5 @@
 using Akka.Actor;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Protocol;
 
@@ -6,7 +7,7 @@ namespace VMScatter.Cluster.Protocol;
 
 /// <summary>Get ready to receive these VMs on the data plane; round acknowledgements go to <paramref name="SourceMigration"/>.</summary>
 public sealed record PrepareReceive(
-    Guid MigrationId,
+    MigrationId MigrationId,
     byte[] DataPlaneKey,
     int SelfIndex,
     IReadOnlyList<TargetEndpoint> Targets,
@@ -15,19 +16,19 @@ public sealed record PrepareReceive(
     long LinkBitsPerSecond) : IVmScatterMessage;
 
 /// <summary>Digest verified: start the VM here.</summary>
-public sealed record ResumeOnTarget(Guid MigrationId, string VmId) : IVmScatterMessage;
+public sealed record ResumeOnTarget(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
 
 /// <summary>Drop what was received for these VMs (the handover failed or the migration was aborted).</summary>
-public sealed record DiscardReceived(Guid MigrationId, IReadOnlyList<string> VmIds) : IVmScatterMessage;
+public sealed record DiscardReceived(MigrationId MigrationId, IReadOnlyList<VmId> VmIds) : IVmScatterMessage;
 
 // Target host → scheduler.
 
-public sealed record ReceiverReady(Guid MigrationId, string HostId) : IVmScatterMessage;
+public sealed record ReceiverReady(MigrationId MigrationId, HostId HostId) : IVmScatterMessage;
 
-public sealed record ReceiverRefused(Guid MigrationId, string HostId, string Reason) : IVmScatterMessage;
+public sealed record ReceiverRefused(MigrationId MigrationId, HostId HostId, string Reason) : IVmScatterMessage;
 
-public sealed record TargetDigests(Guid MigrationId, string HostId, IReadOnlyList<VmDigest> Digests, long BytesReceived, long BytesRelayed, long ContentRecordsReceived, long FramesRejected) : IVmScatterMessage;
+public sealed record TargetDigests(MigrationId MigrationId, HostId HostId, IReadOnlyList<VmDigest> Digests, long BytesReceived, long BytesRelayed, long ContentRecordsReceived, long FramesRejected) : IVmScatterMessage;
 
-public sealed record VmResumedOnTarget(Guid MigrationId, string VmId, string HostId, long ResumedAtUnixMs) : IVmScatterMessage;
+public sealed record VmResumedOnTarget(MigrationId MigrationId, VmId VmId, HostId HostId, long ResumedAtUnixMs) : IVmScatterMessage;
 
-public sealed record VmResumeFailed(Guid MigrationId, string VmId, string HostId, string Reason) : IVmScatterMessage;
+public sealed record VmResumeFailed(MigrationId MigrationId, VmId VmId, HostId HostId, string Reason) : IVmScatterMessage;

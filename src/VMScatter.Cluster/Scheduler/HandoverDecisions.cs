@@ -1,13 +1,14 @@
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 
 /// <summary>A VM whose digests are both in: resume it on its target, or fail its handover.</summary>
-public abstract record HandoverStep(string VmId)
+public abstract record HandoverStep(VmId VmId)
 {
-    public sealed record Resume(string VmId, string TargetHostId) : HandoverStep(VmId);
+    public sealed record Resume(VmId VmId, HostId TargetHostId) : HandoverStep(VmId);
 
-    public sealed record Fail(string VmId, string Reason) : HandoverStep(VmId);
+    public sealed record Fail(VmId VmId, string Reason) : HandoverStep(VmId);
 }
 
 /// <summary>
@@ -24,7 +25,7 @@ internal static class HandoverDecisions
         var steps = new List<HandoverStep>();
         foreach (var (vmId, digest) in run.SourceDigestOf)
         {
-            string target = run.TargetOfVm[vmId];
+            var target = run.TargetOfVm[vmId];
             if (run.Decided(vmId) || run.ResumeRequested.Contains(vmId) || !run.TargetDigests.ContainsKey(target)) continue;
             if (run.TargetDigestOf.TryGetValue(vmId, out var got) && got == digest) steps.Add(new HandoverStep.Resume(vmId, target));
             else steps.Add(new HandoverStep.Fail(vmId, $"digest mismatch: source {Short(digest)}, target {Short(got ?? "none")}"));
@@ -39,7 +40,7 @@ internal static class HandoverDecisions
     public static VmHandedOver? Resumed(MigrationRun run, VmResumedOnTarget m, out string? refusal)
     {
         refusal = !run.Moves(m.VmId) ? $"VM {m.VmId} is not part of migration {run.Id}"
-            : run.TargetOfVm.GetValueOrDefault(m.VmId) != m.HostId ? $"host {m.HostId} is not VM {m.VmId}'s target ({run.TargetOfVm.GetValueOrDefault(m.VmId, "none")})"
+            : (!run.TargetOfVm.TryGetValue(m.VmId, out var target) || target != m.HostId) ? $"host {m.HostId} is not VM {m.VmId}'s target ({(run.TargetOfVm.TryGetValue(m.VmId, out var t) ? t.Value : "none")})"
             : !run.ResumeRequested.Contains(m.VmId) ? $"VM {m.VmId} was not to be resumed on {m.HostId}"
             : run.Decided(m.VmId) ? $"VM {m.VmId} is decided already"
             : null;

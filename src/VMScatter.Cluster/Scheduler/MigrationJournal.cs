@@ -1,4 +1,5 @@
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 
@@ -8,7 +9,7 @@ namespace VMScatter.Cluster.Scheduler;
 /// </summary>
 public sealed class MigrationJournal
 {
-    private readonly Dictionary<Guid, MigrationRecord> _records = new();
+    private readonly Dictionary<MigrationId, MigrationRecord> _records = new();
 
     public void Apply(IPersistedEvent e)
     {
@@ -28,13 +29,13 @@ public sealed class MigrationJournal
         }
     }
 
-    public bool Contains(Guid id) => _records.ContainsKey(id);
+    public bool Contains(MigrationId id) => _records.ContainsKey(id);
 
-    public MigrationRecord? Find(Guid id) => _records.GetValueOrDefault(id);
+    public MigrationRecord? Find(MigrationId id) => _records.GetValueOrDefault(id);
 
     /// <summary>Migrations the journal started and never ended: on recovery, they were cut short.</summary>
-    public IReadOnlyList<Guid> Unended => _records.Where(r => !r.Value.Ended).Select(r => r.Key).ToArray();
+    public IReadOnlyList<MigrationId> Unended => _records.Where(r => !r.Value.Ended).Select(r => r.Key).ToArray();
 
     // An event for a migration whose start is not in the journal (an older journal's) still gets a record.
-    private MigrationRecord Record(Guid id) => _records.TryGetValue(id, out var r) ? r : _records[id] = new MigrationRecord();
+    private MigrationRecord Record(MigrationId id) => _records.TryGetValue(id, out var r) ? r : _records[id] = new MigrationRecord();
 }

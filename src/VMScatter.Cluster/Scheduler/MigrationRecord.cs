@@ -1,3 +1,4 @@
+using VMScatter.Domain;
 using VMScatter.Domain.Reports;
 
 namespace VMScatter.Cluster.Scheduler;
@@ -6,8 +7,8 @@ namespace VMScatter.Cluster.Scheduler;
 public sealed class MigrationRecord
 {
     public MigrationPhase Phase { get; set; } = MigrationPhase.Analysing;
-    public List<string> HandedOver { get; } = new();
-    public List<string> Failed { get; } = new();
+    public List<VmId> HandedOver { get; } = new();
+    public List<VmId> Failed { get; } = new();
     public MigrationReport? Report { get; set; }
     public bool Ended => Phase is MigrationPhase.Completed or MigrationPhase.Aborted;
 }

@@ -1,6 +1,7 @@
 using VMScatter.Domain.Pages;
 using VMScatter.Domain.Reports;
 using VMScatter.Domain.Units;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 
@@ -16,7 +17,7 @@ internal static class MigrationReportBuilder
             run.TargetDigestOf.TryGetValue(vm.Id, out var dst);
             run.HandedOver.TryGetValue(vm.Id, out var handed);
             run.Failed.TryGetValue(vm.Id, out var error);
-            return new VmReport(vm.Id, run.TargetOfVm.GetValueOrDefault(vm.Id, ""), src is not null && src == dst, handed is not null,
+            return new VmReport(vm.Id.Value, run.TargetOfVm.TryGetValue(vm.Id, out var target) ? target.Value : "", src is not null && src == dst, handed is not null,
                 handed?.DowntimeMs ?? 0, src, dst, error);
         }).ToArray();
         return new MigrationReport
@@ -34,7 +35,7 @@ internal static class MigrationReportBuilder
             Verified = perVm.Length > 0 && perVm.All(v => v.DigestMatched && v.HandedOver),
             TotalSeconds = (nowUtc - run.StartedUtc).TotalSeconds,
             PlacementStrategy = run.Strategy,
-            Placement = new SortedDictionary<string, string>(run.TargetOfVm),
+            Placement = new SortedDictionary<string, string>(run.TargetOfVm.ToDictionary(p => p.Key.Value, p => p.Value.Value), StringComparer.Ordinal),
             // Flat network: every data-plane frame crosses its sender's link and its receiver's link once.
             LinkBytes = 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
             GroupSwitches = stats?.GroupSwitches ?? 0,

@@ -6,6 +6,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Placement;
+using VMScatter.Domain;
 
 
 namespace VMScatter.Cluster.Scheduler;
@@ -32,7 +33,7 @@ public sealed partial class MigrationSchedulerActor
         MaybeComplete(run);
     }
 
-    private void FailVm(MigrationRun run, string vmId, string reason)
+    private void FailVm(MigrationRun run, VmId vmId, string reason)
     {
         if (run.Decided(vmId)) return;
         run.ResumeRequested.Remove(vmId);

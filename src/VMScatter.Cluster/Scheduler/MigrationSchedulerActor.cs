@@ -6,6 +6,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Placement;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 
@@ -23,12 +24,12 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly SchedulerSettings _settings;
-    private readonly Dictionary<string, RegisterSourceHost> _sources = new();
-    private readonly Dictionary<string, RegisterTargetHost> _targets = new();
+    private readonly Dictionary<HostId, RegisterSourceHost> _sources = new();
+    private readonly Dictionary<HostId, RegisterTargetHost> _targets = new();
     private readonly MigrationJournal _journal = new();
-    private readonly Dictionary<Guid, MigrationRun> _runs = new();
+    private readonly Dictionary<MigrationId, MigrationRun> _runs = new();
     // Per-migration data-plane keys; never journaled.
-    private readonly Dictionary<Guid, byte[]> _keys = new();
+    private readonly Dictionary<MigrationId, byte[]> _keys = new();
 
     public MigrationSchedulerActor(SchedulerSettings settings)
     {
@@ -74,6 +75,9 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             run.ReadyTargets.Add(m.HostId);
             if (run.Phase != MigrationPhase.Preparing || run.ReadyTargets.Count < run.Targets.Count) return;
             run.Phase = MigrationPhase.Transferring;
+            // The analysis timer bounds analysis, placement and preparation, not the transfer (a long one is no fault);
+            // a source or target lost during it fails or re-decides the run through its Terminated.
+            Timers.Cancel(run.Id);
             run.SourceMigration!.Tell(new BeginTransfer(run.Id, _keys[run.Id], run.Targets, Assignments(run)));
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
@@ -170,7 +174,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     }
 
     /// <summary>Memory placed on a target by migrations in flight that the target has not yet reserved itself.</summary>
-    private long Reserved(string targetId) =>
+    private long Reserved(HostId targetId) =>
         _runs.Values.Sum(r => r.ReadyTargets.Contains(targetId) ? 0 : r.Vms.Where(v => r.TargetOfVm.GetValueOrDefault(v.Id) == targetId).Sum(v => v.MemoryBytes));
 
     /// <summary>The placer searches for up to its time budget: it runs on the pool, and its answer comes back as a message.</summary>
@@ -182,11 +186,11 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         run.Profiles = m.Profiles;
         run.DistinctPages = m.DistinctPages;
         var vcpus = run.Vms.ToDictionary(v => v.Id, v => v.VCpus);
-        var vms = m.Profiles.Select(p => new PlacementVm(p.VmId, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
+        var vms = m.Profiles.Select(p => new PlacementVm(p.VmId.Value, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
         var contents = new SketchContentModel(m.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
         var hosts = run.TargetHostIds.Select(t => _targets.TryGetValue(t, out var h)
-            ? new PlacementHost(t, h.FreeBytes, Rack: string.IsNullOrEmpty(h.Rack) ? null : h.Rack)
-            : new PlacementHost(t, 0)).ToArray();
+            ? new PlacementHost(t.Value, h.FreeBytes, Rack: string.IsNullOrEmpty(h.Rack) ? null : h.Rack)
+            : new PlacementHost(t.Value, 0)).ToArray();
         var topology = new NetworkTopology(RackLinkWeight: _settings.RackLinkWeight);
         var strategy = run.Request.Options.Placement;
         Task.Run(() => Placer.Place(vms, hosts, contents, strategy, topology)).PipeTo(Self,
@@ -198,9 +202,10 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     {
         if (run.Phase != MigrationPhase.Placing || run.Error is not null) return;
         // A target may have left while the placer ran.
-        var gone = placement.HostOf.Values.Distinct().Where(h => !_targets.ContainsKey(h)).Order().ToArray();
+        var targetOfVm = placement.HostOf.ToDictionary(p => new VmId(p.Key), p => new HostId(p.Value));
+        var gone = targetOfVm.Values.Distinct().Where(h => !_targets.ContainsKey(h)).Order().ToArray();
         if (gone.Length > 0) { FailRun(run, $"placement: target host(s) {string.Join(", ", gone)} left the cluster while placing"); return; }
-        Record(new PlacementChosen(run.Id, placement.Strategy, placement.HostOf), e =>
+        Record(new PlacementChosen(run.Id, placement.Strategy, targetOfVm), e =>
         {
             run.Strategy = e.Strategy;
             foreach (var (vm, host) in e.TargetOfVm) run.TargetOfVm[vm] = host;
@@ -226,13 +231,13 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         return run.Vms.Select((vm, i) => new VmAssignment(i, vm, index[run.TargetOfVm[vm.Id]])).ToArray();
     }
 
-    private static void Transferred(MigrationRun run, IReadOnlyList<VmDigest> digests, IReadOnlyDictionary<string, long> pausedAt)
+    private static void Transferred(MigrationRun run, IReadOnlyList<VmDigest> digests, IReadOnlyDictionary<VmId, long> pausedAt)
     {
         foreach (var d in digests.Where(d => run.Moves(d.VmId))) run.SourceDigestOf[d.VmId] = d.Digest;
         foreach (var (vm, at) in pausedAt.Where(p => run.Moves(p.Key))) run.PausedAt[vm] = at;
     }
 
-    private MigrationStatus Status(Guid id)
+    private MigrationStatus Status(MigrationId id)
     {
         if (_journal.Find(id) is not { } record) return new MigrationStatus(id, MigrationPhase.Unknown, [], [], null);
         var phase = _runs.TryGetValue(id, out var run) ? run.Phase : record.Phase;
@@ -252,7 +257,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         then(x);
     });
 
-    private void WithRun(Guid id, Action<MigrationRun> action)
+    private void WithRun(MigrationId id, Action<MigrationRun> action)
     {
         if (_runs.TryGetValue(id, out var run)) action(run);
         else _log.Debug("Message for migration {0}, which is not in flight", id);
@@ -262,7 +267,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     private void Refuse(MigrationRun run, object message, string why) =>
         _log.Warning("Migration {0}: refused {1} from {2}: {3}", run.Id, message.GetType().Name, Sender, why);
 
-    private sealed record RunTimeout(Guid MigrationId, string Phase);
-    private sealed record PlacementComputed(Guid MigrationId, PlacementResult Placement);
-    private sealed record PlacementFailed(Guid MigrationId, string Reason);
+    private sealed record RunTimeout(MigrationId MigrationId, string Phase);
+    private sealed record PlacementComputed(MigrationId MigrationId, PlacementResult Placement);
+    private sealed record PlacementFailed(MigrationId MigrationId, string Reason);
 }

@@ -14,14 +14,14 @@ namespace VMScatter.Cluster.Source;
 public sealed class SourceHostActor : ReceiveActor, IWithTimers
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly string _hostId;
-    private readonly Dictionary<string, IMigratableVm> _vms;
+    private readonly HostId _hostId;
+    private readonly Dictionary<VmId, IMigratableVm> _vms;
     private readonly SourceSettings _settings;
     private readonly IActorRef _scheduler;
     private readonly PendingDisposals _disposals;
-    private readonly Dictionary<Guid, (IActorRef Actor, HashSet<string> VmIds)> _migrations = new();
+    private readonly Dictionary<MigrationId, (IActorRef Actor, HashSet<VmId> VmIds)> _migrations = new();
 
-    public SourceHostActor(string hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler, PendingDisposals disposals)
+    public SourceHostActor(HostId hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler, PendingDisposals disposals)
     {
         _hostId = hostId;
         _vms = vms.ToDictionary(v => v.Description.Id);
@@ -29,7 +29,7 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
         _scheduler = scheduler;
         _disposals = disposals;
 
-        Receive<Announce>(_ => _scheduler.Tell(new RegisterSourceHost(_hostId, Self, _vms.Values.Select(v => v.Description).OrderBy(d => d.Id, StringComparer.Ordinal).ToArray())));
+        Receive<Announce>(_ => _scheduler.Tell(new RegisterSourceHost(_hostId, Self, _vms.Values.Select(v => v.Description).OrderBy(d => d.Id).ToArray())));
         Receive<HostRegistered>(_ => { });
 
         Receive<AnalyzeVms>(m =>
@@ -45,12 +45,11 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
             }
             var vms = m.VmIds.Select(id => _vms[id]).ToArray();
             var scheduler = Sender;
-            var actor = Context.ActorOf(Props.Create(() => new SourceMigrationActor(m.MigrationId, vms, m.Options, _settings, scheduler)), $"migration-{m.MigrationId:N}");
+            var actor = Context.ActorOf(Props.Create(() => new SourceMigrationActor(m.MigrationId, vms, m.Options, _settings, scheduler)), $"migration-{m.MigrationId.Value:N}");
             Context.Watch(actor);
             _migrations[m.MigrationId] = (actor, m.VmIds.ToHashSet());
         });
 
-        Receive<BeginTransfer>(m => Forward(m.MigrationId, m));
         Receive<ReleaseSourceVm>(m => Forward(m.MigrationId, m));
         Receive<ResumeSourceVm>(m => Forward(m.MigrationId, m));
         Receive<AbortMigration>(m => Forward(m.MigrationId, m));
@@ -96,10 +95,9 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
         _disposals.Track(vm.DisposeAsync().AsTask(), e => log.Error(e, "VM {0} could not be disposed on source {1}", id, host));
     }
 
-    private void Forward(Guid migrationId, object message)
+    private void Forward(MigrationId migrationId, object message)
     {
         if (_migrations.TryGetValue(migrationId, out var m)) m.Actor.Forward(message);
-        else if (message is BeginTransfer) Sender.Tell(new TransferFailed(migrationId, $"source {_hostId} has no migration {migrationId}"));
     }
 
     private sealed record Announce { public static readonly Announce Instance = new(); }

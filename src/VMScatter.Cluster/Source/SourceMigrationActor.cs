@@ -27,7 +27,7 @@ namespace VMScatter.Cluster.Source;
 public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly Guid _migrationId;
+    private readonly MigrationId _migrationId;
     private readonly IReadOnlyList<IMigratableVm> _vms;
     private readonly MigrationOptions _options;
     private readonly SourceSettings _settings;
@@ -80,7 +80,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     /// <summary>VMs stopped here while later waves still read contents from guest pages: the host frees them after.</summary>
     private readonly List<SourceVmReleased> _freeLater = new();
 
-    public SourceMigrationActor(Guid migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
+    public SourceMigrationActor(MigrationId migrationId, IReadOnlyList<IMigratableVm> vms, MigrationOptions options, SourceSettings settings, IActorRef scheduler)
     {
         _migrationId = migrationId;
         _vms = vms;
@@ -163,9 +163,9 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
             _targetCount = m.Targets.Count;
             _activeTargets = TargetMask.All(_targetCount);
             _waves = WavePlan.Of(targetOf, _options.Handover);
-            var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => new IPEndPoint(IPAddress.Parse(t.Host), t.Port)).ToArray();
+            var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
             var dataPlane = _settings.DataPlane with { Transport = _options.GroupTransport, Compression = _options.Compression, LinkBitsPerSecond = _options.LinkBitsPerSecond };
-            _sender = new DataPlaneSender(_migrationId, m.DataPlaneKey, endpoints, dataPlane);
+            _sender = new DataPlaneSender(_migrationId.Value, m.DataPlaneKey, endpoints, dataPlane);
             _sender.ConnectAsync(CancellationToken.None).PipeTo(Self, success: () => Connected.Instance, failure: e => new TransferStepFailed("connect", e.GetBaseException().Message));
             Timers.StartPeriodicTimer("progress", ProgressTick.Instance, _settings.ProgressInterval);
             Become(Connecting);
@@ -209,7 +209,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private VmDigest[] Digests(IEnumerable<int> vms) => vms.Select(v => new VmDigest(VmId(v), _sourceDigests[v])).ToArray();
 
-    private Dictionary<string, long> PausedAt(IEnumerable<int> vms) => vms.Where(_pausedAt.ContainsKey).ToDictionary(VmId, v => _pausedAt[v]);
+    private Dictionary<VmId, long> PausedAt(IEnumerable<int> vms) => vms.Where(_pausedAt.ContainsKey).ToDictionary(VmId, v => _pausedAt[v]);
 
     private void ReportProgress()
     {
@@ -217,10 +217,10 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound));
     }
 
-    private string VmId(int vmIndex) => _vms[vmIndex].Description.Id;
+    private VmId VmId(int vmIndex) => _vms[vmIndex].Description.Id;
 
     /// <summary>A decision for a VM this migration does not move is logged and dropped, never thrown on (a throw would restart nothing useful here).</summary>
-    private void WithVm(string vmId, Action<int> action)
+    private void WithVm(VmId vmId, Action<int> action)
     {
         for (int i = 0; i < _vms.Count; i++)
             if (VmId(i) == vmId) { action(i); return; }

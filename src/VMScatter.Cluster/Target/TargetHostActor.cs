@@ -16,22 +16,22 @@ namespace VMScatter.Cluster.Target;
 public sealed class TargetHostActor : ReceiveActor, IWithTimers
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly string _hostId;
+    private readonly HostId _hostId;
     private readonly long _capacityBytes;
     private readonly DataPlaneListener _listener;
     private readonly DataPlaneOptions _dataPlane;
     private readonly ITargetBackend _backend;
     private readonly IActorRef _scheduler;
     private readonly TimeSpan _registrationInterval;
-    private readonly Dictionary<Guid, Incoming> _incoming = new();
-    private readonly Dictionary<string, ILandedVm> _running = new();
+    private readonly Dictionary<MigrationId, Incoming> _incoming = new();
+    private readonly Dictionary<VmId, ILandedVm> _running = new();
     /// <summary>Per settled migration whose receiver is still closing: the bytes of its leftover memory, not yet freed.</summary>
-    private readonly Dictionary<Guid, long> _closing = new();
+    private readonly Dictionary<MigrationId, long> _closing = new();
     private readonly PendingDisposals _disposals;
 
     private readonly string _rack;
 
-    public TargetHostActor(string hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler,
+    public TargetHostActor(HostId hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler,
         TimeSpan registrationInterval, PendingDisposals disposals, string rack = "")
     {
         _rack = rack;
@@ -57,9 +57,23 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
                 Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, $"needs {needed} bytes, {FreeBytes()} free"));
                 return;
             }
-            var vms = m.Vms.Select(v => new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm))).ToArray();
-            var peers = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
-            var receiver = new MigrationReceiver(m.MigrationId, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
+            // A request this host cannot serve (memory it cannot back, a bad endpoint or key) is refused with its
+            // reason; it must not throw here, where the restart that follows would dispose the VMs already landed.
+            var vms = new List<ReceiverVm>();
+            MigrationReceiver receiver;
+            try
+            {
+                foreach (var v in m.Vms) vms.Add(new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm)));
+                var peers = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
+                receiver = new MigrationReceiver(m.MigrationId.Value, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
+            }
+            catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidOperationException or OutOfMemoryException)
+            {
+                var log = _log;
+                foreach (var v in vms) _disposals.Track(v.Memory.DisposeAsync().AsTask(), err => log.Error(err, "Memory for VM {0} could not be released", v.Description.Id));
+                Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, $"cannot prepare: {e.Message}"));
+                return;
+            }
             _listener.Register(receiver);
             _incoming[m.MigrationId] = new Incoming(receiver, vms, m.SourceMigration, Sender);
             PumpOutcome(m.MigrationId, receiver);
@@ -127,7 +141,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         var log = _log;
         foreach (var vm in _running.Values)
         {
-            string id = vm.Description.Id;
+            var id = vm.Description.Id;
             _disposals.Track(vm.DisposeAsync().AsTask(), e => log.Error(e, "VM {0} could not be stopped", id));
         }
     }
@@ -141,7 +155,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     private static long LeftoverBytes(Incoming inc) => inc.Vms.Where(v => !inc.Resumed.Contains(v.Description.Id)).Sum(v => v.Description.MemoryBytes);
 
     /// <summary>Digests of a migration's VMs as received here, for the scheduler; computed once its stop-and-copy round is in.</summary>
-    private void ComputeDigests(Guid migrationId, Incoming inc)
+    private void ComputeDigests(MigrationId migrationId, Incoming inc)
     {
         long rejected = _listener.FramesRejected;
         // Built from the page hashes recorded as pages were written (a SHA-256 over 16 bytes per page: a millisecond or
@@ -158,12 +172,12 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         }).PipeTo(inc.Scheduler);
     }
 
-    private void PumpOutcome(Guid migrationId, MigrationReceiver receiver) =>
+    private void PumpOutcome(MigrationId migrationId, MigrationReceiver receiver) =>
         receiver.Outcomes.ReadAsync().AsTask().PipeTo(Self,
             success: o => new OutcomeArrived(migrationId, o),
             failure: e => new OutcomeArrived(migrationId, new RoundOutcome(-1, false, $"receiver closed: {e.GetBaseException().Message}")));
 
-    private async Task<object> ResumeAsync(Guid migrationId, ReceiverVm vm, byte[] deviceState)
+    private async Task<object> ResumeAsync(MigrationId migrationId, ReceiverVm vm, byte[] deviceState)
     {
         try
         {
@@ -180,7 +194,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     /// Once every VM of a migration is resumed or discarded, its receiver and leftover memory go. The memory stays
     /// counted as used until <see cref="ReceiverClosed"/> says it was freed; the host announces itself then.
     /// </summary>
-    private void ReleaseIfSettled(Guid migrationId)
+    private void ReleaseIfSettled(MigrationId migrationId)
     {
         if (!_incoming.TryGetValue(migrationId, out var inc)) return;
         if (inc.Vms.Any(v => !inc.Resumed.Contains(v.Description.Id) && !inc.Discarded.Contains(v.Description.Id))) return;
@@ -220,13 +234,13 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
 
     private sealed record Incoming(MigrationReceiver Receiver, IReadOnlyList<ReceiverVm> Vms, IActorRef SourceMigration, IActorRef Scheduler)
     {
-        public HashSet<string> Resumed { get; } = new();
-        public HashSet<string> Discarded { get; } = new();
+        public HashSet<VmId> Resumed { get; } = new();
+        public HashSet<VmId> Discarded { get; } = new();
     }
 
     private sealed record Announce { public static readonly Announce Instance = new(); }
-    private sealed record OutcomeArrived(Guid MigrationId, RoundOutcome Outcome);
-    private sealed record Landed(Guid MigrationId, ILandedVm Vm, long ResumedAtUnixMs);
-    private sealed record LandingFailed(Guid MigrationId, string VmId, string Reason);
-    private sealed record ReceiverClosed(Guid MigrationId);
+    private sealed record OutcomeArrived(MigrationId MigrationId, RoundOutcome Outcome);
+    private sealed record Landed(MigrationId MigrationId, ILandedVm Vm, long ResumedAtUnixMs);
+    private sealed record LandingFailed(MigrationId MigrationId, VmId VmId, string Reason);
+    private sealed record ReceiverClosed(MigrationId MigrationId);
 }

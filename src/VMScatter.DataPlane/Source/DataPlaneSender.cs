@@ -14,7 +14,7 @@ namespace VMScatter.DataPlane.Source;
 /// <summary>
 /// The source host's side of the data plane: one connection per target host, frames built from the round's
 /// groups. With the relay chain each group's content goes out once, to the group's first host.
-/// Two stages: one builds frames (reads, compresses, MACs), the other hands them to the paced link and the sockets,
+/// Two stages: one builds frames (reads, compresses, seals with AES-GCM), the other hands them to the paced link and the sockets,
 /// so building the next frames goes on while the link is busy with the last ones.
 /// Counters are read by the control plane for progress and the report.
 /// </summary>

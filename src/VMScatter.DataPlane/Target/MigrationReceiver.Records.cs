@@ -47,9 +47,8 @@ public sealed partial class MigrationReceiver
         Counts(batch.Round).Contents += batch.Records.Count;
         Interlocked.Add(ref _contentRecords, batch.Records.Count);
         // Relay to the next host of the group after this one, if any.
-        ulong later = batch.RecipientMask & ~((2UL << SelfIndex) - 1);
-        if (SelfIndex == 63) later = 0;
-        return later;
+        // (2UL << 63 overflows to 0, so host 63 relays to nobody.)
+        return batch.RecipientMask & ~((2UL << SelfIndex) - 1);
     }
 
     private void ApplyMaps(MapBatch batch)

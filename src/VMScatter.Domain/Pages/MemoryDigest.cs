@@ -5,10 +5,11 @@ namespace VMScatter.Domain.Pages;
 /// <summary>
 /// The handover proof: SHA-256 over every page's 128-bit content hash in index order (zero pages included),
 /// followed by SHA-256 of the device state. Source and target compute it independently from their own bytes;
-/// a VM is handed over only when they agree. Hashing pages in parallel keeps this inside the downtime window
-/// (a whole-memory SHA-256 of a 256 MiB guest alone would cost hundreds of milliseconds). Against accidental
-/// differences two different memories agree with probability about 2^-128; the data plane's MAC, not this
-/// digest, is what keeps out deliberate tampering.
+/// a VM is handed over only when they agree. The fast 128-bit page hash plus a zero check per page keeps this inside
+/// the downtime window (a whole-memory SHA-256 of a 256 MiB guest alone would cost hundreds of milliseconds); the source
+/// digests each paused VM on one thread, VMs in parallel, and a target builds it from the hashes it recorded as it
+/// wrote pages. Against accidental differences two different memories agree with probability about 2^-128; the data
+/// plane's AES-GCM sealing, not this digest, is what keeps out deliberate tampering.
 /// </summary>
 public static class MemoryDigest
 {

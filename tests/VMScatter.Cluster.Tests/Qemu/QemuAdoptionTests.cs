@@ -5,6 +5,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
 using VMScatter.Qemu;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 
@@ -62,9 +63,9 @@ public sealed class QemuAdoptionTests(QemuFixture fixture)
             {
                 await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 1, TimeSpan.FromSeconds(30));
                 var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                    new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+                    new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
                 Assert.True(outcome.Report!.Verified, outcome.Report.Error);
-                var landed = backend.Landed["adopted-1"];
+                var landed = backend.Landed[V("adopted-1")];
                 long counter = await SerialConsole.WaitForCounterAboveAsync(landed.SerialLogPath, guest.CounterAtPause + 2, TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running);
                 Assert.True(counter > guest.CounterAtPause && guest.CounterAtPause > 0, $"{counter} after {guest.CounterAtPause}");
                 // The adopted source copy was quit after the handover (its files are its owner's and stay).

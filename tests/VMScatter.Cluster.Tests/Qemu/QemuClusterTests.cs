@@ -6,6 +6,7 @@ using VMScatter.Domain;
 using VMScatter.Domain.Reports;
 using VMScatter.Qemu;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 
@@ -23,7 +24,7 @@ public sealed class QemuClusterTests(QemuFixture fixture)
         var guests = await Task.WhenAll(Enumerable.Range(1, 3).Select(i =>
             QemuVm.StartAsync(new QemuGuestSpec($"guest-{i}", fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=64"), settings)));
         var backends = new ConcurrentDictionary<string, QemuTargetBackend>();
-        var landedCounters = new Dictionary<string, (long AtPause, long OnTarget, string Host)>();
+        var landedCounters = new Dictionary<VmId, (long AtPause, long OnTarget, string Host)>();
         MigrationReport report;
         try
         {
@@ -35,7 +36,7 @@ public sealed class QemuClusterTests(QemuFixture fixture)
             {
                 await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
                 var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                    new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+                    new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
                 report = outcome.Report!;
                 Assert.True(report.Verified, report.Error);
 
@@ -45,7 +46,7 @@ public sealed class QemuClusterTests(QemuFixture fixture)
                     // Past the last value the source printed before it paused: the guest continued where it stopped.
                     await SerialConsole.WaitForCounterAboveAsync(onTarget.SerialLogPath, guest.CounterAtPause + 2, TimeSpan.FromSeconds(60), () => onTarget.State == VmRunState.Running);
                     Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(onTarget.SerialLogPath)); // not rebooted
-                    landedCounters[guest.Description.Id] = (guest.CounterAtPause, SerialConsole.LastCounter(onTarget.SerialLogPath), report.PerVm.Single(v => v.Id == guest.Description.Id).Target);
+                    landedCounters[guest.Description.Id] = (guest.CounterAtPause, SerialConsole.LastCounter(onTarget.SerialLogPath), report.PerVm.Single(v => v.Id == guest.Description.Id.Value).Target);
                 }
             }
         }

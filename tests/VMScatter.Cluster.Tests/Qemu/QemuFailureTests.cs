@@ -5,6 +5,7 @@ using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
 using VMScatter.Qemu;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 
@@ -75,7 +76,7 @@ public sealed class QemuFailureTests(QemuFixture fixture)
             {
                 await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
                 var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-                    new StartMigration(Guid.NewGuid(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+                    new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
                 var report = outcome.Report!;
                 Assert.False(report.Verified);
                 Assert.All(report.PerVm, v =>

@@ -19,7 +19,7 @@ public static class SyntheticFleet
         var vms = new List<SyntheticVm>(spec.VmCount);
         for (int i = 0; i < spec.VmCount; i++)
         {
-            var description = new VmDescription($"vm-{i:D3}", spec.Model.MemoryBytes, 1, "synthetic", "");
+            var description = new VmDescription(new VmId($"vm-{i:D3}"), spec.Model.MemoryBytes, 1, "synthetic", "");
             vms.Add(new SyntheticVm(description, spec.Model, i % spec.OsImages, apps[i], spec.Seed, runWorkload));
         }
         return vms;

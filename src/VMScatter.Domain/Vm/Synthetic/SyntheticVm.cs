@@ -40,7 +40,7 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
         _dirty = new ulong[(pages + 63) / 64];
         _collectedIn = new int[pages];
         // string.GetHashCode is randomised per process; the layout must not be, so a stable FNV hash of the id is used.
-        ulong vmSeed = Mix64.Mix((ulong)seed ^ StableHash(description.Id));
+        ulong vmSeed = Mix64.Mix((ulong)seed ^ StableHash(description.Id.Value));
         Layout(pages, vmSeed);
         if (materialize)
         {
@@ -318,7 +318,7 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
         return ws;
     }
 
-    private long StableHashLong() => (long)StableHash(Description.Id);
+    private long StableHashLong() => (long)StableHash(Description.Id.Value);
 
     private static ulong StableHash(string s)
     {
