@@ -81,10 +81,5 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
         return ValueTask.CompletedTask;
     }
 
-    private Span<byte> Slice(int index)
-    {
-        if ((uint)index >= (uint)PageCount) throw new ArgumentOutOfRangeException(nameof(index), index, $"page index outside 0..{PageCount - 1}");
-        ObjectDisposedException.ThrowIf(_base == null, this);
-        return new Span<byte>(_base + (long)index * Page.Size, Page.Size);
-    }
+    private Span<byte> Slice(int index) => Page.In(_base, PageCount, index, this);
 }

@@ -1,7 +1,7 @@
+using VMScatter.Domain;
 using VMScatter.Domain.Pages;
 using VMScatter.Domain.Reports;
 using VMScatter.Domain.Units;
-using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 

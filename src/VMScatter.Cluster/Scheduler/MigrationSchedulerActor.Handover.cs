@@ -1,13 +1,7 @@
-using System.Security.Cryptography;
 using Akka.Actor;
 using Akka.Event;
-using Akka.Persistence;
 using VMScatter.Cluster.Protocol;
-using VMScatter.DataPlane.Wire;
-using VMScatter.Domain.Dedup;
-using VMScatter.Domain.Placement;
 using VMScatter.Domain;
-
 
 namespace VMScatter.Cluster.Scheduler;
 

@@ -4,9 +4,9 @@ using Akka.Event;
 using Akka.Persistence;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Wire;
+using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Placement;
-using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 

@@ -1,16 +1,6 @@
-using System.Collections.Frozen;
-using System.Collections.Immutable;
-using System.Diagnostics;
-using System.Net;
-using System.Runtime.InteropServices;
 using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;
-using VMScatter.DataPlane.Source;
-using VMScatter.Domain;
-using VMScatter.Domain.Dedup;
-using VMScatter.Domain.Scheduling;
-
 
 namespace VMScatter.Cluster.Source;
 

@@ -1,8 +1,6 @@
 using System.Collections.Frozen;
 using System.Collections.Immutable;
 using System.Diagnostics;
-using System.Net;
-using System.Runtime.InteropServices;
 using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;

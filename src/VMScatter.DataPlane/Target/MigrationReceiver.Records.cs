@@ -1,13 +1,8 @@
-using System.Net;
-using System.Net.Sockets;
-using System.Numerics;
-using System.Threading.Channels;
 using VMScatter.DataPlane.Wire;
-using VMScatter.Domain.Scheduling;
-using VMScatter.Domain;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
+using VMScatter.Domain.Scheduling;
 
 namespace VMScatter.DataPlane.Target;
 

@@ -3,11 +3,6 @@ using System.Net.Sockets;
 using System.Numerics;
 using System.Threading.Channels;
 using VMScatter.DataPlane.Wire;
-using VMScatter.Domain.Scheduling;
-using VMScatter.Domain;
-using VMScatter.Domain.Compression;
-using VMScatter.Domain.Dedup;
-using VMScatter.Domain.Pages;
 
 namespace VMScatter.DataPlane.Target;
 

@@ -1,5 +1,3 @@
-using System.Collections.Immutable;
-using System.Numerics;
 using VMScatter.Domain.Pages;
 
 namespace VMScatter.Domain.Dedup;

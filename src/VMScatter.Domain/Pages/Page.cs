@@ -9,6 +9,14 @@ public static class Page
 
     public static long BytesOf(long pages) => pages * Size;
 
+    /// <summary>Page <paramref name="index"/> of <paramref name="pageCount"/> pages mapped at <paramref name="memory"/>, checked; <paramref name="owner"/> is named if it was freed.</summary>
+    public static unsafe Span<byte> In(byte* memory, int pageCount, int index, object owner)
+    {
+        if ((uint)index >= (uint)pageCount) throw new ArgumentOutOfRangeException(nameof(index), index, $"page index outside 0..{pageCount - 1}");
+        ObjectDisposedException.ThrowIf(memory == null, owner);
+        return new Span<byte>(memory + (long)index * Size, Size);
+    }
+
     public static int CountFor(long memoryBytes)
     {
         if (memoryBytes <= 0 || memoryBytes % Size != 0)

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using VMScatter.Domain.Units;
 
 namespace VMScatter.Domain.Placement;

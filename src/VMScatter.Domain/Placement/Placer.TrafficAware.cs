@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using VMScatter.Domain.Units;
 
 namespace VMScatter.Domain.Placement;
 
