@@ -9,4 +9,6 @@ public static class ExitCodes
     /// <summary>The migration ran but not every VM was verified and handed over.</summary>
     public const int MigrationFailed = 1;
     public const int BadInput = 2;
+    /// <summary>The node was removed from the cluster (downed, or its actor system stopped) without being asked to stop: a service manager should restart it.</summary>
+    public const int NodeLost = 3;
 }

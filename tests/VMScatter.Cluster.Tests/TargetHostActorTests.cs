@@ -1,4 +1,5 @@
 using System.Net;
+using System.Reflection;
 using Akka.Actor;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
@@ -72,6 +73,42 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == good);
     }
 
+    [Fact]
+    public async Task Forged_ids_and_sizes_from_the_wire_are_refused_before_any_memory_is_taken()
+    {
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
+        var backend = new GatedBackend();
+        var scheduler = CreateTestProbe();
+        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
+            TimeSpan.FromHours(1), new PendingDisposals(), "")));
+        scheduler.ExpectMsg<RegisterTargetHost>();
+        // As a deserializer delivers it: the field set directly, the constructor's check never run.
+        object boxed = default(VmId);
+        typeof(VmId).GetField("<Value>k__BackingField", BindingFlags.Instance | BindingFlags.NonPublic)!.SetValue(boxed, "../../etc/x");
+        var forged = (VmId)boxed;
+        var good = Prepare(MigrationId.New(), listener, "vm-1");
+        PrepareReceive With(VmDescription vm) => good with { Vms = [good.Vms[0] with { Vm = vm }] };
+        var cases = new (PrepareReceive Request, string Reason)[]
+        {
+            (With(good.Vms[0].Vm with { Id = forged }), "VM id '../../etc/x' is not valid"),
+            (With(good.Vms[0].Vm with { MemoryBytes = -VmBytes }), "memory size -1048576 is not a positive multiple"),
+            (With(good.Vms[0].Vm with { MemoryBytes = 4 * VmBytes }), "within this host's 2097152"),
+            (good with { DataPlaneKey = new byte[3] }, "data-plane key of the wrong size"),
+            (good with { SelfIndex = 5 }, "target index 5 of 1"),
+            (good with { Vms = [good.Vms[0], good.Vms[0]] }, "a VM is listed twice"),
+        };
+        foreach (var (request, reason) in cases)
+        {
+            var id = MigrationId.New();
+            host.Tell(request with { MigrationId = id }, scheduler.Ref);
+            Assert.Contains(reason, scheduler.ExpectMsg<ReceiverRefused>(r => r.MigrationId == id).Reason);
+        }
+        Assert.Equal(0, backend.Allocated);
+        host.Tell(good, scheduler.Ref);
+        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == good.MigrationId);
+        Assert.Equal(1, backend.Allocated);
+    }
+
     private PrepareReceive Prepare(MigrationId migrationId, DataPlaneListener listener, params string[] vmIds) => new(
         migrationId, new byte[FrameCodec.KeySize], 0, [new TargetEndpoint(0, H("t1"), "127.0.0.1", listener.LocalEndPoint.Port)],
         vmIds.Select((id, i) => new VmAssignment(i, new VmDescription(V(id), VmBytes, 1, "synthetic", ""), 0)).ToArray(), TestActor, 0);
@@ -79,14 +116,20 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
     /// <summary>Synthetic memory whose disposal waits for <see cref="Gate"/>, and counts what it freed.</summary>
     private sealed class GatedBackend : ITargetBackend
     {
-        private int _disposing, _freed;
+        private int _disposing, _freed, _allocated;
 
         public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public TaskCompletionSource BothDisposing { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Freed => Volatile.Read(ref _freed);
         public string Name => "gated";
 
-        public IWritableGuestMemory AllocateMemory(VmDescription vm) => new GatedMemory(this, new NativeGuestMemory(vm.PageCount));
+        public int Allocated => Volatile.Read(ref _allocated);
+
+        public IWritableGuestMemory AllocateMemory(VmDescription vm)
+        {
+            Interlocked.Increment(ref _allocated);
+            return new GatedMemory(this, new NativeGuestMemory(vm.PageCount));
+        }
 
         public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken) =>
             throw new NotSupportedException("this test resumes nothing");

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Akka.Actor;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Domain;
 using VMScatter.Domain.Synthetic;
@@ -104,6 +105,15 @@ public static class NodeCommand
             using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var onInt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
             await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), node.System.WhenTerminated);
+            if (!stop.IsCancellationRequested)
+            {
+                // Not asked to stop: the cluster downed this node (or its system died). Exit non-zero so that
+                // deploy/vmscatter-node@.service restarts it and it joins again as a new incarnation.
+                var reason = CoordinatedShutdown.Get(node.System).ShutdownReason;
+                Console.Error.WriteLine($"error: node {node.HostId} was removed from the cluster ({reason?.GetType().Name ?? "actor system stopped"}); exiting for a restart");
+                await node.DisposeAsync();
+                return ExitCodes.NodeLost;
+            }
             Console.WriteLine($"node {node.HostId} leaving the cluster");
             await node.DisposeAsync();
             return ExitCodes.Success;

@@ -104,6 +104,7 @@ public sealed class VmScatterNode : IAsyncDisposable
                     singletonSettings), "scheduler");
             }
             var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/scheduler", proxySettings), "scheduler-proxy");
+            system.ActorOf(Props.Create(() => new MembershipWatcher()), "membership");
 
             DataPlaneListener? listener = null;
             var sourceSettings = SourceSettings.From(config);

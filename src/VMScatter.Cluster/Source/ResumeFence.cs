@@ -1,0 +1,55 @@
+using VMScatter.Domain;
+
+namespace VMScatter.Cluster.Source;
+
+/// <summary>
+/// The source's fence on its paused VMs: a VM whose transfer is through runs again in exactly one place. A target
+/// may start it only with a grant from here, and this side resumes it only while it is not granted, so a grant and
+/// a local resume exclude each other, whatever the scheduler (or its absence) says. A grant returns only when its
+/// target reports that it did not start the VM. Pure state; the source migration actor asks it and acts.
+/// </summary>
+public sealed class ResumeFence
+{
+    private readonly Dictionary<VmId, (HostId Target, double PausedAt)> _waiting = new();
+    private readonly Dictionary<VmId, HostId> _granted = new();
+    private readonly HashSet<VmId> _resumedHere = new();
+
+    /// <summary>The VM is paused here and its transfer is through; its target is <paramref name="target"/>.</summary>
+    public void Transferred(VmId vm, HostId target, double nowSeconds) => _waiting[vm] = (target, nowSeconds);
+
+    /// <summary>May <paramref name="host"/> start <paramref name="vm"/>? Null: yes, and from now on it is that host's; otherwise why not.</summary>
+    public string? Grant(VmId vm, HostId host)
+    {
+        if (_granted.TryGetValue(vm, out var holder)) return holder == host ? null : $"VM {vm} is granted to {holder}";
+        if (_resumedHere.Contains(vm)) return $"VM {vm} runs on the source again";
+        if (!_waiting.TryGetValue(vm, out var w)) return $"VM {vm} is not waiting for a handover here";
+        if (w.Target != host) return $"host {host} is not VM {vm}'s target ({w.Target})";
+        _waiting.Remove(vm);
+        _granted[vm] = host;
+        return null;
+    }
+
+    /// <summary>The granted host did not start the VM: it may run here again.</summary>
+    public bool Return(VmId vm, HostId host)
+    {
+        if (!_granted.TryGetValue(vm, out var holder) || holder != host) return false;
+        _granted.Remove(vm);
+        _waiting[vm] = (host, double.NegativeInfinity);
+        return true;
+    }
+
+    /// <summary>May the VM run here again? Null: yes (it is marked so); otherwise why not (it is granted to a target).</summary>
+    public string? ResumeHere(VmId vm)
+    {
+        if (_granted.TryGetValue(vm, out var holder)) return $"VM {vm} is granted to {holder}, which may be running it";
+        _waiting.Remove(vm);
+        _resumedHere.Add(vm);
+        return null;
+    }
+
+    /// <summary>The VMs waiting longer than <paramref name="bound"/> for a decision: nobody holds them, so they may run here again.</summary>
+    public IReadOnlyList<VmId> Overdue(double nowSeconds, TimeSpan bound) =>
+        _waiting.Where(w => nowSeconds - w.Value.PausedAt >= bound.TotalSeconds).Select(w => w.Key).Order().ToArray();
+
+    public bool IsGranted(VmId vm) => _granted.ContainsKey(vm);
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The tests, with everything they need: on a fresh Debian machine with the .NET SDK, installs QEMU, a static busybox
+# and a kernel (the QEMU guests), and PostgreSQL 15 (the shared scheduler journal), starts PostgreSQL with a test role
+# and database, then runs the whole suite. `.ci/run` calls exactly this. Needs root for apt-get (as CI and the dev
+# machines here are); without root, install those packages yourself and set VMSCATTER_TEST_POSTGRES.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+export DEBIAN_FRONTEND=noninteractive DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+command -v dotnet >/dev/null || { echo "error: the .NET SDK (dotnet) is required and not installed" >&2; exit 1; }
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[[ -x /bin/busybox ]] || need+=(busybox-static)
+compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
+command -v pg_ctlcluster >/dev/null && [[ -d /usr/lib/postgresql/15 ]] || need+=(postgresql)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# PostgreSQL 15 (Debian's postgresql package): the cluster 15/main, a role and a database for the tests.
+deploy/postgres-journal.sh vmscatter vmscatter vmscatter_test >/dev/null
+export VMSCATTER_TEST_POSTGRES=${VMSCATTER_TEST_POSTGRES:-"Host=127.0.0.1;Port=5432;Username=vmscatter;Password=vmscatter;Database=vmscatter_test"}
+
+dotnet --version
+log=$(mktemp)
+set +e
+dotnet test VMScatter.sln -c Release 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# A plain closing line: totals over both test assemblies.
+awk '/(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1) } } END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

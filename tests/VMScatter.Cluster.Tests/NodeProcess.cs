@@ -1,0 +1,84 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace VMScatter.Cluster.Tests;
+
+/// <summary>A `vmscatter node` in its own process, as an operator runs it; its output lines can be awaited.</summary>
+public sealed class NodeProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly ConcurrentQueue<string> _lines = new();
+    private readonly List<(Func<string, bool> Match, TaskCompletionSource<string> Seen)> _waiters = new();
+
+    private NodeProcess(string name, Process process)
+    {
+        Name = name;
+        _process = process;
+        process.OutputDataReceived += (_, e) => Line(e.Data);
+        process.ErrorDataReceived += (_, e) => Line(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    public string Name { get; }
+    public bool HasExited => _process.HasExited;
+    public int ExitCode => _process.ExitCode;
+    public string Output => string.Join('\n', _lines);
+
+    public static NodeProcess Start(string name, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
+        psi.ArgumentList.Add("node");
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return new NodeProcess(name, Process.Start(psi)!);
+    }
+
+    /// <summary>A free loopback port for a seed node.</summary>
+    public static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    /// <summary>Waits for an output line (already printed or to come) that matches.</summary>
+    public Task<string> WaitForLineAsync(Func<string, bool> match, TimeSpan timeout)
+    {
+        var seen = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_waiters)
+        {
+            foreach (var l in _lines)
+                if (match(l)) { seen.SetResult(l); return seen.Task; }
+            _waiters.Add((match, seen));
+        }
+        return seen.Task.WaitAsync(timeout).ContinueWith(t => t.IsCompletedSuccessfully ? t.Result
+            : throw new TimeoutException($"{Name}: no matching line within {timeout.TotalSeconds:0}s; it printed:\n{Output}"), TaskScheduler.Default);
+    }
+
+    /// <summary>SIGKILL: no leaving, no shutdown hooks, as a crashed host.</summary>
+    public void Kill() => _process.Kill(entireProcessTree: true);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+        await _process.WaitForExitAsync().ConfigureAwait(false);
+        _process.Dispose();
+    }
+
+    private void Line(string? line)
+    {
+        if (line is null) return;
+        lock (_waiters)
+        {
+            _lines.Enqueue(line);
+            foreach (var w in _waiters.Where(w => w.Match(line)).ToArray())
+            {
+                w.Seen.TrySetResult(line);
+                _waiters.Remove(w);
+            }
+        }
+    }
+}
