@@ -200,6 +200,51 @@ public class ClusterIntegrationTests
     }
 
     /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
+    [Fact]
+    public async Task Vms_paused_past_the_decision_bound_run_on_the_source_and_their_targets_are_refused_the_resume()
+    {
+        // A zero bound: the source resumes each VM as soon as its transfer is through, before its target can ask for
+        // it; the target, told by the scheduler to start it (digests match), is refused. Each VM runs once, here.
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model, 31));
+        var backends = new Dictionary<string, RecordingBackend>();
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 2, TargetCapacityBytes = 4 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+            ExtraHocon = "vmscatter.source.decision-timeout = 0s",
+            TargetBackendFor = host => backends[host] = new RecordingBackend(),
+        });
+        var (outcome, events) = await Migrate(cluster, TestConfig.Options(), 2);
+        var report = outcome.Report!;
+        int landed = backends.Values.Sum(b => b.Landed.Count);
+        foreach (var vm in report.PerVm)
+        {
+            var source = fleet.Single(v => v.Description.Id == V(vm.Id));
+            bool onTarget = backends.Values.Any(b => b.Landed.ContainsKey(V(vm.Id)));
+            // Exactly one running copy: on its target with the source stopped, or here with no target copy.
+            Assert.Equal(vm.HandedOver, onTarget);
+            Assert.Equal(vm.HandedOver ? VmRunState.Stopped : VmRunState.Running, source.State);
+            if (!vm.HandedOver) Assert.Contains("the source refused the resume", vm.Error);
+        }
+        Assert.Equal(0, landed);
+        Assert.Equal(4, report.PerVm.Count(v => v.DigestMatched && !v.HandedOver));
+    }
+
+    /// <summary>The synthetic backend, counting the VMs it started.</summary>
+    private sealed class RecordingBackend : ITargetBackend
+    {
+        private readonly SyntheticTargetBackend _inner = new();
+        public System.Collections.Concurrent.ConcurrentDictionary<VmId, bool> Landed { get; } = new();
+        public string Name => "recording";
+        public IWritableGuestMemory AllocateMemory(VmDescription vm) => _inner.AllocateMemory(vm);
+
+        public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
+        {
+            var landed = await _inner.ResumeAsync(vm, memory, deviceState, cancellationToken);
+            Assert.True(Landed.TryAdd(vm.Id, true), $"VM {vm.Id} started twice on one host");
+            return landed;
+        }
+    }
+
     private sealed class RefusingBackend(VmId refuse) : ITargetBackend
     {
         private readonly SyntheticTargetBackend _inner = new();

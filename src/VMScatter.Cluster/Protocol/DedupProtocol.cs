@@ -1,5 +1,6 @@
 using System.Collections.Frozen;
 using System.Collections.Immutable;
+using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Pages;
 
@@ -84,3 +85,6 @@ public sealed record VmStopped(int VmIndex);
 public sealed record VmResumedHere(int VmIndex);
 
 public sealed record VmStepFailed(int VmIndex, string Step, string Error);
+
+/// <summary>Every VM of the migration runs in one place again: its VMs may be migrated anew (the actor lingers to answer late grant requests).</summary>
+public sealed record SourceMigrationSettled(MigrationId MigrationId);

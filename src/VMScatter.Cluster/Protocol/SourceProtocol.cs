@@ -44,4 +44,12 @@ public sealed record SourceVmResumed(MigrationId MigrationId, VmId VmId) : IVmSc
 
 // Target host → source migration (data-plane round acknowledgements travel on the control plane).
 
+/// <summary>May this target start the VM? The source grants each paused VM to one place only (its resume fence).</summary>
+public sealed record GrantResume(MigrationId MigrationId, VmId VmId, HostId HostId) : IVmScatterMessage;
+
+public sealed record ResumeGrantAnswer(MigrationId MigrationId, VmId VmId, bool Granted, string? Refusal) : IVmScatterMessage;
+
+/// <summary>The target did not start the VM after all: the grant returns, and the VM may run on the source again.</summary>
+public sealed record ReturnResumeGrant(MigrationId MigrationId, VmId VmId, HostId HostId) : IVmScatterMessage;
+
 public sealed record RoundApplied(MigrationId MigrationId, int TargetIndex, int Round, bool Final, string? Error) : IVmScatterMessage;

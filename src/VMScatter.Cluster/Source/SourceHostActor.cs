@@ -60,6 +60,7 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
             Self.Tell(Announce.Instance);
         });
 
+        Receive<SourceMigrationSettled>(m => _migrations.Remove(m.MigrationId));
         Receive<Terminated>(t =>
         {
             foreach (var (id, entry) in _migrations.Where(x => x.Value.Actor.Equals(t.ActorRef)).ToArray()) _migrations.Remove(id);

@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Source;
 
@@ -24,12 +25,29 @@ public sealed partial class SourceMigrationActor
     /// </summary>
     private void Handovers()
     {
-        Receive<ReleaseSourceVm>(m => WithVm(m.VmId, vm => _vmActors[vm].Tell(new StopSourceVm("handed over"))));
-        Receive<ResumeSourceVm>(m => WithVm(m.VmId, vm =>
+        // Stopped here only once granted to its target (which asked before starting it): else no copy would run.
+        Receive<ReleaseSourceVm>(m => WithVm(m.VmId, vm =>
         {
-            _log.Warning("Migration {0}: VM {1} resumes on the source: {2}", _migrationId, m.VmId, m.Reason);
-            _vmActors[vm].Tell(new ResumeVm(m.Reason));
+            if (_fence.IsGranted(m.VmId)) _vmActors[vm].Tell(new StopSourceVm("handed over"));
+            else _log.Warning("Migration {0}: refused to stop VM {1}: no target was granted it", _migrationId, m.VmId);
         }));
+        Receive<ResumeSourceVm>(m => WithVm(m.VmId, vm => ResumeHere(vm, m.Reason)));
+        Receive<GrantResume>(m => m.MigrationId == _migrationId, m =>
+        {
+            string? refusal = _fence.Grant(m.VmId, m.HostId);
+            if (refusal is not null) _log.Warning("Migration {0}: refused {1} the resume of VM {2}: {3}", _migrationId, m.HostId, m.VmId, refusal);
+            Sender.Tell(new ResumeGrantAnswer(_migrationId, m.VmId, refusal is null, refusal));
+        });
+        Receive<ReturnResumeGrant>(m => m.MigrationId == _migrationId, m =>
+        {
+            if (_fence.Return(m.VmId, m.HostId)) _log.Warning("Migration {0}: {1} did not start VM {2}; it may run here again", _migrationId, m.HostId, m.VmId);
+        });
+        // No decision within the bound (the scheduler lost or silent): a VM nobody was granted runs here again.
+        Receive<FenceTick>(_ =>
+        {
+            foreach (var id in _fence.Overdue(_clock.Elapsed.TotalSeconds, _settings.DecisionTimeout))
+                WithVm(id, vm => ResumeHere(vm, $"no handover decision within {_settings.DecisionTimeout.TotalSeconds:0.###} s"));
+        });
         Receive<VmStopped>(m =>
         {
             var released = new SourceVmReleased(_migrationId, VmId(m.VmIndex));
@@ -51,10 +69,45 @@ public sealed partial class SourceMigrationActor
         });
     }
 
+    /// <summary>Runs the VM here again unless it was granted to its target, which may be running it.</summary>
+    private void ResumeHere(int vm, string reason)
+    {
+        if (_fence.ResumeHere(VmId(vm)) is { } refusal)
+        {
+            _log.Warning("Migration {0}: VM {1} stays paused here ({2}): {3}", _migrationId, VmId(vm), reason, refusal);
+            return;
+        }
+        _log.Warning("Migration {0}: VM {1} resumes on the source: {2}", _migrationId, VmId(vm), reason);
+        _vmActors[vm].Tell(new ResumeVm(reason));
+    }
+
+    /// <summary>Checks the fence's waiting VMs against the decision bound, from the first transferred wave on.</summary>
+    private void ArmFence()
+    {
+        if (_transferred.Count == 0 || Timers.IsTimerActive("fence")) return;
+        var tick = TimeSpan.FromTicks(Math.Clamp(_settings.DecisionTimeout.Ticks / 4, TimeSpan.FromMilliseconds(10).Ticks, TimeSpan.FromSeconds(1).Ticks));
+        Timers.StartPeriodicTimer("fence", FenceTick.Instance, tick);
+    }
+
     private void Settle(int vmIndex)
     {
         _settled.Add(vmIndex);
-        if (_settled.Count == _vms.Count) Context.Stop(Self);
+        if (_settled.Count < _vms.Count) return;
+        // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
+        // stays long enough to refuse it (a target gives up after its own grant timeout, shorter than this).
+        Timers.CancelAll();
+        FreeReleasedVms();
+        Context.Parent.Tell(new SourceMigrationSettled(_migrationId));
+        Timers.StartSingleTimer("linger", LingerOver.Instance, GrantLinger);
+        Become(Settled);
+    }
+
+    private void Settled()
+    {
+        Receive<GrantResume>(m => m.MigrationId == _migrationId, m =>
+            Sender.Tell(new ResumeGrantAnswer(_migrationId, m.VmId, false, _fence.Grant(m.VmId, m.HostId) ?? $"VM {m.VmId}'s migration is over")));
+        Receive<LingerOver>(_ => Context.Stop(Self));
+        ReceiveAny(_ => { });
     }
 
     /// <summary>No round reads guest pages any more: the host may free the VMs stopped here.</summary>
@@ -81,6 +134,7 @@ public sealed partial class SourceMigrationActor
     {
         _log.Error("Migration {0} failed on the source: {1}", _migrationId, reason);
         Timers.CancelAll();
+        ArmFence();
         if (tellScheduler) _scheduler.Tell(new TransferFailed(_migrationId, reason));
         ResumeUnsettled(reason);
         Become(HandingOver);

@@ -81,6 +81,9 @@ public sealed partial class SourceMigrationActor
             // it paused: wait for whichever are not done, then the next wave.
             _activeTargets &= ~_wave.Targets;
             _transferred.UnionWith(_wave.Vms);
+            foreach (int vm in _wave.Vms) _fence.Transferred(VmId(vm), _targetHosts[_targetOfVm[vm]], _clock.Elapsed.TotalSeconds);
+            ArmFence();
+            Self.Tell(FenceTick.Instance); // checked before any target can ask (a zero bound resumes them here at once)
             Become(Digesting);
             MaybeWaveTransferred();
             return;

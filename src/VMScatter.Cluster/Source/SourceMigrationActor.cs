@@ -72,8 +72,10 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private double _collectedAllAt;
     private double _digestStarted;
 
-    // Handover: VMs whose wave is through are the scheduler's to decide.
+    // Handover: VMs whose wave is through are the scheduler's to decide, and start elsewhere only with the fence's grant.
     private readonly HashSet<int> _transferred = new();
+    private readonly ResumeFence _fence = new();
+    private HostId[] _targetHosts = [];
     private readonly HashSet<int> _settled = new();
     /// <summary>VMs stopped here while later waves still read contents from guest pages: the host frees them after.</summary>
     private readonly List<SourceVmReleased> _freeLater = new();
@@ -159,6 +161,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
             foreach (var a in m.Assignments) targetOf[a.VmIndex] = a.TargetIndex;
             _targetOfVm = [.. targetOf];
             _targetCount = m.Targets.Count;
+            _targetHosts = m.Targets.OrderBy(t => t.Index).Select(t => t.HostId).ToArray();
             _activeTargets = TargetMask.All(_targetCount);
             _waves = WavePlan.Of(targetOf, _options.Handover);
             var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
@@ -232,6 +235,11 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
 
     private sealed record Connected { public static readonly Connected Instance = new(); }
     private sealed record ProgressTick { public static readonly ProgressTick Instance = new(); }
+    private sealed record FenceTick { public static readonly FenceTick Instance = new(); }
+    private sealed record LingerOver { public static readonly LingerOver Instance = new(); }
+
+    /// <summary>How long a settled migration still answers grant requests: longer than a target's grant timeout (10 s).</summary>
+    private static readonly TimeSpan GrantLinger = TimeSpan.FromSeconds(15);
     private sealed record RoundSent(int Round);
     private sealed record TransferStepFailed(string Step, string Error);
     private sealed record ChildFailed(string Reason);

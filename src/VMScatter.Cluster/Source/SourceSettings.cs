@@ -13,7 +13,8 @@ public sealed record SourceSettings(
     TimeSpan ProgressInterval,
     TimeSpan RegistrationInterval,
     DataPlaneOptions DataPlane,
-    TimeSpan HandoverReserve)
+    TimeSpan HandoverReserve,
+    TimeSpan DecisionTimeout)
 {
     public static SourceSettings From(Config config) => new(
         config.GetInt("vmscatter.source.dedup-shards"),
@@ -22,7 +23,8 @@ public sealed record SourceSettings(
         config.GetTimeSpan("vmscatter.source.progress-interval"),
         config.GetTimeSpan("vmscatter.source.registration-interval"),
         DataPlaneSettings.From(config),
-        config.GetTimeSpan("vmscatter.source.handover-reserve"));
+        config.GetTimeSpan("vmscatter.source.handover-reserve"),
+        config.GetTimeSpan("vmscatter.source.decision-timeout"));
 }
 
 public static class DataPlaneSettings

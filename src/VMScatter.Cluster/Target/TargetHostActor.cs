@@ -31,6 +31,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     /// <summary>Per settled migration whose receiver is still closing: the bytes of its leftover memory, not yet freed.</summary>
     private readonly Dictionary<MigrationId, long> _closing = new();
     private readonly PendingDisposals _disposals;
+    /// <summary>How long a target waits for the source's grant before it gives up resuming (and hands any grant back).</summary>
+    private static readonly TimeSpan GrantTimeout = TimeSpan.FromSeconds(10);
 
     private readonly string _rack;
 
@@ -108,7 +110,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
                 return;
             }
             var state = inc.Receiver.DeviceStateOf(vm.VmIndex) ?? [];
-            ResumeAsync(m.MigrationId, vm, state).PipeTo(Self, replyTo);
+            ResumeAsync(m.MigrationId, vm, state, inc.SourceMigration).PipeTo(Self, replyTo);
         });
 
         Receive<Landed>(m =>
@@ -203,8 +205,24 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             success: o => new OutcomeArrived(migrationId, o),
             failure: e => new OutcomeArrived(migrationId, new RoundOutcome(-1, false, $"receiver closed: {e.GetBaseException().Message}")));
 
-    private async Task<object> ResumeAsync(MigrationId migrationId, ReceiverVm vm, byte[] deviceState)
+    /// <summary>
+    /// Starts the VM here only with the source's grant: the source grants a paused VM to one place, and no longer runs
+    /// it itself once granted, so the two copies never both run, whoever decided what (or was lost meanwhile).
+    /// </summary>
+    private async Task<object> ResumeAsync(MigrationId migrationId, ReceiverVm vm, byte[] deviceState, IActorRef source)
     {
+        var id = vm.Description.Id;
+        try
+        {
+            var answer = await source.Ask<ResumeGrantAnswer>(new GrantResume(migrationId, id, _hostId), GrantTimeout).ConfigureAwait(false);
+            if (!answer.Granted) return new LandingFailed(migrationId, id, $"the source refused the resume: {answer.Refusal}");
+        }
+        catch (Exception e)
+        {
+            // A grant may have been given and its answer lost: hand it back, so the VM can run on the source again.
+            source.Tell(new ReturnResumeGrant(migrationId, id, _hostId));
+            return new LandingFailed(migrationId, id, $"no resume grant from the source: {e.GetBaseException().Message}");
+        }
         try
         {
             var landed = await _backend.ResumeAsync(vm.Description, vm.Memory, deviceState, CancellationToken.None).ConfigureAwait(false);
@@ -212,7 +230,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         }
         catch (Exception e)
         {
-            return new LandingFailed(migrationId, vm.Description.Id, $"{_backend.Name} backend could not resume {vm.Description.Id}: {e.GetBaseException().Message}");
+            source.Tell(new ReturnResumeGrant(migrationId, id, _hostId));
+            return new LandingFailed(migrationId, id, $"{_backend.Name} backend could not resume {id}: {e.GetBaseException().Message}");
         }
     }
 
