@@ -201,10 +201,10 @@ public class ClusterIntegrationTests
 
     /// <summary>A target that cannot start a VM: that VM resumes on its source; the others are handed over.</summary>
     [Fact]
-    public async Task Vms_paused_past_the_decision_bound_run_on_the_source_and_their_targets_are_refused_the_resume()
+    public async Task Vms_paused_past_the_decision_bound_run_on_the_source_and_their_handovers_are_refused()
     {
-        // A zero bound: the source resumes each VM as soon as its transfer is through, before its target can ask for
-        // it; the target, told by the scheduler to start it (digests match), is refused. Each VM runs once, here.
+        // A zero bound: the source resumes each VM as soon as its transfer is through, before the scheduler's "start it
+        // on its target" (digests match) reaches it; the source refuses that handover. Each VM runs once, here.
         var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model, 31));
         var backends = new Dictionary<string, RecordingBackend>();
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
@@ -223,7 +223,7 @@ public class ClusterIntegrationTests
             // Exactly one running copy: on its target with the source stopped, or here with no target copy.
             Assert.Equal(vm.HandedOver, onTarget);
             Assert.Equal(vm.HandedOver ? VmRunState.Stopped : VmRunState.Running, source.State);
-            if (!vm.HandedOver) Assert.Contains("the source refused the resume", vm.Error);
+            if (!vm.HandedOver) Assert.Contains($"the source refused the handover: VM {vm.Id} runs on the source again", vm.Error);
         }
         Assert.Equal(0, landed);
         Assert.Equal(4, report.PerVm.Count(v => v.DigestMatched && !v.HandedOver));

@@ -94,7 +94,9 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         scheduler.Tell(new TargetDigests(id, placed.TargetOfVm[V("vm-a")], [new VmDigest(V("vm-a"), "aaaa")], 600, 0, 3, 0), targetOfA.Ref);
         scheduler.Tell(new TargetDigests(id, placed.TargetOfVm[V("vm-b")], [new VmDigest(V("vm-b"), "b0b0")], 400, 0, 2, 0), targetOfB.Ref);
 
-        Assert.Equal(V("vm-a"), targetOfA.ExpectMsg<ResumeOnTarget>().VmId);
+        // The start goes through the source's fence, to vm-a's own target.
+        var grant = sourceMigration.ExpectMsg<GrantHandover>();
+        Assert.Equal((V("vm-a"), placed.TargetOfVm[V("vm-a")], targetOfA.Ref), (grant.VmId, grant.TargetHostId, grant.Target));
         Assert.Equal([V("vm-b")], targetOfB.ExpectMsg<DiscardReceived>().VmIds);
         var resumeB = sourceHost.ExpectMsg<ResumeSourceVm>();
         Assert.Equal(V("vm-b"), resumeB.VmId);

@@ -109,6 +109,26 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(1, backend.Allocated);
     }
 
+    [Fact]
+    public async Task When_the_source_migration_is_gone_what_was_received_for_vms_not_started_is_freed()
+    {
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
+        var backend = new GatedBackend();
+        backend.Gate.SetResult();
+        var scheduler = CreateTestProbe();
+        var source = CreateTestProbe();
+        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
+            TimeSpan.FromHours(1), new PendingDisposals(), "")));
+        scheduler.ExpectMsg<RegisterTargetHost>();
+        var id = MigrationId.New();
+        host.Tell(Prepare(id, listener, "vm-1", "vm-2") with { SourceMigration = source.Ref }, scheduler.Ref);
+        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == id);
+        // No grant can come any more: the host gives the memory back and says so.
+        Sys.Stop(source.Ref);
+        Assert.Equal(2 * VmBytes, scheduler.ExpectMsg<RegisterTargetHost>().FreeBytes);
+        Assert.Equal(2, backend.Freed);
+    }
+
     private PrepareReceive Prepare(MigrationId migrationId, DataPlaneListener listener, params string[] vmIds) => new(
         migrationId, new byte[FrameCodec.KeySize], 0, [new TargetEndpoint(0, H("t1"), "127.0.0.1", listener.LocalEndPoint.Port)],
         vmIds.Select((id, i) => new VmAssignment(i, new VmDescription(V(id), VmBytes, 1, "synthetic", ""), 0)).ToArray(), TestActor, 0);

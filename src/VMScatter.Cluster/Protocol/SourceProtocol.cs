@@ -11,6 +11,15 @@ public sealed record AnalyzeVms(MigrationId MigrationId, IReadOnlyList<VmId> VmI
 /// <summary>Placement is decided and the targets are ready: send round 0, then dirty rounds, then stop and copy.</summary>
 public sealed record BeginTransfer(MigrationId MigrationId, byte[] DataPlaneKey, IReadOnlyList<TargetEndpoint> Targets, IReadOnlyList<VmAssignment> Assignments) : IVmScatterMessage;
 
+/// <summary>
+/// Scheduler → source: the VM's digests match; grant it to <paramref name="TargetHostId"/> and tell that target to start
+/// it. The source grants each paused VM to one place only (its resume fence), so the start goes through it.
+/// </summary>
+public sealed record GrantHandover(MigrationId MigrationId, VmId VmId, HostId TargetHostId, IActorRef Target) : IVmScatterMessage;
+
+/// <summary>Source → scheduler: the VM was not granted (it runs on the source again); its handover failed.</summary>
+public sealed record HandoverRefused(MigrationId MigrationId, VmId VmId, string Reason) : IVmScatterMessage;
+
 /// <summary>The VM is verified and running on its target: stop it here.</summary>
 public sealed record ReleaseSourceVm(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
 
@@ -44,10 +53,6 @@ public sealed record SourceVmResumed(MigrationId MigrationId, VmId VmId) : IVmSc
 
 // Target host → source migration (data-plane round acknowledgements travel on the control plane).
 
-/// <summary>May this target start the VM? The source grants each paused VM to one place only (its resume fence).</summary>
-public sealed record GrantResume(MigrationId MigrationId, VmId VmId, HostId HostId) : IVmScatterMessage;
-
-public sealed record ResumeGrantAnswer(MigrationId MigrationId, VmId VmId, bool Granted, string? Refusal) : IVmScatterMessage;
 
 /// <summary>The target did not start the VM after all: the grant returns, and the VM may run on the source again.</summary>
 public sealed record ReturnResumeGrant(MigrationId MigrationId, VmId VmId, HostId HostId) : IVmScatterMessage;

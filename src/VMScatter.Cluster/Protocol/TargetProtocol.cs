@@ -16,6 +16,7 @@ public sealed record PrepareReceive(
     long LinkBitsPerSecond) : IVmScatterMessage;
 
 /// <summary>Digest verified: start the VM here.</summary>
+/// <remarks>Sent by the source, which granted the VM to this target, on the scheduler's behalf (replies go to the scheduler).</remarks>
 public sealed record ResumeOnTarget(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
 
 /// <summary>Drop what was received for these VMs (the handover failed or the migration was aborted).</summary>

@@ -17,7 +17,7 @@ public sealed partial class MigrationSchedulerActor
             {
                 case HandoverStep.Resume r:
                     run.ResumeRequested.Add(r.VmId);
-                    run.TargetRefs[r.TargetHostId].Tell(new ResumeOnTarget(run.Id, r.VmId));
+                    run.SourceMigration!.Tell(new GrantHandover(run.Id, r.VmId, r.TargetHostId, run.TargetRefs[r.TargetHostId]));
                     break;
                 case HandoverStep.Fail f:
                     FailVm(run, f.VmId, f.Reason);

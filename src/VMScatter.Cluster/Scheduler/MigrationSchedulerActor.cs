@@ -125,6 +125,11 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
                 run.SourceHost.Tell(new ReleaseSourceVm(run.Id, e.VmId));
             });
         }));
+        Command<HandoverRefused>(m => WithRun(m.MigrationId, run =>
+        {
+            if (!Sender.Equals(run.SourceMigration)) { Refuse(run, m, "not from the run's source migration"); return; }
+            FailVm(run, m.VmId, $"the source refused the handover: {m.Reason}");
+        }));
         Command<VmResumeFailed>(m => WithRun(m.MigrationId, run =>
         {
             if (run.TargetOfVm.GetValueOrDefault(m.VmId) != m.HostId) { Refuse(run, m, $"host {m.HostId} is not VM {m.VmId}'s target"); return; }

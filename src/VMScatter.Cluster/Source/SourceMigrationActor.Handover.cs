@@ -32,11 +32,16 @@ public sealed partial class SourceMigrationActor
             else _log.Warning("Migration {0}: refused to stop VM {1}: no target was granted it", _migrationId, m.VmId);
         }));
         Receive<ResumeSourceVm>(m => WithVm(m.VmId, vm => ResumeHere(vm, m.Reason)));
-        Receive<GrantResume>(m => m.MigrationId == _migrationId, m =>
+        // The start of a VM on its target goes through here: granted, the target is told (and answers the scheduler).
+        Receive<GrantHandover>(m => m.MigrationId == _migrationId, m =>
         {
-            string? refusal = _fence.Grant(m.VmId, m.HostId);
-            if (refusal is not null) _log.Warning("Migration {0}: refused {1} the resume of VM {2}: {3}", _migrationId, m.HostId, m.VmId, refusal);
-            Sender.Tell(new ResumeGrantAnswer(_migrationId, m.VmId, refusal is null, refusal));
+            if (_fence.Grant(m.VmId, m.TargetHostId) is { } refusal)
+            {
+                _log.Warning("Migration {0}: refused {1} the handover of VM {2}: {3}", _migrationId, m.TargetHostId, m.VmId, refusal);
+                Sender.Tell(new HandoverRefused(_migrationId, m.VmId, refusal));
+                return;
+            }
+            m.Target.Tell(new ResumeOnTarget(_migrationId, m.VmId), Sender);
         });
         Receive<ReturnResumeGrant>(m => m.MigrationId == _migrationId, m =>
         {
@@ -94,7 +99,7 @@ public sealed partial class SourceMigrationActor
         _settled.Add(vmIndex);
         if (_settled.Count < _vms.Count) return;
         // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
-        // stays long enough to refuse it (a target gives up after its own grant timeout, shorter than this).
+        // stays a while to refuse late handover requests.
         Timers.CancelAll();
         FreeReleasedVms();
         Context.Parent.Tell(new SourceMigrationSettled(_migrationId));
@@ -104,8 +109,8 @@ public sealed partial class SourceMigrationActor
 
     private void Settled()
     {
-        Receive<GrantResume>(m => m.MigrationId == _migrationId, m =>
-            Sender.Tell(new ResumeGrantAnswer(_migrationId, m.VmId, false, _fence.Grant(m.VmId, m.HostId) ?? $"VM {m.VmId}'s migration is over")));
+        Receive<GrantHandover>(m => m.MigrationId == _migrationId, m =>
+            Sender.Tell(new HandoverRefused(_migrationId, m.VmId, $"VM {m.VmId}'s migration is over")));
         Receive<LingerOver>(_ => Context.Stop(Self));
         ReceiveAny(_ => { });
     }

@@ -238,7 +238,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private sealed record FenceTick { public static readonly FenceTick Instance = new(); }
     private sealed record LingerOver { public static readonly LingerOver Instance = new(); }
 
-    /// <summary>How long a settled migration still answers grant requests: longer than a target's grant timeout (10 s).</summary>
+    /// <summary>How long a settled migration still refuses handover requests (rather than leave them to dead letters).</summary>
     private static readonly TimeSpan GrantLinger = TimeSpan.FromSeconds(15);
     private sealed record RoundSent(int Round);
     private sealed record TransferStepFailed(string Step, string Error);

@@ -31,8 +31,6 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     /// <summary>Per settled migration whose receiver is still closing: the bytes of its leftover memory, not yet freed.</summary>
     private readonly Dictionary<MigrationId, long> _closing = new();
     private readonly PendingDisposals _disposals;
-    /// <summary>How long a target waits for the source's grant before it gives up resuming (and hands any grant back).</summary>
-    private static readonly TimeSpan GrantTimeout = TimeSpan.FromSeconds(10);
 
     private readonly string _rack;
 
@@ -88,6 +86,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             }
             _listener.Register(receiver);
             _incoming[m.MigrationId] = new Incoming(receiver, vms, m.SourceMigration, Sender);
+            // Without its source migration no VM of it can be granted any more: see Terminated below.
+            Context.Watch(m.SourceMigration);
             PumpOutcome(m.MigrationId, receiver);
             Sender.Tell(new ReceiverReady(m.MigrationId, _hostId));
         });
@@ -110,19 +110,45 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
                 return;
             }
             var state = inc.Receiver.DeviceStateOf(vm.VmIndex) ?? [];
+            inc.Resuming.Add(vm.Description.Id);
             ResumeAsync(m.MigrationId, vm, state, inc.SourceMigration).PipeTo(Self, replyTo);
         });
 
         Receive<Landed>(m =>
         {
             _running[m.Vm.Description.Id] = m.Vm;
-            if (_incoming.TryGetValue(m.MigrationId, out var inc)) inc.Resumed.Add(m.Vm.Description.Id);
+            if (_incoming.TryGetValue(m.MigrationId, out var inc))
+            {
+                inc.Resuming.Remove(m.Vm.Description.Id);
+                inc.Resumed.Add(m.Vm.Description.Id);
+            }
             Sender.Tell(new VmResumedOnTarget(m.MigrationId, m.Vm.Description.Id, _hostId, m.ResumedAtUnixMs));
             ReleaseIfSettled(m.MigrationId);
             Self.Tell(Announce.Instance);
         });
 
-        Receive<LandingFailed>(m => Sender.Tell(new VmResumeFailed(m.MigrationId, m.VmId, _hostId, m.Reason)));
+        Receive<LandingFailed>(m =>
+        {
+            if (_incoming.TryGetValue(m.MigrationId, out var inc))
+            {
+                inc.Resuming.Remove(m.VmId);
+                if (inc.SourceGone) inc.Discarded.Add(m.VmId);
+            }
+            Sender.Tell(new VmResumeFailed(m.MigrationId, m.VmId, _hostId, m.Reason));
+            ReleaseIfSettled(m.MigrationId);
+        });
+
+        // The source migration is gone (it settled and stopped, or its node was lost): nothing not yet started here can
+        // be granted any more, so what was received for those VMs goes; VMs started, or starting, stay.
+        Receive<Terminated>(t =>
+        {
+            foreach (var (id, inc) in _incoming.Where(i => i.Value.SourceMigration.Equals(t.ActorRef)).ToArray())
+            {
+                inc.SourceGone = true;
+                foreach (var vm in inc.Vms.Select(v => v.Description.Id).Where(v => !inc.Resumed.Contains(v) && !inc.Resuming.Contains(v))) inc.Discarded.Add(vm);
+                ReleaseIfSettled(id);
+            }
+        });
 
         Receive<DiscardReceived>(m =>
         {
@@ -206,23 +232,12 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             failure: e => new OutcomeArrived(migrationId, new RoundOutcome(-1, false, $"receiver closed: {e.GetBaseException().Message}")));
 
     /// <summary>
-    /// Starts the VM here only with the source's grant: the source grants a paused VM to one place, and no longer runs
-    /// it itself once granted, so the two copies never both run, whoever decided what (or was lost meanwhile).
+    /// Starts a VM the source granted to this host (the source relays the scheduler's word only once it granted the VM
+    /// here and will not run it itself); a start that fails hands the grant back, so the VM can run on the source again.
     /// </summary>
     private async Task<object> ResumeAsync(MigrationId migrationId, ReceiverVm vm, byte[] deviceState, IActorRef source)
     {
         var id = vm.Description.Id;
-        try
-        {
-            var answer = await source.Ask<ResumeGrantAnswer>(new GrantResume(migrationId, id, _hostId), GrantTimeout).ConfigureAwait(false);
-            if (!answer.Granted) return new LandingFailed(migrationId, id, $"the source refused the resume: {answer.Refusal}");
-        }
-        catch (Exception e)
-        {
-            // A grant may have been given and its answer lost: hand it back, so the VM can run on the source again.
-            source.Tell(new ReturnResumeGrant(migrationId, id, _hostId));
-            return new LandingFailed(migrationId, id, $"no resume grant from the source: {e.GetBaseException().Message}");
-        }
         try
         {
             var landed = await _backend.ResumeAsync(vm.Description, vm.Memory, deviceState, CancellationToken.None).ConfigureAwait(false);
@@ -281,6 +296,9 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     {
         public HashSet<VmId> Resumed { get; } = new();
         public HashSet<VmId> Discarded { get; } = new();
+        /// <summary>Granted or asking for a grant: their memory is the starting VM's.</summary>
+        public HashSet<VmId> Resuming { get; } = new();
+        public bool SourceGone { get; set; }
     }
 
     private sealed record Announce { public static readonly Announce Instance = new(); }
