@@ -49,6 +49,10 @@ public class CliTests
     }
 
     [Fact]
+    public async Task Guests_larger_than_this_machine_are_refused_before_anything_is_allocated() =>
+        AssertOneLineError(await Run("demo", "--vms", "2", "--vm-memory", "1TiB"), "2 VMs x 1.0 TiB and 4 targets x 1.0 TiB need 6.0 TiB, but this machine has");
+
+    [Fact]
     public async Task Zero_targets_is_refused() =>
         AssertOneLineError(await Run("demo", "--targets", "0"), "--targets must be at least 1");
 

@@ -135,6 +135,34 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_host_id_registered_by_one_host_is_refused_to_another()
+    {
+        var scheduler = Scheduler();
+        var first = CreateTestProbe();
+        var impostor = CreateTestProbe();
+        scheduler.Tell(new RegisterTargetHost(H("t1"), first.Ref, 8 * MiB, "127.0.0.1", 1, "synthetic"), first.Ref);
+        Assert.Equal(H("t1"), first.ExpectMsg<HostRegistered>().HostId);
+        scheduler.Tell(new RegisterTargetHost(H("t1"), impostor.Ref, 64 * MiB, "127.0.0.1", 2, "synthetic"), impostor.Ref);
+        Assert.StartsWith("host id t1 is registered by", impostor.ExpectMsg<HostRegistrationRefused>().Reason);
+        scheduler.Tell(new RegisterSourceHost(H("t1"), impostor.Ref, [Vm(V("vm-a"), MiB)]), impostor.Ref);
+        impostor.ExpectMsg<HostRegistrationRefused>();
+        // The first host keeps its name and its announced capacity: a 16 MiB VM does not fit its 8 MiB.
+        scheduler.Tell(new RegisterSourceHost(H("src"), first.Ref, [Vm(V("vm-a"), 16 * MiB)]), first.Ref);
+        first.ExpectMsg<HostRegistered>();
+        scheduler.Tell(new StartMigration(MigrationId.New(), H("src"), [], [], TestConfig.Options()));
+        Assert.Contains("largest target has 8.0 MiB free", ExpectMsg<MigrationRejected>().Reason);
+        // Once the first host is gone, the id is free again.
+        Watch(first.Ref);
+        Sys.Stop(first.Ref);
+        ExpectTerminated(first.Ref);
+        AwaitAssert(() =>
+        {
+            scheduler.Tell(new RegisterTargetHost(H("t1"), impostor.Ref, 64 * MiB, "127.0.0.1", 2, "synthetic"), impostor.Ref);
+            impostor.ExpectMsg<HostRegistered>(TimeSpan.FromMilliseconds(500));
+        }, TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
     public void Targets_announce_their_rack_and_vms_sharing_pages_are_placed_under_one_switch()
     {
         var scheduler = Scheduler();

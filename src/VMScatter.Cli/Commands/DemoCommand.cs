@@ -3,8 +3,8 @@ using VMScatter.Cli.View;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
-using VMScatter.Domain.Scheduling;
 using VMScatter.Domain;
+using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Synthetic;
 using VMScatter.Domain.Units;
 using VMScatter.Qemu;
@@ -42,6 +42,10 @@ public static class DemoCommand
             long memory = Size(parse.GetValue(vmMemory)!, "--vm-memory");
             if (memory % 4096 != 0) throw new UserError("--vm-memory must be a multiple of 4 KiB");
             long targetCapacity = parse.GetValue(capacity) is { } c ? Size(c, "--target-capacity") : (vmCount + targetCount - 1) / targetCount * memory;
+            // Every node runs in this process: the source's guests and the targets' (backed) capacity must fit here.
+            long need = vmCount * memory + targetCount * targetCapacity, available = HostMemory.AvailableBytes();
+            if (need > available)
+                throw new UserError($"{vmCount} VMs x {ByteSize.Format(memory)} and {targetCount} targets x {ByteSize.Format(targetCapacity)} need {ByteSize.Format(need)}, but this machine has {ByteSize.Format(available)} available");
             var model = new SyntheticGuestModel { MemoryBytes = memory };
             if (parse.GetValue(dirtyRate) is { } rate) model = model with { DirtyPagesPerSecond = rate };
             if (parse.GetValue(wws) is { } w) model = model with { WritableWorkingSetPages = w };

@@ -13,6 +13,9 @@ public sealed record RegisterTargetHost(HostId HostId, IActorRef Host, long Free
 
 public sealed record HostRegistered(HostId HostId) : IVmScatterMessage;
 
+/// <summary>The host id is registered by another live host: a second node cannot take over its name (nor its VMs' traffic).</summary>
+public sealed record HostRegistrationRefused(HostId HostId, string Reason) : IVmScatterMessage;
+
 /// <summary>Migrate the VMs of a source host (all, or <paramref name="VmIds"/>) to the given targets (all, if empty).</summary>
 public sealed record StartMigration(
     MigrationId MigrationId,

@@ -47,12 +47,14 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
 
         Command<RegisterSourceHost>(m =>
         {
+            if (TakenByAnother(m.HostId, m.Host)) return;
             if (!_sources.ContainsKey(m.HostId)) Context.Watch(m.Host);
             _sources[m.HostId] = m;
             Sender.Tell(new HostRegistered(m.HostId));
         });
         Command<RegisterTargetHost>(m =>
         {
+            if (TakenByAnother(m.HostId, m.Host)) return;
             if (!_targets.ContainsKey(m.HostId)) Context.Watch(m.Host);
             _targets[m.HostId] = m;
             Sender.Tell(new HostRegistered(m.HostId));
@@ -176,6 +178,19 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "analysing"), _settings.AnalysisTimeout);
             run.SourceHost.Tell(new AnalyzeVms(run.Id, run.Vms.Select(v => v.Id).ToArray(), m.Options));
         });
+    }
+
+    /// <summary>
+    /// A host id belongs to the host that registered it until that host is gone (Terminated): another address announcing
+    /// the same id is refused, or it would receive that host's migrations, keys and guest memory.
+    /// </summary>
+    private bool TakenByAnother(HostId id, IActorRef host)
+    {
+        var holder = _sources.TryGetValue(id, out var s) ? s.Host : _targets.TryGetValue(id, out var t) ? t.Host : null;
+        if (holder is null || holder.Equals(host)) return false;
+        _log.Warning("Refused host id {0} from {1}: registered by {2}", id, host.Path.Address, holder.Path.Address);
+        Sender.Tell(new HostRegistrationRefused(id, $"host id {id} is registered by {holder.Path.Address}"));
+        return true;
     }
 
     /// <summary>Memory placed on a target by migrations in flight that the target has not yet reserved itself.</summary>

@@ -31,6 +31,7 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
 
         Receive<Announce>(_ => _scheduler.Tell(new RegisterSourceHost(_hostId, Self, _vms.Values.Select(v => v.Description).OrderBy(d => d.Id).ToArray())));
         Receive<HostRegistered>(_ => { });
+        Receive<HostRegistrationRefused>(m => _log.Error("Source {0} is not registered: {1}", _hostId, m.Reason));
 
         Receive<AnalyzeVms>(m =>
         {

@@ -49,6 +49,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
 
         Receive<Announce>(_ => _scheduler.Tell(new RegisterTargetHost(_hostId, Self, FreeBytes(), _listener.LocalEndPoint.Address.ToString(), _listener.LocalEndPoint.Port, _backend.Name, _rack)));
         Receive<HostRegistered>(_ => { });
+        Receive<HostRegistrationRefused>(m => _log.Error("Target {0} is not registered: {1}", _hostId, m.Reason));
 
         Receive<PrepareReceive>(m =>
         {
