@@ -1,6 +1,7 @@
 using System.Net;
 using System.Reflection;
 using Akka.Actor;
+using Akka.TestKit;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Target;
@@ -25,10 +26,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
         var backend = new GatedBackend();
         var scheduler = CreateTestProbe();
-        // No periodic announcement in the test's time: every RegisterTargetHost below was caused by what the test did.
-        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
-            TimeSpan.FromHours(1), new PendingDisposals(), "")));
-        Assert.Equal(2 * VmBytes, scheduler.ExpectMsg<RegisterTargetHost>().FreeBytes);
+        var host = StartHost(listener, backend, scheduler);
 
         var first = MigrationId.New();
         host.Tell(Prepare(first, listener, "vm-1", "vm-2"), scheduler.Ref);
@@ -58,9 +56,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         var backend = new GatedBackend();
         backend.Gate.SetResult();
         var scheduler = CreateTestProbe();
-        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
-            TimeSpan.FromHours(1), new PendingDisposals(), "")));
-        scheduler.ExpectMsg<RegisterTargetHost>();
+        var host = StartHost(listener, backend, scheduler);
         // A peer address that is no address: the memory for both VMs was already taken when it fails.
         var bad = MigrationId.New();
         host.Tell(Prepare(bad, listener, "vm-1", "vm-2") with { Targets = [new TargetEndpoint(0, H("t1"), "not-an-address", 1)] }, scheduler.Ref);
@@ -79,9 +75,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
         var backend = new GatedBackend();
         var scheduler = CreateTestProbe();
-        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
-            TimeSpan.FromHours(1), new PendingDisposals(), "")));
-        scheduler.ExpectMsg<RegisterTargetHost>();
+        var host = StartHost(listener, backend, scheduler);
         // As a deserializer delivers it: the field set directly, the constructor's check never run.
         object boxed = default(VmId);
         typeof(VmId).GetField("<Value>k__BackingField", BindingFlags.Instance | BindingFlags.NonPublic)!.SetValue(boxed, "../../etc/x");
@@ -117,9 +111,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         backend.Gate.SetResult();
         var scheduler = CreateTestProbe();
         var source = CreateTestProbe();
-        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
-            TimeSpan.FromHours(1), new PendingDisposals(), "")));
-        scheduler.ExpectMsg<RegisterTargetHost>();
+        var host = StartHost(listener, backend, scheduler);
         var id = MigrationId.New();
         host.Tell(Prepare(id, listener, "vm-1", "vm-2") with { SourceMigration = source.Ref }, scheduler.Ref);
         scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == id);
@@ -127,6 +119,16 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         Sys.Stop(source.Ref);
         Assert.Equal(2 * VmBytes, scheduler.ExpectMsg<RegisterTargetHost>().FreeBytes);
         Assert.Equal(2, backend.Freed);
+    }
+
+    /// <summary>A target host of 2 VMs' capacity, announced to <paramref name="scheduler"/> (its first announcement checked and taken).</summary>
+    private IActorRef StartHost(DataPlaneListener listener, GatedBackend backend, TestProbe scheduler)
+    {
+        // No periodic announcement in a test's time: every later RegisterTargetHost is caused by what the test did.
+        var host = Sys.ActorOf(Props.Create(() => new TargetHostActor(H("t1"), 2 * VmBytes, listener, new DataPlaneOptions(), backend, scheduler.Ref,
+            TimeSpan.FromHours(1), new PendingDisposals(), "")));
+        Assert.Equal(2 * VmBytes, scheduler.ExpectMsg<RegisterTargetHost>().FreeBytes);
+        return host;
     }
 
     private PrepareReceive Prepare(MigrationId migrationId, DataPlaneListener listener, params string[] vmIds) => new(

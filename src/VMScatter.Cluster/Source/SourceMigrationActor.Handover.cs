@@ -109,8 +109,9 @@ public sealed partial class SourceMigrationActor
 
     private void Settled()
     {
+        // Every VM is settled, so the fence refuses (a VM resumed here) or finds it granted already (stopped here).
         Receive<GrantHandover>(m => m.MigrationId == _migrationId, m =>
-            Sender.Tell(new HandoverRefused(_migrationId, m.VmId, $"VM {m.VmId}'s migration is over")));
+            Sender.Tell(new HandoverRefused(_migrationId, m.VmId, _fence.Grant(m.VmId, m.TargetHostId) ?? $"VM {m.VmId} was handed over already")));
         Receive<LingerOver>(_ => Context.Stop(Self));
         ReceiveAny(_ => { });
     }
