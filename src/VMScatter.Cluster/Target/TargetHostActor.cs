@@ -56,7 +56,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             Serialization.SerializerWarmup.EnsureWarm(Context.System);
             if (_incoming.ContainsKey(m.MigrationId)) { Sender.Tell(new ReceiverReady(m.MigrationId, _hostId)); return; }
             // The wire does not run constructors: an id or size is checked here before it names a file or sizes memory.
-            if (Invalid(m) is { } invalid)
+            if (PrepareReceiveCheck.Problem(m, _capacityBytes) is { } invalid)
             {
                 _log.Warning("Refused PrepareReceive for migration {0} from {1}: {2}", m.MigrationId, Sender, invalid);
                 Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, invalid));
@@ -183,22 +183,6 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             var id = vm.Description.Id;
             _disposals.Track(vm.DisposeAsync().AsTask(), e => log.Error(e, "VM {0} could not be stopped", id));
         }
-    }
-
-    private string? Invalid(PrepareReceive m)
-    {
-        if (m.Vms.Count == 0) return "no VMs to receive";
-        if (m.SelfIndex < 0 || m.SelfIndex >= m.Targets.Count || m.Targets.Count > TargetMask.MaxTargets) return $"target index {m.SelfIndex} of {m.Targets.Count}";
-        if (m.DataPlaneKey is not { Length: FrameCodec.KeySize }) return "data-plane key of the wrong size";
-        foreach (var v in m.Vms)
-        {
-            if (!Ids.IsValid(v.Vm.Id.Value)) return $"VM id '{v.Vm.Id.Value}' is not valid";
-            if (v.Vm.MemoryBytes <= 0 || v.Vm.MemoryBytes % Page.Size != 0 || v.Vm.MemoryBytes > _capacityBytes)
-                return $"VM {v.Vm.Id}: memory size {v.Vm.MemoryBytes} is not a positive multiple of {Page.Size} within this host's {_capacityBytes}";
-            if (v.TargetIndex != m.SelfIndex) return $"VM {v.Vm.Id} is assigned to target {v.TargetIndex}, not to this host ({m.SelfIndex})";
-        }
-        return m.Vms.Select(v => v.Vm.Id).Distinct().Count() == m.Vms.Count && m.Vms.Select(v => v.VmIndex).Distinct().Count() == m.Vms.Count
-            ? null : "a VM is listed twice";
     }
 
     /// <summary>Capacity less running VMs, memory reserved for arrivals and leftover memory not yet freed.</summary>

@@ -4,10 +4,12 @@ using VMScatter.Domain.Pages;
 
 namespace VMScatter.DataPlane.Wire;
 
+// Every record's writer and reader side by side (~300 lines): the wire format is in one place, checked both ways.
+
 /// <summary>
 /// A distinct content as it travels: source-assigned id (unique per migration), a 32-bit check of its content hash
 /// (the receiver hashes the decoded page and compares: a codec fault shows here, before the handover digest),
-/// encoded bytes. The frame's CRC and MAC already cover the bytes in transit; the full hash is recomputed, not sent.
+/// encoded bytes. The frame's AES-GCM tag already covers the bytes in transit; the full hash is recomputed, not sent.
 /// </summary>
 public readonly record struct ContentRecord(long ContentId, uint Check, PageEncoding Encoding, ReadOnlyMemory<byte> Encoded)
 {
@@ -30,7 +32,7 @@ public readonly record struct DeviceStateChunk(int VmIndex, int TotalLength, int
 
 /// <summary>
 /// Payload layouts. Every reader checks each length against what remains before reading it and rejects
-/// trailing bytes, so a payload that passed the MAC but was built wrong still cannot read out of bounds.
+/// trailing bytes, so a payload that passed authentication but was built wrong still cannot read out of bounds.
 /// </summary>
 public static class Records
 {

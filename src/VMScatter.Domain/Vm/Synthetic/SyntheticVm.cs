@@ -3,6 +3,8 @@ using VMScatter.Domain.Pages;
 
 namespace VMScatter.Domain.Synthetic;
 
+// One guest model in one file (~330 lines): its memory, write log and workload share one write lock, which is the
+// correctness argument for the log (see the race test); splitting them would spread that argument over files.
 /// <summary>
 /// A deterministic model of a running guest: its memory layout comes from the fleet seed, and a workload thread
 /// keeps rewriting pages of its writable working set at the configured dirty rate while it runs. Its memory is
