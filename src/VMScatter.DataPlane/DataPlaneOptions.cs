@@ -16,6 +16,12 @@ public sealed record DataPlaneOptions
     public GroupTransport Transport { get; init; } = GroupTransport.RelayChain;
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>A target serves at most this many data-plane connections at once; more are closed as they arrive.</summary>
+    public int MaxConnections { get; init; } = 256;
+
+    /// <summary>A connection that has not sent a valid frame header within this time is closed (it holds nothing meanwhile).</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Each sending host's egress link, in bits per second (0: unlimited): a NIC, so comparisons reflect a network, not memcpy.</summary>
     public long LinkBitsPerSecond { get; init; }
 

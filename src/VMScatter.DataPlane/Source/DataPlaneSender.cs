@@ -74,6 +74,11 @@ public sealed class DataPlaneSender : IAsyncDisposable
             }
             _clients[t] = client;
             _streams[t] = client.GetStream();
+            var hello = new byte[FrameHeader.Size];
+            int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _key, hello);
+            await _streams[t]!.WriteAsync(hello.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref _bytesSent, length);
+            Interlocked.Increment(ref _framesSent);
         }
     }
 

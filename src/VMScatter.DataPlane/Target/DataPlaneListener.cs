@@ -20,7 +20,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentDictionary<TcpClient, byte> _connections = new();
     private readonly Task _acceptLoop;
-    private long _framesRejected;
+    private long _framesRejected, _connectionsRefused, _handshakesTimedOut;
     private int _disposed;
     private volatile string? _lastRejection;
 
@@ -35,6 +35,11 @@ public sealed class DataPlaneListener : IAsyncDisposable
 
     public IPEndPoint LocalEndPoint { get; }
     public long FramesRejected => Interlocked.Read(ref _framesRejected);
+    /// <summary>Connections closed on arrival because <see cref="DataPlaneOptions.MaxConnections"/> were open.</summary>
+    public long ConnectionsRefused => Interlocked.Read(ref _connectionsRefused);
+    /// <summary>Connections closed because no valid frame header came within <see cref="DataPlaneOptions.HandshakeTimeout"/>.</summary>
+    public long HandshakesTimedOut => Interlocked.Read(ref _handshakesTimedOut);
+    public int OpenConnections => _connections.Count;
     public string? LastRejection => _lastRejection;
 
     public void Register(MigrationReceiver receiver)
@@ -51,6 +56,12 @@ public sealed class DataPlaneListener : IAsyncDisposable
             TcpClient client;
             try { client = await _listener.AcceptTcpClientAsync(_stop.Token).ConfigureAwait(false); }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException) { return; }
+            if (_connections.Count >= _options.MaxConnections)
+            {
+                Interlocked.Increment(ref _connectionsRefused);
+                client.Dispose();
+                continue;
+            }
             client.NoDelay = true;
             _connections[client] = 0;
             _ = Task.Run(() => ServeAsync(client));
@@ -61,23 +72,38 @@ public sealed class DataPlaneListener : IAsyncDisposable
     {
         using var _ = client;
         var stream = client.GetStream();
-        var frame = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + _options.MaxPayloadBytes);
-        // The opened payload goes here; the frame keeps its sealed bytes, which a relay forwards as they came.
-        var plaintext = ArrayPool<byte>.Shared.Rent(_options.MaxPayloadBytes);
+        // Until a valid header has come, the connection holds only this: a flood of silent or garbage connections
+        // costs a few dozen bytes each, and each is closed after the handshake timeout.
+        var header = new byte[FrameHeader.Size];
+        byte[]? frame = null, plaintext = null;
         MigrationReceiver? receiver = null;
         try
         {
-            while (!_stop.IsCancellationRequested)
+            using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
             {
-                if (!await ReadExactlyOrEndAsync(stream, frame.AsMemory(0, FrameHeader.Size)).ConfigureAwait(false)) return;
-                var header = FrameCodec.ParseHeader(frame, _options.MaxPayloadBytes);
-                await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, header.PayloadLength), _stop.Token).ConfigureAwait(false);
-                if (!_receivers.TryGetValue(header.MigrationId, out var r)) throw new FrameRejectedException($"no migration {header.MigrationId} on this host");
+                handshake.CancelAfter(_options.HandshakeTimeout);
+                try { if (!await ReadExactlyOrEndAsync(stream, header, handshake.Token).ConfigureAwait(false)) return; }
+                catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
+                {
+                    Interlocked.Increment(ref _handshakesTimedOut);
+                    return;
+                }
+            }
+            while (true)
+            {
+                var parsed = FrameCodec.ParseHeader(header, _options.MaxPayloadBytes);
+                if (!_receivers.TryGetValue(parsed.MigrationId, out var r)) throw new FrameRejectedException($"no migration {parsed.MigrationId} on this host");
                 if (receiver is not null && receiver != r) throw new FrameRejectedException("one connection carries one migration");
                 receiver = r;
-                int length = FrameHeader.Size + header.PayloadLength;
-                FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, header.PayloadLength), r.Key, plaintext.AsSpan(0, header.PayloadLength));
-                await r.AcceptAsync(header, frame.AsMemory(0, length), plaintext.AsMemory(0, header.PayloadLength)).ConfigureAwait(false);
+                frame ??= ArrayPool<byte>.Shared.Rent(FrameHeader.Size + _options.MaxPayloadBytes);
+                // The opened payload goes here; the frame keeps its sealed bytes, which a relay forwards as they came.
+                plaintext ??= ArrayPool<byte>.Shared.Rent(_options.MaxPayloadBytes);
+                header.CopyTo(frame, 0);
+                await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, parsed.PayloadLength), _stop.Token).ConfigureAwait(false);
+                int length = FrameHeader.Size + parsed.PayloadLength;
+                FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, parsed.PayloadLength), r.Key, plaintext.AsSpan(0, parsed.PayloadLength));
+                await r.AcceptAsync(parsed, frame.AsMemory(0, length), plaintext.AsMemory(0, parsed.PayloadLength)).ConfigureAwait(false);
+                if (!await ReadExactlyOrEndAsync(stream, header, _stop.Token).ConfigureAwait(false)) return;
             }
         }
         catch (FrameRejectedException e)
@@ -92,17 +118,17 @@ public sealed class DataPlaneListener : IAsyncDisposable
         finally
         {
             _connections.TryRemove(client, out byte _);
-            ArrayPool<byte>.Shared.Return(frame);
-            ArrayPool<byte>.Shared.Return(plaintext, clearArray: true); // it held guest memory
+            if (frame is not null) ArrayPool<byte>.Shared.Return(frame);
+            if (plaintext is not null) ArrayPool<byte>.Shared.Return(plaintext, clearArray: true); // it held guest memory
         }
     }
 
-    private static async Task<bool> ReadExactlyOrEndAsync(NetworkStream stream, Memory<byte> buffer)
+    private static async Task<bool> ReadExactlyOrEndAsync(NetworkStream stream, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         int read = 0;
         while (read < buffer.Length)
         {
-            int n = await stream.ReadAsync(buffer[read..]).ConfigureAwait(false);
+            int n = await stream.ReadAsync(buffer[read..], cancellationToken).ConfigureAwait(false);
             if (n == 0)
             {
                 if (read == 0) return false;

@@ -118,6 +118,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                     case FrameType.RoundEnd: ApplyRoundEnd(Records.ReadRoundEnd(payload)); break;
                     case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;
                     case FrameType.ContentsWithdrawn: ApplyWithdrawn(Records.ReadWithdrawn(payload)); break;
+                    case FrameType.Hello: if (payload.Length != 0) throw new FrameRejectedException("hello with a payload"); break;
                 }
                 CheckRoundComplete();
             }

@@ -16,6 +16,12 @@ public enum FrameType : byte
     DeviceState = 4,
     /// <summary>Contents this round announced (by page maps) for one target but will not send: their pages were rewritten first.</summary>
     ContentsWithdrawn = 5,
+    /// <summary>
+    /// The first frame on every connection, sent as soon as it is open, with an empty payload: it authenticates the
+    /// connection at once, so the listener's handshake timeout tells a peer from a squatter however long until the
+    /// round has anything for this target.
+    /// </summary>
+    Hello = 6,
 }
 
 /// <summary>

@@ -1,0 +1,73 @@
+using System.Net;
+using System.Net.Sockets;
+using VMScatter.DataPlane;
+using VMScatter.DataPlane.Target;
+using Xunit;
+
+namespace VMScatter.Domain.Tests;
+
+/// <summary>A target's data-plane listener under a flood of connections that never become a migration.</summary>
+public class ListenerFloodTests
+{
+    [Fact]
+    public async Task Silent_and_garbage_connections_are_capped_and_closed_and_a_new_peer_is_served_after()
+    {
+        var options = new DataPlaneOptions { MaxConnections = 8, HandshakeTimeout = TimeSpan.FromMilliseconds(500) };
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), options);
+        var flood = new List<TcpClient>();
+        try
+        {
+            // 8 silent connections fill the cap; each one after is closed on arrival.
+            for (int i = 0; i < 8; i++) flood.Add(await Connect(listener));
+            await Until(() => listener.OpenConnections == 8);
+            var refused = new List<TcpClient>();
+            for (int i = 0; i < 20; i++) refused.Add(await Connect(listener));
+            foreach (var c in refused) Assert.True(await ClosedByPeer(c), "a connection beyond the cap stayed open");
+            Assert.Equal(20, listener.ConnectionsRefused);
+            refused.ForEach(c => c.Dispose());
+
+            // The silent ones are closed after the handshake timeout, holding no frame buffer meanwhile.
+            foreach (var c in flood) Assert.True(await ClosedByPeer(c), "a silent connection outlived the handshake timeout");
+            Assert.Equal(8, listener.HandshakesTimedOut);
+            await Until(() => listener.OpenConnections == 0);
+
+            // Garbage instead of a header: refused at once, counted as a rejected frame.
+            using var garbage = await Connect(listener);
+            await garbage.GetStream().WriteAsync(Enumerable.Repeat((byte)0xEE, 64).ToArray());
+            Assert.True(await ClosedByPeer(garbage), "a connection that sent garbage stayed open");
+            Assert.Equal(1, listener.FramesRejected);
+            Assert.Equal(8, listener.HandshakesTimedOut);
+
+            // The cap freed: a new connection is served (it is open until its own handshake timeout).
+            using var next = await Connect(listener);
+            await Until(() => listener.OpenConnections == 1);
+            Assert.Equal(20, listener.ConnectionsRefused);
+        }
+        finally
+        {
+            flood.ForEach(c => c.Dispose());
+        }
+    }
+
+    private static async Task<TcpClient> Connect(DataPlaneListener listener)
+    {
+        var client = new TcpClient();
+        await client.ConnectAsync(listener.LocalEndPoint);
+        return client;
+    }
+
+    /// <summary>Whether the listener closed the connection (a read ends, or the connection resets) within 10 s.</summary>
+    private static async Task<bool> ClosedByPeer(TcpClient client)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try { return await client.GetStream().ReadAsync(new byte[1], timeout.Token) == 0; }
+        catch (IOException) { return true; }
+        catch (OperationCanceledException) { return false; }
+    }
+
+    private static async Task Until(Func<bool> condition)
+    {
+        for (var clock = System.Diagnostics.Stopwatch.StartNew(); !condition(); await Task.Delay(10))
+            if (clock.Elapsed > TimeSpan.FromSeconds(10)) throw new TimeoutException("condition not met within 10 s");
+    }
+}
