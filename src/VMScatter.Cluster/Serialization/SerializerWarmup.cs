@@ -73,6 +73,10 @@ public static class SerializerWarmup
         if (depth > 4) return null;
         if (type == typeof(string)) return "x";
         if (type == typeof(IActorRef)) return ActorRefs.Nobody;
+        // Typed ids check their text: a default one would not survive the journal's JSON.
+        if (type == typeof(Domain.VmId)) return new Domain.VmId("warm-up");
+        if (type == typeof(Domain.HostId)) return new Domain.HostId("warm-up");
+        if (type == typeof(Domain.MigrationId)) return Domain.MigrationId.New();
         if (type.IsPrimitive || type.IsEnum || type == typeof(Guid) || type == typeof(DateTime) || type == typeof(decimal)) return Activator.CreateInstance(type);
         if (type.IsArray) return OneElementArray(type.GetElementType()!, depth);
         if (type.IsGenericType)

@@ -33,14 +33,26 @@ public sealed partial class SourceMigrationActor
             var devices = _stopAndCopy
                 ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
                 : [];
-            var built = RoundTransferBuilder.Build(_round, _planned.Select(p => (p.Shard, p.Plan)), _targetCount, _stopAndCopy, devices, _activeTargets, _wave.Targets);
+            // Merging the plans and ordering the groups is a pass over every page of the round: off this thread, so
+            // the handover decisions for waves already through (which go through here) do not wait behind it.
+            var plans = _planned.Select(p => (p.Shard, p.Plan)).ToArray();
+            (int round, int targets, bool final, ulong active, ulong finalTargets) = (_round, _targetCount, _stopAndCopy, _activeTargets, _wave.Targets);
+            Task.Run(() => RoundTransferBuilder.Build(round, plans, targets, final, devices, active, finalTargets))
+                .PipeTo(Self, success: b => new RoundBuilt(b), failure: e => new TransferStepFailed($"build round {round}", e.GetBaseException().Message));
+        });
+        Receive<RoundBuilt>(m =>
+        {
+            var built = m.Round;
             _account.GroupsOrdered(built.GroupSwitches, built.GroupSwitchesLowerBound);
             if (_round == 0) _account.RoundPlanned(_pagesInRound);
             _applied.Clear();
             _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
             int round = _round;
-            _sending = _sender.SendRoundAsync(built.Transfer, new LeasedShardReader(_planned.Select(p => (p.Shard, p.Lease)), _options.SetAsideDirty), CancellationToken.None);
+            // Started on the pool: building frames (reading and compressing pages) runs synchronously until the
+            // outgoing queue fills, which would otherwise be on this thread, ahead of every handover decision.
+            var (sender, transfer, reader) = (_sender, built.Transfer, new LeasedShardReader(_planned.Select(p => (p.Shard, p.Lease)), _options.SetAsideDirty));
+            _sending = Task.Run(() => sender.SendRoundAsync(transfer, reader, CancellationToken.None));
             _sending.PipeTo(Self, success: () => new RoundSent(round), failure: e => new TransferStepFailed($"send round {round}", e.GetBaseException().Message));
             Become(Transferring);
         });

@@ -241,6 +241,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     /// <summary>How long a settled migration still refuses handover requests (rather than leave them to dead letters).</summary>
     private static readonly TimeSpan GrantLinger = TimeSpan.FromSeconds(15);
     private sealed record RoundSent(int Round);
+    private sealed record RoundBuilt(BuiltRound Round);
     private sealed record TransferStepFailed(string Step, string Error);
     private sealed record ChildFailed(string Reason);
 }
