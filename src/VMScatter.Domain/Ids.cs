@@ -13,9 +13,13 @@ public readonly record struct VmId : IComparable<VmId>, IId<VmId>
 {
     public VmId(string value) => Value = Ids.Checked(value, "VM id");
 
+    private VmId(string value, bool _) => Value = value;
+
     public string Value { get; }
 
     public static VmId Create(string value) => new(value);
+
+    public static VmId Recorded(string value) => new(value, false);
 
     public int CompareTo(VmId other) => string.CompareOrdinal(Value, other.Value);
 
@@ -28,9 +32,13 @@ public readonly record struct HostId : IComparable<HostId>, IId<HostId>
 {
     public HostId(string value) => Value = Ids.Checked(value, "host id");
 
+    private HostId(string value, bool _) => Value = value;
+
     public string Value { get; }
 
     public static HostId Create(string value) => new(value);
+
+    public static HostId Recorded(string value) => new(value, false);
 
     public int CompareTo(HostId other) => string.CompareOrdinal(Value, other.Value);
 
@@ -50,6 +58,8 @@ public readonly record struct MigrationId : IComparable<MigrationId>, IId<Migrat
     public static MigrationId Create(string value) =>
         Guid.TryParse(value, out var g) ? new(g) : throw new FormatException($"migration id '{value}' is not a GUID");
 
+    public static MigrationId Recorded(string value) => Create(value);
+
     public static bool TryParse(string? value, out MigrationId id)
     {
         id = Guid.TryParse(value, out var g) ? new(g) : default;
@@ -64,7 +74,14 @@ public readonly record struct MigrationId : IComparable<MigrationId>, IId<Migrat
 /// <summary>An id that is written as its text (JSON journals, reports, the console).</summary>
 public interface IId<TSelf> where TSelf : struct
 {
+    /// <summary>An id given now (a command line, a request): checked.</summary>
     static abstract TSelf Create(string value);
+
+    /// <summary>
+    /// An id read back from this system's own journal: taken as written, so a journal from before ids were checked
+    /// still replays. It names no file there; requests that use an id check it where they arrive.
+    /// </summary>
+    static abstract TSelf Recorded(string value);
 }
 
 public static partial class Ids
@@ -85,11 +102,11 @@ public static partial class Ids
 /// <summary>Writes an id as a plain JSON string (and as a property name, for dictionaries keyed by it), as journals written before ids were typed have it.</summary>
 public sealed class IdJsonConverter<T> : JsonConverter<T> where T : struct, IId<T>
 {
-    public override T Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => T.Create(reader.GetString()!);
+    public override T Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => T.Recorded(reader.GetString() ?? "");
 
     public override void Write(Utf8JsonWriter writer, T value, JsonSerializerOptions options) => writer.WriteStringValue(value.ToString() ?? "");
 
-    public override T ReadAsPropertyName(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => T.Create(reader.GetString()!);
+    public override T ReadAsPropertyName(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => T.Recorded(reader.GetString() ?? "");
 
     public override void WriteAsPropertyName(Utf8JsonWriter writer, T value, JsonSerializerOptions options) => writer.WritePropertyName(value.ToString() ?? "");
 }

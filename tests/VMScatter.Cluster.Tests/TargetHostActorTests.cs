@@ -121,6 +121,31 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(2, backend.Freed);
     }
 
+    [Fact]
+    public async Task A_discard_that_crosses_a_start_in_flight_leaves_the_starting_vm_its_memory()
+    {
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
+        var backend = new GatedBackend();
+        backend.Gate.SetResult();
+        var scheduler = CreateTestProbe();
+        var source = CreateTestProbe();
+        var host = StartHost(listener, backend, scheduler);
+        var id = MigrationId.New();
+        host.Tell(Prepare(id, listener, "vm-1") with { SourceMigration = source.Ref }, scheduler.Ref);
+        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == id);
+        // The source granted vm-1 and relayed the start; meanwhile the scheduler, failing the run, says discard.
+        host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref);
+        await backend.Resuming.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        host.Tell(new DiscardReceived(id, [V("vm-1")]), scheduler.Ref);
+        host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref); // a second start is ignored
+        backend.ResumeGate.SetResult();
+        Assert.Equal(V("vm-1"), scheduler.ExpectMsg<VmResumedOnTarget>().VmId);
+        // The started VM keeps its memory; no grant came back to the source.
+        scheduler.ExpectMsg<RegisterTargetHost>(r => r.FreeBytes == VmBytes);
+        Assert.Equal(0, backend.Freed);
+        source.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+    }
+
     /// <summary>A target host of 2 VMs' capacity, announced to <paramref name="scheduler"/> (its first announcement checked and taken).</summary>
     private IActorRef StartHost(DataPlaneListener listener, GatedBackend backend, TestProbe scheduler)
     {
@@ -153,8 +178,28 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
             return new GatedMemory(this, new NativeGuestMemory(vm.PageCount));
         }
 
-        public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken) =>
-            throw new NotSupportedException("this test resumes nothing");
+        /// <summary>Starting a VM waits for this; the started VM owns its memory until it is disposed.</summary>
+        public TaskCompletionSource ResumeGate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource Resuming { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
+        {
+            Resuming.TrySetResult();
+            await ResumeGate.Task;
+            return new Landed(vm, memory);
+        }
+
+        private sealed class Landed(VmDescription description, IWritableGuestMemory memory) : ILandedVm
+        {
+            public VmDescription Description => description;
+            public VmRunState State { get; private set; } = VmRunState.Running;
+
+            public async ValueTask DisposeAsync()
+            {
+                State = VmRunState.Stopped;
+                await memory.DisposeAsync();
+            }
+        }
 
         private sealed class GatedMemory(GatedBackend owner, NativeGuestMemory inner) : IWritableGuestMemory
         {

@@ -38,6 +38,13 @@ public class ListenerFloodTests
             Assert.Equal(1, listener.FramesRejected);
             Assert.Equal(8, listener.HandshakesTimedOut);
 
+            // A valid-looking header that names no migration is refused at once too; a stalled frame is covered by the
+            // handshake timeout like silence (the whole first frame must come and open in time).
+            using var stalled = await Connect(listener);
+            await stalled.GetStream().WriteAsync(new byte[] { 0x56, 0x4D, 0x53, 0x43 }); // part of a header, then nothing
+            Assert.True(await ClosedByPeer(stalled), "a connection stalled inside its first header stayed open");
+            Assert.Equal(9, listener.HandshakesTimedOut);
+
             // The cap freed: a new connection is served (it is open until its own handshake timeout).
             using var next = await Connect(listener);
             await Until(() => listener.OpenConnections == 1);

@@ -16,8 +16,11 @@ public sealed record PrepareReceive(
     long LinkBitsPerSecond) : IVmScatterMessage;
 
 /// <summary>Digest verified: start the VM here.</summary>
-/// <remarks>Sent by the source, which granted the VM to this target, on the scheduler's behalf (replies go to the scheduler).</remarks>
-public sealed record ResumeOnTarget(MigrationId MigrationId, VmId VmId) : IVmScatterMessage;
+/// <remarks>
+/// Sent by the source, which granted the VM to this target, on the scheduler's behalf (replies go to the scheduler);
+/// a target that does not start it hands the grant back to <paramref name="GrantedBy"/>.
+/// </remarks>
+public sealed record ResumeOnTarget(MigrationId MigrationId, VmId VmId, IActorRef GrantedBy) : IVmScatterMessage;
 
 /// <summary>Drop what was received for these VMs (the handover failed or the migration was aborted).</summary>
 public sealed record DiscardReceived(MigrationId MigrationId, IReadOnlyList<VmId> VmIds) : IVmScatterMessage;

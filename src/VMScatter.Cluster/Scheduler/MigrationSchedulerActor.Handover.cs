@@ -57,7 +57,9 @@ public sealed partial class MigrationSchedulerActor
         foreach (var f in failed) run.SourceHost.Tell(new ResumeSourceVm(run.Id, f.VmId, reason));
         RecordAll(failed, e => run.Requester.Tell(e));
         foreach (var (host, target) in run.TargetRefs)
-            target.Tell(new DiscardReceived(run.Id, run.Vms.Where(v => !run.HandedOver.ContainsKey(v.Id) && run.TargetOfVm.GetValueOrDefault(v.Id) == host).Select(v => v.Id).ToArray()));
+            // Not a VM whose start was asked for: its grant may be on its way to the target, which answers it.
+            target.Tell(new DiscardReceived(run.Id, run.Vms.Where(v => !run.HandedOver.ContainsKey(v.Id) && !run.ResumeRequested.Contains(v.Id)
+                && run.TargetOfVm.GetValueOrDefault(v.Id) == host).Select(v => v.Id).ToArray()));
         DeferAsync(run.Id, _ => MaybeComplete(run));
     }
 

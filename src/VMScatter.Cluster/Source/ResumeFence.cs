@@ -15,12 +15,16 @@ public sealed class ResumeFence
     private readonly HashSet<VmId> _resumedHere = new();
 
     /// <summary>The VM is paused here and its transfer is through; its target is <paramref name="target"/>.</summary>
-    public void Transferred(VmId vm, HostId target, double nowSeconds) => _waiting[vm] = (target, nowSeconds);
+    public void Transferred(VmId vm, HostId target, double nowSeconds)
+    {
+        if (_granted.ContainsKey(vm) || _resumedHere.Contains(vm)) return;
+        _waiting.TryAdd(vm, (target, nowSeconds));
+    }
 
-    /// <summary>May <paramref name="host"/> start <paramref name="vm"/>? Null: yes, and from now on it is that host's; otherwise why not.</summary>
+    /// <summary>May <paramref name="host"/> start <paramref name="vm"/>? Null: yes, and from now on it is that host's; otherwise why not (a repeat too: one start per grant).</summary>
     public string? Grant(VmId vm, HostId host)
     {
-        if (_granted.TryGetValue(vm, out var holder)) return holder == host ? null : $"VM {vm} is granted to {holder}";
+        if (_granted.TryGetValue(vm, out var holder)) return holder == host ? $"VM {vm} is granted to {host} already" : $"VM {vm} is granted to {holder}";
         if (_resumedHere.Contains(vm)) return $"VM {vm} runs on the source again";
         if (!_waiting.TryGetValue(vm, out var w)) return $"VM {vm} is not waiting for a handover here";
         if (w.Target != host) return $"host {host} is not VM {vm}'s target ({w.Target})";

@@ -41,7 +41,7 @@ public sealed partial class SourceMigrationActor
                 Sender.Tell(new HandoverRefused(_migrationId, m.VmId, refusal));
                 return;
             }
-            m.Target.Tell(new ResumeOnTarget(_migrationId, m.VmId), Sender);
+            m.Target.Tell(new ResumeOnTarget(_migrationId, m.VmId, Self), Sender);
         });
         Receive<ReturnResumeGrant>(m => m.MigrationId == _migrationId, m =>
         {
@@ -101,7 +101,8 @@ public sealed partial class SourceMigrationActor
         // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
         // stays a while to refuse late handover requests.
         Timers.CancelAll();
-        FreeReleasedVms();
+        // A round still being sent reads contents from guest pages, stopped VMs' included: they go when it ends.
+        if (_sending.IsCompleted) FreeReleasedVms();
         Context.Parent.Tell(new SourceMigrationSettled(_migrationId));
         Timers.StartSingleTimer("linger", LingerOver.Instance, GrantLinger);
         Become(Settled);
@@ -113,6 +114,8 @@ public sealed partial class SourceMigrationActor
         Receive<GrantHandover>(m => m.MigrationId == _migrationId, m =>
             Sender.Tell(new HandoverRefused(_migrationId, m.VmId, _fence.Grant(m.VmId, m.TargetHostId) ?? $"VM {m.VmId} was handed over already")));
         Receive<LingerOver>(_ => Context.Stop(Self));
+        Receive<RoundSent>(_ => FreeReleasedVms());
+        Receive<TransferStepFailed>(_ => { if (_sending.IsCompleted) FreeReleasedVms(); });
         ReceiveAny(_ => { });
     }
 
@@ -148,6 +151,9 @@ public sealed partial class SourceMigrationActor
 
     private void ResumeUnsettled(string reason)
     {
+        // A wave through but not yet announced (digests pending) waits for the scheduler too, under the same bound.
+        foreach (int v in _transferred.Where(v => !_settled.Contains(v))) _fence.Transferred(VmId(v), _targetHosts[_targetOfVm[v]], _clock.Elapsed.TotalSeconds);
+        ArmFence();
         // Sent to every unsettled VM, paused or not: a pause still in flight completes before the VM actor takes this.
         for (int v = 0; v < _vms.Count; v++)
             if (!_settled.Contains(v) && !_transferred.Contains(v)) _vmActors[v].Tell(new ResumeVm(reason));

@@ -93,9 +93,6 @@ public sealed partial class SourceMigrationActor
             // it paused: wait for whichever are not done, then the next wave.
             _activeTargets &= ~_wave.Targets;
             _transferred.UnionWith(_wave.Vms);
-            foreach (int vm in _wave.Vms) _fence.Transferred(VmId(vm), _targetHosts[_targetOfVm[vm]], _clock.Elapsed.TotalSeconds);
-            ArmFence();
-            Self.Tell(FenceTick.Instance); // checked before any target can ask (a zero bound resumes them here at once)
             Become(Digesting);
             MaybeWaveTransferred();
             return;
@@ -198,6 +195,11 @@ public sealed partial class SourceMigrationActor
     {
         if (_wave.Vms.Any(v => !_sourceDigests.ContainsKey(v))) return;
         _account.WaveDigested(_clock.Elapsed.TotalSeconds - _digestStarted);
+        // The decision bound runs from when the scheduler can decide: now, with the wave's digests (large VMs digest
+        // slowly); checked once before anyone can ask for them (a zero bound resumes them here at once).
+        foreach (int vm in _wave.Vms) _fence.Transferred(VmId(vm), _targetHosts[_targetOfVm[vm]], _clock.Elapsed.TotalSeconds);
+        ArmFence();
+        Self.Tell(FenceTick.Instance);
         if (_wave.Index + 1 < _waves.Count)
         {
             _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_wave.Vms), PausedAt(_wave.Vms)));

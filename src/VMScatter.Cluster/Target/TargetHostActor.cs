@@ -105,14 +105,23 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         Receive<ResumeOnTarget>(m =>
         {
             var replyTo = Sender;
-            if (!_incoming.TryGetValue(m.MigrationId, out var inc) || inc.Vms.FirstOrDefault(v => v.Description.Id == m.VmId) is not { } vm)
+            if (!_incoming.TryGetValue(m.MigrationId, out var inc) || inc.Vms.FirstOrDefault(v => v.Description.Id == m.VmId) is not { } vm
+                || inc.Discarded.Contains(m.VmId))
             {
+                // Not started here: the grant goes back, so the VM can run on the source again.
+                m.GrantedBy.Tell(new ReturnResumeGrant(m.MigrationId, m.VmId, _hostId));
                 replyTo.Tell(new VmResumeFailed(m.MigrationId, m.VmId, _hostId, "not received on this host"));
+                return;
+            }
+            // Starting or started already: a second start could run it twice (the grant stays with the first).
+            if (inc.Resuming.Contains(m.VmId) || inc.Resumed.Contains(m.VmId))
+            {
+                _log.Warning("Migration {0}: ignored a second start of VM {1}", m.MigrationId, m.VmId);
                 return;
             }
             var state = inc.Receiver.DeviceStateOf(vm.VmIndex) ?? [];
             inc.Resuming.Add(vm.Description.Id);
-            ResumeAsync(m.MigrationId, vm, state, inc.SourceMigration).PipeTo(Self, replyTo);
+            ResumeAsync(m.MigrationId, vm, state, m.GrantedBy).PipeTo(Self, replyTo);
         });
 
         Receive<Landed>(m =>
@@ -154,7 +163,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         Receive<DiscardReceived>(m =>
         {
             if (!_incoming.TryGetValue(m.MigrationId, out var inc)) return;
-            foreach (var id in m.VmIds) inc.Discarded.Add(id);
+            // A VM starting or started here is not the scheduler's to discard any more: its memory is the VM's.
+            foreach (var id in m.VmIds.Where(id => !inc.Resuming.Contains(id) && !inc.Resumed.Contains(id))) inc.Discarded.Add(id);
             ReleaseIfSettled(m.MigrationId);
         });
 

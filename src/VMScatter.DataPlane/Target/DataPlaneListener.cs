@@ -77,18 +77,14 @@ public sealed class DataPlaneListener : IAsyncDisposable
         var header = new byte[FrameHeader.Size];
         byte[]? frame = null, plaintext = null;
         MigrationReceiver? receiver = null;
+        // The whole first frame, header and payload, must come and open within the handshake timeout: a header that
+        // names a known migration (its id is no secret) followed by silence would otherwise hold buffers and a slot.
+        using var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        handshake.CancelAfter(_options.HandshakeTimeout);
+        var reading = handshake.Token;
         try
         {
-            using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
-            {
-                handshake.CancelAfter(_options.HandshakeTimeout);
-                try { if (!await ReadExactlyOrEndAsync(stream, header, handshake.Token).ConfigureAwait(false)) return; }
-                catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
-                {
-                    Interlocked.Increment(ref _handshakesTimedOut);
-                    return;
-                }
-            }
+            if (!await ReadExactlyOrEndAsync(stream, header, reading).ConfigureAwait(false)) return;
             while (true)
             {
                 var parsed = FrameCodec.ParseHeader(header, _options.MaxPayloadBytes);
@@ -99,12 +95,17 @@ public sealed class DataPlaneListener : IAsyncDisposable
                 // The opened payload goes here; the frame keeps its sealed bytes, which a relay forwards as they came.
                 plaintext ??= ArrayPool<byte>.Shared.Rent(_options.MaxPayloadBytes);
                 header.CopyTo(frame, 0);
-                await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, parsed.PayloadLength), _stop.Token).ConfigureAwait(false);
+                await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, parsed.PayloadLength), reading).ConfigureAwait(false);
                 int length = FrameHeader.Size + parsed.PayloadLength;
                 FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, parsed.PayloadLength), r.Key, plaintext.AsSpan(0, parsed.PayloadLength));
+                reading = _stop.Token; // an authenticated peer from here on
                 await r.AcceptAsync(parsed, frame.AsMemory(0, length), plaintext.AsMemory(0, parsed.PayloadLength)).ConfigureAwait(false);
-                if (!await ReadExactlyOrEndAsync(stream, header, _stop.Token).ConfigureAwait(false)) return;
+                if (!await ReadExactlyOrEndAsync(stream, header, reading).ConfigureAwait(false)) return;
             }
+        }
+        catch (OperationCanceledException) when (handshake.IsCancellationRequested && !_stop.IsCancellationRequested && reading == handshake.Token)
+        {
+            Interlocked.Increment(ref _handshakesTimedOut);
         }
         catch (FrameRejectedException e)
         {
