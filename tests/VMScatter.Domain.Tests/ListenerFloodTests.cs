@@ -12,7 +12,8 @@ public class ListenerFloodTests
     [Fact]
     public async Task Silent_and_garbage_connections_are_capped_and_closed_and_a_new_peer_is_served_after()
     {
-        var options = new DataPlaneOptions { MaxConnections = 8, HandshakeTimeout = TimeSpan.FromMilliseconds(500) };
+        // Long enough that the flood is all in before the first silent connection times out, on a loaded test run too.
+        var options = new DataPlaneOptions { MaxConnections = 8, HandshakeTimeout = TimeSpan.FromSeconds(5) };
         await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), options);
         var flood = new List<TcpClient>();
         try

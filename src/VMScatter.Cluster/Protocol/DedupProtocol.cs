@@ -86,5 +86,11 @@ public sealed record VmResumedHere(int VmIndex);
 
 public sealed record VmStepFailed(int VmIndex, string Step, string Error);
 
+/// <summary>
+/// Source migration → its host: the VM was granted to its target (or the grant came back). The host keeps this beside
+/// the migration's own fence, so that if the migration actor dies it resumes only VMs no target may be running.
+/// </summary>
+public sealed record SourceVmGranted(MigrationId MigrationId, VmId VmId, bool Granted);
+
 /// <summary>Every VM of the migration runs in one place again: its VMs may be migrated anew (the actor lingers to answer late grant requests).</summary>
 public sealed record SourceMigrationSettled(MigrationId MigrationId);

@@ -20,6 +20,8 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
     private readonly IActorRef _scheduler;
     private readonly PendingDisposals _disposals;
     private readonly Dictionary<MigrationId, (IActorRef Actor, HashSet<VmId> VmIds)> _migrations = new();
+    /// <summary>VMs a migration granted to their target: never resumed here by the host.</summary>
+    private readonly HashSet<VmId> _granted = new();
 
     public SourceHostActor(HostId hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler, PendingDisposals disposals)
     {
@@ -61,10 +63,31 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
             Self.Tell(Announce.Instance);
         });
 
-        Receive<SourceMigrationSettled>(m => _migrations.Remove(m.MigrationId));
+        Receive<SourceVmGranted>(m =>
+        {
+            if (m.Granted) _granted.Add(m.VmId);
+            else _granted.Remove(m.VmId);
+        });
+        Receive<SourceMigrationSettled>(m =>
+        {
+            if (_migrations.Remove(m.MigrationId, out var entry)) _granted.ExceptWith(entry.VmIds);
+        });
+        // A migration actor that ends without settling (it crashed and was stopped): its VMs still paused here run
+        // again, except those granted to a target, which may be running them (they stay paused; the report says so).
         Receive<Terminated>(t =>
         {
-            foreach (var (id, entry) in _migrations.Where(x => x.Value.Actor.Equals(t.ActorRef)).ToArray()) _migrations.Remove(id);
+            foreach (var (id, entry) in _migrations.Where(x => x.Value.Actor.Equals(t.ActorRef)).ToArray())
+            {
+                _migrations.Remove(id);
+                foreach (var vmId in entry.VmIds)
+                {
+                    if (_granted.Remove(vmId)) { _log.Warning("VM {0} stays paused: it was granted to its target, which may be running it", vmId); continue; }
+                    if (!_vms.TryGetValue(vmId, out var vm) || vm.State != VmRunState.Paused) continue;
+                    _log.Warning("VM {0} resumes: its migration {1} ended without settling it", vmId, id);
+                    var log = _log;
+                    _ = vm.ResumeAsync().ContinueWith(r => log.Error(r.Exception, "VM {0} did not resume", vmId), TaskContinuationOptions.OnlyOnFaulted);
+                }
+            }
         });
     }
 
@@ -76,12 +99,10 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
         Timers.StartPeriodicTimer("announce", Announce.Instance, _settings.RegistrationInterval);
     }
 
-    /// <summary>A migration actor that dies unexpectedly must not leave its VMs paused.</summary>
+    /// <summary>A migration actor that dies unexpectedly is stopped; its Terminated resumes what it must (see above).</summary>
     protected override SupervisorStrategy SupervisorStrategy() => new OneForOneStrategy(0, TimeSpan.Zero, e =>
     {
-        _log.Error(e, "A source migration actor crashed; resuming its VMs");
-        foreach (var vm in _vms.Values.Where(v => v.State == VmRunState.Paused))
-            _ = vm.ResumeAsync().ContinueWith(t => _log.Error(t.Exception, "VM {0} did not resume", vm.Description.Id), TaskContinuationOptions.OnlyOnFaulted);
+        _log.Error(e, "A source migration actor crashed; resuming its VMs that no target was granted");
         return Directive.Stop;
     });
 

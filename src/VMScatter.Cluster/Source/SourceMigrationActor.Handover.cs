@@ -41,11 +41,14 @@ public sealed partial class SourceMigrationActor
                 Sender.Tell(new HandoverRefused(_migrationId, m.VmId, refusal));
                 return;
             }
+            Context.Parent.Tell(new SourceVmGranted(_migrationId, m.VmId, Granted: true));
             m.Target.Tell(new ResumeOnTarget(_migrationId, m.VmId, Self), Sender);
         });
         Receive<ReturnResumeGrant>(m => m.MigrationId == _migrationId, m =>
         {
-            if (_fence.Return(m.VmId, m.HostId)) _log.Warning("Migration {0}: {1} did not start VM {2}; it may run here again", _migrationId, m.HostId, m.VmId);
+            if (!_fence.Return(m.VmId, m.HostId)) return;
+            _log.Warning("Migration {0}: {1} did not start VM {2}; it may run here again", _migrationId, m.HostId, m.VmId);
+            Context.Parent.Tell(new SourceVmGranted(_migrationId, m.VmId, Granted: false));
         });
         // No decision within the bound (the scheduler lost or silent): a VM nobody was granted runs here again.
         Receive<FenceTick>(_ =>
