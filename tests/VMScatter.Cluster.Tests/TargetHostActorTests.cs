@@ -109,12 +109,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
         var backend = new GatedBackend();
         backend.Gate.SetResult();
-        var scheduler = CreateTestProbe();
-        var source = CreateTestProbe();
-        var host = StartHost(listener, backend, scheduler);
-        var id = MigrationId.New();
-        host.Tell(Prepare(id, listener, "vm-1", "vm-2") with { SourceMigration = source.Ref }, scheduler.Ref);
-        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == id);
+        var (host, scheduler, source, _) = Receiving(listener, backend, "vm-1", "vm-2");
         // No grant can come any more: the host gives the memory back and says so.
         Sys.Stop(source.Ref);
         Assert.Equal(2 * VmBytes, scheduler.ExpectMsg<RegisterTargetHost>().FreeBytes);
@@ -127,12 +122,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
         var backend = new GatedBackend();
         backend.Gate.SetResult();
-        var scheduler = CreateTestProbe();
-        var source = CreateTestProbe();
-        var host = StartHost(listener, backend, scheduler);
-        var id = MigrationId.New();
-        host.Tell(Prepare(id, listener, "vm-1") with { SourceMigration = source.Ref }, scheduler.Ref);
-        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == id);
+        var (host, scheduler, source, id) = Receiving(listener, backend, "vm-1");
         // The source granted vm-1 and relayed the start; meanwhile the scheduler, failing the run, says discard.
         host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref);
         await backend.Resuming.Task.WaitAsync(TimeSpan.FromSeconds(15));
@@ -144,6 +134,18 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         scheduler.ExpectMsg<RegisterTargetHost>(r => r.FreeBytes == VmBytes);
         Assert.Equal(0, backend.Freed);
         source.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
+    }
+
+    /// <summary>A started host, ready to receive these VMs for a new migration whose source migration is a probe.</summary>
+    private (IActorRef Host, TestProbe Scheduler, TestProbe Source, MigrationId Id) Receiving(DataPlaneListener listener, GatedBackend backend, params string[] vms)
+    {
+        var scheduler = CreateTestProbe();
+        var source = CreateTestProbe();
+        var host = StartHost(listener, backend, scheduler);
+        var id = MigrationId.New();
+        host.Tell(Prepare(id, listener, vms) with { SourceMigration = source.Ref }, scheduler.Ref);
+        scheduler.ExpectMsg<ReceiverReady>(r => r.MigrationId == id);
+        return (host, scheduler, source, id);
     }
 
     /// <summary>A target host of 2 VMs' capacity, announced to <paramref name="scheduler"/> (its first announcement checked and taken).</summary>
