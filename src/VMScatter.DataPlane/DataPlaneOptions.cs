@@ -16,6 +16,15 @@ public sealed record DataPlaneOptions
     public GroupTransport Transport { get; init; } = GroupTransport.RelayChain;
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// A frame write that makes no progress for this long fails its target (a peer gone silent, its socket still open);
+    /// the migration goes on without that target.
+    /// </summary>
+    public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>A target that has not applied a round this long after the source sent all of it is taken as lost.</summary>
+    public TimeSpan RoundTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>A target serves at most this many data-plane connections at once; more are closed as they arrive.</summary>
     public int MaxConnections { get; init; } = 256;
 

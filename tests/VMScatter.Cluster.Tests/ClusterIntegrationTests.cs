@@ -89,28 +89,46 @@ public class ClusterIntegrationTests
     }
 
     [Fact]
-    public async Task A_target_that_dies_mid_transfer_leaves_every_vm_running_on_the_source()
+    public async Task A_target_that_dies_mid_transfer_has_its_vms_re_placed_on_the_target_left_and_every_vm_is_handed_over()
     {
         var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model with { MemoryBytes = 32L << 20 }, 31));
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
-            SourceVms = fleet, Targets = 2, TargetCapacityBytes = 64L << 20, JournalConnectionString = TestConfig.TempJournal(),
+            SourceVms = fleet, Targets = 2, TargetCapacityBytes = 160L << 20, JournalConnectionString = TestConfig.TempJournal(),
         });
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
-        var victim = cluster.Targets[0];
-        var crashed = new TaskCompletionSource();
+        var crashed = new TaskCompletionSource<HostId>();
+        IReadOnlyDictionary<VmId, HostId> placement = new Dictionary<VmId, HostId>();
+        var events = new List<IVmScatterProtocol>();
         // 50 Mbit/s: round 0 takes seconds, so the crash lands in the middle of it.
         var options = TestConfig.Options() with { LinkBitsPerSecond = 50_000_000 };
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
             new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options),
-            e => { if (e is MigrationProgress { BytesSent: > 0 } && crashed.TrySetResult()) _ = victim.CrashAsync(); },
+            e =>
+            {
+                events.Add(e);
+                if (e is MigrationPlaced p) placement = p.TargetOfVm;
+                if (e is not MigrationProgress { BytesSent: > 0 } || crashed.Task.IsCompleted) return;
+                // The target of the most VMs goes, so that re-placement has work to do.
+                var victim = placement.Values.GroupBy(h => h).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+                crashed.SetResult(victim);
+                _ = cluster.Targets.Single(t => t.HostId == victim).CrashAsync();
+            },
             TimeSpan.FromSeconds(30));
-        Assert.True(crashed.Task.IsCompleted);
+        var lost = await crashed.Task;
+        var survivor = cluster.Targets.Single(t => t.HostId != lost).HostId;
         var report = outcome.Report!;
-        Assert.False(report.Verified);
-        Assert.All(report.PerVm, v => Assert.False(v.HandedOver));
-        Assert.NotNull(report.Error);
-        Assert.All(fleet, vm => Assert.Equal(VmRunState.Running, vm.State)); // confirmed by the source before the report
+        Assert.True(report.Verified, $"{report.Error}; {string.Join("; ", report.PerVm.Select(v => $"{v.Id}→{v.Target}: {v.Error}"))}");
+        Assert.All(report.PerVm, v => Assert.Equal((true, true, survivor.Value), (v.HandedOver, v.DigestMatched, v.Target)));
+        // The lost target's VMs are the re-placed ones, each onto the survivor; the journal and the console heard it.
+        var moved = placement.Where(p => p.Value == lost).Select(p => p.Key.Value).Order().ToArray();
+        Assert.NotEmpty(moved);
+        Assert.Equal(moved, report.Replaced.Select(r => r.Vm).Order());
+        Assert.All(report.Replaced, r => Assert.Equal((lost.Value, survivor.Value), (r.LostTarget, r.NewTarget)));
+        Assert.Contains(report.LostTargets, l => l.StartsWith(lost.Value));
+        Assert.Contains(events, e => e is VmsReplaced);
+        Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State)); // each runs on the survivor, its source copy stopped
+        Assert.Equal(fleet.Count, events.OfType<VmHandedOver>().Select(h => h.VmId).Distinct().Count());
     }
 
     [Fact]
@@ -164,11 +182,12 @@ public class ClusterIntegrationTests
     }
 
     [Fact]
-    public async Task A_target_lost_in_a_later_wave_leaves_handed_over_vms_on_their_targets_and_every_other_vm_running_here()
+    public async Task A_target_lost_in_a_later_wave_with_no_room_left_elsewhere_leaves_its_vms_running_here_and_the_report_says_so()
     {
         var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 14, OsImages: 1, Applications: 3));
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
+            // Room for two VMs each: the targets left are full with their own.
             SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
         });
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
@@ -190,12 +209,16 @@ public class ClusterIntegrationTests
         var report = outcome.Report!;
         Assert.False(report.Verified);
         Assert.Contains(report.PerVm, v => v.HandedOver);
+        var stayed = placement.Where(p => p.Value == lost).Select(p => p.Key.Value).Order().ToArray();
+        Assert.Equal(stayed, report.Replaced.Select(r => r.Vm).Order());
+        Assert.All(report.Replaced, r => Assert.Equal("", r.NewTarget));
         foreach (var vm in report.PerVm)
         {
             var state = fleet.Single(v => v.Description.Id == V(vm.Id)).State;
             // Nothing lost, nothing twice: each VM runs on its target (its source copy stopped) or here.
             Assert.Equal(vm.HandedOver ? VmRunState.Stopped : VmRunState.Running, state);
-            if (placement[V(vm.Id)] == lost) Assert.False(vm.HandedOver);
+            Assert.Equal(!stayed.Contains(vm.Id), vm.HandedOver);
+            if (!vm.HandedOver) Assert.Contains("room", vm.Error);
         }
     }
 

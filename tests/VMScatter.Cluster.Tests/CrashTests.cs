@@ -46,4 +46,56 @@ public class CrashTests
             Directory.Delete(work, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task A_target_killed_mid_transfer_has_its_vms_re_placed_on_the_targets_left_and_migrate_exits_0()
+    {
+        string work = Directory.CreateTempSubdirectory("vmscatter-rebalance-").FullName;
+        string config = Path.Combine(work, "fast.conf");
+        await File.WriteAllTextAsync(config, """
+            akka.cluster.failure-detector.acceptable-heartbeat-pause = 3s
+            akka.cluster.split-brain-resolver.stable-after = 3s
+            """);
+        int port = NodeProcess.FreePort();
+        string seed = $"127.0.0.1:{port}";
+        var nodes = new List<NodeProcess>();
+        try
+        {
+            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1",
+                "--journal", Path.Combine(work, "journal.db"), "--config", config);
+            nodes.Add(scheduler);
+            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+            var workers = new List<NodeProcess> { NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "6", "--vm-memory", "32MiB", "--config", config) };
+            for (int t = 1; t <= 3; t++)
+                workers.Add(NodeProcess.Start($"target-{t}", "--role", "target", "--seeds", seed, "--host-id", $"target-{t}", "--capacity", "256MiB", "--config", config));
+            nodes.AddRange(workers);
+            foreach (var n in workers) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name}") && l.Contains(" up at "), TimeSpan.FromSeconds(60));
+
+            string reportPath = Path.Combine(work, "report.json");
+            var migrate = NodeProcess.Run("migrate", "migrate", "--seeds", seed, "--link-rate", "300Mbit", "--json", reportPath, "--wait-seconds", "60");
+            nodes.Add(migrate);
+            // "placed (traffic-aware): vm-000→target-2, ...": the target with the most VMs is the one to kill once data flows.
+            string placed = await migrate.WaitForLineAsync(l => l.StartsWith("placed ("), TimeSpan.FromSeconds(90));
+            var placement = placed[(placed.IndexOf("): ", StringComparison.Ordinal) + 3)..].Split(", ").Select(p => p.Split('→')).ToDictionary(p => p[0], p => p[1]);
+            string victim = placement.Values.GroupBy(h => h).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+            await migrate.WaitForLineAsync(l => l.StartsWith("round ") && !l.Contains(" 0 B sent"), TimeSpan.FromSeconds(60));
+            workers.Single(n => n.Name == victim).Kill();
+
+            Assert.Equal(0, await migrate.WaitForExitAsync(TimeSpan.FromSeconds(120)));
+            var report = Domain.Reports.MigrationReport.FromJson(await File.ReadAllTextAsync(reportPath));
+            Assert.True(report.Verified, migrate.Output);
+            Assert.All(report.PerVm, v => Assert.True(v.HandedOver && v.DigestMatched && v.Target != victim, $"{v.Id} on {v.Target}: {v.Error}"));
+            var moved = placement.Where(p => p.Value == victim).Select(p => p.Key).Order().ToArray();
+            Assert.Equal(moved, report.Replaced.Select(r => r.Vm).Order());
+            Assert.All(report.Replaced, r => Assert.True(r.LostTarget == victim && r.NewTarget.Length > 0 && r.NewTarget != victim, $"{r.Vm}: {r.LostTarget} → {r.NewTarget}"));
+            Assert.Contains(migrate.Output.Split('\n'), l => l.StartsWith($"target {victim} lost"));
+            // No other node went down with it.
+            Assert.All(workers.Where(n => n.Name != victim).Append(scheduler), n => Assert.False(n.HasExited, $"{n.Name} exited:\n{n.Output}"));
+        }
+        finally
+        {
+            foreach (var n in nodes) await n.DisposeAsync();
+            Directory.Delete(work, recursive: true);
+        }
+    }
 }

@@ -27,13 +27,25 @@ public sealed class NodeProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _lines);
 
-    public static NodeProcess Start(string name, params string[] args)
+    public static NodeProcess Start(string name, params string[] args) => Run(name, "node", args);
+
+    /// <summary>Any `vmscatter` command in its own process (e.g. `migrate` against a running cluster).</summary>
+    public static NodeProcess Run(string name, string command, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
-        psi.ArgumentList.Add("node");
+        psi.ArgumentList.Add(command);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return new NodeProcess(name, Process.Start(psi)!);
+    }
+
+    /// <summary>Waits for the process to end; its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        try { await _process.WaitForExitAsync(cancel.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) { throw new TimeoutException($"{Name}: still running after {timeout.TotalSeconds:0}s; it printed:\n{Output}"); }
+        return _process.ExitCode;
     }
 
     /// <summary>A free loopback port for a seed node.</summary>

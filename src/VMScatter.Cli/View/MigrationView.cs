@@ -71,6 +71,8 @@ public static class MigrationView
             MigrationProgress p => $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent, {p.ContentRecordsSent} page records",
             VmHandedOver h => $"handed over {h.VmId} → {h.TargetHostId} (digest {h.Digest[..12]}, downtime {h.DowntimeMs:0} ms)",
             VmHandoverFailed f => $"NOT handed over {f.VmId}: {f.Reason} (still running on the source)",
+            MigrationTargetLost l => $"target {l.HostId} lost: {l.Reason}; its VMs not handed over are re-placed",
+            VmsReplaced r => $"re-placed from {r.LostHostId}: {string.Join(", ", r.TargetOfVm.OrderBy(x => x.Key).Select(x => $"{x.Key}→{x.Value}"))}",
             _ => null,
         };
         if (line is not null) System.Console.WriteLine(line);
@@ -98,6 +100,9 @@ public static class MigrationView
         summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})");
         string waves = r.Waves > 1 ? $"{r.Rounds} per VM in {r.Waves} waves, one target host each: {r.DataPlaneRounds} in all" : $"{r.Rounds}";
         summary.AddRow("rounds (pages per round)", $"{waves} ({string.Join(", ", r.DirtyPagesPerRound)}; {r.SetAsidePages:N0} set aside from round 0, {r.ContentsWithdrawn:N0} withdrawn when rewritten before their turn)");
+        if (r.LostTargets.Count > 0) summary.AddRow("targets lost", Markup.Escape(string.Join("; ", r.LostTargets)));
+        if (r.Replaced.Count > 0)
+            summary.AddRow("re-placed VMs", Markup.Escape(string.Join(", ", r.Replaced.Select(x => $"{x.Vm} ({x.LostTarget} → {(x.NewTarget.Length > 0 ? x.NewTarget : "stayed on the source")})"))));
         summary.AddRow("downtime max", $"{r.DowntimeMsMax:0} ms");
         summary.AddRow("total time", $"{r.TotalSeconds:0.00} s");
         summary.AddRow("verified", r.Verified ? "[green]yes: every VM byte-identical and handed over[/]" : $"[red]NO[/] {Markup.Escape(r.Error ?? "")}");

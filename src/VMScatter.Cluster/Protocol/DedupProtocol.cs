@@ -9,7 +9,8 @@ namespace VMScatter.Cluster.Protocol;
 // Local to the source node: source-VM actors, dedup shard actors and the source migration actor. These carry
 // page indexes and hashes (never page bytes) and are not sent over the network.
 
-public sealed record CollectDirtyPages(int Round);
+/// <param name="AllPages">Every page, not only the dirty ones: the VM was re-placed onto a target that has none of it yet.</param>
+public sealed record CollectDirtyPages(int Round, bool AllPages = false);
 
 public sealed record DirtyPagesCollected(int VmIndex, int Round, int Pages);
 
@@ -72,17 +73,25 @@ public sealed record ShardCounters(long DistinctContents, long ByteCompares, lon
 /// <summary>The round is sent (or given up): the shard's actor owns it again.</summary>
 public sealed record ReturnShardLease(int Round);
 
-public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState);
+/// <summary>
+/// These targets no longer hold what they were sent (a target whose VMs started is re-used for re-placed VMs): later
+/// plans send them every content they need.
+/// </summary>
+public sealed record ForgetTargets(ulong Mask);
 
-public sealed record SourceDigestComputed(int VmIndex, string Digest);
+/// <param name="Pause">Which pause of this VM (a VM re-placed after a target was lost pauses again): a digest names its pause.</param>
+public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState, int Pause = 0);
+
+public sealed record SourceDigestComputed(int VmIndex, string Digest, int Pause = 0);
 
 public sealed record StopSourceVm(string Reason);
 
-public sealed record ResumeVm(string Reason);
+/// <param name="Settles">False: the VM runs here only until it is re-placed (its target was lost); it stays in the migration.</param>
+public sealed record ResumeVm(string Reason, bool Settles = true);
 
 public sealed record VmStopped(int VmIndex);
 
-public sealed record VmResumedHere(int VmIndex);
+public sealed record VmResumedHere(int VmIndex, bool Settles = true);
 
 public sealed record VmStepFailed(int VmIndex, string Step, string Error);
 

@@ -43,6 +43,9 @@ public sealed record MigrationPlaced(MigrationId MigrationId, string Strategy, I
 
 public sealed record MigrationProgress(MigrationId MigrationId, Scheduler.MigrationPhase Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
 
+/// <summary>A target was lost mid-migration; its VMs not handed over are re-placed (see <see cref="VmsReplaced"/>).</summary>
+public sealed record MigrationTargetLost(MigrationId MigrationId, HostId HostId, string Reason) : IVmScatterMessage;
+
 /// <summary>The handover checks passed: the VM runs on its target and its source copy is stopped.</summary>
 public sealed record VmHandedOver(MigrationId MigrationId, VmId VmId, HostId TargetHostId, string Digest, double DowntimeMs) : IPersistedEvent;
 
@@ -63,6 +66,9 @@ public sealed record MigrationStatus(
 public sealed record MigrationStarted(MigrationId MigrationId, HostId SourceHostId, IReadOnlyList<HostId> TargetHostIds, IReadOnlyList<VmId> VmIds, DateTime AtUtc) : IPersistedEvent;
 
 public sealed record PlacementChosen(MigrationId MigrationId, string Strategy, IReadOnlyDictionary<VmId, HostId> TargetOfVm) : IPersistedEvent;
+
+/// <summary>A target was lost mid-migration; its VMs not yet handed over go to these targets instead.</summary>
+public sealed record VmsReplaced(MigrationId MigrationId, HostId LostHostId, IReadOnlyDictionary<VmId, HostId> TargetOfVm) : IPersistedEvent;
 
 public sealed record MigrationCompleted(MigrationId MigrationId, Domain.Reports.MigrationReport Report) : IPersistedEvent;
 

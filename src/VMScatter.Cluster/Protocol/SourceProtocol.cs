@@ -29,7 +29,29 @@ public sealed record ResumeSourceVm(MigrationId MigrationId, VmId VmId, string R
 /// <summary>Give up the migration; every VM not yet released keeps (or resumes) running here.</summary>
 public sealed record AbortMigration(MigrationId MigrationId, string Reason) : IVmScatterMessage;
 
+/// <summary>
+/// Scheduler → source migration: the target is lost (it left the cluster, or its data plane failed). Nothing more goes
+/// to it; its VMs not granted to it run here again and are reported back (<see cref="VmsOrphaned"/>) for re-placement.
+/// </summary>
+public sealed record TargetLost(MigrationId MigrationId, HostId HostId, int TargetIndex, string Reason) : IVmScatterMessage;
+
+/// <summary>
+/// Scheduler → source migration: where the orphans of a lost target go (targets ready for them), and which stay here
+/// (no capacity left; the scheduler resumes them here as failed handovers).
+/// </summary>
+/// <param name="Targets">The migration's targets now: the same, then any it did not use before (the source connects to them).</param>
+public sealed record ReplaceVms(MigrationId MigrationId, IReadOnlyList<VmAssignment> Assignments, IReadOnlyList<VmId> Unplaced, IReadOnlyList<TargetEndpoint> Targets) : IVmScatterMessage;
+
 // Source host → scheduler.
+
+/// <summary>The source's data plane lost a target: a connection failed, a write stalled, or a round was not applied in time.</summary>
+public sealed record TargetUnreachable(MigrationId MigrationId, int TargetIndex, HostId HostId, string Reason) : IVmScatterMessage;
+
+/// <summary>
+/// The lost target's VMs that run on the source again (none was granted to it), for re-placement; VMs granted to it are
+/// not among them (the grant decides those).
+/// </summary>
+public sealed record VmsOrphaned(MigrationId MigrationId, HostId LostHostId, IReadOnlyList<VmId> VmIds) : IVmScatterMessage;
 
 public sealed record VmsAnalyzed(MigrationId MigrationId, IReadOnlyList<VmProfile> Profiles, long DistinctPages) : IVmScatterMessage;
 

@@ -15,6 +15,20 @@ public sealed record PrepareReceive(
     IActorRef SourceMigration,
     long LinkBitsPerSecond) : IVmScatterMessage;
 
+/// <summary>
+/// VMs re-placed from a lost target: more VMs of a migration for this host (a host whose receiver is closed, or that
+/// had none, makes one), and the migration's target endpoints now (hosts it did not use before come after the
+/// others; every target learns them, for relay chains). <paramref name="Vms"/> may be empty: endpoints only.
+/// </summary>
+public sealed record ExtendReceive(
+    MigrationId MigrationId,
+    byte[] DataPlaneKey,
+    int SelfIndex,
+    IReadOnlyList<TargetEndpoint> Targets,
+    IReadOnlyList<VmAssignment> Vms,
+    IActorRef SourceMigration,
+    long LinkBitsPerSecond) : IVmScatterMessage;
+
 /// <summary>Digest verified: start the VM here.</summary>
 /// <remarks>
 /// Sent by the source, which granted the VM to this target, on the scheduler's behalf (replies go to the scheduler);
@@ -30,6 +44,9 @@ public sealed record DiscardReceived(MigrationId MigrationId, IReadOnlyList<VmId
 public sealed record ReceiverReady(MigrationId MigrationId, HostId HostId) : IVmScatterMessage;
 
 public sealed record ReceiverRefused(MigrationId MigrationId, HostId HostId, string Reason) : IVmScatterMessage;
+
+/// <summary>The host is ready for the VMs of an <see cref="ExtendReceive"/> (or refuses them, with why).</summary>
+public sealed record ReceiverExtended(MigrationId MigrationId, HostId HostId, IReadOnlyList<VmId> VmIds, string? Refusal) : IVmScatterMessage;
 
 public sealed record TargetDigests(MigrationId MigrationId, HostId HostId, IReadOnlyList<VmDigest> Digests, long BytesReceived, long BytesRelayed, long ContentRecordsReceived, long FramesRejected) : IVmScatterMessage;
 

@@ -26,7 +26,9 @@ internal static class HandoverDecisions
         foreach (var (vmId, digest) in run.SourceDigestOf)
         {
             var target = run.TargetOfVm[vmId];
-            if (run.Decided(vmId) || run.ResumeRequested.Contains(vmId) || !run.TargetDigests.ContainsKey(target)) continue;
+            // The target's digests of the VM's own final round: a target that took a re-placed VM reports again.
+            if (run.Decided(vmId) || run.ResumeRequested.Contains(vmId) || !run.TargetDigests.TryGetValue(target, out var reported)
+                || reported.Digests.All(d => d.VmId != vmId)) continue;
             if (run.TargetDigestOf.TryGetValue(vmId, out var got) && got == digest) steps.Add(new HandoverStep.Resume(vmId, target));
             else steps.Add(new HandoverStep.Fail(vmId, $"digest mismatch: source {Short(digest)}, target {Short(got ?? "none")}"));
         }

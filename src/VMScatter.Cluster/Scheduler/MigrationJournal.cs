@@ -19,6 +19,9 @@ public sealed class MigrationJournal
             case PlacementChosen m: Record(m.MigrationId).Phase = MigrationPhase.Preparing; break;
             case VmHandedOver m: Record(m.MigrationId).HandedOver.Add(m.VmId); break;
             case VmHandoverFailed m: Record(m.MigrationId).Failed.Add(m.VmId); break;
+            case VmsReplaced m:
+                foreach (var (vm, host) in m.TargetOfVm) Record(m.MigrationId).Replaced[vm] = host;
+                break;
             case MigrationCompleted m:
                 var done = Record(m.MigrationId);
                 done.Phase = MigrationPhase.Completed;

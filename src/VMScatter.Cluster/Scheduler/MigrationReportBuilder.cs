@@ -60,6 +60,8 @@ internal static class MigrationReportBuilder
             RoundSeconds = stats?.RoundSeconds ?? [],
             SourceDigestSeconds = stats?.SourceDigestSeconds ?? 0,
             Error = run.Error,
+            LostTargets = run.LostReasons.ToArray(),
+            Replaced = run.Replacements.ToArray(),
             PerVm = perVm,
         };
     }

@@ -4,6 +4,17 @@ using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Scheduler;
 
+/// <summary>
+/// One re-placement: the VMs each target is to take (an empty list: it only learns the targets' endpoints), until every
+/// live target of the migration confirmed; then the source is told, with the targets as they were.
+/// </summary>
+internal sealed class ReplacementBatch
+{
+    public required IReadOnlyList<TargetEndpoint> Targets { get; init; }
+    public Dictionary<HostId, List<VmAssignment>> Waiting { get; } = new();
+    public List<VmAssignment> Confirmed { get; } = new();
+}
+
 /// <summary>The scheduler's working state for one migration in flight (not persisted; the journal holds the decisions).</summary>
 internal sealed class MigrationRun
 {
@@ -38,11 +49,22 @@ internal sealed class MigrationRun
     /// <summary>No confirmation will come from the source: it left, never started the migration, or timed out.</summary>
     public bool SourceWillNotConfirm { get; set; }
     public Dictionary<VmId, string> Failed { get; } = new();
+    /// <summary>Targets lost mid-migration: they get nothing more, and their VMs not handed over are re-placed.</summary>
+    public HashSet<HostId> LostTargets { get; } = new();
+    public List<string> LostReasons { get; } = new();
+    /// <summary>VMs of a lost target that run on the source until re-placed.</summary>
+    public HashSet<VmId> Orphans { get; } = new();
+    /// <summary>Re-placements waiting for their targets to be ready (<see cref="ReceiverExtended"/>), oldest first.</summary>
+    public List<ReplacementBatch> PendingReplacements { get; } = new();
+    public List<Domain.Reports.VmReplacement> Replacements { get; } = new();
     public string? Error { get; set; }
 
     public bool Decided(VmId vmId) => HandedOver.ContainsKey(vmId) || Failed.ContainsKey(vmId);
 
     public bool Moves(VmId vmId) => Vms.Any(v => v.Id == vmId);
+
+    /// <summary>A target of this migration: requested, or taken on for re-placed VMs.</summary>
+    public bool Involves(HostId host) => TargetHostIds.Contains(host) || TargetRefs.ContainsKey(host);
 
     /// <summary>Every VM runs in exactly one place, confirmed: on its target (and stopped on the source), or on the source.</summary>
     public bool AllSettled => Vms.All(v =>

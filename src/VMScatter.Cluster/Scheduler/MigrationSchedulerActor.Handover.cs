@@ -101,12 +101,7 @@ public sealed partial class MigrationSchedulerActor
         foreach (var (id, _) in _targets.Where(t => t.Value.Host.Equals(host)).ToArray())
         {
             _targets.Remove(id);
-            foreach (var run in _runs.Values.Where(r => r.TargetHostIds.Contains(id)).ToArray())
-            {
-                if (run.Transfer is null) FailRun(run, $"target host {id} left the cluster");
-                else
-                    foreach (var vm in run.TargetOfVm.Where(kv => kv.Value == id).Select(kv => kv.Key)) FailVm(run, vm, $"target host {id} left the cluster before the handover");
-            }
+            foreach (var run in _runs.Values.Where(r => r.Involves(id)).ToArray()) LoseTarget(run, id, "it left the cluster");
         }
     }
 }

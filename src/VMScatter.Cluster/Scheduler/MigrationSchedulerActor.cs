@@ -75,12 +75,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         {
             if (!run.TargetRefs.ContainsKey(m.HostId)) { Refuse(run, m, $"host {m.HostId} is not a target of it"); return; }
             run.ReadyTargets.Add(m.HostId);
-            if (run.Phase != MigrationPhase.Preparing || run.ReadyTargets.Count < run.Targets.Count) return;
-            run.Phase = MigrationPhase.Transferring;
-            // The analysis timer bounds analysis, placement and preparation, not the transfer (a long one is no fault);
-            // a source or target lost during it fails or re-decides the run through its Terminated.
-            Timers.Cancel(run.Id);
-            run.SourceMigration!.Tell(new BeginTransfer(run.Id, _keys[run.Id], run.Targets, Assignments(run)));
+            MaybeBeginTransfer(run);
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
@@ -109,6 +104,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         Command<TargetDigests>(m => WithRun(m.MigrationId, run =>
         {
             if (!run.TargetRefs.ContainsKey(m.HostId)) { Refuse(run, m, $"host {m.HostId} is not a target of it"); return; }
+            if (run.LostTargets.Contains(m.HostId)) { Refuse(run, m, $"host {m.HostId} is lost to it"); return; }
             run.TargetDigests[m.HostId] = m;
             foreach (var d in m.Digests.Where(d => run.TargetOfVm.GetValueOrDefault(d.VmId) == m.HostId)) run.TargetDigestOf[d.VmId] = d.Digest;
             DecideHandovers(run);
@@ -148,6 +144,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             MaybeComplete(run);
         }));
         Command<RunTimeout>(m => WithRun(m.MigrationId, run => TimedOut(run, m.Phase)));
+        Rebalancing();
     }
 
     public override string PersistenceId { get; }
@@ -205,10 +202,15 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         run.SourceMigration = Sender;
         run.Profiles = m.Profiles;
         run.DistinctPages = m.DistinctPages;
+        ComputePlacement(run);
+    }
+
+    private void ComputePlacement(MigrationRun run)
+    {
         var vcpus = run.Vms.ToDictionary(v => v.Id, v => v.VCpus);
-        var vms = m.Profiles.Select(p => new PlacementVm(p.VmId.Value, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
-        var contents = new SketchContentModel(m.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
-        var hosts = run.TargetHostIds.Select(t => _targets.TryGetValue(t, out var h)
+        var vms = run.Profiles.Select(p => new PlacementVm(p.VmId.Value, p.MemoryBytes, vcpus.GetValueOrDefault(p.VmId, 1))).ToArray();
+        var contents = new SketchContentModel(run.Profiles.Select(p => BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch)).ToArray());
+        var hosts = run.TargetHostIds.Where(t => !run.LostTargets.Contains(t)).Select(t => _targets.TryGetValue(t, out var h)
             ? new PlacementHost(t.Value, h.FreeBytes, Rack: string.IsNullOrEmpty(h.Rack) ? null : h.Rack)
             : new PlacementHost(t.Value, 0)).ToArray();
         var topology = new NetworkTopology(RackLinkWeight: _settings.RackLinkWeight);
@@ -223,8 +225,14 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         if (run.Phase != MigrationPhase.Placing || run.Error is not null) return;
         // A target may have left while the placer ran.
         var targetOfVm = placement.HostOf.ToDictionary(p => new VmId(p.Key), p => new HostId(p.Value));
-        var gone = targetOfVm.Values.Distinct().Where(h => !_targets.ContainsKey(h)).Order().ToArray();
-        if (gone.Length > 0) { FailRun(run, $"placement: target host(s) {string.Join(", ", gone)} left the cluster while placing"); return; }
+        var gone = targetOfVm.Values.Distinct().Where(h => !_targets.ContainsKey(h) || run.LostTargets.Contains(h)).Order().ToArray();
+        if (gone.Length > 0)
+        {
+            // Nothing was sent yet: place again on the targets left (a placement that no longer fits fails the run, and every VM stays).
+            _log.Warning("Migration {0}: target host(s) {1} lost while placing; placing again", run.Id, string.Join(", ", gone));
+            ComputePlacement(run);
+            return;
+        }
         Record(new PlacementChosen(run.Id, placement.Strategy, targetOfVm), e =>
         {
             run.Strategy = e.Strategy;

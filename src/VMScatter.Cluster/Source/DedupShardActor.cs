@@ -50,6 +50,8 @@ public sealed class DedupShardActor : ReceiveActor, IWithStash
                 Context.Parent.Tell(new ShardRoundHashed(_round, _shardIndex, _pages, _shard.DistinctContents));
         });
 
+        Receive<ForgetTargets>(m => _shard.ForgetTargets(m.Mask));
+
         Receive<PlanShardRound>(m =>
         {
             if (m.Round != _round) throw new InvalidOperationException($"shard {_shardIndex} asked to plan round {m.Round} while holding round {_round}");

@@ -56,4 +56,17 @@ public sealed class ResumeFence
         _waiting.Where(w => nowSeconds - w.Value.PausedAt >= bound.TotalSeconds).Select(w => w.Key).Order().ToArray();
 
     public bool IsGranted(VmId vm) => _granted.ContainsKey(vm);
+
+    public bool IsResumedHere(VmId vm) => _resumedHere.Contains(vm);
+
+    /// <summary>
+    /// The VM's target was lost before the VM was granted to it: it runs here again, and a later transfer (to another
+    /// target) may hand it over. False if it is granted: its target may be running it.
+    /// </summary>
+    public bool Withdraw(VmId vm)
+    {
+        if (_granted.ContainsKey(vm)) return false;
+        _waiting.Remove(vm);
+        return true;
+    }
 }

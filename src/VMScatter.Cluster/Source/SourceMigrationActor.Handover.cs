@@ -11,11 +11,15 @@ public sealed partial class SourceMigrationActor
     private void HandingOver()
     {
         Handovers();
+        Losses();
+        Receive<ReplacementsArrived>(_ => ResumeWaves());
+        Receive<LossHandled>(_ => { });
+        Receive<SourceDigestComputed>(DigestComputed);
         Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
         Receive<VmStepFailed>(m => _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, VmId(m.VmIndex), m.Step, m.Error));
         Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
         Receive<RoundApplied>(_ => { });
-        Receive<RoundSent>(m => Broadcast(_shardActors, new ReturnShardLease(m.Round)));
+        Receive<RoundSent>(_ => ReturnLease());
         Receive<ProgressTick>(_ => { });
     }
 
@@ -58,12 +62,15 @@ public sealed partial class SourceMigrationActor
         });
         Receive<VmStopped>(m =>
         {
+            // Freed when every VM is settled: until then a round (for a VM re-placed after a target was lost) may still
+            // read contents held by its pages.
             var released = new SourceVmReleased(_migrationId, VmId(m.VmIndex));
             _scheduler.Tell(released);
-            if (_transferred.Count == _vms.Count) Context.Parent.Tell(released);
-            else _freeLater.Add(released);
+            _freeLater.Add(released);
             Settle(m.VmIndex);
         });
+        // An orphan runs here until re-placed: still part of the migration.
+        Receive<VmResumedHere>(m => !m.Settles, _ => { });
         Receive<VmResumedHere>(m =>
         {
             _scheduler.Tell(new SourceVmResumed(_migrationId, VmId(m.VmIndex)));
@@ -147,6 +154,10 @@ public sealed partial class SourceMigrationActor
         _log.Error("Migration {0} failed on the source: {1}", _migrationId, reason);
         Timers.CancelAll();
         ArmFence();
+        _failed = true;
+        if (_sending.IsCompleted) ReturnLease();
+        _orphaned.Clear();
+        _replacements.Clear();
         if (tellScheduler) _scheduler.Tell(new TransferFailed(_migrationId, reason));
         ResumeUnsettled(reason);
         Become(HandingOver);

@@ -23,7 +23,7 @@ public sealed partial class SourceMigrationActor
     private void Planning()
     {
         ShardsFinishingRoundZero();
-        Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
+        Receive<SourceDigestComputed>(DigestComputed);
         Receive<ShardRoundPlanned>(m =>
         {
             _planned.Add(m);
@@ -31,7 +31,7 @@ public sealed partial class SourceMigrationActor
             if (_planned.Count < _shardActors.Length) return;
             _shardCounters = _planned.Aggregate(ShardCounters.Zero, (sum, p) => sum.Add(p.Counters));
             var devices = _stopAndCopy
-                ? _paused.Values.OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
+                ? _paused.Values.Where(p => _wave.Vms.Contains(p.VmIndex)).OrderBy(p => p.VmIndex).Select(p => new DeviceStateTransfer(p.VmIndex, _targetOfVm[p.VmIndex], ImmutableCollectionsMarshal.AsArray(p.DeviceState)!)).ToArray()
                 : [];
             // Merging the plans and ordering the groups is a pass over every page of the round: off this thread, so
             // the handover decisions for waves already through (which go through here) do not wait behind it.
@@ -45,46 +45,109 @@ public sealed partial class SourceMigrationActor
             var built = m.Round;
             _account.GroupsOrdered(built.GroupSwitches, built.GroupSwitchesLowerBound);
             if (_round == 0) _account.RoundPlanned(_pagesInRound);
-            _applied.Clear();
-            _roundSent = false;
             _roundStartBytes = _sender!.BytesSent;
-            int round = _round;
-            // Started on the pool: building frames (reading and compressing pages) runs synchronously until the
-            // outgoing queue fills, which would otherwise be on this thread, ahead of every handover decision.
-            var (sender, transfer, reader) = (_sender, built.Transfer, new LeasedShardReader(_planned.Select(p => (p.Shard, p.Lease)), _options.SetAsideDirty));
-            _sending = Task.Run(() => sender.SendRoundAsync(transfer, reader, CancellationToken.None));
-            _sending.PipeTo(Self, success: () => new RoundSent(round), failure: e => new TransferStepFailed($"send round {round}", e.GetBaseException().Message));
+            // Kept until every target still receiving applied the round: a target lost meanwhile may have cut a relay
+            // chain, and the round is then sent again from them (see Resend).
+            _built = built;
+            _reader = new LeasedShardReader(_planned.Select(p => (p.Shard, p.Lease)), _options.SetAsideDirty);
+            _leaseRound = _round;
+            _resend = false;
+            Send(built.Transfer);
             Become(Transferring);
         });
         Receive<ProgressTick>(_ => ReportProgress());
         Handovers();
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
+    }
+
+    /// <summary>Sends a round on the pool: building frames (reading, compressing) would otherwise run on this thread, ahead of every handover decision.</summary>
+    private void Send(RoundTransfer transfer)
+    {
+        _applied.Clear();
+        _roundSent = false;
+        _roundActive = transfer.ActiveTargets & ~_lost;
+        int round = transfer.Round;
+        var (sender, reader) = (_sender!, _reader!);
+        _sending = Task.Run(() => sender.SendRoundAsync(transfer, reader, CancellationToken.None));
+        _sending.PipeTo(Self, success: () => new RoundSent(round), failure: e => new TransferStepFailed($"send round {round}", e.GetBaseException().Message));
     }
 
     private void Transferring()
     {
-        Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
+        Receive<SourceDigestComputed>(DigestComputed);
         Receive<RoundSent>(m =>
         {
-            Broadcast(_shardActors, new ReturnShardLease(m.Round));
             _roundSent = true;
+            ReportUnreachable();
+            if (_resend && !RoundComplete) { Resend(); return; }
+            Timers.StartSingleTimer("round-timeout", new RoundOverdue(_round), _settings.DataPlane.RoundTimeout);
             MaybeRoundDone();
         });
         Receive<RoundApplied>(m => m.MigrationId == _migrationId, m =>
         {
-            if (m.Error is not null) { Fail($"target {m.TargetIndex} could not apply round {m.Round}: {m.Error}"); return; }
-            if (m.Round != _round) { Fail($"target {m.TargetIndex} acknowledged round {m.Round} during round {_round}"); return; }
+            if ((_lost >> m.TargetIndex & 1) != 0) return;
+            // A target that cannot apply a round is lost to this migration (the scheduler decides, and re-places its VMs).
+            if (m.Error is not null) { Unreachable(m.TargetIndex, $"could not apply round {m.Round}: {m.Error}"); return; }
+            if (m.Round != _round) return; // a round sent again under a later number; this is its first sending's
             _applied.Add(m.TargetIndex);
             MaybeRoundDone();
         });
+        Receive<RoundOverdue>(m =>
+        {
+            if (m.Round != _round || RoundComplete) return;
+            foreach (int t in DataPlaneSender.Targets(_roundActive & ~_lost & ~AppliedMask))
+                Unreachable(t, $"did not apply round {m.Round} within {_settings.DataPlane.RoundTimeout.TotalSeconds:0.#} s of its sending");
+        });
+        Receive<LossHandled>(_ =>
+        {
+            if (!_roundSent) { _resend = true; return; } // sent again once this sending ends
+            if (RoundComplete) MaybeRoundDone();
+            else Resend();
+        });
         Receive<ProgressTick>(_ => ReportProgress());
         Handovers();
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
+    }
+
+    private ulong AppliedMask => _applied.Aggregate(0UL, (mask, t) => mask | 1UL << t);
+
+    /// <summary>Every target that must apply the round, and is not lost, applied it.</summary>
+    private bool RoundComplete => _roundSent && (_roundActive & ~_lost & ~AppliedMask) == 0;
+
+    /// <summary>
+    /// A target was lost while the round went out: its hosts after it in a relay chain may miss contents. The round goes
+    /// again, under the next number, to the targets that have not applied it (a receiver drops a round the source moved
+    /// on from, and what it already wrote is written again with the same bytes); the shards stay lent meanwhile.
+    /// </summary>
+    private void Resend()
+    {
+        var first = _built!.Transfer;
+        ulong keep = _roundActive & ~_lost & ~AppliedMask;
+        _round++;
+        _resend = false;
+        _log.Warning("Migration {0}: sending round {1} again as round {2} to targets {3} (a target was lost during it)", _migrationId, first.Round, _round,
+            string.Join(",", DataPlaneSender.Targets(keep)));
+        var again = first with
+        {
+            Round = _round,
+            Groups = first.Groups.Select(g => g with { TargetMask = g.TargetMask & keep }).Where(g => g.TargetMask != 0).ToArray(),
+            MapsByTarget = first.MapsByTarget.Select((maps, t) => (keep >> t & 1) != 0 ? maps : []).ToArray(),
+            DeviceStates = first.DeviceStates.Where(d => (keep >> d.TargetIndex & 1) != 0).ToArray(),
+            ActiveTargets = keep,
+            FinalTargets = first.FinalTargets & keep,
+        };
+        Send(again);
     }
 
     private void MaybeRoundDone()
     {
-        if (!_roundSent || _applied.Count < System.Numerics.BitOperations.PopCount(_activeTargets)) return;
+        if (!RoundComplete) return;
+        Timers.Cancel("round-timeout");
+        ReturnLease();
         _account.RoundEnded(_roundClock.Elapsed.TotalSeconds, _sender!.BytesSent - _roundStartBytes);
         ReportProgress();
         if (_stopAndCopy)
@@ -98,7 +161,7 @@ public sealed partial class SourceMigrationActor
             return;
         }
         _round++;
-        if (_round == 1) StartWave(_waves[0]);
+        if (_round == 1) StartNextWave(0);
         else
         {
             _waveRounds++;
@@ -119,10 +182,23 @@ public sealed partial class SourceMigrationActor
 
     private void CollectWaveDirtyPages()
     {
+        ApplyReplacements(_wave.Index);
+        // Its VMs all went with a lost target: nothing more to do in this wave.
+        if (_wave.Vms.Count == 0) { StartNextWave(_wave.Index + 1); return; }
         _pending = _wave.Vms.Count;
         _pagesInRound = 0;
-        foreach (int vm in _wave.Vms) _vmActors[vm].Tell(new CollectDirtyPages(_round));
+        foreach (int vm in _wave.Vms) _vmActors[vm].Tell(new CollectDirtyPages(_round, _fullCollect.Remove(vm)));
         Become(CollectingDirty);
+    }
+
+    /// <summary>The next wave with VMs from <paramref name="from"/> on (re-placed VMs may have added one); none left: the transfer is complete, once no lost target's VM awaits re-placement.</summary>
+    private void StartNextWave(int from)
+    {
+        ApplyReplacements(from);
+        for (int w = from; w < _waves.Count; w++)
+            if (_waves[w].Vms.Count > 0) { StartWave(_waves[w]); return; }
+        if (_orphaned.Count > 0) { Become(AwaitingReplacement); return; }
+        Complete();
     }
 
     private void CollectingDirty()
@@ -131,6 +207,7 @@ public sealed partial class SourceMigrationActor
         {
             _pagesInRound += m.Pages;
             if (--_pending > 0) return;
+            if (_wave.Vms.Count == 0) { StartNextWave(_wave.Index + 1); return; } // its VMs went with a lost target meanwhile
             // The wave's first round also carries the pages of its VMs that round 0 deferred; its dirty pages were
             // dirtied since the collection before round 0's send, later ones since the last round.
             var decision = _policy.Decide(new ConvergenceInput(
@@ -157,37 +234,56 @@ public sealed partial class SourceMigrationActor
         });
         Receive<ProgressTick>(_ => ReportProgress());
         Handovers();
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
     }
 
     private void HashingDirty()
     {
-        Receive<SourceDigestComputed>(m => _sourceDigests[m.VmIndex] = m.Digest);
+        Receive<SourceDigestComputed>(DigestComputed);
         Receive<VmPaused>(m =>
         {
+            // A VM whose target was lost meanwhile is out of the wave (it is told to run again).
+            if (!_wave.Vms.Contains(m.VmIndex)) return;
             if (_paused.Count == 0) _digestStarted = _clock.Elapsed.TotalSeconds;
             _paused[m.VmIndex] = m;
             _pausedAt[m.VmIndex] = m.PausedAtUnixMs;
+            _pauseOf[m.VmIndex] = m.Pause;
+            _sourceDigests.Remove(m.VmIndex);
             MaybeHashed();
         });
         Receive<ShardRoundHashed>(m => { _hashed.Add(m); MaybeHashed(); });
         Receive<ProgressTick>(_ => ReportProgress());
+        Receive<LossHandled>(_ => MaybeHashed());
         Handovers();
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
     }
 
     private void MaybeHashed()
     {
-        if (_hashed.Count < _shardActors.Length || (_stopAndCopy && _paused.Count < _wave.Vms.Count)) return;
+        if (_hashed.Count < _shardActors.Length || (_stopAndCopy && _wave.Vms.Any(v => !_paused.ContainsKey(v)))) return;
         PlanRound();
     }
 
     private void Digesting()
     {
-        Receive<SourceDigestComputed>(m => { _sourceDigests[m.VmIndex] = m.Digest; MaybeWaveTransferred(); });
+        Receive<SourceDigestComputed>(m => { DigestComputed(m); MaybeWaveTransferred(); });
+        Receive<LossHandled>(_ => MaybeWaveTransferred());
         Receive<ProgressTick>(_ => ReportProgress());
         Handovers();
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
+    }
+
+    /// <summary>A digest of the VM's current pause (one of an earlier pause, or of a VM since orphaned, is stale).</summary>
+    private void DigestComputed(SourceDigestComputed m)
+    {
+        if (_orphaned.Contains(m.VmIndex) || _pauseOf.GetValueOrDefault(m.VmIndex, -1) != m.Pause) return;
+        _sourceDigests[m.VmIndex] = m.Digest;
     }
 
     /// <summary>With the wave's digests in: its VMs go to the scheduler for handover, and the next wave starts.</summary>
@@ -200,18 +296,19 @@ public sealed partial class SourceMigrationActor
         foreach (int vm in _wave.Vms) _fence.Transferred(VmId(vm), _targetHosts[_targetOfVm[vm]], _clock.Elapsed.TotalSeconds);
         ArmFence();
         Self.Tell(FenceTick.Instance);
-        if (_wave.Index + 1 < _waves.Count)
-        {
-            _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_wave.Vms), PausedAt(_wave.Vms)));
-            _round++;
-            StartWave(_waves[_wave.Index + 1]);
-            return;
-        }
+        if (_wave.Vms.Count > 0) _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_wave.Vms), PausedAt(_wave.Vms)));
+        // The round counter moves past the stop-and-copy round either way: the next wave's first round is the next one.
+        _round++;
+        StartNextWave(_wave.Index + 1);
+    }
+
+    /// <summary>Every wave is through: the account of the transfer, with the digests of every VM transferred.</summary>
+    private void Complete()
+    {
         Timers.Cancel("progress");
-        var all = Enumerable.Range(0, _vms.Count).ToArray();
+        var transferred = _transferred.Order().ToArray();
         var sent = new SenderCounters(_sender!.BytesSent, _sender.FramesSent, _sender.ContentRecordsSent, _sender.ContentRawBytes, _sender.ContentEncodedBytes, _sender.MapRecordsSent, _sender.ContentsWithdrawn);
-        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(all), PausedAt(all), _account.Stats(sent, _shardCounters, _waves.Count, _round + 1)));
-        FreeReleasedVms();
+        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(transferred), PausedAt(transferred), _account.Stats(sent, _shardCounters, _waves.Count(w => w.Vms.Count > 0), _round)));
         Become(HandingOver);
     }
 }

@@ -179,6 +179,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         ShardsFinishingRoundZero();
         Receive<Connected>(_ =>
         {
+            ReportUnreachable();
             if (!_options.SetAsideDirty) { PlanRound(); return; }
             _setAside = new FrozenSet<int>[_vms.Count];
             _pending = _vms.Count;
@@ -186,6 +187,8 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
             Become(SettingAside);
         });
         Receive<ProgressTick>(_ => { });
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
     }
 
@@ -202,6 +205,8 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
             PlanRound();
         });
         Receive<ProgressTick>(_ => ReportProgress());
+        Losses();
+        LossNoticesIgnored();
         CommonFailures();
     }
 

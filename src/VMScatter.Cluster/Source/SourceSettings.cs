@@ -35,6 +35,8 @@ public static class DataPlaneSettings
         Compression = Choice<CompressionMode>(config, "vmscatter.data-plane.compression"),
         Transport = Choice<GroupTransport>(config, "vmscatter.data-plane.group-transport"),
         ConnectTimeout = config.GetTimeSpan("vmscatter.data-plane.connect-timeout"),
+        WriteTimeout = config.GetTimeSpan("vmscatter.data-plane.write-timeout"),
+        RoundTimeout = config.GetTimeSpan("vmscatter.data-plane.round-timeout"),
         MaxConnections = config.GetInt("vmscatter.data-plane.max-connections"),
         HandshakeTimeout = config.GetTimeSpan("vmscatter.data-plane.handshake-timeout"),
         LinkQueueBytes = config.GetByteSize("vmscatter.data-plane.link-queue") ?? throw new ConfigurationException("vmscatter.data-plane.link-queue missing"),

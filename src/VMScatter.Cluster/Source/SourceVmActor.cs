@@ -26,6 +26,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private int _roundGeneration;
     /// <summary>Pages collected but left for a later round (round 0's set-aside, a wave's held-back working set); the next collection adds them back.</summary>
     private int[] _setAside = [];
+    private int _pauses;
 
     public IStash Stash { get; set; } = null!;
 
@@ -46,8 +47,15 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         {
             int round = m.Round;
             var setAside = _setAside; // read here, not from the bulk thread
+            bool all = m.AllPages;
             BulkWork.Run(() =>
             {
+                if (round > 0 && all)
+                {
+                    // Re-placed: its new target has none of it. The log goes on from here; every page is read now.
+                    _vm.CollectDirtyPages();
+                    return (Enumerable.Range(0, _vm.PageCount).ToArray(), LogGeneration);
+                }
                 if (round > 0)
                 {
                     var dirty = _vm.CollectDirtyPages();
@@ -85,7 +93,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 return;
             }
             // Nothing else (a resume, above all) is handled until the pause has completed.
-            PauseAndHashAsync(m.Round, m.Participants).PipeTo(Self, replyTo, failure: e => new VmStepFailed(_vmIndex, "pause", e.GetBaseException().Message));
+            PauseAndHashAsync(m.Round, m.Participants, ++_pauses).PipeTo(Self, replyTo, failure: e => new VmStepFailed(_vmIndex, "pause", e.GetBaseException().Message));
             Become(Pausing);
         });
 
@@ -97,7 +105,12 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
 
         Receive<StopSourceVm>(_ => Step("stop", async () => { await _vm.StopAsync().ConfigureAwait(false); return new VmStopped(_vmIndex); }).PipeTo(ReplyTo));
 
-        Receive<ResumeVm>(_ => Step("resume", async () => { await _vm.ResumeAsync().ConfigureAwait(false); return new VmResumedHere(_vmIndex); }).PipeTo(ReplyTo));
+        // A VM that is running already (an orphan of a lost target whose wave had not paused it) stays as it is.
+        Receive<ResumeVm>(m => Step("resume", async () =>
+        {
+            if (_vm.State == VmRunState.Paused) await _vm.ResumeAsync().ConfigureAwait(false);
+            return new VmResumedHere(_vmIndex, m.Settles);
+        }).PipeTo(ReplyTo));
 
         Receive<Status.Failure>(f => Sender.Tell(new VmStepFailed(_vmIndex, "hash", f.Cause.GetBaseException().Message)));
     }
@@ -149,14 +162,15 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
             var state = m.Paused!.DeviceState;
             // One bulk thread per VM's digest: the VMs of a migration digest side by side.
-            Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread))))
+            int pause = m.Paused.Pause;
+            Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread), pause)))
                 .PipeTo(ReplyTo);
             BackToReady();
         });
         WaitingForStep();
     }
 
-    private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants)
+    private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants, int pause)
     {
         await _vm.PauseAsync().ConfigureAwait(false);
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
@@ -165,7 +179,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         int generation = LogGeneration;
         var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
         var routed = await HashAsync(round, pages, generation, participants).ConfigureAwait(false);
-        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState)) };
+        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause) };
     }
 
     /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>

@@ -62,35 +62,23 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
                 Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, invalid));
                 return;
             }
-            long needed = m.Vms.Sum(v => v.Vm.MemoryBytes);
-            if (needed > FreeBytes())
-            {
-                Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, $"needs {needed} bytes, {FreeBytes()} free"));
-                return;
-            }
-            // A request this host cannot serve (memory it cannot back, a bad endpoint or key) is refused with its
-            // reason; it must not throw here, where the restart that follows would dispose the VMs already landed.
-            var vms = new List<ReceiverVm>();
-            MigrationReceiver receiver;
-            try
-            {
-                foreach (var v in m.Vms) vms.Add(new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm)));
-                var peers = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
-                receiver = new MigrationReceiver(m.MigrationId.Value, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
-            }
-            catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidOperationException or OutOfMemoryException)
-            {
-                var log = _log;
-                foreach (var v in vms) _disposals.Track(v.Memory.DisposeAsync().AsTask(), err => log.Error(err, "Memory for VM {0} could not be released", v.Description.Id));
-                Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, $"cannot prepare: {e.Message}"));
-                return;
-            }
-            _listener.Register(receiver);
-            _incoming[m.MigrationId] = new Incoming(receiver, vms, m.SourceMigration, Sender);
-            // Without its source migration no VM of it can be granted any more: see Terminated below.
-            Context.Watch(m.SourceMigration);
-            PumpOutcome(m.MigrationId, receiver);
-            Sender.Tell(new ReceiverReady(m.MigrationId, _hostId));
+            if (Prepare(m) is { } refusal) Sender.Tell(new ReceiverRefused(m.MigrationId, _hostId, refusal));
+            else Sender.Tell(new ReceiverReady(m.MigrationId, _hostId));
+        });
+
+        // VMs re-placed here from a lost target: added to the migration's receiver, which keeps what it holds (or a new
+        // receiver, if this host's part was over and its receiver closed).
+        Receive<ExtendReceive>(m =>
+        {
+            var request = new PrepareReceive(m.MigrationId, m.DataPlaneKey, m.SelfIndex, m.Targets, m.Vms, m.SourceMigration, m.LinkBitsPerSecond);
+            var ids = m.Vms.Select(v => v.Vm.Id).ToArray();
+            string? refusal;
+            if (_incoming.TryGetValue(m.MigrationId, out var inc)) refusal = Extend(inc, m, request);
+            // Nothing received here nor to receive: the endpoints alone need no receiver.
+            else if (m.Vms.Count == 0) refusal = null;
+            else refusal = PrepareReceiveCheck.Problem(request, _capacityBytes) ?? Prepare(request);
+            if (refusal is not null) _log.Warning("Refused ExtendReceive for migration {0} from {1}: {2}", m.MigrationId, Sender, refusal);
+            Sender.Tell(new ReceiverExtended(m.MigrationId, _hostId, ids, refusal));
         });
 
         Receive<OutcomeArrived>(m =>
@@ -99,7 +87,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             inc.SourceMigration.Tell(new RoundApplied(m.MigrationId, inc.Receiver.SelfIndex, m.Outcome.Round, m.Outcome.Final, m.Outcome.Error));
             if (m.Outcome.Error is not null) return;
             if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc);
-            else PumpOutcome(m.MigrationId, inc.Receiver);
+            // A final round is not necessarily the last: VMs re-placed here later arrive in rounds of their own.
+            PumpOutcome(m.MigrationId, inc.Receiver);
         });
 
         Receive<ResumeOnTarget>(m =>
@@ -121,6 +110,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             }
             var state = inc.Receiver.DeviceStateOf(vm.VmIndex) ?? [];
             inc.Resuming.Add(vm.Description.Id);
+            // From now on its memory is the guest's: no content is kept in it for VMs still arriving, nor written to it.
+            inc.Receiver.ReleaseVm(vm.VmIndex);
             ResumeAsync(m.MigrationId, vm, state, m.GrantedBy).PipeTo(Self, replyTo);
         });
 
@@ -195,6 +186,69 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         }
     }
 
+    /// <summary>
+    /// A receiver for a migration's VMs here, registered with the listener; or why not. A request this host cannot serve
+    /// (memory it cannot back, a bad endpoint or key) is refused with its reason: it must not throw here, where the
+    /// restart that follows would dispose the VMs already landed.
+    /// </summary>
+    private string? Prepare(PrepareReceive m)
+    {
+        long needed = m.Vms.Sum(v => v.Vm.MemoryBytes);
+        if (needed > FreeBytes()) return $"needs {needed} bytes, {FreeBytes()} free";
+        var vms = new List<ReceiverVm>();
+        MigrationReceiver receiver;
+        try
+        {
+            foreach (var v in m.Vms) vms.Add(new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm)));
+            var peers = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
+            receiver = new MigrationReceiver(m.MigrationId.Value, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidOperationException or OutOfMemoryException)
+        {
+            ReleaseMemory(vms);
+            return $"cannot prepare: {e.Message}";
+        }
+        _listener.Register(receiver);
+        _incoming[m.MigrationId] = new Incoming(receiver, vms, m.SourceMigration, Sender);
+        // Without its source migration no VM of it can be granted any more: see Terminated below.
+        Context.Watch(m.SourceMigration);
+        PumpOutcome(m.MigrationId, receiver);
+        return null;
+    }
+
+    /// <summary>The migration's endpoints now, and more VMs, for a receiver already here; or why not.</summary>
+    private string? Extend(Incoming inc, ExtendReceive m, PrepareReceive request)
+    {
+        if (inc.SourceGone) return "its source migration is gone";
+        if (!inc.SourceMigration.Equals(m.SourceMigration) || inc.Receiver.SelfIndex != m.SelfIndex) return "it names another source migration or target index than this host's receiver";
+        try { inc.Receiver.UpdatePeers(m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray()); }
+        catch (Exception e) when (e is ArgumentException or FormatException) { return $"bad endpoints: {e.Message}"; }
+        if (m.Vms.Count == 0) return null;
+        if (PrepareReceiveCheck.Problem(request, _capacityBytes) is { } invalid) return invalid;
+        if (m.Vms.FirstOrDefault(v => inc.Vms.Any(x => x.VmIndex == v.VmIndex || x.Description.Id == v.Vm.Id)) is { } twice) return $"VM {twice.Vm.Id} is received here already";
+        long needed = m.Vms.Sum(v => v.Vm.MemoryBytes);
+        if (needed > FreeBytes()) return $"needs {needed} bytes, {FreeBytes()} free";
+        var vms = new List<ReceiverVm>();
+        try
+        {
+            foreach (var v in m.Vms) vms.Add(new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm)));
+            inc.Receiver.AddVms(vms);
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidOperationException or OutOfMemoryException)
+        {
+            ReleaseMemory(vms);
+            return $"cannot prepare: {e.Message}";
+        }
+        inc.Vms.AddRange(vms);
+        return null;
+    }
+
+    private void ReleaseMemory(IEnumerable<ReceiverVm> vms)
+    {
+        var log = _log;
+        foreach (var v in vms) _disposals.Track(v.Memory.DisposeAsync().AsTask(), err => log.Error(err, "Memory for VM {0} could not be released", v.Description.Id));
+    }
+
     /// <summary>Capacity less running VMs, memory reserved for arrivals and leftover memory not yet freed.</summary>
     private long FreeBytes() =>
         _capacityBytes - _running.Values.Sum(v => v.Description.MemoryBytes) - _closing.Values.Sum()
@@ -210,13 +264,12 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         // Built from the page hashes recorded as pages were written (a SHA-256 over 16 bytes per page: a millisecond or
         // two), so it runs on the pool rather than queueing behind whole-memory work on the bulk threads (in a local
         // cluster those also digest the source's paused guests), which held it up to ~0.2 s inside the downtime.
+        var received = inc.Vms.ToArray(); // the list grows on this thread when VMs are re-placed here
         Task.Run(() =>
         {
-            var digests = inc.Vms.Select(v =>
-            {
-                var state = inc.Receiver.DeviceStateOf(v.VmIndex);
-                return new VmDigest(v.Description.Id, state is null ? "missing-device-state" : inc.Receiver.DigestOf(v.VmIndex, state));
-            }).ToArray();
+            // Only VMs whose final round is in (whose device state is whole): one re-placed here later has its own.
+            var digests = received.Select(v => (v, State: inc.Receiver.DeviceStateOf(v.VmIndex))).Where(x => x.State is not null)
+                .Select(x => new VmDigest(x.v.Description.Id, inc.Receiver.DigestOf(x.v.VmIndex, x.State!))).ToArray();
             return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected);
         }).PipeTo(inc.Scheduler);
     }
@@ -287,7 +340,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         if (errors.Count > 0) throw new InvalidOperationException(string.Join("; ", errors));
     }
 
-    private sealed record Incoming(MigrationReceiver Receiver, IReadOnlyList<ReceiverVm> Vms, IActorRef SourceMigration, IActorRef Scheduler)
+    private sealed record Incoming(MigrationReceiver Receiver, List<ReceiverVm> Vms, IActorRef SourceMigration, IActorRef Scheduler)
     {
         public HashSet<VmId> Resumed { get; } = new();
         public HashSet<VmId> Discarded { get; } = new();

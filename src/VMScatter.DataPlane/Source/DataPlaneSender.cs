@@ -17,15 +17,22 @@ namespace VMScatter.DataPlane.Source;
 /// Two stages: one builds frames (reads, compresses, seals with AES-GCM), the other hands them to the paced link and the sockets,
 /// so building the next frames goes on while the link is busy with the last ones.
 /// Counters are read by the control plane for progress and the report.
+/// A target whose connection fails (connect, a write error, or a write with no progress for
+/// <see cref="DataPlaneOptions.WriteTimeout"/>) is not the round's failure: it is listed in <see cref="Failures"/>, gets
+/// nothing more, and the round goes on to the others; so does a target the control plane dropped (<see cref="DropTarget"/>).
+/// Content for a group goes only to its hosts still reachable, so a relay chain skips a lost host.
 /// </summary>
 public sealed class DataPlaneSender : IAsyncDisposable
 {
     private readonly Guid _migrationId;
     private readonly byte[] _key;
-    private readonly IReadOnlyList<IPEndPoint> _targets;
+    // Room for every target a migration may ever have: targets are added (VMs re-placed on a host it did not use yet)
+    // while the writer reads these, so they never move.
+    private readonly IPEndPoint?[] _targets = new IPEndPoint?[TargetMask.MaxTargets];
+    private int _targetCount;
     private readonly DataPlaneOptions _options;
-    private readonly NetworkStream?[] _streams;
-    private readonly TcpClient?[] _clients;
+    private readonly NetworkStream?[] _streams = new NetworkStream?[TargetMask.MaxTargets];
+    private readonly TcpClient?[] _clients = new TcpClient?[TargetMask.MaxTargets];
     /// <summary>Frames built but not yet handed to the link: enough to cover a late wake-up, little memory (≤ 1 MiB).</summary>
     private const int QueuedFrames = 4;
     private Channel<OutgoingFrame>? _outgoing;
@@ -34,6 +41,9 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private readonly byte[] _payload;
     private readonly LinkPacer _egress;
     private long _sequence;
+    // Targets that get nothing more: dropped by the control plane, or whose connection failed (reason in _failures).
+    private long _skipped;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _failures = new();
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
 
     public DataPlaneSender(Guid migrationId, byte[] key, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
@@ -41,10 +51,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
         if (targets.Count is 0 or > TargetMask.MaxTargets) throw new ArgumentException($"a migration has 1..{TargetMask.MaxTargets} target hosts", nameof(targets));
         _migrationId = migrationId;
         _key = key;
-        _targets = targets;
+        AddTargets(targets);
         _options = options;
-        _streams = new NetworkStream?[targets.Count];
-        _clients = new TcpClient?[targets.Count];
         _payload = new byte[options.MaxPayloadBytes];
         _egress = new LinkPacer(options.LinkBitsPerSecond, options.LinkQueueBytes);
     }
@@ -59,26 +67,75 @@ public sealed class DataPlaneSender : IAsyncDisposable
     /// <summary>Contents taken out of pre-copy rounds because their pages were rewritten before their turn.</summary>
     public long ContentsWithdrawn => Interlocked.Read(ref _contentsWithdrawn);
 
+    /// <summary>Targets that get nothing more (dropped, or their connection failed), as a mask.</summary>
+    public ulong Skipped => (ulong)Interlocked.Read(ref _skipped);
+
+    /// <summary>Targets whose connection failed, with why; the control plane decides what that means for the migration.</summary>
+    public IReadOnlyDictionary<int, string> Failures => _failures;
+
+    /// <summary>The control plane gave the target up: nothing more goes to it, and a write blocked on it ends now.</summary>
+    public void DropTarget(int target)
+    {
+        Skip(target);
+        _clients[target]?.Dispose();
+    }
+
+    private void Skip(int target)
+    {
+        long bit = (long)(1UL << target), seen;
+        do seen = Interlocked.Read(ref _skipped);
+        while ((seen & bit) == 0 && Interlocked.CompareExchange(ref _skipped, seen | bit, seen) != seen);
+    }
+
+    private bool IsSkipped(int target) => (Skipped >> target & 1) != 0;
+
+    private void TargetFailed(int target, string reason)
+    {
+        if (IsSkipped(target)) return;
+        _failures.TryAdd(target, reason);
+        Skip(target);
+        _clients[target]?.Dispose();
+    }
+
+    public int TargetCount => Volatile.Read(ref _targetCount);
+
+    /// <summary>More targets, after the others (<see cref="ConnectAsync(CancellationToken)"/> connects them).</summary>
+    public void AddTargets(IEnumerable<IPEndPoint> endpoints)
+    {
+        foreach (var e in endpoints)
+        {
+            if (_targetCount == TargetMask.MaxTargets) throw new ArgumentException($"a migration has at most {TargetMask.MaxTargets} target hosts");
+            _targets[_targetCount] = e;
+            Volatile.Write(ref _targetCount, _targetCount + 1);
+        }
+    }
+
+    /// <summary>Connects to every target not connected yet nor skipped; one that cannot be reached is listed in <see cref="Failures"/>, not thrown.</summary>
     public async Task ConnectAsync(CancellationToken cancellationToken)
     {
-        for (int t = 0; t < _targets.Count; t++)
+        await Task.WhenAll(Enumerable.Range(0, TargetCount).Where(t => !IsSkipped(t) && _clients[t] is null).Select(t => ConnectAsync(t, cancellationToken))).ConfigureAwait(false);
+    }
+
+    private async Task ConnectAsync(int t, CancellationToken cancellationToken)
+    {
+        var client = new TcpClient { NoDelay = true };
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.ConnectTimeout);
+        try
         {
-            var client = new TcpClient { NoDelay = true };
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(_options.ConnectTimeout);
-            try { await client.ConnectAsync(_targets[t], timeout.Token).ConfigureAwait(false); }
-            catch (Exception e) when (e is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
-            {
-                client.Dispose();
-                throw new IOException($"cannot reach the data plane of target {t} at {_targets[t]}: {e.Message}", e);
-            }
+            await client.ConnectAsync(_targets[t]!, timeout.Token).ConfigureAwait(false);
             _clients[t] = client;
             _streams[t] = client.GetStream();
             var hello = new byte[FrameHeader.Size];
             int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _key, hello);
-            await _streams[t]!.WriteAsync(hello.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+            await _streams[t]!.WriteAsync(hello.AsMemory(0, length), timeout.Token).ConfigureAwait(false);
             Interlocked.Add(ref _bytesSent, length);
             Interlocked.Increment(ref _framesSent);
+        }
+        catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            client.Dispose();
+            TargetFailed(t, $"cannot reach the data plane of target {t} at {_targets[t]}: {e.Message}");
         }
     }
 
@@ -95,7 +152,12 @@ public sealed class DataPlaneSender : IAsyncDisposable
         }
         finally { _outgoing.Writer.TryComplete(); }
         await writer.ConfigureAwait(false);
-        foreach (var s in _streams) await s!.FlushAsync(cancellationToken).ConfigureAwait(false);
+        for (int t = 0; t < TargetCount; t++)
+        {
+            if (IsSkipped(t) || _streams[t] is null) continue;
+            try { await _streams[t]!.FlushAsync(cancellationToken).ConfigureAwait(false); }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException && !cancellationToken.IsCancellationRequested) { TargetFailed(t, $"flush: {e.Message}"); }
+        }
         await _egress.DrainAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -108,9 +170,21 @@ public sealed class DataPlaneSender : IAsyncDisposable
             {
                 try
                 {
+                    if (IsSkipped(frame.Target)) continue;
                     var stream = _streams[frame.Target] ?? throw new InvalidOperationException("not connected");
                     await _egress.AcquireAsync(frame.Length, cancellationToken).ConfigureAwait(false);
-                    await stream.WriteAsync(frame.Buffer.AsMemory(0, frame.Length), cancellationToken).ConfigureAwait(false);
+                    using (var stalled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+                    {
+                        stalled.CancelAfter(_options.WriteTimeout);
+                        try { await stream.WriteAsync(frame.Buffer.AsMemory(0, frame.Length), stalled.Token).ConfigureAwait(false); }
+                        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+                        {
+                            TargetFailed(frame.Target, e is OperationCanceledException
+                                ? $"target {frame.Target} at {_targets[frame.Target]} took no data for {_options.WriteTimeout.TotalSeconds:0.#} s"
+                                : $"writing to target {frame.Target} at {_targets[frame.Target]}: {e.Message}");
+                            continue;
+                        }
+                    }
                     Interlocked.Add(ref _bytesSent, frame.Length);
                     Interlocked.Increment(ref _framesSent);
                     Interlocked.Add(ref _contentRecords, frame.ContentRecords);
@@ -130,26 +204,31 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private async Task BuildRoundAsync(RoundTransfer round, IContentReader contents)
     {
         var cancellationToken = _producing;
+        // The targets when the round was planned (more may be added while it goes out; they are in the next one).
+        int targets = round.MapsByTarget.Count;
         // Page maps first: a receiver that knows a content's pages when it arrives writes them directly and keeps
         // the content in the first of them, instead of storing every content and copying it out afterwards.
-        for (int t = 0; t < _targets.Count; t++)
-            await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
-        var expected = new int[_targets.Count];
-        var withdrawn = new List<long>[_targets.Count];
+        for (int t = 0; t < targets; t++)
+            if (!IsSkipped(t)) await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
+        var expected = new int[targets];
+        var withdrawn = new List<long>[targets];
         for (int t = 0; t < withdrawn.Length; t++) withdrawn[t] = new();
         foreach (var group in round.Groups)
         {
             ValidateMask(group.TargetMask);
-            int sent = await SendGroupAsync(round.Round, round.Final, group, contents, withdrawn, cancellationToken).ConfigureAwait(false);
-            foreach (int t in Targets(group.TargetMask)) expected[t] += sent;
+            // Only to the group's hosts still reachable (a relay chain then skips a lost host).
+            var reachable = group with { TargetMask = group.TargetMask & ~Skipped };
+            if (reachable.TargetMask == 0) continue;
+            int sent = await SendGroupAsync(round.Round, round.Final, reachable, contents, withdrawn, cancellationToken).ConfigureAwait(false);
+            foreach (int t in Targets(reachable.TargetMask)) expected[t] += sent;
         }
-        for (int t = 0; t < _targets.Count; t++)
-            await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
+        for (int t = 0; t < targets; t++)
+            if (!IsSkipped(t)) await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
         foreach (var device in round.DeviceStates)
-            await SendDeviceStateAsync(device, cancellationToken).ConfigureAwait(false);
-        for (int t = 0; t < _targets.Count; t++)
+            if (!IsSkipped(device.TargetIndex)) await SendDeviceStateAsync(device, cancellationToken).ConfigureAwait(false);
+        for (int t = 0; t < targets; t++)
         {
-            if ((round.ActiveTargets >> t & 1) == 0) continue;
+            if ((round.ActiveTargets >> t & 1) == 0 || IsSkipped(t)) continue;
             var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, round.Final && (round.FinalTargets >> t & 1) != 0));
             await SendFrameAsync(t, FrameType.RoundEnd, end, cancellationToken).ConfigureAwait(false);
         }
@@ -253,6 +332,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
     /// <summary>Builds a frame (the payload may be reused as soon as this returns) and queues it for the writer.</summary>
     private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0)
     {
+        if (IsSkipped(target)) return;
         if (_streams[target] is null) throw new InvalidOperationException("not connected");
         var buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + payload.Length);
         int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, buffer);
@@ -268,7 +348,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     private void ValidateMask(ulong mask)
     {
-        if (mask == 0 || !TargetMask.Within(mask, _targets.Count)) throw new ArgumentException($"target mask {mask:x} names hosts outside 0..{_targets.Count - 1}");
+        if (mask == 0 || !TargetMask.Within(mask, TargetCount)) throw new ArgumentException($"target mask {mask:x} names hosts outside 0..{TargetCount - 1}");
     }
 
     public static IEnumerable<int> Targets(ulong mask)

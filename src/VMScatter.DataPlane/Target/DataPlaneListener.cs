@@ -89,7 +89,8 @@ public sealed class DataPlaneListener : IAsyncDisposable
             {
                 var parsed = FrameCodec.ParseHeader(header, _options.MaxPayloadBytes);
                 if (!_receivers.TryGetValue(parsed.MigrationId, out var r)) throw new FrameRejectedException($"no migration {parsed.MigrationId} on this host");
-                if (receiver is not null && receiver != r) throw new FrameRejectedException("one connection carries one migration");
+                // The same migration may get a new receiver here (VMs re-placed on this host after its first one closed).
+                if (receiver is not null && receiver.MigrationId != r.MigrationId) throw new FrameRejectedException("one connection carries one migration");
                 receiver = r;
                 frame ??= ArrayPool<byte>.Shared.Rent(FrameHeader.Size + _options.MaxPayloadBytes);
                 // The opened payload goes here; the frame keeps its sealed bytes, which a relay forwards as they came.

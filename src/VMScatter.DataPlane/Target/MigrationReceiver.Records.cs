@@ -13,7 +13,8 @@ public sealed partial class MigrationReceiver
     {
         if ((batch.RecipientMask >> SelfIndex & 1) == 0) throw new FrameRejectedException($"content batch not addressed to host {SelfIndex}");
         if (!TargetMask.Within(batch.RecipientMask, _peers.Count)) throw new FrameRejectedException("content batch names unknown hosts");
-        CheckRound(batch.Round);
+        // A stale frame (of a round the source gave up) is neither applied nor relayed.
+        if (!CheckRound(batch.Round)) return 0;
         Span<byte> page = stackalloc byte[Page.Size];
         foreach (var record in batch.Records)
         {
@@ -49,10 +50,11 @@ public sealed partial class MigrationReceiver
     private void ApplyMaps(MapBatch batch)
     {
         if (batch.TargetIndex != SelfIndex) throw new FrameRejectedException($"page maps for host {batch.TargetIndex} arrived at host {SelfIndex}");
-        CheckRound(batch.Round);
+        if (!CheckRound(batch.Round)) return;
         foreach (var map in batch.Maps)
         {
             if (!_vms.TryGetValue(map.VmIndex, out var vm)) throw new FrameRejectedException($"VM {map.VmIndex} is not received by this host");
+            if (_released.Contains(map.VmIndex)) throw new FrameRejectedException($"VM {map.VmIndex} runs here already: its memory takes no page maps");
             if (map.PageIndex >= vm.Memory.PageCount) throw new FrameRejectedException($"page {map.PageIndex} outside VM {map.VmIndex}'s {vm.Memory.PageCount} pages");
             if (map.ContentId == 0) WriteBytes(map.VmIndex, map.PageIndex, ZeroPage, ContentHash.OfZeroPage);
             else if (Holds(map.ContentId)) Write(map.VmIndex, map.PageIndex, map.ContentId);
@@ -110,7 +112,7 @@ public sealed partial class MigrationReceiver
     private void ApplyRoundEnd(RoundEnd end)
     {
         if (end.TargetIndex != SelfIndex) throw new FrameRejectedException($"round end for host {end.TargetIndex} arrived at host {SelfIndex}");
-        CheckRound(end.Round);
+        if (!CheckRound(end.Round)) return;
         var c = Counts(end.Round);
         if (c.End is not null) throw new FrameRejectedException($"round {end.Round} ended twice");
         c.End = end;
@@ -123,31 +125,57 @@ public sealed partial class MigrationReceiver
     private void ApplyWithdrawn(ContentsWithdrawn withdrawn)
     {
         if (withdrawn.TargetIndex != SelfIndex) throw new FrameRejectedException($"withdrawn contents for host {withdrawn.TargetIndex} arrived at host {SelfIndex}");
-        CheckRound(withdrawn.Round);
+        if (!CheckRound(withdrawn.Round)) return;
         if (Counts(withdrawn.Round).End is not null) throw new FrameRejectedException($"contents withdrawn after round {withdrawn.Round} ended");
+        // A round sent again (a target was lost during it) may withdraw a content that its first sending brought here.
         foreach (long id in withdrawn.ContentIds)
-            if (!_pending.Remove(id)) throw new FrameRejectedException($"content {id} withdrawn but no page here awaits it");
+            if (!_pending.Remove(id) && !Holds(id)) throw new FrameRejectedException($"content {id} withdrawn but no page here awaits it");
         Interlocked.Add(ref _contentsWithdrawn, withdrawn.ContentIds.Count);
     }
 
     private void ApplyDeviceState(DeviceStateChunk chunk)
     {
         if (!_vms.ContainsKey(chunk.VmIndex)) throw new FrameRejectedException($"device state for VM {chunk.VmIndex}, which this host does not receive");
+        if (_released.Contains(chunk.VmIndex)) throw new FrameRejectedException($"VM {chunk.VmIndex} runs here already: its device state is set");
         if (!_deviceState.TryGetValue(chunk.VmIndex, out var state))
         {
             _deviceState[chunk.VmIndex] = state = new byte[chunk.TotalLength];
             _deviceStateReceived[chunk.VmIndex] = 0;
+            _deviceStateChunks[chunk.VmIndex] = new();
         }
         if (state.Length != chunk.TotalLength) throw new FrameRejectedException("device state size changed between chunks");
         chunk.Bytes.Span.CopyTo(state.AsSpan(chunk.Offset));
+        // A chunk sent again (its round was sent again) lands on itself: counted once.
+        if (_deviceStateChunks[chunk.VmIndex].TryGetValue(chunk.Offset, out int length))
+        {
+            if (length != chunk.Bytes.Length) throw new FrameRejectedException("device state chunks overlap");
+            return;
+        }
+        _deviceStateChunks[chunk.VmIndex][chunk.Offset] = chunk.Bytes.Length;
         _deviceStateReceived[chunk.VmIndex] += chunk.Bytes.Length;
         if (_deviceStateReceived[chunk.VmIndex] > state.Length) throw new FrameRejectedException("device state chunks overlap");
     }
 
-    private void CheckRound(int round)
+    /// <summary>
+    /// Rounds are applied in order, and the source starts round r+1 only after every host still receiving applied
+    /// round r. So a frame of a later round means the source moved on: this host was not in the rounds between (its
+    /// wave was through, or it had none), or the source gave the open round up because a target was lost during it and
+    /// sends it again under the new number. The open round is dropped (what it wrote stays: the same pages get the same
+    /// contents again) and later frames of it are stale: false, dropped and counted, never applied.
+    /// </summary>
+    private bool CheckRound(int round)
     {
-        // Rounds are applied in order; the source starts round r+1 only after every host applied round r.
-        if (round != _nextRound) throw new FrameRejectedException($"frame for round {round} while round {_nextRound} is open");
+        if (round < _nextRound)
+        {
+            Interlocked.Increment(ref _staleFrames);
+            return false;
+        }
+        if (round > _nextRound)
+        {
+            foreach (int open in _rounds.Keys.Where(r => r < round).ToArray()) _rounds.Remove(open);
+            _nextRound = round;
+        }
+        return true;
     }
 
     private void CheckRoundComplete()

@@ -26,7 +26,7 @@ public sealed partial class MigrationReceiver
         try { await relay.Queue.Writer.WriteAsync((copy, frame.Length)).ConfigureAwait(false); }
         catch (ChannelClosedException)
         {
-            // The relay failed (and failed the migration); nothing more goes that way.
+            // The relay failed; nothing more goes that way.
             System.Buffers.ArrayPool<byte>.Shared.Return(copy);
         }
     }
@@ -69,7 +69,9 @@ public sealed partial class MigrationReceiver
             }
             catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
             {
-                _owner.Fail($"relay to host {_peer} at {_owner._peers[_peer]} failed: {e.Message}");
+                // Not this host's failure: the next host misses these frames, does not apply the round, and the source
+                // takes it as lost (round timeout) and sends the round again to the others without it.
+                _owner.RelayFailure = $"relay to host {_peer} at {_owner._peers[_peer]} failed: {e.Message}";
                 // Close the queue so the receive loop is not left waiting for room that will never come.
                 Queue.Writer.TryComplete();
                 while (Queue.Reader.TryRead(out var left)) System.Buffers.ArrayPool<byte>.Shared.Return(left.Frame);

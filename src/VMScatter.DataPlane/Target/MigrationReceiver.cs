@@ -27,7 +27,8 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
 {
     private readonly object _gate = new();
     private readonly byte[] _key;
-    private readonly IReadOnlyList<IPEndPoint> _peers;
+    // Replaced whole (never changed in place) when hosts join the migration: relays read it without the gate.
+    private volatile IReadOnlyList<IPEndPoint> _peers;
     private readonly DataPlaneOptions _options;
     private readonly Dictionary<int, ReceiverVm> _vms;
     // A content is kept either in the store (_contentSlot: a slot of _contents) or only in the first guest page it
@@ -49,13 +50,16 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     private readonly Dictionary<int, RoundCounts> _rounds = new();
     private readonly Dictionary<int, byte[]> _deviceState = new();
     private readonly Dictionary<int, int> _deviceStateReceived = new();
+    private readonly Dictionary<int, Dictionary<int, int>> _deviceStateChunks = new();
+    // VMs started here: their memory is theirs, so no content lives in it and no frame writes to it.
+    private readonly HashSet<int> _released = new();
     private readonly Channel<RoundOutcome> _outcomes = Channel.CreateUnbounded<RoundOutcome>();
     private readonly Dictionary<int, Relay> _relays = new();
     private readonly LinkPacer _egress;
     private int _nextRound;
     private bool _failed;
     private bool _closed;
-    private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn;
+    private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn, _staleFrames;
 
     public MigrationReceiver(Guid migrationId, byte[] key, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
@@ -79,6 +83,66 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     public long BytesRelayed => Interlocked.Read(ref _bytesRelayed);
     public long ContentRecordsReceived => Interlocked.Read(ref _contentRecords);
     public long ContentsWithdrawn => Interlocked.Read(ref _contentsWithdrawn);
+
+    /// <summary>Why relaying to a next host stopped, if it did (that host then misses frames; the source sees it lost).</summary>
+    public string? RelayFailure { get; private set; }
+
+    /// <summary>Frames of a round the source gave up (sent again under a later number): dropped.</summary>
+    public long StaleFrames => Interlocked.Read(ref _staleFrames);
+
+    /// <summary>
+    /// More VMs arrive here in this migration (re-placed from a lost target): their memory is filled by later rounds,
+    /// with the contents this host already holds reused.
+    /// </summary>
+    public void AddVms(IReadOnlyList<ReceiverVm> vms)
+    {
+        lock (_gate)
+        {
+            foreach (var vm in vms)
+                if (_vms.ContainsKey(vm.VmIndex)) throw new ArgumentException($"VM {vm.VmIndex} is received here already", nameof(vms));
+            foreach (var vm in vms)
+            {
+                _vms[vm.VmIndex] = vm;
+                _pageHashes[vm.VmIndex] = Enumerable.Repeat(ContentHash.OfZeroPage, vm.Memory.PageCount).ToArray();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Hosts joined the migration (VMs re-placed on a target it did not use yet): the same hosts first, then the new ones,
+    /// so a relay chain can reach them.
+    /// </summary>
+    public void UpdatePeers(IReadOnlyList<IPEndPoint> peers)
+    {
+        lock (_gate)
+        {
+            if (peers.Count < _peers.Count || !_peers.SequenceEqual(peers.Take(_peers.Count)))
+                throw new ArgumentException("the migration's hosts may only be added to, after the others", nameof(peers));
+            _peers = peers.ToArray();
+        }
+    }
+
+    /// <summary>
+    /// The VM is about to run here: its pages become the guest's, so contents kept only in them are forgotten (a later
+    /// reference would read what the guest wrote) and no frame may write them any more.
+    /// </summary>
+    public void ReleaseVm(int vmIndex)
+    {
+        lock (_gate)
+        {
+            if (!_released.Add(vmIndex)) return;
+            foreach (var (page, content) in _homeContent.Where(h => h.Key.Vm == vmIndex).ToArray())
+            {
+                _homeContent.Remove(page);
+                _homeOf.Remove(content);
+            }
+            foreach (var (content, pages) in _pending.ToArray())
+            {
+                pages.RemoveAll(p => p.Vm == vmIndex);
+                if (pages.Count == 0) _pending.Remove(content);
+            }
+        }
+    }
     public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count + _homeOf.Count; } }
 
     /// <summary>Contents copied into the content store (the rest live only in the guest page they were written to).</summary>

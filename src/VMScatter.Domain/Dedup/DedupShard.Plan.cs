@@ -98,6 +98,13 @@ public sealed partial class DedupShard
         return true;
     }
 
+    /// <summary>These hosts hold nothing any more as far as later plans go (their receivers let go of what they had).</summary>
+    public void ForgetTargets(ulong mask)
+    {
+        foreach (var (id, holding) in _targetsHolding.ToArray())
+            if ((holding & mask) != 0) StopCounting(id, mask);
+    }
+
     private void StopCounting(long contentId, ulong targetMask)
     {
         ulong left = _targetsHolding.GetValueOrDefault(contentId) & ~targetMask;

@@ -15,6 +15,9 @@ public sealed record VmReport(
     string? TargetDigest,
     string? Error);
 
+/// <summary>A VM whose target was lost mid-migration, and where it went instead (empty: it stayed on the source).</summary>
+public sealed record VmReplacement(string Vm, string LostTarget, string NewTarget);
+
 /// <summary>
 /// The report a migration produces. Field names are stable (the JSON written by --json); later features add fields.
 /// bytesSent counts data-plane bytes leaving the source, framing included; naiveBytes is what copying every
@@ -72,6 +75,10 @@ public sealed record MigrationReport
     public required IReadOnlyList<double> RoundSeconds { get; init; }
     public required double SourceDigestSeconds { get; init; }
     public required string? Error { get; init; }
+    /// <summary>Target hosts lost during the migration, with why.</summary>
+    public IReadOnlyList<string> LostTargets { get; init; } = [];
+    /// <summary>VMs re-placed because their target was lost (automatic rebalancing).</summary>
+    public IReadOnlyList<VmReplacement> Replaced { get; init; } = [];
     public required IReadOnlyList<VmReport> PerVm { get; init; }
 
     /// <summary>bytesSent / naiveBytes: below 1 is saving.</summary>

@@ -1,0 +1,206 @@
+using Akka.Actor;
+using Akka.Event;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+using VMScatter.Domain.Dedup;
+using VMScatter.Domain.Placement;
+using VMScatter.Domain.Reports;
+using VMScatter.Domain.Scheduling;
+
+namespace VMScatter.Cluster.Scheduler;
+
+/// <summary>
+/// A target lost mid-migration (it left the cluster, or the source's data plane lost it): the migration goes on. The
+/// source is told (<see cref="TargetLost"/>), runs the lost target's VMs not granted to it again and reports them
+/// (<see cref="VmsOrphaned"/>); they are re-placed on the targets left (<see cref="Replacement"/>, within capacity,
+/// journaled as <see cref="VmsReplaced"/>), each new target extends its receiver, and the source sends them there.
+/// A VM with no room left stays on the source, as a failed handover the report names.
+/// </summary>
+public sealed partial class MigrationSchedulerActor
+{
+    private void Rebalancing()
+    {
+        Command<TargetUnreachable>(m => WithRun(m.MigrationId, run =>
+        {
+            if (!Sender.Equals(run.SourceMigration)) { Refuse(run, m, "not from the run's source migration"); return; }
+            LoseTarget(run, m.HostId, $"the source's data plane lost it: {m.Reason}");
+        }));
+        Command<VmsOrphaned>(m => WithRun(m.MigrationId, run =>
+        {
+            if (!Sender.Equals(run.SourceMigration)) { Refuse(run, m, "not from the run's source migration"); return; }
+            Orphaned(run, m);
+        }));
+        Command<ReceiverExtended>(m => WithRun(m.MigrationId, run =>
+        {
+            // Replies from one host come in the order it was asked.
+            var batch = run.PendingReplacements.FirstOrDefault(b => b.Waiting.ContainsKey(m.HostId));
+            if (batch is null || !run.TargetRefs.TryGetValue(m.HostId, out var target) || !Sender.Equals(target))
+            {
+                Refuse(run, m, $"no re-placement waits for {m.HostId} (or not from that host)");
+                return;
+            }
+            batch.Waiting.Remove(m.HostId, out var assigned);
+            if (m.Refusal is null) batch.Confirmed.AddRange(assigned!);
+            else
+            {
+                var ids = assigned!.Select(a => a.Vm.Id).ToArray();
+                run.SourceMigration!.Tell(new ReplaceVms(run.Id, [], ids, batch.Targets));
+                foreach (var id in ids) StayOnSource(run, id, $"re-placed on {m.HostId}, which refused it: {m.Refusal}");
+            }
+            MaybeReplaced(run);
+        }));
+    }
+
+    /// <summary>Re-placements every live target confirmed go to the source, oldest first.</summary>
+    private static void MaybeReplaced(MigrationRun run)
+    {
+        while (run.PendingReplacements.Count > 0 && run.PendingReplacements[0].Waiting.Count == 0)
+        {
+            var batch = run.PendingReplacements[0];
+            run.PendingReplacements.RemoveAt(0);
+            foreach (var a in batch.Confirmed) run.Orphans.Remove(a.Vm.Id);
+            run.SourceMigration!.Tell(new ReplaceVms(run.Id, batch.Confirmed, [], batch.Targets));
+        }
+    }
+
+    private void LoseTarget(MigrationRun run, HostId host, string reason)
+    {
+        if (run.Error is not null || !run.Involves(host) || !run.LostTargets.Add(host)) return;
+        run.LostReasons.Add($"{host}: {reason}");
+        _log.Warning("Migration {0}: target {1} is lost ({2}); its VMs not handed over are re-placed", run.Id, host, reason);
+        run.Requester.Tell(new MigrationTargetLost(run.Id, host, reason));
+        // If it is still there: what it received for VMs not started there goes.
+        if (run.TargetRefs.TryGetValue(host, out var lostRef))
+            lostRef.Tell(new DiscardReceived(run.Id, run.Vms.Where(v => run.TargetOfVm.GetValueOrDefault(v.Id) == host && !run.HandedOver.ContainsKey(v.Id)
+                && !run.ResumeRequested.Contains(v.Id)).Select(v => v.Id).ToArray()));
+        // Re-placements waiting for it: without its word, and its VMs among them go elsewhere.
+        foreach (var batch in run.PendingReplacements.ToArray())
+            if (batch.Waiting.Remove(host, out var pending) && pending.Count > 0) Replace(run, pending.Select(a => a.Vm.Id).ToList(), host);
+        MaybeReplaced(run);
+        switch (run.Phase)
+        {
+            case MigrationPhase.Analysing or MigrationPhase.Placing:
+                return; // placement leaves it out (and places again if it had chosen it)
+            case MigrationPhase.Preparing:
+                MaybeBeginTransfer(run); // the source hears of the loss right after the plan
+                return;
+            default:
+                TellSourceLost(run, host, reason);
+                return;
+        }
+    }
+
+    /// <summary>Every target left is ready: the transfer begins, and the source learns of the targets lost meanwhile.</summary>
+    private void MaybeBeginTransfer(MigrationRun run)
+    {
+        if (run.Phase != MigrationPhase.Preparing || run.Targets.Any(t => !run.ReadyTargets.Contains(t.HostId) && !run.LostTargets.Contains(t.HostId))) return;
+        run.Phase = MigrationPhase.Transferring;
+        // The analysis timer bounds analysis, placement and preparation, not the transfer (a long one is no fault); a
+        // source lost during it fails the run, a target lost is re-placed, through their Terminated.
+        Timers.Cancel(run.Id);
+        run.SourceMigration!.Tell(new BeginTransfer(run.Id, _keys[run.Id], run.Targets, Assignments(run)));
+        foreach (var lost in run.LostTargets) TellSourceLost(run, lost, "lost while the targets prepared");
+    }
+
+    private static void TellSourceLost(MigrationRun run, HostId host, string reason)
+    {
+        // A target the placement used; one it did not use had nothing to lose.
+        if (run.Targets.FirstOrDefault(t => t.HostId == host) is { } endpoint)
+            run.SourceMigration!.Tell(new TargetLost(run.Id, host, endpoint.Index, reason));
+    }
+
+    private void Orphaned(MigrationRun run, VmsOrphaned m)
+    {
+        if (run.Error is not null) return;
+        var orphans = m.VmIds.Where(v => run.Moves(v) && !run.Decided(v) && !run.ResumeRequested.Contains(v)).Distinct().ToList();
+        var stale = m.VmIds.Except(orphans).ToArray();
+        if (stale.Length > 0) run.SourceMigration!.Tell(new ReplaceVms(run.Id, [], stale, run.Targets.ToArray()));
+        if (orphans.Count == 0) return;
+        foreach (var v in orphans)
+        {
+            run.SourceDigestOf.Remove(v);
+            run.TargetDigestOf.Remove(v);
+            run.PausedAt.Remove(v);
+        }
+        // Transfer again: the handover timer restarts when the source reports the transfer complete once more.
+        if (run.Transfer is not null) Timers.Cancel(run.Id);
+        Replace(run, orphans, m.LostHostId);
+    }
+
+    /// <summary>Chooses new targets for VMs of a lost target (<see cref="Replacement.Plan"/>), journals it and asks those targets to extend their receivers.</summary>
+    private void Replace(MigrationRun run, List<VmId> vmIds, HostId lostHost)
+    {
+        run.Orphans.UnionWith(vmIds);
+        var index = run.Vms.Select((v, i) => (v.Id, i)).ToDictionary(x => x.Id, x => x.i);
+        var profileOf = run.Profiles.ToDictionary(p => p.VmId);
+        var others = run.Vms.Where(v => !run.Orphans.Contains(v.Id) && !run.Decided(v.Id) && !run.ResumeRequested.Contains(v.Id) && run.TargetOfVm.ContainsKey(v.Id)).ToArray();
+        // The content model: the orphans first, then the VMs each target left still receives (their pages it holds).
+        var modelled = vmIds.Concat(others.Select(v => v.Id)).ToArray();
+        var contents = new SketchContentModel(modelled.Select(id => profileOf.TryGetValue(id, out var p)
+            ? BottomKSketch.FromValues(Math.Max(2, p.SketchSize), p.Sketch) : new BottomKSketch(2)).ToArray());
+        var placedOn = others.Select((v, i) => (Host: run.TargetOfVm[v.Id], Index: vmIds.Count + i)).GroupBy(x => x.Host.Value)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<int>)g.Select(x => x.Index).ToArray());
+        // The targets left, and (for a migration to every target) any target that joined since; within the mask's room.
+        var used = run.Targets.Select(t => t.HostId).ToHashSet();
+        var joined = (run.Request.TargetHostIds.Count == 0 ? _targets.Keys.ToArray() : run.TargetHostIds).Where(h => !used.Contains(h)).Order()
+            .Take(TargetMask.MaxTargets - run.Targets.Count);
+        var hosts = used.Concat(joined).Where(h => !run.LostTargets.Contains(h) && _targets.ContainsKey(h)).Order()
+            .Select(h => new PlacementHost(h.Value, _targets[h].FreeBytes - PendingBytes(h), Rack: string.IsNullOrEmpty(_targets[h].Rack) ? null : _targets[h].Rack))
+            .ToArray();
+        var vms = vmIds.Select(id => run.Vms[index[id]]).Select(v => new PlacementVm(v.Id.Value, v.MemoryBytes, v.VCpus)).ToArray();
+        var plan = Replacement.Plan(vms, hosts, contents, placedOn);
+
+        var unplaced = plan.Unplaced.Select(u => (Id: new VmId(u.Key), Why: u.Value)).OrderBy(u => u.Id).ToArray();
+        if (unplaced.Length > 0)
+        {
+            run.SourceMigration?.Tell(new ReplaceVms(run.Id, [], unplaced.Select(u => u.Id).ToArray(), run.Targets.ToArray()));
+            foreach (var (id, why) in unplaced)
+            {
+                run.Replacements.Add(new VmReplacement(id.Value, lostHost.Value, ""));
+                StayOnSource(run, id, $"its target {lostHost} was lost and {why}; it keeps running on the source");
+            }
+        }
+        if (plan.HostOf.Count == 0) return;
+        var targetOf = plan.HostOf.ToDictionary(p => new VmId(p.Key), p => new HostId(p.Value));
+        Record(new VmsReplaced(run.Id, lostHost, targetOf), e =>
+        {
+            // A host new to the migration takes the next index; every live target learns the endpoints (relay chains).
+            foreach (var host in e.TargetOfVm.Values.Distinct().Order().Where(h => run.Targets.All(t => t.HostId != h)))
+            {
+                if (!_targets.TryGetValue(host, out var registered)) continue;
+                run.Targets.Add(new TargetEndpoint(run.Targets.Count, host, registered.DataPlaneHost, registered.DataPlanePort));
+                run.TargetRefs[host] = registered.Host;
+            }
+            var endpointOf = run.Targets.ToDictionary(t => t.HostId);
+            var batch = new ReplacementBatch { Targets = run.Targets.ToArray() };
+            foreach (var t in run.Targets.Where(t => !run.LostTargets.Contains(t.HostId))) batch.Waiting[t.HostId] = new();
+            foreach (var (vm, host) in e.TargetOfVm.OrderBy(p => p.Key))
+            {
+                if (!batch.Waiting.TryGetValue(host, out var list))
+                {
+                    StayOnSource(run, vm, $"its target {lostHost} was lost and {host}, chosen instead, left meanwhile");
+                    continue;
+                }
+                run.TargetOfVm[vm] = host;
+                run.Replacements.Add(new VmReplacement(vm.Value, lostHost.Value, host.Value));
+                list.Add(new VmAssignment(index[vm], run.Vms[index[vm]], endpointOf[host].Index));
+            }
+            run.PendingReplacements.Add(batch);
+            run.Requester.Tell(e);
+            foreach (var (host, list) in batch.Waiting)
+                run.TargetRefs[host].Tell(new ExtendReceive(run.Id, _keys[run.Id], endpointOf[host].Index, batch.Targets, list.ToArray(),
+                    run.SourceMigration!, run.Request.Options.LinkBitsPerSecond));
+        });
+    }
+
+    /// <summary>A re-placement that found no home: the VM runs on the source (a failed handover, with why).</summary>
+    private void StayOnSource(MigrationRun run, VmId vm, string why)
+    {
+        run.Orphans.Remove(vm);
+        FailVm(run, vm, why);
+    }
+
+    /// <summary>Memory of re-placed VMs a target has not yet confirmed (its announcements do not count them yet).</summary>
+    private long PendingBytes(HostId host) =>
+        _runs.Values.Sum(r => r.PendingReplacements.Sum(b => b.Waiting.TryGetValue(host, out var list) ? list.Sum(a => a.Vm.MemoryBytes) : 0));
+}
