@@ -1,5 +1,10 @@
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
 using VMScatter.Qemu;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 
@@ -76,5 +81,62 @@ public sealed class QemuNodeRestartTests(QemuFixture fixture)
             }
             foreach (var d in new[] { settings.RuntimeDirectory, settings.RamDirectory, work }) Directory.Delete(d, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task A_guest_that_landed_on_a_target_runs_on_when_the_target_stops_and_is_re_adopted_there()
+    {
+        var settings = QemuFixture.SettingsFor(Guid.NewGuid().ToString("N")[..8]);
+        var guest = await QemuVm.StartAsync(new QemuGuestSpec("guest-1", fixture.Image, 128L << 20, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=64"), settings);
+        var state = GuestStateFile.Open(settings.RamDirectory, "target-1");
+        try
+        {
+            // The cluster's nodes detach their guests on stop, as `vmscatter node` does (a local cluster's default is to quit them).
+            var backend = new QemuTargetBackend("target-1", settings, state);
+            await using (var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = [guest], Targets = 1, TargetCapacityBytes = 128L << 20, JournalConnectionString = TestConfig.TempJournal(),
+                TargetBackendFor = _ => backend, ExtraHocon = "vmscatter.node.guests-on-stop = detach",
+            }))
+            {
+                await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 1, Step);
+                var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+                    new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+                Assert.True(outcome.Report!.Verified, outcome.Report.Error);
+                // Released on the source: quit there and off the source's list; listed on the target's as landed.
+                Assert.Equal(VmRunState.Stopped, guest.State);
+            }
+            var entry = Assert.Single(GuestStateFile.Open(settings.RamDirectory, "target-1").Entries);
+            Assert.Equal(("guest-1", GuestPlace.Landed), (entry.Id, entry.Place));
+            Assert.Empty(backend.Landed);
+            await SerialConsole.WaitForCounterAboveAsync(entry.SerialLog!, SerialConsole.LastCounter(entry.SerialLog!) + 2, Step, () => entry.Process!.IsAlive);
+
+            // The target's next start: re-adopted into its backend, which its host counts as running.
+            var again = new QemuTargetBackend("target-1", settings, GuestStateFile.Open(settings.RamDirectory, "target-1"));
+            var said = new List<string>();
+            var sources = await GuestAdoption.ReadoptAsync(GuestStateFile.Open(settings.RamDirectory, "target-1"), settings, sourceRole: false, again, said.Add, CancellationToken.None);
+            Assert.Empty(sources);
+            Assert.StartsWith("re-adopted guest guest-1 (landed", Assert.Single(said));
+            var landed = Assert.Single(((ITargetBackend)again).Running);
+            Assert.Equal(V("guest-1"), landed.Description.Id);
+            await SerialConsole.WaitForCounterAboveAsync(entry.SerialLog!, SerialConsole.LastCounter(entry.SerialLog!) + 2, Step, () => landed.State == VmRunState.Running);
+
+            // Quit there (as when it is migrated away or discarded): its QEMU, files and entry go.
+            await landed.DisposeAsync();
+            Assert.Empty(GuestStateFile.Open(settings.RamDirectory, "target-1").Entries);
+        }
+        finally
+        {
+            await guest.DisposeAsync();
+            foreach (var pid in QemuFixture.Leftovers(settings).Processes.Select(GuestPid.Of).OfType<GuestPid>())
+            {
+                pid.Kill();
+                await pid.WaitForExitAsync(TimeSpan.FromSeconds(10));
+            }
+        }
+        var (files, processes) = QemuFixture.Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        QemuFixture.RemoveDirectories(settings);
     }
 }
