@@ -5,23 +5,23 @@ namespace VMScatter.Qemu;
 
 /// <summary>
 /// One QEMU process for one guest: started with the guest's machine arguments plus this host's RAM file, monitor
-/// socket and serial log; spoken to over QMP. Owns a private runtime directory (socket, serial log) that goes
-/// with it. Every failure names the guest and the step, and says what QEMU last printed. A QEMU adopted by its
-/// monitor socket (started by someone else) has no process handle or runtime directory of ours: it is only
-/// quit when its guest has moved, never when this node merely stops.
+/// socket and serial log; spoken to over QMP. QEMU runs daemonized (its own session, reparented to init): it is
+/// not this node's child, so a node that stops, crashes or is killed with its process group or tree leaves it
+/// running, and the node (or its next incarnation) finds it again by pid, monitor socket and RAM file. Ours owns a
+/// private runtime directory (socket, serial log, pidfile) that goes when it is quit. A QEMU adopted by its monitor
+/// socket (started by someone else) has no runtime directory of ours and no pid we know. Every failure names the
+/// guest and the step.
 /// </summary>
 public sealed class QemuProcess : IAsyncDisposable
 {
-    private readonly Process? _process;
-    private readonly LinkedList<string> _stderr;
     private int _disposed;
 
-    private QemuProcess(string guestId, Process? process, string? runtimeDirectory, string serialLogPath, QmpClient qmp, LinkedList<string> stderr)
+    private QemuProcess(string guestId, GuestPid? pid, string? runtimeDirectory, string qmpSocket, string serialLogPath, QmpClient qmp)
     {
-        _stderr = stderr;
         GuestId = guestId;
-        _process = process;
+        Pid = pid;
         RuntimeDirectory = runtimeDirectory;
+        QmpSocket = qmpSocket;
         SerialLogPath = serialLogPath;
         Qmp = qmp;
     }
@@ -31,12 +31,19 @@ public sealed class QemuProcess : IAsyncDisposable
     /// <summary>Our private directory for this QEMU (null when adopted).</summary>
     public string? RuntimeDirectory { get; }
 
+    public string QmpSocket { get; }
+
     /// <summary>Where the guest's serial console goes ("" when an adopted guest's log was not given).</summary>
     public string SerialLogPath { get; }
     public QmpClient Qmp { get; }
-    public bool Adopted => _process is null;
-    public int ProcessId => _process?.Id ?? -1;
-    public bool HasExited => _process?.HasExited ?? Qmp.IsClosed;
+
+    /// <summary>The QEMU process (null when adopted: only its monitor is known).</summary>
+    public GuestPid? Pid { get; }
+
+    /// <summary>Started by someone else and taken over by its monitor socket: its files are its owner's.</summary>
+    public bool Adopted => RuntimeDirectory is null;
+    public int ProcessId => Pid?.Pid ?? -1;
+    public bool HasExited => Pid is { } pid ? !pid.IsAlive : Qmp.IsClosed;
 
     /// <summary>Takes over a running QEMU through its monitor socket (it must be free: QMP serves one client).</summary>
     public static async Task<QemuProcess> AdoptAsync(string guestId, string qmpSocket, string? serialLogPath, QemuSettings settings, CancellationToken cancellationToken = default)
@@ -44,9 +51,24 @@ public sealed class QemuProcess : IAsyncDisposable
         try
         {
             var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, null, cancellationToken).ConfigureAwait(false);
-            return new QemuProcess(guestId, null, null, serialLogPath ?? "", qmp, new LinkedList<string>());
+            return new QemuProcess(guestId, null, null, qmpSocket, serialLogPath ?? "", qmp);
         }
         catch (QmpException e) { throw new QemuStepException(guestId, "adopt (connect to QMP)", e.Message); }
+    }
+
+    /// <summary>
+    /// Finds again a QEMU this node started before it stopped or crashed: the same process (pid and start time), its
+    /// monitor answering. Its runtime directory stays ours, so quitting it later removes it.
+    /// </summary>
+    public static async Task<QemuProcess> ReattachAsync(string guestId, GuestPid pid, string runtimeDirectory, string qmpSocket, string serialLogPath, QemuSettings settings, CancellationToken cancellationToken = default)
+    {
+        if (!pid.IsAlive) throw new QemuStepException(guestId, "re-adopt", $"its QEMU (pid {pid.Pid}) is gone");
+        try
+        {
+            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, () => pid.IsAlive, cancellationToken).ConfigureAwait(false);
+            return new QemuProcess(guestId, pid, runtimeDirectory, qmpSocket, serialLogPath, qmp);
+        }
+        catch (QmpException e) { throw new QemuStepException(guestId, "re-adopt (connect to QMP)", e.Message); }
     }
 
     private static string SerialLog(string dir) => Path.Combine(dir, "serial.log");
@@ -55,9 +77,12 @@ public sealed class QemuProcess : IAsyncDisposable
     public static async Task<QemuProcess> StartAsync(string guestId, QemuMachine machine, long memoryBytes, string ramFile, bool incoming, QemuSettings settings, CancellationToken cancellationToken = default)
     {
         if (ramFile.Contains(',')) throw new ArgumentException($"RAM file path '{ramFile}' must not contain a comma (QEMU option syntax)");
-        string dir = Path.Combine(settings.RuntimeDirectory, $"vmscatter-{Sanitize(guestId)}-{Guid.NewGuid().ToString("N")[..8]}");
+        // Absolute: the daemon changes its directory to /.
+        ramFile = Path.GetFullPath(ramFile);
+        string dir = Path.GetFullPath(Path.Combine(settings.RuntimeDirectory, $"vmscatter-{Sanitize(guestId)}-{Guid.NewGuid().ToString("N")[..8]}"));
         Directory.CreateDirectory(dir);
         string qmpSocket = Path.Combine(dir, "qmp.sock");
+        string pidFile = Path.Combine(dir, "qemu.pid");
         var psi = new ProcessStartInfo(settings.Binary) { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
         foreach (var a in machine.Arguments) psi.ArgumentList.Add(a);
         foreach (var a in new[]
@@ -68,35 +93,57 @@ public sealed class QemuProcess : IAsyncDisposable
             "-chardev", $"file,id=ser0,path={SerialLog(dir)}", "-serial", "chardev:ser0",
             "-qmp", $"unix:{qmpSocket},server=on,wait=off",
             "-name", Sanitize(guestId),
+            // The guest must outlive this node: QEMU forks into its own session and the launcher exits once the
+            // daemon is set up (its monitor listening), or with QEMU's error on stderr.
+            "-daemonize", "-pidfile", pidFile,
         }) psi.ArgumentList.Add(a);
         if (incoming) { psi.ArgumentList.Add("-incoming"); psi.ArgumentList.Add("defer"); }
 
-        Process process;
-        try { process = Process.Start(psi) ?? throw new QmpException("Process.Start returned nothing"); }
+        Process launcher;
+        try { launcher = Process.Start(psi) ?? throw new QmpException("Process.Start returned nothing"); }
         catch (Win32Exception e)
         {
             Directory.Delete(dir, recursive: true);
             throw new QemuStepException(guestId, "start QEMU", $"cannot run '{settings.Binary}' ({e.Message}); install it with: apt-get install qemu-system-x86");
         }
-        var stderr = new LinkedList<string>();
-        process.ErrorDataReceived += (_, e) => { if (e.Data is null) return; lock (stderr) { stderr.AddLast(e.Data); if (stderr.Count > 20) stderr.RemoveFirst(); } };
-        process.OutputDataReceived += (_, _) => { };
-        process.BeginErrorReadLine();
-        process.BeginOutputReadLine();
+        var said = new List<string>();
+        launcher.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (said) if (said.Count < 20) said.Add(e.Data); };
+        launcher.OutputDataReceived += (_, _) => { };
+        launcher.BeginErrorReadLine();
+        launcher.BeginOutputReadLine();
+        GuestPid? pid = null;
         try
         {
-            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, () => !process.HasExited, cancellationToken).ConfigureAwait(false);
-            return new QemuProcess(guestId, process, dir, SerialLog(dir), qmp, stderr);
+            using (launcher)
+            {
+                using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                bounded.CancelAfter(settings.CommandTimeout);
+                try { await launcher.WaitForExitAsync(bounded.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    launcher.Kill(entireProcessTree: true);
+                    throw new QmpException($"QEMU did not finish starting within {settings.CommandTimeout.TotalSeconds:0}s");
+                }
+                if (launcher.ExitCode != 0) throw new QmpException($"QEMU exited with code {launcher.ExitCode}");
+            }
+            pid = File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out int n) ? GuestPid.Of(n) : null;
+            if (pid is null) throw new QmpException("QEMU exited right after starting (no live pid in its pidfile)");
+            var alive = pid;
+            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, () => alive.IsAlive, cancellationToken).ConfigureAwait(false);
+            return new QemuProcess(guestId, pid, dir, qmpSocket, SerialLog(dir), qmp);
         }
         catch (Exception e)
         {
-            if (!process.HasExited) process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            string said;
-            lock (stderr) said = string.Join(" | ", stderr);
-            process.Dispose();
+            if (pid is null && File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out int late)) pid = GuestPid.Of(late);
+            if (pid is not null)
+            {
+                pid.Kill();
+                await pid.WaitForExitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+            }
+            string stderr;
+            lock (said) stderr = string.Join(" | ", said);
             Directory.Delete(dir, recursive: true);
-            throw new QemuStepException(guestId, "start QEMU", $"{e.Message}{(said.Length > 0 ? $"; QEMU said: {said}" : "")}");
+            throw new QemuStepException(guestId, "start QEMU", $"{e.Message}{(stderr.Length > 0 ? $"; QEMU said: {stderr}" : "")}");
         }
     }
 
@@ -107,47 +154,37 @@ public sealed class QemuProcess : IAsyncDisposable
         catch (QmpException e) { throw Failure(step, e.Message); }
     }
 
-    /// <summary>An exception for this guest's <paramref name="step"/>, with what QEMU last printed if it died.</summary>
+    /// <summary>An exception for this guest's <paramref name="step"/>, saying whether QEMU is gone.</summary>
     public QemuStepException Failure(string step, string reason)
     {
-        string said;
-        lock (_stderr) said = string.Join(" | ", _stderr);
-        string exit = _process is null ? (Qmp.IsClosed ? "; QEMU's monitor is gone (QEMU exited)" : "") : _process.HasExited ? $"; QEMU exited with code {_process.ExitCode}" : "";
-        return new QemuStepException(GuestId, step, $"{reason}{exit}{(said.Length > 0 ? $"; QEMU said: {said}" : "")}");
+        string exit = !HasExited ? "" : Pid is { } pid ? $"; QEMU exited (pid {pid.Pid})" : "; QEMU's monitor is gone (QEMU exited)";
+        return new QemuStepException(GuestId, step, $"{reason}{exit}");
     }
 
-    /// <summary>Lets go of an adopted QEMU without stopping it (this node stops; the guest did not move).</summary>
+    /// <summary>Lets go of this QEMU without stopping it (this node stops; the guest did not move): only the monitor connection closes.</summary>
     public async Task DetachAsync()
     {
-        if (_process is not null) throw new InvalidOperationException("only an adopted QEMU can be detached");
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await Qmp.DisposeAsync().ConfigureAwait(false);
     }
 
-    /// <summary>Asks QEMU to quit, kills it if it does not within a few seconds, and removes the runtime directory.</summary>
+    /// <summary>Asks QEMU to quit, kills it if it does not within a few seconds, and removes our runtime directory.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        if (_process is null)
-        {
-            // Adopted: no process to wait for or kill; quit over QMP, and the monitor closing says it is gone.
-            try { await Qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
-            catch (QmpException) { /* it may close the monitor before answering */ }
-            await Qmp.DisposeAsync().ConfigureAwait(false);
-            return;
-        }
-        if (!_process.HasExited)
+        if (!HasExited)
         {
             try { await Qmp.ExecuteAsync("quit", null, TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
-            catch (QmpException) { /* it may exit before answering; killed below if not */ }
-            using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            try { await _process.WaitForExitAsync(wait.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) { _process.Kill(entireProcessTree: true); await _process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false); }
+            catch (QmpException) { /* it may close the monitor before answering; killed below if it still runs */ }
         }
-        else await _process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+        if (Pid is { } pid && !await pid.WaitForExitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false))
+        {
+            pid.Kill();
+            await pid.WaitForExitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        }
         await Qmp.DisposeAsync().ConfigureAwait(false);
-        _process.Dispose();
-        try { Directory.Delete(RuntimeDirectory!, recursive: true); } catch (DirectoryNotFoundException) { }
+        if (RuntimeDirectory is { } dir)
+            try { Directory.Delete(dir, recursive: true); } catch (DirectoryNotFoundException) { }
     }
 
     private static string Sanitize(string id) => new(id.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_').ToArray());

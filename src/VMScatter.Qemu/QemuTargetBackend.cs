@@ -11,9 +11,10 @@ namespace VMScatter.Qemu;
 /// waiting for an incoming migration), so its start-up (100-300 ms measured here) is not part of the downtime; it
 /// does not touch guest RAM while waiting (x-ignore-shared relies on exactly that). At handover the device state
 /// the source captured is fed to it over a private Unix socket, and only then is the guest continued. A guest that
-/// fails any step is killed here and its source copy keeps running.
+/// fails any step is killed here and its source copy keeps running. With a state file, waiting and landed guests
+/// are listed in it, so that a restarted node re-adopts the landed ones and discards the waiting ones.
 /// </summary>
-public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : ITargetBackend
+public sealed class QemuTargetBackend(string hostId, QemuSettings settings, GuestStateFile? stateFile = null) : ITargetBackend
 {
     private readonly ConcurrentDictionary<VmId, QemuLandedVm> _landed = new();
 
@@ -22,6 +23,8 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : IT
     /// <summary>Guests running on this host now, by id (their serial logs show them running).</summary>
     public IReadOnlyDictionary<VmId, QemuLandedVm> Landed => _landed;
 
+    public IEnumerable<ILandedVm> Running => _landed.Values;
+
     public IWritableGuestMemory AllocateMemory(VmDescription vm)
     {
         var ram = QemuRamFile.Create(Path.Combine(settings.RamDirectory, $"vmscatter-{hostId}-{vm.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram"), vm.MemoryBytes);
@@ -29,10 +32,16 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : IT
         try
         {
             var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
-            qemu = Task.Run(() => QemuProcess.StartAsync(vm.Id.Value, machine.WithPausedStart(), vm.MemoryBytes, ram.Path, incoming: true, settings));
+            qemu = Task.Run(async () =>
+            {
+                var started = await QemuProcess.StartAsync(vm.Id.Value, machine.WithPausedStart(), vm.MemoryBytes, ram.Path, incoming: true, settings).ConfigureAwait(false);
+                // Listed while it waits: a node that crashes now leaves a QEMU its next start must discard.
+                if (stateFile is not null) await stateFile.PutAsync(Entry(vm, started, ram, GuestPlace.Arriving)).ConfigureAwait(false);
+                return started;
+            });
         }
         catch (ArgumentException e) { qemu = Task.FromException<QemuProcess>(new QemuStepException(vm.Id.Value, "check machine arguments", e.Message)); }
-        return new QemuArrival(ram, qemu);
+        return new QemuArrival(ram, qemu, Forget(vm.Id));
     }
 
     public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
@@ -62,23 +71,65 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings) : IT
             if (status?["running"]?.GetValue<bool>() != true)
                 throw qemu.Failure("resume on target", $"guest is '{status?["status"]}' after cont, not running");
             ram.DeleteOnDispose = true;
-            var landed = new QemuLandedVm(vm, qemu, ram, v => _landed.TryRemove(v.Description.Id, out _));
-            _landed[vm.Id] = landed;
-            return landed;
+            if (stateFile is not null) await stateFile.PutAsync(Entry(vm, qemu, ram, GuestPlace.Landed)).ConfigureAwait(false);
+            return Land(vm, qemu, ram);
         }
         catch
         {
             await qemu.DisposeAsync().ConfigureAwait(false);
+            await Forget(vm.Id)().ConfigureAwait(false);
             throw;
         }
     }
+
+    /// <summary>Finds again a guest that landed here before this node stopped or crashed (its state file entry); it runs on.</summary>
+    public async Task<QemuLandedVm> ReattachAsync(GuestStateEntry entry, CancellationToken cancellationToken = default)
+    {
+        const string step = "re-adopt";
+        if (entry.Process is not { } pid || entry.RuntimeDirectory is null) throw new QemuStepException(entry.Id, step, "its entry names no QEMU process of this node");
+        QemuMachine machine;
+        try { machine = QemuMachine.Parse(entry.Machine, entry.MemoryBytes); }
+        catch (ArgumentException e) { throw new QemuStepException(entry.Id, step, $"its machine arguments: {e.Message}"); }
+        var qemu = await QemuProcess.ReattachAsync(entry.Id, pid, entry.RuntimeDirectory, entry.QmpSocket, entry.SerialLog ?? "", settings, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var status = await qemu.RunAsync(step, "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (status?["running"]?.GetValue<bool>() != true) throw qemu.Failure(step, $"the guest is '{status?["status"]}', not running");
+            QemuRamFile ram;
+            try { ram = QemuRamFile.OpenForReading(entry.RamFile, entry.MemoryBytes); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw qemu.Failure(step, e.Message); }
+            ram.DeleteOnDispose = true;
+            return Land(new VmDescription(new VmId(entry.Id), entry.MemoryBytes, entry.VCpus, "qemu", machine.Serialize()), qemu, ram);
+        }
+        catch
+        {
+            await qemu.DetachAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private QemuLandedVm Land(VmDescription vm, QemuProcess qemu, QemuRamFile ram)
+    {
+        var landed = new QemuLandedVm(vm, qemu, ram, async (v, quit) =>
+        {
+            _landed.TryRemove(v.Description.Id, out _);
+            if (quit) await Forget(v.Description.Id)().ConfigureAwait(false);
+        });
+        _landed[vm.Id] = landed;
+        return landed;
+    }
+
+    private Func<Task> Forget(VmId id) => () => stateFile?.RemoveAsync(GuestStateEntry.KeyOf(id.Value, GuestPlace.Landed)) ?? Task.CompletedTask;
+
+    private static GuestStateEntry Entry(VmDescription vm, QemuProcess qemu, QemuRamFile ram, GuestPlace place) =>
+        new(vm.Id.Value, place, qemu.QmpSocket, ram.Path, vm.MemoryBytes, vm.VCpus, vm.MachineArguments, qemu.ProcessId, qemu.Pid?.StartTicks ?? 0, qemu.RuntimeDirectory, qemu.SerialLogPath, Foreign: false);
 }
 
 /// <summary>
 /// An arriving guest: its RAM file, written page by page, and the QEMU waiting to load its device state. Disposed
-/// without a handover (the migration failed or the VM was discarded), both go.
+/// without a handover (the migration failed or the VM was discarded), both go, and so does its state file entry.
 /// </summary>
-public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu) : IWritableGuestMemory
+public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Task>? forget = null) : IWritableGuestMemory
 {
     private Task<QemuProcess>? _qemu = qemu;
 
@@ -97,20 +148,24 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu) : IWrit
         {
             try { await (await pending.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false); }
             catch (QemuStepException) { /* it never started: nothing to stop */ }
+            if (forget is not null) await forget().ConfigureAwait(false);
         }
         Ram.Dispose();
     }
 }
 
-/// <summary>A guest running on this target host in its own QEMU; disposing quits it and removes its RAM file.</summary>
-public sealed class QemuLandedVm : ILandedVm
+/// <summary>
+/// A guest running on this target host in its own QEMU; disposing quits it and removes its RAM file and state entry,
+/// detaching (the node stops) leaves all three.
+/// </summary>
+public sealed class QemuLandedVm : ILandedVm, IDetachableGuest
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
-    private readonly Action<QemuLandedVm> _onGone;
+    private readonly Func<QemuLandedVm, bool, Task> _onGone;
     private int _disposed;
 
-    internal QemuLandedVm(VmDescription description, QemuProcess qemu, QemuRamFile ram, Action<QemuLandedVm> onGone)
+    internal QemuLandedVm(VmDescription description, QemuProcess qemu, QemuRamFile ram, Func<QemuLandedVm, bool, Task> onGone)
     {
         Description = description;
         _qemu = qemu;
@@ -130,6 +185,15 @@ public sealed class QemuLandedVm : ILandedVm
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _qemu.DisposeAsync().ConfigureAwait(false);
         _ram.Dispose();
-        _onGone(this);
+        await _onGone(this, true).ConfigureAwait(false);
+    }
+
+    public async ValueTask DetachAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await _qemu.DetachAsync().ConfigureAwait(false);
+        _ram.DeleteOnDispose = false;
+        _ram.Dispose();
+        await _onGone(this, false).ConfigureAwait(false);
     }
 }

@@ -27,7 +27,7 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDirectPageAccess
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -37,7 +37,9 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
     private volatile bool _logging;
     private volatile VmRunState _state = VmRunState.Running;
 
-    private readonly Lazy<Task> _ending;
+    private readonly object _endLock = new();
+    private Task? _ended;
+    private GuestStateFile? _stateFile;
 
     private QemuVm(VmDescription description, QemuProcess qemu, QemuRamFile ram, QemuSettings settings)
     {
@@ -47,7 +49,6 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
         _settings = settings;
         _snapshot = new ulong[ram.PageCount];
         _reread = new ulong[(ram.PageCount + 63) / 64];
-        _ending = new Lazy<Task>(() => EndAsync(quit: !qemu.Adopted), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     public VmDescription Description { get; }
@@ -122,6 +123,56 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
         }
     }
 
+    /// <summary>
+    /// Finds again a guest this node ran before it stopped or crashed, from its state file entry: the same QEMU
+    /// process, its monitor answering, its RAM file there. One this node booted stays its own (quit and its files
+    /// removed after its handover); one adopted from an operator stays foreign. Its entry stays in <paramref name="stateFile"/>.
+    /// </summary>
+    public static async Task<QemuVm> ReattachAsync(GuestStateEntry entry, QemuSettings settings, GuestStateFile stateFile, CancellationToken cancellationToken = default)
+    {
+        const string step = "re-adopt";
+        QemuMachine machine;
+        try { machine = QemuMachine.Parse(entry.Machine, entry.MemoryBytes); }
+        catch (ArgumentException e) { throw new QemuStepException(entry.Id, step, $"its machine arguments: {e.Message}"); }
+        QemuVm vm;
+        if (entry.Foreign || entry.Process is null || entry.RuntimeDirectory is null)
+            vm = await AdoptAsync(new QemuAdoption(entry.Id, entry.QmpSocket, entry.RamFile, entry.MemoryBytes, machine, entry.SerialLog), settings, cancellationToken).ConfigureAwait(false);
+        else
+        {
+            var qemu = await QemuProcess.ReattachAsync(entry.Id, entry.Process, entry.RuntimeDirectory, entry.QmpSocket, entry.SerialLog ?? "", settings, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                var status = await qemu.RunAsync(step, "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
+                string run = status?["status"]?.GetValue<string>() ?? "unknown";
+                if (run is not ("running" or "paused")) throw qemu.Failure(step, $"the guest is '{run}', not running or paused");
+                QemuRamFile ram;
+                try { ram = QemuRamFile.OpenForReading(entry.RamFile, entry.MemoryBytes); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw qemu.Failure(step, e.Message); }
+                ram.DeleteOnDispose = true;
+                var description = new VmDescription(new VmId(entry.Id), entry.MemoryBytes, entry.VCpus, "qemu", machine.Serialize());
+                vm = new QemuVm(description, qemu, ram, settings) { _state = run == "paused" ? VmRunState.Paused : VmRunState.Running };
+            }
+            catch
+            {
+                await qemu.DetachAsync().ConfigureAwait(false);
+                throw;
+            }
+        }
+        vm._stateFile = stateFile;
+        return vm;
+    }
+
+    /// <summary>Lists this guest in the node's state file (it is removed from it when the guest is quit here).</summary>
+    public async Task RecordInAsync(GuestStateFile stateFile)
+    {
+        _stateFile = stateFile;
+        await stateFile.PutAsync(StateEntry).ConfigureAwait(false);
+    }
+
+    /// <summary>This guest as its node's state file lists it.</summary>
+    public GuestStateEntry StateEntry => new(Description.Id.Value, GuestPlace.Source, _qemu.QmpSocket, _ram.Path, Description.MemoryBytes, Description.VCpus,
+        Description.MachineArguments, _qemu.Pid?.Pid ?? 0, _qemu.Pid?.StartTicks ?? 0, _qemu.RuntimeDirectory, _qemu.SerialLogPath, _qemu.Adopted);
+
     public bool TryGetPage(int index, out ReadOnlySpan<byte> page) => _ram.TryGetPage(index, out page);
 
     public void ReadPage(int index, Span<byte> destination)
@@ -170,7 +221,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         _state = VmRunState.Stopped;
-        await EndAsync(quit: true).ConfigureAwait(false);
+        await End(quit: true).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -229,15 +280,31 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess
     }
 
     /// <summary>
-    /// This node is done with the guest: a guest it started is quit; an adopted one is let go, still running. Every
+    /// This guest is done with here: one this node started is quit; an adopted one is let go, still running. Every
     /// call awaits the one ending (a second caller does not return while the first is still quitting QEMU).
+    /// A stopping node detaches instead (<see cref="DetachAsync"/>).
     /// </summary>
-    public ValueTask DisposeAsync() => new(_ending.Value);
+    public ValueTask DisposeAsync() => new(End(quit: !_qemu.Adopted));
+
+    /// <summary>The node stops, the guest does not: the monitor connection closes, QEMU, its files and its state entry stay.</summary>
+    public ValueTask DetachAsync() => new(End(quit: false));
+
+    /// <summary>The first ending decides; later calls await it.</summary>
+    private Task End(bool quit)
+    {
+        lock (_endLock) return _ended ??= EndAsync(quit);
+    }
 
     private async Task EndAsync(bool quit)
     {
         if (quit) await _qemu.DisposeAsync().ConfigureAwait(false);
-        else await _qemu.DetachAsync().ConfigureAwait(false);
+        else
+        {
+            await _qemu.DetachAsync().ConfigureAwait(false);
+            _ram.DeleteOnDispose = false;
+        }
         _ram.Dispose();
+        // Quit here (moved away, or ended with a node that keeps no guests): nothing to re-adopt any more.
+        if (quit && _stateFile is not null) await _stateFile.RemoveAsync(StateEntry.Key).ConfigureAwait(false);
     }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -72,6 +73,17 @@ public sealed class NodeProcess : IAsyncDisposable
 
     /// <summary>SIGKILL: no leaving, no shutdown hooks, as a crashed host.</summary>
     public void Kill() => _process.Kill(entireProcessTree: true);
+
+    /// <summary>SIGTERM, as a service manager stops a node: it leaves the cluster and exits.</summary>
+    public void Terminate()
+    {
+        if (SysKill(_process.Id, 15) != 0) throw new InvalidOperationException($"{Name}: kill -TERM failed (errno {Marshal.GetLastPInvokeError()})");
+    }
+
+    public Task WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(new CancellationTokenSource(timeout).Token);
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int SysKill(int pid, int signal);
 
     public async ValueTask DisposeAsync()
     {

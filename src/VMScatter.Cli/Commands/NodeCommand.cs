@@ -51,32 +51,50 @@ public static class NodeCommand
             long memory = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory");
             IReadOnlyList<IMigratableVm> sourceVms = [];
             ITargetBackend? targetBackend = null;
+            // Guests this start booted end if the node does not come up; guests it found running (re-adopted, adopted) are let go.
+            var booted = new HashSet<IMigratableVm>();
+            GuestStateFile? state = null;
             if (qemu)
             {
                 var (qemuConfig, image) = await QemuSetup.PrepareAsync(parse.GetValue(config), cancellationToken);
                 var adoptions = (parse.GetValue(adopt) ?? []).Select(ParseAdoption).ToArray();
                 if (adoptions.Length > 0 && !roleList.Contains("source")) throw new UserError("--adopt needs the source role");
-                if (adoptions.Length > 0)
+                string? stableId = StableHostId(parse.GetValue(hostId), parse.GetValue(config), roleList, parse.GetValue(port));
+                if (stableId is null) Console.WriteLine("note: no --host-id or --port: if this node restarts it cannot re-adopt its QEMU guests (they keep running)");
+                else
                 {
-                    var adopted = new List<IMigratableVm>();
-                    foreach (var a in adoptions)
-                    {
-                        try { adopted.Add(await QemuVm.AdoptAsync(a, qemuConfig.Settings, cancellationToken)); }
-                        catch (QemuStepException e)
-                        {
-                            foreach (var vm in adopted) await vm.DisposeAsync(); // let go, still running
-                            throw new UserError(e.Message);
-                        }
-                        Console.WriteLine($"adopted guest {a.Id} ({ByteSize.Format(a.MemoryBytes)}, RAM {a.RamFile})");
-                    }
-                    sourceVms = adopted;
+                    try { state = GuestStateFile.Open(qemuConfig.StateDirectory, stableId); }
+                    catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException) { throw new UserError(e.Message); }
                 }
-                else if (roleList.Contains("source"))
+                var backend = new QemuTargetBackend(stableId ?? $"target-{Environment.ProcessId}", qemuConfig.Settings, roleList.Contains("target") ? state : null);
+                targetBackend = backend;
+                var found = new List<IMigratableVm>();
+                if (state is not null)
+                    found.AddRange(await GuestAdoption.ReadoptAsync(state, qemuConfig.Settings, roleList.Contains("source"), roleList.Contains("target") ? backend : null, Console.WriteLine, cancellationToken));
+                foreach (var a in adoptions)
+                {
+                    if (found.Any(v => v.Description.Id.Value == a.Id)) { Console.WriteLine($"guest {a.Id}: re-adopted from the state file already"); continue; }
+                    QemuVm vm;
+                    try { vm = await QemuVm.AdoptAsync(a, qemuConfig.Settings, cancellationToken); }
+                    catch (QemuStepException e)
+                    {
+                        await LetGoAsync(found, backend);
+                        throw new UserError(e.Message);
+                    }
+                    if (state is not null) await vm.RecordInAsync(state);
+                    found.Add(vm);
+                    Console.WriteLine($"adopted guest {a.Id} ({ByteSize.Format(a.MemoryBytes)}, RAM {a.RamFile})");
+                }
+                sourceVms = found;
+                // A node that found guests of its own runs those; it boots --vms new ones only when it has none.
+                if (adoptions.Length == 0 && found.Count == 0 && roleList.Contains("source"))
                 {
                     Console.WriteLine($"booting {parse.GetValue(vms)} QEMU guests x {ByteSize.Format(memory)}");
-                    sourceVms = await qemuConfig.BootGuestsAsync(image, parse.GetValue(vms), memory, cancellationToken);
+                    var fleet = await qemuConfig.BootGuestsAsync(image, parse.GetValue(vms), memory, cancellationToken);
+                    if (state is not null) foreach (var g in fleet) await g.RecordInAsync(state);
+                    booted.UnionWith(fleet);
+                    sourceVms = fleet;
                 }
-                targetBackend = new QemuTargetBackend(parse.GetValue(hostId) ?? $"target-{Environment.ProcessId}", qemuConfig.Settings);
             }
             else if (roleList.Contains("source"))
                 sourceVms = SyntheticFleet.Create(new SyntheticFleetSpec(parse.GetValue(vms), new SyntheticGuestModel { MemoryBytes = memory }, parse.GetValue(seed)));
@@ -94,8 +112,9 @@ public static class NodeCommand
             }
             catch
             {
-                // Guests booted for a node that never came up must not outlive it.
-                foreach (var vm in sourceVms) await vm.DisposeAsync();
+                // Guests booted for a node that never came up must not outlive it; guests it found running go on.
+                foreach (var vm in sourceVms.Where(booted.Contains)) await vm.DisposeAsync();
+                await LetGoAsync(sourceVms.Where(v => !booted.Contains(v)), targetBackend as QemuTargetBackend);
                 throw;
             }
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
@@ -116,9 +135,28 @@ public static class NodeCommand
             }
             Console.WriteLine($"node {node.HostId} leaving the cluster");
             await node.DisposeAsync();
+            if (state is { Entries.Count: > 0 }) Console.WriteLine($"{state.Entries.Count} QEMU guest(s) keep running, listed in {state.Path} for this node's next start");
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary>
+    /// The name this node's state file goes by: its host id as the node will have it (--host-id, vmscatter.node.host-id,
+    /// or role-port), or null when that changes with every start (no id, port 0).
+    /// </summary>
+    private static string? StableHostId(string? hostId, string? configFile, string[] roles, int port)
+    {
+        if (!string.IsNullOrEmpty(hostId)) return hostId;
+        if (NodeConfig.Build(configFile, "").GetString("vmscatter.node.host-id") is { Length: > 0 } configured) return configured;
+        return port != 0 ? $"{roles.FirstOrDefault() ?? "node"}-{port}" : null;
+    }
+
+    /// <summary>Lets go of guests this start found running (still running, still listed).</summary>
+    private static async Task LetGoAsync(IEnumerable<IMigratableVm> found, QemuTargetBackend? backend)
+    {
+        foreach (var vm in found) await (vm is IDetachableGuest d ? d.DetachAsync() : vm.DisposeAsync());
+        if (backend is not null) foreach (var landed in backend.Landed.Values) await landed.DetachAsync();
     }
 
     /// <summary>id=ID,qmp=SOCKET,ram=FILE,memory=SIZE,machine=ARGS.json[,serial=LOG]</summary>

@@ -12,7 +12,14 @@ public sealed record LocalClusterOptions
     public required string JournalConnectionString { get; init; }
     /// <summary>Each target host's backend, by host id (the node's synthetic backend when not given).</summary>
     public Func<string, ITargetBackend>? TargetBackendFor { get; init; }
+
+    /// <summary>
+    /// Appended to every node's HOCON. One process runs the whole cluster and its guests: they end with it
+    /// (vmscatter.node.guests-on-stop = quit) unless this says otherwise.
+    /// </summary>
     public string ExtraHocon { get; init; } = "";
+
+    internal string NodeHocon => $"vmscatter.node.guests-on-stop = quit\n{ExtraHocon}";
 }
 
 /// <summary>
@@ -37,7 +44,7 @@ public sealed class LocalCluster : IAsyncDisposable
         if (options.Targets < 1) throw new ArgumentException("at least one target host is required");
         var scheduler = await VmScatterNode.StartAsync(new NodeOptions
         {
-            Roles = ["scheduler"], HostId = "scheduler", JournalConnectionString = options.JournalConnectionString, ExtraHocon = options.ExtraHocon,
+            Roles = ["scheduler"], HostId = "scheduler", JournalConnectionString = options.JournalConnectionString, ExtraHocon = options.NodeHocon,
         }, cancellationToken).ConfigureAwait(false);
         var nodes = new List<VmScatterNode> { scheduler };
         try
@@ -45,12 +52,12 @@ public sealed class LocalCluster : IAsyncDisposable
             string seed = $"{scheduler.Address.Host}:{scheduler.Address.Port}";
             var sourceTask = VmScatterNode.StartAsync(new NodeOptions
             {
-                Roles = ["source"], HostId = "source", Seeds = [seed], SourceVms = options.SourceVms, ExtraHocon = options.ExtraHocon,
+                Roles = ["source"], HostId = "source", Seeds = [seed], SourceVms = options.SourceVms, ExtraHocon = options.NodeHocon,
             }, cancellationToken);
             var targetTasks = Enumerable.Range(1, options.Targets).Select(i => VmScatterNode.StartAsync(new NodeOptions
             {
                 Roles = ["target"], HostId = $"target-{i}", Seeds = [seed], TargetCapacityBytes = options.TargetCapacityBytes,
-                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}"), ExtraHocon = options.ExtraHocon,
+                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}"), ExtraHocon = options.NodeHocon,
             }, cancellationToken)).ToArray();
             var source = await sourceTask.ConfigureAwait(false);
             nodes.Add(source);

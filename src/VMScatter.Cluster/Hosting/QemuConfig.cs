@@ -6,6 +6,9 @@ namespace VMScatter.Cluster.Hosting;
 /// <summary>The vmscatter.qemu section: how this host runs QEMU and which guests it boots.</summary>
 public sealed record QemuConfig(QemuSettings Settings, string Accelerator, string Cpu, string GuestImageDirectory, string KernelCommandLine, string Workload)
 {
+    /// <summary>Where each node keeps its list of the QEMU guests it runs (<see cref="GuestStateFile"/>).</summary>
+    public string StateDirectory { get; init; } = Settings.RamDirectory;
+
     public static QemuConfig From(Config config)
     {
         var q = config.GetConfig("vmscatter.qemu") ?? throw new ConfigurationException("vmscatter.qemu missing");
@@ -19,7 +22,11 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
             CommandTimeout = q.GetTimeSpan("command-timeout"),
             StateTransferTimeout = q.GetTimeSpan("state-transfer-timeout"),
         };
-        return new QemuConfig(settings, q.GetString("accelerator"), q.GetString("cpu"), Path.GetFullPath(q.GetString("guest-image")), q.GetString("kernel-command-line"), q.GetString("workload"));
+        string state = q.GetString("state-directory");
+        return new QemuConfig(settings, q.GetString("accelerator"), q.GetString("cpu"), Path.GetFullPath(q.GetString("guest-image")), q.GetString("kernel-command-line"), q.GetString("workload"))
+        {
+            StateDirectory = string.IsNullOrEmpty(state) ? settings.RamDirectory : state,
+        };
     }
 
     /// <summary>Guests are handed out once their counter reached this: booted and settled, the same point every time.</summary>

@@ -108,8 +108,9 @@ public sealed class VmScatterNode : IAsyncDisposable
 
             DataPlaneListener? listener = null;
             var sourceSettings = SourceSettings.From(config);
+            var release = GuestRelease.From(config, disposals);
             if (options.Roles.Contains("source"))
-                system.ActorOf(Props.Create(() => new SourceHostActor(hostId, options.SourceVms, sourceSettings, proxy, disposals)), "source-host");
+                system.ActorOf(Props.Create(() => new SourceHostActor(hostId, options.SourceVms, sourceSettings, proxy, disposals, release)), "source-host");
             if (options.Roles.Contains("target"))
             {
                 var dataPlane = DataPlaneSettings.From(config);
@@ -131,7 +132,7 @@ public sealed class VmScatterNode : IAsyncDisposable
                 }
                 var l = listener;
                 string rack = config.GetString("vmscatter.target.rack");
-                system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, disposals, rack)), "target-host");
+                system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, disposals, rack, release)), "target-host");
             }
             return new VmScatterNode(system, hostId, proxy, listener, pool, disposals);
         }

@@ -19,12 +19,18 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
     private readonly SourceSettings _settings;
     private readonly IActorRef _scheduler;
     private readonly PendingDisposals _disposals;
+    private readonly GuestRelease _release;
     private readonly Dictionary<MigrationId, (IActorRef Actor, HashSet<VmId> VmIds)> _migrations = new();
     /// <summary>VMs a migration granted to their target: never resumed here by the host.</summary>
     private readonly HashSet<VmId> _granted = new();
 
+    /// <summary>A host whose guests end with it (actor tests).</summary>
     public SourceHostActor(HostId hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler, PendingDisposals disposals)
+        : this(hostId, vms, settings, scheduler, disposals, new GuestRelease(false, disposals)) { }
+
+    public SourceHostActor(HostId hostId, IEnumerable<IMigratableVm> vms, SourceSettings settings, IActorRef scheduler, PendingDisposals disposals, GuestRelease release)
     {
+        _release = release;
         _hostId = hostId;
         _vms = vms.ToDictionary(v => v.Description.Id);
         _settings = settings;
@@ -106,9 +112,15 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
         return Directive.Stop;
     });
 
+    /// <summary>The node stops, its guests do not: a QEMU guest is let go running (re-adopted when the node comes back), a synthetic one ends with the process.</summary>
     protected override void PostStop()
     {
-        foreach (var vm in _vms.Values) DisposeVm(vm);
+        var (log, host) = (_log, _hostId);
+        foreach (var vm in _vms.Values)
+        {
+            var id = vm.Description.Id;
+            _release.NodeStopping(vm, e => log.Error(e, "VM {0} could not be let go on source {1}", id, host));
+        }
     }
 
     /// <summary>Ends the guest here without blocking this thread (quitting a QEMU takes up to seconds); the node awaits it when it stops.</summary>

@@ -31,12 +31,21 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
     /// <summary>Per settled migration whose receiver is still closing: the bytes of its leftover memory, not yet freed.</summary>
     private readonly Dictionary<MigrationId, long> _closing = new();
     private readonly PendingDisposals _disposals;
+    private readonly GuestRelease _release;
 
     private readonly string _rack;
 
+    /// <summary>A host whose landed guests end with it (actor tests).</summary>
     public TargetHostActor(HostId hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler,
         TimeSpan registrationInterval, PendingDisposals disposals, string rack = "")
+        : this(hostId, capacityBytes, listener, dataPlane, backend, scheduler, registrationInterval, disposals, rack, new GuestRelease(false, disposals)) { }
+
+    public TargetHostActor(HostId hostId, long capacityBytes, DataPlaneListener listener, DataPlaneOptions dataPlane, ITargetBackend backend, IActorRef scheduler,
+        TimeSpan registrationInterval, PendingDisposals disposals, string rack, GuestRelease release)
     {
+        _release = release;
+        // Guests that landed here before the node restarted (re-adopted by the backend) run here: they hold memory.
+        foreach (var vm in backend.Running) _running[vm.Description.Id] = vm;
         _rack = rack;
         _disposals = disposals;
         _hostId = hostId;
@@ -174,7 +183,10 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         Timers.StartPeriodicTimer("announce", Announce.Instance, _registrationInterval);
     }
 
-    /// <summary>Nothing here waits: the node awaits the closes and disposals after its actor system terminated.</summary>
+    /// <summary>
+    /// Arriving copies (never run) are discarded; landed guests are let go running (QEMU: re-adopted when the node comes
+    /// back) or end with the process (synthetic). Nothing here waits: the node awaits it after its actor system terminated.
+    /// </summary>
     protected override void PostStop()
     {
         foreach (var inc in _incoming.Values) Close(inc);
@@ -182,7 +194,7 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
         foreach (var vm in _running.Values)
         {
             var id = vm.Description.Id;
-            _disposals.Track(vm.DisposeAsync().AsTask(), e => log.Error(e, "VM {0} could not be stopped", id));
+            _release.NodeStopping(vm, e => log.Error(e, "VM {0} could not be let go", id));
         }
     }
 

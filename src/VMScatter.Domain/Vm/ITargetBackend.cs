@@ -23,6 +23,9 @@ public interface ITargetBackend
 
     IWritableGuestMemory AllocateMemory(VmDescription vm);
 
+    /// <summary>Guests this backend already runs when its host starts (re-adopted after a restart): the host counts them as running.</summary>
+    IEnumerable<ILandedVm> Running => [];
+
     /// <summary>Starts the VM on this host from its received memory and device state.</summary>
     Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken);
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
@@ -47,7 +46,9 @@ public sealed class QemuFailureTests(QemuFixture fixture)
             await WaitForCounterAbove(vm.SerialLogPath, vm.CounterAtPause + 2, () => true);
 
             // A crashed QEMU: the next step says which guest and which step, and that QEMU is gone.
-            using (var process = Process.GetProcessById(vm.ProcessId)) { process.Kill(); await process.WaitForExitAsync(); }
+            // QEMU runs daemonized, not as our child: killed by its pid, gone once /proc says so.
+            vm.Process.Pid!.Kill();
+            Assert.True(await vm.Process.Pid.WaitForExitAsync(TimeSpan.FromSeconds(10)));
             var crashed = await Assert.ThrowsAsync<QemuStepException>(() => vm.PauseAsync());
             Assert.Equal(("g-live", "pause (stop)"), (crashed.GuestId, crashed.Step));
             Assert.Contains("QEMU exited", crashed.Message);
