@@ -56,4 +56,7 @@ public sealed class ResumeFence
         _waiting.Where(w => nowSeconds - w.Value.PausedAt >= bound.TotalSeconds).Select(w => w.Key).Order().ToArray();
 
     public bool IsGranted(VmId vm) => _granted.ContainsKey(vm);
+
+    /// <summary>The host the VM is granted to, if any.</summary>
+    public HostId? HolderOf(VmId vm) => _granted.TryGetValue(vm, out var holder) ? holder : null;
 }

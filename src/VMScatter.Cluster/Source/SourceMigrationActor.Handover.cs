@@ -12,6 +12,7 @@ public sealed partial class SourceMigrationActor
     {
         Handovers();
         Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
+        SchedulerFailover();
         Receive<VmStepFailed>(m => _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, VmId(m.VmIndex), m.Step, m.Error));
         Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
         Receive<RoundApplied>(_ => { });
@@ -119,6 +120,7 @@ public sealed partial class SourceMigrationActor
         Receive<LingerOver>(_ => Context.Stop(Self));
         Receive<RoundSent>(_ => FreeReleasedVms());
         Receive<TransferStepFailed>(_ => { if (_sending.IsCompleted) FreeReleasedVms(); });
+        SchedulerFailover();
         ReceiveAny(_ => { });
     }
 
@@ -135,6 +137,7 @@ public sealed partial class SourceMigrationActor
         Receive<TransferStepFailed>(m => Fail($"{m.Step} failed: {m.Error}"));
         Receive<ChildFailed>(m => Fail(m.Reason));
         Receive<AbortMigration>(m => Fail(m.Reason, tellScheduler: false));
+        SchedulerFailover();
     }
 
     /// <summary>
