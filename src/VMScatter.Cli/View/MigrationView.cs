@@ -69,7 +69,8 @@ public static class MigrationView
             MigrationAccepted a => $"accepted: {a.Vms} VMs to {a.Targets} target hosts",
             MigrationPlaced p => $"placed ({p.Strategy}): {string.Join(", ", p.TargetOfVm.OrderBy(x => x.Key).Select(x => $"{x.Key}→{x.Value}"))}",
             MigrationProgress p => $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent, {p.ContentRecordsSent} page records",
-            VmHandedOver h => $"handed over {h.VmId} → {h.TargetHostId} (digest {h.Digest[..12]}, downtime {h.DowntimeMs:0} ms)",
+            VmHandedOver h => $"handed over {h.VmId} → {h.TargetHostId} (digest {h.Digest[..Math.Min(12, h.Digest.Length)]}, downtime {h.DowntimeMs:0} ms)",
+            MigrationStatus s => $"scheduler: migration {s.MigrationId} is {s.Phase.ToString().ToLowerInvariant()}",
             VmHandoverFailed f => $"NOT handed over {f.VmId}: {f.Reason} (still running on the source)",
             _ => null,
         };
