@@ -27,13 +27,25 @@ public sealed class NodeProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _lines);
 
-    public static NodeProcess Start(string name, params string[] args)
+    public static NodeProcess Start(string name, params string[] args) => StartCommand(name, "node", args);
+
+    /// <summary>Any `vmscatter` command (e.g. `migrate`) in its own process.</summary>
+    public static NodeProcess StartCommand(string name, string command, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
-        psi.ArgumentList.Add("node");
+        psi.ArgumentList.Add(command);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return new NodeProcess(name, Process.Start(psi)!);
+    }
+
+    /// <summary>Waits for the process to end (within <paramref name="timeout"/>) and gives its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try { await _process.WaitForExitAsync(cts.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) { throw new TimeoutException($"{Name} did not exit within {timeout.TotalSeconds:0}s; it printed:\n{Output}"); }
+        return _process.ExitCode;
     }
 
     /// <summary>A free loopback port for a seed node.</summary>

@@ -101,7 +101,9 @@ public sealed partial class SourceMigrationActor
     private void Settle(int vmIndex)
     {
         _settled.Add(vmIndex);
+        NoteSettled(vmIndex);
         if (_settled.Count < _vms.Count) return;
+        ReportSettledAfterFailover();
         // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
         // stays a while to refuse late handover requests.
         Timers.CancelAll();

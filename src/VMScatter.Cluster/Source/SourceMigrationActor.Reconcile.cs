@@ -23,6 +23,25 @@ public sealed partial class SourceMigrationActor
             Sender.Tell(new SourceMigrationState(_migrationId, MigrationActorFound: true, Enumerable.Range(0, _vms.Count).Select(StateOf).ToArray()));
         });
         Receive<Terminated>(t => t.ActorRef.Equals(_scheduler), _ => Abandon("the scheduler is gone (its node left the cluster)"));
+        // A stop-and-copy pause that lands after the migration was given up still counts in how long the VM was paused.
+        Receive<VmPaused>(_ => _abandoned, m => _pausedAt.TryAdd(m.VmIndex, m.PausedAtUnixMs));
+    }
+
+    private readonly Dictionary<int, long> _settledAt = new();
+
+    private void NoteSettled(int vm) => _settledAt.TryAdd(vm, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+
+    /// <summary>After a failover an operator needs to know where each VM runs and how long it was paused: one line.</summary>
+    private void ReportSettledAfterFailover()
+    {
+        if (!_abandoned) return;
+        var where = Enumerable.Range(0, _vms.Count).Select(v =>
+        {
+            string place = _fence.IsGranted(VmId(v)) ? "released" : "here";
+            string paused = _pausedAt.TryGetValue(v, out var at) && _settledAt.TryGetValue(v, out var end) ? $" (paused {Math.Max(0, end - at)} ms)" : "";
+            return $"{VmId(v)}={place}{paused}";
+        });
+        _log.Warning("Migration {0} settled after its scheduler was lost: {1}", _migrationId, string.Join(", ", where));
     }
 
     private void Abandon(string reason)
