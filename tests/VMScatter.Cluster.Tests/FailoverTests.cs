@@ -80,15 +80,14 @@ public class FailoverTests(Xunit.Abstractions.ITestOutputHelper output)
             Assert.Equal(exit == 0, report.Verified);
 
             // The source's account after it gave the migration up: each VM released (its target runs it) or running here.
-            var settled = await survivors[1].WaitForLineAsync(l => l.Contains("settled after its scheduler was lost: "), TimeSpan.FromSeconds(30));
-            var where = Regex.Matches(settled[(settled.IndexOf("lost: ", StringComparison.Ordinal) + 6)..], @"(?<vm>[\w.-]+)=(?<place>released|here)(?: \(paused (?<ms>\d+) ms\))?")
-                .ToDictionary(m => m.Groups["vm"].Value, m => (Place: m.Groups["place"].Value, PausedMs: m.Groups["ms"].Success ? long.Parse(m.Groups["ms"].Value) : 0));
+            var where = await WhereEachVmRuns(survivors[1]);
             Assert.Equal(report.PerVm.Select(v => v.Id).Order(), where.Keys.Order());
             // Exactly once: a VM the report hands over was released on the source (its target was asked and runs it); every other runs on the source.
             foreach (var vm in report.PerVm) Assert.Equal((vm.Id, vm.HandedOver ? "released" : "here"), (vm.Id, where[vm.Id].Place));
             // No VM paused on the source longer than the bound.
             Assert.All(where, w => Assert.True(w.Value.PausedMs <= DecisionTimeoutSeconds * 1000, $"{w.Key} paused {w.Value.PausedMs} ms"));
             await survivors[0].WaitForLineAsync(l => l.Contains($"Migration {report.MigrationId} reconciled: "), TimeSpan.FromSeconds(5));
+            Step("checked");
 
             // No other node went down with the scheduler node.
             Assert.All(survivors, n => Assert.False(n.HasExited, $"{n.Name} exited ({(n.HasExited ? n.ExitCode : 0)}):\n{n.Output}"));
@@ -98,5 +97,64 @@ public class FailoverTests(Xunit.Abstractions.ITestOutputHelper output)
             foreach (var n in nodes) await n.DisposeAsync();
             Directory.Delete(work, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task With_a_single_scheduler_node_killed_mid_transfer_no_other_node_exits_and_every_paused_vm_resumes_within_the_bound()
+    {
+        string work = Directory.CreateTempSubdirectory("vmscatter-failover-").FullName;
+        string config = Path.Combine(work, "cluster.conf");
+        await File.WriteAllTextAsync(config, $"""
+            akka.cluster.failure-detector.acceptable-heartbeat-pause = 3s
+            akka.cluster.split-brain-resolver.stable-after = 3s
+            vmscatter.source.decision-timeout = {DecisionTimeoutSeconds}s
+            """);
+        int port = NodeProcess.FreePort();
+        string seed = $"127.0.0.1:{port}";
+        var nodes = new List<NodeProcess>();
+        try
+        {
+            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1",
+                "--journal", Path.Combine(work, "journal.db"), "--config", config);
+            nodes.Add(scheduler);
+            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), Start);
+            var survivors = new[]
+            {
+                NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "4", "--vm-memory", "16MiB", "--config", config),
+                NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--capacity", "64MiB", "--config", config),
+                NodeProcess.Start("target-2", "--role", "target", "--seeds", seed, "--host-id", "target-2", "--capacity", "64MiB", "--config", config),
+            };
+            nodes.AddRange(survivors);
+            foreach (var n in survivors) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up at "), Start);
+            Step("every node up");
+            var migrate = NodeProcess.StartCommand("migrate", "migrate", "--seeds", seed, "--targets", "target-1", "target-2",
+                "--link-rate", "32Mbit", "--max-rounds", "2", "--wait-seconds", "60");
+            nodes.Add(migrate);
+            // Killed while round 0 is sent: the source goes on until it sees the scheduler gone, then gives the migration up.
+            await migrate.WaitForLineAsync(l => l.StartsWith("round "), Start);
+            scheduler.Kill();
+            Step("scheduler killed");
+
+            // Nobody can grant a VM any more: every VM runs on the source, none paused past the bound.
+            var where = await WhereEachVmRuns(survivors[0]);
+            Step("source settled");
+            Assert.Equal(4, where.Count);
+            Assert.All(where, w => Assert.Equal("here", w.Value.Place));
+            Assert.All(where, w => Assert.True(w.Value.PausedMs <= DecisionTimeoutSeconds * 1000, $"{w.Key} paused {w.Value.PausedMs} ms"));
+            Assert.All(survivors, n => Assert.False(n.HasExited, $"{n.Name} exited ({(n.HasExited ? n.ExitCode : 0)}):\n{n.Output}"));
+        }
+        finally
+        {
+            foreach (var n in nodes) await n.DisposeAsync();
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    /// <summary>The source's one line once a migration it gave up is settled: each VM released (its target runs it) or running here, and how long it was paused.</summary>
+    private static async Task<Dictionary<string, (string Place, long PausedMs)>> WhereEachVmRuns(NodeProcess source)
+    {
+        var settled = await source.WaitForLineAsync(l => l.Contains("settled after its scheduler was lost: "), TimeSpan.FromSeconds(40));
+        return Regex.Matches(settled[(settled.IndexOf("lost: ", StringComparison.Ordinal) + 6)..], @"(?<vm>[\w.-]+)=(?<place>released|here)(?: \(paused (?<ms>\d+) ms\))?")
+            .ToDictionary(m => m.Groups["vm"].Value, m => (m.Groups["place"].Value, m.Groups["ms"].Success ? long.Parse(m.Groups["ms"].Value) : 0L));
     }
 }
