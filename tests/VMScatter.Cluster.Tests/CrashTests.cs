@@ -72,7 +72,7 @@ public class CrashTests
             foreach (var n in workers) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name}") && l.Contains(" up at "), TimeSpan.FromSeconds(60));
 
             string reportPath = Path.Combine(work, "report.json");
-            var migrate = NodeProcess.Run("migrate", "migrate", "--seeds", seed, "--link-rate", "300Mbit", "--json", reportPath, "--wait-seconds", "60");
+            var migrate = NodeProcess.StartCommand("migrate", "migrate", "--seeds", seed, "--link-rate", "300Mbit", "--json", reportPath, "--wait-seconds", "60");
             nodes.Add(migrate);
             // "placed (traffic-aware): vm-000→target-2, ...": the target with the most VMs is the one to kill once data flows.
             string placed = await migrate.WaitForLineAsync(l => l.StartsWith("placed ("), TimeSpan.FromSeconds(90));

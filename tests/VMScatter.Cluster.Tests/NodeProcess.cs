@@ -28,10 +28,10 @@ public sealed class NodeProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _lines);
 
-    public static NodeProcess Start(string name, params string[] args) => Run(name, "node", args);
+    public static NodeProcess Start(string name, params string[] args) => StartCommand(name, "node", args);
 
-    /// <summary>Any `vmscatter` command in its own process (e.g. `migrate` against a running cluster).</summary>
-    public static NodeProcess Run(string name, string command, params string[] args)
+    /// <summary>Any `vmscatter` command (e.g. `migrate`) in its own process.</summary>
+    public static NodeProcess StartCommand(string name, string command, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
@@ -40,12 +40,12 @@ public sealed class NodeProcess : IAsyncDisposable
         return new NodeProcess(name, Process.Start(psi)!);
     }
 
-    /// <summary>Waits for the process to end; its exit code.</summary>
+    /// <summary>Waits for the process to end (within <paramref name="timeout"/>) and gives its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
-        using var cancel = new CancellationTokenSource(timeout);
-        try { await _process.WaitForExitAsync(cancel.Token).ConfigureAwait(false); }
-        catch (OperationCanceledException) { throw new TimeoutException($"{Name}: still running after {timeout.TotalSeconds:0}s; it printed:\n{Output}"); }
+        using var cts = new CancellationTokenSource(timeout);
+        try { await _process.WaitForExitAsync(cts.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) { throw new TimeoutException($"{Name} did not exit within {timeout.TotalSeconds:0}s; it printed:\n{Output}"); }
         return _process.ExitCode;
     }
 
@@ -79,8 +79,6 @@ public sealed class NodeProcess : IAsyncDisposable
     {
         if (SysKill(_process.Id, 15) != 0) throw new InvalidOperationException($"{Name}: kill -TERM failed (errno {Marshal.GetLastPInvokeError()})");
     }
-
-    public Task WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(new CancellationTokenSource(timeout).Token);
 
     [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static extern int SysKill(int pid, int signal);

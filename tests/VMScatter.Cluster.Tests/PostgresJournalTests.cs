@@ -34,7 +34,7 @@ public class PostgresJournalTests
             catch (Exception e) { Assert.Fail($"PostgreSQL is not reachable ({e.Message}): run ./test.sh, which installs and starts it, or set VMSCATTER_TEST_POSTGRES"); }
         }
         // A stream of its own per run: the database outlives test runs.
-        var settings = new SchedulerSettings($"scheduler-{Guid.NewGuid():N}", TimeSpan.FromMinutes(5), TimeSpan.FromMinutes(5));
+        var settings = new SchedulerSettings($"scheduler-{Guid.NewGuid():N}", TimeSpan.FromMinutes(5), TimeSpan.FromMinutes(5)) { ReconcileTimeout = TimeSpan.FromSeconds(2) };
         var id = MigrationId.New();
         var timeout = TimeSpan.FromSeconds(30);
 
@@ -52,12 +52,19 @@ public class PostgresJournalTests
             await first.Terminate();
         }
 
-        // Another node, another actor system, the same journal: the migration in flight there is over here, and says so.
+        // Another node, another actor system, the same journal: the migration in flight there is reconciled here; its
+        // source never registers with this one, so after the bound it is aborted, and says why.
         using var second = ActorSystem.Create("node-b", Node("node-b"));
         var recovered = second.ActorOf(Props.Create(() => new MigrationSchedulerActor(settings)));
-        // (Commands wait while recovery persists the abort, so the first answer already has it.)
         var after = await recovered.Ask<MigrationStatus>(new GetMigrationStatus(id), timeout);
-        Assert.Equal(MigrationPhase.Aborted, after.Phase);
+        Assert.Equal(MigrationPhase.Reconciling, after.Phase);
+        // Polled as a console does (deadlines, not delays: the answer changes once the bound has passed).
+        var deadline = DateTime.UtcNow + timeout;
+        object answer;
+        while ((answer = await recovered.Ask<object>(new FollowMigration(id), timeout)) is not MigrationFinished && DateTime.UtcNow < deadline) await Task.Delay(200);
+        var finished = Assert.IsType<MigrationFinished>(answer);
+        Assert.Contains("source host src did not re-register", finished.Report.Error);
+        Assert.Equal(MigrationPhase.Aborted, (await recovered.Ask<MigrationStatus>(new GetMigrationStatus(id), timeout)).Phase);
         // A new migration with the same id is refused: the journal knows it.
         var rejected = await recovered.Ask<MigrationRejected>(new StartMigration(id, H("src"), [], [], TestConfig.Options()), timeout);
         Assert.Equal($"migration {id} already exists", rejected.Reason);

@@ -11,7 +11,11 @@ namespace VMScatter.Cluster.Tests;
 public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly string Journal = TestConfig.TempJournal();
-    private static readonly SchedulerSettings Settings = new("scheduler-under-test", TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(60));
+    // A journal stream per test: a migration one test leaves unended is not reconciled by the next test's scheduler.
+    private readonly SchedulerSettings Settings = new($"scheduler-under-test-{Guid.NewGuid():N}", TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(60))
+    {
+        ReconcileTimeout = TimeSpan.FromSeconds(2),
+    };
     private const long MiB = 1 << 20;
 
     public SchedulerTests() : base(TestConfig.Local(Journal)) { }
@@ -190,7 +194,7 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
-    public void A_migration_cut_short_by_a_restart_is_recorded_as_aborted()
+    public void A_migration_whose_source_never_comes_back_after_a_restart_is_recorded_as_aborted_with_that_reason()
     {
         var scheduler = Scheduler();
         var source = CreateTestProbe();
@@ -205,10 +209,82 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         Sys.Stop(scheduler);
         ExpectTerminated(scheduler);
         var recovered = Scheduler();
+        recovered.Tell(new GetMigrationStatus(id));
+        Assert.Equal(MigrationPhase.Reconciling, ExpectMsg<MigrationStatus>().Phase);
+        // The source never registers with the new incarnation: after the bound (2 s here) the migration is aborted, saying why.
+        AwaitAssert(() =>
+        {
+            recovered.Tell(new FollowMigration(id));
+            var report = ExpectMsg<MigrationFinished>().Report;
+            Assert.Contains("source host src did not re-register", report.Error);
+            Assert.Equal(["vm-a"], report.PerVm.Where(v => !v.HandedOver).Select(v => v.Id));
+        }, TimeSpan.FromSeconds(10));
+        recovered.Tell(new GetMigrationStatus(id));
+        Assert.Equal(MigrationPhase.Aborted, ExpectMsg<MigrationStatus>().Phase);
+    }
+
+    [Fact]
+    public void A_scheduler_that_takes_over_asks_the_source_and_targets_and_journals_where_each_vm_runs()
+    {
+        var scheduler = Scheduler();
+        var sourceHost = CreateTestProbe();
+        var sourceMigration = CreateTestProbe();
+        var t1 = CreateTestProbe();
+        var t2 = CreateTestProbe();
+        VmDescription[] vms = [Vm(V("vm-a"), 8 * MiB), Vm(V("vm-b"), 8 * MiB), Vm(V("vm-c"), 8 * MiB)];
+        scheduler.Tell(new RegisterSourceHost(H("src"), sourceHost.Ref, vms), sourceHost.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t1"), t1.Ref, 16 * MiB, "127.0.0.1", 5001, "synthetic"), t1.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t2"), t2.Ref, 16 * MiB, "127.0.0.1", 5002, "synthetic"), t2.Ref);
+        var id = MigrationId.New();
+        scheduler.Tell(new StartMigration(id, H("src"), [], [], TestConfig.Options()));
+        ExpectMsg<MigrationAccepted>();
+        sourceHost.FishForMessage(m => m is AnalyzeVms);
+        scheduler.Tell(new VmsAnalyzed(id, vms.Select(v => Profile(v.Id, v.MemoryBytes, 100)).ToArray(), 300), sourceMigration.Ref);
+        var placed = ExpectMsg<MigrationPlaced>().TargetOfVm;
+        Watch(scheduler);
+        Sys.Stop(scheduler);
+        ExpectTerminated(scheduler);
+
+        // The new incarnation waits for the source's registration, then asks it.
+        var recovered = Scheduler();
+        recovered.Tell(new GetMigrationStatus(id));
+        Assert.Equal(MigrationPhase.Reconciling, ExpectMsg<MigrationStatus>().Phase);
+        var probes = new Dictionary<HostId, TestProbe> { [H("t1")] = t1, [H("t2")] = t2 };
+        foreach (var (host, probe) in probes) recovered.Tell(new RegisterTargetHost(host, probe.Ref, 16 * MiB, "127.0.0.1", 5001, "synthetic"), probe.Ref);
+        recovered.Tell(new RegisterSourceHost(H("src"), sourceHost.Ref, vms), sourceHost.Ref);
+        var ask = (ReconcileMigration)sourceHost.FishForMessage(m => m is ReconcileMigration);
+        Assert.Equal((id, 3), (ask.MigrationId, ask.VmIds.Count));
+        // vm-a and vm-c were granted to their targets; vm-b runs on the source.
+        recovered.Tell(new SourceMigrationState(id, true, [
+            new SourceVmState(V("vm-a"), SourceVmCondition.Granted, placed[V("vm-a")], "digest-a-0123456789"),
+            new SourceVmState(V("vm-b"), SourceVmCondition.OnSource, null, null),
+            new SourceVmState(V("vm-c"), SourceVmCondition.Granted, placed[V("vm-c")], "digest-c-0123456789")]), sourceMigration.Ref);
+        // Each granted VM's target is asked; vm-a runs there, vm-c was never started (its grant went back to the source).
+        var asked = new HashSet<VmId>();
+        while (asked.Count < 2)
+        {
+            var probe = probes[placed[V(asked.Count == 0 ? "vm-a" : "vm-c")]];
+            var query = (QueryLanded)probe.FishForMessage(m => m is QueryLanded);
+            Assert.Equal(sourceMigration.Ref, query.GrantedBy);
+            var host = probes.Single(p => p.Value == probe).Key;
+            recovered.Tell(new LandedState(id, host, query.VmIds.Where(v => v == V("vm-a")).ToArray(), [], query.VmIds.Where(v => v == V("vm-c")).ToArray()), probe.Ref);
+            asked.UnionWith(query.VmIds);
+        }
+        Assert.Equal(V("vm-a"), ((ReleaseSourceVm)sourceHost.FishForMessage(m => m is ReleaseSourceVm)).VmId);
+        Assert.Equal(V("vm-c"), ((ResumeSourceVm)sourceHost.FishForMessage(m => m is ResumeSourceVm)).VmId);
+
         AwaitAssert(() =>
         {
             recovered.Tell(new GetMigrationStatus(id));
-            Assert.Equal(MigrationPhase.Aborted, ExpectMsg<MigrationStatus>().Phase);
+            var status = ExpectMsg<MigrationStatus>();
+            Assert.Equal(MigrationPhase.Aborted, status.Phase);
+            Assert.Equal([V("vm-a")], status.HandedOver);
+            Assert.Equal([V("vm-b"), V("vm-c")], status.Failed.Order());
         }, TimeSpan.FromSeconds(10));
+        recovered.Tell(new FollowMigration(id));
+        var report = ExpectMsg<MigrationFinished>().Report;
+        Assert.Equal([("vm-a", true, placed[V("vm-a")].Value), ("vm-b", false, placed[V("vm-b")].Value), ("vm-c", false, placed[V("vm-c")].Value)],
+            report.PerVm.Select(v => (v.Id, v.HandedOver, v.Target)).OrderBy(v => v.Id));
+        Assert.Contains("1 handed over, 2 on the source", report.Error);
     }
 }

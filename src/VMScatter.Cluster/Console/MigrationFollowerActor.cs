@@ -1,24 +1,68 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Akka.Actor;
 using VMScatter.Cluster.Protocol;
+using VMScatter.Cluster.Scheduler;
 
 namespace VMScatter.Cluster.Console;
 
 /// <summary>
 /// Submits one migration to the scheduler singleton and passes everything the scheduler says about it into a
 /// channel the console reads. Stops itself when the migration finished or was rejected.
+/// The singleton may move (or restart) meanwhile, and the new one does not know this console: once accepted, when
+/// nothing was heard for <see cref="QuietAfter"/> the follower asks the scheduler (through the proxy) how the migration
+/// stands (<see cref="FollowMigration"/>), and ends with the journal's report when it has ended. After
+/// <see cref="GiveUpAfter"/> without any answer it gives up with an error.
 /// </summary>
-public sealed class MigrationFollowerActor : ReceiveActor
+public sealed class MigrationFollowerActor : ReceiveActor, IWithTimers
 {
+    public static readonly TimeSpan QuietAfter = TimeSpan.FromSeconds(3);
+    public static readonly TimeSpan GiveUpAfter = TimeSpan.FromMinutes(5);
+
+    private readonly Stopwatch _sinceHeard = Stopwatch.StartNew();
+    private bool _accepted;
+    private MigrationPhase? _lastPhase;
+
     public MigrationFollowerActor(IActorRef schedulerProxy, StartMigration request, ChannelWriter<IVmScatterProtocol> events)
     {
         Receive<Submit>(_ => schedulerProxy.Tell(request));
         Receive<MigrationRejected>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
         Receive<MigrationFinished>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
-        Receive<IVmScatterProtocol>(m => events.TryWrite(m));
+        Receive<Poll>(_ =>
+        {
+            if (!_accepted || _sinceHeard.Elapsed < QuietAfter) return;
+            if (_sinceHeard.Elapsed >= GiveUpAfter)
+            {
+                events.TryComplete(new ConsoleTimeoutException($"no word from the scheduler about migration {request.MigrationId} for {GiveUpAfter.TotalSeconds:0} s"));
+                Context.Stop(Self);
+                return;
+            }
+            schedulerProxy.Tell(new FollowMigration(request.MigrationId));
+        });
+        // A poll's answer: passed on only when the phase changed (a console line per change, not per poll).
+        Receive<MigrationStatus>(m =>
+        {
+            _sinceHeard.Restart();
+            if (m.Phase == _lastPhase) return;
+            _lastPhase = m.Phase;
+            events.TryWrite(m);
+        });
+        Receive<IVmScatterProtocol>(m =>
+        {
+            _sinceHeard.Restart();
+            if (m is MigrationAccepted) _accepted = true;
+            events.TryWrite(m);
+        });
     }
 
-    protected override void PreStart() => Self.Tell(Submit.Instance);
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    protected override void PreStart()
+    {
+        Self.Tell(Submit.Instance);
+        Timers.StartPeriodicTimer("poll", Poll.Instance, TimeSpan.FromSeconds(1));
+    }
 
     private sealed record Submit { public static readonly Submit Instance = new(); }
+    private sealed record Poll { public static readonly Poll Instance = new(); }
 }

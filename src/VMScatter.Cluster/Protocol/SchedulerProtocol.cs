@@ -72,4 +72,9 @@ public sealed record VmsReplaced(MigrationId MigrationId, HostId LostHostId, IRe
 
 public sealed record MigrationCompleted(MigrationId MigrationId, Domain.Reports.MigrationReport Report) : IPersistedEvent;
 
-public sealed record MigrationAborted(MigrationId MigrationId, string Reason) : IPersistedEvent;
+/// <summary>
+/// The migration ended without every VM handed over, cut short by a scheduler that moved or restarted.
+/// <paramref name="Report"/>: which VMs were handed over and which stayed on the source, as reconciled with the hosts
+/// (null in journals written before reconciliation existed).
+/// </summary>
+public sealed record MigrationAborted(MigrationId MigrationId, string Reason, Domain.Reports.MigrationReport? Report = null) : IPersistedEvent;

@@ -15,19 +15,46 @@ public sealed class MigrationJournal
     {
         switch (e)
         {
-            case MigrationStarted m: _records[m.MigrationId] = new MigrationRecord(); break;
-            case PlacementChosen m: Record(m.MigrationId).Phase = MigrationPhase.Preparing; break;
-            case VmHandedOver m: Record(m.MigrationId).HandedOver.Add(m.VmId); break;
-            case VmHandoverFailed m: Record(m.MigrationId).Failed.Add(m.VmId); break;
+            case MigrationStarted m:
+                _records[m.MigrationId] = new MigrationRecord
+                {
+                    SourceHostId = string.IsNullOrEmpty(m.SourceHostId.Value) ? null : m.SourceHostId, VmIds = m.VmIds ?? [], TargetHostIds = m.TargetHostIds ?? [], StartedUtc = m.AtUtc,
+                };
+                break;
+            case PlacementChosen m:
+                var placed = Record(m.MigrationId);
+                placed.Phase = MigrationPhase.Preparing;
+                placed.Strategy = m.Strategy ?? "";
+                foreach (var (vm, host) in m.TargetOfVm ?? new Dictionary<VmId, HostId>()) placed.TargetOfVm[vm] = host;
+                break;
+            case VmHandedOver m:
+                var handed = Record(m.MigrationId);
+                handed.HandedOver.Add(m.VmId);
+                handed.HandedOverEvents[m.VmId] = m;
+                // A handover a scheduler that took over confirmed on the target outranks an earlier "did not confirm".
+                handed.Failed.Remove(m.VmId);
+                handed.FailReasons.Remove(m.VmId);
+                break;
+            case VmHandoverFailed m:
+                var failed = Record(m.MigrationId);
+                failed.Failed.Add(m.VmId);
+                failed.FailReasons[m.VmId] = m.Reason;
+                break;
             case VmsReplaced m:
-                foreach (var (vm, host) in m.TargetOfVm) Record(m.MigrationId).Replaced[vm] = host;
+                var replaced = Record(m.MigrationId);
+                foreach (var (vm, host) in m.TargetOfVm) replaced.Replaced[vm] = replaced.TargetOfVm[vm] = host;
                 break;
             case MigrationCompleted m:
                 var done = Record(m.MigrationId);
                 done.Phase = MigrationPhase.Completed;
                 done.Report = m.Report;
                 break;
-            case MigrationAborted m: Record(m.MigrationId).Phase = MigrationPhase.Aborted; break;
+            case MigrationAborted m:
+                var aborted = Record(m.MigrationId);
+                aborted.Phase = MigrationPhase.Aborted;
+                aborted.AbortReason = m.Reason;
+                aborted.Report = m.Report;
+                break;
             default: throw new ArgumentException($"not a scheduler event: {e.GetType().Name}", nameof(e));
         }
     }

@@ -19,6 +19,11 @@ public enum MigrationPhase
     Verifying,
     /// <summary>Journaled as completed: every VM runs in exactly one place (the report says where).</summary>
     Completed,
-    /// <summary>Journaled as aborted: cut short by a scheduler restart; VMs not journaled as handed over stayed on the source.</summary>
+    /// <summary>
+    /// Journaled as aborted: cut short by a scheduler that moved or restarted; its report (reconciled with the source and
+    /// targets) says which VMs were handed over and which stayed on the source.
+    /// </summary>
     Aborted,
+    /// <summary>A scheduler that took over asks the source and targets where each VM of the cut-short migration runs.</summary>
+    Reconciling,
 }

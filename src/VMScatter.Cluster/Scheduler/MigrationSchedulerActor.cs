@@ -17,8 +17,9 @@ namespace VMScatter.Cluster.Scheduler;
 /// and which report of a resume counts), <see cref="MigrationJournal"/> (events → journaled state, on recovery and
 /// after each persist) and <see cref="MigrationReportBuilder"/>. Per migration: analysing → placing → preparing →
 /// transferring → handing over / verifying → completed. Decisions are event-sourced (Akka.Persistence.Sql), so the
-/// record of what went where survives a restart; a migration cut short by a restart is recorded as aborted.
-/// Two files by concern: this one takes requests, placement and registrations; .Handover.cs decides handovers and failures.
+/// record of what went where survives a restart; a migration cut short by a restart or a move is reconciled with its
+/// hosts and ended. Three files by concern: this one takes requests, placement and registrations; .Handover.cs decides
+/// handovers and failures; .Recovery.cs reconciles what a previous incarnation left in flight.
 /// </summary>
 public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IWithTimers
 {
@@ -37,13 +38,10 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         PersistenceId = settings.PersistenceId;
 
         Recover<IPersistedEvent>(_journal.Apply);
-        Recover<RecoveryCompleted>(_ =>
-        {
-            // Runs are not persisted: whatever was in flight when the previous incarnation stopped is over.
-            // Its source VMs were never released unless recorded as handed over, so they still run on the source.
-            foreach (var id in _journal.Unended)
-                Record(new MigrationAborted(id, "the scheduler restarted before the migration completed"), _ => { });
-        });
+        // Runs are not persisted: whatever was in flight when the previous incarnation stopped is reconciled with its
+        // hosts and ended (.Recovery.cs).
+        Recover<RecoveryCompleted>(_ => BeginReconciliation());
+        ReconcileCommands();
 
         Command<RegisterSourceHost>(m =>
         {
@@ -268,7 +266,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     private MigrationStatus Status(MigrationId id)
     {
         if (_journal.Find(id) is not { } record) return new MigrationStatus(id, MigrationPhase.Unknown, [], [], null);
-        var phase = _runs.TryGetValue(id, out var run) ? run.Phase : record.Phase;
+        var phase = _runs.TryGetValue(id, out var run) ? run.Phase : _reconciling.ContainsKey(id) ? MigrationPhase.Reconciling : record.Phase;
         return new MigrationStatus(id, phase, record.HandedOver.ToArray(), record.Failed.ToArray(), record.Report);
     }
 

@@ -69,4 +69,7 @@ public sealed class ResumeFence
         _waiting.Remove(vm);
         return true;
     }
+
+    /// <summary>The host the VM is granted to, if any.</summary>
+    public HostId? HolderOf(VmId vm) => _granted.TryGetValue(vm, out var holder) ? holder : null;
 }

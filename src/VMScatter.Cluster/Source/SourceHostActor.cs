@@ -62,6 +62,18 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
         Receive<ReleaseSourceVm>(m => Forward(m.MigrationId, m));
         Receive<ResumeSourceVm>(m => Forward(m.MigrationId, m));
         Receive<AbortMigration>(m => Forward(m.MigrationId, m));
+        // A scheduler that took over asks about a migration: its actor answers, or (settled and gone) the host does.
+        Receive<ReconcileMigration>(m =>
+        {
+            if (_migrations.ContainsKey(m.MigrationId)) { Forward(m.MigrationId, m); return; }
+            Sender.Tell(new SourceMigrationState(m.MigrationId, MigrationActorFound: false, m.VmIds.Select(id => new SourceVmState(id,
+                !_vms.TryGetValue(id, out var vm) ? SourceVmCondition.Absent : vm.State switch
+                {
+                    VmRunState.Running => SourceVmCondition.OnSource,
+                    VmRunState.Stopped => SourceVmCondition.Released,
+                    _ => SourceVmCondition.PausedUnsettled,
+                }, null, null)).ToArray()));
+        });
 
         Receive<SourceVmReleased>(m =>
         {

@@ -16,6 +16,7 @@ public sealed partial class SourceMigrationActor
         Receive<LossHandled>(_ => { });
         Receive<SourceDigestComputed>(DigestComputed);
         Receive<AbortMigration>(m => ResumeUnsettled(m.Reason));
+        SchedulerFailover();
         Receive<VmStepFailed>(m => _log.Error("Migration {0}: VM {1}: {2} failed: {3}", _migrationId, VmId(m.VmIndex), m.Step, m.Error));
         Receive<ChildFailed>(m => _log.Error("Migration {0}: {1}", _migrationId, m.Reason));
         Receive<RoundApplied>(_ => { });
@@ -107,7 +108,9 @@ public sealed partial class SourceMigrationActor
     private void Settle(int vmIndex)
     {
         _settled.Add(vmIndex);
+        NoteSettled(vmIndex);
         if (_settled.Count < _vms.Count) return;
+        ReportSettledAfterFailover();
         // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
         // stays a while to refuse late handover requests.
         Timers.CancelAll();
@@ -126,6 +129,7 @@ public sealed partial class SourceMigrationActor
         Receive<LingerOver>(_ => Context.Stop(Self));
         Receive<RoundSent>(_ => FreeReleasedVms());
         Receive<TransferStepFailed>(_ => { if (_sending.IsCompleted) FreeReleasedVms(); });
+        SchedulerFailover();
         ReceiveAny(_ => { });
     }
 
@@ -142,6 +146,7 @@ public sealed partial class SourceMigrationActor
         Receive<TransferStepFailed>(m => Fail($"{m.Step} failed: {m.Error}"));
         Receive<ChildFailed>(m => Fail(m.Reason));
         Receive<AbortMigration>(m => Fail(m.Reason, tellScheduler: false));
+        SchedulerFailover();
     }
 
     /// <summary>

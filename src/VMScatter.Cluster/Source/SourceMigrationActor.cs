@@ -19,8 +19,9 @@ namespace VMScatter.Cluster.Source;
 /// setting aside → then per round: planning (shards plan and lend themselves) → transferring (sent, and applied by every
 /// target still receiving) → collecting dirty pages → hashing (pausing first for a stop-and-copy) → ... → digesting;
 /// after the last wave, handing over. Each VM is stopped here only when the scheduler says its target verified and
-/// resumed it; resumed here otherwise. One actor in three files by concern (as Garnet splits its session): this one
-/// holds its state and the analysis up to the first round; .Rounds.cs a round's steps; .Handover.cs handover and failure.
+/// resumed it; resumed here otherwise. One actor in four files by concern (as Garnet splits its session): this one
+/// holds its state and the analysis up to the first round; .Rounds.cs a round's steps; .Handover.cs handover and failure;
+/// .Reconcile.cs giving the migration up when its scheduler is lost or replaced.
 /// </summary>
 public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
 {
@@ -104,7 +105,12 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         return Directive.Stop;
     });
 
-    protected override void PreStart() => Broadcast(_vmActors, new CollectDirtyPages(0));
+    protected override void PreStart()
+    {
+        // A scheduler lost mid-migration decides nothing more here: see .Reconcile.cs.
+        if (!_scheduler.IsNobody() && _scheduler is not MinimalActorRef) Context.Watch(_scheduler);
+        Broadcast(_vmActors, new CollectDirtyPages(0));
+    }
 
     /// <summary>
     /// Closing the connections cuts a round short at its next write; only once it has ended may guest memory be freed

@@ -16,7 +16,7 @@ namespace VMScatter.Cluster.Target;
 /// data-plane listener; forwards every applied round to the source migration; computes digests once the
 /// stop-and-copy round is in; and resumes a VM only when the scheduler says its digest matched.
 /// </summary>
-public sealed class TargetHostActor : ReceiveActor, IWithTimers
+public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
 {
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly HostId _hostId;
@@ -167,6 +167,8 @@ public sealed class TargetHostActor : ReceiveActor, IWithTimers
             foreach (var id in m.VmIds.Where(id => !inc.Resuming.Contains(id) && !inc.Resumed.Contains(id))) inc.Discarded.Add(id);
             ReleaseIfSettled(m.MigrationId);
         });
+
+        Receive<QueryLanded>(AnswerLanded);
 
         Receive<ReceiverClosed>(m =>
         {
