@@ -22,6 +22,12 @@ public sealed record DataPlaneOptions
     /// </summary>
     public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Once a frame has begun, the rest of it must arrive within this time, or the listener closes the connection (a
+    /// peer stuck mid-frame holds a frame buffer; between frames a connection may be idle for as long as it likes).
+    /// </summary>
+    public TimeSpan ReadTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>A target that has not applied a round this long after the source sent all of it is taken as lost.</summary>
     public TimeSpan RoundTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -31,9 +31,13 @@ public sealed class NodeProcess : IAsyncDisposable
     public static NodeProcess Start(string name, params string[] args) => StartCommand(name, "node", args);
 
     /// <summary>Any `vmscatter` command (e.g. `migrate`) in its own process.</summary>
-    public static NodeProcess StartCommand(string name, string command, params string[] args)
+    public static NodeProcess StartCommand(string name, string command, params string[] args) => StartIn(null, name, command, args);
+
+    /// <summary>A `vmscatter` command in a network namespace (<c>ip netns exec</c>), as on another host; null: this one.</summary>
+    public static NodeProcess StartIn(string? netns, string name, string command, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        var psi = new ProcessStartInfo(netns is null ? "dotnet" : "ip") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        if (netns is not null) foreach (var a in new[] { "netns", "exec", netns, "dotnet" }) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
         psi.ArgumentList.Add(command);
         foreach (var a in args) psi.ArgumentList.Add(a);

@@ -2,6 +2,8 @@ using System.Net;
 using System.Net.Sockets;
 using VMScatter.DataPlane;
 using VMScatter.DataPlane.Target;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain.Pages;
 using Xunit;
 
 namespace VMScatter.Domain.Tests;
@@ -55,6 +57,38 @@ public class ListenerFloodTests
         {
             flood.ForEach(c => c.Dispose());
         }
+    }
+
+    [Fact]
+    public async Task A_peer_that_stops_in_the_middle_of_a_frame_is_cut_off_after_the_read_timeout_and_an_idle_one_is_not()
+    {
+        var options = new DataPlaneOptions { ReadTimeout = TimeSpan.FromMilliseconds(500) };
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), options);
+        var id = Guid.NewGuid();
+        var key = Enumerable.Range(1, 32).Select(i => (byte)i).ToArray();
+        using var memory = new NativeGuestMemory(1);
+        await using var receiver = new MigrationReceiver(id, key, 0, [listener.LocalEndPoint],
+            [new ReceiverVm(0, new VmDescription(new VmId("vm-0"), Page.Size, 1, "test", ""), memory)], options);
+        listener.Register(receiver);
+        using var idle = await Connect(listener);
+        await idle.GetStream().WriteAsync(Hello(id, 1, key));
+        using var stalled = await Connect(listener);
+        await stalled.GetStream().WriteAsync(Hello(id, 2, key));
+        await stalled.GetStream().WriteAsync(Hello(id, 3, key).AsMemory(0, 10)); // a frame begun, then silence
+
+        Assert.True(await ClosedByPeer(stalled));
+        Assert.Equal(1, listener.ReadsTimedOut);
+        // The idle peer (between frames all along) is still served: its next frame is taken.
+        await idle.GetStream().WriteAsync(Hello(id, 4, key));
+        await Until(() => receiver.BytesReceived == 3 * FrameHeader.Size);
+        Assert.Equal((1, 0L, 1L), (listener.OpenConnections, listener.FramesRejected, listener.ReadsTimedOut));
+    }
+
+    private static byte[] Hello(Guid migration, ulong sequence, byte[] key)
+    {
+        var frame = new byte[FrameHeader.Size];
+        FrameCodec.Encode(FrameType.Hello, migration, sequence, [], key, frame);
+        return frame;
     }
 
     private static async Task<TcpClient> Connect(DataPlaneListener listener)

@@ -17,10 +17,11 @@ public static class MigrateCommand
         var targets = new Option<string[]>("--targets") { Description = "Target host ids (default: every registered target)", AllowMultipleArgumentsPerToken = true };
         var vmIds = new Option<string[]>("--vm") { Description = "VM ids to migrate (default: all on the source)", AllowMultipleArgumentsPerToken = true };
         var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
+        var hostname = new Option<string>("--hostname") { Description = "Address the cluster reaches this console by (its node joins the cluster while it follows the migration)", DefaultValueFactory = _ => "127.0.0.1" };
         var wait = new Option<int>("--wait-seconds") { Description = "How long to wait for the scheduler and hosts", DefaultValueFactory = _ => 30 };
         var shared = new MigrationOptionSet();
         var command = new Command("migrate", "Submit a migration to a running VMScatter cluster and follow it to the handover");
-        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, wait }) command.Options.Add(o);
+        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait }) command.Options.Add(o);
         shared.AddTo(command);
 
         command.SetAction(async (parse, cancellationToken) =>
@@ -35,7 +36,7 @@ public static class MigrateCommand
             var vms = (parse.GetValue(vmIds) ?? []).Select(v => MigrationOptionSet.Id<VmId>(v, "--vm")).ToArray();
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
             // The console's own node is a throwaway client: its remoting warnings would only repeat the error below.
-            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
+            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", Hostname = parse.GetValue(hostname)!, ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
             var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));

@@ -17,7 +17,8 @@ public static class NodeCommand
     {
         var roles = new Option<string[]>("--role") { Description = "scheduler | source | target (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };
         var port = new Option<int>("--port") { Description = "Akka.Remote port (0: any free port)", DefaultValueFactory = _ => 0 };
-        var hostname = new Option<string>("--hostname") { Description = "Address this node listens on", DefaultValueFactory = _ => "127.0.0.1" };
+        var hostname = new Option<string>("--hostname") { Description = "Address this node listens on and the others reach it by (cluster and data plane)", DefaultValueFactory = _ => "127.0.0.1" };
+        var dataPlaneAddress = new Option<string?>("--data-plane-address") { Description = "Target role: address of the data-plane listener, if not --hostname (e.g. a separate storage network)" };
         var seeds = new Option<string[]>("--seeds") { Description = "Seed nodes, host:port (a scheduler node with none seeds itself)", AllowMultipleArgumentsPerToken = true };
         var hostId = new Option<string?>("--host-id") { Description = "Name of this host in the cluster" };
         var config = new Option<string?>("--config") { Description = "Extra HOCON file layered over hocon/*.conf" };
@@ -35,7 +36,7 @@ public static class NodeCommand
         var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
         var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var command = new Command("node", "Run one VMScatter cluster node until Ctrl+C");
-        foreach (var o in new Option[] { backend, adopt, roles, port, hostname, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
+        foreach (var o in new Option[] { backend, adopt, roles, port, hostname, dataPlaneAddress, seeds, hostId, config, capacity, rack, vms, vmMemory, seed, journal, joinTimeout }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -46,6 +47,8 @@ public static class NodeCommand
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
             if (parse.GetValue(config) is { } file && !File.Exists(file)) throw new UserError($"--config: {file} does not exist");
+            // A target's data plane listens on and announces --hostname unless given its own address.
+            if (roleList.Contains("target") && parse.GetValue(dataPlaneAddress) is null) Address(parse.GetValue(hostname)!, "--hostname (the target's data plane listens there; or give --data-plane-address)");
             if (parse.GetValue(hostId) is { } named) MigrationOptionSet.Id<HostId>(named, "--host-id");
             bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu;
             long memory = DemoCommand.Size(parse.GetValue(vmMemory)!, "--vm-memory");
@@ -107,7 +110,8 @@ public static class NodeCommand
                     ConfigFile = parse.GetValue(config), SourceVms = sourceVms, TargetBackend = targetBackend,
                     TargetCapacityBytes = parse.GetValue(capacity) is { } c ? DemoCommand.Size(c, "--capacity") : null,
                     JournalConnectionString = parse.GetValue(journal) is { } j ? $"Data Source={Path.GetFullPath(j)}" : null,
-                    ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)) + (parse.GetValue(rack) is { } r ? $"\nvmscatter.target.rack = {NodeConfig.Quote(r)}" : ""),
+                    ExtraHocon = JoinTimeout(parse.GetValue(joinTimeout)) + (parse.GetValue(rack) is { } r ? $"\nvmscatter.target.rack = {NodeConfig.Quote(r)}" : "")
+                        + (parse.GetValue(dataPlaneAddress) is { } dp ? $"\nvmscatter.target.data-plane-hostname = {NodeConfig.Quote(Address(dp, "--data-plane-address"))}" : ""),
                 }, cancellationToken);
             }
             catch
@@ -181,6 +185,11 @@ public static class NodeCommand
         MigrationOptionSet.Id<VmId>(Need("id"), "--adopt id");
         return new QemuAdoption(Need("id"), Need("qmp"), Need("ram"), memory, machine, fields.GetValueOrDefault("serial"));
     }
+
+    /// <summary>An IP address other hosts can reach (not a wildcard), as a flag's value.</summary>
+    private static string Address(string text, string option) =>
+        System.Net.IPAddress.TryParse(text, out var a) && !a.Equals(System.Net.IPAddress.Any) && !a.Equals(System.Net.IPAddress.IPv6Any)
+            ? text : throw new UserError($"{option}: '{text}' is not an IP address other hosts can reach");
 
     public static string JoinTimeout(int? seconds) => seconds switch
     {

@@ -114,7 +114,11 @@ public sealed class VmScatterNode : IAsyncDisposable
             if (options.Roles.Contains("target"))
             {
                 var dataPlane = DataPlaneSettings.From(config);
-                var bind = new IPEndPoint(IPAddress.Parse(config.GetString("vmscatter.target.data-plane-hostname")), config.GetInt("vmscatter.target.data-plane-port"));
+                // The data plane binds to and announces the node's own address unless it is given one of its own.
+                string dataPlaneHost = config.GetString("vmscatter.target.data-plane-hostname") is { Length: > 0 } own ? own : config.GetString("akka.remote.dot-netty.tcp.hostname");
+                if (!IPAddress.TryParse(dataPlaneHost, out var dataPlaneAddress) || dataPlaneAddress.Equals(IPAddress.Any) || dataPlaneAddress.Equals(IPAddress.IPv6Any))
+                    throw new ConfigurationException($"the data plane needs an IP address the other hosts reach it by, not '{dataPlaneHost}' (set --hostname or --data-plane-address)");
+                var bind = new IPEndPoint(dataPlaneAddress, config.GetInt("vmscatter.target.data-plane-port"));
                 listener = new DataPlaneListener(bind, dataPlane);
                 long capacity = config.GetByteSize("vmscatter.target.capacity") ?? throw new ConfigurationException("vmscatter.target.capacity missing");
                 var backend = options.TargetBackend;

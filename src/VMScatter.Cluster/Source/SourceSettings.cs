@@ -36,6 +36,7 @@ public static class DataPlaneSettings
         Transport = Choice<GroupTransport>(config, "vmscatter.data-plane.group-transport"),
         ConnectTimeout = config.GetTimeSpan("vmscatter.data-plane.connect-timeout"),
         WriteTimeout = config.GetTimeSpan("vmscatter.data-plane.write-timeout"),
+        ReadTimeout = config.GetTimeSpan("vmscatter.data-plane.read-timeout"),
         RoundTimeout = config.GetTimeSpan("vmscatter.data-plane.round-timeout"),
         MaxConnections = config.GetInt("vmscatter.data-plane.max-connections"),
         HandshakeTimeout = config.GetTimeSpan("vmscatter.data-plane.handshake-timeout"),

@@ -20,7 +20,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentDictionary<TcpClient, byte> _connections = new();
     private readonly Task _acceptLoop;
-    private long _framesRejected, _connectionsRefused, _handshakesTimedOut;
+    private long _framesRejected, _connectionsRefused, _handshakesTimedOut, _readsTimedOut;
     private int _disposed;
     private volatile string? _lastRejection;
 
@@ -40,6 +40,9 @@ public sealed class DataPlaneListener : IAsyncDisposable
     /// <summary>Connections closed because no valid frame header came within <see cref="DataPlaneOptions.HandshakeTimeout"/>.</summary>
     public long HandshakesTimedOut => Interlocked.Read(ref _handshakesTimedOut);
     public int OpenConnections => _connections.Count;
+
+    /// <summary>Connections closed because a frame, once begun, did not come whole within the read timeout.</summary>
+    public long ReadsTimedOut => Interlocked.Read(ref _readsTimedOut);
     public string? LastRejection => _lastRejection;
 
     public void Register(MigrationReceiver receiver)
@@ -82,6 +85,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
         using var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
         handshake.CancelAfter(_options.HandshakeTimeout);
         var reading = handshake.Token;
+        CancellationTokenSource? frameTimer = null;
         try
         {
             if (!await ReadExactlyOrEndAsync(stream, header, reading).ConfigureAwait(false)) return;
@@ -99,14 +103,26 @@ public sealed class DataPlaneListener : IAsyncDisposable
                 await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, parsed.PayloadLength), reading).ConfigureAwait(false);
                 int length = FrameHeader.Size + parsed.PayloadLength;
                 FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, parsed.PayloadLength), r.Key, plaintext.AsSpan(0, parsed.PayloadLength));
-                reading = _stop.Token; // an authenticated peer from here on
                 await r.AcceptAsync(parsed, frame.AsMemory(0, length), plaintext.AsMemory(0, parsed.PayloadLength)).ConfigureAwait(false);
-                if (!await ReadExactlyOrEndAsync(stream, header, reading).ConfigureAwait(false)) return;
+                // An authenticated peer from here on: it may wait between frames as long as it likes, but a frame once
+                // begun must come whole within the read timeout (its first byte starts the clock).
+                int started = await stream.ReadAsync(header, _stop.Token).ConfigureAwait(false);
+                if (started == 0) return;
+                frameTimer?.Dispose();
+                frameTimer = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                frameTimer.CancelAfter(_options.ReadTimeout);
+                reading = frameTimer.Token;
+                if (started < header.Length && !await ReadExactlyOrEndAsync(stream, header.AsMemory(started), reading).ConfigureAwait(false))
+                    throw new EndOfStreamException("connection closed inside a frame header");
             }
         }
         catch (OperationCanceledException) when (handshake.IsCancellationRequested && !_stop.IsCancellationRequested && reading == handshake.Token)
         {
             Interlocked.Increment(ref _handshakesTimedOut);
+        }
+        catch (OperationCanceledException) when (frameTimer is { IsCancellationRequested: true } && !_stop.IsCancellationRequested && reading == frameTimer.Token)
+        {
+            Interlocked.Increment(ref _readsTimedOut);
         }
         catch (FrameRejectedException e)
         {
@@ -119,6 +135,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
         }
         finally
         {
+            frameTimer?.Dispose();
             _connections.TryRemove(client, out byte _);
             if (frame is not null) ArrayPool<byte>.Shared.Return(frame);
             if (plaintext is not null) ArrayPool<byte>.Shared.Return(plaintext, clearArray: true); // it held guest memory
