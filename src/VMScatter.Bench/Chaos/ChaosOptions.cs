@@ -29,7 +29,7 @@ public sealed record ChaosOptions
     /// <summary>Pause bound checked: the decision bound plus the time to pause, copy and digest the last wave, with the sampling's error.</summary>
     public TimeSpan PauseGrace { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>The kill lands this long at most after the migration was placed (uniformly drawn).</summary>
-    public TimeSpan MaxKillDelay { get; init; } = TimeSpan.FromSeconds(6);
+    public TimeSpan MaxKillDelay { get; init; } = TimeSpan.FromSeconds(4);
     /// <summary>The role killed in each run, in order (cycled); empty: drawn at random.</summary>
     public IReadOnlyList<ChaosRole> Kills { get; init; } = [];
     public Action<string> Log { get; init; } = _ => { };
