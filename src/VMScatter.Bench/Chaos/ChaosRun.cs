@@ -97,8 +97,8 @@ public static class ChaosRun
             hosts = await SettleAsync(system, cluster, o.DecisionTimeout + o.ReconcileTimeout + TimeSpan.FromSeconds(10)).ConfigureAwait(false);
             // A restarted source or target registers again (a second incarnation is refused its id while the first is not gone).
             var expected = cluster.Nodes.Where(n => n.Role != ChaosRole.Scheduler).Select(n => n.HostId).ToArray();
-            var missing = expected.Except(await RegisteredAsync(console.SchedulerProxy).ConfigureAwait(false)).ToArray();
-            if (missing.Length > 0) problems.Add($"not registered with the scheduler after the run: {string.Join(", ", missing)}");
+            var missing = await UnregisteredAsync(console.SchedulerProxy, expected, TimeSpan.FromSeconds(20)).ConfigureAwait(false);
+            if (missing.Count > 0) problems.Add($"not registered with the scheduler after the run: {string.Join(", ", missing)}");
             await stopSampling.CancelAsync().ConfigureAwait(false);
             await sampling.ConfigureAwait(false);
             exits = cluster.Exited(killedProcess);
@@ -184,17 +184,24 @@ public static class ChaosRun
         return new JournalView(last.Phase.ToString(), last.HandedOver.ToDictionary(v => v.Value, v => targetOf.GetValueOrDefault(v.Value, "?")));
     }
 
-    private static async Task<IReadOnlyList<string>> RegisteredAsync(IActorRef proxy)
+    /// <summary>
+    /// Hosts not registered with the scheduler within <paramref name="bound"/>. A restarted host is refused its id until the
+    /// scheduler saw its previous incarnation go, then registers at its next announcement (every 2 s): polled, not read once.
+    /// </summary>
+    private static async Task<IReadOnlyList<string>> UnregisteredAsync(IActorRef proxy, IReadOnlyList<string> expected, TimeSpan bound)
     {
-        for (int attempt = 0; attempt < 5; attempt++)
+        var until = Stopwatch.StartNew();
+        IReadOnlyList<string> missing = expected;
+        while (true)
         {
             try
             {
                 var hosts = await proxy.Ask<RegisteredHosts>(GetRegisteredHosts.Instance, TimeSpan.FromSeconds(3)).ConfigureAwait(false);
-                return hosts.Sources.Concat(hosts.Targets).Select(h => h.Value).ToArray();
+                missing = expected.Except(hosts.Sources.Concat(hosts.Targets).Select(h => h.Value)).ToArray();
             }
             catch (AskTimeoutException) { }
+            if (missing.Count == 0 || until.Elapsed > bound) return missing;
+            await Task.Delay(TimeSpan.FromMilliseconds(500)).ConfigureAwait(false);
         }
-        return [];
     }
 }
