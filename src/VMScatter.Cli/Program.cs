@@ -17,6 +17,7 @@ root.Subcommands.Add(NodeCommand.Create());
 root.Subcommands.Add(MigrateCommand.Create());
 root.Subcommands.Add(PlanCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(ChaosCommand.Create());
 
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)

@@ -30,7 +30,7 @@ public static class NodeCommand
             Description = "Source role, qemu backend: take over a running guest instead of booting one: id=ID,qmp=SOCKET,ram=FILE,memory=SIZE,machine=ARGS.json[,serial=LOG] (repeatable)",
             AllowMultipleArgumentsPerToken = false,
         };
-        var vms = new Option<int>("--vms") { Description = "Source role: VMs to run (synthetic, or QEMU guests booted from the guest image)", DefaultValueFactory = _ => 8 };
+        var vms = new Option<int>("--vms") { Description = "Source role: VMs to run (synthetic, or QEMU guests booted from the guest image; 0: none)", DefaultValueFactory = _ => 8 };
         var vmMemory = new Option<string>("--vm-memory") { Description = "Source role: memory of each VM", DefaultValueFactory = _ => "256MiB" };
         var seed = new Option<long>("--seed") { Description = "Source role: seed of the synthetic guests", DefaultValueFactory = _ => 42 };
         var journal = new Option<string?>("--journal") { Description = "Scheduler role: SQLite journal file" };
@@ -99,7 +99,8 @@ public static class NodeCommand
                     sourceVms = fleet;
                 }
             }
-            else if (roleList.Contains("source"))
+            // --vms 0: a source that runs nothing yet (a synthetic source restarted after a crash: its guests ended with it).
+            else if (roleList.Contains("source") && parse.GetValue(vms) != 0)
                 sourceVms = SyntheticFleet.Create(new SyntheticFleetSpec(parse.GetValue(vms), new SyntheticGuestModel { MemoryBytes = memory }, parse.GetValue(seed)));
             VmScatterNode node;
             try

@@ -75,6 +75,10 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
                 }, null, null)).ToArray()));
         });
 
+        Receive<GetHostInventory>(_ => Sender.Tell(new HostInventory(_hostId,
+            _vms.Values.Where(v => v.State == VmRunState.Running).Select(v => v.Description.Id).Order().ToArray(),
+            _vms.Values.Where(v => v.State == VmRunState.Paused).Select(v => v.Description.Id).Order().ToArray())));
+
         Receive<SourceVmReleased>(m =>
         {
             if (_vms.Remove(m.VmId, out var vm)) DisposeVm(vm);

@@ -169,6 +169,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         });
 
         Receive<QueryLanded>(AnswerLanded);
+        Receive<GetHostInventory>(_ => AnswerInventory());
 
         Receive<ReceiverClosed>(m =>
         {
