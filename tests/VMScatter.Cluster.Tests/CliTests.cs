@@ -53,6 +53,14 @@ public class CliTests
         AssertOneLineError(await Run("demo", "--vms", "2", "--vm-memory", "1TiB"), "2 VMs x 1.0 TiB and 4 targets x 1.0 TiB need 6.0 TiB, but this machine has");
 
     [Fact]
+    public async Task A_plot_file_that_is_not_png_or_svg_is_refused_before_anything_starts()
+    {
+        AssertOneLineError(await Run("demo", "--plot", "x.txt"), "--plot: 'x.txt' must end in .png or .svg");
+        AssertOneLineError(await Run("bench", "--plot", "chart.jpg"), "--plot: 'chart.jpg' must end in .png or .svg");
+        AssertOneLineError(await Run("migrate", "--seeds", "127.0.0.1:1", "--join-timeout", "1", "--plot", "t.pdf"), "--plot: 't.pdf' must end in .png or .svg");
+    }
+
+    [Fact]
     public async Task Zero_targets_is_refused() =>
         AssertOneLineError(await Run("demo", "--targets", "0"), "--targets must be at least 1");
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
 using VMScatter.Bench;
+using VMScatter.Cli.View;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Units;
@@ -49,10 +50,13 @@ public static class BenchCommand
         var backend = new Option<string>("--backend") { Description = "synthetic (the scenarios) | qemu (real guests vs QEMU's own migration)", DefaultValueFactory = _ => "synthetic" };
         var targets = new Option<int>("--targets") { Description = "qemu backend: target hosts", DefaultValueFactory = _ => 2 };
         var compression = new Option<string>("--compression") { Description = "qemu backend: VMScatter's page compression, none | lz4 | zstd", DefaultValueFactory = _ => "zstd" };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression }) bench.Options.Add(o);
+        var plot = new Option<string?>("--plot") { Description = "Draw the methods side by side (data sent, total time, longest downtime) to FILE.png or FILE.svg" };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
-            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, cancellationToken);
+            string? plotPath = parse.GetValue(plot);
+            if (plotPath is not null) PlotFile.Check(plotPath);
+            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, cancellationToken);
             string name = parse.GetValue(scenario)!;
             var chosen = name == "all" ? Scenario.All : Scenario.Named(name) is { } one ? [one] : throw new UserError($"--scenario must be one of {string.Join(", ", Scenario.All.Select(s => s.Name))} or all (got '{name}')");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
@@ -75,13 +79,18 @@ public static class BenchCommand
                 File.WriteAllText(path, JsonSerializer.Serialize(results.Count == 1 ? (object)results[0] : results, Json));
                 Console.WriteLine($"results written to {path}");
             }
+            if (plotPath is not null)
+            {
+                BenchPlot.Save(BenchPlot.From(results), BenchPlot.Caption(results), plotPath);
+                Console.WriteLine($"methods drawn to {plotPath}");
+            }
             return results.All(r => r.Runs.All(x => x.Verified)) ? ExitCodes.Success : ExitCodes.MigrationFailed;
         });
         return bench;
     }
 
     private static async Task<int> RunQemuAsync(ParseResult parse, Option<string> linkRate, Option<int> downtime, Option<int?> vms, Option<string?> vmMemory, Option<int> targets,
-        Option<string> compression, Option<string?> json, CancellationToken cancellationToken)
+        Option<string> compression, Option<string?> json, string? plotPath, CancellationToken cancellationToken)
     {
         var codec = MigrationOptionSet.Choose<CompressionMode>(parse.GetValue(compression), "--compression");
         if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
@@ -111,6 +120,11 @@ public static class BenchCommand
         {
             File.WriteAllText(path, JsonSerializer.Serialize(result, Json));
             Console.WriteLine($"results written to {path}");
+        }
+        if (plotPath is not null)
+        {
+            BenchPlot.Save(BenchPlot.From(result), $"QEMU {result.QemuVersion}: {result.Guests} guests x {ByteSize.Format(result.GuestMemoryBytes)} -> {result.Targets} targets, links {LinkRate.Format(result.LinkBitsPerSecond)}", plotPath);
+            Console.WriteLine($"methods drawn to {plotPath}");
         }
         return result.Runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }

@@ -34,6 +34,7 @@ public static class DemoCommand
 
         command.SetAction(async (parse, cancellationToken) =>
         {
+            var plot = shared.PlotPath(parse);
             bool qemu = QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu;
             int vmCount = parse.GetValue(vms) ?? (qemu ? 3 : 8), targetCount = parse.GetValue(targets) ?? (qemu ? 2 : 4);
             if (vmCount < 1) throw new UserError("--vms must be at least 1");
@@ -53,7 +54,7 @@ public static class DemoCommand
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
 
-            if (qemu) return await RunQemuAsync(vmCount, memory, targetCount, targetCapacity, options, parse.GetValue(journal), parse.GetValue(shared.Json), cancellationToken);
+            if (qemu) return await RunQemuAsync(vmCount, memory, targetCount, targetCapacity, options, parse.GetValue(journal), parse.GetValue(shared.Json), plot, cancellationToken);
 
             Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} × {ByteSize.Format(memory)} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
             var fleet = SyntheticFleet.Create(spec);
@@ -67,15 +68,16 @@ public static class DemoCommand
             }, cancellationToken);
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
             var request = new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options);
+            var timeline = new MigrationTimeline();
             var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
-                MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, onEvent, TimeSpan.FromSeconds(30), cancellationToken));
-            return Finish(outcome, parse.GetValue(shared.Json));
+                MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, timeline.Recording(onEvent), TimeSpan.FromSeconds(30), cancellationToken));
+            return Finish(outcome, parse.GetValue(shared.Json), plot, timeline);
         });
         return command;
     }
 
     /// <summary>The demo on real guests: boot them, migrate them over the cluster, show each one counting on at its target.</summary>
-    private static async Task<int> RunQemuAsync(int vmCount, long memory, int targetCount, long targetCapacity, MigrationOptions options, string? journalFile, string? json, CancellationToken cancellationToken)
+    private static async Task<int> RunQemuAsync(int vmCount, long memory, int targetCount, long targetCapacity, MigrationOptions options, string? journalFile, string? json, string? plot, CancellationToken cancellationToken)
     {
         var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
         Console.WriteLine($"Booting {vmCount} QEMU guests × {ByteSize.Format(memory)} ({config.Accelerator}, workload: {config.Workload})");
@@ -93,9 +95,10 @@ public static class DemoCommand
             }, cancellationToken);
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
             var request = new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options);
+            var timeline = new MigrationTimeline();
             var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
-                MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, onEvent, TimeSpan.FromSeconds(120), cancellationToken));
-            int exit = Finish(outcome, json);
+                MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, timeline.Recording(onEvent), TimeSpan.FromSeconds(120), cancellationToken));
+            int exit = Finish(outcome, json, plot, timeline);
             foreach (var g in guests)
             {
                 var landed = backends.Values.Select(b => b.Landed.GetValueOrDefault(g.Description.Id)).FirstOrDefault(l => l is not null);
@@ -109,8 +112,8 @@ public static class DemoCommand
         finally { foreach (var g in guests) await g.DisposeAsync(); }
     }
 
-    /// <summary>Shared ending of demo and migrate: table, JSON, exit code.</summary>
-    public static int Finish(MigrationOutcome outcome, string? jsonPath)
+    /// <summary>Shared ending of demo and migrate: table, JSON, the timeline plot, exit code.</summary>
+    public static int Finish(MigrationOutcome outcome, string? jsonPath, string? plotPath = null, MigrationTimeline? timeline = null)
     {
         if (outcome.RejectedBecause is not null) throw new UserError($"migration rejected: {outcome.RejectedBecause}");
         var report = outcome.Report!;
@@ -119,6 +122,11 @@ public static class DemoCommand
         {
             File.WriteAllText(jsonPath, report.ToJson());
             Console.WriteLine($"report written to {jsonPath}");
+        }
+        if (plotPath is not null)
+        {
+            TimelinePlot.Save(report, timeline ?? new MigrationTimeline(), plotPath);
+            Console.WriteLine($"timeline drawn to {plotPath}");
         }
         return report.Verified ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }

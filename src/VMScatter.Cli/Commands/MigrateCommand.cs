@@ -26,6 +26,7 @@ public static class MigrateCommand
 
         command.SetAction(async (parse, cancellationToken) =>
         {
+            var plot = shared.PlotPath(parse);
             var seedList = parse.GetValue(seeds)!;
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
@@ -41,9 +42,10 @@ public static class MigrateCommand
             var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
             var request = new StartMigration(MigrationId.New(), sourceId, targetIds, vms, options);
+            var timeline = new MigrationTimeline();
             var outcome = await MigrationView.FollowAsync(Math.Max(1, request.VmIds.Count), onEvent =>
-                MigrationClient.RunAsync(node.System, node.SchedulerProxy, request, onEvent, timeout, cancellationToken));
-            return DemoCommand.Finish(outcome, parse.GetValue(shared.Json));
+                MigrationClient.RunAsync(node.System, node.SchedulerProxy, request, timeline.Recording(onEvent), timeout, cancellationToken));
+            return DemoCommand.Finish(outcome, parse.GetValue(shared.Json), plot, timeline);
         });
         return command;
     }

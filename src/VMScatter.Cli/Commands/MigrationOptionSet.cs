@@ -22,10 +22,11 @@ public sealed class MigrationOptionSet
     public Option<bool> NoDedup { get; } = new("--no-dedup") { Description = "Send every non-zero page of every VM (the one-to-one pre-copy baseline)" };
     public Option<string> OnNoConvergence { get; } = new("--on-no-convergence") { Description = "force (stop and copy anyway) | abort (VMs stay on the source)", DefaultValueFactory = _ => "force" };
     public Option<string?> Handover { get; } = new("--handover") { Description = "staggered (one target host's VMs after another, each shortly after its own pages) | together (all VMs pause at once)" };
+    public Option<string?> Plot { get; } = new("--plot") { Description = "Draw the migration's timeline (bytes per wave over time, rounds, each VM's pause) to FILE.png or FILE.svg" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json, LinkRate, NoDedup, OnNoConvergence, Handover }) command.Options.Add(o);
+        foreach (var o in new Option[] { Placement, Transport, Compression, MaxRounds, DowntimeMs, Json, LinkRate, NoDedup, OnNoConvergence, Handover, Plot }) command.Options.Add(o);
     }
 
     public MigrationOptions Resolve(ParseResult parse, Config defaults)
@@ -44,6 +45,14 @@ public sealed class MigrationOptionSet
         bool dedup = !parse.GetValue(NoDedup);
         var handover = Choose<HandoverMode>(parse.GetValue(Handover) ?? (dedup ? defaults.GetString("vmscatter.source.handover") : HandoverMode.Together.ToName()), "--handover");
         return new MigrationOptions(placement, transport, compression, maxRounds, downtime, dedup, bits, policy, SetAsideDirty: dedup, Handover: handover);
+    }
+
+    /// <summary>The --plot file, its extension checked (.png or .svg) before anything starts; null without --plot.</summary>
+    public string? PlotPath(ParseResult parse)
+    {
+        if (parse.GetValue(Plot) is not { } path) return null;
+        View.PlotFile.Check(path);
+        return path;
     }
 
     /// <summary>A VM or host id given on the command line, or a one-line error saying what an id may be.</summary>

@@ -41,7 +41,8 @@ public sealed record RegisteredHosts(IReadOnlyList<HostId> Sources, IReadOnlyLis
 
 public sealed record MigrationPlaced(MigrationId MigrationId, string Strategy, IReadOnlyDictionary<VmId, HostId> TargetOfVm, double EstimatedPages, long DistinctPages, DataPlane.GroupTransport GroupTransport) : IVmScatterMessage;
 
-public sealed record MigrationProgress(MigrationId MigrationId, Scheduler.MigrationPhase Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
+/// <summary>Sent at each round's start and end and every progress-interval between: bytes sent so far, the round, and its wave's target hosts (none for round 0).</summary>
+public sealed record MigrationProgress(MigrationId MigrationId, Scheduler.MigrationPhase Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound, int Wave = -1, IReadOnlyList<HostId>? WaveTargets = null) : IVmScatterMessage;
 
 /// <summary>A target was lost mid-migration; its VMs not handed over are re-placed (see <see cref="VmsReplaced"/>).</summary>
 public sealed record MigrationTargetLost(MigrationId MigrationId, HostId HostId, string Reason) : IVmScatterMessage;

@@ -55,7 +55,9 @@ public sealed record VmsOrphaned(MigrationId MigrationId, HostId LostHostId, IRe
 
 public sealed record VmsAnalyzed(MigrationId MigrationId, IReadOnlyList<VmProfile> Profiles, long DistinctPages) : IVmScatterMessage;
 
-public sealed record TransferProgress(MigrationId MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound) : IVmScatterMessage;
+/// <param name="Wave">The wave the round belongs to (-1: round 0, which serves every target group).</param>
+/// <param name="WaveTargets">The target hosts of that wave (empty for round 0).</param>
+public sealed record TransferProgress(MigrationId MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound, int Wave = -1, IReadOnlyList<HostId>? WaveTargets = null) : IVmScatterMessage;
 
 /// <summary>
 /// A wave is in (staggered handover): its target applied its stop-and-copy round; its VMs are paused here with these

@@ -53,6 +53,7 @@ public sealed partial class SourceMigrationActor
             _leaseRound = _round;
             _resend = false;
             Send(built.Transfer);
+            ReportProgress(); // the round's start, for a timeline; its end is reported when it is applied
             Become(Transferring);
         });
         Receive<ProgressTick>(_ => ReportProgress());

@@ -226,7 +226,9 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private void ReportProgress()
     {
         if (_sender is null) return;
-        _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound));
+        bool roundZero = _round == 0 || _wave.Targets == 0;
+        var waveTargets = roundZero ? [] : DataPlaneSender.Targets(_wave.Targets).Where(t => t < _targetHosts.Length).Select(t => _targetHosts[t]).ToArray();
+        _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound, roundZero ? -1 : _wave.Index, waveTargets));
     }
 
     private VmId VmId(int vmIndex) => _vms[vmIndex].Description.Id;
