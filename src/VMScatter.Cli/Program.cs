@@ -29,7 +29,7 @@ try
 {
     return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (Exception e) when (e is UserError or ClusterJoinException or ConsoleTimeoutException)
+catch (Exception e) when (e is UserError or ClusterJoinException or ConsoleTimeoutException or Akka.Configuration.ConfigurationException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return ExitCodes.BadInput;

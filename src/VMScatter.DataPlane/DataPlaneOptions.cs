@@ -43,6 +43,19 @@ public sealed record DataPlaneOptions
     /// <summary>The modelled NIC's transmit queue (see <see cref="LinkPacer"/>); HOCON vmscatter.data-plane.link-queue.</summary>
     public long LinkQueueBytes { get; init; } = DefaultLinkQueueBytes;
 
+    /// <summary>Told every frame this host sends or receives (the node's metrics); null: nobody.</summary>
+    public IDataPlaneMetrics? Metrics { get; init; }
+
     /// <summary>512 KiB: well inside a Linux NIC's usual queue (1,000 packets of 1,500 bytes), about 4 ms at 1 Gbit/s.</summary>
     public const long DefaultLinkQueueBytes = 512 * 1024;
+}
+
+/// <summary>What the data plane tells a node's metrics, from the threads that send and receive frames: must not block.</summary>
+public interface IDataPlaneMetrics
+{
+    /// <summary>A frame of this many bytes, framing included, was written to a target's connection.</summary>
+    void FrameSent(int bytes);
+
+    /// <summary>A frame of this many bytes, framing included, arrived for a migration this host receives.</summary>
+    void FrameReceived(int bytes);
 }

@@ -24,6 +24,7 @@ public sealed class NodeProcess : IAsyncDisposable
     }
 
     public string Name { get; }
+    public int ProcessId => _process.Id;
     public bool HasExited => _process.HasExited;
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _lines);

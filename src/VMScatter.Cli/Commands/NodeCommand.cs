@@ -123,7 +123,7 @@ public static class NodeCommand
                 throw;
             }
             Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
-                (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}"));
+                (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}") + (node.MetricsEndpoint is null ? "" : $"; metrics on {node.MetricsEndpoint}"));
             // SIGTERM (a service manager) and SIGINT (Ctrl+C) both mean: leave the cluster gracefully, then exit.
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });

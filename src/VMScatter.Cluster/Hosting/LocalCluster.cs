@@ -19,7 +19,10 @@ public sealed record LocalClusterOptions
     /// </summary>
     public string ExtraHocon { get; init; } = "";
 
-    internal string NodeHocon => $"vmscatter.node.guests-on-stop = quit\n{ExtraHocon}";
+    /// <summary>Appended to one node's HOCON after <see cref="ExtraHocon"/>, by host id ("scheduler", "source", "target-1", ...): e.g. a port of its own.</summary>
+    public Func<string, string>? ExtraHoconFor { get; init; }
+
+    internal string NodeHocon(string hostId) => $"vmscatter.node.guests-on-stop = quit\n{ExtraHocon}\n{ExtraHoconFor?.Invoke(hostId)}";
 }
 
 /// <summary>
@@ -44,7 +47,7 @@ public sealed class LocalCluster : IAsyncDisposable
         if (options.Targets < 1) throw new ArgumentException("at least one target host is required");
         var scheduler = await VmScatterNode.StartAsync(new NodeOptions
         {
-            Roles = ["scheduler"], HostId = "scheduler", JournalConnectionString = options.JournalConnectionString, ExtraHocon = options.NodeHocon,
+            Roles = ["scheduler"], HostId = "scheduler", JournalConnectionString = options.JournalConnectionString, ExtraHocon = options.NodeHocon("scheduler"),
         }, cancellationToken).ConfigureAwait(false);
         var nodes = new List<VmScatterNode> { scheduler };
         try
@@ -52,12 +55,12 @@ public sealed class LocalCluster : IAsyncDisposable
             string seed = $"{scheduler.Address.Host}:{scheduler.Address.Port}";
             var sourceTask = VmScatterNode.StartAsync(new NodeOptions
             {
-                Roles = ["source"], HostId = "source", Seeds = [seed], SourceVms = options.SourceVms, ExtraHocon = options.NodeHocon,
+                Roles = ["source"], HostId = "source", Seeds = [seed], SourceVms = options.SourceVms, ExtraHocon = options.NodeHocon("source"),
             }, cancellationToken);
             var targetTasks = Enumerable.Range(1, options.Targets).Select(i => VmScatterNode.StartAsync(new NodeOptions
             {
                 Roles = ["target"], HostId = $"target-{i}", Seeds = [seed], TargetCapacityBytes = options.TargetCapacityBytes,
-                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}"), ExtraHocon = options.NodeHocon,
+                TargetBackend = options.TargetBackendFor?.Invoke($"target-{i}"), ExtraHocon = options.NodeHocon($"target-{i}"),
             }, cancellationToken)).ToArray();
             var source = await sourceTask.ConfigureAwait(false);
             nodes.Add(source);

@@ -23,14 +23,16 @@ public sealed class VmScatterNode : IAsyncDisposable
 {
     private readonly GuestMemoryPool? _memoryPool;
     private readonly PendingDisposals _disposals;
+    private readonly VmScatterMetrics _metrics;
 
     /// <summary>How long a stopping node waits for the guests and receivers its actors were still disposing.</summary>
     private static readonly TimeSpan DisposalsTimeout = TimeSpan.FromSeconds(30);
 
-    private VmScatterNode(ActorSystem system, HostId hostId, IActorRef schedulerProxy, DataPlaneListener? listener, GuestMemoryPool? memoryPool, PendingDisposals disposals)
+    private VmScatterNode(ActorSystem system, HostId hostId, IActorRef schedulerProxy, DataPlaneListener? listener, GuestMemoryPool? memoryPool, PendingDisposals disposals, VmScatterMetrics metrics)
     {
         _memoryPool = memoryPool;
         _disposals = disposals;
+        _metrics = metrics;
         System = system;
         HostId = hostId;
         SchedulerProxy = schedulerProxy;
@@ -41,6 +43,8 @@ public sealed class VmScatterNode : IAsyncDisposable
     public HostId HostId { get; }
     public IActorRef SchedulerProxy { get; }
     public DataPlaneListener? Listener { get; }
+    /// <summary>Where this node serves its metrics for a Prometheus scrape (vmscatter.metrics.prometheus-endpoint); null: it does not.</summary>
+    public string? MetricsEndpoint => _metrics.Endpoint;
     public Address Address => Akka.Cluster.Cluster.Get(System).SelfAddress;
 
     public static async Task<VmScatterNode> StartAsync(NodeOptions options, CancellationToken cancellationToken = default)
@@ -55,10 +59,12 @@ public sealed class VmScatterNode : IAsyncDisposable
             {options.ExtraHocon}
             """;
         var config = NodeConfig.Build(options.ConfigFile, overrides);
+        var metricsSettings = MetricsSettings.From(config);
         int minThreads = config.GetInt("vmscatter.node.min-threads");
         ThreadPool.GetMinThreads(out int workers, out int io);
         if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
         var system = ActorSystem.Create(NodeOptions.SystemName, config);
+        var metrics = VmScatterMetrics.For(system);
         GuestMemoryPool? pool = null;
         var disposals = new PendingDisposals();
         try
@@ -93,6 +99,8 @@ public sealed class VmScatterNode : IAsyncDisposable
                 await Task.WhenAll(persistence.JournalFor(null).Ask<ActorIdentity>(new Identify(null), joinTimeout, cancellationToken),
                     persistence.SnapshotStoreFor(null).Ask<ActorIdentity>(new Identify(null), joinTimeout, cancellationToken)).ConfigureAwait(false);
             }
+            // Before any actor records: instruments nobody listens to yet drop what they are given.
+            metrics.Export(metricsSettings, hostId, options.Roles.Contains("scheduler"));
             await Task.Run(() => Serialization.SerializerWarmup.Run(system, (type, e) => system.Log.Debug("Serializer warm-up skipped {0}: {1}", type.Name, e.Message)), cancellationToken).ConfigureAwait(false);
 
             if (options.Roles.Contains("scheduler"))
@@ -108,12 +116,13 @@ public sealed class VmScatterNode : IAsyncDisposable
 
             DataPlaneListener? listener = null;
             var sourceSettings = SourceSettings.From(config);
+            sourceSettings = sourceSettings with { DataPlane = sourceSettings.DataPlane with { Metrics = metrics } };
             var release = GuestRelease.From(config, disposals);
             if (options.Roles.Contains("source"))
                 system.ActorOf(Props.Create(() => new SourceHostActor(hostId, options.SourceVms, sourceSettings, proxy, disposals, release)), "source-host");
             if (options.Roles.Contains("target"))
             {
-                var dataPlane = DataPlaneSettings.From(config);
+                var dataPlane = DataPlaneSettings.From(config) with { Metrics = metrics };
                 // The data plane binds to and announces the node's own address unless it is given one of its own.
                 string dataPlaneHost = config.GetString("vmscatter.target.data-plane-hostname") is { Length: > 0 } own ? own : config.GetString("akka.remote.dot-netty.tcp.hostname");
                 if (!IPAddress.TryParse(dataPlaneHost, out var dataPlaneAddress) || dataPlaneAddress.Equals(IPAddress.Any) || dataPlaneAddress.Equals(IPAddress.IPv6Any))
@@ -138,11 +147,12 @@ public sealed class VmScatterNode : IAsyncDisposable
                 string rack = config.GetString("vmscatter.target.rack");
                 system.ActorOf(Props.Create(() => new TargetHostActor(hostId, capacity, l, dataPlane, backend, proxy, sourceSettings.RegistrationInterval, disposals, rack, release)), "target-host");
             }
-            return new VmScatterNode(system, hostId, proxy, listener, pool, disposals);
+            return new VmScatterNode(system, hostId, proxy, listener, pool, disposals, metrics);
         }
         catch
         {
             await system.Terminate().ConfigureAwait(false);
+            metrics.Dispose();
             await disposals.WhenAllEndedAsync(DisposalsTimeout).ConfigureAwait(false);
             pool?.Dispose();
             throw;
@@ -162,6 +172,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         await System.WhenTerminated.ConfigureAwait(false);
         await _disposals.WhenAllEndedAsync(DisposalsTimeout).ConfigureAwait(false);
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
+        _metrics.Dispose();
         _memoryPool?.Dispose();
     }
 
@@ -172,6 +183,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         if (Listener is not null) await Listener.DisposeAsync().ConfigureAwait(false);
         await System.Terminate().ConfigureAwait(false);
         await _disposals.WhenAllEndedAsync(DisposalsTimeout).ConfigureAwait(false);
+        _metrics.Dispose();
         _memoryPool?.Dispose();
     }
 }

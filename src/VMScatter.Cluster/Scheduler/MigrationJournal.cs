@@ -66,6 +66,9 @@ public sealed class MigrationJournal
     /// <summary>Migrations the journal started and never ended: on recovery, they were cut short.</summary>
     public IReadOnlyList<MigrationId> Unended => _records.Where(r => !r.Value.Ended).Select(r => r.Key).ToArray();
 
+    /// <summary>How many migrations are started and not ended (the metrics' active migrations).</summary>
+    public int UnendedCount => _records.Values.Count(r => !r.Ended);
+
     // An event for a migration whose start is not in the journal (an older journal's) still gets a record.
     private MigrationRecord Record(MigrationId id) => _records.TryGetValue(id, out var r) ? r : _records[id] = new MigrationRecord();
 }

@@ -31,6 +31,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     private readonly Dictionary<MigrationId, MigrationRun> _runs = new();
     // Per-migration data-plane keys; never journaled.
     private readonly Dictionary<MigrationId, byte[]> _keys = new();
+    private readonly Hosting.VmScatterMetrics _metrics = Hosting.VmScatterMetrics.For(Context.System);
 
     public MigrationSchedulerActor(SchedulerSettings settings)
     {
@@ -274,12 +275,14 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     private void Record<TEvent>(TEvent e, Action<TEvent> then) where TEvent : IPersistedEvent => Persist(e, x =>
     {
         _journal.Apply(x);
+        _metrics.Recorded(x, _journal.UnendedCount);
         then(x);
     });
 
     private void RecordAll<TEvent>(IEnumerable<TEvent> events, Action<TEvent> then) where TEvent : IPersistedEvent => PersistAll(events, x =>
     {
         _journal.Apply(x);
+        _metrics.Recorded(x, _journal.UnendedCount);
         then(x);
     });
 

@@ -26,7 +26,11 @@ public sealed record ConvergenceInput(
 /// <param name="HoldBack">The dirty pages wait for the stop-and-copy; the next round sends only the deferred ones.</param>
 /// <param name="PagesThisRound">Pages the next round carries.</param>
 /// <param name="Account">The reasoning in one line, for the report and the log.</param>
-public sealed record ConvergenceDecision(bool StopAndCopy, bool Fits, bool HoldBack, int PagesThisRound, string Account);
+public sealed record ConvergenceDecision(bool StopAndCopy, bool Fits, bool HoldBack, int PagesThisRound, string Account)
+{
+    /// <summary>The rate the wave's guests dirtied pages at, measured over <see cref="ConvergenceInput.DirtySeconds"/>.</summary>
+    public double DirtyPagesPerSecond { get; init; }
+}
 
 /// <summary>
 /// When a wave stops and copies: once the rest, as it will go on the wire, can be sent at the best rate a round reached
@@ -61,7 +65,7 @@ public sealed record ConvergencePolicy(int MaxRounds, int DowntimeTargetMs, Time
             double expectedPages = m.DirtyPages + dirtyRate * SendSeconds(m.DeferredPages, m);
             holdBack = SendSeconds((long)expectedPages, m) * 1000 <= SendBudgetMs;
         }
-        return new ConvergenceDecision(stopAndCopy, fits, holdBack, holdBack ? m.DeferredPages : pages, account);
+        return new ConvergenceDecision(stopAndCopy, fits, holdBack, holdBack ? m.DeferredPages : pages, account) { DirtyPagesPerSecond = dirtyRate };
     }
 
     private static double SendSeconds(long pages, ConvergenceInput m) => Page.BytesOf(pages) * m.WirePerPage / m.RateBytesPerSecond;

@@ -1,3 +1,4 @@
+using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 
 namespace VMScatter.Cluster.Source;
@@ -8,9 +9,9 @@ public sealed record SenderCounters(long BytesSent, long FramesSent, long Conten
 /// <summary>
 /// The source's running account of one transfer: rounds and their times, the link rate measured, dirty pages per round,
 /// convergence and group switches. No actor state: the source migration actor records into it and reads
-/// <see cref="Stats"/> at the end.
+/// <see cref="Stats"/> at the end. Rounds, pages per round and the dirty rate also go to the node's metrics, if given.
 /// </summary>
-public sealed class RoundAccounting(double assumedRateBytesPerSecond)
+public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterMetrics? metrics = null)
 {
     private readonly List<double> _roundSeconds = new();
     private readonly List<int> _dirtyPerRound = new();
@@ -32,7 +33,11 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond)
     public long GroupSwitches { get; private set; }
     public long GroupSwitchesLowerBound { get; private set; }
 
-    public void RoundPlanned(int pages) => _dirtyPerRound.Add(pages);
+    public void RoundPlanned(int pages)
+    {
+        _dirtyPerRound.Add(pages);
+        metrics?.RoundPlanned(pages);
+    }
 
     public void GroupsOrdered(long switches, long lowerBound)
     {
@@ -45,12 +50,14 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond)
         seconds = Math.Max(seconds, 1e-3);
         _roundSeconds.Add(seconds);
         LastRoundSeconds = seconds;
+        metrics?.RoundEnded();
         if (bytes > 0) MeasuredRate = _roundSeconds.Count == 1 ? bytes / seconds : Math.Max(MeasuredRate, bytes / seconds);
     }
 
     /// <summary>A wave decided its next round; when that is its stop-and-copy, its convergence enters the report (the last wave's, or that of one that did not converge).</summary>
     public void WaveDecided(ConvergenceDecision decision, int waveRounds)
     {
+        metrics?.DirtyRate(decision.DirtyPagesPerSecond);
         if (!decision.StopAndCopy) return;
         if (_converged || !decision.Fits) _convergence = decision.Account;
         _converged &= decision.Fits;

@@ -89,7 +89,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         _settings = settings;
         _scheduler = scheduler;
         _policy = ConvergencePolicy.Of(options, settings);
-        _account = new RoundAccounting(settings.AssumedRateBytesPerSecond);
+        _account = new RoundAccounting(settings.AssumedRateBytesPerSecond, Hosting.VmScatterMetrics.For(Context.System));
         int shards = settings.DedupShards;
         _shardActors = Enumerable.Range(0, shards).Select(i => Context.ActorOf(Props.Create(() => new DedupShardActor(i, shards, options.Deduplicate, vms)), $"dedup-{i}")).ToArray();
         _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors, settings.SketchSize)), $"vm-{i}")).ToArray();

@@ -131,6 +131,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             await _streams[t]!.WriteAsync(hello.AsMemory(0, length), timeout.Token).ConfigureAwait(false);
             Interlocked.Add(ref _bytesSent, length);
             Interlocked.Increment(ref _framesSent);
+            _options.Metrics?.FrameSent(length);
         }
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
@@ -187,6 +188,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
                     }
                     Interlocked.Add(ref _bytesSent, frame.Length);
                     Interlocked.Increment(ref _framesSent);
+                    _options.Metrics?.FrameSent(frame.Length);
                     Interlocked.Add(ref _contentRecords, frame.ContentRecords);
                     Interlocked.Add(ref _mapRecords, frame.MapRecords);
                 }

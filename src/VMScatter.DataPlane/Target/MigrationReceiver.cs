@@ -167,6 +167,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     public async Task AcceptAsync(FrameHeader header, ReadOnlyMemory<byte> frame, ReadOnlyMemory<byte> payload)
     {
         Interlocked.Add(ref _bytesReceived, frame.Length);
+        _options.Metrics?.FrameReceived(frame.Length);
         ulong relayMask = 0;
         try
         {
