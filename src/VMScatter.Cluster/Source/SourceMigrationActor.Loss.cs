@@ -25,6 +25,10 @@ public sealed partial class SourceMigrationActor
     /// <summary>Per VM, the pause its digest must name.</summary>
     private readonly Dictionary<int, int> _pauseOf = new();
     private readonly HashSet<int> _reportedUnreachable = new();
+    /// <summary>From a wave's stop-and-copy hashing until its final round is applied: its paused guests' pages are read.</summary>
+    private bool _finalRoundOpen;
+    /// <summary>Orphans paused by that stop-and-copy: they run again once its round no longer reads their pages.</summary>
+    private readonly List<int> _orphansHeldPaused = new();
     private bool _failed;
 
     // The round being sent, kept until every target still receiving applied it (see Resend).
@@ -89,7 +93,10 @@ public sealed partial class SourceMigrationActor
             _paused.Remove(v);
             _pausedAt.Remove(v);
             _sourceDigests.Remove(v);
-            _vmActors[v].Tell(new ResumeVm($"its target {_targetHosts[lost]} was lost; it runs here until re-placed", Settles: false));
+            // A stop-and-copy round under way may read contents from its pages (shared with the wave's other VMs),
+            // which must hold still: it runs again when that round is applied.
+            if (_finalRoundOpen && _wave.Vms.Contains(v)) _orphansHeldPaused.Add(v);
+            else _vmActors[v].Tell(new ResumeVm($"its target {_targetHosts[lost]} was lost; it runs here until re-placed", Settles: false));
         }
         var gone = orphans.ToHashSet();
         _waves = _waves.Select(w => w with { Targets = w.Targets & ~bit, Vms = w.Vms.Where(v => !gone.Contains(v)).ToArray() }).ToArray();
@@ -174,6 +181,14 @@ public sealed partial class SourceMigrationActor
         // A VM joining a wave under way gets that wave's pre-copy rounds afresh.
         if (currentGrew) _waveRounds = 1;
         if (forget != 0) Broadcast(_shardActors, new ForgetTargets(forget));
+    }
+
+    private void ResumeHeldOrphans()
+    {
+        _finalRoundOpen = false;
+        foreach (int v in _orphansHeldPaused)
+            if (_orphaned.Contains(v)) _vmActors[v].Tell(new ResumeVm("its target was lost; it runs here until re-placed", Settles: false));
+        _orphansHeldPaused.Clear();
     }
 
     /// <summary>Where a loss or a re-placement changes nothing until the next round boundary.</summary>

@@ -149,6 +149,7 @@ public sealed partial class SourceMigrationActor
         if (!RoundComplete) return;
         Timers.Cancel("round-timeout");
         ReturnLease();
+        if (_finalRoundOpen) ResumeHeldOrphans();
         _account.RoundEnded(_roundClock.Elapsed.TotalSeconds, _sender!.BytesSent - _roundStartBytes);
         ReportProgress();
         if (_stopAndCopy)
@@ -221,6 +222,7 @@ public sealed partial class SourceMigrationActor
                 WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : ""));
             _account.WaveDecided(decision, _waveRounds);
             _stopAndCopy = decision.StopAndCopy;
+            _finalRoundOpen = decision.StopAndCopy;
             if (decision.StopAndCopy && !decision.Fits)
             {
                 if (_options.NonConvergence == NonConvergencePolicy.Abort) { Fail($"{_account.Convergence}; aborted by policy, every VM keeps running on the source"); return; }
