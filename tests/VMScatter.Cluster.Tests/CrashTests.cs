@@ -9,21 +9,11 @@ public class CrashTests
     public async Task Killing_the_scheduler_node_downs_it_alone_and_every_other_node_stays_up()
     {
         string work = Directory.CreateTempSubdirectory("vmscatter-crash-").FullName;
-        // Faster failure detection than production's (10 s of heartbeat pause on a loaded 2-core machine).
-        string config = Path.Combine(work, "fast.conf");
-        await File.WriteAllTextAsync(config, """
-            akka.cluster.failure-detector.acceptable-heartbeat-pause = 3s
-            akka.cluster.split-brain-resolver.stable-after = 3s
-            """);
-        int port = NodeProcess.FreePort();
-        string seed = $"127.0.0.1:{port}";
         var nodes = new List<NodeProcess>();
         try
         {
-            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1",
-                "--journal", Path.Combine(work, "journal.db"), "--config", config);
-            nodes.Add(scheduler);
-            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+            var (scheduler, config, port) = await StartScheduler(work, nodes);
+            string seed = $"127.0.0.1:{port}";
             var survivors = new[]
             {
                 NodeProcess.Start("source", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "2", "--vm-memory", "4MiB", "--config", config),
@@ -51,20 +41,11 @@ public class CrashTests
     public async Task A_target_killed_mid_transfer_has_its_vms_re_placed_on_the_targets_left_and_migrate_exits_0()
     {
         string work = Directory.CreateTempSubdirectory("vmscatter-rebalance-").FullName;
-        string config = Path.Combine(work, "fast.conf");
-        await File.WriteAllTextAsync(config, """
-            akka.cluster.failure-detector.acceptable-heartbeat-pause = 3s
-            akka.cluster.split-brain-resolver.stable-after = 3s
-            """);
-        int port = NodeProcess.FreePort();
-        string seed = $"127.0.0.1:{port}";
         var nodes = new List<NodeProcess>();
         try
         {
-            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1",
-                "--journal", Path.Combine(work, "journal.db"), "--config", config);
-            nodes.Add(scheduler);
-            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+            var (scheduler, config, port) = await StartScheduler(work, nodes);
+            string seed = $"127.0.0.1:{port}";
             var workers = new List<NodeProcess> { NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "6", "--vm-memory", "32MiB", "--config", config) };
             for (int t = 1; t <= 3; t++)
                 workers.Add(NodeProcess.Start($"target-{t}", "--role", "target", "--seeds", seed, "--host-id", $"target-{t}", "--capacity", "256MiB", "--config", config));
@@ -97,5 +78,24 @@ public class CrashTests
             foreach (var n in nodes) await n.DisposeAsync();
             Directory.Delete(work, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// A scheduler node (it seeds itself) with a journal in <paramref name="work"/> and faster failure detection than
+    /// production's (10 s of heartbeat pause on a loaded 2-core machine), written to a config file the other nodes take too.
+    /// </summary>
+    private static async Task<(NodeProcess Scheduler, string Config, int Port)> StartScheduler(string work, List<NodeProcess> nodes)
+    {
+        string config = Path.Combine(work, "fast.conf");
+        await File.WriteAllTextAsync(config, """
+            akka.cluster.failure-detector.acceptable-heartbeat-pause = 3s
+            akka.cluster.split-brain-resolver.stable-after = 3s
+            """);
+        int port = NodeProcess.FreePort();
+        var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1",
+            "--journal", Path.Combine(work, "journal.db"), "--config", config);
+        nodes.Add(scheduler);
+        await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+        return (scheduler, config, port);
     }
 }
