@@ -20,6 +20,8 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
 
     public string Name => "qemu";
 
+    public bool GuestsOutliveHost => true;
+
     /// <summary>Guests running on this host now, by id (their serial logs show them running).</summary>
     public IReadOnlyDictionary<VmId, QemuLandedVm> Landed => _landed;
 

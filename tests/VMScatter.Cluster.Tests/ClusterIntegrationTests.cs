@@ -132,6 +132,60 @@ public class ClusterIntegrationTests
     }
 
     [Fact]
+    public async Task A_target_gone_after_its_vm_was_granted_but_before_it_confirmed_the_start_has_that_vm_re_placed_not_left_paused()
+    {
+        // The first host asked to start a VM never finishes starting it and then crashes (its synthetic guests end with
+        // it): the grant is void, and that VM, like the host's others, is re-placed and handed over elsewhere.
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model with { MemoryBytes = 16L << 20 }, 7));
+        var stuck = new StuckFirstHost();
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 3, TargetCapacityBytes = (2 * 16L << 20) + (4L << 20), JournalConnectionString = TestConfig.TempJournal(),
+            TargetBackendFor = host => stuck.For(host),
+        });
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
+        IReadOnlyDictionary<VmId, HostId> placement = new Dictionary<VmId, HostId>();
+        var events = new List<IVmScatterProtocol>();
+        var run = MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()),
+            e => { events.Add(e); if (e is MigrationPlaced p) placement = p.TargetOfVm; }, TimeSpan.FromSeconds(30));
+        var (victim, granted) = await stuck.Stuck.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await cluster.Targets.Single(t => t.HostId.Value == victim).CrashAsync();
+        var report = (await run).Report!;
+
+        Assert.True(report.Verified, $"{report.Error}; {string.Join("; ", report.PerVm.Select(v => $"{v.Id}→{v.Target}: {v.Error}"))}");
+        Assert.All(report.PerVm, v => Assert.NotEqual(victim, v.Target));
+        Assert.Contains(report.Replaced, r => r.Vm == granted.Value && r.LostTarget == victim && r.NewTarget != victim);
+        Assert.Equal(placement.Where(p => p.Value.Value == victim).Select(p => p.Key.Value).Order(), report.Replaced.Select(r => r.Vm).Order());
+        Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State)); // each runs on its (new) target, once
+        Assert.Equal(fleet.Count, events.OfType<VmHandedOver>().Select(h => h.VmId).Distinct().Count());
+        Assert.DoesNotContain(events.OfType<VmHandedOver>(), h => h.TargetHostId.Value == victim);
+    }
+
+    /// <summary>Synthetic targets, except that the first host asked to start a VM never completes any start.</summary>
+    private sealed class StuckFirstHost
+    {
+        private string? _victim;
+        public TaskCompletionSource<(string Host, VmId Vm)> Stuck { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ITargetBackend For(string host) => new Backend(this, host);
+
+        private sealed class Backend(StuckFirstHost owner, string host) : ITargetBackend
+        {
+            private readonly SyntheticTargetBackend _inner = new();
+            public string Name => "stuck-first";
+            public IWritableGuestMemory AllocateMemory(VmDescription vm) => _inner.AllocateMemory(vm);
+
+            public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
+            {
+                if (Interlocked.CompareExchange(ref owner._victim, host, null) is null) owner.Stuck.TrySetResult((host, vm.Id));
+                if (owner._victim == host) await Task.Delay(Timeout.Infinite, cancellationToken);
+                return await _inner.ResumeAsync(vm, memory, deviceState, cancellationToken);
+            }
+        }
+    }
+
+    [Fact]
     public async Task A_staggered_handover_hands_a_target_its_vms_while_later_waves_still_run_here_and_together_pauses_all_first()
     {
         foreach (var handover in new[] { HandoverMode.Staggered, HandoverMode.Together })

@@ -24,6 +24,23 @@ public class ResumeFenceTests
     }
 
     [Fact]
+    public void A_voided_grant_frees_the_vm_for_the_source_or_another_target_and_only_its_holder_can_be_voided()
+    {
+        var fence = new ResumeFence();
+        fence.Transferred(V("a"), H("t1"), 0);
+        Assert.Null(fence.Grant(V("a"), H("t1")));
+        Assert.False(fence.Void(V("a"), H("t2"))); // not the holder
+        Assert.True(fence.IsGranted(V("a")));
+        Assert.True(fence.Void(V("a"), H("t1")));
+        Assert.False(fence.IsGranted(V("a")));
+        Assert.False(fence.Void(V("a"), H("t1"))); // once
+        Assert.Empty(fence.Overdue(100, TimeSpan.Zero)); // not waiting: the source decides (an orphan)
+        fence.Transferred(V("a"), H("t2"), 5); // re-placed, and transferred again
+        Assert.Null(fence.Grant(V("a"), H("t2")));
+        Assert.Equal("t2", fence.HolderOf(V("a"))?.Value);
+    }
+
+    [Fact]
     public void Only_the_vms_target_gets_it_and_only_after_its_transfer()
     {
         var fence = new ResumeFence();

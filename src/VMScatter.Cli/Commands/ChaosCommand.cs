@@ -16,13 +16,17 @@ public static class ChaosCommand
         var json = new Option<string?>("--json") { Description = "Write the summary and every run's counts here" };
         var seed = new Option<long>("--seed") { Description = "Seed of the kills (role, node, moment) and of the guests", DefaultValueFactory = _ => 1 };
         var postgres = new Option<string?>("--postgres") { Description = "The scheduler journal's PostgreSQL (default: $VMSCATTER_TEST_POSTGRES, else the test database ./test.sh starts)" };
+        var kill = new Option<ChaosRole[]>("--kill") { Description = "Role killed in each run, in order and cycled (scheduler, source, target; repeatable); default: drawn at random", AllowMultipleArgumentsPerToken = true };
+        var targets = new Option<int>("--targets") { Description = "Target hosts per run", DefaultValueFactory = _ => 4 };
         var command = new Command("chaos", "Kill -9 a random node (scheduler, source or target) at a random moment of a migration, restart it, and check that every VM runs exactly once");
-        foreach (var o in new Option[] { runs, json, seed, postgres }) command.Options.Add(o);
+        foreach (var o in new Option[] { runs, json, seed, postgres, kill, targets }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellationToken) =>
         {
             int count = parse.GetValue(runs);
             if (count < 1) throw new UserError("--runs must be at least 1");
+            int targetCount = parse.GetValue(targets);
+            if (targetCount is < 2 or > 8) throw new UserError("--targets must be between 2 and 8 (a lost target's VMs need somewhere to go)");
             string? jsonFile = parse.GetValue(json);
             if (jsonFile is not null && Path.GetDirectoryName(Path.GetFullPath(jsonFile)) is { } parent && !Directory.Exists(parent))
                 throw new UserError($"--json: directory {parent} does not exist");
@@ -33,7 +37,7 @@ public static class ChaosCommand
             Console.WriteLine($"chaos: {count} run(s), seed {parse.GetValue(seed)}; logs of failed runs are kept under {work}");
             var summary = await ChaosHarness.RunAsync(new ChaosOptions
             {
-                Runs = count, Seed = parse.GetValue(seed), PostgresConnectionString = connection, WorkDirectory = work,
+                Runs = count, Seed = parse.GetValue(seed), Kills = parse.GetValue(kill) ?? [], Targets = targetCount, PostgresConnectionString = connection, WorkDirectory = work,
                 VmscatterDll = Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"), Log = Console.WriteLine,
             }, cancellationToken);
             if (summary.AllInvariantsHeld) Directory.Delete(work, recursive: true);

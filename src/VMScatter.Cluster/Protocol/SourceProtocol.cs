@@ -32,8 +32,10 @@ public sealed record AbortMigration(MigrationId MigrationId, string Reason) : IV
 /// <summary>
 /// Scheduler → source migration: the target is lost (it left the cluster, or its data plane failed). Nothing more goes
 /// to it; its VMs not granted to it run here again and are reported back (<see cref="VmsOrphaned"/>) for re-placement.
+/// <paramref name="VoidedGrants"/>: VMs granted to it that it never confirmed running, where its guests ended with it
+/// (it left the cluster, and its guests live in its process): no copy runs there, so they are orphans too.
 /// </summary>
-public sealed record TargetLost(MigrationId MigrationId, HostId HostId, int TargetIndex, string Reason) : IVmScatterMessage;
+public sealed record TargetLost(MigrationId MigrationId, HostId HostId, int TargetIndex, string Reason, IReadOnlyList<VmId>? VoidedGrants = null) : IVmScatterMessage;
 
 /// <summary>
 /// Scheduler → source migration: where the orphans of a lost target go (targets ready for them), and which stay here

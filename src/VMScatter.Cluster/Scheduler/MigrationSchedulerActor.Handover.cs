@@ -98,10 +98,13 @@ public sealed partial class MigrationSchedulerActor
                 MaybeComplete(run);
             }
         }
-        foreach (var (id, _) in _targets.Where(t => t.Value.Host.Equals(host)).ToArray())
+        foreach (var (id, registration) in _targets.Where(t => t.Value.Host.Equals(host)).ToArray())
         {
             _targets.Remove(id);
-            foreach (var run in _runs.Values.Where(r => r.Involves(id)).ToArray()) LoseTarget(run, id, "it left the cluster");
+            // Its host actor is gone, and with it every guest that lived in its process (synthetic): a start granted
+            // there and never confirmed left no running copy.
+            bool guestsEnded = !registration.GuestsOutliveHost;
+            foreach (var run in _runs.Values.Where(r => r.Involves(id)).ToArray()) LoseTarget(run, id, "it left the cluster", guestsEnded);
         }
     }
 }

@@ -63,9 +63,18 @@ public sealed partial class MigrationSchedulerActor
         }
     }
 
-    private void LoseTarget(MigrationRun run, HostId host, string reason)
+    private void LoseTarget(MigrationRun run, HostId host, string reason, bool guestsEnded = false)
     {
         if (run.Error is not null || !run.Involves(host) || !run.LostTargets.Add(host)) return;
+        // Started there, unconfirmed, and the guests ended with the host: not running anywhere, so re-placed like the rest.
+        // (A host whose guests outlive it may be running them: those wait for its word, or the handover timeout.)
+        var voided = guestsEnded
+            ? run.ResumeRequested.Where(v => run.TargetOfVm.GetValueOrDefault(v) == host && !run.Decided(v)).Order().ToArray()
+            : [];
+        foreach (var v in voided) run.ResumeRequested.Remove(v);
+        if (voided.Length > 0)
+            _log.Warning("Migration {0}: {1} never confirmed starting {2}, and its guests ended with it: they run on the source again until re-placed",
+                run.Id, host, string.Join(", ", voided));
         run.LostReasons.Add($"{host}: {reason}");
         _log.Warning("Migration {0}: target {1} is lost ({2}); its VMs not handed over are re-placed", run.Id, host, reason);
         run.Requester.Tell(new MigrationTargetLost(run.Id, host, reason));
@@ -85,7 +94,7 @@ public sealed partial class MigrationSchedulerActor
                 MaybeBeginTransfer(run); // the source hears of the loss right after the plan
                 return;
             default:
-                TellSourceLost(run, host, reason);
+                TellSourceLost(run, host, reason, voided);
                 return;
         }
     }
@@ -102,11 +111,11 @@ public sealed partial class MigrationSchedulerActor
         foreach (var lost in run.LostTargets) TellSourceLost(run, lost, "lost while the targets prepared");
     }
 
-    private static void TellSourceLost(MigrationRun run, HostId host, string reason)
+    private static void TellSourceLost(MigrationRun run, HostId host, string reason, IReadOnlyList<VmId>? voidedGrants = null)
     {
         // A target the placement used; one it did not use had nothing to lose.
         if (run.Targets.FirstOrDefault(t => t.HostId == host) is { } endpoint)
-            run.SourceMigration!.Tell(new TargetLost(run.Id, host, endpoint.Index, reason));
+            run.SourceMigration!.Tell(new TargetLost(run.Id, host, endpoint.Index, reason, voidedGrants));
     }
 
     private void Orphaned(MigrationRun run, VmsOrphaned m)

@@ -70,6 +70,17 @@ public sealed class ResumeFence
         return true;
     }
 
+    /// <summary>
+    /// The scheduler's word that <paramref name="host"/>, granted the VM, is gone without starting it for good (its
+    /// guests ended with it): the VM is nobody's, and may run here again or be granted to another target.
+    /// </summary>
+    public bool Void(VmId vm, HostId host)
+    {
+        if (!_granted.TryGetValue(vm, out var holder) || holder != host) return false;
+        _granted.Remove(vm);
+        return true;
+    }
+
     /// <summary>The host the VM is granted to, if any.</summary>
     public HostId? HolderOf(VmId vm) => _granted.TryGetValue(vm, out var holder) ? holder : null;
 }

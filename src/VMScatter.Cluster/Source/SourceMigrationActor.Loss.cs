@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Source;
+using VMScatter.Domain;
 using VMScatter.Domain.Scheduling;
 
 namespace VMScatter.Cluster.Source;
@@ -43,7 +44,7 @@ public sealed partial class SourceMigrationActor
         Receive<TargetLost>(m => m.MigrationId == _migrationId, m =>
         {
             if (!Sender.Equals(_scheduler)) { _log.Warning("Migration {0}: ignored TargetLost from {1}, not the scheduler", _migrationId, Sender); return; }
-            LoseTarget(m.TargetIndex, m.Reason);
+            LoseTarget(m.TargetIndex, m.Reason, m.VoidedGrants ?? []);
         });
         Receive<ReplaceVms>(m => m.MigrationId == _migrationId, m =>
         {
@@ -61,7 +62,7 @@ public sealed partial class SourceMigrationActor
         });
     }
 
-    private void LoseTarget(int lost, string reason)
+    private void LoseTarget(int lost, string reason, IReadOnlyList<VmId> voidedGrants)
     {
         if (lost < 0 || lost >= _targetCount || (_lost >> lost & 1) != 0) return;
         ulong bit = 1UL << lost;
@@ -81,8 +82,13 @@ public sealed partial class SourceMigrationActor
             for (int v = 0; v < _vms.Count; v++)
             {
                 if (_targetOfVm[v] != lost || _settled.Contains(v) || _orphaned.Contains(v) || _fence.IsResumedHere(VmId(v))) continue;
-                // Granted to the lost target: it may be running it; the grant decides (the scheduler's handover timeout).
-                if (_transferred.Contains(v) && !_fence.Withdraw(VmId(v))) continue;
+                // Granted to the lost target: it may be running it; the grant decides (the scheduler's handover timeout),
+                // unless the scheduler voids it (the target's guests ended with it, unconfirmed).
+                if (_transferred.Contains(v) && !_fence.Withdraw(VmId(v)))
+                {
+                    if (!voidedGrants.Contains(VmId(v)) || !_fence.Void(VmId(v), _targetHosts[lost])) continue;
+                    Context.Parent.Tell(new SourceVmGranted(_migrationId, VmId(v), Granted: false));
+                }
                 _transferred.Remove(v);
                 orphans.Add(v);
             }

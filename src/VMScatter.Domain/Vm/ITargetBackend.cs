@@ -21,6 +21,13 @@ public interface ITargetBackend
 {
     string Name { get; }
 
+    /// <summary>
+    /// Whether a guest started here lives on when the host's process dies (a QEMU process does; a synthetic guest in
+    /// the node's memory does not). A start granted to a host whose guests end with it, and not confirmed before the
+    /// host was gone, left no running copy: the scheduler may void that grant.
+    /// </summary>
+    bool GuestsOutliveHost => false;
+
     IWritableGuestMemory AllocateMemory(VmDescription vm);
 
     /// <summary>Guests this backend already runs when its host starts (re-adopted after a restart): the host counts them as running.</summary>
