@@ -162,10 +162,75 @@ public class ClusterIntegrationTests
         Assert.DoesNotContain(events.OfType<VmHandedOver>(), h => h.TargetHostId.Value == victim);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_target_whose_guests_outlive_it_lost_between_grant_and_confirmation_is_asked_when_it_comes_back(bool backRunningIt)
+    {
+        // As with QEMU: the host's guests outlive its node, so while it is gone the granted VM stays paused on the
+        // source (it may run there). The node restarts under the same host id; what it runs then decides: the VM was
+        // handed over to it, or it is re-placed elsewhere.
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model with { MemoryBytes = 16L << 20 }, 7));
+        var stuck = new StuckFirstHost { GuestsOutliveHost = true };
+        long capacity = (2 * 16L << 20) + (4L << 20);
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 3, TargetCapacityBytes = capacity, JournalConnectionString = TestConfig.TempJournal(),
+            TargetBackendFor = host => stuck.For(host),
+        });
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
+        IReadOnlyDictionary<VmId, HostId> placement = new Dictionary<VmId, HostId>();
+        var events = new List<IVmScatterProtocol>();
+        var run = MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()),
+            e => { lock (events) events.Add(e); if (e is MigrationPlaced p) placement = p.TargetOfVm; }, TimeSpan.FromSeconds(30));
+        var (victim, granted) = await stuck.Stuck.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        var lost = cluster.Targets.Single(t => t.HostId.Value == victim);
+        await lost.CrashAsync();
+        var grantedVm = fleet.Single(v => v.Description.Id == granted);
+        Assert.Equal(VmRunState.Paused, grantedVm.State); // granted: not resumed here while its target may run it
+
+        await using var back = await VmScatterNode.StartAsync(new NodeOptions
+        {
+            Roles = ["target"], HostId = victim, Seeds = [$"{cluster.Scheduler.Address.Host}:{cluster.Scheduler.Address.Port}"], TargetCapacityBytes = capacity,
+            TargetBackend = new AdoptingBackend(backRunningIt ? [grantedVm.Description] : []), ExtraHocon = "vmscatter.node.guests-on-stop = quit",
+        });
+        var report = (await run).Report!;
+
+        var outcome = report.PerVm.Single(v => v.Id == granted.Value);
+        Assert.True(outcome.HandedOver, $"{granted}: {outcome.Error}");
+        Assert.Equal(backRunningIt ? victim : outcome.Target, outcome.Target);
+        if (!backRunningIt) Assert.NotEqual(victim, outcome.Target);
+        Assert.Equal(backRunningIt, !report.Replaced.Any(r => r.Vm == granted.Value));
+        Assert.True(report.Verified, $"{report.Error}; {string.Join("; ", report.PerVm.Select(v => $"{v.Id}→{v.Target}: {v.Error}"))}");
+        Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State)); // each runs in one place: its target
+        lock (events) Assert.Equal(fleet.Count, events.OfType<VmHandedOver>().Select(h => h.VmId).Distinct().Count());
+    }
+
+    /// <summary>A restarted target's backend that re-adopted these guests (as a QEMU node does from its state file).</summary>
+    private sealed class AdoptingBackend(IReadOnlyList<VmDescription> adopted) : ITargetBackend
+    {
+        private readonly SyntheticTargetBackend _inner = new();
+        public string Name => "adopting";
+        public bool GuestsOutliveHost => true;
+        public IEnumerable<ILandedVm> Running => adopted.Select(d => new Adopted(d));
+        public IWritableGuestMemory AllocateMemory(VmDescription vm) => _inner.AllocateMemory(vm);
+        public Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken) =>
+            _inner.ResumeAsync(vm, memory, deviceState, cancellationToken);
+
+        private sealed class Adopted(VmDescription description) : ILandedVm
+        {
+            public VmDescription Description => description;
+            public VmRunState State => VmRunState.Running;
+            public ValueTask DisposeAsync() => default;
+        }
+    }
+
     /// <summary>Synthetic targets, except that the first host asked to start a VM never completes any start.</summary>
     private sealed class StuckFirstHost
     {
         private string? _victim;
+        public bool GuestsOutliveHost { get; init; }
         public TaskCompletionSource<(string Host, VmId Vm)> Stuck { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public ITargetBackend For(string host) => new Backend(this, host);
@@ -174,6 +239,7 @@ public class ClusterIntegrationTests
         {
             private readonly SyntheticTargetBackend _inner = new();
             public string Name => "stuck-first";
+            public bool GuestsOutliveHost => owner.GuestsOutliveHost;
             public IWritableGuestMemory AllocateMemory(VmDescription vm) => _inner.AllocateMemory(vm);
 
             public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)

@@ -38,6 +38,12 @@ public sealed record AbortMigration(MigrationId MigrationId, string Reason) : IV
 public sealed record TargetLost(MigrationId MigrationId, HostId HostId, int TargetIndex, string Reason, IReadOnlyList<VmId>? VoidedGrants = null) : IVmScatterMessage;
 
 /// <summary>
+/// Scheduler → source migration: a lost target came back (its node restarted and re-adopted its guests) without these
+/// VMs, granted to it and never confirmed: no copy runs there, so the source may run them again (and re-place them).
+/// </summary>
+public sealed record GrantsVoided(MigrationId MigrationId, HostId HostId, int TargetIndex, IReadOnlyList<VmId> VmIds, string Reason) : IVmScatterMessage;
+
+/// <summary>
 /// Scheduler → source migration: where the orphans of a lost target go (targets ready for them), and which stay here
 /// (no capacity left; the scheduler resumes them here as failed handovers).
 /// </summary>

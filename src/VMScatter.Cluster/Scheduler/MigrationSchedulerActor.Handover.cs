@@ -27,6 +27,17 @@ public sealed partial class MigrationSchedulerActor
         MaybeComplete(run);
     }
 
+    /// <summary>The VM runs on its target: journaled, and its source copy stopped.</summary>
+    private void RecordResumed(MigrationRun run, VmHandedOver handed) => Record(handed, e =>
+    {
+        // The target now runs it: count it against the target until its next announcement says so itself.
+        if (_targets.TryGetValue(e.TargetHostId, out var t))
+            _targets[e.TargetHostId] = t with { FreeBytes = t.FreeBytes - run.Vms.First(v => v.Id == e.VmId).MemoryBytes };
+        run.HandedOver[e.VmId] = e;
+        run.Requester.Tell(e);
+        run.SourceHost.Tell(new ReleaseSourceVm(run.Id, e.VmId));
+    });
+
     private void FailVm(MigrationRun run, VmId vmId, string reason)
     {
         if (run.Decided(vmId)) return;

@@ -20,6 +20,7 @@ public sealed partial class MigrationSchedulerActor
 {
     private void Rebalancing()
     {
+        Command<ReturnedTargetInventory>(ReturnedTarget);
         Command<TargetUnreachable>(m => WithRun(m.MigrationId, run =>
         {
             if (!Sender.Equals(run.SourceMigration)) { Refuse(run, m, "not from the run's source migration"); return; }
@@ -50,6 +51,60 @@ public sealed partial class MigrationSchedulerActor
             MaybeReplaced(run);
         }));
     }
+
+    /// <summary>
+    /// A host id registers anew (its node restarted): if it was lost to a run holding VMs granted to it and never
+    /// confirmed, what it runs now (its guests re-adopted) says where those VMs are.
+    /// </summary>
+    private void AskReturnedTarget(RegisterTargetHost m)
+    {
+        if (!_runs.Values.Any(r => r.LostTargets.Contains(m.HostId) && Unconfirmed(r, m.HostId).Any())) return;
+        _log.Info("Lost target {0} is back: asking which of the VMs granted to it run there", m.HostId);
+        m.Host.Ask<HostInventory>(GetHostInventory.Instance, _settings.ReconcileTimeout)
+            .PipeTo(Self, success: inventory => new ReturnedTargetInventory(m.HostId, m.Host, inventory), failure: _ => new ReturnedTargetInventory(m.HostId, m.Host, null));
+    }
+
+    private static IEnumerable<VmId> Unconfirmed(MigrationRun run, HostId host) =>
+        run.ResumeRequested.Where(v => run.TargetOfVm.GetValueOrDefault(v) == host && !run.Decided(v)).Order();
+
+    /// <summary>
+    /// A VM granted to the returned host that runs there was handed over (its digests matched before the grant); one it
+    /// neither runs nor is still starting never started: the source may run it again, and it is re-placed (or stays
+    /// on the source if the run failed meanwhile). No answer: nothing is decided, as before.
+    /// </summary>
+    private void ReturnedTarget(ReturnedTargetInventory m)
+    {
+        if (m.Inventory is not { } inventory || inventory.HostId != m.HostId || !_targets.TryGetValue(m.HostId, out var registered) || !registered.Host.Equals(m.Host)) return;
+        foreach (var run in _runs.Values.Where(r => r.LostTargets.Contains(m.HostId)).ToArray())
+        {
+            var voided = new List<VmId>();
+            foreach (var vm in Unconfirmed(run, m.HostId).ToArray())
+            {
+                if (inventory.Running.Contains(vm))
+                {
+                    _log.Warning("Migration {0}: {1} came back running VM {2}, granted to it before it was lost: handed over", run.Id, m.HostId, vm);
+                    // When it resumed there is unknown: the downtime counted is its bound, from the pause to now.
+                    long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+                    RecordResumed(run, new VmHandedOver(run.Id, vm, m.HostId, run.TargetDigestOf.GetValueOrDefault(vm, ""), now - run.PausedAt.GetValueOrDefault(vm, now)));
+                }
+                else if (!inventory.Paused.Contains(vm)) voided.Add(vm);
+            }
+            if (voided.Count == 0) continue;
+            string reason = $"{m.HostId} came back without it";
+            foreach (var vm in voided) run.ResumeRequested.Remove(vm);
+            if (run.Targets.FirstOrDefault(t => t.HostId == m.HostId) is { } endpoint)
+                run.SourceMigration?.Tell(new GrantsVoided(run.Id, m.HostId, endpoint.Index, voided, reason));
+            // A failed run re-places nothing: the source runs them again, and they stay there.
+            if (run.Error is not null)
+                foreach (var vm in voided)
+                {
+                    run.Failed[vm] = reason;
+                    Record(new VmHandoverFailed(run.Id, vm, reason), e => { run.Requester.Tell(e); MaybeComplete(run); });
+                }
+        }
+    }
+
+    private sealed record ReturnedTargetInventory(HostId HostId, IActorRef Host, HostInventory? Inventory);
 
     /// <summary>Re-placements every live target confirmed go to the source, oldest first.</summary>
     private static void MaybeReplaced(MigrationRun run)

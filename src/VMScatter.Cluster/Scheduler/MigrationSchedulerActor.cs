@@ -54,9 +54,11 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         Command<RegisterTargetHost>(m =>
         {
             if (TakenByAnother(m.HostId, m.Host)) return;
-            if (!_targets.ContainsKey(m.HostId)) Context.Watch(m.Host);
+            bool returning = !_targets.ContainsKey(m.HostId);
+            if (returning) Context.Watch(m.Host);
             _targets[m.HostId] = m;
             Sender.Tell(new HostRegistered(m.HostId));
+            if (returning) AskReturnedTarget(m);
         });
         Command<GetRegisteredHosts>(_ => Sender.Tell(new RegisteredHosts(_sources.Keys.Order().ToArray(), _targets.Keys.Order().ToArray())));
         Command<GetMigrationStatus>(m => Sender.Tell(Status(m.MigrationId)));
@@ -112,15 +114,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         {
             var handed = HandoverDecisions.Resumed(run, m, out var refusal);
             if (handed is null) { Refuse(run, m, refusal!); return; }
-            Record(handed, e =>
-            {
-                // The target now runs it: count it against the target until its next announcement says so itself.
-                if (_targets.TryGetValue(e.TargetHostId, out var t))
-                    _targets[e.TargetHostId] = t with { FreeBytes = t.FreeBytes - run.Vms.First(v => v.Id == e.VmId).MemoryBytes };
-                run.HandedOver[e.VmId] = e;
-                run.Requester.Tell(e);
-                run.SourceHost.Tell(new ReleaseSourceVm(run.Id, e.VmId));
-            });
+            RecordResumed(run, handed);
         }));
         Command<HandoverRefused>(m => WithRun(m.MigrationId, run =>
         {

@@ -46,6 +46,11 @@ public sealed partial class SourceMigrationActor
             if (!Sender.Equals(_scheduler)) { _log.Warning("Migration {0}: ignored TargetLost from {1}, not the scheduler", _migrationId, Sender); return; }
             LoseTarget(m.TargetIndex, m.Reason, m.VoidedGrants ?? []);
         });
+        Receive<GrantsVoided>(m => m.MigrationId == _migrationId, m =>
+        {
+            if (!Sender.Equals(_scheduler)) { _log.Warning("Migration {0}: ignored GrantsVoided from {1}, not the scheduler", _migrationId, Sender); return; }
+            VoidGrants(m);
+        });
         Receive<ReplaceVms>(m => m.MigrationId == _migrationId, m =>
         {
             if (!Sender.Equals(_scheduler)) { _log.Warning("Migration {0}: ignored ReplaceVms from {1}, not the scheduler", _migrationId, Sender); return; }
@@ -92,6 +97,36 @@ public sealed partial class SourceMigrationActor
                 _transferred.Remove(v);
                 orphans.Add(v);
             }
+        Orphan(orphans, lost);
+    }
+
+    /// <summary>A lost target's word, through the scheduler, that it runs none of these VMs granted to it: they are orphans like its others.</summary>
+    private void VoidGrants(GrantsVoided m)
+    {
+        int lost = m.TargetIndex;
+        if (lost < 0 || lost >= _targetCount || _targetHosts[lost] != m.HostId || (_lost >> lost & 1) == 0)
+        {
+            _log.Warning("Migration {0}: ignored voided grants for {1}, not a lost target of it", _migrationId, m.HostId);
+            return;
+        }
+        var orphans = new List<int>();
+        foreach (var id in m.VmIds)
+            WithVm(id, v =>
+            {
+                if (_settled.Contains(v) || !_fence.Void(id, m.HostId)) return;
+                _log.Warning("Migration {0}: {1} does not run VM {2}, granted to it: {3}", _migrationId, m.HostId, id, m.Reason);
+                Context.Parent.Tell(new SourceVmGranted(_migrationId, id, Granted: false));
+                if (_failed) { ResumeHere(v, m.Reason); return; }
+                _transferred.Remove(v);
+                orphans.Add(v);
+            });
+        if (orphans.Count > 0) Orphan(orphans, lost);
+    }
+
+    /// <summary>VMs out of their waves, running here until re-placed; reported to the scheduler.</summary>
+    private void Orphan(List<int> orphans, int lost)
+    {
+        ulong bit = 1UL << lost;
         foreach (int v in orphans)
         {
             _orphaned.Add(v);
