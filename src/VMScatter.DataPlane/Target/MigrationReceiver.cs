@@ -184,6 +184,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                     case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;
                     case FrameType.ContentsWithdrawn: ApplyWithdrawn(Records.ReadWithdrawn(payload)); break;
                     case FrameType.Hello: if (payload.Length != 0) throw new FrameRejectedException("hello with a payload"); break;
+                    default: throw new FrameRejectedException($"a {header.Type} frame does not belong on a connection");
                 }
                 CheckRoundComplete();
             }

@@ -22,6 +22,14 @@ public enum FrameType : byte
     /// round has anything for this target.
     /// </summary>
     Hello = 6,
+    /// <summary>Multicast channel: one message of the channel's ordered stream (its sequence is its place).</summary>
+    ChannelData = 7,
+    /// <summary>Multicast channel, sender → receivers: a round ended after this many data datagrams.</summary>
+    ChannelRoundEnd = 8,
+    /// <summary>Multicast channel, receiver → sender: what it holds (and a sign of life).</summary>
+    ChannelAck = 9,
+    /// <summary>Multicast channel, receiver → sender: data datagrams it misses.</summary>
+    ChannelNack = 10,
 }
 
 /// <summary>

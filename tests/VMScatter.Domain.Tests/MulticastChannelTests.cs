@@ -1,0 +1,200 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using VMScatter.DataPlane.Multicast;
+using VMScatter.DataPlane.Wire;
+using Xunit;
+
+namespace VMScatter.Domain.Tests;
+
+/// <summary>
+/// The reliable multicast channel on loopback: every receiver gets every message once, in order, byte for byte, with
+/// and without injected loss; a silent receiver is dropped and the others finish; forged datagrams change nothing.
+/// </summary>
+public class MulticastChannelTests
+{
+    private static int _port = 47000 + Environment.ProcessId % 1000 * 10;
+
+    private static MulticastOptions Options(double drop = 0, TimeSpan? receiverTimeout = null) => new()
+    {
+        Group = new IPEndPoint(IPAddress.Parse("239.255.77.1"), Interlocked.Increment(ref _port)),
+        DropFraction = drop, LinkBitsPerSecond = 400_000_000, ReceiverTimeout = receiverTimeout ?? TimeSpan.FromSeconds(10), Seed = 5,
+    };
+
+    private static List<byte[]> Messages(int count, int seed)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ => { var m = new byte[random.Next(1, 8193)]; random.NextBytes(m); return m; }).ToList();
+    }
+
+    /// <summary>Byte for byte, in order (xunit's structural comparison of thousands of arrays takes seconds).</summary>
+    private static void AssertSame(IReadOnlyList<byte[]> expected, IReadOnlyList<byte[]> got)
+    {
+        Assert.Equal(expected.Count, got.Count);
+        for (int i = 0; i < expected.Count; i++)
+            Assert.True(expected[i].AsSpan().SequenceEqual(got[i]), $"message {i} differs");
+    }
+
+    private sealed class Sink
+    {
+        public readonly List<byte[]> Got = new();
+        public ValueTask Deliver(byte[] m) { lock (Got) Got.Add(m); return ValueTask.CompletedTask; }
+    }
+
+    private static async Task<(MulticastSenderStats Sender, MulticastReceiverStats[] Receivers, IReadOnlyList<int> Dropped)> RunAsync(
+        MulticastOptions options, IReadOnlyList<byte[]> messages, Sink[] sinks, int members, int rounds = 2)
+    {
+        var id = Guid.NewGuid();
+        var key = RandomNumberGenerator.GetBytes(FrameCodec.KeySize);
+        await using var sender = new MulticastSender(id, key, channel: 3, Enumerable.Range(0, members), options);
+        var receivers = sinks.Select((s, i) => new MulticastReceiver(id, key, 3, i, sender.FeedbackEndPoint, options with { Seed = options.Seed + i }, s.Deliver)).ToArray();
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            IReadOnlyList<int> dropped = [];
+            int perRound = messages.Count / rounds;
+            for (int r = 0; r < rounds; r++)
+            {
+                foreach (var m in messages.Skip(r * perRound).Take(r == rounds - 1 ? messages.Count - r * perRound : perRound)) await sender.SendAsync(m, timeout.Token);
+                dropped = await sender.EndRoundAsync(r, timeout.Token);
+                foreach (var receiver in receivers) await receiver.WaitRoundAsync(r, timeout.Token);
+            }
+            return (sender.Stats, receivers.Select(r => r.Stats).ToArray(), dropped);
+        }
+        finally
+        {
+            foreach (var r in receivers) await r.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Three_receivers_get_every_message_once_in_order_and_nothing_is_repaired_without_loss()
+    {
+        var messages = Messages(1500, 1);
+        var sinks = new[] { new Sink(), new Sink(), new Sink() };
+        var (sender, receivers, dropped) = await RunAsync(Options(), messages, sinks, members: 3);
+        Assert.Empty(dropped);
+        Assert.All(sinks, s => AssertSame(messages, s.Got));
+        Assert.All(receivers, r => Assert.Equal((1500UL, 2, 0L), (r.Delivered, r.RoundsComplete, r.Rejected)));
+        // One copy on the wire for all three receivers: each message once, plus the round ends.
+        Assert.Equal(0, sender.Repairs);
+        Assert.InRange(sender.Datagrams, 1502, 1502 + 200);
+        Assert.Equal(messages.Sum(m => (long)m.Length + FrameHeader.Size), sender.Bytes - (sender.Datagrams - 1500) * (FrameHeader.Size + 12));
+    }
+
+    [Theory]
+    [InlineData(0.01)]
+    [InlineData(0.05)]
+    public async Task With_injected_loss_gaps_are_asked_for_and_repaired_until_every_receiver_holds_every_message(double loss)
+    {
+        var messages = Messages(3000, 2);
+        var sinks = new[] { new Sink(), new Sink(), new Sink() };
+        var (sender, receivers, dropped) = await RunAsync(Options(loss), messages, sinks, members: 3);
+        Assert.Empty(dropped);
+        Assert.All(sinks, s => AssertSame(messages, s.Got));
+        Assert.All(receivers, r => Assert.True(r.InjectedDrops > 0 && r.Nacks > 0, $"drops {r.InjectedDrops}, nacks {r.Nacks}"));
+        Assert.True(sender.Repairs > 0);
+        // Repairs go to the whole group, once per request burst: never more than what all receivers lost together.
+        Assert.True(sender.Repairs <= receivers.Sum(r => r.InjectedDrops), $"{sender.Repairs} repairs for {receivers.Sum(r => r.InjectedDrops)} drops");
+    }
+
+    [Fact]
+    public async Task A_receiver_that_never_answers_is_dropped_after_the_timeout_and_the_others_finish()
+    {
+        var messages = Messages(300, 3);
+        var sinks = new[] { new Sink(), new Sink() };
+        var (_, receivers, dropped) = await RunAsync(Options(receiverTimeout: TimeSpan.FromMilliseconds(500)), messages, sinks, members: 3, rounds: 1);
+        Assert.Equal(new[] { 2 }, dropped);
+        Assert.All(sinks, s => AssertSame(messages, s.Got));
+        Assert.All(receivers, r => Assert.Equal(1, r.RoundsComplete));
+    }
+
+    [Fact]
+    public async Task Forged_and_malformed_datagrams_are_counted_and_change_nothing()
+    {
+        var options = Options();
+        var id = Guid.NewGuid();
+        var key = RandomNumberGenerator.GetBytes(FrameCodec.KeySize);
+        await using var sender = new MulticastSender(id, key, 1, [0], options);
+        var sink = new Sink();
+        await using var receiver = new MulticastReceiver(id, key, 1, 0, sender.FeedbackEndPoint, options, sink.Deliver);
+        using var attacker = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        attacker.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastInterface, IPAddress.Loopback.GetAddressBytes());
+        var channelKey = MulticastWire.ChannelKey(key, 1);
+        byte[] Seal(FrameType type, Guid migration, ulong seq, byte[] payload, byte[] k)
+        {
+            var d = new byte[FrameHeader.Size + payload.Length];
+            FrameCodec.Encode(type, migration, seq, payload, k, d);
+            return d;
+        }
+        var random = new Random(9);
+        var junk = new byte[300];
+        random.NextBytes(junk);
+        var forged = new List<byte[]>
+        {
+            junk,
+            Seal(FrameType.ChannelData, id, 0, [1, 2, 3], RandomNumberGenerator.GetBytes(32)), // wrong key
+            Seal(FrameType.ChannelData, Guid.NewGuid(), 0, [1, 2, 3], channelKey), // another migration
+            Seal(FrameType.ChannelData, id, 0, [1, 2, 3], key), // the migration's own key, not the channel's
+            Seal(FrameType.ChannelAck, id, MulticastWire.FeedbackSequence(0, 1), MulticastWire.Ack(0, 0), channelKey), // feedback on the group
+            Seal(FrameType.ChannelRoundEnd, id, 5, MulticastWire.RoundEnd(0, 10), channelKey), // round end in the data space
+            Seal(FrameType.ChannelData, id, 0, [1, 2, 3], channelKey)[..40], // truncated
+        };
+        var tampered = Seal(FrameType.ChannelData, id, 0, [1, 2, 3], channelKey);
+        tampered[^1] ^= 1;
+        forged.Add(tampered);
+        foreach (var d in forged) await attacker.SendToAsync(d, SocketFlags.None, options.Group);
+        // Forged feedback to the sender: a stranger's key, and a receiver id not in the channel.
+        await attacker.SendToAsync(Seal(FrameType.ChannelAck, id, MulticastWire.FeedbackSequence(0, 1), MulticastWire.Ack(0, 0), RandomNumberGenerator.GetBytes(32)), SocketFlags.None, sender.FeedbackEndPoint);
+        await attacker.SendToAsync(Seal(FrameType.ChannelAck, id, MulticastWire.FeedbackSequence(7, 1), MulticastWire.Ack(0, 0), channelKey), SocketFlags.None, sender.FeedbackEndPoint);
+
+        var messages = Messages(50, 4);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        foreach (var m in messages) await sender.SendAsync(m, timeout.Token);
+        await sender.EndRoundAsync(0, timeout.Token);
+        await receiver.WaitRoundAsync(0, timeout.Token);
+        AssertSame(messages, sink.Got);
+        Assert.Equal(forged.Count, receiver.Stats.Rejected);
+        Assert.Equal(2, sender.Stats.FeedbackRejected);
+    }
+
+    [Fact]
+    public void The_receive_window_delivers_in_order_holds_what_comes_early_and_asks_for_gaps_after_the_back_off()
+    {
+        var w = new ReceiveWindow(TimeSpan.FromMilliseconds(10), TimeSpan.FromMilliseconds(50), new Random(1));
+        Assert.Single(w.Accept(0, [0], now: 0));
+        Assert.Empty(w.Accept(3, [3], now: 0)); // 1 and 2 missing
+        Assert.Equal(2, w.Gaps);
+        Assert.Equal(new[] { (1UL, 2U) }, w.DueNacks(now: 0.011, 16)); // after the drawn back-off (under 10 ms)
+        Assert.Empty(w.DueNacks(now: 0.02, 16)); // asked; again only after the retry
+        Assert.Equal(new[] { (1UL, 2U) }, w.DueNacks(now: 0.07, 16));
+        Assert.Empty(w.Accept(2, [2], now: 0.08));
+        Assert.Equal(new[] { 1, 2, 3 }, w.Accept(1, [1], now: 0.08).Select(m => (int)m[0]));
+        Assert.Empty(w.Accept(1, [1], now: 0.09)); // a repair that came twice
+        Assert.Equal(1, w.Duplicates);
+        Assert.Equal(4UL, w.Contiguous);
+        w.KnownEnd(6, now: 0.1); // the tail (4, 5) was lost
+        Assert.Equal(new[] { (4UL, 2U) }, w.DueNacks(now: 0.2, 16));
+        Assert.Throws<ArgumentOutOfRangeException>(() => w.Accept(1UL << 40, [9], 0.2));
+    }
+
+    [Fact]
+    public void Feedback_and_round_end_parsers_refuse_every_malformed_payload_with_a_rejection()
+    {
+        var random = new Random(11);
+        for (int i = 0; i < 5000; i++)
+        {
+            var p = new byte[random.Next(0, 64)];
+            random.NextBytes(p);
+            if (random.Next(4) == 0 && p.Length >= 2) { p[0] = 0; p[1] = (byte)((p.Length - 2) / 12); }
+            foreach (var parse in new Action[] { () => MulticastWire.ReadNack(p), () => MulticastWire.ReadAck(p), () => MulticastWire.ReadRoundEnd(p) })
+            {
+                try { parse(); }
+                catch (FrameRejectedException) { }
+            }
+        }
+        Assert.Equal(new[] { (5UL, 3U) }, MulticastWire.ReadNack(MulticastWire.Nack([(5, 3)])));
+        Assert.Equal((2, 9UL), MulticastWire.ReadAck(MulticastWire.Ack(2, 9)));
+        Assert.Throws<FrameRejectedException>(() => MulticastWire.ReadNack(MulticastWire.Nack([(MulticastWire.SenderControlBit - 1, 5)])));
+    }
+}
