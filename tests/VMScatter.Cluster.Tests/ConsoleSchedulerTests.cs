@@ -96,6 +96,7 @@ public class ConsoleSchedulerTests : Akka.TestKit.Xunit2.TestKit
         var report = ExpectMsg<MigrationFinished>().Report;
         Assert.Equal(MigrationSchedulerActor.CancelReason, report.Error);
         Assert.False(report.Verified);
+        Assert.Equal(5_000, report.BytesSent); // the source's last progress report: no final account came
         Assert.All(report.PerVm, v => Assert.Equal((false, MigrationSchedulerActor.CancelReason), (v.HandedOver, v.Error)));
 
         // The list is the journal's: the same after a new incarnation replays it.

@@ -15,7 +15,7 @@ public static class MigrationListView
             return;
         }
         var t = new Table().Border(TableBorder.Rounded)
-            .AddColumn("id").AddColumn("started (UTC)").AddColumn("phase").AddColumn(new TableColumn("VMs").RightAligned()).AddColumn("targets")
+            .AddColumn(new TableColumn("id").NoWrap()).AddColumn(new TableColumn("started (UTC)").NoWrap()).AddColumn("phase").AddColumn(new TableColumn("VMs").RightAligned()).AddColumn("targets")
             .AddColumn("verified").AddColumn(new TableColumn("sent").RightAligned()).AddColumn(new TableColumn("duration").RightAligned())
             .AddColumn(new TableColumn("max downtime").RightAligned()).AddColumn("error");
         foreach (var m in list.Migrations)

@@ -31,10 +31,10 @@ public static class StatusView
         foreach (var run in scheduler.Migrations)
         {
             string round = run.Round < 0 ? "no transfer yet" : run.Wave < 0 ? $"round {run.Round}" : $"wave {run.Wave}, round {run.Round}";
-            var t = new Table().Border(TableBorder.Rounded)
-                .Title(Markup.Escape($"migration {run.MigrationId} from {run.SourceHostId}: {run.Phase.ToString().ToLowerInvariant()}, {round}, "
-                    + $"{ByteSize.Format(run.BytesSent)} sent at {ByteSize.Format(run.BytesPerSecond)}/s, started {run.StartedUtc:u}" + (run.Error is null ? "" : $", failing: {run.Error}")))
-                .AddColumn("VM").AddColumn("target").AddColumn("phase");
+            // A line of its own: a title is wrapped to the (narrow) table's width.
+            Console.WriteLine($"migration {run.MigrationId} from {run.SourceHostId}: {run.Phase.ToString().ToLowerInvariant()}, {round}, "
+                + $"{ByteSize.Format(run.BytesSent)} sent at {ByteSize.Format(run.BytesPerSecond)}/s, started {run.StartedUtc:u}" + (run.Error is null ? "" : $", failing: {run.Error}"));
+            var t = new Table().Border(TableBorder.Rounded).AddColumn("VM").AddColumn("target").AddColumn("phase");
             foreach (var vm in run.Vms) t.AddRow(Markup.Escape(vm.VmId.Value), Markup.Escape(vm.TargetHostId?.Value ?? "-"), Markup.Escape(vm.Phase));
             AnsiConsole.Write(t);
         }
