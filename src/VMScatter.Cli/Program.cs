@@ -18,6 +18,10 @@ root.Subcommands.Add(MigrateCommand.Create());
 root.Subcommands.Add(PlanCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ChaosCommand.Create());
+root.Subcommands.Add(StatusCommand.Create());
+root.Subcommands.Add(ListCommand.Create());
+root.Subcommands.Add(ShowCommand.Create());
+root.Subcommands.Add(CancelCommand.Create());
 
 var parse = root.Parse(args);
 if (parse.Errors.Count > 0)

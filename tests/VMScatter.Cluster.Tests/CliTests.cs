@@ -128,4 +128,87 @@ public class CliTests
         foreach (var field in new[] { "\"vms\"", "\"targets\"", "\"guestBytes\"", "\"naiveBytes\"", "\"distinctPages\"", "\"zeroPages\"", "\"bytesSent\"", "\"bytesReceived\"", "\"verified\"", "\"totalSeconds\"", "\"id\"", "\"target\"", "\"digestMatched\"" })
             Assert.Contains(field, text);
     }
+
+    [Fact]
+    public async Task Status_list_and_show_answer_a_console_that_never_joins_the_cluster()
+    {
+        var work = Directory.CreateTempSubdirectory("vmscatter-console-").FullName;
+        var nodes = new List<NodeProcess>();
+        try
+        {
+            int port = NodeProcess.FreePort();
+            string seed = $"127.0.0.1:{port}";
+            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1", "--journal", Path.Combine(work, "journal.db"));
+            nodes.Add(scheduler);
+            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+            nodes.Add(NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "2", "--vm-memory", "4MiB"));
+            int targetPort = NodeProcess.FreePort();
+            nodes.Add(NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--port", targetPort.ToString(), "--capacity", "64MiB", "--rack", "rack-a"));
+            foreach (var n in nodes.Skip(1)) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up"), TimeSpan.FromSeconds(60));
+
+            // Submitted detached (the id is all it prints), followed to its report by another console process.
+            var detached = await Run("migrate", "--seeds", seed, "--detach", "--wait-seconds", "30");
+            Assert.True(detached.Exit == 0, detached.Out + detached.Err);
+            string id = detached.Out.Trim();
+            Assert.True(Guid.TryParse(id, out _), detached.Out);
+            var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
+            Assert.True(followed.Exit == 0, followed.Out + followed.Err);
+            var report = MigrationReport.FromJson(followed.Out);
+            Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+
+            // The console asks a non-scheduler node's receptionist: any member answers for the cluster.
+            string targetSeed = $"127.0.0.1:{targetPort}";
+            var status = await Run("status", "--seeds", targetSeed, "--json");
+            Assert.True(status.Exit == 0, status.Out + status.Err);
+            using (var doc = System.Text.Json.JsonDocument.Parse(status.Out))
+            {
+                var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray()
+                    .Where(m => !m.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "console")).ToArray();
+                Assert.Equal(["scheduler", "source", "target"], members.SelectMany(m => m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()!)).Order(StringComparer.Ordinal));
+                Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean() && m.GetProperty("status").GetString() == "Up"));
+                var hosts = doc.RootElement.GetProperty("scheduler").GetProperty("hosts").EnumerateArray().ToArray();
+                Assert.Equal(["source-1", "target-1"], hosts.Select(h => h.GetProperty("hostId").GetString()));
+                Assert.Equal((64L << 20, "rack-a"), (hosts[1].GetProperty("capacityBytes").GetInt64(), hosts[1].GetProperty("rack").GetString()));
+                // Both 4 MiB VMs moved: none left on the source, their memory taken on the target.
+                Assert.Equal(0, hosts[0].GetProperty("vms").GetInt32());
+                Assert.Equal(56L << 20, hosts[1].GetProperty("freeBytes").GetInt64());
+                Assert.Empty(doc.RootElement.GetProperty("scheduler").GetProperty("migrations").EnumerateArray());
+            }
+
+            var list = await Run("list", "--seeds", seed, "--json");
+            Assert.True(list.Exit == 0, list.Out + list.Err);
+            using (var doc = System.Text.Json.JsonDocument.Parse(list.Out))
+            {
+                var listed = Assert.Single(doc.RootElement.EnumerateArray().ToArray());
+                Assert.Equal(report.MigrationId, listed.GetProperty("migrationId").GetString());
+                Assert.Equal(("Completed", 2, true), (listed.GetProperty("phase").GetString(), listed.GetProperty("vms").GetInt32(), listed.GetProperty("verified").GetBoolean()));
+                Assert.Equal(report.BytesSent, listed.GetProperty("bytesSent").GetInt64());
+                Assert.Equal(["target-1"], listed.GetProperty("targets").EnumerateArray().Select(t => t.GetString()));
+            }
+
+            var show = await Run("show", report.MigrationId, "--seeds", seed, "--json");
+            Assert.True(show.Exit == 0, show.Out + show.Err);
+            var shown = MigrationReport.FromJson(show.Out);
+            Assert.Equal((report.MigrationId, report.BytesSent, report.Verified), (shown.MigrationId, shown.BytesSent, shown.Verified));
+
+            AssertOneLineError(await Run("cancel", report.MigrationId, "--seeds", seed), $"migration {report.MigrationId} has already ended (completed)");
+            AssertOneLineError(await Run("show", "not-an-id", "--seeds", seed), "migration id 'not-an-id' is not a GUID");
+        }
+        finally
+        {
+            foreach (var n in nodes) await n.DisposeAsync();
+            try { Directory.Delete(work, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task Status_against_an_unreachable_cluster_is_a_one_line_error_within_the_timeout()
+    {
+        var clock = Stopwatch.StartNew();
+        var unreachable = await Run("status", "--seeds", "127.0.0.1:1", "--timeout", "2", "--json");
+        AssertOneLineError(unreachable, "did not answer within 2s (seeds: 127.0.0.1:1)");
+        Assert.Equal("", unreachable.Out);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"took {clock.Elapsed}");
+        AssertOneLineError(await Run("list", "--seeds", "nowhere"), "--seeds: seed 'nowhere' is not host:port");
+    }
 }

@@ -38,6 +38,21 @@ public class SerializationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void The_consoles_questions_round_trip_inside_the_envelope_the_cluster_client_sends()
+    {
+        // ClusterClient hands a receptionist a pub-sub Send; its payload (the question) goes by the payload's own binding.
+        var question = new CancelMigration(MigrationId.New());
+        var envelope = new Akka.Cluster.Tools.PublishSubscribe.Send(Console.AdminClient.SchedulerPath, question, localAffinity: true);
+        var outer = Assert.IsAssignableFrom<SerializerWithStringManifest>(Sys.Serialization.FindSerializerFor(envelope));
+        Assert.IsType<HyperionSerializer>(Sys.Serialization.FindSerializerFor(question));
+        var back = Assert.IsType<Akka.Cluster.Tools.PublishSubscribe.Send>(outer.FromBinary(outer.ToBinary(envelope), outer.Manifest(envelope)));
+        Assert.Equal((Console.AdminClient.SchedulerPath, (object)question), (back.Path, back.Message));
+        var answer = new CancelAnswer(question.MigrationId, false, "no migration");
+        var hyperion = Sys.Serialization.FindSerializerFor(answer);
+        Assert.Equal(answer, hyperion.FromBinary(hyperion.ToBinary(answer), typeof(CancelAnswer)));
+    }
+
+    [Fact]
     public void An_event_written_before_a_field_existed_still_replays()
     {
         var serializer = (SerializerWithStringManifest)Sys.Serialization.FindSerializerFor(new MigrationAborted(MigrationId.New(), ""));

@@ -19,9 +19,10 @@ public static class MigrateCommand
         var joinTimeout = new Option<int?>("--join-timeout") { Description = "Seconds to wait for the seeds (default: vmscatter.node.join-timeout)" };
         var hostname = new Option<string>("--hostname") { Description = "Address the cluster reaches this console by (its node joins the cluster while it follows the migration)", DefaultValueFactory = _ => "127.0.0.1" };
         var wait = new Option<int>("--wait-seconds") { Description = "How long to wait for the scheduler and hosts", DefaultValueFactory = _ => 30 };
+        var detach = new Option<bool>("--detach") { Description = "Submit through a cluster client (never joining), print the migration id and exit; follow it with `status --follow ID`" };
         var shared = new MigrationOptionSet();
         var command = new Command("migrate", "Submit a migration to a running VMScatter cluster and follow it to the handover");
-        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait }) command.Options.Add(o);
+        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait, detach }) command.Options.Add(o);
         shared.AddTo(command);
 
         command.SetAction(async (parse, cancellationToken) =>
@@ -36,6 +37,8 @@ public static class MigrateCommand
             var targetIds = (parse.GetValue(targets) ?? []).Select(t => MigrationOptionSet.Id<HostId>(t, "--targets")).ToArray();
             var vms = (parse.GetValue(vmIds) ?? []).Select(v => MigrationOptionSet.Id<VmId>(v, "--vm")).ToArray();
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
+            if (parse.GetValue(detach))
+                return await Detach(seedList, parse.GetValue(hostname)!, namedSource, targetIds, vms, options, timeout, cancellationToken);
             // The console's own node is a throwaway client: its remoting warnings would only repeat the error below.
             await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", Hostname = parse.GetValue(hostname)!, ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
@@ -48,5 +51,18 @@ public static class MigrateCommand
             return DemoCommand.Finish(outcome, parse.GetValue(shared.Json), plot, timeline);
         });
         return command;
+    }
+
+    /// <summary>`--detach`: the request goes through a cluster client; the id is all this prints (for scripts and `status --follow`).</summary>
+    private static async Task<int> Detach(string[] seeds, string hostname, HostId? namedSource, HostId[] targets, VmId[] vms, MigrationOptions options, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        await using var client = AdminClient.Start(seeds, hostname, timeout);
+        var hosts = await DetachedMigration.WaitForHostsAsync(client, timeout, cancellationToken);
+        var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
+            : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
+        var request = new StartMigration(MigrationId.New(), sourceId, targets, vms, options);
+        if (await DetachedMigration.SubmitAsync(client, request, cancellationToken) is { } rejected) throw new UserError($"migration rejected: {rejected}");
+        Console.WriteLine(request.MigrationId);
+        return ExitCodes.Success;
     }
 }

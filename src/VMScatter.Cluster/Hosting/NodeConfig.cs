@@ -1,4 +1,6 @@
 using System.Text;
+using Akka.Cluster.Tools.Client;
+using Akka.Cluster.Tools.PublishSubscribe;
 using Akka.Cluster.Tools.Singleton;
 using Akka.Configuration;
 using Akka.Persistence.Sql;
@@ -31,6 +33,9 @@ public static class NodeConfig
         text.AppendLine(overrides);
         return ConfigurationFactory.ParseString(text.ToString())
             .WithFallback(ClusterSingleton.DefaultConfig())
+            // The receptionist on nodes, the ClusterClient (and its message serializer) on the console.
+            .WithFallback(ClusterClientReceptionist.DefaultConfig())
+            .WithFallback(DistributedPubSub.DefaultConfig())
             .WithFallback(SqlPersistence.DefaultConfiguration);
     }
 

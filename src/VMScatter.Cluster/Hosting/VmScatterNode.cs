@@ -1,5 +1,6 @@
 using System.Net;
 using Akka.Actor;
+using Akka.Cluster.Tools.Client;
 using Akka.Cluster.Tools.Singleton;
 using Akka.Event;
 using Akka.Configuration;
@@ -92,6 +93,8 @@ public sealed class VmScatterNode : IAsyncDisposable
             // before the warm-up below, or the migration pays for compiling them again (measured: ~3.5 s of CPU).
             var singletonSettings = ClusterSingletonManagerSettings.Create(system).WithRole("scheduler");
             var proxySettings = ClusterSingletonProxySettings.Create(system).WithRole("scheduler");
+            // The admin console reaches the cluster through this node's receptionist (akka.cluster.client.receptionist).
+            var receptionist = ClusterClientReceptionist.Get(system);
             if (options.Roles.Contains("scheduler"))
             {
                 var persistence = Akka.Persistence.Persistence.Instance.Apply(system);
@@ -113,6 +116,8 @@ public sealed class VmScatterNode : IAsyncDisposable
             }
             var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/scheduler", proxySettings), "scheduler-proxy");
             system.ActorOf(Props.Create(() => new MembershipWatcher()), "membership");
+            receptionist.RegisterService(proxy);
+            receptionist.RegisterService(system.ActorOf(Props.Create(() => new ClusterInfoActor()), ClusterInfoActor.Name));
 
             DataPlaneListener? listener = null;
             var sourceSettings = SourceSettings.From(config);

@@ -9,7 +9,7 @@ namespace VMScatter.Cluster.Protocol;
 public sealed record RegisterSourceHost(HostId HostId, IActorRef Host, IReadOnlyList<VmDescription> Vms) : IVmScatterMessage;
 
 /// <summary>A target host announces its free capacity and data-plane endpoint (sent periodically; idempotent).</summary>
-public sealed record RegisterTargetHost(HostId HostId, IActorRef Host, long FreeBytes, string DataPlaneHost, int DataPlanePort, string Backend, string Rack = "", bool GuestsOutliveHost = false) : IVmScatterMessage;
+public sealed record RegisterTargetHost(HostId HostId, IActorRef Host, long FreeBytes, string DataPlaneHost, int DataPlanePort, string Backend, string Rack = "", bool GuestsOutliveHost = false, long CapacityBytes = 0) : IVmScatterMessage;
 
 public sealed record HostRegistered(HostId HostId) : IVmScatterMessage;
 

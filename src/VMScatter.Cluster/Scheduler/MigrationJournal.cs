@@ -63,6 +63,9 @@ public sealed class MigrationJournal
 
     public MigrationRecord? Find(MigrationId id) => _records.GetValueOrDefault(id);
 
+    /// <summary>Every recorded migration (the console's list): rebuilt from the events on recovery like the rest.</summary>
+    public IEnumerable<KeyValuePair<MigrationId, MigrationRecord>> All => _records;
+
     /// <summary>Migrations the journal started and never ended: on recovery, they were cut short.</summary>
     public IReadOnlyList<MigrationId> Unended => _records.Where(r => !r.Value.Ended).Select(r => r.Key).ToArray();
 

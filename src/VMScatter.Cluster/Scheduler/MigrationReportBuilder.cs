@@ -30,7 +30,8 @@ internal static class MigrationReportBuilder
             // Exact once the shards finished round 0; placement had the sketches' estimate.
             DistinctPages = stats is { Round0DistinctPages: > 0 } ? stats.Round0DistinctPages : run.DistinctPages,
             ZeroPages = run.Profiles.Sum(p => (long)p.ZeroPages),
-            BytesSent = stats?.BytesSent ?? 0,
+            // A run failed or cancelled before the source's final account: what its last progress report counted.
+            BytesSent = stats?.BytesSent ?? run.Progress.Latest?.BytesSent ?? 0,
             BytesReceived = run.TargetDigests.Values.Sum(d => d.BytesReceived),
             Verified = perVm.Length > 0 && perVm.All(v => v.DigestMatched && v.HandedOver),
             TotalSeconds = (nowUtc - run.StartedUtc).TotalSeconds,

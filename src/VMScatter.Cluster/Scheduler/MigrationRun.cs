@@ -58,6 +58,8 @@ internal sealed class MigrationRun
     public List<ReplacementBatch> PendingReplacements { get; } = new();
     public List<Domain.Reports.VmReplacement> Replacements { get; } = new();
     public string? Error { get; set; }
+    /// <summary>The source's latest progress report and the rate since its first (the console's status).</summary>
+    public TransferRate Progress { get; } = new();
 
     public bool Decided(VmId vmId) => HandedOver.ContainsKey(vmId) || Failed.ContainsKey(vmId);
 

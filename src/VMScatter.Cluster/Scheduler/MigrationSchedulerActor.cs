@@ -80,7 +80,10 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
-            run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets))));
+        {
+            run.Progress.Observe(m, DateTime.UtcNow);
+            run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets));
+        }));
         Command<TransferFailed>(m => WithRun(m.MigrationId, run =>
         {
             // Refused before any migration actor existed on the source: no VM was ever paused there.
@@ -138,6 +141,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         }));
         Command<RunTimeout>(m => WithRun(m.MigrationId, run => TimedOut(run, m.Phase)));
         Rebalancing();
+        ConsoleCommands();
     }
 
     public override string PersistenceId { get; }

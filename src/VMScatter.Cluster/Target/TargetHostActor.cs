@@ -56,7 +56,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         _scheduler = scheduler;
         _registrationInterval = registrationInterval;
 
-        Receive<Announce>(_ => _scheduler.Tell(new RegisterTargetHost(_hostId, Self, FreeBytes(), _listener.LocalEndPoint.Address.ToString(), _listener.LocalEndPoint.Port, _backend.Name, _rack, _backend.GuestsOutliveHost)));
+        Receive<Announce>(_ => _scheduler.Tell(new RegisterTargetHost(_hostId, Self, FreeBytes(), _listener.LocalEndPoint.Address.ToString(), _listener.LocalEndPoint.Port, _backend.Name, _rack, _backend.GuestsOutliveHost, _capacityBytes)));
         Receive<HostRegistered>(_ => { });
         Receive<HostRegistrationRefused>(m => _log.Error("Target {0} is not registered: {1}", _hostId, m.Reason));
 
