@@ -78,7 +78,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
-            run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets))));
+            run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets, m.StopAndCopy, m.ContentRecordsInRound))));
         Command<TransferFailed>(m => WithRun(m.MigrationId, run =>
         {
             // Refused before any migration actor existed on the source: no VM was ever paused there.
