@@ -150,6 +150,8 @@ public class ProgressModelTests
         }
 
         Assert.Equal(1, lines.Count(l => l.StartsWith("round 0, every target group: 34.0 MiB sent", StringComparison.Ordinal)));
+        // The migration's first data shows at once (nothing was logged for an interval before it).
+        Assert.Equal("round 0, every target group: 34.0 MiB so far", lines.Single(l => l.Contains(" so far", StringComparison.Ordinal) && l.StartsWith("round 0", StringComparison.Ordinal))[..44]);
         Assert.Equal(1, lines.Count(l => l.StartsWith("round 1, wave 1 (target-1), pre-copy: 60.0 MiB sent", StringComparison.Ordinal)));
         Assert.Equal(1, lines.Count(l => l.StartsWith("round 2, wave 1 (target-1), stop-and-copy: 3.0 MiB sent", StringComparison.Ordinal)));
         // Round 2 is closed by its VM's handover, and its line comes before the handover's.

@@ -33,7 +33,7 @@ public partial class ProgressTerminalTests
     [GeneratedRegex(@"^round (\d+), [^:]*: ([\d.]+ [KMG]?i?B) sent")]
     private static partial Regex RoundEnd();
 
-    [GeneratedRegex(@"^round (\d+), wave \d+: ([\d.]+ [KMG]?i?B) so far, ")]
+    [GeneratedRegex(@"^round (\d+), (?:wave \d+|every target group): ([\d.]+ [KMG]?i?B) so far, ")]
     private static partial Regex RoundSoFar();
 
     private static double Bytes(string size)

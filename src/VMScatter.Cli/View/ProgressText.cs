@@ -68,17 +68,22 @@ public static class ProgressText
     };
 
     /// <summary>
-    /// The log lines one event adds: rounds it closed (each once, with its final figures), the event's own line, and,
-    /// at most every <paramref name="interval"/>, how far a long round is. <paramref name="lastIntervalAt"/> is the
-    /// time of the last such line, updated when one is written.
+    /// The log lines one event adds: rounds it closed (each once, with its final figures), the event's own line, and
+    /// how far the open round is when no progress line was written for <paramref name="interval"/> (so the first data
+    /// of a migration shows at once, and a long round once an interval). <paramref name="lastIntervalAt"/> is the time
+    /// of the last progress line, updated when one is written.
     /// </summary>
     public static IReadOnlyList<string> PlainLines(ProgressModel before, ProgressModel after, IVmScatterProtocol message, double at, TimeSpan interval, ref double lastIntervalAt)
     {
         var lines = new List<string>();
         for (int i = 0; i < after.Rounds.Count; i++)
-            if (after.Rounds[i].Closed && (i >= before.Rounds.Count || !before.Rounds[i].Closed)) lines.Add(RoundLine(after.Rounds[i]));
+            if (after.Rounds[i].Closed && (i >= before.Rounds.Count || !before.Rounds[i].Closed))
+            {
+                lines.Add(RoundLine(after.Rounds[i]));
+                lastIntervalAt = at;
+            }
         if (EventLine(message) is { } line) lines.Add(line);
-        if (message is MigrationProgress && after.Current is { Bytes: > 0 } current && at - Math.Max(lastIntervalAt, current.StartedAt) >= interval.TotalSeconds)
+        if (message is MigrationProgress && after.Current is { Bytes: > 0 } current && at - lastIntervalAt >= interval.TotalSeconds)
         {
             var row = after.View(at).Rows.FirstOrDefault(r => r.Round == current.Round && r.State is WaveState.PreCopy or WaveState.StopAndCopy);
             lines.Add(RoundSoFar(current, row));
