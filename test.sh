@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The tests, with everything they need: on a fresh Debian machine with the .NET SDK, installs QEMU, a static busybox
-# and a kernel (the QEMU guests), and PostgreSQL 15 (the shared scheduler journal), starts PostgreSQL with a test role
-# and database, then runs the whole suite. `.ci/run` calls exactly this. Needs root for apt-get (as CI and the dev
-# machines here are); without root, install those packages yourself and set VMSCATTER_TEST_POSTGRES.
+# and a kernel (the QEMU guests), tmux (a real terminal for the progress view) and PostgreSQL 15 (the shared scheduler
+# journal), starts PostgreSQL with a test role and database, then runs the whole suite. `.ci/run` calls exactly this.
+# Needs root for apt-get (as CI and the dev machines here are); without root, install those packages yourself and set
+# VMSCATTER_TEST_POSTGRES.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export DEBIAN_FRONTEND=noninteractive DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
@@ -13,6 +14,7 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 command -v pg_ctlcluster >/dev/null && [[ -d /usr/lib/postgresql/15 ]] || need+=(postgresql)
+command -v tmux >/dev/null || need+=(tmux) # the live progress is tested in a real terminal
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq

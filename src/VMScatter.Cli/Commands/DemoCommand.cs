@@ -53,10 +53,11 @@ public static class DemoCommand
             var spec = new SyntheticFleetSpec(vmCount, model, parse.GetValue(seed), parse.GetValue(osImages), parse.GetValue(applications));
             try { spec.Validate(); } catch (ArgumentException e) { throw new UserError(e.Message); }
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
+            var output = shared.Output(parse);
 
-            if (qemu) return await RunQemuAsync(vmCount, memory, targetCount, targetCapacity, options, parse.GetValue(journal), parse.GetValue(shared.Json), plot, cancellationToken);
+            if (qemu) return await RunQemuAsync(vmCount, memory, targetCount, targetCapacity, options, parse.GetValue(journal), parse.GetValue(shared.Json), plot, output, cancellationToken);
 
-            Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} × {ByteSize.Format(memory)} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
+            output.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} × {ByteSize.Format(memory)} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
             var fleet = SyntheticFleet.Create(spec);
             // A demo is one run: by default its journal is a fresh file that does not outlive it.
             bool ownJournal = parse.GetValue(journal) is null;
@@ -69,25 +70,25 @@ public static class DemoCommand
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
             var request = new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options);
             var timeline = new MigrationTimeline();
-            var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
+            var outcome = await MigrationView.FollowAsync(output, onEvent =>
                 MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, timeline.Recording(onEvent), TimeSpan.FromSeconds(30), cancellationToken));
-            return Finish(outcome, parse.GetValue(shared.Json), plot, timeline);
+            return Finish(outcome, parse.GetValue(shared.Json), output, plot, timeline);
         });
         return command;
     }
 
     /// <summary>The demo on real guests: boot them, migrate them over the cluster, show each one counting on at its target.</summary>
-    private static async Task<int> RunQemuAsync(int vmCount, long memory, int targetCount, long targetCapacity, MigrationOptions options, string? journalFile, string? json, string? plot, CancellationToken cancellationToken)
+    private static async Task<int> RunQemuAsync(int vmCount, long memory, int targetCount, long targetCapacity, MigrationOptions options, string? journalFile, string? json, string? plot, HumanOutput output, CancellationToken cancellationToken)
     {
         var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
-        Console.WriteLine($"Booting {vmCount} QEMU guests × {ByteSize.Format(memory)} ({config.Accelerator}, workload: {config.Workload})");
+        output.WriteLine($"Booting {vmCount} QEMU guests × {ByteSize.Format(memory)} ({config.Accelerator}, workload: {config.Workload})");
         var guests = await config.BootGuestsAsync(image, vmCount, memory, cancellationToken);
         var journalPath = Path.GetFullPath(journalFile ?? Path.Combine(Path.GetTempPath(), $"vmscatter-demo-{Guid.NewGuid():N}.db"));
         using var removeJournal = new JournalCleanup(journalFile is null ? journalPath : null);
         var backends = new System.Collections.Concurrent.ConcurrentDictionary<string, QemuTargetBackend>();
         try
         {
-            Console.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
+            output.WriteLine($"Starting a local cluster: scheduler, 1 source with {vmCount} running guests, {targetCount} targets × {ByteSize.Format(targetCapacity)}");
             await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
             {
                 SourceVms = guests, Targets = targetCount, TargetCapacityBytes = targetCapacity, JournalConnectionString = $"Data Source={journalPath}",
@@ -96,37 +97,38 @@ public static class DemoCommand
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targetCount, TimeSpan.FromSeconds(30), cancellationToken);
             var request = new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options);
             var timeline = new MigrationTimeline();
-            var outcome = await MigrationView.FollowAsync(vmCount, onEvent =>
+            var outcome = await MigrationView.FollowAsync(output, onEvent =>
                 MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy, request, timeline.Recording(onEvent), TimeSpan.FromSeconds(120), cancellationToken));
-            int exit = Finish(outcome, json, plot, timeline);
+            int exit = Finish(outcome, json, output, plot, timeline);
             foreach (var g in guests)
             {
                 var landed = backends.Values.Select(b => b.Landed.GetValueOrDefault(g.Description.Id)).FirstOrDefault(l => l is not null);
-                if (landed is null) { Console.WriteLine($"{g.Description.Id}: still running on the source ({g.State})"); continue; }
+                if (landed is null) { output.WriteLine($"{g.Description.Id}: still running on the source ({g.State})"); continue; }
                 // Show the guest alive where it landed: its own counter passes the value it had when paused.
                 await SerialConsole.WaitForCounterAboveAsync(landed.SerialLogPath, g.CounterAtPause + 2, TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running, cancellationToken);
-                Console.WriteLine($"{g.Description.Id}: serial counter {g.CounterAtPause} when paused on the source, {SerialConsole.LastCounter(landed.SerialLogPath)} now on its target (QEMU pid {landed.ProcessId})");
+                output.WriteLine($"{g.Description.Id}: serial counter {g.CounterAtPause} when paused on the source, {SerialConsole.LastCounter(landed.SerialLogPath)} now on its target (QEMU pid {landed.ProcessId})");
             }
             return exit;
         }
         finally { foreach (var g in guests) await g.DisposeAsync(); }
     }
 
-    /// <summary>Shared ending of demo and migrate: table, JSON, the timeline plot, exit code.</summary>
-    public static int Finish(MigrationOutcome outcome, string? jsonPath, string? plotPath = null, MigrationTimeline? timeline = null)
+    /// <summary>Shared ending of demo and migrate: table, JSON (to a file, or alone on standard output with <c>--json -</c>), the timeline plot, exit code.</summary>
+    public static int Finish(MigrationOutcome outcome, string? jsonPath, HumanOutput output, string? plotPath = null, MigrationTimeline? timeline = null)
     {
         if (outcome.RejectedBecause is not null) throw new UserError($"migration rejected: {outcome.RejectedBecause}");
         var report = outcome.Report!;
-        MigrationView.RenderReport(report);
-        if (jsonPath is not null)
+        MigrationView.RenderReport(report, output.Console);
+        if (MigrationOptionSet.IsStandardOutput(jsonPath)) output.StandardOutput.WriteLine(report.ToJson());
+        else if (jsonPath is not null)
         {
             File.WriteAllText(jsonPath, report.ToJson());
-            Console.WriteLine($"report written to {jsonPath}");
+            output.WriteLine($"report written to {jsonPath}");
         }
         if (plotPath is not null)
         {
             TimelinePlot.Save(report, timeline ?? new MigrationTimeline(), plotPath);
-            Console.WriteLine($"timeline drawn to {plotPath}");
+            output.WriteLine($"timeline drawn to {plotPath}");
         }
         return report.Verified ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }

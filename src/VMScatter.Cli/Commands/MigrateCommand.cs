@@ -39,6 +39,8 @@ public static class MigrateCommand
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
             if (parse.GetValue(detach))
                 return await Detach(seedList, parse.GetValue(hostname)!, namedSource, targetIds, vms, options, timeout, cancellationToken);
+            // Before the node starts: with --json -, its log must already go to standard error.
+            var output = shared.Output(parse);
             // The console's own node is a throwaway client: its remoting warnings would only repeat the error below.
             await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", Hostname = parse.GetValue(hostname)!, ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
@@ -46,9 +48,9 @@ public static class MigrateCommand
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
             var request = new StartMigration(MigrationId.New(), sourceId, targetIds, vms, options);
             var timeline = new MigrationTimeline();
-            var outcome = await MigrationView.FollowAsync(Math.Max(1, request.VmIds.Count), onEvent =>
+            var outcome = await MigrationView.FollowAsync(output, onEvent =>
                 MigrationClient.RunAsync(node.System, node.SchedulerProxy, request, timeline.Recording(onEvent), timeout, cancellationToken));
-            return DemoCommand.Finish(outcome, parse.GetValue(shared.Json), plot, timeline);
+            return DemoCommand.Finish(outcome, parse.GetValue(shared.Json), output, plot, timeline);
         });
         return command;
     }

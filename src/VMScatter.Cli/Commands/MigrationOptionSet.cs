@@ -17,7 +17,7 @@ public sealed class MigrationOptionSet
     public Option<string?> Compression { get; } = new("--compression") { Description = "none | lz4 | zstd" };
     public Option<int?> MaxRounds { get; } = new("--max-rounds") { Description = "Pre-copy rounds before stop-and-copy is forced" };
     public Option<int?> DowntimeMs { get; } = new("--downtime-ms") { Description = "Stop and copy once the dirty rest fits in this many milliseconds" };
-    public Option<string?> Json { get; } = new("--json") { Description = "Write the migration report to this file (JSON)" };
+    public Option<string?> Json { get; } = new("--json") { Description = "Write the migration report to this file (JSON); '-': to standard output, alone (everything else goes to standard error)" };
     public Option<string> LinkRate { get; } = new("--link-rate") { Description = "Each host's egress link, e.g. 1Gbit (default: unlimited)", DefaultValueFactory = _ => "unlimited" };
     public Option<bool> NoDedup { get; } = new("--no-dedup") { Description = "Send every non-zero page of every VM (the one-to-one pre-copy baseline)" };
     public Option<string> OnNoConvergence { get; } = new("--on-no-convergence") { Description = "force (stop and copy anyway) | abort (VMs stay on the source)", DefaultValueFactory = _ => "force" };
@@ -54,6 +54,12 @@ public sealed class MigrationOptionSet
         View.PlotFile.Check(path);
         return path;
     }
+
+    /// <summary><c>--json -</c>: the report's JSON is all that standard output carries.</summary>
+    public static bool IsStandardOutput(string? jsonPath) => jsonPath == "-";
+
+    /// <summary>Where progress and the table go: standard error when standard output is the report's JSON.</summary>
+    public View.HumanOutput Output(ParseResult parse) => View.HumanOutput.Create(toStandardError: IsStandardOutput(parse.GetValue(Json)));
 
     /// <summary>A VM or host id given on the command line, or a one-line error saying what an id may be.</summary>
     public static T Id<T>(string value, string option) where T : struct, IId<T>

@@ -29,7 +29,7 @@ public static class ShowCommand
             if (status.Report is { } report)
             {
                 if (json) Console.Out.WriteLine(report.ToJson());
-                else MigrationView.RenderReport(report);
+                else MigrationView.RenderReport(report, Spectre.Console.AnsiConsole.Console);
             }
             else if (json) AdminJson.Print(new { migrationId = status.MigrationId, phase = status.Phase, handedOver = status.HandedOver, failed = status.Failed });
             else Console.WriteLine($"migration {migration} is {status.Phase.ToString().ToLowerInvariant()}: {status.HandedOver.Count} VM(s) handed over, {status.Failed.Count} failed so far; no report yet (see `vmscatter status`)");

@@ -53,7 +53,7 @@ public static class StatusCommand
         }
         catch (UnknownMigrationException e) { throw new UserError(e.Message); }
         if (json) Console.Out.WriteLine(report.ToJson());
-        else MigrationView.RenderReport(report);
+        else MigrationView.RenderReport(report, Spectre.Console.AnsiConsole.Console);
         return report.Verified ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }
 }

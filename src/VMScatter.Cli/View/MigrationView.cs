@@ -1,5 +1,8 @@
+using System.Diagnostics;
 using System.Globalization;
 using Spectre.Console;
+using Spectre.Console.Rendering;
+using VMScatter.Cluster.Scheduler;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane;
@@ -9,84 +12,115 @@ using VMScatter.Domain.Units;
 namespace VMScatter.Cli.View;
 
 /// <summary>
-/// Shows a migration as it runs (progress bars on a terminal, one line per event otherwise) and the final table.
+/// Shows a migration as it runs (a bar per wave on a terminal, plain lines otherwise) and the final table. What is shown
+/// comes from <see cref="ProgressModel"/>, folded from the events; this class only draws it.
 /// </summary>
 public static class MigrationView
 {
-    public static async Task<MigrationOutcome> FollowAsync(int vmCount, Func<Action<IVmScatterProtocol>, Task<MigrationOutcome>> run)
+    /// <summary>How often a log gets a line about a round still under way (each round's end always gets one).</summary>
+    public static readonly TimeSpan PlainInterval = TimeSpan.FromSeconds(1);
+
+    public static async Task<MigrationOutcome> FollowAsync(HumanOutput output, Func<Action<IVmScatterProtocol>, Task<MigrationOutcome>> run)
     {
-        if (!AnsiConsole.Profile.Capabilities.Interactive) return await run(PrintLine).ConfigureAwait(false);
+        var clock = Stopwatch.StartNew();
+        var gate = new object();
+        var model = ProgressModel.Empty;
+        if (!output.Live)
+        {
+            double lastInterval = double.NegativeInfinity;
+            return await run(message =>
+            {
+                lock (gate)
+                {
+                    double at = clock.Elapsed.TotalSeconds;
+                    var next = model.Apply(message, at);
+                    foreach (var line in ProgressText.PlainLines(model, next, message, at, PlainInterval, ref lastInterval)) output.WriteLine(line);
+                    model = next;
+                }
+            }).ConfigureAwait(false);
+        }
+
+        var rows = new RowBoard();
         MigrationOutcome? outcome = null;
-        await AnsiConsole.Progress()
+        // The in-process cluster's log lines would tear the bars apart: they go above them instead.
+        using var strayLines = output.LinesAboveLiveView();
+        await output.Console.Progress()
             .AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .HideCompleted(false)
+            .Columns(
+                new TaskDescriptionColumn { Alignment = Justify.Left },
+                new ProgressBarColumn { Width = 24 },
+                new RowColumn(rows, (row, phase) => ProgressText.Round(row)),
+                new RowColumn(rows, (row, phase) => ProgressText.Bytes(row)),
+                new RowColumn(rows, (row, phase) => row.Round < 0 ? "" : ProgressText.Rate(row.BytesPerSecond)),
+                new RowColumn(rows, (row, phase) => row.State is WaveState.PreCopy or WaveState.StopAndCopy ? $"ETA {ProgressText.Eta(row.Eta)}" : ""),
+                new RowColumn(rows, (row, phase) => ProgressText.State(row, phase)))
             .StartAsync(async ctx =>
             {
-                var analyse = ctx.AddTask("round 0: hash + dedup", maxValue: 1);
-                var transfer = ctx.AddTask("pages to target groups", maxValue: 1);
-                var handover = ctx.AddTask("verified + handed over", maxValue: vmCount);
-                outcome = await run(message =>
+                var migration = run(message => { lock (gate) model = model.Apply(message, clock.Elapsed.TotalSeconds); });
+                var tasks = new List<ProgressTask>();
+                // The rate and ETA move between events too: redraw from the model a few times a second.
+                while (true)
                 {
-                    switch (message)
-                    {
-                        case MigrationPlaced p:
-                            analyse.Value = 1;
-                            analyse.StopTask();
-                            transfer.MaxValue = Math.Max(1, p.GroupTransport == GroupTransport.FanOut ? p.EstimatedPages : p.DistinctPages);
-                            break;
-                        case MigrationProgress p:
-                            transfer.Description = $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent";
-                            transfer.Value = Math.Min(transfer.MaxValue, p.ContentRecordsSent);
-                            break;
-                        case VmHandedOver or VmHandoverFailed:
-                            transfer.Value = transfer.MaxValue;
-                            handover.Increment(1);
-                            break;
-                        case MigrationFinished:
-                            transfer.StopTask();
-                            handover.StopTask();
-                            break;
-                    }
-                }).ConfigureAwait(false);
+                    ProgressView view;
+                    lock (gate) view = model.View(clock.Elapsed.TotalSeconds);
+                    rows.Update(view, tasks, ctx);
+                    ctx.Refresh();
+                    if (migration.IsCompleted) break;
+                    await Task.WhenAny(migration, Task.Delay(200)).ConfigureAwait(false);
+                }
+                foreach (var t in tasks) t.StopTask();
+                outcome = await migration.ConfigureAwait(false);
             }).ConfigureAwait(false);
         return outcome!;
     }
 
-    private static int _lastRound = -1;
-    private static DateTime _lastProgress;
-
-    private static void PrintLine(IVmScatterProtocol message)
+    /// <summary>The rows drawn now, one per progress task (by position); a task without a row draws nothing.</summary>
+    private sealed class RowBoard
     {
-        // Progress arrives every few hundred milliseconds; a log wants a line per round or per second at most.
-        if (message is MigrationProgress progress)
+        private volatile IReadOnlyDictionary<int, WaveRow> _rows = new Dictionary<int, WaveRow>();
+
+        public MigrationPhase Phase { get; private set; }
+
+        public WaveRow? Row(ProgressTask task) => _rows.GetValueOrDefault(task.Id);
+
+        public void Update(ProgressView view, List<ProgressTask> tasks, ProgressContext ctx)
         {
-            if (progress.Round == _lastRound && DateTime.UtcNow - _lastProgress < TimeSpan.FromSeconds(1)) return;
-            _lastRound = progress.Round;
-            _lastProgress = DateTime.UtcNow;
+            while (tasks.Count < view.Rows.Count) tasks.Add(ctx.AddTask(Markup.Escape(view.Rows[tasks.Count].Label), maxValue: 1));
+            var rows = new Dictionary<int, WaveRow>();
+            for (int i = 0; i < tasks.Count; i++)
+            {
+                var task = tasks[i];
+                // A row that went away (pending targets now in one wave) keeps a dash: Spectre refuses an empty name.
+                if (i >= view.Rows.Count) { task.Description = "-"; task.Value = 0; continue; }
+                var row = view.Rows[i];
+                rows[task.Id] = row;
+                task.Description = Markup.Escape(row.Label);
+                task.Value = row.Fraction ?? 0;
+                task.IsIndeterminate = row.Fraction is null && row.State is WaveState.PreCopy or WaveState.StopAndCopy;
+            }
+            Phase = view.Phase;
+            _rows = rows;
         }
-        string? line = message switch
-        {
-            MigrationAccepted a => $"accepted: {a.Vms} VMs to {a.Targets} target hosts",
-            MigrationPlaced p => $"placed ({p.Strategy}): {string.Join(", ", p.TargetOfVm.OrderBy(x => x.Key).Select(x => $"{x.Key}→{x.Value}"))}",
-            MigrationProgress p => $"round {p.Round}: {ByteSize.Format(p.BytesSent)} sent, {p.ContentRecordsSent} page records",
-            VmHandedOver h => $"handed over {h.VmId} → {h.TargetHostId} (digest {h.Digest[..Math.Min(12, h.Digest.Length)]}, downtime {h.DowntimeMs:0} ms)",
-            MigrationStatus s => $"scheduler: migration {s.MigrationId} is {s.Phase.ToString().ToLowerInvariant()}",
-            VmHandoverFailed f => $"NOT handed over {f.VmId}: {f.Reason} (still running on the source)",
-            MigrationTargetLost l => $"target {l.HostId} lost: {l.Reason}; its VMs not handed over are re-placed",
-            VmsReplaced r => $"re-placed from {r.LostHostId}: {string.Join(", ", r.TargetOfVm.OrderBy(x => x.Key).Select(x => $"{x.Key}→{x.Value}"))}",
-            _ => null,
-        };
-        if (line is not null) System.Console.WriteLine(line);
     }
 
-    public static void RenderReport(MigrationReport r)
+    /// <summary>A column showing one field of the task's row.</summary>
+    private sealed class RowColumn(RowBoard board, Func<WaveRow, MigrationPhase, string> text) : ProgressColumn
+    {
+        protected override bool NoWrap => true;
+
+        public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime) =>
+            new Text(board.Row(task) is { } row ? text(row, board.Phase) : "");
+    }
+
+    public static void RenderReport(MigrationReport r, IAnsiConsole console)
     {
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn("VM").AddColumn("target").AddColumn("digest matched").AddColumn(new TableColumn("downtime").RightAligned()).AddColumn("note");
         foreach (var vm in r.PerVm)
             table.AddRow(Markup.Escape(vm.Id), Markup.Escape(vm.Target), vm.DigestMatched ? "[green]yes[/]" : "[red]no[/]",
                 vm.HandedOver ? $"{vm.DowntimeMs:0} ms" : "-", Markup.Escape(vm.Error ?? (vm.SourceDigest is null ? "" : $"sha256 {vm.SourceDigest[..16]}…")));
-        AnsiConsole.Write(table);
+        console.Write(table);
         var inv = CultureInfo.InvariantCulture;
         var summary = new Grid().AddColumn().AddColumn();
         summary.AddRow("VMs → targets", $"{r.Vms} → {r.Targets} ({r.PlacementStrategy}, {r.GroupTransport})");
@@ -107,6 +141,6 @@ public static class MigrationView
         summary.AddRow("downtime max", $"{r.DowntimeMsMax:0} ms");
         summary.AddRow("total time", $"{r.TotalSeconds:0.00} s");
         summary.AddRow("verified", r.Verified ? "[green]yes: every VM byte-identical and handed over[/]" : $"[red]NO[/] {Markup.Escape(r.Error ?? "")}");
-        AnsiConsole.Write(summary);
+        console.Write(summary);
     }
 }

@@ -42,7 +42,9 @@ public sealed record RegisteredHosts(IReadOnlyList<HostId> Sources, IReadOnlyLis
 public sealed record MigrationPlaced(MigrationId MigrationId, string Strategy, IReadOnlyDictionary<VmId, HostId> TargetOfVm, double EstimatedPages, long DistinctPages, DataPlane.GroupTransport GroupTransport) : IVmScatterMessage;
 
 /// <summary>Sent at each round's start and end and every progress-interval between: bytes sent so far, the round, and its wave's target hosts (none for round 0).</summary>
-public sealed record MigrationProgress(MigrationId MigrationId, Scheduler.MigrationPhase Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound, int Wave = -1, IReadOnlyList<HostId>? WaveTargets = null) : IVmScatterMessage;
+/// <param name="StopAndCopy">The round is its wave's stop-and-copy (its VMs are paused).</param>
+/// <param name="ContentRecordsInRound">Content records the round sends once built (0 before it is built): how far the round is, for an ETA.</param>
+public sealed record MigrationProgress(MigrationId MigrationId, Scheduler.MigrationPhase Phase, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound, int Wave = -1, IReadOnlyList<HostId>? WaveTargets = null, bool StopAndCopy = false, long ContentRecordsInRound = 0) : IVmScatterMessage;
 
 /// <summary>A target was lost mid-migration; its VMs not handed over are re-placed (see <see cref="VmsReplaced"/>).</summary>
 public sealed record MigrationTargetLost(MigrationId MigrationId, HostId HostId, string Reason) : IVmScatterMessage;

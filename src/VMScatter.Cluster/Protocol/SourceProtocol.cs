@@ -65,7 +65,9 @@ public sealed record VmsAnalyzed(MigrationId MigrationId, IReadOnlyList<VmProfil
 
 /// <param name="Wave">The wave the round belongs to (-1: round 0, which serves every target group).</param>
 /// <param name="WaveTargets">The target hosts of that wave (empty for round 0).</param>
-public sealed record TransferProgress(MigrationId MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound, int Wave = -1, IReadOnlyList<HostId>? WaveTargets = null) : IVmScatterMessage;
+/// <param name="StopAndCopy">The round is its wave's stop-and-copy (its VMs are paused).</param>
+/// <param name="ContentRecordsInRound">Content records the round sends once built (0 before): with <paramref name="ContentRecordsSent"/>, how far the round is.</param>
+public sealed record TransferProgress(MigrationId MigrationId, int Round, long BytesSent, long ContentRecordsSent, long PagesInRound, int Wave = -1, IReadOnlyList<HostId>? WaveTargets = null, bool StopAndCopy = false, long ContentRecordsInRound = 0) : IVmScatterMessage;
 
 /// <summary>
 /// A wave is in (staggered handover): its target applied its stop-and-copy round; its VMs are paused here with these

@@ -82,7 +82,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
         {
             run.Progress.Observe(m, DateTime.UtcNow);
-            run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets));
+            run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets, m.StopAndCopy, m.ContentRecordsInRound));
         }));
         Command<TransferFailed>(m => WithRun(m.MigrationId, run =>
         {

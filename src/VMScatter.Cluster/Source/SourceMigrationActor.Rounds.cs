@@ -46,6 +46,9 @@ public sealed partial class SourceMigrationActor
             _account.GroupsOrdered(built.GroupSwitches, built.GroupSwitchesLowerBound);
             if (_round == 0) _account.RoundPlanned(_pagesInRound);
             _roundStartBytes = _sender!.BytesSent;
+            // Fan-out sends a group's content to each of its targets; a relay chain sends it once, to the chain's head.
+            _roundRecords = built.Transfer.Groups.Sum(g => (long)g.ContentIds.Count * (_options.GroupTransport == DataPlane.GroupTransport.FanOut ? System.Numerics.BitOperations.PopCount(g.TargetMask) : 1));
+            _roundRecordsOf = _round;
             // Kept until every target still receiving applied the round: a target lost meanwhile may have cut a relay
             // chain, and the round is then sent again from them (see Resend).
             _built = built;

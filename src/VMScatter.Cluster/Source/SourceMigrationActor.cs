@@ -62,6 +62,9 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private int _pending;
     private int _pagesInRound;
     private long _roundStartBytes;
+    // Content records the built round sends, and which round that was (a progress report of a later round has none yet).
+    private long _roundRecords;
+    private int _roundRecordsOf = -1;
     private bool _roundSent;
     private readonly HashSet<int> _applied = new();
     private Wave _wave = new(0, 0, []);
@@ -228,7 +231,8 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         if (_sender is null) return;
         bool roundZero = _round == 0 || _wave.Targets == 0;
         var waveTargets = roundZero ? [] : DataPlaneSender.Targets(_wave.Targets).Where(t => t < _targetHosts.Length).Select(t => _targetHosts[t]).ToArray();
-        _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound, roundZero ? -1 : _wave.Index, waveTargets));
+        _scheduler.Tell(new TransferProgress(_migrationId, _round, _sender.BytesSent, _sender.ContentRecordsSent, _pagesInRound, roundZero ? -1 : _wave.Index, waveTargets,
+            StopAndCopy: _stopAndCopy && !roundZero, ContentRecordsInRound: _roundRecordsOf == _round ? _roundRecords : 0));
     }
 
     private VmId VmId(int vmIndex) => _vms[vmIndex].Description.Id;
