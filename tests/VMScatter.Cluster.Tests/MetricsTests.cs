@@ -79,7 +79,7 @@ public class MetricsTests
 
             // One setting: the scrape endpoint too, serving this scheduler node's metrics.
             Assert.EndsWith($"; metrics on http://127.0.0.1:{metricsPort}/metrics", enabledUp);
-            Assert.Equal([enabledPort, metricsPort], ListeningPorts(enabled.ProcessId).Order());
+            Assert.Equal(new[] { enabledPort, metricsPort }.Order(), ListeningPorts(enabled.ProcessId).Order());
             var scraped = await ScrapeAsync($"http://127.0.0.1:{metricsPort}/metrics");
             Assert.Equal(0, scraped.Value("vmscatter_migrations_active"));
         }

@@ -98,9 +98,19 @@ public sealed class VmScatterNode : IAsyncDisposable
             if (options.Roles.Contains("scheduler"))
             {
                 var persistence = Akka.Persistence.Persistence.Instance.Apply(system);
-                // The plugins inject theirs while they are constructed: wait until both answer.
-                await Task.WhenAll(persistence.JournalFor(null).Ask<ActorIdentity>(new Identify(null), joinTimeout, cancellationToken),
-                    persistence.SnapshotStoreFor(null).Ask<ActorIdentity>(new Identify(null), joinTimeout, cancellationToken)).ConfigureAwait(false);
+                // The plugins inject theirs while they are constructed: wait until both answer. Not the join's bound: a
+                // journal on PostgreSQL connects (and may create its tables) first, which took over 10 s while six nodes
+                // started at once on 2 busy cores (CI).
+                var pluginTimeout = joinTimeout + PluginStartGrace;
+                try
+                {
+                    await Task.WhenAll(persistence.JournalFor(null).Ask<ActorIdentity>(new Identify(null), pluginTimeout, cancellationToken),
+                        persistence.SnapshotStoreFor(null).Ask<ActorIdentity>(new Identify(null), pluginTimeout, cancellationToken)).ConfigureAwait(false);
+                }
+                catch (AskTimeoutException)
+                {
+                    throw new ClusterJoinException($"the scheduler's journal did not start within {pluginTimeout.TotalSeconds:0}s (is its database reachable? see akka.persistence.journal)");
+                }
             }
             // Before any actor records: instruments nobody listens to yet drop what they are given.
             metrics.Export(metricsSettings, hostId, options.Roles.Contains("scheduler"));
@@ -182,6 +192,8 @@ public sealed class VmScatterNode : IAsyncDisposable
     }
 
     /// <summary>Stops the node abruptly, as a crash would (tests of host failure).</summary>
+    private static readonly TimeSpan PluginStartGrace = TimeSpan.FromSeconds(60);
+
     public async Task CrashAsync()
     {
         // Its data plane goes at once (the actor system takes a while to terminate, and leaves the cluster meanwhile).
