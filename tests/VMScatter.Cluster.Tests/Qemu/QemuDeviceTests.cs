@@ -1,0 +1,222 @@
+using System.Globalization;
+using System.Text;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.Domain;
+using VMScatter.Domain.Reports;
+using VMScatter.Qemu;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests.Qemu;
+
+/// <summary>
+/// Guests with a virtio-blk disk on shared storage and a virtio-net NIC (user networking) move, and their devices
+/// work at the target; forged device descriptions are refused by the target and the guest stays on its source.
+/// Both "hosts" are on this machine: the storage is one temp directory both configure under the same name.
+/// </summary>
+[Collection("qemu")]
+public sealed class QemuDeviceTests(QemuFixture fixture)
+{
+    private const long Memory = 128L << 20; // 64 MiB guests print nothing here: the kernel does not come up
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
+
+    private static (QemuSettings Settings, string Storage) SettingsWithStorage(string tag)
+    {
+        string storage = Directory.CreateTempSubdirectory("vmscatter-storage-").FullName;
+        var settings = QemuFixture.SettingsFor(tag) with { Devices = new QemuHostDevices(new Dictionary<string, string> { ["shared"] = storage }, ["user"]) };
+        return (settings, storage);
+    }
+
+    /// <summary>The disk counter the guest wrote last: sector 0 holds "vmscatter-disk N" (0 if none yet).</summary>
+    private static long DiskCounter(string file)
+    {
+        var sector = new byte[512];
+        using (var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)) stream.ReadExactly(sector);
+        string text = Encoding.ASCII.GetString(sector).TrimEnd('\0').Trim();
+        return text.StartsWith("vmscatter-disk ", StringComparison.Ordinal) && long.TryParse(text["vmscatter-disk ".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? n : 0;
+    }
+
+    private static async Task<long> WaitForDiskCounterAbove(string file, long value)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        while (true)
+        {
+            long n = DiskCounter(file);
+            if (n > value) return n;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"the disk counter in {file} stayed at {n}, not above {value}");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>Migrates <paramref name="guests"/> to one target and runs <paramref name="check"/> while the cluster still runs (it quits its guests when it ends).</summary>
+    private static async Task MigrateAsync(IReadOnlyList<IMigratableVm> guests, Func<string, ITargetBackend> backendFor, Func<MigrationReport, Task> check)
+    {
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = guests, Targets = 1, TargetCapacityBytes = guests.Count * Memory, JournalConnectionString = TestConfig.TempJournal(),
+            TargetBackendFor = backendFor,
+        });
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 1, TimeSpan.FromSeconds(30));
+        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()), _ => { }, TimeSpan.FromSeconds(120));
+        await check(outcome.Report!);
+    }
+
+    private static void AssertNothingLeft(QemuSettings settings, string storage)
+    {
+        var (files, processes) = QemuFixture.Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        QemuFixture.RemoveDirectories(settings);
+        Directory.Delete(storage, recursive: true);
+    }
+
+    [Fact]
+    public void Each_host_reads_its_shared_storage_and_netdev_kinds_from_its_configuration()
+    {
+        var defaults = QemuConfig.From(NodeConfig.Build(null, "")).Settings.Devices;
+        Assert.Empty(defaults.SharedStorage);
+        Assert.Equal(["user"], defaults.NetdevKinds);
+
+        var configured = QemuConfig.From(NodeConfig.Build(null, """
+            vmscatter.qemu.shared-storage { images = "/srv/images/", nfs = "/mnt/nfs" }
+            vmscatter.qemu.netdev-kinds = []
+            """)).Settings.Devices;
+        Assert.Equal("/srv/images", configured.SharedStorage["images"]);
+        Assert.Equal("/mnt/nfs", configured.SharedStorage["nfs"]);
+        Assert.Empty(configured.NetdevKinds);
+
+        var tap = Assert.Throws<Akka.Configuration.ConfigurationException>(() => QemuConfig.From(NodeConfig.Build(null, "vmscatter.qemu.netdev-kinds = [user, tap]")));
+        Assert.Contains("netdev kind 'tap' is not supported", tap.Message);
+        var relative = Assert.Throws<Akka.Configuration.ConfigurationException>(() => QemuConfig.From(NodeConfig.Build(null, "vmscatter.qemu.shared-storage { images = \"images\" }")));
+        Assert.Contains("must be an absolute path", relative.Message);
+    }
+
+    [Fact]
+    public async Task A_guest_with_a_disk_on_shared_storage_moves_and_its_disk_writes_go_on_at_the_target()
+    {
+        var (settings, storage) = SettingsWithStorage(Guid.NewGuid().ToString("N")[..8]);
+        string image = Path.Combine(storage, "disk-guest.raw");
+        File.WriteAllBytes(image, new byte[1 << 20]);
+        var devices = new QemuDevices([new QemuDisk("disk0", "shared", "disk-guest.raw")], []);
+        var guest = await QemuVm.StartAsync(new QemuGuestSpec("disk-guest", fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=16 vmscatter.disk=1") { Devices = devices }, settings);
+        var backend = new QemuTargetBackend("target-1", settings);
+        try
+        {
+            long before = await WaitForDiskCounterAbove(image, 2); // the guest writes its disk on the source
+            await MigrateAsync([guest], _ => backend, async report =>
+            {
+                Assert.True(report.Verified, report.Error);
+                Assert.Equal(VmRunState.Stopped, guest.State);
+
+                var landed = backend.Landed[new VmId("disk-guest")];
+                long atHandover = guest.CounterAtPause; // the disk holds this tick's value or the one before
+                Assert.True(atHandover >= before, $"{atHandover} < {before}");
+                long serial = await SerialConsole.WaitForCounterAboveAsync(landed.SerialLogPath, atHandover + 2, Deadline, () => landed.State == VmRunState.Running);
+                long disk = await WaitForDiskCounterAbove(image, atHandover + 2);
+                Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(landed.SerialLogPath)); // not rebooted
+                Assert.DoesNotContain("vmscatter-error", File.ReadAllText(landed.SerialLogPath));
+                Assert.True(disk > atHandover && serial > atHandover, $"disk {disk}, serial {serial}, at handover {atHandover}");
+            });
+        }
+        finally { await guest.DisposeAsync(); }
+        Assert.True(File.Exists(image)); // the shared image is its owner's: nobody removes it
+        AssertNothingLeft(settings, storage);
+    }
+
+    [Fact]
+    public async Task A_guest_with_a_user_networking_nic_moves_and_its_network_counter_goes_on_at_the_target()
+    {
+        var (settings, storage) = SettingsWithStorage(Guid.NewGuid().ToString("N")[..8]);
+        var devices = new QemuDevices([], [new QemuNic("net0", "52:54:00:12:34:56")]);
+        var guest = await QemuVm.StartAsync(new QemuGuestSpec("net-guest", fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=16 vmscatter.net=1") { Devices = devices }, settings);
+        var backend = new QemuTargetBackend("target-1", settings);
+        try
+        {
+            // The NIC works on the source: pings of the slirp gateway are answered.
+            long before = await SerialConsole.WaitForValueAboveAsync(guest.SerialLogPath, SerialConsole.NetPrefix, 2, Deadline, () => !guest.Process.HasExited);
+            await MigrateAsync([guest], _ => backend, async report =>
+            {
+                Assert.True(report.Verified, report.Error);
+                var landed = backend.Landed[new VmId("net-guest")];
+                await SerialConsole.WaitForCounterAboveAsync(landed.SerialLogPath, guest.CounterAtPause + 2, Deadline, () => landed.State == VmRunState.Running);
+                // At the target the same counter goes on (it lives in guest RAM), three more answers at least.
+                long first = await SerialConsole.WaitForValueAboveAsync(landed.SerialLogPath, SerialConsole.NetPrefix, before, Deadline, () => landed.State == VmRunState.Running);
+                long later = await SerialConsole.WaitForValueAboveAsync(landed.SerialLogPath, SerialConsole.NetPrefix, first + 2, Deadline, () => landed.State == VmRunState.Running);
+                var onTarget = SerialConsole.Values(landed.SerialLogPath, SerialConsole.NetPrefix);
+                Assert.True(onTarget.Zip(onTarget.Skip(1)).All(p => p.Item2 == p.Item1 + 1), string.Join(",", onTarget));
+                Assert.True(onTarget[0] > before && later >= first + 3, $"source {before}, target {string.Join(",", onTarget)}");
+                Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(landed.SerialLogPath));
+            });
+        }
+        finally { await guest.DisposeAsync(); }
+        AssertNothingLeft(settings, storage);
+    }
+
+    /// <summary>A real guest sent with a forged description (what a hostile or misconfigured peer could send).</summary>
+    private sealed class ForgedVm(QemuVm inner, VmDescription forged) : IMigratableVm, IDetachableGuest
+    {
+        public QemuVm Inner => inner;
+        public VmDescription Description => forged;
+        public VmRunState State => inner.State;
+        public int PageCount => inner.PageCount;
+        public void ReadPage(int index, Span<byte> destination) => inner.ReadPage(index, destination);
+        public void StartDirtyLogging() => inner.StartDirtyLogging();
+        public int[] CollectDirtyPages() => inner.CollectDirtyPages();
+        public Task PauseAsync(CancellationToken cancellationToken = default) => inner.PauseAsync(cancellationToken);
+        public Task ResumeAsync(CancellationToken cancellationToken = default) => inner.ResumeAsync(cancellationToken);
+        public Task StopAsync(CancellationToken cancellationToken = default) => inner.StopAsync(cancellationToken);
+        public Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default) => inner.CaptureDeviceStateAsync(cancellationToken);
+        public ValueTask DetachAsync() => inner.DetachAsync();
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Forged_device_descriptions_are_refused_by_the_target_and_the_guests_stay_running_on_the_source()
+    {
+        var (settings, storage) = SettingsWithStorage(Guid.NewGuid().ToString("N")[..8]);
+        string secret = Path.Combine(Path.GetDirectoryName(storage)!, $"vmscatter-secret-{Guid.NewGuid():N}");
+        File.WriteAllText(secret, "not for guests");
+        File.WriteAllBytes(Path.Combine(storage, "ok.raw"), new byte[1 << 20]);
+        var forgeries = new (string Id, QemuDevices Devices, string Reason)[]
+        {
+            ("forged-storage", new([new QemuDisk("disk0", "other", "ok.raw")], []), "storage 'other' is not configured on this host"),
+            ("forged-escape", new([new QemuDisk("disk0", "shared", $"../{Path.GetFileName(secret)}")], []), "leaves its storage directory"),
+            ("forged-netdev", new([], [new QemuNic("net0", "52:54:00:12:34:56", "tap")]), "netdev kind 'tap' is not allowed on this host"),
+        };
+        // Plain guests on the source; each is described to the target with a forged device list.
+        var guests = await Task.WhenAll(forgeries.Select(f => QemuVm.StartAsync(new QemuGuestSpec(f.Id, fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=256 vmscatter.dirty_pages=8"), settings)));
+        var forged = guests.Zip(forgeries, (g, f) =>
+        {
+            var machine = QemuMachine.Parse(g.Description.MachineArguments, Memory) with { Devices = f.Devices };
+            return new ForgedVm(g, g.Description with { MachineArguments = machine.Serialize() });
+        }).ToArray();
+        var backend = new QemuTargetBackend("target-1", settings);
+        try
+        {
+            await MigrateAsync(forged, _ => backend, async report =>
+            {
+                Assert.False(report.Verified);
+                foreach (var (f, g) in forgeries.Zip(guests))
+                {
+                    var vm = report.PerVm.Single(v => v.Id == f.Id);
+                    Assert.False(vm.HandedOver);
+                    Assert.Contains($"guest {f.Id}: check machine arguments failed", vm.Error);
+                    Assert.Contains(f.Reason, vm.Error);
+                    // Still running on the source, and counting on past its pause.
+                    Assert.Equal(VmRunState.Running, g.State);
+                    await SerialConsole.WaitForCounterAboveAsync(g.SerialLogPath, g.CounterAtPause + 2, Deadline, () => !g.Process.HasExited);
+                }
+                Assert.Empty(backend.Landed);
+                Assert.Equal("not for guests", File.ReadAllText(secret));
+            });
+        }
+        finally
+        {
+            foreach (var g in guests) await g.DisposeAsync();
+            File.Delete(secret);
+        }
+        AssertNothingLeft(settings, storage);
+    }
+}
