@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Globalization;
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 
 namespace VMScatter.Qemu;
@@ -87,9 +88,12 @@ public sealed partial record QemuDevices(IReadOnlyList<QemuDisk> Disks, IReadOnl
         {
             string path = host.Resolve(disk);
             string file = $"blk-{disk.Id}-f", node = $"blk-{disk.Id}";
-            args.AddRange(["-blockdev", $"driver=file,node-name={file},filename={path}"]);
-            // An explicit format (never probed); a qcow2 image opens no backing file, whatever its header says.
-            args.AddRange(["-blockdev", disk.Format == "qcow2" ? $"driver=qcow2,node-name={node},file={file},backing=" : $"driver=raw,node-name={node},file={file}"]);
+            // JSON (no option-syntax quoting); an explicit format (never probed); a qcow2 image opens no backing
+            // file, whatever its header says ("backing": null, checked on QEMU 7.2 with an image that names one).
+            args.AddRange(["-blockdev", Json(new JsonObject { ["driver"] = "file", ["node-name"] = file, ["filename"] = path })]);
+            var format = new JsonObject { ["driver"] = disk.Format, ["node-name"] = node, ["file"] = file };
+            if (disk.Format == "qcow2") format["backing"] = null;
+            args.AddRange(["-blockdev", Json(format)]);
             args.AddRange(["-device", $"virtio-blk-pci,drive={node},id={disk.Id}"]);
         }
         foreach (var nic in Nics)
@@ -101,6 +105,8 @@ public sealed partial record QemuDevices(IReadOnlyList<QemuDisk> Disks, IReadOnl
         }
         return args;
     }
+
+    private static string Json(JsonObject o) => o.ToJsonString();
 
     [GeneratedRegex("^[A-Za-z][A-Za-z0-9_-]{0,19}$")] private static partial Regex DeviceId();
     [GeneratedRegex("^[A-Za-z][A-Za-z0-9_-]{0,31}$")] internal static partial Regex StorageName();

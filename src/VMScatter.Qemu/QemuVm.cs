@@ -144,6 +144,10 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
             var block = blocks.FirstOrDefault(b => b?["qdev"]?.GetValue<string>() is { } q && (q == disk.Id || q.StartsWith($"/machine/peripheral/{disk.Id}/", StringComparison.Ordinal)))
                 ?? throw qemu.Failure(step, $"disk {disk.Id}: the guest has no block device with that id");
             string? file = block["inserted"]?["file"]?.GetValue<string>();
+            // QEMU names a node opened with options (a qcow2 with "backing": null) json:{...}: its file's filename is the path.
+            if (file?.StartsWith("json:", StringComparison.Ordinal) == true)
+                try { file = JsonNode.Parse(file["json:".Length..])?["file"]?["filename"]?.GetValue<string>(); }
+                catch (System.Text.Json.JsonException) { }
             if (file != path) throw qemu.Failure(step, $"disk {disk.Id}: the guest's device has '{file}' open, not {path}");
         }
         foreach (var nic in devices.Nics)

@@ -76,11 +76,11 @@ public sealed class QemuDevicesTests : IDisposable
         var args = parsed.Devices.HostArguments(_host);
         Assert.Equal(
         [
-            "-blockdev", $"driver=file,node-name=blk-disk0-f,filename={_root}/sub/d-1_x.img",
-            "-blockdev", "driver=raw,node-name=blk-disk0,file=blk-disk0-f",
+            "-blockdev", $$"""{"driver":"file","node-name":"blk-disk0-f","filename":"{{_root}}/sub/d-1_x.img"}""",
+            "-blockdev", """{"driver":"raw","node-name":"blk-disk0","file":"blk-disk0-f"}""",
             "-device", "virtio-blk-pci,drive=blk-disk0,id=disk0",
-            "-blockdev", $"driver=file,node-name=blk-disk1-f,filename={_root}/plain.qcow2",
-            "-blockdev", "driver=qcow2,node-name=blk-disk1,file=blk-disk1-f,backing=",
+            "-blockdev", $$"""{"driver":"file","node-name":"blk-disk1-f","filename":"{{_root}}/plain.qcow2"}""",
+            "-blockdev", """{"driver":"qcow2","node-name":"blk-disk1","file":"blk-disk1-f","backing":null}""",
             "-device", "virtio-blk-pci,drive=blk-disk1,id=disk1",
             "-netdev", "user,id=net-net0",
             "-device", "virtio-net-pci,netdev=net-net0,mac=52:54:00:AB:cd:01,id=net0",
@@ -91,7 +91,7 @@ public sealed class QemuDevicesTests : IDisposable
         Directory.CreateDirectory(Path.Combine(elsewhere, "sub"));
         File.WriteAllBytes(Path.Combine(elsewhere, "sub", "d-1_x.img"), new byte[512]);
         var other = new QemuHostDevices(new Dictionary<string, string> { ["images"] = elsewhere }, ["user"]);
-        Assert.Contains($"filename={elsewhere}/sub/d-1_x.img", Disk("sub/d-1_x.img").HostArguments(other)[1]);
+        Assert.Contains($"\"filename\":\"{elsewhere}/sub/d-1_x.img\"", Disk("sub/d-1_x.img").HostArguments(other)[1]);
 
         // No devices: nothing added, and the wire form is as before (old peers read it).
         Assert.Empty(QemuDevices.None.HostArguments(_host));
@@ -207,7 +207,7 @@ public sealed class QemuDevicesTests : IDisposable
         try
         {
             var args = Disk(path).HostArguments(_host);
-            string resolved = args[1]["driver=file,node-name=blk-disk0-f,filename=".Length..];
+            string resolved = System.Text.Json.Nodes.JsonNode.Parse(args[1])!["filename"]!.GetValue<string>();
             bool inside = resolved.StartsWith(_root + "/", StringComparison.Ordinal) && !resolved.Contains("..", StringComparison.Ordinal) && !resolved.Contains(',')
                 && File.Exists(resolved) && new FileInfo(resolved).LinkTarget is null && !resolved[_root.Length..].Contains("link", StringComparison.Ordinal);
             return inside.Label($"'{path}' resolved to '{resolved}'");

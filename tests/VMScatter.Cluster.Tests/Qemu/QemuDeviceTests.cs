@@ -154,6 +154,75 @@ public sealed class QemuDeviceTests(QemuFixture fixture)
         AssertNothingLeft(settings, storage);
     }
 
+    [Fact]
+    public async Task A_guest_started_by_hand_with_machine_memory_backend_a_disk_and_a_nic_is_adopted_and_moves()
+    {
+        var (settings, storage) = SettingsWithStorage(Guid.NewGuid().ToString("N")[..8]);
+        string foreign = Directory.CreateTempSubdirectory("vmscatter-foreign-").FullName;
+        string image = Path.Combine(storage, "adopted.raw");
+        File.WriteAllBytes(image, new byte[1 << 20]);
+        File.WriteAllBytes(Path.Combine(storage, "other.raw"), new byte[1 << 20]);
+        string kernelCommandLine = new QemuGuestSpec("x", fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=16 vmscatter.disk=1 vmscatter.net=1").KernelCommandLine;
+        string[] machineArguments =
+        [
+            "-machine", "pc,memory-backend=mem0", "-accel", "tcg", "-cpu", "qemu64", "-m", "128M", "-smp", "1", "-nodefaults", "-no-user-config",
+            "-kernel", fixture.Image.Kernel, "-initrd", fixture.Image.Initramfs, "-append", kernelCommandLine,
+        ];
+        var devices = new QemuDevices([new QemuDisk("disk0", "shared", "adopted.raw")], [new QemuNic("net0", "52:54:00:aa:bb:01")]);
+        // As an operator starts it: shared RAM through -machine ...,memory-backend=, the disk and NIC in the order the description lists them.
+        var psi = new System.Diagnostics.ProcessStartInfo("qemu-system-x86_64") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in machineArguments.Concat([
+                     "-object", $"memory-backend-file,id=mem0,size={Memory},mem-path={foreign}/ram,share=on",
+                     "-blockdev", $"driver=file,node-name=f0,filename={image}", "-blockdev", "driver=raw,node-name=d0,file=f0", "-device", "virtio-blk-pci,drive=d0,id=disk0",
+                     "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:aa:bb:01,id=net0",
+                     "-display", "none", "-chardev", $"file,id=s0,path={foreign}/serial", "-serial", "chardev:s0", "-qmp", $"unix:{foreign}/qmp,server=on,wait=off"]))
+            psi.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        // The operator's machine file: the options it was started with (host-side ones left out) and its devices.
+        string machineFile = System.Text.Json.JsonSerializer.Serialize(new { Arguments = machineArguments, MemoryBackend = "mem0", Devices = devices });
+        var machine = QemuMachine.Parse(machineFile, Memory);
+        var adoption = new QemuAdoption("adopted-dev", $"{foreign}/qmp", $"{foreign}/ram", Memory, machine, $"{foreign}/serial");
+        var backend = new QemuTargetBackend("target-1", settings);
+        try
+        {
+            await SerialConsole.WaitForValueAboveAsync(adoption.SerialLog!, SerialConsole.NetPrefix, 1, TimeSpan.FromSeconds(120), () => !process.HasExited);
+
+            // Described with a disk it does not have open: refused, naming the option, and left alone.
+            var wrong = await Assert.ThrowsAsync<QemuStepException>(() => QemuVm.AdoptAsync(adoption with
+            {
+                Machine = machine with { Devices = devices with { Disks = [new QemuDisk("disk0", "shared", "other.raw")] } },
+            }, settings));
+            Assert.Equal(("adopted-dev", "adopt"), (wrong.GuestId, wrong.Step));
+            Assert.Contains($"disk disk0: the guest's device has '{image}' open", wrong.Message);
+            var wrongMac = await Assert.ThrowsAsync<QemuStepException>(() => QemuVm.AdoptAsync(adoption with
+            {
+                Machine = machine with { Devices = devices with { Nics = [new QemuNic("net0", "52:54:00:aa:bb:02")] } },
+            }, settings));
+            Assert.Contains("NIC net0: the guest's MAC is '52:54:00:aa:bb:01'", wrongMac.Message);
+            Assert.False(process.HasExited);
+
+            var guest = await QemuVm.AdoptAsync(adoption, settings);
+            long netBefore = SerialConsole.LastValue(adoption.SerialLog!, SerialConsole.NetPrefix);
+            await MigrateAsync([guest], _ => backend, async report =>
+            {
+                Assert.True(report.Verified, report.Error);
+                var landed = backend.Landed[new VmId("adopted-dev")];
+                long atHandover = guest.CounterAtPause;
+                long disk = await WaitForDiskCounterAbove(image, atHandover + 2);
+                long net = await SerialConsole.WaitForValueAboveAsync(landed.SerialLogPath, SerialConsole.NetPrefix, netBefore + 2, Deadline, () => landed.State == VmRunState.Running);
+                Assert.True(atHandover > 0 && disk > atHandover && net > netBefore, $"disk {disk} after {atHandover}, net {net} after {netBefore}");
+                await process.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token); // the adopted source copy was quit
+            });
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill();
+            await process.WaitForExitAsync();
+            Directory.Delete(foreign, recursive: true);
+        }
+        AssertNothingLeft(settings, storage);
+    }
+
     /// <summary>A real guest sent with a forged description (what a hostile or misconfigured peer could send).</summary>
     private sealed class ForgedVm(QemuVm inner, VmDescription forged) : IMigratableVm, IDetachableGuest
     {
