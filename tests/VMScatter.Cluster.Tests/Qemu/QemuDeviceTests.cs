@@ -254,8 +254,11 @@ public sealed class QemuDeviceTests(QemuFixture fixture)
             ("forged-escape", new([new QemuDisk("disk0", "shared", $"../{Path.GetFileName(secret)}")], []), "leaves its storage directory"),
             ("forged-netdev", new([], [new QemuNic("net0", "52:54:00:12:34:56", "tap")]), "netdev kind 'tap' is not allowed on this host"),
         };
-        // Plain guests on the source; each is described to the target with a forged device list.
-        var guests = await Task.WhenAll(forgeries.Select(f => QemuVm.StartAsync(new QemuGuestSpec(f.Id, fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=256 vmscatter.dirty_pages=8"), settings)));
+        // Each guest is described to the target with a forged device list. The first really has a disk (ok.raw on
+        // "shared"): refused, it must get its disk back on the source (QEMU let go of it when its state was captured).
+        var guests = await Task.WhenAll(forgeries.Select(f => QemuVm.StartAsync(f.Id == "forged-storage"
+            ? new QemuGuestSpec(f.Id, fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=256 vmscatter.dirty_pages=8 vmscatter.disk=1") { Devices = new([new QemuDisk("disk0", "shared", "ok.raw")], []) }
+            : new QemuGuestSpec(f.Id, fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=256 vmscatter.dirty_pages=8"), settings)));
         var forged = guests.Zip(forgeries, (g, f) =>
         {
             var machine = QemuMachine.Parse(g.Description.MachineArguments, Memory) with { Devices = f.Devices };
@@ -279,6 +282,8 @@ public sealed class QemuDeviceTests(QemuFixture fixture)
                 }
                 Assert.Empty(backend.Landed);
                 Assert.Equal("not for guests", File.ReadAllText(secret));
+                long disk = await WaitForDiskCounterAbove(Path.Combine(storage, "ok.raw"), guests[0].CounterAtPause + 2);
+                Assert.True(disk > guests[0].CounterAtPause, $"{disk}");
             });
         }
         finally
