@@ -32,7 +32,28 @@ public sealed class QemuDeviceTests(QemuFixture fixture)
     private static long DiskCounter(string file)
     {
         var sector = new byte[512];
-        using (var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)) stream.ReadExactly(sector);
+        using (var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+        {
+            stream.ReadExactly(sector);
+            if (System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(sector) == 0x514649FB)
+            {
+                // qcow2: guest offset 0 lives in the cluster L1[0] -> L2[0] points to (nothing yet: not allocated).
+                const ulong OffsetMask = 0x00fffffffffffe00;
+                ulong l1 = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(sector.AsSpan(40));
+                ulong Entry(ulong at)
+                {
+                    var e = new byte[8];
+                    stream.Position = (long)at;
+                    stream.ReadExactly(e);
+                    return System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(e) & OffsetMask;
+                }
+                ulong l2 = Entry(l1);
+                ulong data = l2 == 0 ? 0 : Entry(l2);
+                if (data == 0) return 0;
+                stream.Position = (long)data;
+                stream.ReadExactly(sector);
+            }
+        }
         string text = Encoding.ASCII.GetString(sector).TrimEnd('\0').Trim();
         return text.StartsWith("vmscatter-disk ", StringComparison.Ordinal) && long.TryParse(text["vmscatter-disk ".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? n : 0;
     }
@@ -93,13 +114,21 @@ public sealed class QemuDeviceTests(QemuFixture fixture)
         Assert.Contains("must be an absolute path", relative.Message);
     }
 
-    [Fact]
-    public async Task A_guest_with_a_disk_on_shared_storage_moves_and_its_disk_writes_go_on_at_the_target()
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qcow2")]
+    public async Task A_guest_with_a_disk_on_shared_storage_moves_and_its_disk_writes_go_on_at_the_target(string format)
     {
         var (settings, storage) = SettingsWithStorage(Guid.NewGuid().ToString("N")[..8]);
-        string image = Path.Combine(storage, "disk-guest.raw");
-        File.WriteAllBytes(image, new byte[1 << 20]);
-        var devices = new QemuDevices([new QemuDisk("disk0", "shared", "disk-guest.raw")], []);
+        string image = Path.Combine(storage, $"disk-guest.{format}");
+        if (format == "raw") File.WriteAllBytes(image, new byte[1 << 20]);
+        else
+        {
+            using var create = System.Diagnostics.Process.Start("qemu-img", ["create", "-q", "-f", "qcow2", image, "1M"])!; // test.sh installs qemu-utils
+            await create.WaitForExitAsync();
+            Assert.Equal(0, create.ExitCode);
+        }
+        var devices = new QemuDevices([new QemuDisk("disk0", "shared", Path.GetFileName(image), format)], []);
         var guest = await QemuVm.StartAsync(new QemuGuestSpec("disk-guest", fixture.Image, Memory, WorkloadArguments: "vmscatter.wws_kib=1024 vmscatter.dirty_pages=16 vmscatter.disk=1") { Devices = devices }, settings);
         var backend = new QemuTargetBackend("target-1", settings);
         try
