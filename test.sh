@@ -11,6 +11,7 @@ command -v dotnet >/dev/null || { echo "error: the .NET SDK (dotnet) is required
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
 compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 command -v pg_ctlcluster >/dev/null && [[ -d /usr/lib/postgresql/15 ]] || need+=(postgresql)

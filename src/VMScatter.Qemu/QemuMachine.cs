@@ -9,11 +9,16 @@ namespace VMScatter.Qemu;
 /// CPU model, memory size, vCPUs, boot image) and the id of its RAM backend (QEMU names the RAM block after it, and
 /// an incoming migration names the blocks it expects). It travels as <see cref="VmDescription.MachineArguments"/>
 /// (JSON). Host-specific options (RAM file, monitor, serial, incoming) are added by each host, never taken from
-/// the wire: a target runs QEMU with what a peer sent, so only this allow-list of options is accepted.
+/// the wire: a target runs QEMU with what a peer sent, so only this allow-list of options is accepted. Disks and
+/// NICs travel as a description (<see cref="Devices"/>), which each host turns into options from its own
+/// configuration (<see cref="QemuDevices.HostArguments"/>).
 /// </summary>
 public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
 {
     public string MemoryBackendId { get; init; } = "mem0";
+
+    /// <summary>The guest's disks and NICs, described (never as host options).</summary>
+    public QemuDevices Devices { get; init; } = QemuDevices.None;
 
     private static readonly Dictionary<string, Regex?> ValueOptions = new(StringComparer.Ordinal)
     {
@@ -30,16 +35,21 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
     private static readonly HashSet<string> Flags = new(StringComparer.Ordinal) { "-nodefaults", "-no-user-config", "-S" };
 
     /// <summary>The machine for a guest booted from a kernel and initramfs, as VMScatter's guest image is.</summary>
-    public static QemuMachine ForImage(GuestImage image, long memoryBytes, int vcpus, string accelerator, string cpu, string kernelCommandLine) => new([
+    public static QemuMachine ForImage(GuestImage image, long memoryBytes, int vcpus, string accelerator, string cpu, string kernelCommandLine, QemuDevices? devices = null) => new([
         "-machine", "pc", "-accel", accelerator, "-cpu", cpu,
         "-m", $"{memoryBytes / (1 << 20)}M", "-smp", vcpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
         "-nodefaults", "-no-user-config",
         "-kernel", image.Kernel, "-initrd", image.Initramfs, "-append", kernelCommandLine,
-    ]);
+    ]) { Devices = devices ?? QemuDevices.None };
 
-    public string Serialize() => JsonSerializer.Serialize(new Wire(Arguments.ToArray(), MemoryBackendId));
+    /// <summary>The wire form; without devices it is exactly what peers without device support read.</summary>
+    public string Serialize() => JsonSerializer.Serialize(new Wire(Arguments.ToArray(), MemoryBackendId, Devices.IsEmpty ? null : new WireDevices(Devices.Disks.ToArray(), Devices.Nics.ToArray())), WireOptions);
 
-    private sealed record Wire(string[] Arguments, string MemoryBackend);
+    private static readonly JsonSerializerOptions WireOptions = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
+
+    private sealed record Wire(string[] Arguments, string MemoryBackend, WireDevices? Devices = null);
+
+    private sealed record WireDevices(QemuDisk[]? Disks, QemuNic[]? Nics);
 
     /// <summary>The same machine with its vCPUs held at start (-S): a target continues it only once the state is loaded.</summary>
     public QemuMachine WithPausedStart() => this with { Arguments = Arguments.Append("-S").ToArray() };
@@ -49,6 +59,8 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
     {
         string[]? args;
         string backend = "mem0";
+        bool backendGiven = false;
+        var devices = QemuDevices.None;
         try
         {
             if (machineArguments.TrimStart().StartsWith('['))
@@ -58,11 +70,16 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
                 var wire = JsonSerializer.Deserialize<Wire>(machineArguments);
                 args = wire?.Arguments;
                 backend = wire?.MemoryBackend ?? "";
+                backendGiven = true;
+                if (wire?.Devices is { } d) devices = new QemuDevices(d.Disks ?? [], d.Nics ?? []);
             }
         }
         catch (JsonException e) { throw new ArgumentException($"machine arguments are not a JSON argument list: {e.Message}"); }
+        catch (NotSupportedException e) { throw new ArgumentException($"machine arguments are not a JSON argument list: {e.Message}"); }
         if (args is null || args.Length == 0) throw new ArgumentException("no machine arguments");
-        if (!BackendId().IsMatch(backend)) throw new ArgumentException($"memory backend id '{backend}' is not allowed");
+        if (args.Any(a => a is null)) throw new ArgumentException("machine arguments hold a null");
+        args = args.ToArray();
+        devices.Check();
         for (int i = 0; i < args.Length; i++)
         {
             string option = args[i];
@@ -70,13 +87,23 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
             if (!ValueOptions.TryGetValue(option, out var pattern)) throw new ArgumentException($"machine option '{option}' is not allowed");
             if (i + 1 >= args.Length) throw new ArgumentException($"machine option '{option}' has no value");
             string value = args[++i];
+            // -machine TYPE,memory-backend=ID (how one gives QEMU shared RAM): the id is the RAM backend's, and each
+            // host adds its own memory-backend option, so the type alone stays in the arguments.
+            if (option == "-machine" && MachineWithBackend().Match(value) is { Success: true } m)
+            {
+                string id = m.Groups["id"].Value;
+                if (backendGiven && id != backend) throw new ArgumentException($"machine option -machine '{value}' names memory backend '{id}', not '{backend}'");
+                backend = id;
+                value = args[i] = m.Groups["type"].Value;
+            }
             if (pattern is not null && !pattern.IsMatch(value)) throw new ArgumentException($"machine option {option} '{value}' is not allowed");
             if (pattern is null && (!Path.IsPathFullyQualified(value) || value.Contains(',') || !File.Exists(value)))
                 throw new ArgumentException($"machine option {option}: '{value}' is not an existing absolute path on this host");
             if (option == "-m" && ParseMegabytes(value) * (1L << 20) != memoryBytes)
                 throw new ArgumentException($"machine option -m {value} does not match the VM's {memoryBytes} bytes of memory");
         }
-        return new QemuMachine(args) { MemoryBackendId = backend };
+        if (!BackendId().IsMatch(backend)) throw new ArgumentException($"memory backend id '{backend}' is not allowed");
+        return new QemuMachine(args) { MemoryBackendId = backend, Devices = devices };
     }
 
     private static long ParseMegabytes(string value) => value.EndsWith('G')
@@ -85,6 +112,7 @@ public sealed partial record QemuMachine(IReadOnlyList<string> Arguments)
 
     [GeneratedRegex("^[A-Za-z][A-Za-z0-9_-]{0,31}$")] private static partial Regex BackendId();
     [GeneratedRegex("^(pc|q35)(-[a-z0-9.-]+)?$")] private static partial Regex MachineType();
+    [GeneratedRegex("^(?<type>(pc|q35)(-[a-z0-9.-]+)?),memory-backend=(?<id>[A-Za-z][A-Za-z0-9_-]{0,31})$")] private static partial Regex MachineWithBackend();
     [GeneratedRegex("^(tcg|kvm)$")] private static partial Regex Accelerator();
     [GeneratedRegex("^[A-Za-z0-9_-]{1,40}$")] private static partial Regex CpuModel();
     [GeneratedRegex("^[0-9]{1,7}[MG]?$")] private static partial Regex MemorySize();
@@ -120,4 +148,7 @@ public sealed record QemuSettings
 
     /// <summary>How long a stop-copy state save or load may take before the step fails.</summary>
     public TimeSpan StateTransferTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The disks and NICs this host lets guests have (shared storage directories, netdev kinds).</summary>
+    public QemuHostDevices Devices { get; init; } = QemuHostDevices.Default;
 }

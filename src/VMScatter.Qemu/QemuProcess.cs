@@ -73,10 +73,15 @@ public sealed class QemuProcess : IAsyncDisposable
 
     private static string SerialLog(string dir) => Path.Combine(dir, "serial.log");
 
-    /// <summary>Starts QEMU (paused at the incoming step when <paramref name="incoming"/>) and connects to its monitor.</summary>
+    /// <summary>
+    /// Starts QEMU (paused at the incoming step when <paramref name="incoming"/>) and connects to its monitor. Throws
+    /// <see cref="ArgumentException"/> before starting anything if the machine's devices are not allowed here.
+    /// </summary>
     public static async Task<QemuProcess> StartAsync(string guestId, QemuMachine machine, long memoryBytes, string ramFile, bool incoming, QemuSettings settings, CancellationToken cancellationToken = default)
     {
         if (ramFile.Contains(',')) throw new ArgumentException($"RAM file path '{ramFile}' must not contain a comma (QEMU option syntax)");
+        // Disks and NICs from this host's configuration (throws ArgumentException for what it does not allow).
+        var deviceArguments = machine.Devices.HostArguments(settings.Devices);
         // Absolute: the daemon changes its directory to /.
         ramFile = Path.GetFullPath(ramFile);
         string dir = Path.GetFullPath(Path.Combine(settings.RuntimeDirectory, $"vmscatter-{Sanitize(guestId)}-{Guid.NewGuid().ToString("N")[..8]}"));
@@ -84,7 +89,7 @@ public sealed class QemuProcess : IAsyncDisposable
         string qmpSocket = Path.Combine(dir, "qmp.sock");
         string pidFile = Path.Combine(dir, "qemu.pid");
         var psi = new ProcessStartInfo(settings.Binary) { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
-        foreach (var a in machine.Arguments) psi.ArgumentList.Add(a);
+        foreach (var a in machine.Arguments.Concat(deviceArguments)) psi.ArgumentList.Add(a);
         foreach (var a in new[]
         {
             "-object", $"memory-backend-file,id={machine.MemoryBackendId},size={memoryBytes},mem-path={ramFile},share=on",

@@ -34,6 +34,8 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
         try
         {
             var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
+            // Its disks and NICs against this host's configuration, before anything starts: refused here, it never runs.
+            _ = machine.Devices.HostArguments(settings.Devices);
             qemu = Task.Run(async () =>
             {
                 var started = await QemuProcess.StartAsync(vm.Id.Value, machine.WithPausedStart(), vm.MemoryBytes, ram.Path, incoming: true, settings).ConfigureAwait(false);

@@ -10,6 +10,9 @@ namespace VMScatter.Qemu;
 /// <summary>What a source host boots: one guest of the image, with its memory size and kernel command line.</summary>
 public sealed record QemuGuestSpec(string Id, GuestImage Image, long MemoryBytes, int VCpus = 1, string Accelerator = "tcg", string Cpu = "qemu64", string WorkloadArguments = "")
 {
+    /// <summary>Its disks and NICs (on this host's shared storage and netdev kinds; its targets must allow them too).</summary>
+    public QemuDevices Devices { get; init; } = QemuDevices.None;
+
     /// <summary>Serial console, no boot chatter, no kernel address randomisation (it makes identical kernels' pages differ).</summary>
     public string BaseCommandLine { get; init; } = "console=ttyS0 quiet panic=-1 nokaslr";
 
@@ -68,7 +71,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
     /// <summary>Boots a guest and returns once its init reports ready on the serial console.</summary>
     public static async Task<QemuVm> StartAsync(QemuGuestSpec spec, QemuSettings settings, CancellationToken cancellationToken = default)
     {
-        var machine = QemuMachine.ForImage(spec.Image, spec.MemoryBytes, spec.VCpus, spec.Accelerator, spec.Cpu, spec.KernelCommandLine);
+        var machine = QemuMachine.ForImage(spec.Image, spec.MemoryBytes, spec.VCpus, spec.Accelerator, spec.Cpu, spec.KernelCommandLine, spec.Devices);
         string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-{spec.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
         var qemu = await QemuProcess.StartAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false);
         try
@@ -109,6 +112,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
                 ?? throw qemu.Failure(step, $"its RAM is not a shared memory backend of {adoption.MemoryBytes} bytes (start it with -object memory-backend-file,...,share=on -machine memory-backend=...)");
             // Its target must name the RAM backend as this QEMU does: migration streams identify RAM blocks by it.
             var machine = adoption.Machine with { MemoryBackendId = backend["id"]?.GetValue<string>() ?? adoption.Machine.MemoryBackendId };
+            await CheckAdoptedDevicesAsync(qemu, machine.Devices, settings, cancellationToken).ConfigureAwait(false);
             var cpus = await qemu.RunAsync(step, "query-cpus-fast", cancellationToken: cancellationToken).ConfigureAwait(false) as JsonArray;
             QemuRamFile ram;
             try { ram = QemuRamFile.OpenForReading(adoption.RamFile, adoption.MemoryBytes); }
@@ -120,6 +124,39 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
         {
             await qemu.DetachAsync().ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// An adopted guest's described disks and NICs are this host's (its storage, its netdev kinds) and are the ones
+    /// its QEMU has: each disk (by device id) has the described file open, each NIC (by device id) the described MAC.
+    /// </summary>
+    private static async Task CheckAdoptedDevicesAsync(QemuProcess qemu, QemuDevices devices, QemuSettings settings, CancellationToken cancellationToken)
+    {
+        const string step = "adopt";
+        if (devices.IsEmpty) return;
+        try { _ = devices.HostArguments(settings.Devices); }
+        catch (ArgumentException e) { throw qemu.Failure(step, e.Message); }
+        var blocks = await qemu.RunAsync(step, "query-block", cancellationToken: cancellationToken).ConfigureAwait(false) as JsonArray ?? [];
+        foreach (var disk in devices.Disks)
+        {
+            string path = settings.Devices.Resolve(disk);
+            var block = blocks.FirstOrDefault(b => b?["qdev"]?.GetValue<string>() is { } q && (q == disk.Id || q.StartsWith($"/machine/peripheral/{disk.Id}/", StringComparison.Ordinal)))
+                ?? throw qemu.Failure(step, $"disk {disk.Id}: the guest has no block device with that id");
+            string? file = block["inserted"]?["file"]?.GetValue<string>();
+            // QEMU names a node opened with options (a qcow2 with "backing": null) json:{...}: its file's filename is the path.
+            if (file?.StartsWith("json:", StringComparison.Ordinal) == true)
+                try { file = JsonNode.Parse(file["json:".Length..])?["file"]?["filename"]?.GetValue<string>(); }
+                catch (System.Text.Json.JsonException) { }
+            if (file != path) throw qemu.Failure(step, $"disk {disk.Id}: the guest's device has '{file}' open, not {path}");
+        }
+        foreach (var nic in devices.Nics)
+        {
+            JsonArray? filters;
+            try { filters = await qemu.Qmp.ExecuteAsync("query-rx-filter", new JsonObject { ["name"] = nic.Id }, cancellationToken: cancellationToken).ConfigureAwait(false) as JsonArray; }
+            catch (QmpException e) { throw qemu.Failure(step, $"NIC {nic.Id}: the guest has no NIC with that id ({e.Message})"); }
+            string? mac = filters?.FirstOrDefault()?["main-mac"]?.GetValue<string>();
+            if (!string.Equals(mac, nic.Mac, StringComparison.OrdinalIgnoreCase)) throw qemu.Failure(step, $"NIC {nic.Id}: the guest's MAC is '{mac}', not {nic.Mac}");
         }
     }
 

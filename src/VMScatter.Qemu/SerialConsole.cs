@@ -27,6 +27,32 @@ public static class SerialConsole
     public static long CounterOf(string line) =>
         line.StartsWith(CounterPrefix, StringComparison.Ordinal) && long.TryParse(line.AsSpan(CounterPrefix.Length).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? n : -1;
 
+    /// <summary>The guest's network counter (vmscatter.net=1): one more for each ping of its gateway that was answered.</summary>
+    public const string NetPrefix = "vmscatter-net ";
+
+    /// <summary>The value a "PREFIX N" line reports, or -1 for any other line.</summary>
+    public static long ValueOf(string line, string prefix) =>
+        line.StartsWith(prefix, StringComparison.Ordinal) && long.TryParse(line.AsSpan(prefix.Length).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? n : -1;
+
+    /// <summary>The highest "PREFIX N" value the guest has printed so far (0 if none).</summary>
+    public static long LastValue(string serialLog, string prefix)
+    {
+        long last = 0;
+        foreach (var line in ReadLines(serialLog)) last = Math.Max(last, ValueOf(line, prefix));
+        return last;
+    }
+
+    /// <summary>The "PREFIX N" values in the order the guest printed them.</summary>
+    public static IReadOnlyList<long> Values(string serialLog, string prefix) =>
+        ReadLines(serialLog).Select(l => ValueOf(l, prefix)).Where(v => v >= 0).ToArray();
+
+    /// <summary>Waits until the guest prints a "PREFIX N" line with N above <paramref name="value"/>; returns N.</summary>
+    public static async Task<long> WaitForValueAboveAsync(string serialLog, string prefix, long value, TimeSpan timeout, Func<bool> alive, CancellationToken cancellationToken = default)
+    {
+        string line = await WaitForLineAsync(serialLog, l => ValueOf(l, prefix) > value, timeout, alive, cancellationToken).ConfigureAwait(false);
+        return ValueOf(line, prefix);
+    }
+
     /// <summary>Waits until a line satisfying <paramref name="match"/> appears in the log (the guest writes it, we poll the file).</summary>
     public static async Task<string> WaitForLineAsync(string serialLog, Func<string, bool> match, TimeSpan timeout, Func<bool> alive, CancellationToken cancellationToken = default)
     {

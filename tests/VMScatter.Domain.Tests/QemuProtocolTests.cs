@@ -25,7 +25,8 @@ public sealed class QemuProtocolTests
 
         // Options that would let a peer make this host's QEMU write files, open sockets or run commands are refused.
         Assert.Contains("not allowed", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-chardev", "file,id=x,path=/etc/passwd"), 256L << 20)).Message);
-        Assert.Contains("not allowed", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-machine", "pc,memory-backend=evil"), 256L << 20)).Message);
+        // -machine TYPE,memory-backend=ID only names the RAM backend (QemuDevicesTests); anything more is refused.
+        Assert.Contains("not allowed", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-machine", "pc,memory-backend=evil,mem-path=/etc"), 256L << 20)).Message);
         Assert.Contains("not allowed", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-accel", "tcg,thread=multi"), 256L << 20)).Message);
         Assert.Contains("existing absolute path", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-kernel", "relative/vmlinuz"), 256L << 20)).Message);
         Assert.Contains("existing absolute path", Assert.Throws<ArgumentException>(() => QemuMachine.Parse(Args("-initrd", "/nonexistent/initrd"), 256L << 20)).Message);

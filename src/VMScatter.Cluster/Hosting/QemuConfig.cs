@@ -21,12 +21,25 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
             BootTimeout = q.GetTimeSpan("boot-timeout"),
             CommandTimeout = q.GetTimeSpan("command-timeout"),
             StateTransferTimeout = q.GetTimeSpan("state-transfer-timeout"),
+            Devices = HostDevices(q),
         };
         string state = q.GetString("state-directory");
         return new QemuConfig(settings, q.GetString("accelerator"), q.GetString("cpu"), Path.GetFullPath(q.GetString("guest-image")), q.GetString("kernel-command-line"), q.GetString("workload"))
         {
             StateDirectory = string.IsNullOrEmpty(state) ? settings.RamDirectory : state,
         };
+    }
+
+    /// <summary>shared-storage { NAME = /abs/dir } and netdev-kinds = [user]: what disks and NICs guests may have here.</summary>
+    private static QemuHostDevices HostDevices(Config q)
+    {
+        var storage = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (q.HasPath("shared-storage") && q.GetConfig("shared-storage") is { } section && !section.IsEmpty)
+            foreach (var entry in section.AsEnumerable())
+                storage[entry.Key] = entry.Value.GetString();
+        string[] kinds = q.HasPath("netdev-kinds") ? q.GetStringList("netdev-kinds").ToArray() : QemuHostDevices.Default.NetdevKinds.ToArray();
+        try { return new QemuHostDevices(storage, kinds); }
+        catch (ArgumentException e) { throw new ConfigurationException($"vmscatter.qemu: {e.Message}"); }
     }
 
     /// <summary>Guests are handed out once their counter reached this: booted and settled, the same point every time.</summary>
