@@ -53,13 +53,24 @@ public sealed class MulticastReceiver : IAsyncDisposable
         _window = new ReceiveWindow(options.NackBackoff, options.NackRetry, _random);
         _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        _socket.ReceiveBufferSize = 4 << 20;
+        LargeReceiveBuffer(_socket, 8 << 20);
         _socket.Bind(new IPEndPoint(IPAddress.Any, options.Group.Port));
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.AddMembership, new MulticastOption(options.Group.Address, options.Interface));
         _feedback = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         _feedback.Bind(new IPEndPoint(options.Interface, 0));
         _receiveLoop = Task.Run(() => ReceiveLoopAsync(_stop.Token));
         _timerLoop = Task.Run(() => TimerLoopAsync(_stop.Token));
+    }
+
+    /// <summary>
+    /// A burst the receiver has not read yet waits in its socket: the default cap (net.core.rmem_max, ~208 KiB) drops
+    /// it after ~50 datagrams, each then a repair. Root may go past the cap (SO_RCVBUFFORCE); others get what it allows.
+    /// </summary>
+    private static void LargeReceiveBuffer(Socket socket, int bytes)
+    {
+        const int SolSocket = 1, SoRcvBufForce = 33;
+        try { socket.SetRawSocketOption(SolSocket, SoRcvBufForce, BitConverter.GetBytes(bytes)); }
+        catch (SocketException) { socket.ReceiveBufferSize = bytes; }
     }
 
     public MulticastReceiverStats Stats
