@@ -115,7 +115,13 @@ public sealed partial class MigrationSchedulerActor
             // Its host actor is gone, and with it every guest that lived in its process (synthetic): a start granted
             // there and never confirmed left no running copy.
             bool guestsEnded = !registration.GuestsOutliveHost;
-            foreach (var run in _runs.Values.Where(r => r.Involves(id)).ToArray()) LoseTarget(run, id, "it left the cluster", guestsEnded);
+            foreach (var run in _runs.Values.Where(r => r.Involves(id)).ToArray())
+            {
+                // Lost before (its data plane failed first) or the run failed meanwhile: only its unconfirmed starts are news.
+                if (guestsEnded && (run.Error is not null || run.LostTargets.Contains(id)))
+                    VoidUnconfirmed(run, id, Unconfirmed(run, id).ToArray(), $"{id} left the cluster and its guests ended with it");
+                LoseTarget(run, id, "it left the cluster", guestsEnded);
+            }
         }
     }
 }

@@ -89,18 +89,26 @@ public sealed partial class MigrationSchedulerActor
                 }
                 else if (!inventory.Paused.Contains(vm)) voided.Add(vm);
             }
-            if (voided.Count == 0) continue;
-            string reason = $"{m.HostId} came back without it";
-            foreach (var vm in voided) run.ResumeRequested.Remove(vm);
-            if (run.Targets.FirstOrDefault(t => t.HostId == m.HostId) is { } endpoint)
-                run.SourceMigration?.Tell(new GrantsVoided(run.Id, m.HostId, endpoint.Index, voided, reason));
-            // A failed run re-places nothing: the source runs them again, and they stay there.
-            if (run.Error is not null)
-                foreach (var vm in voided)
-                {
-                    run.Failed[vm] = reason;
-                    Record(new VmHandoverFailed(run.Id, vm, reason), e => { run.Requester.Tell(e); MaybeComplete(run); });
-                }
+            VoidUnconfirmed(run, m.HostId, voided, $"{m.HostId} came back without it");
+        }
+    }
+
+    /// <summary>
+    /// Starts granted to a lost host that it certainly does not run: the source may run those VMs again, and re-places
+    /// them (a failed run re-places nothing: they stay on the source, as failed handovers).
+    /// </summary>
+    private void VoidUnconfirmed(MigrationRun run, HostId host, IReadOnlyList<VmId> vms, string reason)
+    {
+        if (vms.Count == 0) return;
+        _log.Warning("Migration {0}: {1} does not run {2}, granted to it: {3}", run.Id, host, string.Join(", ", vms), reason);
+        foreach (var vm in vms) run.ResumeRequested.Remove(vm);
+        if (run.Targets.FirstOrDefault(t => t.HostId == host) is { } endpoint)
+            run.SourceMigration?.Tell(new GrantsVoided(run.Id, host, endpoint.Index, vms, reason));
+        if (run.Error is null) return;
+        foreach (var vm in vms)
+        {
+            run.Failed[vm] = reason;
+            Record(new VmHandoverFailed(run.Id, vm, reason), e => { run.Requester.Tell(e); MaybeComplete(run); });
         }
     }
 

@@ -104,11 +104,13 @@ public sealed partial class SourceMigrationActor
     private void VoidGrants(GrantsVoided m)
     {
         int lost = m.TargetIndex;
-        if (lost < 0 || lost >= _targetCount || _targetHosts[lost] != m.HostId || (_lost >> lost & 1) == 0)
+        if (lost < 0 || lost >= _targetCount || _targetHosts[lost] != m.HostId)
         {
-            _log.Warning("Migration {0}: ignored voided grants for {1}, not a lost target of it", _migrationId, m.HostId);
+            _log.Warning("Migration {0}: ignored voided grants for {1}, not a target of it", _migrationId, m.HostId);
             return;
         }
+        // The scheduler failed the run before it told this side of the loss: it is lost now, its grants with it.
+        if ((_lost >> lost & 1) == 0 && !_failed) { LoseTarget(lost, m.Reason, m.VmIds); return; }
         var orphans = new List<int>();
         foreach (var id in m.VmIds)
             WithVm(id, v =>
