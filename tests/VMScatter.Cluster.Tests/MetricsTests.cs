@@ -28,7 +28,9 @@ public class MetricsTests
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
         Task<Scraped>? during = null;
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options()),
+            // A paced link: the transfer lasts seconds, so the scrape asked for at placement is served while it runs (CI: an
+            // unpaced one ended first on a busy machine).
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options() with { LinkBitsPerSecond = 20_000_000 }),
             e => { if (e is MigrationPlaced) during ??= ScrapeAsync(cluster.Scheduler); }, TimeSpan.FromSeconds(30));
         var report = outcome.Report!;
         Assert.True(report.Verified, report.Error);

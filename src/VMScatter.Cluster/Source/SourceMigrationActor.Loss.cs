@@ -109,7 +109,8 @@ public sealed partial class SourceMigrationActor
             _log.Warning("Migration {0}: ignored voided grants for {1}, not a target of it", _migrationId, m.HostId);
             return;
         }
-        // The scheduler failed the run before it told this side of the loss: it is lost now, its grants with it.
+        // Not lost here yet: the scheduler failed the run, and its abort (through the host) has not arrived. Lost now,
+        // its grants with it.
         if ((_lost >> lost & 1) == 0 && !_failed) { LoseTarget(lost, m.Reason, m.VmIds); return; }
         var orphans = new List<int>();
         foreach (var id in m.VmIds)
