@@ -193,7 +193,9 @@ public class ClusterIntegrationTests
         await using var back = await VmScatterNode.StartAsync(new NodeOptions
         {
             Roles = ["target"], HostId = victim, Seeds = [$"{cluster.Scheduler.Address.Host}:{cluster.Scheduler.Address.Port}"], TargetCapacityBytes = capacity,
-            TargetBackend = new AdoptingBackend(backRunningIt ? [grantedVm.Description] : []), ExtraHocon = "vmscatter.node.guests-on-stop = quit",
+            // It becomes a member only once its old incarnation is downed and removed (no convergence before): longer than
+            // the default 10 s join timeout on a busy CI machine.
+            TargetBackend = new AdoptingBackend(backRunningIt ? [grantedVm.Description] : []), ExtraHocon = "vmscatter.node.guests-on-stop = quit\nvmscatter.node.join-timeout = 60s",
         });
         var report = (await run).Report!;
 
