@@ -131,9 +131,7 @@ public sealed partial class MigrationSchedulerActor
         if (run.Error is not null || !run.Involves(host) || !run.LostTargets.Add(host)) return;
         // Started there, unconfirmed, and the guests ended with the host: not running anywhere, so re-placed like the rest.
         // (A host whose guests outlive it may be running them: those wait for its word, or the handover timeout.)
-        var voided = guestsEnded
-            ? run.ResumeRequested.Where(v => run.TargetOfVm.GetValueOrDefault(v) == host && !run.Decided(v)).Order().ToArray()
-            : [];
+        var voided = guestsEnded ? Unconfirmed(run, host).ToArray() : [];
         foreach (var v in voided) run.ResumeRequested.Remove(v);
         if (voided.Length > 0)
             _log.Warning("Migration {0}: {1} never confirmed starting {2}, and its guests ended with it: they run on the source again until re-placed",
