@@ -67,7 +67,8 @@ public class CrashTests
             Assert.True(report.Verified, migrate.Output);
             Assert.All(report.PerVm, v => Assert.True(v.HandedOver && v.DigestMatched && v.Target != victim, $"{v.Id} on {v.Target}: {v.Error}"));
             var moved = placement.Where(p => p.Value == victim).Select(p => p.Key).Order().ToArray();
-            Assert.Equal(moved, report.Replaced.Select(r => r.Vm).Order());
+            Assert.True(moved.SequenceEqual(report.Replaced.Select(r => r.Vm).Order()),
+                $"re-placed {string.Join(", ", report.Replaced.Select(r => $"{r.Vm} ({r.LostTarget} → {r.NewTarget})"))}, expected {string.Join(", ", moved)}:\n{migrate.Output}");
             Assert.All(report.Replaced, r => Assert.True(r.LostTarget == victim && r.NewTarget.Length > 0 && r.NewTarget != victim, $"{r.Vm}: {r.LostTarget} → {r.NewTarget}"));
             Assert.Contains(migrate.Output.Split('\n'), l => l.StartsWith($"target {victim} lost"));
             // No other node went down with it.

@@ -122,12 +122,13 @@ public static class NodeCommand
                 await LetGoAsync(sourceVms.Where(v => !booted.Contains(v)), targetBackend as QemuTargetBackend);
                 throw;
             }
-            Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
-                (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}") + (node.MetricsEndpoint is null ? "" : $"; metrics on {node.MetricsEndpoint}"));
-            // SIGTERM (a service manager) and SIGINT (Ctrl+C) both mean: leave the cluster gracefully, then exit.
+            // SIGTERM (a service manager) and SIGINT (Ctrl+C) both mean: leave the cluster gracefully, then exit. Registered before
+            // "up" is printed: a SIGTERM right after it otherwise took .NET's default path (Akka's exit hook), read as a downing.
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var onInt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+            Console.WriteLine($"node {node.HostId} up at {node.Address} with roles {string.Join(", ", roleList)}" +
+                (node.Listener is null ? "" : $"; data plane on {node.Listener.LocalEndPoint}") + (node.MetricsEndpoint is null ? "" : $"; metrics on {node.MetricsEndpoint}"));
             await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), node.System.WhenTerminated);
             if (!stop.IsCancellationRequested)
             {

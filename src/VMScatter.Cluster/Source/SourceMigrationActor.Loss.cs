@@ -37,6 +37,8 @@ public sealed partial class SourceMigrationActor
     private LeasedShardReader? _reader;
     private int _leaseRound;
     private ulong _roundActive;
+    // The groups of the round on the wire (a resend's, not the built round's): who relays to whom.
+    private IReadOnlyList<DataPlane.Source.GroupTransfer> _sentGroups = [];
     private bool _resend;
 
     private void Losses()
@@ -288,7 +290,7 @@ public sealed partial class SourceMigrationActor
 
     private sealed record LossHandled { public static readonly LossHandled Instance = new(); }
     private sealed record ReplacementsArrived { public static readonly ReplacementsArrived Instance = new(); }
-    private sealed record RoundOverdue(int Round);
+    private sealed record RoundOverdue(int Round, bool Again = false);
     private sealed record TargetsConnected(List<(int Vm, int Target)> Assignments);
     private sealed record UnreachableUndecided(int TargetIndex);
 }

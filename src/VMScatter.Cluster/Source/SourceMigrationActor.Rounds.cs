@@ -72,6 +72,7 @@ public sealed partial class SourceMigrationActor
         _applied.Clear();
         _roundSent = false;
         _roundActive = transfer.ActiveTargets & ~_lost;
+        _sentGroups = transfer.Groups;
         int round = transfer.Round;
         var (sender, reader) = (_sender!, _reader!);
         _sending = Task.Run(() => sender.SendRoundAsync(transfer, reader, CancellationToken.None));
@@ -101,8 +102,12 @@ public sealed partial class SourceMigrationActor
         Receive<RoundOverdue>(m =>
         {
             if (m.Round != _round || RoundComplete) return;
-            foreach (int t in DataPlaneSender.Targets(_roundActive & ~_lost & ~AppliedMask))
+            ulong unapplied = _roundActive & ~_lost & ~AppliedMask;
+            ulong suspects = OverdueBlame.Suspects(_sentGroups, unapplied, _options.GroupTransport, m.Again);
+            foreach (int t in DataPlaneSender.Targets(suspects))
                 Unreachable(t, $"did not apply round {m.Round} within {_settings.DataPlane.RoundTimeout.TotalSeconds:0.#} s of its sending");
+            // Hosts behind a suspect relay: the suspect's loss resends them the round; if it does not, they are next.
+            if (suspects != unapplied) Timers.StartSingleTimer("round-timeout", new RoundOverdue(m.Round, Again: true), _settings.DataPlane.RoundTimeout);
         });
         Receive<LossHandled>(_ =>
         {
