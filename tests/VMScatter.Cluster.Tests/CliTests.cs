@@ -77,9 +77,84 @@ public class CliTests
     public async Task A_seed_that_does_not_answer_is_reported_within_the_join_timeout()
     {
         var clock = Stopwatch.StartNew();
-        var r = await Run("migrate", "--seeds", "127.0.0.1:9", "--join-timeout", "3");
-        AssertOneLineError(r, "could not join the cluster via akka.tcp://vmscatter@127.0.0.1:9 within 3s");
+        var r = await Run("migrate", "--seeds", "127.0.0.1:9", "--join-timeout", "3", "--json", "-");
+        AssertOneLineError(r, "the migration scheduler did not answer within 3s (seeds: 127.0.0.1:9)");
+        Assert.Equal("", r.Out);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30));
+        AssertOneLineError(await Run("migrate", "--seeds", "nowhere"), "--seeds: seed 'nowhere' is not host:port");
+    }
+
+    /// <summary>
+    /// `migrate` follows its migration through a cluster client: while it runs the cluster's members are the three nodes
+    /// alone, and a `kill -9` of it downs nothing and stops nothing (the migration ends verified, as `status --follow`
+    /// and `show` report it).
+    /// </summary>
+    [Fact]
+    public async Task Migrate_is_no_member_and_killing_it_stops_neither_the_cluster_nor_the_migration()
+    {
+        var work = Directory.CreateTempSubdirectory("vmscatter-migrate-client-").FullName;
+        var nodes = new List<NodeProcess>();
+        try
+        {
+            int port = NodeProcess.FreePort();
+            string seed = $"127.0.0.1:{port}";
+            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1", "--journal", Path.Combine(work, "journal.db"));
+            nodes.Add(scheduler);
+            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+            var workers = new[]
+            {
+                NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "2", "--vm-memory", "16MiB"),
+                NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--capacity", "64MiB"),
+            };
+            nodes.AddRange(workers);
+            foreach (var n in workers) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up"), TimeSpan.FromSeconds(60));
+
+            // A paced link: the transfer lasts long enough to look at the cluster while it runs.
+            var migrate = NodeProcess.StartCommand("migrate", "migrate", "--seeds", seed, "--link-rate", "16Mbit", "--max-rounds", "2", "--wait-seconds", "60");
+            nodes.Add(migrate);
+            // The scheduler's events reach the console that is no member: its placement, then a round's progress.
+            await migrate.WaitForLineAsync(l => l.StartsWith("placed ("), TimeSpan.FromSeconds(90));
+            await migrate.WaitForLineAsync(l => l.StartsWith("round "), TimeSpan.FromSeconds(60));
+
+            var during = await Run("status", "--seeds", seed, "--json");
+            Assert.True(during.Exit == 0, during.Out + during.Err);
+            string id;
+            using (var doc = System.Text.Json.JsonDocument.Parse(during.Out))
+            {
+                var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray().ToArray();
+                Assert.Equal(["scheduler", "source", "target"], members.SelectMany(m => m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()!)).Order(StringComparer.Ordinal));
+                Assert.All(members, m => Assert.StartsWith("akka.tcp://vmscatter@", m.GetProperty("address").GetString()));
+                var running = Assert.Single(doc.RootElement.GetProperty("scheduler").GetProperty("migrations").EnumerateArray().ToArray());
+                id = running.GetProperty("migrationId").GetString()!;
+            }
+
+            migrate.Kill();
+            Assert.Equal(137, await migrate.WaitForExitAsync(TimeSpan.FromSeconds(10)));
+
+            var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
+            Assert.True(followed.Exit == 0, followed.Out + followed.Err);
+            var report = MigrationReport.FromJson(followed.Out);
+            Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+            var show = await Run("show", id, "--seeds", seed, "--json");
+            Assert.True(show.Exit == 0, show.Out + show.Err);
+            Assert.Equal((id, true), (MigrationReport.FromJson(show.Out).MigrationId, MigrationReport.FromJson(show.Out).Verified));
+
+            // Nothing went down with the console: the same three members, Up and reachable, and every node still runs.
+            var after = await Run("status", "--seeds", seed, "--json");
+            Assert.True(after.Exit == 0, after.Out + after.Err);
+            using (var doc = System.Text.Json.JsonDocument.Parse(after.Out))
+            {
+                var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray().ToArray();
+                Assert.Equal(3, members.Length);
+                Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean() && m.GetProperty("status").GetString() == "Up", m.ToString()));
+            }
+            Assert.All(nodes.Where(n => n != migrate), n => Assert.False(n.HasExited, $"{n.Name} exited:\n{n.Output}"));
+        }
+        finally
+        {
+            foreach (var n in nodes) await n.DisposeAsync();
+            try { Directory.Delete(work, recursive: true); } catch (IOException) { }
+        }
     }
 
     [Fact]
@@ -199,6 +274,86 @@ public class CliTests
             foreach (var n in nodes) await n.DisposeAsync();
             try { Directory.Delete(work, recursive: true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>
+    /// deploy/local-cluster.sh --serve starts the cluster (scheduler, source-1, two targets) and keeps it; the console's
+    /// commands run against it as documented; a SIGTERM to the script stops every node it started.
+    /// </summary>
+    [Fact]
+    public async Task The_console_works_against_the_cluster_local_cluster_sh_starts_and_the_script_stops_it()
+    {
+        string script = RepoFile("deploy/local-cluster.sh");
+        var work = Directory.CreateTempSubdirectory("vmscatter-local-cluster-").FullName;
+        int port = NodeProcess.FreePort();
+        string seed = $"127.0.0.1:{port}";
+        var cluster = NodeProcess.StartProgram("local-cluster.sh", "bash", new Dictionary<string, string>
+        {
+            ["VMSCATTER_DLL"] = Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"),
+            ["VMSCATTER_PORT"] = port.ToString(),
+            ["VMSCATTER_WORK"] = work,
+        }, script, "--serve", "2", "2", "8MiB");
+        try
+        {
+            await cluster.WaitForLineAsync(l => l.StartsWith($"cluster up: seeds {seed} "), TimeSpan.FromMinutes(3));
+
+            var status = await Run("status", "--seeds", seed, "--json");
+            Assert.True(status.Exit == 0, status.Out + status.Err);
+            using (var doc = System.Text.Json.JsonDocument.Parse(status.Out))
+            {
+                var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray().ToArray();
+                Assert.Equal(["scheduler", "source", "target", "target"], members.SelectMany(m => m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()!)).Order(StringComparer.Ordinal));
+                Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean() && m.GetProperty("status").GetString() == "Up", m.ToString()));
+                Assert.Contains(members, m => m.GetProperty("address").GetString() == $"akka.tcp://vmscatter@{seed}");
+                var hosts = doc.RootElement.GetProperty("scheduler").GetProperty("hosts").EnumerateArray().ToArray();
+                Assert.Equal(["source-1", "target-1", "target-2"], hosts.Select(h => h.GetProperty("hostId").GetString()));
+                Assert.Equal(2, hosts[0].GetProperty("vms").GetInt32());
+            }
+
+            var detached = await Run("migrate", "--seeds", seed, "--detach", "--wait-seconds", "60");
+            Assert.True(detached.Exit == 0, detached.Out + detached.Err);
+            string id = detached.Out.Trim();
+            Assert.True(Guid.TryParse(id, out _), detached.Out);
+
+            var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
+            Assert.True(followed.Exit == 0, followed.Out + followed.Err);
+            var report = MigrationReport.FromJson(followed.Out);
+            Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+            Assert.All(report.PerVm, v => Assert.True(v.HandedOver && v.DigestMatched, v.Id));
+
+            var show = await Run("show", id, "--seeds", seed, "--json");
+            Assert.True(show.Exit == 0, show.Out + show.Err);
+            var shown = MigrationReport.FromJson(show.Out);
+            Assert.Equal((id, report.BytesSent, true), (shown.MigrationId, shown.BytesSent, shown.Verified));
+
+            var list = await Run("list", "--seeds", seed, "--json");
+            Assert.True(list.Exit == 0, list.Out + list.Err);
+            using (var doc = System.Text.Json.JsonDocument.Parse(list.Out))
+            {
+                var listed = Assert.Single(doc.RootElement.EnumerateArray().ToArray());
+                Assert.Equal((id, "Completed", true), (listed.GetProperty("migrationId").GetString(), listed.GetProperty("phase").GetString(), listed.GetProperty("verified").GetBoolean()));
+            }
+
+            // SIGTERM: the script stops its nodes (they leave), waits for them and exits 143; nothing listens on the seed after.
+            cluster.Terminate();
+            Assert.Equal(143, await cluster.WaitForExitAsync(TimeSpan.FromSeconds(90)));
+            using var probe = new System.Net.Sockets.TcpClient();
+            var refused = await Assert.ThrowsAsync<System.Net.Sockets.SocketException>(() => probe.ConnectAsync("127.0.0.1", port));
+            Assert.Equal(System.Net.Sockets.SocketError.ConnectionRefused, refused.SocketErrorCode);
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+            try { Directory.Delete(work, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>A file of this repository, found upwards from the test's output directory.</summary>
+    private static string RepoFile(string relative)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, relative))) return Path.Combine(dir.FullName, relative);
+        throw new FileNotFoundException($"{relative} not found above {AppContext.BaseDirectory}");
     }
 
     [Fact]

@@ -45,6 +45,15 @@ public sealed class NodeProcess : IAsyncDisposable
         return new NodeProcess(name, Process.Start(psi)!);
     }
 
+    /// <summary>Any program (e.g. a deploy script) in its own process, with extra environment variables.</summary>
+    public static NodeProcess StartProgram(string name, string file, IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (key, value) in environment) psi.Environment[key] = value;
+        return new NodeProcess(name, Process.Start(psi)!);
+    }
+
     /// <summary>Waits for the process to end (within <paramref name="timeout"/>) and gives its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {

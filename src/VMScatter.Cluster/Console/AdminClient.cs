@@ -28,6 +28,13 @@ public sealed class AdminClient : IAsyncDisposable
         _seeds = seeds;
     }
 
+    /// <summary>The console's own actor system (remote, not cluster) and its cluster client, for a follower that stays (`migrate`).</summary>
+    internal ActorSystem System => _system;
+    internal IActorRef Client => _client;
+
+    /// <summary>What the cluster client takes to deliver <paramref name="message"/> to the service at <paramref name="path"/> (the receptionist's node's own, if it has one).</summary>
+    internal static object Envelope(string path, object message) => new ClusterClient.Send(path, message, localAffinity: true);
+
     /// <summary>Starts the client; <paramref name="seeds"/> are host:port or akka.tcp:// addresses of cluster nodes.</summary>
     public static AdminClient Start(IReadOnlyList<string> seeds, string hostname, TimeSpan timeout, string? configFile = null)
     {
@@ -52,7 +59,7 @@ public sealed class AdminClient : IAsyncDisposable
     {
         try
         {
-            return await _client.Ask<T>(new ClusterClient.Send(path, message, localAffinity: true), _timeout, cancellationToken).ConfigureAwait(false);
+            return await _client.Ask<T>(Envelope(path, message), _timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (AskTimeoutException)
         {

@@ -34,10 +34,20 @@ public static class MigrationClient
     }
 
     /// <summary>Submits <paramref name="request"/> and reports each event to <paramref name="onEvent"/> until it ends.</summary>
-    public static async Task<MigrationOutcome> RunAsync(ActorSystem system, IActorRef schedulerProxy, StartMigration request, Action<IVmScatterProtocol> onEvent, TimeSpan acceptTimeout, CancellationToken cancellationToken = default)
+    public static Task<MigrationOutcome> RunAsync(ActorSystem system, IActorRef schedulerProxy, StartMigration request, Action<IVmScatterProtocol> onEvent, TimeSpan acceptTimeout, CancellationToken cancellationToken = default) =>
+        RunAsync(system, schedulerProxy, m => m, request, onEvent, acceptTimeout, cancellationToken);
+
+    /// <summary>
+    /// The same through a console's <see cref="AdminClient"/> (`vmscatter migrate`): the request and the follower's polls go
+    /// through its cluster client to the scheduler proxy, the events come back through a receptionist; the console never joins.
+    /// </summary>
+    public static Task<MigrationOutcome> RunAsync(AdminClient client, StartMigration request, Action<IVmScatterProtocol> onEvent, TimeSpan acceptTimeout, CancellationToken cancellationToken = default) =>
+        RunAsync(client.System, client.Client, m => AdminClient.Envelope(AdminClient.SchedulerPath, m), request, onEvent, acceptTimeout, cancellationToken);
+
+    private static async Task<MigrationOutcome> RunAsync(ActorSystem system, IActorRef via, Func<object, object> envelope, StartMigration request, Action<IVmScatterProtocol> onEvent, TimeSpan acceptTimeout, CancellationToken cancellationToken)
     {
         var channel = Channel.CreateUnbounded<IVmScatterProtocol>();
-        var follower = system.ActorOf(Props.Create(() => new MigrationFollowerActor(schedulerProxy, request, channel.Writer)), $"follow-{request.MigrationId:N}");
+        var follower = system.ActorOf(Props.Create(() => new MigrationFollowerActor(via, envelope, request, channel.Writer)), $"follow-{request.MigrationId:N}");
         bool accepted = false;
         try
         {

@@ -13,6 +13,11 @@ namespace VMScatter.Cluster.Console;
 /// nothing was heard for <see cref="QuietAfter"/> the follower asks the scheduler (through the proxy) how the migration
 /// stands (<see cref="FollowMigration"/>), and ends with the journal's report when it has ended. After
 /// <see cref="GiveUpAfter"/> without any answer it gives up with an error.
+/// Everything it sends goes to <c>via</c> wrapped by <c>envelope</c>: the scheduler proxy itself (a console that is a
+/// member, as `demo` and `bench`), or a <see cref="Akka.Cluster.Tools.Client.ClusterClient"/> and its <c>Send</c> (the
+/// `migrate` command, never a member). Through a cluster client the scheduler's events come back through a receptionist's
+/// response tunnel; the <see cref="FollowMigration"/> poll also re-points the run's events to the tunnel it came through
+/// (a new receptionist, a new scheduler), so progress resumes after either moved.
 /// </summary>
 public sealed class MigrationFollowerActor : ReceiveActor, IWithTimers
 {
@@ -23,9 +28,9 @@ public sealed class MigrationFollowerActor : ReceiveActor, IWithTimers
     private bool _accepted;
     private MigrationPhase? _lastPhase;
 
-    public MigrationFollowerActor(IActorRef schedulerProxy, StartMigration request, ChannelWriter<IVmScatterProtocol> events)
+    public MigrationFollowerActor(IActorRef via, Func<object, object> envelope, StartMigration request, ChannelWriter<IVmScatterProtocol> events)
     {
-        Receive<Submit>(_ => schedulerProxy.Tell(request));
+        Receive<Submit>(_ => via.Tell(envelope(request)));
         Receive<MigrationRejected>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
         Receive<MigrationFinished>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
         Receive<Poll>(_ =>
@@ -37,7 +42,7 @@ public sealed class MigrationFollowerActor : ReceiveActor, IWithTimers
                 Context.Stop(Self);
                 return;
             }
-            schedulerProxy.Tell(new FollowMigration(request.MigrationId));
+            via.Tell(envelope(new FollowMigration(request.MigrationId)));
         });
         // A poll's answer: passed on only when the phase changed (a console line per change, not per poll).
         Receive<MigrationStatus>(m =>

@@ -20,7 +20,7 @@ internal sealed class MigrationRun
 {
     public required MigrationId Id { get; init; }
     public required StartMigration Request { get; init; }
-    public required IActorRef Requester { get; init; }
+    public required IActorRef Requester { get; set; }
     public required HostId SourceHostId { get; init; }
     public required IActorRef SourceHost { get; init; }
     public required IReadOnlyList<VmDescription> Vms { get; init; }

@@ -46,6 +46,13 @@ public sealed partial class MigrationSchedulerActor
         }));
         Command<FollowMigration>(m =>
         {
+            // The follower asks when it has heard nothing for a while: a console behind a cluster client whose receptionist
+            // (and so the response tunnel the run's events went to) moved gets them again through the tunnel it asks by.
+            if (_runs.TryGetValue(m.MigrationId, out var run) && !run.Requester.Equals(Sender))
+            {
+                _log.Info("Migration {0}: its events now go to {1} (was {2})", m.MigrationId, Sender.Path, run.Requester.Path);
+                run.Requester = Sender;
+            }
             if (_journal.Find(m.MigrationId) is { Ended: true } record)
                 Sender.Tell(new MigrationFinished(m.MigrationId, record.Report ?? ReconcileDecisions.JournalReport(m.MigrationId, record, DateTime.UtcNow)));
             else Sender.Tell(Status(m.MigrationId));
