@@ -71,6 +71,12 @@ public class ConsoleSchedulerTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(targetOfA, run.Vms.Single(v => v.VmId == V("vm-a")).TargetHostId);
         Assert.Equal("transferring", run.Vms.Single(v => v.VmId == V("vm-a")).Phase);
         Assert.Equal("waiting for its wave", run.Vms.Single(v => v.VmId == V("vm-b")).Phase);
+        // vm-a's wave is under way: round 1, the 4 000 bytes sent since round 0's last report; its round not yet built, so no ETA.
+        var a = run.Vms.Single(v => v.VmId == V("vm-a"));
+        Assert.Equal((1, 4_000L, (double?)null), (a.Round, a.RoundBytes, a.EtaSeconds));
+        var b = run.Vms.Single(v => v.VmId == V("vm-b"));
+        Assert.Equal((-1, 0L, (double?)null), (b.Round, b.RoundBytes, b.EtaSeconds));
+        Assert.Equal(("-", "-", "-", "-"), Cli.View.StatusView.VmColumns(b));
         Assert.Null(run.Error);
 
         scheduler.Tell(new CancelMigration(id));
@@ -132,5 +138,44 @@ public class ConsoleSchedulerTests : Akka.TestKit.Xunit2.TestKit
         rate.Observe(new TransferProgress(id, 1, 5_001_000, 0, 0), t0.AddSeconds(2));
         Assert.Equal(2_500_000, rate.BytesPerSecond);
         Assert.Equal(1, rate.Latest!.Round);
+    }
+
+    [Theory]
+    [InlineData(null, 10.0, null)] // the round is not built yet: nothing known to remain
+    [InlineData(-1L, 10.0, null)]
+    [InlineData(90L, 0.0, null)] // nothing moves yet
+    [InlineData(90L, double.PositiveInfinity, null)]
+    [InlineData(0L, 0.0, 0.0)] // nothing remains
+    [InlineData(90L, 20.0, 4.5)]
+    public void The_eta_is_what_remains_over_the_current_rate_and_unknown_without_either(long? remaining, double perSecond, double? seconds) =>
+        Assert.Equal(seconds, TransferEta.Of(remaining, perSecond)?.TotalSeconds);
+
+    [Fact]
+    public void A_rounds_bytes_rate_and_eta_are_measured_from_its_start()
+    {
+        var id = MigrationId.New();
+        var t0 = new DateTime(2026, 12, 1, 8, 0, 0, DateTimeKind.Utc);
+        var rate = new TransferRate();
+        Assert.Null(rate.RoundEta);
+
+        // Round 0's first report: its bytes so far, no rate yet, its records not yet planned.
+        rate.Observe(new TransferProgress(id, 0, 1_000, 10, 500), t0);
+        Assert.Equal((1_000L, 0.0, (long?)null, (TimeSpan?)null), (rate.RoundBytes, rate.RoundBytesPerSecond, rate.RoundRecordsLeft, rate.RoundEta));
+
+        // Two seconds on: 4 000 bytes and 40 records more; 110 planned, 50 sent: 60 left at 20 records/s.
+        rate.Observe(new TransferProgress(id, 0, 5_000, 50, 500, ContentRecordsInRound: 110), t0.AddSeconds(2));
+        Assert.Equal((5_000L, 2_000.0, (long?)60, TimeSpan.FromSeconds(3)), (rate.RoundBytes, rate.RoundBytesPerSecond, rate.RoundRecordsLeft, rate.RoundEta));
+
+        // Round 1 starts where round 0's last report left the counters; unbuilt, it has no ETA.
+        rate.Observe(new TransferProgress(id, 1, 6_000, 60, 40, 0, [H("t1")]), t0.AddSeconds(3));
+        Assert.Equal((1_000L, 1_000.0, (long?)null, (TimeSpan?)null), (rate.RoundBytes, rate.RoundBytesPerSecond, rate.RoundRecordsLeft, rate.RoundEta));
+        rate.Observe(new TransferProgress(id, 1, 8_000, 80, 40, 0, [H("t1")], ContentRecordsInRound: 40), t0.AddSeconds(5));
+        Assert.Equal((3_000L, 1_000.0, (long?)10, TimeSpan.FromSeconds(1)), (rate.RoundBytes, rate.RoundBytesPerSecond, rate.RoundRecordsLeft, rate.RoundEta));
+        // The run's rate is over every report: 7 000 bytes in 5 s.
+        Assert.Equal(1_400.0, rate.BytesPerSecond);
+
+        // As `status` shows a VM of that wave.
+        var vm = new VmInFlight(V("vm-a"), H("t1"), "transferring", 1, rate.RoundBytes, rate.RoundBytesPerSecond, rate.RoundEta?.TotalSeconds);
+        Assert.Equal(("1", Domain.Units.ByteSize.Format(3_000), Cli.View.ProgressText.Rate(1_000), "1.0 s"), Cli.View.StatusView.VmColumns(vm));
     }
 }

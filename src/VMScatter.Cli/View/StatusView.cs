@@ -34,9 +34,21 @@ public static class StatusView
             // A line of its own: a title is wrapped to the (narrow) table's width.
             Console.WriteLine($"migration {run.MigrationId} from {run.SourceHostId}: {run.Phase.ToString().ToLowerInvariant()}, {round}, "
                 + $"{ByteSize.Format(run.BytesSent)} sent at {ByteSize.Format(run.BytesPerSecond)}/s, started {run.StartedUtc:u}" + (run.Error is null ? "" : $", failing: {run.Error}"));
-            var t = new Table().Border(TableBorder.Rounded).AddColumn("VM").AddColumn("target").AddColumn("phase");
-            foreach (var vm in run.Vms) t.AddRow(Markup.Escape(vm.VmId.Value), Markup.Escape(vm.TargetHostId?.Value ?? "-"), Markup.Escape(vm.Phase));
+            // Round, bytes, rate and ETA are the VM's wave's current round (the source sends a wave's VMs together); "-" when unknown.
+            var t = new Table().Border(TableBorder.Rounded).AddColumn("VM").AddColumn("target").AddColumn("phase").AddColumn(new TableColumn("round").RightAligned())
+                .AddColumn(new TableColumn("sent").RightAligned()).AddColumn(new TableColumn("rate").RightAligned()).AddColumn(new TableColumn("ETA").RightAligned());
+            foreach (var vm in run.Vms)
+            {
+                var (vmRound, sent, rate, eta) = VmColumns(vm);
+                t.AddRow(Markup.Escape(vm.VmId.Value), Markup.Escape(vm.TargetHostId?.Value ?? "-"), Markup.Escape(vm.Phase), vmRound, sent, rate, eta);
+            }
             AnsiConsole.Write(t);
         }
     }
+
+    /// <summary>A VM's round, bytes sent in it, rate and ETA as the table shows them: "-" for what is not known (no round under way, no rate yet).</summary>
+    public static (string Round, string Sent, string Rate, string Eta) VmColumns(VmInFlight vm) => vm.Round < 0
+        ? ("-", "-", "-", "-")
+        : (vm.Round.ToString(System.Globalization.CultureInfo.InvariantCulture), ByteSize.Format(vm.RoundBytes),
+            ProgressText.Rate(vm.BytesPerSecond > 0 ? vm.BytesPerSecond : null), ProgressText.Eta(vm.EtaSeconds is { } s ? TimeSpan.FromSeconds(s) : null));
 }

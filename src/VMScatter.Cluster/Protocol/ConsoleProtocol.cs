@@ -25,8 +25,13 @@ public sealed record GetSchedulerStatus : IVmScatterMessage
 /// <summary>A registered host. Sources: capacity is the memory of the VMs they run; targets: what they accept.</summary>
 public sealed record HostStatus(HostId HostId, string Role, string Address, long CapacityBytes, long FreeBytes, string Rack, int Vms, string Backend) : IVmScatterMessage;
 
-/// <summary>One VM of a migration in flight and where it stands (transferring, paused, starting on target, ...).</summary>
-public sealed record VmInFlight(VmId VmId, HostId? TargetHostId, string Phase) : IVmScatterMessage;
+/// <summary>
+/// One VM of a migration in flight and where it stands (transferring, paused, starting on target, ...). While its wave is
+/// sent (phase "transferring"): the current round, the bytes it sent so far and its rate (the source sends a wave's VMs
+/// together, so they are the wave's), and the ETA: the round's content records left at its records' rate, in seconds;
+/// otherwise round -1, 0 and no ETA (null: unknown).
+/// </summary>
+public sealed record VmInFlight(VmId VmId, HostId? TargetHostId, string Phase, int Round = -1, long RoundBytes = 0, double BytesPerSecond = 0, double? EtaSeconds = null) : IVmScatterMessage;
 
 /// <summary>
 /// A migration in flight: its phase and, from the source's latest progress report, the round and wave, bytes sent and

@@ -15,7 +15,14 @@ internal static class ConsoleQueries
     public static MigrationInFlight InFlight(MigrationRun run)
     {
         var latest = run.Progress.Latest;
-        var vms = run.Vms.Select(v => new VmInFlight(v.Id, run.TargetOfVm.TryGetValue(v.Id, out var t) ? t : null, VmPhase(run, v.Id))).ToArray();
+        var vms = run.Vms.Select(v =>
+        {
+            var target = run.TargetOfVm.TryGetValue(v.Id, out var t) ? t : (HostId?)null;
+            string phase = VmPhase(run, v.Id);
+            // Only a VM whose wave is being sent has a round under way.
+            if (phase != "transferring" || latest is null) return new VmInFlight(v.Id, target, phase);
+            return new VmInFlight(v.Id, target, phase, latest.Round, run.Progress.RoundBytes, run.Progress.RoundBytesPerSecond, run.Progress.RoundEta?.TotalSeconds);
+        }).ToArray();
         return new MigrationInFlight(run.Id, run.SourceHostId, run.Phase, run.StartedUtc, latest?.Round ?? -1, latest?.Wave ?? -1,
             latest?.BytesSent ?? 0, run.Progress.BytesPerSecond, run.Vms.Sum(v => v.MemoryBytes), vms, run.Error);
     }
