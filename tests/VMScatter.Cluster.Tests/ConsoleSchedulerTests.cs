@@ -140,6 +140,41 @@ public class ConsoleSchedulerTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(1, rate.Latest!.Round);
     }
 
+    /// <summary>
+    /// `migrate` behind a cluster client hears the run's events through a receptionist's response tunnel; when that moved
+    /// (another receptionist), its poll by id comes through a new tunnel, and the run's events go there from then on.
+    /// </summary>
+    [Fact]
+    public void A_follow_by_id_points_the_runs_events_at_whoever_asked()
+    {
+        var scheduler = Scheduler();
+        var sourceHost = CreateTestProbe();
+        var sourceMigration = CreateTestProbe();
+        var t1 = CreateTestProbe();
+        scheduler.Tell(new RegisterSourceHost(H("src"), sourceHost.Ref, [Vm(V("vm-a"), 8 * MiB)]), sourceHost.Ref);
+        scheduler.Tell(new RegisterTargetHost(H("t1"), t1.Ref, 16 * MiB, "127.0.0.1", 5001, "synthetic"), t1.Ref);
+        sourceHost.ExpectMsg<HostRegistered>();
+        t1.ExpectMsg<HostRegistered>();
+
+        var id = MigrationId.New();
+        var firstTunnel = CreateTestProbe();
+        scheduler.Tell(new StartMigration(id, H("src"), [], [], TestConfig.Options()), firstTunnel.Ref);
+        firstTunnel.ExpectMsg<MigrationAccepted>();
+        sourceHost.ExpectMsg<AnalyzeVms>();
+
+        var secondTunnel = CreateTestProbe();
+        scheduler.Tell(new FollowMigration(id), secondTunnel.Ref);
+        var followed = secondTunnel.ExpectMsg<MigrationStatus>();
+        Assert.Equal((id, MigrationPhase.Analysing), (followed.MigrationId, followed.Phase));
+        scheduler.Tell(new VmsAnalyzed(id, [Profile(V("vm-a"), 8 * MiB, 100)], 100), sourceMigration.Ref);
+        Assert.Equal(H("t1"), secondTunnel.ExpectMsg<MigrationPlaced>().TargetOfVm[V("vm-a")]);
+        t1.ExpectMsg<PrepareReceive>();
+        scheduler.Tell(new ReceiverReady(id, H("t1")), t1.Ref);
+        sourceMigration.ExpectMsg<BeginTransfer>();
+        scheduler.Tell(new TransferProgress(id, 0, 1_000, 10, 500), sourceMigration.Ref);
+        Assert.Equal(1_000, secondTunnel.ExpectMsg<MigrationProgress>().BytesSent);
+    }
+
     [Theory]
     [InlineData(null, 10.0, null)] // the round is not built yet: nothing known to remain
     [InlineData(-1L, 10.0, null)]
