@@ -41,7 +41,7 @@ public partial class DataPlaneTests
             Options = new DataPlaneOptions { Transport = transport, Compression = CompressionMode.None, HandshakeTimeout = handshakeTimeout ?? TimeSpan.FromSeconds(10) };
             Listeners = Enumerable.Range(0, targets).Select(_ => new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), Options)).ToArray();
             var endpoints = Listeners.Select(l => l.LocalEndPoint).ToArray();
-            Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, Key, t, endpoints,
+            Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, DataPlaneKeys.ForReceiver(Key, MigrationId, t, targets), t, endpoints,
                 Enumerable.Range(0, vmTarget.Length).Where(v => vmTarget[v] == t)
                     .Select(v => new ReceiverVm(v, new VmDescription(new VmId($"vm-{v}"), (long)pagesPerVm * Page.Size, 1, "test", ""), new NativeGuestMemory(pagesPerVm))).ToArray(),
                 Options)).ToArray();
@@ -300,7 +300,7 @@ public partial class DataPlaneTests
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(2);
         var vm = new ReceiverVm(0, new VmDescription(new VmId("vm-0"), 2 * Page.Size, 1, "test", ""), memory);
-        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
+        await using var r = new MigrationReceiver(id, DataPlaneKeys.ForReceiver(Key, id, 0, 1), 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
         var page = PageOf(9);
 
         var maps = Records.MapBatchPayload(0, 0, [new PageMap(0, 1, 77)]);
@@ -332,7 +332,7 @@ public partial class DataPlaneTests
 
     /// <summary>A receiver on host 0 of a migration, for VM 0 only, whose memory is <paramref name="memory"/>.</summary>
     private static MigrationReceiver OneVmReceiver(Guid migrationId, NativeGuestMemory memory) =>
-        new(migrationId, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+        new(migrationId, DataPlaneKeys.ForReceiver(Key, migrationId, 0, 1), 0, [new IPEndPoint(IPAddress.Loopback, 1)],
             [new ReceiverVm(0, new VmDescription(new VmId("vm-0"), (long)memory.PageCount * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
 
     private static byte[] MapsPayload(int round, params PageMap[] maps) => Records.MapBatchPayload(round, 0, maps);

@@ -21,11 +21,15 @@ namespace VMScatter.DataPlane.Source;
 /// <see cref="DataPlaneOptions.WriteTimeout"/>) is not the round's failure: it is listed in <see cref="Failures"/>, gets
 /// nothing more, and the round goes on to the others; so does a target the control plane dropped (<see cref="DropTarget"/>).
 /// Content for a group goes only to its hosts still reachable, so a relay chain skips a lost host.
+/// Every frame is sealed under its addressee's own key (<see cref="DataPlaneKeys.ForTarget"/>), a relay chain's content
+/// batch under its first host's: no target holds a key that opens frames for another.
 /// </summary>
 public sealed class DataPlaneSender : IAsyncDisposable
 {
     private readonly Guid _migrationId;
-    private readonly byte[] _key;
+    // The migration's master secret: each target's frames are sealed under that target's key, derived from it.
+    private readonly byte[] _master;
+    private readonly byte[]?[] _targetKeys = new byte[]?[TargetMask.MaxTargets];
     // Room for every target a migration may ever have: targets are added (VMs re-placed on a host it did not use yet)
     // while the writer reads these, so they never move.
     private readonly IPEndPoint?[] _targets = new IPEndPoint?[TargetMask.MaxTargets];
@@ -46,11 +50,13 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _failures = new();
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
 
-    public DataPlaneSender(Guid migrationId, byte[] key, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
+    /// <param name="masterSecret">The migration's master secret (<see cref="DataPlaneKeys"/>); targets get only keys derived from it.</param>
+    public DataPlaneSender(Guid migrationId, byte[] masterSecret, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
     {
         if (targets.Count is 0 or > TargetMask.MaxTargets) throw new ArgumentException($"a migration has 1..{TargetMask.MaxTargets} target hosts", nameof(targets));
+        if (masterSecret.Length != FrameCodec.KeySize) throw new ArgumentException($"the master secret must be {FrameCodec.KeySize} bytes", nameof(masterSecret));
         _migrationId = migrationId;
-        _key = key;
+        _master = masterSecret;
         AddTargets(targets);
         _options = options;
         _payload = new byte[options.MaxPayloadBytes];
@@ -106,6 +112,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         {
             if (_targetCount == TargetMask.MaxTargets) throw new ArgumentException($"a migration has at most {TargetMask.MaxTargets} target hosts");
             _targets[_targetCount] = e;
+            _targetKeys[_targetCount] = DataPlaneKeys.ForTarget(_master, _migrationId, _targetCount);
             Volatile.Write(ref _targetCount, _targetCount + 1);
         }
     }
@@ -127,7 +134,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             _clients[t] = client;
             _streams[t] = client.GetStream();
             var hello = new byte[FrameHeader.Size];
-            int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _key, hello);
+            int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _targetKeys[t], hello);
             await _streams[t]!.WriteAsync(hello.AsMemory(0, length), timeout.Token).ConfigureAwait(false);
             Interlocked.Add(ref _bytesSent, length);
             Interlocked.Increment(ref _framesSent);
@@ -337,7 +344,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         if (IsSkipped(target)) return;
         if (_streams[target] is null) throw new InvalidOperationException("not connected");
         var buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + payload.Length);
-        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, buffer);
+        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _targetKeys[target], buffer);
         try { await _outgoing!.Writer.WriteAsync(new OutgoingFrame(target, buffer, length, contentRecords, mapRecords), cancellationToken).ConfigureAwait(false); }
         catch
         {
