@@ -9,9 +9,9 @@ namespace VMScatter.DataPlane.Wire;
 /// only the scheduler and the source hold:
 ///   target key K(t): frames the source seals for target t (hello, page maps, content, withdrawn, device state, round end);
 ///   link key K(i→j), i &lt; j: content batches target i relays to target j in a relay chain (re-sealed, not forwarded).
-/// Threat model: a target is trusted with its own VMs only. Holding K(t) and its link keys, it cannot seal a frame another
-/// target opens with its own key, and on a relay link it can only hand on content batches (pages checked against their hash
-/// on arrival and, at handover, against the source's digest): never maps, round ends, withdrawals or device state.
+/// Threat model: a target is trusted with its own VMs only. With K(t) and its link keys it cannot seal a frame another target
+/// opens with its own key; on a relay link it can hand on content batches only (never maps, round ends, withdrawals, device
+/// state), and bytes it changes there match the record's check only as it wrote it: the handover digest catches them.
 /// </summary>
 public static class DataPlaneKeys
 {
