@@ -30,11 +30,18 @@ public partial class DataPlaneTests
         Assert.Equal(0, await client.GetStream().ReadAsync(new byte[1], timeout.Token));
     }
 
-    private static byte[] ContentPayload(int round, ulong mask, long id, byte[] page, ContentHash? claimed = null)
+    /// <summary>A one-content batch for <paramref name="mask"/>, ending in a tag per host after the first made with <paramref name="tagKey"/>(host).</summary>
+    private static byte[] ContentPayload(int round, ulong mask, long id, byte[] page, ulong sequence, Func<int, byte[]> tagKey, ContentHash? claimed = null)
     {
-        var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
+        var payload = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size + Records.SourceTagsSize(mask)];
         int at = Records.WriteContentBatchHeader(payload, round, mask, 1);
         at += Records.WriteContentRecord(payload.AsSpan(at), id, claimed ?? ContentHash.Compute(page), PageEncoding.Raw, page);
+        int signed = at;
+        foreach (int t in DataPlaneSender.Targets(mask).Skip(1))
+        {
+            FrameCodec.SourceTag(tagKey(t), sequence, payload.AsSpan(0, signed), payload.AsSpan(at, Records.SourceTagSize));
+            at += Records.SourceTagSize;
+        }
         return payload[..at];
     }
 
@@ -132,24 +139,25 @@ public partial class DataPlaneTests
     }
 
     [Fact]
-    public async Task A_relay_link_takes_content_batches_from_the_host_before_in_the_group_checked_against_their_hash()
+    public async Task A_relay_link_takes_content_batches_from_the_host_before_signed_by_the_source_and_checked_against_their_hash()
     {
         await using var h = new Harness(targets: 3, vmTarget: [0, 1, 2], pagesPerVm: 1, GroupTransport.RelayChain);
         var id = h.MigrationId;
+        byte[] Source(int t) => DataPlaneKeys.ForTarget(Key, id, t);
         var host0 = DataPlaneKeys.ForReceiver(Key, id, 0, 3);
         var host1 = DataPlaneKeys.ForReceiver(Key, id, 1, 3);
-        var ownOf1 = DataPlaneKeys.ForTarget(Key, id, 1);
-        ulong sequence = 1_000;
+        ulong s = 1_000;
 
-        // Host 0 relays a batch of group {0, 1} to host 1 on their link: taken, and it completes host 1's round.
+        // Host 0 relays a batch of group {0, 1} to host 1 on their link, with the source's tag for host 1: taken, and it
+        // completes host 1's round.
         using (var relay = new TcpClient())
         using (var source = new TcpClient())
         {
             await relay.ConnectAsync(h.Listeners[1].LocalEndPoint);
-            await relay.GetStream().WriteAsync(Sealed(id, sequence++, FrameType.ContentBatch, ContentPayload(0, 0b011, 7, PageOf(7)), host0.Link(1), relayedBy: 0));
+            await relay.GetStream().WriteAsync(Sealed(id, ++s, FrameType.ContentBatch, ContentPayload(0, 0b011, 7, PageOf(7), s, Source), host0.Link(1), relayedBy: 0));
             await source.ConnectAsync(h.Listeners[1].LocalEndPoint);
-            await source.GetStream().WriteAsync(Sealed(id, sequence++, FrameType.MapBatch, Records.MapBatchPayload(0, 1, [new PageMap(1, 0, 7)]), ownOf1));
-            await source.GetStream().WriteAsync(Sealed(id, sequence++, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 1, 1, 1, false)), ownOf1));
+            await source.GetStream().WriteAsync(Sealed(id, ++s, FrameType.MapBatch, Records.MapBatchPayload(0, 1, [new PageMap(1, 0, 7)]), Source(1)));
+            await source.GetStream().WriteAsync(Sealed(id, ++s, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 1, 1, 1, false)), Source(1)));
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             Assert.Equal(new RoundOutcome(0, false, null), await h.Receivers[1].Outcomes.ReadAsync(timeout.Token));
         }
@@ -157,18 +165,26 @@ public partial class DataPlaneTests
         Assert.Equal(0, h.Listeners[1].FramesRejected);
 
         // Host 1 cannot open a frame relayed by a later host, nor with a key it does not share with host 2.
-        await SendRefused(h.Listeners[1], Sealed(id, sequence++, FrameType.ContentBatch, ContentPayload(0, 0b110, 8, PageOf(8)), host1.Link(2), relayedBy: 2));
+        await SendRefused(h.Listeners[1], Sealed(id, ++s, FrameType.ContentBatch, ContentPayload(0, 0b110, 8, PageOf(8), s, Source), host1.Link(2), relayedBy: 2));
         Assert.Equal("host 2 does not relay to host 1", h.Listeners[1].LastRejection);
         // Host 0 holds the link key to host 2, but in group {0, 1, 2} host 1, not 0, hands host 2 its contents.
-        await SendRefused(h.Listeners[2], Sealed(id, sequence++, FrameType.ContentBatch, ContentPayload(0, 0b111, 8, PageOf(8)), host0.Link(2), relayedBy: 0));
+        await SendRefused(h.Listeners[2], Sealed(id, ++s, FrameType.ContentBatch, ContentPayload(1, 0b111, 8, PageOf(8), s, Source), host0.Link(2), relayedBy: 0));
         Assert.Equal("content batch relayed by host 0, which is not the host before 2 in its group", h.Listeners[2].LastRejection);
         Assert.Equal(0, h.Receivers[2].ContentRecordsReceived);
-
-        // Contents relayed must match the hash they carry.
-        await SendRefused(h.Listeners[1], Sealed(id, sequence++, FrameType.ContentBatch, ContentPayload(1, 0b011, 9, PageOf(9), ContentHash.Compute(PageOf(10))), host0.Link(1), relayedBy: 0));
-        Assert.Equal("content 9 does not match its content hash", h.Listeners[1].LastRejection);
+        // Host 0 makes up contents of its own for host 1 (with a check that fits them), tagged with what it holds: refused,
+        // nothing of it written.
+        await SendRefused(h.Listeners[1], Sealed(id, ++s, FrameType.ContentBatch, ContentPayload(1, 0b011, 9, PageOf(9), s, _ => host0.Own), host0.Link(1), relayedBy: 0));
+        Assert.Equal("content batch relayed by host 0 without the source's tag for host 1", h.Listeners[1].LastRejection);
         Assert.Equal(PageOf(7), PageOfVm(h.Receivers[1], 0));
         Assert.Equal(1, h.Receivers[1].ContentRecordsReceived);
+
+        // Contents relayed, even signed by the source, must match the hash they carry.
+        await using var h2 = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 1, GroupTransport.RelayChain);
+        var link = DataPlaneKeys.ForLink(Key, h2.MigrationId, 0, 1);
+        await SendRefused(h2.Listeners[1], Sealed(h2.MigrationId, ++s, FrameType.ContentBatch,
+            ContentPayload(0, 0b011, 9, PageOf(9), s, t => DataPlaneKeys.ForTarget(Key, h2.MigrationId, t), ContentHash.Compute(PageOf(10))), link, relayedBy: 0));
+        Assert.Equal("content 9 does not match its content hash", h2.Listeners[1].LastRejection);
+        Assert.Equal(0, h2.Receivers[1].ContentRecordsReceived);
     }
 
     [Fact]

@@ -98,7 +98,8 @@ public partial class DataPlaneTests
     [InlineData(GroupTransport.FanOut, 4)]
     public async Task A_page_shared_by_vms_of_one_target_group_leaves_the_source_once(GroupTransport transport, int contentRecords)
     {
-        int contentBytes = contentRecords * ContentFrame;
+        // In a relay chain the shared page's frame ends in the source's tag for the second host.
+        int contentBytes = contentRecords * ContentFrame + (transport == GroupTransport.RelayChain ? Records.SourceTagSize : 0);
         // vm0 → target 0 and vm1 → target 1 both hold content 1; each has one page of its own.
         var contents = new Contents { Pages = { [1] = PageOf(1), [2] = PageOf(2), [3] = PageOf(3) } };
         await using var h = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 3, transport);
@@ -113,7 +114,7 @@ public partial class DataPlaneTests
         Assert.Equal(contentBytes + TwoMapFrame(new(0, 0, 1), new(0, 1, 2)) + TwoMapFrame(new(1, 2, 1), new(1, 0, 3)) + 2 * RoundEndFrame + 2 * HelloFrame, h.Sender.BytesSent);
         // Each target received the shared page exactly once, whichever way it came.
         Assert.Equal([2L, 2L], h.Receivers.Select(r => r.ContentRecordsReceived));
-        Assert.Equal(transport == GroupTransport.RelayChain ? ContentFrame : 0, h.Receivers[0].BytesRelayed);
+        Assert.Equal(transport == GroupTransport.RelayChain ? ContentFrame + Records.SourceTagSize : 0, h.Receivers[0].BytesRelayed);
         Assert.Equal(h.Sender.BytesSent + h.Receivers[0].BytesRelayed, h.Receivers.Sum(r => r.BytesReceived));
 
         // The rebuilt memories are byte-identical to what the VMs hold.

@@ -251,6 +251,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
         var encoded = new byte[PageCodec.MaxEncodedSize];
         var page = new byte[Page.Size];
         int at = Records.ContentBatchHeader, count = 0, sent = 0;
+        // A relay chain's batch ends in the source's tags for the hosts after the first.
+        int room = payload.Length - (_options.Transport == GroupTransport.RelayChain ? Records.SourceTagsSize(group.TargetMask) : 0);
         foreach (long id in group.ContentIds)
         {
             // A paused guest writes nothing: the final round sends all it announced. Before that, a content goes out
@@ -270,7 +272,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             }
             sent++;
             var (encoding, length) = PageCodec.Encode(page, encoded, _options.Compression);
-            if (at + Records.ContentRecordHeader + length > payload.Length)
+            if (at + Records.ContentRecordHeader + length > room)
             {
                 await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
                 at = Records.ContentBatchHeader;
@@ -300,7 +302,15 @@ public sealed class DataPlaneSender : IAsyncDisposable
         if (_options.Transport == GroupTransport.RelayChain)
         {
             Records.WriteContentBatchHeader(payload, round, mask, count);
-            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken, contentRecords: count).ConfigureAwait(false);
+            // The hosts after the first get it relayed: each checks the source's tag under its own key.
+            ulong sequence = NextSequence();
+            int tagAt = length;
+            foreach (int t in Targets(mask).Skip(1))
+            {
+                FrameCodec.SourceTag(_targetKeys[t], sequence, payload.AsSpan(0, length), payload.AsSpan(tagAt, Records.SourceTagSize));
+                tagAt += Records.SourceTagSize;
+            }
+            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, tagAt), cancellationToken, contentRecords: count, sequence: sequence).ConfigureAwait(false);
             return;
         }
         foreach (int t in Targets(mask))
@@ -339,12 +349,14 @@ public sealed class DataPlaneSender : IAsyncDisposable
     }
 
     /// <summary>Builds a frame (the payload may be reused as soon as this returns) and queues it for the writer.</summary>
-    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0)
+    private ulong NextSequence() => (ulong)Interlocked.Increment(ref _sequence);
+
+    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0, ulong sequence = 0)
     {
         if (IsSkipped(target)) return;
         if (_streams[target] is null) throw new InvalidOperationException("not connected");
         var buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + payload.Length);
-        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _targetKeys[target], buffer);
+        int length = FrameCodec.Encode(type, _migrationId, sequence != 0 ? sequence : NextSequence(), payload.Span, _targetKeys[target], buffer);
         try { await _outgoing!.Writer.WriteAsync(new OutgoingFrame(target, buffer, length, contentRecords, mapRecords), cancellationToken).ConfigureAwait(false); }
         catch
         {

@@ -213,7 +213,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                 if (!_seenSequences.Add(header.Sequence)) throw new FrameRejectedException($"replayed frame {header.Sequence}");
                 switch (header.Type)
                 {
-                    case FrameType.ContentBatch: relayMask = ApplyContents(Records.ReadContentBatch(payload), header.RelayedBy); break;
+                    case FrameType.ContentBatch: relayMask = ApplyContents(Records.ReadContentBatch(payload), header, payload.Span); break;
                     case FrameType.MapBatch: ApplyMaps(Records.ReadMapBatch(payload)); break;
                     case FrameType.RoundEnd: ApplyRoundEnd(Records.ReadRoundEnd(payload)); break;
                     case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;

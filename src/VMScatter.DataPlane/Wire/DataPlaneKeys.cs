@@ -11,7 +11,7 @@ namespace VMScatter.DataPlane.Wire;
 ///   link key K(i→j), i &lt; j: content batches target i relays to target j in a relay chain (re-sealed, not forwarded).
 /// Threat model: a target is trusted with its own VMs only. With K(t) and its link keys it cannot seal a frame another target
 /// opens with its own key; on a relay link it can hand on content batches only (never maps, round ends, withdrawals, device
-/// state), and bytes it changes there match the record's check only as it wrote it: the handover digest catches them.
+/// state), each carrying the source's tag under the next host's K (<see cref="FrameCodec.SourceTag"/>): it can drop, not forge.
 /// </summary>
 public static class DataPlaneKeys
 {

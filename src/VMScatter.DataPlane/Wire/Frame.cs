@@ -141,6 +141,29 @@ public static class FrameCodec
         return (header, plaintext);
     }
 
+    /// <summary>
+    /// The source's tag for one later host of a relay chain over a content batch's records (<see cref="ContentBatch.SourceTags"/>):
+    /// an AES-GCM tag with nothing encrypted, under that host's own key, the frame's sequence as nonce (its last 4 bytes 1:
+    /// frames use 0, so no nonce serves both).
+    /// </summary>
+    public static void SourceTag(ReadOnlySpan<byte> key, ulong sequence, ReadOnlySpan<byte> signed, Span<byte> tag)
+    {
+        Span<byte> nonce = stackalloc byte[NonceSize];
+        nonce.Clear();
+        BinaryPrimitives.WriteUInt64BigEndian(nonce, sequence);
+        nonce[NonceSize - 1] = 1;
+        using var gcm = new AesGcm(key, FrameHeader.MacSize);
+        gcm.Encrypt(nonce, ReadOnlySpan<byte>.Empty, Span<byte>.Empty, tag[..FrameHeader.MacSize], signed);
+    }
+
+    /// <summary>Whether <paramref name="tag"/> is the source's tag over <paramref name="signed"/> under <paramref name="key"/>.</summary>
+    public static bool IsSourceTag(ReadOnlySpan<byte> key, ulong sequence, ReadOnlySpan<byte> signed, ReadOnlySpan<byte> tag)
+    {
+        Span<byte> expected = stackalloc byte[FrameHeader.MacSize];
+        SourceTag(key, sequence, signed, expected);
+        return tag.Length == FrameHeader.MacSize && CryptographicOperations.FixedTimeEquals(expected, tag);
+    }
+
     private const int NonceSize = 12;
 
     /// <summary>The frame's sequence, unique per migration key, in the first 8 of the 12 nonce bytes.</summary>
