@@ -27,15 +27,19 @@ public class ClusterIntegrationTests
         return (outcome, events);
     }
 
-    [Fact]
-    public async Task Running_vms_move_from_one_source_to_three_targets_byte_identical()
+    [Theory]
+    [InlineData(GroupTransport.RelayChain)]
+    [InlineData(GroupTransport.FanOut)]
+    public async Task Running_vms_move_from_one_source_to_three_targets_byte_identical(GroupTransport transport)
     {
         var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 11, OsImages: 1, Applications: 3));
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
             SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
         });
-        var (outcome, events) = await Migrate(cluster, TestConfig.Options(), 3);
+        // Each target opens only frames sealed with its own key (and, in a relay chain, content batches re-sealed for it on
+        // its link from the host before it): every VM's digest still matches.
+        var (outcome, events) = await Migrate(cluster, TestConfig.Options(transport), 3);
 
         Assert.Null(outcome.RejectedBecause);
         var report = outcome.Report!;
@@ -44,7 +48,8 @@ public class ClusterIntegrationTests
         Assert.All(report.PerVm, vm => Assert.True(vm.DigestMatched && vm.HandedOver && vm.SourceDigest == vm.TargetDigest));
         Assert.Equal(3, report.PerVm.Select(v => v.Target).Distinct().Count());
         Assert.True(report.Rounds >= 2, "the guests were writing: at least one dirty round");
-        Assert.True(report.BytesSent < 0.5 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes} in {report.Rounds} rounds ({string.Join("/", report.DirtyPagesPerRound)} pages; {report.Convergence})");
+        // Fan-out sends a content once per target that needs it, not once per group.
+        Assert.True(report.BytesSent < (transport == GroupTransport.RelayChain ? 0.5 : 1.0) * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes} in {report.Rounds} rounds ({string.Join("/", report.DirtyPagesPerRound)} pages; {report.Convergence})");
         Assert.True(report.BytesReceived >= report.BytesSent);
         Assert.Equal(6, events.OfType<VmHandedOver>().Count());
         // Each source VM was stopped only after its handover, and no longer runs there.

@@ -5,8 +5,11 @@ using Akka.Actor;
 using Akka.Serialization;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Serialization;
+using VMScatter.DataPlane.Wire;
+using VMScatter.Domain;
 using VMScatter.Domain.Pages;
 using Xunit;
+using static VMScatter.Cluster.Tests.TestIds;
 
 namespace VMScatter.Cluster.Tests;
 
@@ -59,6 +62,27 @@ public class ProtocolRoundTripTests : Akka.TestKit.Xunit2.TestKit
 
         Assert.IsType(type, back);
         AssertDeepEqual(sample, back, type.Name);
+    }
+
+    [Fact]
+    public void Messages_that_carry_data_plane_keys_never_print_them()
+    {
+        var id = MigrationId.New();
+        var secret = Enumerable.Range(1, 32).Select(i => (byte)i).ToArray();
+        var keys = DataPlaneKeys.ForReceiver(secret, id.Value, 1, 2);
+        var probe = CreateTestProbe().Ref;
+        TargetEndpoint[] targets = [new(0, H("t0"), "127.0.0.1", 1), new(1, H("t1"), "127.0.0.1", 2)];
+        var printed = string.Join("\n", new object[]
+        {
+            new PrepareReceive(id, keys, 1, targets, [], probe, 0), new ExtendReceive(id, keys, 1, targets, [], probe, 0), new BeginTransfer(id, secret, targets, []),
+        }.Select(m => m.ToString()));
+        foreach (var key in new[] { secret, keys.Own, keys.Link(0).ToArray() })
+        {
+            Assert.DoesNotContain(Convert.ToHexString(key), printed, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain(Convert.ToBase64String(key), printed);
+            Assert.DoesNotContain(string.Join(", ", key), printed);
+        }
+        Assert.Contains("Keys = ReceiverKeys { 2 links, redacted }", printed);
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using Akka.Actor;
 using Akka.TestKit;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Scheduler;
+using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 using Xunit;
 using static VMScatter.Cluster.Tests.TestIds;
@@ -82,14 +83,21 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         var prepareA = targetOfA.ExpectMsg<PrepareReceive>();
         var prepareB = targetOfB.ExpectMsg<PrepareReceive>();
         Assert.Equal(sourceMigration.Ref, prepareA.SourceMigration);
-        Assert.Equal(32, prepareA.DataPlaneKey.Length);
-        Assert.Equal(prepareA.DataPlaneKey, prepareB.DataPlaneKey);
+        // Each target its own key; both ends of the link between them the same link key; no target the master secret.
+        Assert.Equal(32, prepareA.Keys.Own.Length);
+        Assert.NotEqual(prepareA.Keys.Own, prepareB.Keys.Own);
+        Assert.Equal(prepareA.Keys.Link(prepareB.SelfIndex).ToArray(), prepareB.Keys.Link(prepareA.SelfIndex).ToArray());
+        Assert.Equal(new byte[32], prepareA.Keys.Link(prepareA.SelfIndex).ToArray());
         Assert.Equal([V("vm-a")], prepareA.Vms.Select(v => v.Vm.Id));
         scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm[V("vm-a")]), targetOfA.Ref);
         sourceMigration.ExpectNoMsg(TimeSpan.FromMilliseconds(100)); // not before every target is ready
         scheduler.Tell(new ReceiverReady(id, placed.TargetOfVm[V("vm-b")]), targetOfB.Ref);
         var begin = sourceMigration.ExpectMsg<BeginTransfer>();
         Assert.Equal(2, begin.Targets.Count);
+        // The source holds the master secret; what each target got is derived from it, and is not it.
+        Assert.Equal(DataPlaneKeys.ForReceiver(begin.DataPlaneSecret, id.Value, prepareA.SelfIndex, 2), prepareA.Keys);
+        Assert.Equal(DataPlaneKeys.ForReceiver(begin.DataPlaneSecret, id.Value, prepareB.SelfIndex, 2), prepareB.Keys);
+        Assert.NotEqual(begin.DataPlaneSecret, prepareA.Keys.Own);
 
         var stats = new TransferStats(3, 1000, 10, 5, 4096 * 5, 2048 * 5, 20, 200, 3, 0, 0, [100, 10, 2], 0.1, [0.2, 0.05, 0.01], 0.01, 12, 10, true, "converged");
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();

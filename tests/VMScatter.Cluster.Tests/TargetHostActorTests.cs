@@ -87,7 +87,8 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
             (With(good.Vms[0].Vm with { Id = forged }), "VM id '../../etc/x' is not valid"),
             (With(good.Vms[0].Vm with { MemoryBytes = -VmBytes }), "memory size -1048576 is not a positive multiple"),
             (With(good.Vms[0].Vm with { MemoryBytes = 4 * VmBytes }), "within this host's 2097152"),
-            (good with { DataPlaneKey = new byte[3] }, "data-plane key of the wrong size"),
+            (good with { Keys = good.Keys with { Own = new byte[3] } }, "data-plane key of the wrong size"),
+            (good with { Keys = DataPlaneKeys.ForReceiver(new byte[FrameCodec.KeySize], good.MigrationId.Value, 0, 2) }, "data-plane link keys for 2 hosts, not the migration's 1"),
             (good with { SelfIndex = 5 }, "target index 5 of 1"),
             (good with { Vms = [good.Vms[0], good.Vms[0]] }, "a VM is listed twice"),
         };
@@ -159,7 +160,7 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     private PrepareReceive Prepare(MigrationId migrationId, DataPlaneListener listener, params string[] vmIds) => new(
-        migrationId, new byte[FrameCodec.KeySize], 0, [new TargetEndpoint(0, H("t1"), "127.0.0.1", listener.LocalEndPoint.Port)],
+        migrationId, DataPlaneKeys.ForReceiver(new byte[FrameCodec.KeySize], migrationId.Value, 0, 1), 0, [new TargetEndpoint(0, H("t1"), "127.0.0.1", listener.LocalEndPoint.Port)],
         vmIds.Select((id, i) => new VmAssignment(i, new VmDescription(V(id), VmBytes, 1, "synthetic", ""), 0)).ToArray(), TestActor, 0);
 
     /// <summary>Synthetic memory whose disposal waits for <see cref="Gate"/>, and counts what it freed.</summary>

@@ -142,7 +142,7 @@ public class CodecAndFrameTests
         int at = Records.WriteContentBatchHeader(content, 0, 3, 2);
         at += Records.WriteContentRecord(content.AsSpan(at), 1, new ContentHash(1, 1), PageEncoding.Lz4, new byte[16]);
         at += Records.WriteContentRecord(content.AsSpan(at), 2, new ContentHash(2, 2), PageEncoding.Raw, new byte[16]);
-        seeds.Add(content[..at]);
+        seeds.Add([.. content[..at], .. new byte[Records.SourceTagSize]]); // a batch for two hosts ends in the source's tag for the second
         seeds.Add(Records.MapBatchPayload(0, 0, [new PageMap(0, 5, 1), new PageMap(1, 2, 300), new PageMap(1, 9000, 0)]));
         seeds.Add(Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false)));
         var device = new byte[Records.DeviceStateHeader + 8];

@@ -46,7 +46,7 @@ public partial class DataPlaneTests
         const int pages = 3000; // 12 MiB for the silent host: more than the sockets buffer
         using var memory = new NativeGuestMemory(4);
         var endpoints = new[] { (IPEndPoint)silent.LocalEndpoint, listener.LocalEndPoint };
-        await using var receiver = new MigrationReceiver(id, Key, 1, endpoints, [new ReceiverVm(1, new VmDescription(new VmId("vm-1"), 4 * Page.Size, 1, "test", ""), memory)], options);
+        await using var receiver = new MigrationReceiver(id, DataPlaneKeys.ForReceiver(Key, id, 1, endpoints.Length), 1, endpoints, [new ReceiverVm(1, new VmDescription(new VmId("vm-1"), 4 * Page.Size, 1, "test", ""), memory)], options);
         listener.Register(receiver);
         await using var sender = new DataPlaneSender(id, Key, endpoints, options);
         await sender.ConnectAsync(CancellationToken.None);

@@ -41,7 +41,7 @@ public partial class DataPlaneTests
             Options = new DataPlaneOptions { Transport = transport, Compression = CompressionMode.None, HandshakeTimeout = handshakeTimeout ?? TimeSpan.FromSeconds(10) };
             Listeners = Enumerable.Range(0, targets).Select(_ => new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), Options)).ToArray();
             var endpoints = Listeners.Select(l => l.LocalEndPoint).ToArray();
-            Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, Key, t, endpoints,
+            Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, DataPlaneKeys.ForReceiver(Key, MigrationId, t, targets), t, endpoints,
                 Enumerable.Range(0, vmTarget.Length).Where(v => vmTarget[v] == t)
                     .Select(v => new ReceiverVm(v, new VmDescription(new VmId($"vm-{v}"), (long)pagesPerVm * Page.Size, 1, "test", ""), new NativeGuestMemory(pagesPerVm))).ToArray(),
                 Options)).ToArray();
@@ -98,7 +98,8 @@ public partial class DataPlaneTests
     [InlineData(GroupTransport.FanOut, 4)]
     public async Task A_page_shared_by_vms_of_one_target_group_leaves_the_source_once(GroupTransport transport, int contentRecords)
     {
-        int contentBytes = contentRecords * ContentFrame;
+        // In a relay chain the shared page's frame ends in the source's tag for the second host.
+        int contentBytes = contentRecords * ContentFrame + (transport == GroupTransport.RelayChain ? Records.SourceTagSize : 0);
         // vm0 → target 0 and vm1 → target 1 both hold content 1; each has one page of its own.
         var contents = new Contents { Pages = { [1] = PageOf(1), [2] = PageOf(2), [3] = PageOf(3) } };
         await using var h = new Harness(targets: 2, vmTarget: [0, 1], pagesPerVm: 3, transport);
@@ -113,7 +114,7 @@ public partial class DataPlaneTests
         Assert.Equal(contentBytes + TwoMapFrame(new(0, 0, 1), new(0, 1, 2)) + TwoMapFrame(new(1, 2, 1), new(1, 0, 3)) + 2 * RoundEndFrame + 2 * HelloFrame, h.Sender.BytesSent);
         // Each target received the shared page exactly once, whichever way it came.
         Assert.Equal([2L, 2L], h.Receivers.Select(r => r.ContentRecordsReceived));
-        Assert.Equal(transport == GroupTransport.RelayChain ? ContentFrame : 0, h.Receivers[0].BytesRelayed);
+        Assert.Equal(transport == GroupTransport.RelayChain ? ContentFrame + Records.SourceTagSize : 0, h.Receivers[0].BytesRelayed);
         Assert.Equal(h.Sender.BytesSent + h.Receivers[0].BytesRelayed, h.Receivers.Sum(r => r.BytesReceived));
 
         // The rebuilt memories are byte-identical to what the VMs hold.
@@ -300,7 +301,7 @@ public partial class DataPlaneTests
         var id = Guid.NewGuid();
         using var memory = new NativeGuestMemory(2);
         var vm = new ReceiverVm(0, new VmDescription(new VmId("vm-0"), 2 * Page.Size, 1, "test", ""), memory);
-        await using var r = new MigrationReceiver(id, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
+        await using var r = new MigrationReceiver(id, DataPlaneKeys.ForReceiver(Key, id, 0, 1), 0, [new IPEndPoint(IPAddress.Loopback, 1)], [vm], new DataPlaneOptions());
         var page = PageOf(9);
 
         var maps = Records.MapBatchPayload(0, 0, [new PageMap(0, 1, 77)]);
@@ -332,7 +333,7 @@ public partial class DataPlaneTests
 
     /// <summary>A receiver on host 0 of a migration, for VM 0 only, whose memory is <paramref name="memory"/>.</summary>
     private static MigrationReceiver OneVmReceiver(Guid migrationId, NativeGuestMemory memory) =>
-        new(migrationId, Key, 0, [new IPEndPoint(IPAddress.Loopback, 1)],
+        new(migrationId, DataPlaneKeys.ForReceiver(Key, migrationId, 0, 1), 0, [new IPEndPoint(IPAddress.Loopback, 1)],
             [new ReceiverVm(0, new VmDescription(new VmId("vm-0"), (long)memory.PageCount * Page.Size, 1, "test", ""), memory)], new DataPlaneOptions());
 
     private static byte[] MapsPayload(int round, params PageMap[] maps) => Records.MapBatchPayload(round, 0, maps);

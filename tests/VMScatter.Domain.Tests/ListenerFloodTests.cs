@@ -67,7 +67,7 @@ public class ListenerFloodTests
         var id = Guid.NewGuid();
         var key = Enumerable.Range(1, 32).Select(i => (byte)i).ToArray();
         using var memory = new NativeGuestMemory(1);
-        await using var receiver = new MigrationReceiver(id, key, 0, [listener.LocalEndPoint],
+        await using var receiver = new MigrationReceiver(id, new ReceiverKeys(key, new byte[FrameCodec.KeySize]), 0, [listener.LocalEndPoint],
             [new ReceiverVm(0, new VmDescription(new VmId("vm-0"), Page.Size, 1, "test", ""), memory)], options);
         listener.Register(receiver);
         using var idle = await Connect(listener);

@@ -9,7 +9,11 @@ namespace VMScatter.Cluster.Protocol;
 public sealed record AnalyzeVms(MigrationId MigrationId, IReadOnlyList<VmId> VmIds, MigrationOptions Options) : IVmScatterMessage;
 
 /// <summary>Placement is decided and the targets are ready: send round 0, then dirty rounds, then stop and copy.</summary>
-public sealed record BeginTransfer(MigrationId MigrationId, byte[] DataPlaneKey, IReadOnlyList<TargetEndpoint> Targets, IReadOnlyList<VmAssignment> Assignments) : IVmScatterMessage;
+/// <remarks>
+/// <paramref name="DataPlaneSecret"/>: the migration's master secret; the source derives each target's key from it
+/// (<see cref="VMScatter.DataPlane.Wire.DataPlaneKeys"/>). Only the scheduler and the source hold it.
+/// </remarks>
+public sealed record BeginTransfer(MigrationId MigrationId, byte[] DataPlaneSecret, IReadOnlyList<TargetEndpoint> Targets, IReadOnlyList<VmAssignment> Assignments) : IVmScatterMessage;
 
 /// <summary>
 /// Scheduler → source: the VM's digests match; grant it to <paramref name="TargetHostId"/> and tell that target to start

@@ -1,4 +1,5 @@
 using Akka.Actor;
+using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Protocol;
@@ -6,9 +7,13 @@ namespace VMScatter.Cluster.Protocol;
 // Scheduler → target host.
 
 /// <summary>Get ready to receive these VMs on the data plane; round acknowledgements go to <paramref name="SourceMigration"/>.</summary>
+/// <remarks>
+/// <paramref name="Keys"/>: this target's own data-plane key and its relay-link keys, derived from the migration's master
+/// secret (which no target gets); never another target's key. Printed redacted.
+/// </remarks>
 public sealed record PrepareReceive(
     MigrationId MigrationId,
-    byte[] DataPlaneKey,
+    ReceiverKeys Keys,
     int SelfIndex,
     IReadOnlyList<TargetEndpoint> Targets,
     IReadOnlyList<VmAssignment> Vms,
@@ -19,10 +24,11 @@ public sealed record PrepareReceive(
 /// VMs re-placed from a lost target: more VMs of a migration for this host (a host whose receiver is closed, or that
 /// had none, makes one), and the migration's target endpoints now (hosts it did not use before come after the
 /// others; every target learns them, for relay chains). <paramref name="Vms"/> may be empty: endpoints only.
+/// <paramref name="Keys"/>: as in <see cref="PrepareReceive"/>, for the targets now (the same own key, links to the new hosts added).
 /// </summary>
 public sealed record ExtendReceive(
     MigrationId MigrationId,
-    byte[] DataPlaneKey,
+    ReceiverKeys Keys,
     int SelfIndex,
     IReadOnlyList<TargetEndpoint> Targets,
     IReadOnlyList<VmAssignment> Vms,

@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;
+using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 using VMScatter.Domain.Dedup;
 using VMScatter.Domain.Placement;
@@ -258,7 +259,7 @@ public sealed partial class MigrationSchedulerActor
             run.PendingReplacements.Add(batch);
             run.Requester.Tell(e);
             foreach (var (host, list) in batch.Waiting)
-                run.TargetRefs[host].Tell(new ExtendReceive(run.Id, _keys[run.Id], endpointOf[host].Index, batch.Targets, list.ToArray(),
+                run.TargetRefs[host].Tell(new ExtendReceive(run.Id, DataPlaneKeys.ForReceiver(_keys[run.Id], run.Id.Value, endpointOf[host].Index, batch.Targets.Count), endpointOf[host].Index, batch.Targets, list.ToArray(),
                     run.SourceMigration!, run.Request.Options.LinkBitsPerSecond));
         });
     }

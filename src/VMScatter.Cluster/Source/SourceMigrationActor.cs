@@ -175,7 +175,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
             _waves = WavePlan.Of(targetOf, _options.Handover);
             var endpoints = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
             var dataPlane = _settings.DataPlane with { Transport = _options.GroupTransport, Compression = _options.Compression, LinkBitsPerSecond = _options.LinkBitsPerSecond };
-            _sender = new DataPlaneSender(_migrationId.Value, m.DataPlaneKey, endpoints, dataPlane);
+            _sender = new DataPlaneSender(_migrationId.Value, m.DataPlaneSecret, endpoints, dataPlane);
             _sender.ConnectAsync(CancellationToken.None).PipeTo(Self, success: () => Connected.Instance, failure: e => new TransferStepFailed("connect", e.GetBaseException().Message));
             Timers.StartPeriodicTimer("progress", ProgressTick.Instance, _settings.ProgressInterval);
             Become(Connecting);

@@ -17,7 +17,9 @@ public static class PrepareReceiveCheck
     {
         if (m.Vms.Count == 0) return "no VMs to receive";
         if (m.SelfIndex < 0 || m.SelfIndex >= m.Targets.Count || m.Targets.Count > TargetMask.MaxTargets) return $"target index {m.SelfIndex} of {m.Targets.Count}";
-        if (m.DataPlaneKey is not { Length: FrameCodec.KeySize }) return "data-plane key of the wrong size";
+        if (m.Keys is null) return "no data-plane keys";
+        if (m.Keys.Problem(m.SelfIndex) is { } keys) return keys;
+        if (m.Keys.LinkCount != m.Targets.Count) return $"data-plane link keys for {m.Keys.LinkCount} hosts, not the migration's {m.Targets.Count}";
         foreach (var v in m.Vms)
         {
             if (!Ids.IsValid(v.Vm.Id.Value)) return $"VM id '{v.Vm.Id.Value}' is not valid";

@@ -79,7 +79,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         // receiver, if this host's part was over and its receiver closed).
         Receive<ExtendReceive>(m =>
         {
-            var request = new PrepareReceive(m.MigrationId, m.DataPlaneKey, m.SelfIndex, m.Targets, m.Vms, m.SourceMigration, m.LinkBitsPerSecond);
+            var request = new PrepareReceive(m.MigrationId, m.Keys, m.SelfIndex, m.Targets, m.Vms, m.SourceMigration, m.LinkBitsPerSecond);
             var ids = m.Vms.Select(v => v.Vm.Id).ToArray();
             string? refusal;
             if (_incoming.TryGetValue(m.MigrationId, out var inc)) refusal = Extend(inc, m, request);
@@ -216,7 +216,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         {
             foreach (var v in m.Vms) vms.Add(new ReceiverVm(v.VmIndex, v.Vm, _backend.AllocateMemory(v.Vm)));
             var peers = m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray();
-            receiver = new MigrationReceiver(m.MigrationId.Value, m.DataPlaneKey, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
+            receiver = new MigrationReceiver(m.MigrationId.Value, m.Keys, m.SelfIndex, peers, vms, _dataPlane with { LinkBitsPerSecond = m.LinkBitsPerSecond });
         }
         catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidOperationException or OutOfMemoryException)
         {
@@ -236,6 +236,10 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
     {
         if (inc.SourceGone) return "its source migration is gone";
         if (!inc.SourceMigration.Equals(m.SourceMigration) || inc.Receiver.SelfIndex != m.SelfIndex) return "it names another source migration or target index than this host's receiver";
+        if (m.Keys is null || m.Keys.LinkCount != m.Targets.Count) return "no data-plane keys for the migration's hosts";
+        // Keys first: a batch is relayed to a new host only once the key of the link to it is here.
+        try { inc.Receiver.UpdateKeys(m.Keys); }
+        catch (ArgumentException e) { return $"bad data-plane keys: {e.Message}"; }
         try { inc.Receiver.UpdatePeers(m.Targets.OrderBy(t => t.Index).Select(t => t.ToIPEndPoint()).ToArray()); }
         catch (Exception e) when (e is ArgumentException or FormatException) { return $"bad endpoints: {e.Message}"; }
         if (m.Vms.Count == 0) return null;

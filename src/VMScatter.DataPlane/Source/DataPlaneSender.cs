@@ -21,11 +21,15 @@ namespace VMScatter.DataPlane.Source;
 /// <see cref="DataPlaneOptions.WriteTimeout"/>) is not the round's failure: it is listed in <see cref="Failures"/>, gets
 /// nothing more, and the round goes on to the others; so does a target the control plane dropped (<see cref="DropTarget"/>).
 /// Content for a group goes only to its hosts still reachable, so a relay chain skips a lost host.
+/// Every frame is sealed under its addressee's own key (<see cref="DataPlaneKeys.ForTarget"/>), a relay chain's content
+/// batch under its first host's: no target holds a key that opens frames for another.
 /// </summary>
 public sealed class DataPlaneSender : IAsyncDisposable
 {
     private readonly Guid _migrationId;
-    private readonly byte[] _key;
+    // The migration's master secret: each target's frames are sealed under that target's key, derived from it.
+    private readonly byte[] _master;
+    private readonly byte[]?[] _targetKeys = new byte[]?[TargetMask.MaxTargets];
     // Room for every target a migration may ever have: targets are added (VMs re-placed on a host it did not use yet)
     // while the writer reads these, so they never move.
     private readonly IPEndPoint?[] _targets = new IPEndPoint?[TargetMask.MaxTargets];
@@ -46,11 +50,13 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _failures = new();
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
 
-    public DataPlaneSender(Guid migrationId, byte[] key, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
+    /// <param name="masterSecret">The migration's master secret (<see cref="DataPlaneKeys"/>); targets get only keys derived from it.</param>
+    public DataPlaneSender(Guid migrationId, byte[] masterSecret, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
     {
         if (targets.Count is 0 or > TargetMask.MaxTargets) throw new ArgumentException($"a migration has 1..{TargetMask.MaxTargets} target hosts", nameof(targets));
+        if (masterSecret.Length != FrameCodec.KeySize) throw new ArgumentException($"the master secret must be {FrameCodec.KeySize} bytes", nameof(masterSecret));
         _migrationId = migrationId;
-        _key = key;
+        _master = masterSecret;
         AddTargets(targets);
         _options = options;
         _payload = new byte[options.MaxPayloadBytes];
@@ -106,6 +112,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         {
             if (_targetCount == TargetMask.MaxTargets) throw new ArgumentException($"a migration has at most {TargetMask.MaxTargets} target hosts");
             _targets[_targetCount] = e;
+            _targetKeys[_targetCount] = DataPlaneKeys.ForTarget(_master, _migrationId, _targetCount);
             Volatile.Write(ref _targetCount, _targetCount + 1);
         }
     }
@@ -127,7 +134,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             _clients[t] = client;
             _streams[t] = client.GetStream();
             var hello = new byte[FrameHeader.Size];
-            int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _key, hello);
+            int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _targetKeys[t], hello);
             await _streams[t]!.WriteAsync(hello.AsMemory(0, length), timeout.Token).ConfigureAwait(false);
             Interlocked.Add(ref _bytesSent, length);
             Interlocked.Increment(ref _framesSent);
@@ -244,6 +251,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
         var encoded = new byte[PageCodec.MaxEncodedSize];
         var page = new byte[Page.Size];
         int at = Records.ContentBatchHeader, count = 0, sent = 0;
+        // A relay chain's batch ends in the source's tags for the hosts after the first.
+        int room = payload.Length - (_options.Transport == GroupTransport.RelayChain ? Records.SourceTagsSize(group.TargetMask) : 0);
         foreach (long id in group.ContentIds)
         {
             // A paused guest writes nothing: the final round sends all it announced. Before that, a content goes out
@@ -263,7 +272,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             }
             sent++;
             var (encoding, length) = PageCodec.Encode(page, encoded, _options.Compression);
-            if (at + Records.ContentRecordHeader + length > payload.Length)
+            if (at + Records.ContentRecordHeader + length > room)
             {
                 await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
                 at = Records.ContentBatchHeader;
@@ -293,7 +302,15 @@ public sealed class DataPlaneSender : IAsyncDisposable
         if (_options.Transport == GroupTransport.RelayChain)
         {
             Records.WriteContentBatchHeader(payload, round, mask, count);
-            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken, contentRecords: count).ConfigureAwait(false);
+            // The hosts after the first get it relayed: each checks the source's tag under its own key.
+            ulong sequence = NextSequence();
+            int tagAt = length;
+            foreach (int t in Targets(mask).Skip(1))
+            {
+                FrameCodec.SourceTag(_targetKeys[t], sequence, payload.AsSpan(0, length), payload.AsSpan(tagAt, Records.SourceTagSize));
+                tagAt += Records.SourceTagSize;
+            }
+            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, tagAt), cancellationToken, contentRecords: count, sequence: sequence).ConfigureAwait(false);
             return;
         }
         foreach (int t in Targets(mask))
@@ -332,12 +349,14 @@ public sealed class DataPlaneSender : IAsyncDisposable
     }
 
     /// <summary>Builds a frame (the payload may be reused as soon as this returns) and queues it for the writer.</summary>
-    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0)
+    private ulong NextSequence() => (ulong)Interlocked.Increment(ref _sequence);
+
+    private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0, ulong sequence = 0)
     {
         if (IsSkipped(target)) return;
         if (_streams[target] is null) throw new InvalidOperationException("not connected");
         var buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + payload.Length);
-        int length = FrameCodec.Encode(type, _migrationId, (ulong)Interlocked.Increment(ref _sequence), payload.Span, _key, buffer);
+        int length = FrameCodec.Encode(type, _migrationId, sequence != 0 ? sequence : NextSequence(), payload.Span, _targetKeys[target], buffer);
         try { await _outgoing!.Writer.WriteAsync(new OutgoingFrame(target, buffer, length, contentRecords, mapRecords), cancellationToken).ConfigureAwait(false); }
         catch
         {

@@ -9,7 +9,8 @@ namespace VMScatter.DataPlane.Target;
 /// <summary>
 /// A target host's data-plane endpoint. Each connection is read frame by frame: the header is checked first
 /// (so a hostile length cannot make it allocate), then the payload is opened (AES-GCM tag, then CRC) with the key of the
-/// migration the frame names; only then is it handed to that migration's receiver. A bad frame closes the
+/// migration the frame names (the target's own key for the source's frames, a link key for a content batch an earlier
+/// host relayed; <see cref="MigrationReceiver.KeyFor"/>); only then is it handed to that migration's receiver. A bad frame closes the
 /// connection it came on and is counted.
 /// </summary>
 public sealed class DataPlaneListener : IAsyncDisposable
@@ -80,6 +81,7 @@ public sealed class DataPlaneListener : IAsyncDisposable
         var header = new byte[FrameHeader.Size];
         byte[]? frame = null, plaintext = null;
         MigrationReceiver? receiver = null;
+        int? sealer = null;
         // The whole first frame, header and payload, must come and open within the handshake timeout: a header that
         // names a known migration (its id is no secret) followed by silence would otherwise hold buffers and a slot.
         using var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
@@ -96,13 +98,18 @@ public sealed class DataPlaneListener : IAsyncDisposable
                 // The same migration may get a new receiver here (VMs re-placed on this host after its first one closed).
                 if (receiver is not null && receiver.MigrationId != r.MigrationId) throw new FrameRejectedException("one connection carries one migration");
                 receiver = r;
+                // One connection, one sealer: the source's, or one relaying host's.
+                if (sealer is { } s && s != parsed.RelayedBy) throw new FrameRejectedException("one connection carries the frames of one sealer");
+                sealer = parsed.RelayedBy;
+                // Which key opens it (and whether a frame of this type may come from this sealer at all), before it is read.
+                r.KeyFor(parsed);
                 frame ??= ArrayPool<byte>.Shared.Rent(FrameHeader.Size + _options.MaxPayloadBytes);
                 // The opened payload goes here; the frame keeps its sealed bytes, which a relay forwards as they came.
                 plaintext ??= ArrayPool<byte>.Shared.Rent(_options.MaxPayloadBytes);
                 header.CopyTo(frame, 0);
                 await stream.ReadExactlyAsync(frame.AsMemory(FrameHeader.Size, parsed.PayloadLength), reading).ConfigureAwait(false);
                 int length = FrameHeader.Size + parsed.PayloadLength;
-                FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, parsed.PayloadLength), r.Key, plaintext.AsSpan(0, parsed.PayloadLength));
+                FrameCodec.Open(frame.AsSpan(0, FrameHeader.Size), frame.AsSpan(FrameHeader.Size, parsed.PayloadLength), r.KeyFor(parsed), plaintext.AsSpan(0, parsed.PayloadLength));
                 await r.AcceptAsync(parsed, frame.AsMemory(0, length), plaintext.AsMemory(0, parsed.PayloadLength)).ConfigureAwait(false);
                 // An authenticated peer from here on: it may wait between frames as long as it likes, but a frame once
                 // begun must come whole within the read timeout (its first byte starts the clock).

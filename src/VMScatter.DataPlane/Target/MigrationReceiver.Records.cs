@@ -1,3 +1,4 @@
+using System.Numerics;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Dedup;
@@ -9,10 +10,28 @@ namespace VMScatter.DataPlane.Target;
 /// <summary>Applying a frame's records under the gate: contents into the store or their first page, page maps, withdrawals, device state, round ends.</summary>
 public sealed partial class MigrationReceiver
 {
-    private ulong ApplyContents(ContentBatch batch)
+    /// <summary>
+    /// Stores a content batch's records and says which later hosts it goes on to. Each record's bytes must decode to a page
+    /// whose content hash matches the record's check, whoever sealed the frame (the source, or a relaying host); a relayed
+    /// batch must also carry the source's tag for this host (<see cref="FrameCodec.SourceTag"/>), which no relay can make.
+    /// </summary>
+    private ulong ApplyContents(ContentBatch batch, FrameHeader header, ReadOnlySpan<byte> payload)
     {
+        int relayedBy = header.RelayedBy;
         if ((batch.RecipientMask >> SelfIndex & 1) == 0) throw new FrameRejectedException($"content batch not addressed to host {SelfIndex}");
         if (!TargetMask.Within(batch.RecipientMask, _peers.Count)) throw new FrameRejectedException("content batch names unknown hosts");
+        // The source sends a batch to its group's first host; each host relays it to the next one only.
+        ulong before = batch.RecipientMask & ((1UL << SelfIndex) - 1);
+        if (relayedBy == FrameHeader.FromSource ? before != 0 : 63 - BitOperations.LeadingZeroCount(before) != relayedBy)
+            throw new FrameRejectedException(relayedBy == FrameHeader.FromSource
+                ? $"content batch from the source for a group whose first host is not {SelfIndex}"
+                : $"content batch relayed by host {relayedBy}, which is not the host before {SelfIndex} in its group");
+        if (relayedBy != FrameHeader.FromSource)
+        {
+            int tag = (BitOperations.PopCount(before) - 1) * Records.SourceTagSize;
+            if (!FrameCodec.IsSourceTag(_keys.Own, header.Sequence, payload[..batch.SignedLength], batch.SourceTags.Span.Slice(tag, Records.SourceTagSize)))
+                throw new FrameRejectedException($"content batch relayed by host {relayedBy} without the source's tag for host {SelfIndex}");
+        }
         // A stale frame (of a round the source gave up) is neither applied nor relayed.
         if (!CheckRound(batch.Round)) return 0;
         Span<byte> page = stackalloc byte[Page.Size];

@@ -6,7 +6,11 @@ using VMScatter.DataPlane.Wire;
 
 namespace VMScatter.DataPlane.Target;
 
-/// <summary>Forwarding a sealed frame to the hosts after this one in a relay chain.</summary>
+/// <summary>
+/// Handing a content batch on to the next host of its group in a relay chain, re-sealed under the key of the link to
+/// it (<see cref="DataPlaneKeys.ForLink"/>): the next host opens it with that key and takes nothing but content batches
+/// on it, so a relaying host can pass on contents (checked against their hash there) and nothing else.
+/// </summary>
 public sealed partial class MigrationReceiver
 {
     /// <summary>
@@ -14,16 +18,24 @@ public sealed partial class MigrationReceiver
     /// writer per peer): the receive loop goes on reading while the frame crosses this host's egress link, so a hop
     /// runs at the slower of its in- and out-link rather than at their sum. A full queue pushes back on the sender.
     /// </summary>
-    private async Task RelayAsync(ulong laterMask, ReadOnlyMemory<byte> frame)
+    private async Task RelayAsync(ulong laterMask, FrameHeader header, ReadOnlyMemory<byte> payload)
     {
         int next = BitOperations.TrailingZeroCount(laterMask);
+        var key = _keys.Link(next);
+        if (key.IsEmpty)
+        {
+            // Not sent: that host misses the batch and the source sees it lost (as with a relay that cannot connect).
+            RelayFailure = $"no key for the relay link to host {next}";
+            return;
+        }
         Relay relay;
         lock (_relays)
             if (!_relays.TryGetValue(next, out relay!))
                 _relays[next] = relay = new Relay(this, next);
-        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(frame.Length);
-        frame.CopyTo(copy);
-        try { await relay.Queue.Writer.WriteAsync((copy, frame.Length)).ConfigureAwait(false); }
+        // The same sequence (the source's, accepted here once) and the same plaintext, under the link's key.
+        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(FrameHeader.Size + payload.Length);
+        int length = FrameCodec.Encode(FrameType.ContentBatch, MigrationId, header.Sequence, payload.Span, key, copy, relayedBy: SelfIndex);
+        try { await relay.Queue.Writer.WriteAsync((copy, length)).ConfigureAwait(false); }
         catch (ChannelClosedException)
         {
             // The relay failed; nothing more goes that way.

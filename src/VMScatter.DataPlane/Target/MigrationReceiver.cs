@@ -26,7 +26,8 @@ public sealed record RoundOutcome(int Round, bool Final, string? Error);
 public sealed partial class MigrationReceiver : IAsyncDisposable
 {
     private readonly object _gate = new();
-    private readonly byte[] _key;
+    // Its own key and those of its relay links; replaced whole (never changed in place) when hosts join the migration.
+    private volatile ReceiverKeys _keys;
     // Replaced whole (never changed in place) when hosts join the migration: relays read it without the gate.
     private volatile IReadOnlyList<IPEndPoint> _peers;
     private readonly DataPlaneOptions _options;
@@ -61,11 +62,11 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     private bool _closed;
     private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn, _staleFrames;
 
-    public MigrationReceiver(Guid migrationId, byte[] key, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
+    public MigrationReceiver(Guid migrationId, ReceiverKeys keys, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
-        if (key.Length != FrameCodec.KeySize) throw new ArgumentException("bad key size", nameof(key));
+        if (keys.Problem(selfIndex) is { } bad) throw new ArgumentException(bad, nameof(keys));
         MigrationId = migrationId;
-        _key = key;
+        _keys = keys;
         SelfIndex = selfIndex;
         _peers = peers;
         _options = options;
@@ -77,7 +78,38 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     public Guid MigrationId { get; }
     public int SelfIndex { get; }
     public IReadOnlyCollection<ReceiverVm> Vms => _vms.Values;
-    public ReadOnlySpan<byte> Key => _key;
+
+    /// <summary>
+    /// The key that opens a frame with this header: this host's own for the source's frames; for a frame a target relayed,
+    /// the key of the link from that earlier target, and only for a content batch (a relay hands on contents, nothing
+    /// else). Throws <see cref="FrameRejectedException"/> otherwise, before the frame is read or anything is applied.
+    /// </summary>
+    public ReadOnlySpan<byte> KeyFor(FrameHeader header)
+    {
+        var keys = _keys;
+        if (header.RelayedBy == FrameHeader.FromSource) return keys.Own;
+        if (header.Type != FrameType.ContentBatch) throw new FrameRejectedException($"a {header.Type} frame relayed by host {header.RelayedBy}: a relay link carries content batches only");
+        if (header.RelayedBy >= SelfIndex) throw new FrameRejectedException($"host {header.RelayedBy} does not relay to host {SelfIndex}");
+        var key = keys.Link(header.RelayedBy);
+        if (key.IsEmpty) throw new FrameRejectedException($"no relay link from host {header.RelayedBy}");
+        return key;
+    }
+
+    /// <summary>
+    /// The key material for the migration's hosts now (hosts joined it): the same own key and links, with the links to the
+    /// new hosts added. Call before <see cref="UpdatePeers"/>, so a frame is relayed to a new host only once its link key is here.
+    /// </summary>
+    public void UpdateKeys(ReceiverKeys keys)
+    {
+        lock (_gate)
+        {
+            var now = _keys;
+            if (keys.Problem(SelfIndex) is { } bad) throw new ArgumentException(bad, nameof(keys));
+            if (!keys.Own.AsSpan().SequenceEqual(now.Own) || keys.Links.Length < now.Links.Length || !keys.Links.AsSpan(0, now.Links.Length).SequenceEqual(now.Links))
+                throw new ArgumentException("a migration's data-plane keys may only be added to", nameof(keys));
+            _keys = keys;
+        }
+    }
     public ChannelReader<RoundOutcome> Outcomes => _outcomes.Reader;
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
     public long BytesRelayed => Interlocked.Read(ref _bytesRelayed);
@@ -171,6 +203,9 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         ulong relayMask = 0;
         try
         {
+            // KeyFor let it in; this holds even for a caller that did not ask it.
+            if (header.RelayedBy != FrameHeader.FromSource && header.Type != FrameType.ContentBatch)
+                throw new FrameRejectedException($"a {header.Type} frame relayed by host {header.RelayedBy}: a relay link carries content batches only");
             lock (_gate)
             {
                 if (_closed) throw new FrameRejectedException("the receiver is closed");
@@ -178,7 +213,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                 if (!_seenSequences.Add(header.Sequence)) throw new FrameRejectedException($"replayed frame {header.Sequence}");
                 switch (header.Type)
                 {
-                    case FrameType.ContentBatch: relayMask = ApplyContents(Records.ReadContentBatch(payload)); break;
+                    case FrameType.ContentBatch: relayMask = ApplyContents(Records.ReadContentBatch(payload), header, payload.Span); break;
                     case FrameType.MapBatch: ApplyMaps(Records.ReadMapBatch(payload)); break;
                     case FrameType.RoundEnd: ApplyRoundEnd(Records.ReadRoundEnd(payload)); break;
                     case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;
@@ -194,7 +229,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
             Fail($"rejected an authenticated frame: {e.Message}");
             throw;
         }
-        if (relayMask != 0) await RelayAsync(relayMask, frame).ConfigureAwait(false);
+        if (relayMask != 0) await RelayAsync(relayMask, header, payload).ConfigureAwait(false);
     }
 
     /// <summary>Marks the migration failed on this host (bad data, or the data plane was lost).</summary>

@@ -34,19 +34,24 @@ public enum FrameType : byte
 
 /// <summary>
 /// One data-plane frame. Layout (big-endian), 56-byte header then payload:
-///   0 magic 'VMSD' | 4 version | 5 type | 6 flags (0) | 8 migration id (16) | 24 sequence | 32 payload length
+///   0 magic 'VMSD' | 4 version | 5 type | 6 sealer | 8 migration id (16) | 24 sequence | 32 payload length
 ///   | 36 CRC-32 of the payload | 40 AES-256-GCM tag (16 bytes) | 56 payload, encrypted.
-/// The payload is sealed with AES-256-GCM under the migration's key (the scheduler's, per migration): the header's
-/// first 40 bytes are its associated data and the sequence its nonce (the source numbers its frames once per
-/// migration and never reuses a number; relaying hosts forward frames unchanged and never seal any). So guest memory
-/// is encrypted on the wire, and a frame from anyone without the key, or altered, is rejected before any of it is
-/// used. The CRC, over the plaintext, is checked after opening. (Version 1 sent the payload in clear under an
-/// HMAC-SHA256, which cost ~4x the CPU: 1.36 against 5.5 GiB/s here, and every relay hop verifies.)
+/// The payload is sealed with AES-256-GCM: the header's first 40 bytes are its associated data and the sequence its
+/// nonce. The sealer (0: the source; h + 1: target h, relaying) says which key: the source seals each frame under its
+/// addressee's own key, a relaying target re-seals a content batch under the key of its link to the next host
+/// (<see cref="DataPlaneKeys"/>). The source numbers its frames once per migration and never reuses a number; a relay
+/// keeps the number, and re-seals only what it accepted (each number once), so no key sees a nonce twice with other
+/// bytes. So guest memory is encrypted on the wire, and a frame from anyone without the key, or altered, is rejected
+/// before any of it is used. The CRC, over the plaintext, is checked after opening. (Version 1 sent the payload in
+/// clear under an HMAC-SHA256, which cost ~4x the CPU: 1.36 against 5.5 GiB/s here. Version 2 had one key per
+/// migration, shared by all its targets.)
 /// </summary>
-public readonly record struct FrameHeader(FrameType Type, Guid MigrationId, ulong Sequence, int PayloadLength)
+public readonly record struct FrameHeader(FrameType Type, Guid MigrationId, ulong Sequence, int PayloadLength, int RelayedBy = FrameHeader.FromSource)
 {
+    /// <summary><see cref="RelayedBy"/> of a frame the source sealed.</summary>
+    public const int FromSource = -1;
     public const uint Magic = 0x564D5344; // "VMSD"
-    public const byte Version = 2;
+    public const byte Version = 3;
     public const int Size = 56;
     public const int MacSize = 16;
     public const int MacOffset = 40;
@@ -59,8 +64,10 @@ public static class FrameCodec
     public const int KeySize = 32;
 
     /// <summary>Writes a whole frame (header + sealed payload) into <paramref name="destination"/>; returns its length.</summary>
-    public static int Encode(FrameType type, Guid migrationId, ulong sequence, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> key, Span<byte> destination)
+    /// <remarks><paramref name="relayedBy"/>: the relaying target re-sealing it, or <see cref="FrameHeader.FromSource"/>.</remarks>
+    public static int Encode(FrameType type, Guid migrationId, ulong sequence, ReadOnlySpan<byte> payload, ReadOnlySpan<byte> key, Span<byte> destination, int relayedBy = FrameHeader.FromSource)
     {
+        if (relayedBy < FrameHeader.FromSource || relayedBy >= VMScatter.Domain.Scheduling.TargetMask.MaxTargets) throw new ArgumentOutOfRangeException(nameof(relayedBy));
         if (key.Length != KeySize) throw new ArgumentException($"data-plane key must be {KeySize} bytes", nameof(key));
         int total = FrameHeader.Size + payload.Length;
         if (destination.Length < total) throw new ArgumentException("destination too small", nameof(destination));
@@ -69,7 +76,7 @@ public static class FrameCodec
         BinaryPrimitives.WriteUInt32BigEndian(h, FrameHeader.Magic);
         h[4] = FrameHeader.Version;
         h[5] = (byte)type;
-        BinaryPrimitives.WriteUInt16BigEndian(h[6..], 0);
+        BinaryPrimitives.WriteUInt16BigEndian(h[6..], (ushort)(relayedBy + 1));
         migrationId.TryWriteBytes(h[8..24], bigEndian: true, out _);
         BinaryPrimitives.WriteUInt64BigEndian(h[24..], sequence);
         BinaryPrimitives.WriteInt32BigEndian(h[32..], payload.Length);
@@ -92,12 +99,13 @@ public static class FrameCodec
         if (header[4] != FrameHeader.Version) throw new FrameRejectedException($"unsupported version {header[4]}");
         var type = (FrameType)header[5];
         if (!Enum.IsDefined(type)) throw new FrameRejectedException($"unknown frame type {header[5]}");
-        if (BinaryPrimitives.ReadUInt16BigEndian(header[6..]) != 0) throw new FrameRejectedException("unknown flags");
+        int sealer = BinaryPrimitives.ReadUInt16BigEndian(header[6..]);
+        if (sealer > VMScatter.Domain.Scheduling.TargetMask.MaxTargets) throw new FrameRejectedException($"unknown sealer {sealer}");
         var migration = new Guid(header[8..24], bigEndian: true);
         ulong sequence = BinaryPrimitives.ReadUInt64BigEndian(header[24..]);
         int length = BinaryPrimitives.ReadInt32BigEndian(header[32..]);
         if (length < 0 || length > maxPayload) throw new FrameRejectedException($"payload length {length} outside 0..{maxPayload}");
-        return new FrameHeader(type, migration, sequence, length);
+        return new FrameHeader(type, migration, sequence, length, sealer - 1);
     }
 
     /// <summary>
@@ -131,6 +139,29 @@ public static class FrameCodec
         var plaintext = new byte[header.PayloadLength];
         Open(frame.Span[..FrameHeader.Size], frame.Span[FrameHeader.Size..], key, plaintext);
         return (header, plaintext);
+    }
+
+    /// <summary>
+    /// The source's tag for one later host of a relay chain over a content batch's records (<see cref="ContentBatch.SourceTags"/>):
+    /// an AES-GCM tag with nothing encrypted, under that host's own key, the frame's sequence as nonce (its last 4 bytes 1:
+    /// frames use 0, so no nonce serves both).
+    /// </summary>
+    public static void SourceTag(ReadOnlySpan<byte> key, ulong sequence, ReadOnlySpan<byte> signed, Span<byte> tag)
+    {
+        Span<byte> nonce = stackalloc byte[NonceSize];
+        nonce.Clear();
+        BinaryPrimitives.WriteUInt64BigEndian(nonce, sequence);
+        nonce[NonceSize - 1] = 1;
+        using var gcm = new AesGcm(key, FrameHeader.MacSize);
+        gcm.Encrypt(nonce, ReadOnlySpan<byte>.Empty, Span<byte>.Empty, tag[..FrameHeader.MacSize], signed);
+    }
+
+    /// <summary>Whether <paramref name="tag"/> is the source's tag over <paramref name="signed"/> under <paramref name="key"/>.</summary>
+    public static bool IsSourceTag(ReadOnlySpan<byte> key, ulong sequence, ReadOnlySpan<byte> signed, ReadOnlySpan<byte> tag)
+    {
+        Span<byte> expected = stackalloc byte[FrameHeader.MacSize];
+        SourceTag(key, sequence, signed, expected);
+        return tag.Length == FrameHeader.MacSize && CryptographicOperations.FixedTimeEquals(expected, tag);
     }
 
     private const int NonceSize = 12;

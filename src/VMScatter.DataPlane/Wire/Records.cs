@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Pages;
 
@@ -19,7 +20,13 @@ public readonly record struct ContentRecord(long ContentId, uint Check, PageEnco
 /// <summary>Page <see cref="PageIndex"/> of VM <see cref="VmIndex"/> holds content <see cref="ContentId"/> (0 = zero page).</summary>
 public readonly record struct PageMap(int VmIndex, int PageIndex, long ContentId);
 
-public readonly record struct ContentBatch(int Round, ulong RecipientMask, IReadOnlyList<ContentRecord> Records);
+/// <summary>
+/// Contents for a group. A batch for more than one host ends in <see cref="SourceTags"/>: for each host after the
+/// group's first, in index order, a 16-byte tag the source made under that host's own key over the payload before the
+/// tags (<see cref="FrameCodec.SourceTag"/>), so a host the batch is relayed to knows the source sent exactly these
+/// records, whoever relayed them. <see cref="SignedLength"/>: the payload's length without the tags.
+/// </summary>
+public readonly record struct ContentBatch(int Round, ulong RecipientMask, IReadOnlyList<ContentRecord> Records, int SignedLength = 0, ReadOnlyMemory<byte> SourceTags = default);
 
 public readonly record struct MapBatch(int Round, int TargetIndex, IReadOnlyList<PageMap> Maps);
 
@@ -53,6 +60,11 @@ public static class Records
     /// <summary>Largest device state accepted for one VM (QEMU's non-RAM state is about 1 MB).</summary>
     public const int MaxDeviceState = 64 << 20;
 
+    public const int SourceTagSize = 16;
+
+    /// <summary>The source's tags at the end of a content batch for <paramref name="mask"/>: one per host after the first.</summary>
+    public static int SourceTagsSize(ulong mask) => SourceTagSize * Math.Max(0, BitOperations.PopCount(mask) - 1);
+
     public static int WriteContentBatchHeader(Span<byte> p, int round, ulong mask, int count)
     {
         BinaryPrimitives.WriteInt32BigEndian(p, round);
@@ -77,7 +89,11 @@ public static class Records
 
     public static ContentBatch ReadContentBatch(ReadOnlyMemory<byte> payload)
     {
-        var r = new Reader(payload);
+        if (payload.Length < ContentBatchHeader) throw new FrameRejectedException("content batch shorter than its header");
+        int tags = SourceTagsSize(BinaryPrimitives.ReadUInt64BigEndian(payload.Span[4..]));
+        if (payload.Length - tags < ContentBatchHeader) throw new FrameRejectedException("content batch shorter than its header and source tags");
+        int signed = payload.Length - tags;
+        var r = new Reader(payload[..signed]);
         int round = r.Int32();
         ulong mask = r.UInt64();
         int count = r.Count(MinContentRecord);
@@ -93,7 +109,7 @@ public static class Records
             records[i] = new ContentRecord(id, check, encoding, r.Bytes(length));
         }
         r.End();
-        return new ContentBatch(round, mask, records);
+        return new ContentBatch(round, mask, records, signed, payload[signed..]);
     }
 
     public static int WriteMapBatchHeader(Span<byte> p, int round, int targetIndex, int count)
