@@ -25,7 +25,9 @@ public sealed record BenchRun(
     bool Converged,
     double ReductionBytes,
     double ReductionTime,
-    double ReductionLinkBytes);
+    double ReductionLinkBytes,
+    long? MeasuredLinkBytes = null,
+    double? ReductionMeasuredLinkBytes = null);
 
 public sealed record ScenarioResult(string Scenario, string Description, int Vms, long VmMemoryBytes, int Targets, long LinkBitsPerSecond, IReadOnlyList<BenchRun> Runs);
 
@@ -42,8 +44,12 @@ public static class ScenarioBench
 
     private const long WarmupVmMemory = 32L << 20;
 
-    public static async Task<ScenarioResult> RunAsync(Scenario scenario, long linkBitsPerSecond, int downtimeMs, string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="lab">Hosts on real links (source = host 0, target i = host i): each method's link bytes are also
+    /// measured, from the kernel's counters. Null: in this process's namespace, link bytes modelled only.</param>
+    public static async Task<ScenarioResult> RunAsync(Scenario scenario, long linkBitsPerSecond, int downtimeMs, string journalDirectory, Action<string>? progress = null,
+        NetLab? lab = null, CancellationToken cancellationToken = default)
     {
+        if (lab is not null && lab.Hosts.Count < scenario.Targets + 1) throw new ArgumentException($"{scenario.Name} needs {scenario.Targets + 1} lab hosts, the lab has {lab.Hosts.Count}");
         var methods = new (string Name, string Description, MigrationOptions Options, bool OneAtATime)[]
         {
             ("vmscatter", "traffic-aware placement, dedup across VMs, relay chain per target group, LZ4",
@@ -55,31 +61,35 @@ public static class ScenarioBench
             ("gang", "gang migration: dedup across VMs, unicast to each target, no compression",
                 new(PlacementStrategy.FirstFitDecreasing, GroupTransport.FanOut, CompressionMode.None, 8, downtimeMs, true, linkBitsPerSecond, SetAsideDirty: false, Handover: HandoverMode.Together), false),
         };
-        var raw = new List<(string Name, string Description, long Bytes, long Link, double Seconds, double Max, double Median, int Rounds, bool Verified, bool Converged)>();
+        var raw = new List<(string Name, string Description, long Bytes, long Link, double Seconds, double Max, double Median, int Rounds, bool Verified, bool Converged, long? Measured)>();
         // Nodes are long-lived processes: the first migration in a fresh one also pays for JIT-compiling its code
         // paths and growing the heap. A small migration by every method first, unmeasured, so that no method pays
         // it for the others (whichever ran first did before).
         progress?.Invoke($"{scenario.Name}: warming up (unmeasured)");
         var warmup = scenario.Scaled(scenario.Fleet.VmCount, WarmupVmMemory);
         foreach (var (_, _, options, oneAtATime) in methods)
-            await MigrateAsync(warmup, options, oneAtATime, journalDirectory, cancellationToken).ConfigureAwait(false);
+            await MigrateAsync(warmup, options, oneAtATime, journalDirectory, lab, cancellationToken).ConfigureAwait(false);
         foreach (var (name, description, options, oneAtATime) in methods)
         {
             progress?.Invoke($"{scenario.Name}: {name}");
-            var reports = await MigrateAsync(scenario, options, oneAtATime, journalDirectory, cancellationToken).ConfigureAwait(false);
+            long before = lab?.LinkBytes() ?? 0;
+            var reports = await MigrateAsync(scenario, options, oneAtATime, journalDirectory, lab, cancellationToken).ConfigureAwait(false);
+            long? measured = lab is null ? null : lab.LinkBytes() - before;
             var downtimes = reports.SelectMany(r => r.Report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs)).Order().ToArray();
             raw.Add((name, description, reports.Sum(r => r.Report.BytesSent), reports.Sum(r => r.Report.LinkBytes), reports.Sum(r => r.WallSeconds),
                 downtimes.Length == 0 ? 0 : downtimes[^1], downtimes.Length == 0 ? 0 : downtimes[downtimes.Length / 2],
-                reports.Max(r => r.Report.Rounds), reports.All(r => r.Report.Verified), reports.All(r => r.Report.Converged)));
+                reports.Max(r => r.Report.Rounds), reports.All(r => r.Report.Verified), reports.All(r => r.Report.Converged), measured));
         }
         var baseline = raw.Single(r => r.Name == Sequential);
         var runs = raw.Select(r => new BenchRun(r.Name, r.Description, r.Bytes, r.Link, r.Seconds, r.Max, r.Median, r.Rounds, r.Verified, r.Converged,
-            1 - (double)r.Bytes / baseline.Bytes, 1 - r.Seconds / baseline.Seconds, 1 - (double)r.Link / baseline.Link)).ToArray();
+            1 - (double)r.Bytes / baseline.Bytes, 1 - r.Seconds / baseline.Seconds, 1 - (double)r.Link / baseline.Link,
+            r.Measured, r.Measured is { } m && baseline.Measured is > 0 ? 1 - (double)m / baseline.Measured.Value : null)).ToArray();
         return new ScenarioResult(scenario.Name, scenario.Description, scenario.Fleet.VmCount, scenario.Fleet.Model.MemoryBytes, scenario.Targets, linkBitsPerSecond, runs);
     }
 
     /// <summary>One method on a fresh cluster: one migration of all VMs, or one per VM in turn. Time: first start to last end.</summary>
-    private static async Task<List<(MigrationReport Report, double WallSeconds)>> MigrateAsync(Scenario scenario, MigrationOptions options, bool oneAtATime, string journalDirectory, CancellationToken cancellationToken)
+    private static async Task<List<(MigrationReport Report, double WallSeconds)>> MigrateAsync(Scenario scenario, MigrationOptions options, bool oneAtATime, string journalDirectory,
+        NetLab? lab, CancellationToken cancellationToken)
     {
         var fleet = SyntheticFleet.Create(scenario.Fleet);
         long capacity = (scenario.Fleet.VmCount + scenario.Targets - 1) / scenario.Targets * scenario.Fleet.Model.MemoryBytes;
@@ -87,6 +97,7 @@ public static class ScenarioBench
         {
             SourceVms = fleet, Targets = scenario.Targets, TargetCapacityBytes = capacity,
             JournalConnectionString = $"Data Source={Path.Combine(journalDirectory, $"bench-{Guid.NewGuid():N}.db")}",
+            ExtraHoconFor = lab is null ? null : lab.NodeHocon,
         }, cancellationToken).ConfigureAwait(false);
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, scenario.Targets, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
         var batches = oneAtATime ? fleet.Select(vm => (IReadOnlyList<VmId>)[vm.Description.Id]).ToList() : [[]];

@@ -43,6 +43,9 @@ public sealed record DataPlaneOptions
     /// <summary>The modelled NIC's transmit queue (see <see cref="LinkPacer"/>); HOCON vmscatter.data-plane.link-queue.</summary>
     public long LinkQueueBytes { get; init; } = DefaultLinkQueueBytes;
 
+    /// <summary>The network namespace this host's data-plane sockets are made in (vmscatter.data-plane.network-namespace).</summary>
+    public Net.NetworkPlace Place { get; init; } = Net.NetworkPlace.Here;
+
     /// <summary>Told every frame this host sends or receives (the node's metrics); null: nobody.</summary>
     public IDataPlaneMetrics? Metrics { get; init; }
 

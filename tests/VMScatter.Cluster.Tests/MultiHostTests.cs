@@ -1,3 +1,4 @@
+using VMScatter.Bench;
 using Xunit;
 
 namespace VMScatter.Cluster.Tests;
@@ -8,8 +9,8 @@ public class MultiHostTests
     [Fact]
     public async Task Nodes_on_separate_hosts_started_with_hostname_and_seeds_alone_migrate_every_vm_over_the_hosts_addresses()
     {
-        using var net = new NetworkNamespaces(4);
-        var (schedulerNs, schedulerIp) = net.Hosts[0];
+        using var net = new NetLab(4, linkBitsPerSecond: 0);
+        var (schedulerNs, schedulerIp) = (net.Hosts[0].Namespace, net.Hosts[0].Address);
         string work = Directory.CreateTempSubdirectory("vmscatter-multihost-").FullName;
         var nodes = new List<NodeProcess>();
         try

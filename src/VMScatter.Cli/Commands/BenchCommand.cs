@@ -51,7 +51,8 @@ public static class BenchCommand
         var targets = new Option<int>("--targets") { Description = "qemu backend: target hosts", DefaultValueFactory = _ => 2 };
         var compression = new Option<string>("--compression") { Description = "qemu backend: VMScatter's page compression, none | lz4 | zstd", DefaultValueFactory = _ => "zstd" };
         var plot = new Option<string?>("--plot") { Description = "Draw the methods side by side (data sent, total time, longest downtime) to FILE.png or FILE.svg" };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot }) bench.Options.Add(o);
+        var links = new Option<string>("--links") { Description = "modelled (one namespace; link bytes modelled) | real (as root: a network namespace per host on a bridge, links capped by tc, link bytes read from the kernel's counters)", DefaultValueFactory = _ => "modelled" };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
             string? plotPath = parse.GetValue(plot);
@@ -64,14 +65,20 @@ public static class BenchCommand
             int? vmCount = parse.GetValue(scenarioVms);
             if (vmCount is < 1) throw new UserError("--vms must be at least 1");
             long? memory = parse.GetValue(vmMemory) is { } m ? DemoCommand.Size(m, "--vm-memory") : null;
+            bool realLinks = MigrationOptionSet.Choose<BenchLinks>(parse.GetValue(links), "--links") == BenchLinks.Real;
+            if (realLinks && Environment.UserName != "root") throw new UserError("--links real makes network namespaces, a bridge and tc qdiscs: run it as root");
+            var runs = chosen.Select(s => vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s).ToArray();
             var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
             var results = new List<ScenarioResult>();
-            foreach (var s in chosen)
+            using (var lab = realLinks ? new NetLab(runs.Max(r => r.Targets) + 1, bits) : null)
             {
-                var run = vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s;
-                var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), cancellationToken);
-                results.Add(result);
-                Render(result);
+                if (lab is not null) Console.Error.WriteLine($"real links: {lab.Hosts.Count} hosts in network namespaces ({string.Join(", ", lab.Hosts.Select(h => h.Address))}), each capped at {LinkRate.Format(bits)} by tbf");
+                foreach (var run in runs)
+                {
+                    var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), lab, cancellationToken);
+                    results.Add(result);
+                    Render(result);
+                }
             }
             Directory.Delete(journals, recursive: true);
             if (parse.GetValue(scenarioJson) is { } path)
@@ -137,10 +144,16 @@ public static class BenchCommand
             .AddColumn("method").AddColumn(new TableColumn("bytes sent").RightAligned()).AddColumn(new TableColumn("link bytes").RightAligned())
             .AddColumn(new TableColumn("total s").RightAligned()).AddColumn(new TableColumn("downtime max / median ms").RightAligned()).AddColumn(new TableColumn("rounds").RightAligned())
             .AddColumn(new TableColumn("less data").RightAligned()).AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
+        bool measured = r.Runs.Any(x => x.MeasuredLinkBytes is not null);
+        if (measured) table.AddColumn(new TableColumn("measured link bytes").RightAligned()).AddColumn(new TableColumn("less on the links").RightAligned());
         foreach (var x in r.Runs)
-            table.AddRow(x.Method, ByteSize.Format(x.BytesSent), ByteSize.Format(x.LinkBytes), x.TotalSeconds.ToString("0.00", inv),
+        {
+            var cells = new List<string> { x.Method, ByteSize.Format(x.BytesSent), ByteSize.Format(x.LinkBytes), x.TotalSeconds.ToString("0.00", inv),
                 $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}", x.Rounds.ToString(inv) + (x.Converged ? "" : " (forced)"),
-                x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO");
+                x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO" };
+            if (measured) cells.AddRange([x.MeasuredLinkBytes is { } m ? ByteSize.Format(m) : "-", x.ReductionMeasuredLinkBytes?.ToString("P1", inv) ?? "-"]);
+            table.AddRow(cells.ToArray());
+        }
         AnsiConsole.Write(table);
     }
 

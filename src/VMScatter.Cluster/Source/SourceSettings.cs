@@ -1,5 +1,6 @@
 using Akka.Configuration;
 using VMScatter.DataPlane;
+using VMScatter.DataPlane.Net;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Units;
 
@@ -41,7 +42,14 @@ public static class DataPlaneSettings
         MaxConnections = config.GetInt("vmscatter.data-plane.max-connections"),
         HandshakeTimeout = config.GetTimeSpan("vmscatter.data-plane.handshake-timeout"),
         LinkQueueBytes = config.GetByteSize("vmscatter.data-plane.link-queue") ?? throw new ConfigurationException("vmscatter.data-plane.link-queue missing"),
+        Place = Place(config.GetString("vmscatter.data-plane.network-namespace")),
     };
+
+    private static NetworkPlace Place(string? name)
+    {
+        try { return NetworkPlace.Named(name); }
+        catch (ArgumentException e) { throw new ConfigurationException($"vmscatter.data-plane.network-namespace: {e.Message}"); }
+    }
 
     /// <summary>A policy setting, spelled as <see cref="EnumNames{T}"/> derives it.</summary>
     public static T Choice<T>(Config config, string path) where T : struct, Enum

@@ -125,7 +125,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     private async Task ConnectAsync(int t, CancellationToken cancellationToken)
     {
-        var client = new TcpClient { NoDelay = true };
+        var client = _options.Place.Create(() => new TcpClient { NoDelay = true });
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_options.ConnectTimeout);
         try

@@ -28,8 +28,12 @@ public sealed class DataPlaneListener : IAsyncDisposable
     public DataPlaneListener(IPEndPoint bind, DataPlaneOptions options)
     {
         _options = options;
-        _listener = new TcpListener(bind);
-        _listener.Start();
+        _listener = options.Place.Create(() =>
+        {
+            var listener = new TcpListener(bind);
+            listener.Start();
+            return listener;
+        });
         LocalEndPoint = (IPEndPoint)_listener.LocalEndpoint;
         _acceptLoop = Task.Run(AcceptLoopAsync);
     }

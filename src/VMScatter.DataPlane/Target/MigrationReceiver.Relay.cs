@@ -48,13 +48,14 @@ public sealed partial class MigrationReceiver
         private const int QueuedFrames = 32;
         private readonly MigrationReceiver _owner;
         private readonly int _peer;
-        private readonly TcpClient _client = new() { NoDelay = true };
+        private readonly TcpClient _client;
         private readonly Task _writer;
 
         public Relay(MigrationReceiver owner, int peer)
         {
             _owner = owner;
             _peer = peer;
+            _client = owner._options.Place.Create(() => new TcpClient { NoDelay = true });
             _writer = Task.Run(WriteAsync);
         }
 

@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace VMScatter.Bench;
+
+/// <summary>Where the bench's hosts send: one namespace with modelled link bytes, or real links (<see cref="NetLab"/>).</summary>
+public enum BenchLinks { Modelled, Real }
+
+/// <summary>One host of a <see cref="NetLab"/>: its namespace, address, and the interface its traffic leaves by.</summary>
+public sealed record LabHost(string Namespace, string Address, string Interface, string BridgePort);
+
+/// <summary>
+/// Hosts that are real network hosts, made as root: a network namespace per host, a Linux bridge with multicast
+/// snooping, a veth pair per host, each host's egress capped by tc (tbf; netem is not available here). What a host
+/// sent and received is read from the kernel's counters (its bridge port's: every byte on its link, headers and
+/// acknowledgements included), not modelled. Everything made is removed on dispose, on process exit, and at the
+/// next lab's start if a killed run left it behind (names carry the pid that made them).
+/// </summary>
+public sealed class NetLab : IDisposable
+{
+    private const string Prefix = "vsl";
+    private readonly string _bridge;
+    private readonly List<string> _namespaces = new();
+    private int _disposed;
+    private static int _labs;
+
+    /// <param name="hosts">How many hosts; host i gets <c>10.214.0.{i + 1}/24</c>.</param>
+    /// <param name="linkBitsPerSecond">Each host's egress rate (tbf); 0: not capped.</param>
+    public NetLab(int hosts, long linkBitsPerSecond)
+    {
+        if (hosts is < 1 or > 250) throw new ArgumentOutOfRangeException(nameof(hosts), "1..250 hosts");
+        if (Environment.UserName != "root") throw new InvalidOperationException("the network lab needs root (ip netns, bridges, veths, tc)");
+        SweepLeftovers();
+        // Names carry the pid (for the sweep) and a letter per lab of this process; interface names stay within 15 characters.
+        string tag = $"{Environment.ProcessId}{(char)('a' + Interlocked.Increment(ref _labs) % 26)}";
+        _bridge = $"{Prefix}b{tag}";
+        AppDomain.CurrentDomain.ProcessExit += OnExit;
+        try
+        {
+            Run("ip", $"link add {_bridge} type bridge mcast_snooping 1");
+            Run("ip", $"link set {_bridge} up");
+            for (int i = 0; i < hosts; i++)
+            {
+                string ns = $"{Prefix}{tag}h{i}", veth = $"{Prefix}{tag}v{i}", port = veth + "p";
+                Run("ip", $"netns add {ns}");
+                _namespaces.Add(ns);
+                Run("ip", $"link add {veth} type veth peer name {port}");
+                Run("ip", $"link set {port} master {_bridge}");
+                Run("ip", $"link set {port} up");
+                Run("ip", $"link set {veth} netns {ns}");
+                string address = $"10.214.0.{i + 1}"; // each lab is its own bridge: addresses need only differ within it
+                Run("ip", $"-n {ns} addr add {address}/24 dev {veth}");
+                Run("ip", $"-n {ns} link set {veth} up");
+                Run("ip", $"-n {ns} link set lo up");
+                if (linkBitsPerSecond > 0)
+                {
+                    // A burst of 2 ms of the rate, at least 256 KiB: veths hand tbf 64 KiB segments (GSO), which a
+                    // smaller bucket would drop whole.
+                    long burst = Math.Max(256 * 1024, linkBitsPerSecond / 8 / 500);
+                    Run("tc", $"-n {ns} qdisc add dev {veth} root tbf rate {linkBitsPerSecond}bit burst {burst} latency 50ms");
+                }
+                Hosts.Add(new LabHost(ns, address, veth, port));
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public List<LabHost> Hosts { get; } = new();
+
+    /// <summary>The bridge the hosts' links meet on.</summary>
+    public string Bridge => _bridge;
+
+    /// <summary>Bytes each host has put on its link so far (kernel counters), by host index.</summary>
+    public long[] SentBytes() => Hosts.Select(h => Counter(h.BridgePort, "rx_bytes")).ToArray();
+
+    /// <summary>Bytes each host has received from its link so far, by host index.</summary>
+    public long[] ReceivedBytes() => Hosts.Select(h => Counter(h.BridgePort, "tx_bytes")).ToArray();
+
+    /// <summary>
+    /// Bytes on all host links so far, both directions: what the report's modelled link bytes count (a byte sent from
+    /// one host to another crosses the sender's link and the receiver's), here as the kernel counted them.
+    /// </summary>
+    public long LinkBytes() => SentBytes().Sum() + ReceivedBytes().Sum();
+
+    private static long Counter(string device, string name) =>
+        long.Parse(File.ReadAllText($"/sys/class/net/{device}/statistics/{name}").Trim(), CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// A LocalCluster node's data plane in its lab host: the source on host 0, target-i on host i (listening on and
+    /// announcing that host's address). The control plane (Akka) stays on loopback: only data-plane bytes are counted.
+    /// </summary>
+    public string NodeHocon(string hostId)
+    {
+        if (hostId == "source") return $"vmscatter.data-plane.network-namespace = {Hosts[0].Namespace}";
+        if (!hostId.StartsWith("target-", StringComparison.Ordinal)) return "";
+        var host = Hosts[int.Parse(hostId["target-".Length..], CultureInfo.InvariantCulture)];
+        return $"vmscatter.data-plane.network-namespace = {host.Namespace}\nvmscatter.target.data-plane-hostname = \"{host.Address}\"";
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        AppDomain.CurrentDomain.ProcessExit -= OnExit;
+        // Each veth pair by its bridge end (a namespace is torn down only once nothing holds it, a socket of a migration
+        // just ended may still), then the namespaces; the bridge goes last.
+        foreach (var h in Hosts) TryRun("ip", $"link delete {h.BridgePort}");
+        foreach (var ns in _namespaces) TryRun("ip", $"netns delete {ns}");
+        TryRun("ip", $"link delete {_bridge}");
+    }
+
+    private void OnExit(object? sender, EventArgs e) => Dispose();
+
+    /// <summary>Namespaces and bridges of labs whose process is gone (killed with -9: no dispose ran).</summary>
+    private static void SweepLeftovers()
+    {
+        bool Dead(string name, string after)
+        {
+            string digits = new(name[after.Length..].TakeWhile(char.IsAsciiDigit).ToArray());
+            return digits.Length > 0 && int.TryParse(digits, out int pid) && pid != Environment.ProcessId && !Directory.Exists($"/proc/{pid}");
+        }
+        if (Directory.Exists("/var/run/netns"))
+            foreach (var ns in Directory.EnumerateFiles("/var/run/netns").Select(Path.GetFileName).OfType<string>())
+                if (ns.StartsWith(Prefix, StringComparison.Ordinal) && Dead(ns, Prefix)) TryRun("ip", $"netns delete {ns}");
+        foreach (var dev in Directory.EnumerateDirectories("/sys/class/net").Select(Path.GetFileName).OfType<string>())
+            if (dev.StartsWith(Prefix + "b", StringComparison.Ordinal) && Dead(dev, Prefix + "b")) TryRun("ip", $"link delete {dev}");
+    }
+
+    private static void Run(string tool, string args)
+    {
+        var (code, output) = Exec(tool, args);
+        if (code != 0) throw new InvalidOperationException($"{tool} {args}: {output}");
+    }
+
+    private static void TryRun(string tool, string args) => Exec(tool, args);
+
+    private static (int Code, string Output) Exec(string tool, string args)
+    {
+        var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args.Split(' ')) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output.Trim());
+    }
+}

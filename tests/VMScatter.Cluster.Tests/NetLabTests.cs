@@ -1,0 +1,65 @@
+using VMScatter.Bench;
+using VMScatter.Cluster.Console;
+using VMScatter.Cluster.Hosting;
+using VMScatter.Cluster.Protocol;
+using VMScatter.DataPlane;
+using VMScatter.Domain;
+using VMScatter.Domain.Synthetic;
+using Xunit;
+
+namespace VMScatter.Cluster.Tests;
+
+/// <summary>Hosts on real links: one process, each host's data-plane sockets in its own network namespace.</summary>
+public class NetLabTests
+{
+    [Fact]
+    public async Task A_migration_between_namespaces_crosses_the_real_links_and_the_kernel_counts_its_bytes()
+    {
+        string bridge;
+        List<LabHost> hosts;
+        using (var lab = new NetLab(3, linkBitsPerSecond: 400_000_000))
+        {
+            hosts = lab.Hosts.ToList();
+            bridge = lab.Bridge;
+            Assert.True(Directory.Exists($"/sys/class/net/{bridge}"));
+            var model = new SyntheticGuestModel { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 500, WritableWorkingSetPages = 128 };
+            var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, model, 5, OsImages: 1, Applications: 2));
+            await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+            {
+                SourceVms = fleet, Targets = 2, TargetCapacityBytes = 3 * model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+                ExtraHoconFor = lab.NodeHocon,
+            });
+            await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 2, TimeSpan.FromSeconds(30));
+            long[] sentBefore = lab.SentBytes(), receivedBefore = lab.ReceivedBytes();
+            long linkBefore = lab.LinkBytes();
+            var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+                new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options() with { GroupTransport = GroupTransport.RelayChain }), _ => { }, TimeSpan.FromSeconds(30));
+            var report = outcome.Report!;
+            Assert.True(report.Verified, report.Error);
+            Assert.Equal(2, report.PerVm.Select(v => v.Target).Distinct().Count());
+
+            long[] sent = lab.SentBytes().Zip(sentBefore, (a, b) => a - b).ToArray();
+            long[] received = lab.ReceivedBytes().Zip(receivedBefore, (a, b) => a - b).ToArray();
+            long link = lab.LinkBytes() - linkBefore;
+            // The source's frames left through host 0's link: at least the bytes the data plane wrote, plus TCP/IP
+            // headers (a few per cent), not twice as much.
+            Assert.InRange(sent[0], report.BytesSent, report.BytesSent * 13 / 10 + (1 << 20));
+            // The targets' links carried what they received (relayed content leaves a target's link once more).
+            Assert.True(received[1] + received[2] >= report.BytesSent, $"targets received {received[1] + received[2]} of {report.BytesSent} sent");
+            // The report's model (each byte on its sender's link and its receiver's) against the kernel's count.
+            Assert.InRange(link, report.LinkBytes, report.LinkBytes * 13 / 10 + (2 << 20));
+        }
+        // Everything the lab made is gone.
+        Assert.All(hosts, h => Assert.False(File.Exists($"/var/run/netns/{h.Namespace}"), h.Namespace));
+        Assert.False(Directory.Exists($"/sys/class/net/{bridge}"));
+        Assert.All(hosts, h => Assert.False(Directory.Exists($"/sys/class/net/{h.BridgePort}"), h.BridgePort));
+    }
+
+    [Fact]
+    public void A_namespace_that_does_not_exist_is_refused_with_its_name()
+    {
+        var e = Assert.Throws<ArgumentException>(() => DataPlane.Net.NetworkPlace.Named("vsl-none-such"));
+        Assert.Contains("network namespace 'vsl-none-such' does not exist", e.Message);
+        Assert.Same(DataPlane.Net.NetworkPlace.Here, DataPlane.Net.NetworkPlace.Named(""));
+    }
+}
