@@ -43,3 +43,11 @@ catch (OperationCanceledException)
     Console.Error.WriteLine("interrupted");
     return 130;
 }
+catch (Exception e)
+{
+    // Not the user's input, but still one line (VMSCATTER_TRACE=1 adds the stack trace for a bug report).
+    var cause = e.GetBaseException();
+    Console.Error.WriteLine($"error: {cause.Message} ({cause.GetType().Name})");
+    if (Environment.GetEnvironmentVariable("VMSCATTER_TRACE") == "1") Console.Error.WriteLine(e);
+    return ExitCodes.Failed;
+}

@@ -11,4 +11,6 @@ public static class ExitCodes
     public const int BadInput = 2;
     /// <summary>The node was removed from the cluster (downed, or its actor system stopped) without being asked to stop: a service manager should restart it.</summary>
     public const int NodeLost = 3;
+    /// <summary>Something failed that is not the user's input (a guest that did not answer, a step that timed out): one line, the cause named.</summary>
+    public const int Failed = 4;
 }

@@ -49,6 +49,27 @@ public class CliTests
     }
 
     [Fact]
+    public async Task A_data_plane_address_that_is_not_this_hosts_is_a_one_line_error_once_the_node_has_joined()
+    {
+        string work = Directory.CreateTempSubdirectory("vmscatter-cli-dp-").FullName;
+        int port = NodeProcess.FreePort();
+        var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1", "--journal", Path.Combine(work, "journal.db"));
+        try
+        {
+            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+            var r = await Run("node", "--role", "target", "--host-id", "target-1", "--seeds", $"127.0.0.1:{port}", "--capacity", "64MiB", "--data-plane-address", "10.255.255.1");
+            Assert.Equal(2, r.Exit);
+            Assert.StartsWith("error: the data plane cannot listen on 10.255.255.1:", r.Err.Trim().Split('\n')[^1]);
+            Assert.DoesNotContain("   at ", r.Err + r.Out);
+        }
+        finally
+        {
+            await scheduler.DisposeAsync();
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Guests_larger_than_this_machine_are_refused_before_anything_is_allocated() =>
         AssertOneLineError(await Run("demo", "--vms", "2", "--vm-memory", "1TiB"), "2 VMs x 1.0 TiB and 4 targets x 1.0 TiB need 6.0 TiB, but this machine has");
 

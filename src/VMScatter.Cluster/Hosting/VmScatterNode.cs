@@ -143,7 +143,11 @@ public sealed class VmScatterNode : IAsyncDisposable
                 if (!IPAddress.TryParse(dataPlaneHost, out var dataPlaneAddress) || dataPlaneAddress.Equals(IPAddress.Any) || dataPlaneAddress.Equals(IPAddress.IPv6Any))
                     throw new ConfigurationException($"the data plane needs an IP address the other hosts reach it by, not '{dataPlaneHost}' (set --hostname or --data-plane-address)");
                 var bind = new IPEndPoint(dataPlaneAddress, config.GetInt("vmscatter.target.data-plane-port"));
-                listener = new DataPlaneListener(bind, dataPlane);
+                try { listener = new DataPlaneListener(bind, dataPlane); }
+                catch (System.Net.Sockets.SocketException e)
+                {
+                    throw new ConfigurationException($"the data plane cannot listen on {bind}: {e.Message} (is {bind.Address} an address of this host? see --data-plane-address)");
+                }
                 long capacity = config.GetByteSize("vmscatter.target.capacity") ?? throw new ConfigurationException("vmscatter.target.capacity missing");
                 var backend = options.TargetBackend;
                 if (backend is null)
