@@ -20,9 +20,10 @@ public static class MigrateCommand
         var hostname = new Option<string>("--hostname") { Description = "Address the cluster reaches this console by (its node joins the cluster while it follows the migration)", DefaultValueFactory = _ => "127.0.0.1" };
         var wait = new Option<int>("--wait-seconds") { Description = "How long to wait for the scheduler and hosts", DefaultValueFactory = _ => 30 };
         var detach = new Option<bool>("--detach") { Description = "Submit through a cluster client (never joining), print the migration id and exit; follow it with `status --follow ID`" };
+        var config = new Option<string?>("--config") { Description = "Extra HOCON file layered over hocon/*.conf (e.g. vmscatter.security.* for a cluster on TLS)" };
         var shared = new MigrationOptionSet();
         var command = new Command("migrate", "Submit a migration to a running VMScatter cluster and follow it to the handover");
-        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait, detach }) command.Options.Add(o);
+        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait, detach, config }) command.Options.Add(o);
         shared.AddTo(command);
 
         command.SetAction(async (parse, cancellationToken) =>
@@ -31,6 +32,8 @@ public static class MigrateCommand
             var seedList = parse.GetValue(seeds)!;
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError(e.Message); }
+            var configFile = parse.GetValue(config);
+            if (configFile is not null && !File.Exists(configFile)) throw new UserError($"--config: {configFile} does not exist");
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
             // Ids are checked before anything connects: a bad one is the user's error, not the cluster's.
             HostId? namedSource = parse.GetValue(source) is { } named ? MigrationOptionSet.Id<HostId>(named, "--source") : null;
@@ -38,11 +41,11 @@ public static class MigrateCommand
             var vms = (parse.GetValue(vmIds) ?? []).Select(v => MigrationOptionSet.Id<VmId>(v, "--vm")).ToArray();
             var timeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(wait)));
             if (parse.GetValue(detach))
-                return await Detach(seedList, parse.GetValue(hostname)!, namedSource, targetIds, vms, options, timeout, cancellationToken);
+                return await Detach(seedList, parse.GetValue(hostname)!, namedSource, targetIds, vms, options, timeout, configFile, cancellationToken);
             // Before the node starts: with --json -, its log must already go to standard error.
             var output = shared.Output(parse);
             // The console's own node is a throwaway client: its remoting warnings would only repeat the error below.
-            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", Hostname = parse.GetValue(hostname)!, ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
+            await using var node = await VmScatterNode.StartAsync(new NodeOptions { Roles = ["console"], Seeds = seedList, HostId = "console", Hostname = parse.GetValue(hostname)!, ConfigFile = configFile, ExtraHocon = NodeCommand.JoinTimeout(parse.GetValue(joinTimeout)) + "\nakka.loglevel = ERROR" }, cancellationToken);
             var hosts = await MigrationClient.WaitForHostsAsync(node.SchedulerProxy, 1, 1, timeout, cancellationToken);
             var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
@@ -56,9 +59,9 @@ public static class MigrateCommand
     }
 
     /// <summary>`--detach`: the request goes through a cluster client; the id is all this prints (for scripts and `status --follow`).</summary>
-    private static async Task<int> Detach(string[] seeds, string hostname, HostId? namedSource, HostId[] targets, VmId[] vms, MigrationOptions options, TimeSpan timeout, CancellationToken cancellationToken)
+    private static async Task<int> Detach(string[] seeds, string hostname, HostId? namedSource, HostId[] targets, VmId[] vms, MigrationOptions options, TimeSpan timeout, string? configFile, CancellationToken cancellationToken)
     {
-        await using var client = AdminClient.Start(seeds, hostname, timeout);
+        await using var client = AdminClient.Start(seeds, hostname, timeout, configFile);
         var hosts = await DetachedMigration.WaitForHostsAsync(client, timeout, cancellationToken);
         var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
             : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));
