@@ -53,7 +53,7 @@ public class ProtocolRoundTripTests : Akka.TestKit.Xunit2.TestKit
         var serializer = Sys.Serialization.FindSerializerFor(sample);
         // Journaled events must go to the tolerant JSON format, wire messages to Hyperion; never a fallback.
         if (sample is IPersistedEvent) Assert.IsType<JsonEventSerializer>(serializer);
-        else Assert.IsType<HyperionSerializer>(serializer);
+        else Assert.IsType<ProtocolHyperionSerializer>(serializer);
 
         var bytes = serializer.ToBinary(sample);
         var back = serializer is SerializerWithStringManifest named

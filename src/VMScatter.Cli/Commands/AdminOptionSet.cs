@@ -15,10 +15,11 @@ public sealed class AdminOptionSet
     public Option<string> Hostname { get; } = new("--hostname") { Description = "Address the cluster reaches this console by (it never joins the cluster)", DefaultValueFactory = _ => "127.0.0.1" };
     public Option<int> Timeout { get; } = new("--timeout") { Description = "Seconds to wait for the cluster's answer", DefaultValueFactory = _ => 10 };
     public Option<bool> Json { get; } = new("--json") { Description = "Print JSON only (for scripts)" };
+    public Option<string?> Config { get; } = new("--config") { Description = "Extra HOCON file layered over hocon/*.conf (e.g. vmscatter.security.* for a cluster on TLS)" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Seeds, Hostname, Timeout, Json }) command.Options.Add(o);
+        foreach (var o in new Option[] { Seeds, Hostname, Timeout, Json, Config }) command.Options.Add(o);
     }
 
     /// <summary>Checks the options (a one-line error on bad input) and starts the console's cluster client.</summary>
@@ -29,7 +30,8 @@ public sealed class AdminOptionSet
             try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError($"--seeds: {e.Message}"); }
         int seconds = parse.GetValue(Timeout);
         if (seconds < 1) throw new UserError("--timeout must be at least 1 second");
-        return AdminClient.Start(seeds, parse.GetValue(Hostname)!, TimeSpan.FromSeconds(seconds));
+        if (parse.GetValue(Config) is { } file && !File.Exists(file)) throw new UserError($"--config: {file} does not exist");
+        return AdminClient.Start(seeds, parse.GetValue(Hostname)!, TimeSpan.FromSeconds(seconds), parse.GetValue(Config));
     }
 
     /// <summary>A migration id argument: a GUID, as `migrate` and `list` print it.</summary>

@@ -24,9 +24,10 @@ public static class MigrateCommand
         var hostname = new Option<string>("--hostname") { Description = "Address the cluster reaches this console by (it never joins the cluster)", DefaultValueFactory = _ => "127.0.0.1" };
         var wait = new Option<int>("--wait-seconds") { Description = "How long to wait for the scheduler and hosts", DefaultValueFactory = _ => 30 };
         var detach = new Option<bool>("--detach") { Description = "Print the migration id once it is accepted and exit; follow it with `status --follow ID`" };
+        var config = new Option<string?>("--config") { Description = "Extra HOCON file layered over hocon/*.conf (e.g. vmscatter.security.* for a cluster on TLS)" };
         var shared = new MigrationOptionSet();
         var command = new Command("migrate", "Submit a migration to a running VMScatter cluster and follow it to the handover");
-        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait, detach }) command.Options.Add(o);
+        foreach (var o in new Option[] { seeds, source, targets, vmIds, joinTimeout, hostname, wait, detach, config }) command.Options.Add(o);
         shared.AddTo(command);
 
         command.SetAction(async (parse, cancellationToken) =>
@@ -35,6 +36,8 @@ public static class MigrateCommand
             var seedList = parse.GetValue(seeds)!;
             foreach (var s in seedList)
                 try { NodeOptions.SeedAddress(s); } catch (ArgumentException e) { throw new UserError($"--seeds: {e.Message}"); }
+            var configFile = parse.GetValue(config);
+            if (configFile is not null && !File.Exists(configFile)) throw new UserError($"--config: {configFile} does not exist");
             var options = shared.Resolve(parse, NodeConfig.Build(null, ""));
             // Ids are checked before anything connects: a bad one is the user's error, not the cluster's.
             HostId? namedSource = parse.GetValue(source) is { } named ? MigrationOptionSet.Id<HostId>(named, "--source") : null;
@@ -45,7 +48,7 @@ public static class MigrateCommand
             var answerTimeout = parse.GetValue(joinTimeout) is { } j ? TimeSpan.FromSeconds(j) : timeout;
             // Before anything prints: with --json -, standard output carries the report alone.
             var output = parse.GetValue(detach) ? null : shared.Output(parse);
-            await using var client = AdminClient.Start(seedList, parse.GetValue(hostname)!, answerTimeout);
+            await using var client = AdminClient.Start(seedList, parse.GetValue(hostname)!, answerTimeout, configFile);
             var hosts = await DetachedMigration.WaitForHostsAsync(client, timeout, cancellationToken);
             var sourceId = namedSource ?? (hosts.Sources.Count == 1 ? hosts.Sources[0]
                 : throw new UserError($"several sources are registered ({string.Join(", ", hosts.Sources)}); name one with --source"));

@@ -38,8 +38,6 @@ public sealed class AdminClient : IAsyncDisposable
     /// <summary>Starts the client; <paramref name="seeds"/> are host:port or akka.tcp:// addresses of cluster nodes.</summary>
     public static AdminClient Start(IReadOnlyList<string> seeds, string hostname, TimeSpan timeout, string? configFile = null)
     {
-        var addresses = seeds.Select(NodeOptions.SeedAddress).ToArray();
-        var contacts = addresses.Select(a => ActorPath.Parse($"{a}/system/receptionist")).ToImmutableHashSet();
         // Remote, not cluster: the console's system is no member. Its own logging stays off, the error is reported once.
         var config = NodeConfig.Build(configFile, $"""
             akka.actor.provider = remote
@@ -48,7 +46,12 @@ public sealed class AdminClient : IAsyncDisposable
             akka.loglevel = OFF
             akka.cluster.client.buffer-size = 100
             """);
-        var system = ActorSystem.Create("vmscatter-console", config);
+        // A cluster on mutual TLS takes only a console with a certificate from its CA (--config with vmscatter.security.*).
+        var setup = ControlPlaneTls.Setup(config);
+        bool tls = SecuritySettings.From(config).TlsEnabled;
+        var addresses = seeds.Select(s => NodeOptions.SeedAddress(s, tls)).ToArray();
+        var contacts = addresses.Select(a => ActorPath.Parse($"{a}/system/receptionist")).ToImmutableHashSet();
+        var system = ActorSystem.Create("vmscatter-console", setup);
         var settings = ClusterClientSettings.Create(system).WithInitialContacts(contacts);
         var client = system.ActorOf(ClusterClient.Props(settings), "cluster-client");
         return new AdminClient(system, client, timeout, string.Join(", ", seeds));

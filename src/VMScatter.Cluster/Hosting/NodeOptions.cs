@@ -29,13 +29,16 @@ public sealed record NodeOptions
     /// <summary>Overrides the journal connection string (vmscatter.persistence.connection-string).</summary>
     public string? JournalConnectionString { get; init; }
 
-    /// <summary>Seeds as Akka addresses; "host:port" is short for akka.tcp://vmscatter@host:port.</summary>
-    public static string SeedAddress(string seed)
+    /// <summary>
+    /// Seeds as Akka addresses; "host:port" is short for akka.tcp://vmscatter@host:port, or akka.ssl.tcp://vmscatter@host:port
+    /// with <paramref name="tls"/> (vmscatter.security.certificate set).
+    /// </summary>
+    public static string SeedAddress(string seed, bool tls = false)
     {
-        if (seed.StartsWith("akka.tcp://", StringComparison.Ordinal)) return seed;
+        if (seed.StartsWith("akka.tcp://", StringComparison.Ordinal) || seed.StartsWith("akka.ssl.tcp://", StringComparison.Ordinal)) return seed;
         int colon = seed.LastIndexOf(':');
         if (colon <= 0 || !int.TryParse(seed[(colon + 1)..], out int port) || port is <= 0 or > 65535)
-            throw new ArgumentException($"seed '{seed}' is not host:port or an akka.tcp:// address");
-        return $"akka.tcp://{SystemName}@{seed[..colon]}:{port}";
+            throw new ArgumentException($"seed '{seed}' is not host:port or an akka.tcp:// (akka.ssl.tcp://) address");
+        return $"akka.{(tls ? "ssl." : "")}tcp://{SystemName}@{seed[..colon]}:{port}";
     }
 }

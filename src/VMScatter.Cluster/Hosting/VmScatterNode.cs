@@ -50,7 +50,6 @@ public sealed class VmScatterNode : IAsyncDisposable
 
     public static async Task<VmScatterNode> StartAsync(NodeOptions options, CancellationToken cancellationToken = default)
     {
-        var seeds = options.Seeds.Select(NodeOptions.SeedAddress).ToArray();
         var overrides = $"""
             akka.remote.dot-netty.tcp.hostname = {NodeConfig.Quote(options.Hostname)}
             akka.remote.dot-netty.tcp.port = {options.Port}
@@ -60,11 +59,15 @@ public sealed class VmScatterNode : IAsyncDisposable
             {options.ExtraHocon}
             """;
         var config = NodeConfig.Build(options.ConfigFile, overrides);
+        // With vmscatter.security.certificate set, the control plane runs over mutual TLS (akka.ssl.tcp seeds).
+        var setup = ControlPlaneTls.Setup(config);
+        bool tls = SecuritySettings.From(config).TlsEnabled;
+        var seeds = options.Seeds.Select(s => NodeOptions.SeedAddress(s, tls)).ToArray();
         var metricsSettings = MetricsSettings.From(config);
         int minThreads = config.GetInt("vmscatter.node.min-threads");
         ThreadPool.GetMinThreads(out int workers, out int io);
         if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
-        var system = ActorSystem.Create(NodeOptions.SystemName, config);
+        var system = ActorSystem.Create(NodeOptions.SystemName, setup);
         var metrics = VmScatterMetrics.For(system);
         GuestMemoryPool? pool = null;
         var disposals = new PendingDisposals();
