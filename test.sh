@@ -31,9 +31,26 @@ export VMSCATTER_TEST_POSTGRES=${VMSCATTER_TEST_POSTGRES:-"Host=127.0.0.1;Port=5
 dotnet --version
 log=$(mktemp)
 set +e
-dotnet test VMScatter.sln -c Release 2>&1 | tee "$log"
+results=$(mktemp -d)
+dotnet test VMScatter.sln -c Release --logger "trx;LogFilePrefix=tests" --results-directory "$results" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# The slowest tests (the suite must stay well under 15 minutes on 2 cores): where to look first when it grows.
+if command -v python3 >/dev/null; then
+  python3 - "$results" <<'PY' || true
+import glob, re, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+rows = []
+for f in glob.glob(sys.argv[1] + "/*.trx"):
+    for r in ET.parse(f).getroot().iterfind(".//t:UnitTestResult", ns):
+        h, m, s = r.get("duration", "0:0:0").split(":")
+        rows.append((int(h) * 3600 + int(m) * 60 + float(s), re.sub(r"^VMScatter\.\w+\.Tests\.", "", r.get("testName", ""))))
+print("slowest tests:")
+for d, name in sorted(rows, reverse=True)[:12]:
+    print(f"  {d:6.1f} s  {name[:140]}")
+PY
+fi
+rm -rf "$results"
 # A plain closing line: totals over both test assemblies.
 awk '/(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1) } } END { printf "%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
