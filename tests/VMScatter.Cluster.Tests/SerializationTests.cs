@@ -107,6 +107,20 @@ public class SerializationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void Akkas_json_serializer_is_not_there_for_a_peer_to_name_and_unbound_types_go_through_the_filter()
+    {
+        // Newtonsoft with type names (Akka's default "json", id 1) would create whatever a payload names: a payload
+        // naming serializer 1 finds the filtered Hyperion instead, and an object of no protocol type is refused.
+        Assert.IsType<ProtocolHyperionSerializer>(Sys.Serialization.FindSerializerForType(typeof(Version)));
+        var json = """{"$type":"System.IO.FileInfo, System.Private.CoreLib","OriginalPath":"/etc/passwd"}"""u8.ToArray();
+        var none = Assert.ThrowsAny<Exception>(() => Sys.Serialization.Deserialize(json, 1, typeof(object)));
+        Assert.Contains("Cannot find serializer with id [1]", none.Message);
+        // What a non-protocol object would be sent as: refused at the other end.
+        var unbound = Sys.Serialization.FindSerializerForType(typeof(Version));
+        Assert.ThrowsAny<Exception>(() => unbound.FromBinary(unbound.ToBinary(new Version(1, 2)), typeof(object)));
+    }
+
+    [Fact]
     public void An_event_written_before_a_field_existed_still_replays()
     {
         var serializer = (SerializerWithStringManifest)Sys.Serialization.FindSerializerFor(new MigrationAborted(MigrationId.New(), ""));

@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using Akka.Actor;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Scheduler;
+using VMScatter.Domain;
 
 namespace VMScatter.Cluster.Console;
 
@@ -27,12 +28,27 @@ public sealed class MigrationFollowerActor : ReceiveActor, IWithTimers
     private readonly Stopwatch _sinceHeard = Stopwatch.StartNew();
     private bool _accepted;
     private MigrationPhase? _lastPhase;
+    private readonly HashSet<HostId> _lostSeen = new();
 
     public MigrationFollowerActor(IActorRef via, Func<object, object> envelope, StartMigration request, ChannelWriter<IVmScatterProtocol> events)
     {
         Receive<Submit>(_ => via.Tell(envelope(request)));
         Receive<MigrationRejected>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
-        Receive<MigrationFinished>(m => { events.TryWrite(m); events.TryComplete(); Context.Stop(Self); });
+        Receive<MigrationFinished>(m =>
+        {
+            // Targets lost while this console's events were cut off (its receptionist's node was the one lost, say):
+            // said now, from the report ("host: reason"), before the report itself.
+            foreach (var lost in m.Report.LostTargets)
+            {
+                int colon = lost.IndexOf(": ", StringComparison.Ordinal);
+                if (colon <= 0 || !Ids.IsValid(lost[..colon]) || _lostSeen.Contains(new HostId(lost[..colon]))) continue;
+                var host = new HostId(lost[..colon]);
+                events.TryWrite(new MigrationTargetLost(m.MigrationId, host, lost[(colon + 2)..]));
+            }
+            events.TryWrite(m);
+            events.TryComplete();
+            Context.Stop(Self);
+        });
         Receive<Poll>(_ =>
         {
             if (!_accepted || _sinceHeard.Elapsed < QuietAfter) return;
@@ -56,6 +72,7 @@ public sealed class MigrationFollowerActor : ReceiveActor, IWithTimers
         {
             _sinceHeard.Restart();
             if (m is MigrationAccepted) _accepted = true;
+            if (m is MigrationTargetLost lost) _lostSeen.Add(lost.HostId);
             events.TryWrite(m);
         });
     }

@@ -13,6 +13,9 @@ public sealed class ProtocolHyperionSerializer(ExtendedActorSystem system)
 {
     private const string Path = "akka.actor.serialization-settings.hyperion";
 
+    /// <summary>Under a name that has serialization-settings of its own (Akka passes them; "json" has Newtonsoft's): Hyperion's are used.</summary>
+    public ProtocolHyperionSerializer(ExtendedActorSystem system, Config ignored) : this(system) => _ = ignored;
+
     /// <summary>Hyperion's settings from HOCON if there are any, else its defaults (as Akka's own HyperionSerializer does).</summary>
     private static HyperionSerializerSettings FromConfig(Config config) =>
         config.HasPath(Path) ? HyperionSerializerSettings.Create(config.GetConfig(Path)) : HyperionSerializerSettings.Default;
