@@ -67,6 +67,37 @@ public class MulticastMigrationTests
     }
 
     [Fact]
+    public async Task A_member_that_never_catches_up_on_the_channel_is_lost_and_its_vms_are_re_placed_and_verified()
+    {
+        // Target 2 drops 99 % of what the channel brings (it is alive: it acknowledges and asks): the round cannot end
+        // for it, so within the round timeout it is a lost target, and its VMs go to the others.
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 11, OsImages: 1, Applications: 1));
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 3, TargetCapacityBytes = 4 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+            ExtraHoconFor = host => host switch
+            {
+                "target-2" => "vmscatter.data-plane.multicast.drop-fraction = 0.99",
+                "source" => "vmscatter.data-plane.round-timeout = 3s",
+                _ => "",
+            },
+        });
+        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
+        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
+            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options(GroupTransport.Multicast)), _ => { }, TimeSpan.FromSeconds(60));
+        var report = outcome.Report!;
+        Assert.True(report.Verified, report.Error);
+        Assert.True(report.GroupTransport == "multicast", report.TransportFallback);
+        var lost = Assert.Single(report.LostTargets);
+        // Alive (it acknowledges), so not dropped for silence: lost for not catching up.
+        Assert.True(lost.Contains("did not hold the round's multicast datagrams") || lost.Contains("held the multicast window"), lost);
+        Assert.NotEmpty(report.Replaced);
+        Assert.All(report.Replaced, r => Assert.True(r.NewTarget is { Length: > 0 } && r.NewTarget != r.LostTarget, $"{r.Vm}: {r.LostTarget} -> {r.NewTarget}"));
+        Assert.All(report.PerVm, vm => Assert.True(vm.DigestMatched && vm.HandedOver, vm.Id));
+        Assert.DoesNotContain(report.PerVm, vm => report.Replaced.Any(r => r.Vm == vm.Id && r.LostTarget == vm.Target));
+    }
+
+    [Fact]
     public async Task A_channel_the_source_cannot_set_up_falls_back_to_the_relay_chain_and_the_report_says_so()
     {
         // 192.0.2.1 (TEST-NET-1) is no address of this host: the channel's sockets cannot bind to it.

@@ -91,6 +91,22 @@ public sealed class MulticastSender : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Receivers that do not hold every datagram sent so far (all of them: <paramref name="all"/>; else only the furthest
+    /// behind, those holding the window). For a sender that waited too long on a receiver that is alive (it acknowledges)
+    /// but does not catch up: the caller decides they are lost.
+    /// </summary>
+    public IReadOnlyList<int> Behind(bool all)
+    {
+        lock (_gate)
+        {
+            var behind = _peers.Where(p => p.Value.Acked < _next).ToArray();
+            if (behind.Length == 0) return [];
+            ulong least = behind.Min(p => p.Value.Acked);
+            return behind.Where(p => all || p.Value.Acked == least).Select(p => p.Key).Order().ToArray();
+        }
+    }
+
     /// <summary>The channel's multicast group and port.</summary>
     public IPEndPoint Group => _options.Group;
 
@@ -130,7 +146,10 @@ public sealed class MulticastSender : IAsyncDisposable
             }
             await WaitProgressAsync(wait, cancellationToken).ConfigureAwait(false);
         }
-        await SendDatagramAsync(datagram, repair: false, cancellationToken).ConfigureAwait(false);
+        // From here the message is the stream's: if the send is cancelled, receivers find the gap and it is repaired
+        // (a caller that sent it again would put it in the stream twice).
+        try { await SendDatagramAsync(datagram, repair: false, cancellationToken).ConfigureAwait(false); }
+        catch (OperationCanceledException) { }
     }
 
     /// <summary>

@@ -325,7 +325,9 @@ public sealed class DataPlaneSender : IAsyncDisposable
         }
         // The round's ends go only once every member holds every content batch the channel carried (a member dropped
         // meanwhile is a failed target, skipped below).
-        if (_channel is not null && _channelMessagesThisRound > 0) await _channel.EndRoundAsync(round.Round, cancellationToken).ConfigureAwait(false);
+        if (_channel is not null && _channelMessagesThisRound > 0)
+            await OnChannelWithinAsync(_options.RoundTimeout, all: true, "did not hold the round's multicast datagrams",
+                token => _channel.EndRoundAsync(round.Round, token), cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < targets; t++)
             if (!IsSkipped(t)) await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
         foreach (var device in round.DeviceStates)
@@ -445,9 +447,35 @@ public sealed class DataPlaneSender : IAsyncDisposable
             FrameCodec.SourceTag(_targetKeys[t], sequence, signed, message.AsSpan(tagAt, Records.SourceTagSize));
             tagAt += Records.SourceTagSize;
         }
-        await _channel!.SendAsync(message, cancellationToken).ConfigureAwait(false);
+        // A full window waits for the slowest member's acknowledgements: one that stays behind this long is lost.
+        await OnChannelWithinAsync(_options.WriteTimeout, all: false, "held the multicast window", async token => await _channel!.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
         _channelMessagesThisRound++;
         Interlocked.Add(ref _contentRecords, count);
+    }
+
+    /// <summary>
+    /// Runs a channel step that waits on its members; a member that is alive (the channel drops silent ones itself) but
+    /// has not caught up within <paramref name="limit"/> is a failed target, it leaves the channel, and the step goes
+    /// on with the others.
+    /// </summary>
+    private async Task OnChannelWithinAsync(TimeSpan limit, bool all, string why, Func<CancellationToken, Task> step, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(limit);
+            try
+            {
+                await step(bounded.Token).ConfigureAwait(false);
+                return;
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                var behind = _channel!.Behind(all);
+                foreach (int t in behind) TargetFailed(t, $"target {t} at {_targets[t]} {why} for {limit.TotalSeconds:0.#} s");
+                if (behind.Count == 0) throw new TimeoutException($"the multicast channel made no progress for {limit.TotalSeconds:0.#} s with every member caught up");
+            }
+        }
     }
 
     private async Task SendMapsAsync(int round, int target, IReadOnlyList<PageMap> maps, CancellationToken cancellationToken)
