@@ -3,10 +3,11 @@ using VMScatter.Domain.Compression;
 namespace VMScatter.DataPlane;
 
 /// <summary>
-/// How a distinct page reaches the several hosts of a target group when the network has no multicast:
-/// the source sends a copy to each (fan-out), or sends once to the first host, which relays down the chain.
+/// How a distinct page reaches the several hosts of a target group: the source sends a copy to each (fan-out), or sends
+/// once to the first host, which relays down the chain, or sends once on the migration's reliable IP multicast channel
+/// (<see cref="Multicast.MulticastSender"/>), which every target joined; maps, round ends and the rest stay on TCP.
 /// </summary>
-public enum GroupTransport { FanOut, RelayChain }
+public enum GroupTransport { FanOut, RelayChain, Multicast }
 
 /// <summary>Data-plane settings; every value comes from HOCON (vmscatter.data-plane) in the cluster nodes.</summary>
 public sealed record DataPlaneOptions
@@ -45,6 +46,9 @@ public sealed record DataPlaneOptions
 
     /// <summary>The network namespace this host's data-plane sockets are made in (vmscatter.data-plane.network-namespace).</summary>
     public Net.NetworkPlace Place { get; init; } = Net.NetworkPlace.Here;
+
+    /// <summary>The multicast channel's settings (vmscatter.data-plane.multicast), used with <see cref="GroupTransport.Multicast"/>.</summary>
+    public Multicast.MulticastSettings Multicast { get; init; } = new();
 
     /// <summary>Told every frame this host sends or receives (the node's metrics); null: nobody.</summary>
     public IDataPlaneMetrics? Metrics { get; init; }

@@ -1,3 +1,4 @@
+using VMScatter.DataPlane;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
@@ -52,7 +53,8 @@ public static class BenchCommand
         var compression = new Option<string>("--compression") { Description = "qemu backend: VMScatter's page compression, none | lz4 | zstd", DefaultValueFactory = _ => "zstd" };
         var plot = new Option<string?>("--plot") { Description = "Draw the methods side by side (data sent, total time, longest downtime) to FILE.png or FILE.svg" };
         var links = new Option<string>("--links") { Description = "modelled (one namespace; link bytes modelled) | real (as root: a network namespace per host on a bridge, links capped by tc, link bytes read from the kernel's counters)", DefaultValueFactory = _ => "modelled" };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links }) bench.Options.Add(o);
+        var transport = new Option<string?>("--transport") { Description = "multicast: also move the scenario by VMScatter over the multicast channel (a row of its own beside the relay chain)" };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
             string? plotPath = parse.GetValue(plot);
@@ -66,6 +68,12 @@ public static class BenchCommand
             if (vmCount is < 1) throw new UserError("--vms must be at least 1");
             long? memory = parse.GetValue(vmMemory) is { } m ? DemoCommand.Size(m, "--vm-memory") : null;
             bool realLinks = MigrationOptionSet.Choose<BenchLinks>(parse.GetValue(links), "--links") == BenchLinks.Real;
+            bool multicast = parse.GetValue(transport) is { } t && MigrationOptionSet.Choose<GroupTransport>(t, "--transport") switch
+            {
+                GroupTransport.Multicast => true,
+                GroupTransport.RelayChain => false,
+                var other => throw new UserError($"--transport {other.ToName()}: the scenario bench adds only a multicast row (fan-out is the baselines' transport)"),
+            };
             if (realLinks && Environment.UserName != "root") throw new UserError("--links real makes network namespaces, a bridge and tc qdiscs: run it as root");
             var runs = chosen.Select(s => vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s).ToArray();
             var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
@@ -75,7 +83,7 @@ public static class BenchCommand
                 if (lab is not null) Console.Error.WriteLine($"real links: {lab.Hosts.Count} hosts in network namespaces ({string.Join(", ", lab.Hosts.Select(h => h.Address))}), each capped at {LinkRate.Format(bits)} by tbf");
                 foreach (var run in runs)
                 {
-                    var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), lab, cancellationToken);
+                    var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), lab, cancellationToken, multicast);
                     results.Add(result);
                     Render(result);
                 }

@@ -132,6 +132,9 @@ public static class MigrationView
         summary.AddRow("received by targets", ByteSize.Format(r.BytesReceived));
         summary.AddRow("compression (lz4/zstd)", r.CompressionRatio.ToString("0.000", inv));
         summary.AddRow("link bytes (flat network)", ByteSize.Format(r.LinkBytes));
+        if (r.TransportFallback is { } fallback) summary.AddRow("group transport", Markup.Escape(fallback));
+        if (r.GroupTransport == "multicast")
+            summary.AddRow("multicast repairs", $"{r.MulticastNacks:N0} NACKs, {r.MulticastRepairs:N0} datagrams repaired ({ByteSize.Format(r.MulticastRepairBytes)})");
         summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})");
         string waves = r.Waves > 1 ? $"{r.Rounds} per VM in {r.Waves} waves, one target host each: {r.DataPlaneRounds} in all" : $"{r.Rounds}";
         summary.AddRow("rounds (pages per round)", $"{waves} ({string.Join(", ", r.DirtyPagesPerRound)}; {r.SetAsidePages:N0} set aside from round 0, {r.ContentsWithdrawn:N0} withdrawn when rewritten before their turn)");

@@ -102,4 +102,14 @@ public sealed record TransferStats(
     long ContentsWithdrawn = 0,
     long Round0DistinctPages = 0,
     int Waves = 1,
-    int DataPlaneRounds = 0) : IVmScatterMessage;
+    int DataPlaneRounds = 0) : IVmScatterMessage
+{
+    /// <summary>The group transport content went by ("": as requested); the relay chain when multicast could not be set up.</summary>
+    public string TransportUsed { get; init; } = "";
+    /// <summary>Why the requested transport was not used, or null.</summary>
+    public string? TransportFallback { get; init; }
+    /// <summary>The multicast channel: NACK datagrams the source received, datagrams it sent again, and their bytes.</summary>
+    public long MulticastNacks { get; init; }
+    public long MulticastRepairs { get; init; }
+    public long MulticastRepairBytes { get; init; }
+}

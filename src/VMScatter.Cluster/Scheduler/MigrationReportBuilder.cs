@@ -37,11 +37,18 @@ internal static class MigrationReportBuilder
             TotalSeconds = (nowUtc - run.StartedUtc).TotalSeconds,
             PlacementStrategy = run.Strategy,
             Placement = new SortedDictionary<string, string>(run.TargetOfVm.ToDictionary(p => p.Key.Value, p => p.Value.Value), StringComparer.Ordinal),
-            // Flat network: every data-plane frame crosses its sender's link and its receiver's link once.
-            LinkBytes = 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
+            // Flat network: every data-plane frame crosses its sender's link and its receiver's link once. A multicast
+            // datagram crosses the source's link once and each member's once (the switch copies it).
+            LinkBytes = stats is { TransportUsed: "multicast" }
+                ? stats.BytesSent + run.TargetDigests.Values.Sum(d => d.BytesReceived)
+                : 2 * run.TargetDigests.Values.Sum(d => d.BytesReceived),
             GroupSwitches = stats?.GroupSwitches ?? 0,
             GroupSwitchesLowerBound = stats?.GroupSwitchesLowerBound ?? 0,
-            GroupTransport = run.Request.Options.GroupTransport.ToName(),
+            GroupTransport = stats is { TransportUsed.Length: > 0 } ? stats.TransportUsed : run.Request.Options.GroupTransport.ToName(),
+            TransportFallback = stats?.TransportFallback,
+            MulticastNacks = stats?.MulticastNacks ?? 0,
+            MulticastRepairs = stats?.MulticastRepairs ?? 0,
+            MulticastRepairBytes = stats?.MulticastRepairBytes ?? 0,
             Rounds = stats?.Rounds ?? 0,
             Waves = stats?.Waves ?? 0,
             DataPlaneRounds = stats?.DataPlaneRounds ?? 0,

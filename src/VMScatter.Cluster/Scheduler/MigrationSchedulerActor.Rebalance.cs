@@ -259,7 +259,7 @@ public sealed partial class MigrationSchedulerActor
             run.PendingReplacements.Add(batch);
             run.Requester.Tell(e);
             foreach (var (host, list) in batch.Waiting)
-                run.TargetRefs[host].Tell(new ExtendReceive(run.Id, DataPlaneKeys.ForReceiver(_keys[run.Id], run.Id.Value, endpointOf[host].Index, batch.Targets.Count), endpointOf[host].Index, batch.Targets, list.ToArray(),
+                run.TargetRefs[host].Tell(new ExtendReceive(run.Id, DataPlaneKeys.ForReceiver(_keys[run.Id], run.Id.Value, endpointOf[host].Index, batch.Targets.Count, run.Request.Options.GroupTransport == DataPlane.GroupTransport.Multicast), endpointOf[host].Index, batch.Targets, list.ToArray(),
                     run.SourceMigration!, run.Request.Options.LinkBitsPerSecond));
         });
     }

@@ -245,7 +245,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.Traffic, run.DistinctPages, run.Request.Options.GroupTransport));
             var assignments = Assignments(run);
             foreach (var t in run.Targets)
-                run.TargetRefs[t.HostId].Tell(new PrepareReceive(run.Id, DataPlaneKeys.ForReceiver(_keys[run.Id], run.Id.Value, t.Index, run.Targets.Count), t.Index, run.Targets,
+                run.TargetRefs[t.HostId].Tell(new PrepareReceive(run.Id, DataPlaneKeys.ForReceiver(_keys[run.Id], run.Id.Value, t.Index, run.Targets.Count, run.Request.Options.GroupTransport == DataPlane.GroupTransport.Multicast), t.Index, run.Targets,
                     assignments.Where(a => a.TargetIndex == t.Index).ToArray(), run.SourceMigration!, run.Request.Options.LinkBitsPerSecond));
         });
     }

@@ -4,7 +4,15 @@ using VMScatter.Cluster.Protocol;
 namespace VMScatter.Cluster.Source;
 
 /// <summary>What the data plane's sender counted, read when the transfer's account is closed.</summary>
-public sealed record SenderCounters(long BytesSent, long FramesSent, long ContentRecordsSent, long ContentRawBytes, long ContentEncodedBytes, long MapRecordsSent, long ContentsWithdrawn);
+public sealed record SenderCounters(long BytesSent, long FramesSent, long ContentRecordsSent, long ContentRawBytes, long ContentEncodedBytes, long MapRecordsSent, long ContentsWithdrawn)
+{
+    /// <summary>The group transport content actually went by (multicast falls back to the relay chain when its channel cannot be set up).</summary>
+    public string TransportUsed { get; init; } = "";
+    public string? TransportFallback { get; init; }
+    public long MulticastNacks { get; init; }
+    public long MulticastRepairs { get; init; }
+    public long MulticastRepairBytes { get; init; }
+}
 
 /// <summary>
 /// The source's running account of one transfer: rounds and their times, the link rate measured, dirty pages per round,
@@ -92,5 +100,9 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterM
         sent.ContentsWithdrawn,
         Round0DistinctPages,
         waves,
-        dataPlaneRounds);
+        dataPlaneRounds)
+    {
+        TransportUsed = sent.TransportUsed, TransportFallback = sent.TransportFallback,
+        MulticastNacks = sent.MulticastNacks, MulticastRepairs = sent.MulticastRepairs, MulticastRepairBytes = sent.MulticastRepairBytes,
+    };
 }

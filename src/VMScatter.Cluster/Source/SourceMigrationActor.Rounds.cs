@@ -4,6 +4,7 @@ using Akka.Actor;
 using Akka.Event;
 using VMScatter.Cluster.Protocol;
 using VMScatter.DataPlane.Source;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Cluster.Source;
 
@@ -165,6 +166,8 @@ public sealed partial class SourceMigrationActor
             // The wave's targets have their VMs whole; they get nothing more. Each VM began digesting its memory when
             // it paused: wait for whichever are not done, then the next wave.
             _activeTargets &= ~_wave.Targets;
+            // Their part is over: the multicast channel stops waiting for them (VMs re-placed there later go by TCP).
+            _sender.LeaveChannel(_wave.Targets);
             _transferred.UnionWith(_wave.Vms);
             Become(Digesting);
             MaybeWaveTransferred();
@@ -318,7 +321,12 @@ public sealed partial class SourceMigrationActor
     {
         Timers.Cancel("progress");
         var transferred = _transferred.Order().ToArray();
-        var sent = new SenderCounters(_sender!.BytesSent, _sender.FramesSent, _sender.ContentRecordsSent, _sender.ContentRawBytes, _sender.ContentEncodedBytes, _sender.MapRecordsSent, _sender.ContentsWithdrawn);
+        var channel = _sender!.ChannelStats;
+        var sent = new SenderCounters(_sender.BytesSent, _sender.FramesSent, _sender.ContentRecordsSent, _sender.ContentRawBytes, _sender.ContentEncodedBytes, _sender.MapRecordsSent, _sender.ContentsWithdrawn)
+        {
+            TransportUsed = _sender.TransportUsed.ToName(), TransportFallback = _sender.TransportFallback,
+            MulticastNacks = channel?.Nacks ?? 0, MulticastRepairs = channel?.Repairs ?? 0, MulticastRepairBytes = channel?.RepairBytes ?? 0,
+        };
         _scheduler.Tell(new TransferCompleted(_migrationId, Digests(transferred), PausedAt(transferred), _account.Stats(sent, _shardCounters, _waves.Count(w => w.Vms.Count > 0), _round)));
         Become(HandingOver);
     }

@@ -188,6 +188,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         ShardsFinishingRoundZero();
         Receive<Connected>(_ =>
         {
+            if (_sender!.TransportFallback is { } fallback) _log.Warning("Migration {0}: {1}", _migrationId, fallback);
             ReportUnreachable();
             if (!_options.SetAsideDirty) { PlanRound(); return; }
             _setAside = new FrozenSet<int>[_vms.Count];

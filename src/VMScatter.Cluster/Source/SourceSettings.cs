@@ -1,5 +1,7 @@
 using Akka.Configuration;
+using System.Net;
 using VMScatter.DataPlane;
+using VMScatter.DataPlane.Multicast;
 using VMScatter.DataPlane.Net;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Units;
@@ -43,7 +45,29 @@ public static class DataPlaneSettings
         HandshakeTimeout = config.GetTimeSpan("vmscatter.data-plane.handshake-timeout"),
         LinkQueueBytes = config.GetByteSize("vmscatter.data-plane.link-queue") ?? throw new ConfigurationException("vmscatter.data-plane.link-queue missing"),
         Place = Place(config.GetString("vmscatter.data-plane.network-namespace")),
+        Multicast = Multicast(config),
     };
+
+    /// <summary>vmscatter.data-plane.multicast, checked.</summary>
+    public static MulticastSettings Multicast(Config config)
+    {
+        const string at = "vmscatter.data-plane.multicast";
+        string iface = config.GetString($"{at}.interface");
+        if (!IPAddress.TryParse(config.GetString($"{at}.group"), out var group)) throw new ConfigurationException($"{at}.group: not an IP address");
+        IPAddress? local = null;
+        if (iface.Length > 0 && !IPAddress.TryParse(iface, out local)) throw new ConfigurationException($"{at}.interface: not an IP address");
+        var settings = new MulticastSettings
+        {
+            Group = group,
+            PortBase = config.GetInt($"{at}.port-base"),
+            Ports = config.GetInt($"{at}.ports"),
+            Interface = local,
+            MaxMessageBytes = (int)(config.GetByteSize($"{at}.max-message") ?? throw new ConfigurationException($"{at}.max-message missing")),
+            ReceiverTimeout = config.GetTimeSpan($"{at}.receiver-timeout"),
+            DropFraction = config.GetDouble($"{at}.drop-fraction"),
+        };
+        return settings.Problem() is { } bad ? throw new ConfigurationException($"{at}: {bad}") : settings;
+    }
 
     private static NetworkPlace Place(string? name)
     {

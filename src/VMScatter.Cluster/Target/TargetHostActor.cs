@@ -51,7 +51,8 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         _hostId = hostId;
         _capacityBytes = capacityBytes;
         _listener = listener;
-        _dataPlane = dataPlane;
+        // The multicast channel is joined on the host's data-plane address (its listener's) unless one is configured.
+        _dataPlane = dataPlane with { Multicast = dataPlane.Multicast with { Interface = dataPlane.Multicast.Interface ?? listener.LocalEndPoint.Address } };
         _backend = backend;
         _scheduler = scheduler;
         _registrationInterval = registrationInterval;

@@ -51,7 +51,8 @@ public sealed class MulticastSender : IAsyncDisposable
         public bool AnyFeedback;
     }
 
-    public MulticastSender(Guid migrationId, ReadOnlySpan<byte> migrationKey, int channel, IEnumerable<int> receivers, MulticastOptions options)
+    /// <param name="pacer">The host's link, shared with its other traffic (the data plane's TCP frames); null: a link of the channel's own at <see cref="MulticastOptions.LinkBitsPerSecond"/>.</param>
+    public MulticastSender(Guid migrationId, ReadOnlySpan<byte> migrationKey, int channel, IEnumerable<int> receivers, MulticastOptions options, LinkPacer? pacer = null)
     {
         _migrationId = migrationId;
         _key = MulticastWire.ChannelKey(migrationKey, channel);
@@ -61,7 +62,7 @@ public sealed class MulticastSender : IAsyncDisposable
             if (r is < 0 or > MulticastWire.MaxReceiverId) throw new ArgumentOutOfRangeException(nameof(receivers), $"receiver id {r}");
             _peers[r] = new Peer { HeardAt = 0 };
         }
-        _pacer = new LinkPacer(options.LinkBitsPerSecond, DataPlaneOptions.DefaultLinkQueueBytes);
+        _pacer = pacer ?? new LinkPacer(options.LinkBitsPerSecond, DataPlaneOptions.DefaultLinkQueueBytes);
         _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastInterface, options.Interface.GetAddressBytes());
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastTimeToLive, 1);
@@ -75,6 +76,39 @@ public sealed class MulticastSender : IAsyncDisposable
         _feedbackLoop = Task.Run(() => FeedbackLoopAsync(_stop.Token));
         _repairLoop = Task.Run(() => RepairLoopAsync(_stop.Token));
     }
+
+    /// <summary>
+    /// The receiver leaves the channel (its host is done, or lost): it no longer holds the window nor a round's end, and
+    /// is not reported dropped. Its feedback is refused from now on.
+    /// </summary>
+    public void Remove(int receiver)
+    {
+        lock (_gate)
+        {
+            if (!_peers.Remove(receiver)) return;
+            Release();
+            Signal();
+        }
+    }
+
+    /// <summary>
+    /// Receivers that do not hold every datagram sent so far (all of them: <paramref name="all"/>; else only the furthest
+    /// behind, those holding the window). For a sender that waited too long on a receiver that is alive (it acknowledges)
+    /// but does not catch up: the caller decides they are lost.
+    /// </summary>
+    public IReadOnlyList<int> Behind(bool all)
+    {
+        lock (_gate)
+        {
+            var behind = _peers.Where(p => p.Value.Acked < _next).ToArray();
+            if (behind.Length == 0) return [];
+            ulong least = behind.Min(p => p.Value.Acked);
+            return behind.Where(p => all || p.Value.Acked == least).Select(p => p.Key).Order().ToArray();
+        }
+    }
+
+    /// <summary>The channel's multicast group and port.</summary>
+    public IPEndPoint Group => _options.Group;
 
     /// <summary>Where receivers send acknowledgements and NACKs (unicast).</summary>
     public IPEndPoint FeedbackEndPoint { get; }
@@ -112,7 +146,10 @@ public sealed class MulticastSender : IAsyncDisposable
             }
             await WaitProgressAsync(wait, cancellationToken).ConfigureAwait(false);
         }
-        await SendDatagramAsync(datagram, repair: false, cancellationToken).ConfigureAwait(false);
+        // From here the message is the stream's: if the send is cancelled, receivers find the gap and it is repaired
+        // (a caller that sent it again would put it in the stream twice).
+        try { await SendDatagramAsync(datagram, repair: false, cancellationToken).ConfigureAwait(false); }
+        catch (OperationCanceledException) { }
     }
 
     /// <summary>

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using System.Threading.Channels;
+using VMScatter.DataPlane.Multicast;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Pages;
@@ -23,6 +24,10 @@ namespace VMScatter.DataPlane.Source;
 /// Content for a group goes only to its hosts still reachable, so a relay chain skips a lost host.
 /// Every frame is sealed under its addressee's own key (<see cref="DataPlaneKeys.ForTarget"/>), a relay chain's content
 /// batch under its first host's: no target holds a key that opens frames for another.
+/// With <see cref="GroupTransport.Multicast"/> the content batches go once on the migration's reliable multicast channel
+/// instead (each with the source's tag for every member, under that member's own key), and the round's TCP frames after
+/// them (withdrawn, device state, round ends) only once every member holds them (<see cref="MulticastSender.EndRoundAsync"/>);
+/// a member the channel drops is a failed target. Targets that are not members (added later, or done) get content by TCP.
 /// </summary>
 public sealed class DataPlaneSender : IAsyncDisposable
 {
@@ -49,6 +54,12 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private long _skipped;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _failures = new();
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
+    // The multicast channel (null: not multicast, or it could not be set up) and its members (targets still on it).
+    private MulticastSender? _channel;
+    private long _channelMembers;
+    private bool _channelTried;
+    private int _channelMessagesThisRound;
+    private GroupTransport _transportUsed;
 
     /// <param name="masterSecret">The migration's master secret (<see cref="DataPlaneKeys"/>); targets get only keys derived from it.</param>
     public DataPlaneSender(Guid migrationId, byte[] masterSecret, IReadOnlyList<IPEndPoint> targets, DataPlaneOptions options)
@@ -61,9 +72,22 @@ public sealed class DataPlaneSender : IAsyncDisposable
         _options = options;
         _payload = new byte[options.MaxPayloadBytes];
         _egress = new LinkPacer(options.LinkBitsPerSecond, options.LinkQueueBytes);
+        _transportUsed = options.Transport;
     }
 
-    public long BytesSent => Interlocked.Read(ref _bytesSent);
+    /// <summary>Data-plane bytes the source put on its link: TCP frames and, with multicast, the channel's datagrams (repairs and round ends included).</summary>
+    public long BytesSent => Interlocked.Read(ref _bytesSent) + (_channel?.Stats.Bytes ?? 0);
+
+    /// <summary>The transport content actually goes by: <see cref="DataPlaneOptions.Transport"/>, or the relay chain when the multicast channel could not be set up.</summary>
+    public GroupTransport TransportUsed => _transportUsed;
+
+    /// <summary>Why multicast was asked for and not used (the channel could not be set up), or null.</summary>
+    public string? TransportFallback { get; private set; }
+
+    /// <summary>The multicast channel's sender counters (NACKs, repairs), or null without a channel.</summary>
+    public MulticastSenderStats? ChannelStats => _channel?.Stats;
+
+    private ulong ChannelMembers => (ulong)Interlocked.Read(ref _channelMembers);
     public long FramesSent => Interlocked.Read(ref _framesSent);
     public long ContentRecordsSent => Interlocked.Read(ref _contentRecords);
     public long ContentRawBytes => Interlocked.Read(ref _contentRawBytes);
@@ -83,7 +107,20 @@ public sealed class DataPlaneSender : IAsyncDisposable
     public void DropTarget(int target)
     {
         Skip(target);
+        LeaveChannel(1UL << target);
         _clients[target]?.Dispose();
+    }
+
+    /// <summary>
+    /// These targets leave the multicast channel (their part is over, or they are lost): the channel no longer waits for
+    /// them. Content for them, should they receive again, goes by TCP.
+    /// </summary>
+    public void LeaveChannel(ulong targets)
+    {
+        long seen;
+        do seen = Interlocked.Read(ref _channelMembers);
+        while (Interlocked.CompareExchange(ref _channelMembers, seen & ~(long)targets, seen) != seen);
+        foreach (int t in Targets((ulong)seen & targets)) _channel?.Remove(t);
     }
 
     private void Skip(int target)
@@ -100,6 +137,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         if (IsSkipped(target)) return;
         _failures.TryAdd(target, reason);
         Skip(target);
+        LeaveChannel(1UL << target);
         _clients[target]?.Dispose();
     }
 
@@ -121,6 +159,59 @@ public sealed class DataPlaneSender : IAsyncDisposable
     public async Task ConnectAsync(CancellationToken cancellationToken)
     {
         await Task.WhenAll(Enumerable.Range(0, TargetCount).Where(t => !IsSkipped(t) && _clients[t] is null).Select(t => ConnectAsync(t, cancellationToken))).ConfigureAwait(false);
+        if (_options.Transport == GroupTransport.Multicast && !_channelTried)
+        {
+            _channelTried = true;
+            await OpenChannelAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Sets up the migration's multicast channel (its sockets in this host's namespace, on its data-plane address) with the
+    /// targets connected now as members, and tells each on its connection to join. If the channel cannot be set up, the
+    /// migration goes by the relay chain (<see cref="TransportFallback"/> says why).
+    /// </summary>
+    private async Task OpenChannelAsync(CancellationToken cancellationToken)
+    {
+        var settings = _options.Multicast;
+        ulong members = 0;
+        for (int t = 0; t < TargetCount; t++)
+            if (!IsSkipped(t) && _clients[t] is not null) members |= 1UL << t;
+        try
+        {
+            if (settings.Problem() is { } bad) throw new ArgumentException(bad);
+            if (members == 0) throw new InvalidOperationException("no target is connected");
+            // The host's data-plane address: the one its connections to the targets leave from.
+            var local = settings.Interface ?? ((IPEndPoint)_clients[BitOperations.TrailingZeroCount(members)]!.Client.LocalEndPoint!).Address;
+            if (local.IsIPv4MappedToIPv6) local = local.MapToIPv4(); // a dual-mode socket's view of an IPv4 connection
+            var group = settings.GroupFor(_migrationId);
+            var options = settings.ToOptions(group, local, settings.MaxMessageBytes, _options.LinkBitsPerSecond, seed: 1);
+            var key = DataPlaneKeys.ForChannel(_master, _migrationId);
+            _channel = _options.Place.Create(() => new MulticastSender(_migrationId, key, 0, Targets(members), options, _egress));
+        }
+        catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException)
+        {
+            TransportFallback = $"multicast channel not set up ({e.Message}): content goes by the relay chain";
+            _transportUsed = GroupTransport.RelayChain;
+            return;
+        }
+        Interlocked.Exchange(ref _channelMembers, (long)members);
+        _channel.ReceiverDropped += t => TargetFailed(t, $"target {t} at {_targets[t]} left the multicast channel: no acknowledgement for {settings.ReceiverTimeout.TotalSeconds:0.#} s");
+        var open = Records.WriteChannelOpen(new ChannelOpen(0, _channel.Group, _channel.FeedbackEndPoint, settings.MaxMessageBytes));
+        foreach (int t in Targets(members))
+        {
+            var frame = new byte[FrameHeader.Size + open.Length];
+            int length = FrameCodec.Encode(FrameType.ChannelOpen, _migrationId, NextSequence(), open, _targetKeys[t], frame);
+            try { await _streams[t]!.WriteAsync(frame.AsMemory(0, length), cancellationToken).ConfigureAwait(false); }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException && !cancellationToken.IsCancellationRequested)
+            {
+                TargetFailed(t, $"writing to target {t} at {_targets[t]}: {e.Message}");
+                continue;
+            }
+            Interlocked.Add(ref _bytesSent, length);
+            Interlocked.Increment(ref _framesSent);
+            _options.Metrics?.FrameSent(length);
+        }
     }
 
     private async Task ConnectAsync(int t, CancellationToken cancellationToken)
@@ -219,6 +310,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         // the content in the first of them, instead of storing every content and copying it out afterwards.
         for (int t = 0; t < targets; t++)
             if (!IsSkipped(t)) await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
+        _channelMessagesThisRound = 0;
         var expected = new int[targets];
         var withdrawn = new List<long>[targets];
         for (int t = 0; t < withdrawn.Length; t++) withdrawn[t] = new();
@@ -231,6 +323,11 @@ public sealed class DataPlaneSender : IAsyncDisposable
             int sent = await SendGroupAsync(round.Round, round.Final, reachable, contents, withdrawn, cancellationToken).ConfigureAwait(false);
             foreach (int t in Targets(reachable.TargetMask)) expected[t] += sent;
         }
+        // The round's ends go only once every member holds every content batch the channel carried (a member dropped
+        // meanwhile is a failed target, skipped below).
+        if (_channel is not null && _channelMessagesThisRound > 0)
+            await OnChannelWithinAsync(_options.RoundTimeout, all: true, "did not hold the round's multicast datagrams",
+                token => _channel.EndRoundAsync(round.Round, token), cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < targets; t++)
             if (!IsSkipped(t)) await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
         foreach (var device in round.DeviceStates)
@@ -252,7 +349,13 @@ public sealed class DataPlaneSender : IAsyncDisposable
         var page = new byte[Page.Size];
         int at = Records.ContentBatchHeader, count = 0, sent = 0;
         // A relay chain's batch ends in the source's tags for the hosts after the first.
-        int room = payload.Length - (_options.Transport == GroupTransport.RelayChain ? Records.SourceTagsSize(group.TargetMask) : 0);
+        // A channel message holds the sequence and a tag for every member.
+        int room = _transportUsed switch
+        {
+            GroupTransport.RelayChain => payload.Length - Records.SourceTagsSize(group.TargetMask),
+            GroupTransport.Multicast when BitOperations.PopCount(group.TargetMask & ChannelMembers) > 1 => Math.Min(payload.Length, _options.Multicast.MaxMessageBytes - Records.ChannelContentHeader) - Records.ChannelTagsSize(group.TargetMask),
+            _ => payload.Length,
+        };
         foreach (long id in group.ContentIds)
         {
             // A paused guest writes nothing: the final round sends all it announced. Before that, a content goes out
@@ -299,7 +402,17 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     private async Task SendContentPayloadAsync(int round, ulong mask, byte[] payload, int length, int count, CancellationToken cancellationToken)
     {
-        if (_options.Transport == GroupTransport.RelayChain)
+        if (_transportUsed == GroupTransport.Multicast && _channel is not null)
+        {
+            // Once on the channel to its members with a tag each; by TCP to any host of the group that is not a member.
+            ulong onChannel = mask & ChannelMembers & ~Skipped;
+            if (BitOperations.PopCount(onChannel) > 1)
+            {
+                await SendOnChannelAsync(round, onChannel, payload, length, count, cancellationToken).ConfigureAwait(false);
+                mask &= ~onChannel;
+            }
+        }
+        else if (_transportUsed == GroupTransport.RelayChain)
         {
             Records.WriteContentBatchHeader(payload, round, mask, count);
             // The hosts after the first get it relayed: each checks the source's tag under its own key.
@@ -317,6 +430,51 @@ public sealed class DataPlaneSender : IAsyncDisposable
         {
             Records.WriteContentBatchHeader(payload, round, 1UL << t, count);
             await SendFrameAsync(t, FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken, contentRecords: count).ConfigureAwait(false);
+        }
+    }
+
+    private async Task SendOnChannelAsync(int round, ulong members, byte[] payload, int length, int count, CancellationToken cancellationToken)
+    {
+        var message = new byte[Records.ChannelContentHeader + length + Records.ChannelTagsSize(members)];
+        ulong sequence = NextSequence();
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(message, sequence);
+        payload.AsSpan(0, length).CopyTo(message.AsSpan(Records.ChannelContentHeader));
+        var signed = message.AsSpan(Records.ChannelContentHeader, length);
+        Records.WriteContentBatchHeader(signed, round, members, count);
+        int tagAt = Records.ChannelContentHeader + length;
+        foreach (int t in Targets(members))
+        {
+            FrameCodec.SourceTag(_targetKeys[t], sequence, signed, message.AsSpan(tagAt, Records.SourceTagSize));
+            tagAt += Records.SourceTagSize;
+        }
+        // A full window waits for the slowest member's acknowledgements: one that stays behind this long is lost.
+        await OnChannelWithinAsync(_options.WriteTimeout, all: false, "held the multicast window", async token => await _channel!.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
+        _channelMessagesThisRound++;
+        Interlocked.Add(ref _contentRecords, count);
+    }
+
+    /// <summary>
+    /// Runs a channel step that waits on its members; a member that is alive (the channel drops silent ones itself) but
+    /// has not caught up within <paramref name="limit"/> is a failed target, it leaves the channel, and the step goes
+    /// on with the others.
+    /// </summary>
+    private async Task OnChannelWithinAsync(TimeSpan limit, bool all, string why, Func<CancellationToken, Task> step, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(limit);
+            try
+            {
+                await step(bounded.Token).ConfigureAwait(false);
+                return;
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                var behind = _channel!.Behind(all);
+                foreach (int t in behind) TargetFailed(t, $"target {t} at {_targets[t]} {why} for {limit.TotalSeconds:0.#} s");
+                if (behind.Count == 0) throw new TimeoutException($"the multicast channel made no progress for {limit.TotalSeconds:0.#} s with every member caught up");
+            }
         }
     }
 
@@ -381,9 +539,9 @@ public sealed class DataPlaneSender : IAsyncDisposable
         }
     }
 
-    public ValueTask DisposeAsync()
+    public async ValueTask DisposeAsync()
     {
         foreach (var c in _clients) c?.Dispose();
-        return ValueTask.CompletedTask;
+        if (_channel is not null) await _channel.DisposeAsync().ConfigureAwait(false);
     }
 }

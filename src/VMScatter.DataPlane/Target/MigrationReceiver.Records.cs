@@ -34,6 +34,15 @@ public sealed partial class MigrationReceiver
         }
         // A stale frame (of a round the source gave up) is neither applied nor relayed.
         if (!CheckRound(batch.Round)) return 0;
+        StoreContents(batch);
+        // Relay to the next host of the group after this one, if any.
+        // (2UL << 63 overflows to 0, so host 63 relays to nobody.)
+        return batch.RecipientMask & ~((2UL << SelfIndex) - 1);
+    }
+
+    /// <summary>A content batch's records, each decoded and checked against its content hash, into the pages awaiting them or the store.</summary>
+    private void StoreContents(ContentBatch batch)
+    {
         Span<byte> page = stackalloc byte[Page.Size];
         foreach (var record in batch.Records)
         {
@@ -61,9 +70,6 @@ public sealed partial class MigrationReceiver
         }
         Counts(batch.Round).Contents += batch.Records.Count;
         Interlocked.Add(ref _contentRecords, batch.Records.Count);
-        // Relay to the next host of the group after this one, if any.
-        // (2UL << 63 overflows to 0, so host 63 relays to nobody.)
-        return batch.RecipientMask & ~((2UL << SelfIndex) - 1);
     }
 
     private void ApplyMaps(MapBatch batch)

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Numerics;
 using System.Threading.Channels;
+using VMScatter.DataPlane.Multicast;
 using VMScatter.DataPlane.Wire;
 using VMScatter.Domain;
 using VMScatter.Domain.Compression;
@@ -61,6 +62,11 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     private bool _failed;
     private bool _closed;
     private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn, _staleFrames;
+    // The migration's multicast channel, once the source said to join it (ChannelOpen); content batches of groups this
+    // host is in come on it, each with the source's tag for this host.
+    private MulticastReceiver? _channel;
+    private bool _channelOpened;
+    private long _channelIgnored, _channelRejected;
 
     public MigrationReceiver(Guid migrationId, ReceiverKeys keys, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
@@ -105,7 +111,8 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         {
             var now = _keys;
             if (keys.Problem(SelfIndex) is { } bad) throw new ArgumentException(bad, nameof(keys));
-            if (!keys.Own.AsSpan().SequenceEqual(now.Own) || keys.Links.Length < now.Links.Length || !keys.Links.AsSpan(0, now.Links.Length).SequenceEqual(now.Links))
+            if (!keys.Own.AsSpan().SequenceEqual(now.Own) || keys.Links.Length < now.Links.Length || !keys.Links.AsSpan(0, now.Links.Length).SequenceEqual(now.Links)
+                || !(now.Channel ?? []).AsSpan().SequenceEqual(keys.Channel ?? []))
                 throw new ArgumentException("a migration's data-plane keys may only be added to", nameof(keys));
             _keys = keys;
         }
@@ -118,6 +125,15 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
 
     /// <summary>Why relaying to a next host stopped, if it did (that host then misses frames; the source sees it lost).</summary>
     public string? RelayFailure { get; private set; }
+
+    /// <summary>Channel content batches for groups this host is not in: ignored.</summary>
+    public long ChannelBatchesIgnored => Interlocked.Read(ref _channelIgnored);
+
+    /// <summary>Channel content batches refused (a wrong tag, a replay, a malformed batch): each fails the migration here.</summary>
+    public long ChannelBatchesRejected => Interlocked.Read(ref _channelRejected);
+
+    /// <summary>The channel receiver's counters, or null before it joined.</summary>
+    public MulticastReceiverStats? ChannelStats => _channel?.Stats;
 
     /// <summary>Frames of a round the source gave up (sent again under a later number): dropped.</summary>
     public long StaleFrames => Interlocked.Read(ref _staleFrames);
@@ -201,6 +217,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         Interlocked.Add(ref _bytesReceived, frame.Length);
         _options.Metrics?.FrameReceived(frame.Length);
         ulong relayMask = 0;
+        ChannelOpen? join = null;
         try
         {
             // KeyFor let it in; this holds even for a caller that did not ask it.
@@ -219,6 +236,13 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                     case FrameType.DeviceState: ApplyDeviceState(Records.ReadDeviceState(payload)); break;
                     case FrameType.ContentsWithdrawn: ApplyWithdrawn(Records.ReadWithdrawn(payload)); break;
                     case FrameType.Hello: if (payload.Length != 0) throw new FrameRejectedException("hello with a payload"); break;
+                    case FrameType.ChannelOpen:
+                        var open = Records.ReadChannelOpen(payload);
+                        if (_keys.Channel is null) throw new FrameRejectedException("told to join a multicast channel without its key");
+                        if (_channelOpened) throw new FrameRejectedException("told to join the multicast channel twice");
+                        _channelOpened = true;
+                        join = open;
+                        break;
                     default: throw new FrameRejectedException($"a {header.Type} frame does not belong on a connection");
                 }
                 CheckRoundComplete();
@@ -230,6 +254,73 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
             throw;
         }
         if (relayMask != 0) await RelayAsync(relayMask, header, payload).ConfigureAwait(false);
+        if (join is { } channel) JoinChannel(channel);
+    }
+
+    /// <summary>
+    /// Joins the channel: its sockets in this host's namespace, on its data-plane address. A join that fails fails the
+    /// migration here (the source then finds this target lost, and its VMs are re-placed).
+    /// </summary>
+    private void JoinChannel(ChannelOpen open)
+    {
+        var settings = _options.Multicast;
+        var local = settings.Interface ?? IPAddress.Loopback;
+        var options = settings.ToOptions(open.Group, local, open.MaxMessageBytes, 0, seed: SelfIndex + 1);
+        var key = _keys.Channel!;
+        MulticastReceiver receiver;
+        try { receiver = _options.Place.Create(() => new MulticastReceiver(MigrationId, key, open.Channel, SelfIndex, open.Feedback, options, OnChannelMessageAsync)); }
+        catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException)
+        {
+            Fail($"cannot join multicast group {open.Group} on {local}: {e.Message}");
+            return;
+        }
+        bool closed;
+        lock (_gate)
+        {
+            closed = _closed;
+            if (!closed) _channel = receiver;
+        }
+        if (closed) _ = receiver.DisposeAsync().AsTask();
+    }
+
+    private ValueTask OnChannelMessageAsync(byte[] message)
+    {
+        try { AcceptChannelContent(message); }
+        catch (FrameRejectedException) { /* counted, and the migration failed here */ }
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// A content batch from the multicast channel: applied if this host is in its group (others are ignored), once its
+    /// tag for this host (the source's, under this host's own key) is checked, so no other member can forge it.
+    /// Anything wrong with it throws <see cref="FrameRejectedException"/> and fails the migration here.
+    /// </summary>
+    public void AcceptChannelContent(ReadOnlyMemory<byte> message)
+    {
+        Interlocked.Add(ref _bytesReceived, message.Length);
+        _options.Metrics?.FrameReceived(message.Length);
+        try
+        {
+            var (sequence, batch) = Records.ReadChannelContent(message);
+            lock (_gate)
+            {
+                if (_closed || _failed) return;
+                if ((batch.RecipientMask >> SelfIndex & 1) == 0) { Interlocked.Increment(ref _channelIgnored); return; }
+                if (!TargetMask.Within(batch.RecipientMask, _peers.Count)) throw new FrameRejectedException("channel content batch names unknown hosts");
+                int tag = BitOperations.PopCount(batch.RecipientMask & ((1UL << SelfIndex) - 1)) * Records.SourceTagSize;
+                if (!FrameCodec.IsSourceTag(_keys.Own, sequence, message.Span.Slice(Records.ChannelContentHeader, batch.SignedLength), batch.SourceTags.Span.Slice(tag, Records.SourceTagSize)))
+                    throw new FrameRejectedException($"channel content batch {sequence} without the source's tag for host {SelfIndex}");
+                if (!_seenSequences.Add(sequence)) throw new FrameRejectedException($"replayed channel content batch {sequence}");
+                if (CheckRound(batch.Round)) StoreContents(batch);
+                CheckRoundComplete();
+            }
+        }
+        catch (FrameRejectedException e)
+        {
+            Interlocked.Increment(ref _channelRejected);
+            Fail($"rejected a multicast content batch: {e.Message}");
+            throw;
+        }
     }
 
     /// <summary>Marks the migration failed on this host (bad data, or the data plane was lost).</summary>
@@ -253,6 +344,9 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         Relay[] relays;
         lock (_relays) relays = _relays.Values.ToArray();
         foreach (var relay in relays) await relay.CloseAsync().ConfigureAwait(false);
+        MulticastReceiver? channel;
+        lock (_gate) channel = _channel;
+        if (channel is not null) await channel.DisposeAsync().ConfigureAwait(false);
         _outcomes.Writer.TryComplete();
     }
 

@@ -30,6 +30,11 @@ public enum FrameType : byte
     ChannelAck = 9,
     /// <summary>Multicast channel, receiver → sender: data datagrams it misses.</summary>
     ChannelNack = 10,
+    /// <summary>
+    /// On a target's TCP connection, from the source: join the migration's multicast channel (group, the sender's
+    /// feedback endpoint, message size); the round's content batches for groups with several members come on it.
+    /// </summary>
+    ChannelOpen = 11,
 }
 
 /// <summary>

@@ -28,6 +28,9 @@ public readonly record struct PageMap(int VmIndex, int PageIndex, long ContentId
 /// </summary>
 public readonly record struct ContentBatch(int Round, ulong RecipientMask, IReadOnlyList<ContentRecord> Records, int SignedLength = 0, ReadOnlyMemory<byte> SourceTags = default);
 
+/// <summary>Join channel <see cref="Channel"/> on <see cref="Group"/>, feed back to <see cref="Feedback"/>; messages are at most <see cref="MaxMessageBytes"/>.</summary>
+public readonly record struct ChannelOpen(int Channel, System.Net.IPEndPoint Group, System.Net.IPEndPoint Feedback, int MaxMessageBytes);
+
 public readonly record struct MapBatch(int Round, int TargetIndex, IReadOnlyList<PageMap> Maps);
 
 public readonly record struct RoundEnd(int Round, int TargetIndex, int ExpectedContents, int ExpectedMaps, bool Final);
@@ -65,6 +68,61 @@ public static class Records
     /// <summary>The source's tags at the end of a content batch for <paramref name="mask"/>: one per host after the first.</summary>
     public static int SourceTagsSize(ulong mask) => SourceTagSize * Math.Max(0, BitOperations.PopCount(mask) - 1);
 
+    /// <summary>
+    /// A content batch on the multicast channel: the source's sequence for it (8 bytes: the nonce of its tags, and its
+    /// place in the receiver's replay check, from the same counter as the TCP frames), then a content batch payload whose
+    /// tags cover every member of its mask (no member got it sealed under its own key).
+    /// </summary>
+    public const int ChannelContentHeader = 8;
+
+    /// <summary>The tags of a channel content batch for <paramref name="mask"/>: one per member.</summary>
+    public static int ChannelTagsSize(ulong mask) => SourceTagSize * BitOperations.PopCount(mask);
+
+    /// <summary>Reads a channel message (<see cref="ChannelContentHeader"/>): its sequence and batch, whose tags are one per member.</summary>
+    public static (ulong Sequence, ContentBatch Batch) ReadChannelContent(ReadOnlyMemory<byte> message)
+    {
+        if (message.Length < ChannelContentHeader + ContentBatchHeader) throw new FrameRejectedException("channel message shorter than its headers");
+        ulong sequence = BinaryPrimitives.ReadUInt64BigEndian(message.Span);
+        if (sequence == 0) throw new FrameRejectedException("channel message without a sequence");
+        var payload = message[ChannelContentHeader..];
+        ulong mask = BinaryPrimitives.ReadUInt64BigEndian(payload.Span[4..]);
+        if (mask == 0) throw new FrameRejectedException("channel content batch for nobody");
+        int tags = ChannelTagsSize(mask);
+        if (payload.Length - tags < ContentBatchHeader) throw new FrameRejectedException("channel content batch shorter than its header and tags");
+        int signed = payload.Length - tags;
+        var batch = ReadContentRecords(payload[..signed]);
+        return (sequence, batch with { SignedLength = signed, SourceTags = payload[signed..] });
+    }
+
+    public static byte[] WriteChannelOpen(ChannelOpen open)
+    {
+        var p = new byte[4 + 4 + 2 + 4 + 2 + 4];
+        BinaryPrimitives.WriteInt32BigEndian(p, open.Channel);
+        open.Group.Address.GetAddressBytes().CopyTo(p, 4);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(8), (ushort)open.Group.Port);
+        open.Feedback.Address.GetAddressBytes().CopyTo(p, 10);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(14), (ushort)open.Feedback.Port);
+        BinaryPrimitives.WriteInt32BigEndian(p.AsSpan(16), open.MaxMessageBytes);
+        return p;
+    }
+
+    public static ChannelOpen ReadChannelOpen(ReadOnlyMemory<byte> payload)
+    {
+        var r = new Reader(payload);
+        int channel = r.Int32();
+        var group = new System.Net.IPAddress(r.Bytes(4).Span);
+        int groupPort = r.UInt16();
+        var feedback = new System.Net.IPAddress(r.Bytes(4).Span);
+        int feedbackPort = r.UInt16();
+        int max = r.Int32();
+        r.End();
+        if (channel < 0) throw new FrameRejectedException("negative channel");
+        if ((group.GetAddressBytes()[0] & 0xF0) != 0xE0) throw new FrameRejectedException($"channel group {group} is not a multicast address");
+        if (groupPort == 0 || feedbackPort == 0) throw new FrameRejectedException("channel port 0");
+        if (max is < 1024 or > 65000) throw new FrameRejectedException($"channel message size {max} outside 1024..65000");
+        return new ChannelOpen(channel, new System.Net.IPEndPoint(group, groupPort), new System.Net.IPEndPoint(feedback, feedbackPort), max);
+    }
+
     public static int WriteContentBatchHeader(Span<byte> p, int round, ulong mask, int count)
     {
         BinaryPrimitives.WriteInt32BigEndian(p, round);
@@ -93,7 +151,13 @@ public static class Records
         int tags = SourceTagsSize(BinaryPrimitives.ReadUInt64BigEndian(payload.Span[4..]));
         if (payload.Length - tags < ContentBatchHeader) throw new FrameRejectedException("content batch shorter than its header and source tags");
         int signed = payload.Length - tags;
-        var r = new Reader(payload[..signed]);
+        return ReadContentRecords(payload[..signed]) with { SignedLength = signed, SourceTags = payload[signed..] };
+    }
+
+    /// <summary>A content batch's header and records, with nothing after them.</summary>
+    private static ContentBatch ReadContentRecords(ReadOnlyMemory<byte> signed)
+    {
+        var r = new Reader(signed);
         int round = r.Int32();
         ulong mask = r.UInt64();
         int count = r.Count(MinContentRecord);
@@ -109,7 +173,7 @@ public static class Records
             records[i] = new ContentRecord(id, check, encoding, r.Bytes(length));
         }
         r.End();
-        return new ContentBatch(round, mask, records, signed, payload[signed..]);
+        return new ContentBatch(round, mask, records);
     }
 
     public static int WriteMapBatchHeader(Span<byte> p, int round, int targetIndex, int count)

@@ -44,7 +44,14 @@ public sealed record MigrationReport
     /// <summary>Join + leave events of target hosts implied by the order the groups were sent in, over all rounds.</summary>
     public required long GroupSwitches { get; init; }
     public required long GroupSwitchesLowerBound { get; init; }
+    /// <summary>The group transport content actually went by: the requested one, or relay-chain when the multicast channel could not be set up.</summary>
     public required string GroupTransport { get; init; }
+    /// <summary>Why the requested transport was not used (multicast that could not be set up), or null.</summary>
+    public string? TransportFallback { get; init; }
+    /// <summary>Multicast channel: NACK datagrams the source received, datagrams it repaired (sent again), and their bytes.</summary>
+    public long MulticastNacks { get; init; }
+    public long MulticastRepairs { get; init; }
+    public long MulticastRepairBytes { get; init; }
     /// <summary>Rounds a VM went through: round 0, its wave's pre-copy rounds and its stop-and-copy round (the most of any VM).</summary>
     public required int Rounds { get; init; }
     /// <summary>Waves of the handover: target hosts whose VMs completed together, one after another (1: all at once).</summary>
