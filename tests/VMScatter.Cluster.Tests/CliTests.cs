@@ -288,6 +288,15 @@ public class CliTests
             Assert.True(show.Exit == 0, show.Out + show.Err);
             var shown = MigrationReport.FromJson(show.Out);
             Assert.Equal((report.MigrationId, report.BytesSent, report.Verified), (shown.MigrationId, shown.BytesSent, shown.Verified));
+            // The scheduler kept what it saw over time: `show --plot` draws the timeline from the report alone.
+            Assert.NotEmpty(shown.Timeline.Samples);
+            Assert.Equal(shown.PerVm.Select(v => v.Id).Order(), shown.Timeline.Handovers.Select(h => h.Vm).Order());
+            string png = Path.Combine(work, "shown.png");
+            var drawn = await Run("show", report.MigrationId, "--seeds", seed, "--plot", png);
+            Assert.True(drawn.Exit == 0, drawn.Out + drawn.Err);
+            Assert.Contains($"timeline drawn to {png}", drawn.Out);
+            Assert.DoesNotContain("did not see it run", drawn.Out);
+            PlotTests.AssertPng(png, Cli.View.TimelinePlot.Width, Cli.View.TimelinePlot.Height);
 
             AssertOneLineError(await Run("cancel", report.MigrationId, "--seeds", seed), $"migration {report.MigrationId} has already ended (completed)");
             AssertOneLineError(await Run("show", "not-an-id", "--seeds", seed), "migration id 'not-an-id' is not a GUID");

@@ -69,7 +69,7 @@ public sealed class PlotTests : IDisposable
     ]);
 
     /// <summary>The PNG signature, IHDR's width and height, and SkiaSharp decodes it to that size with something drawn in colour.</summary>
-    private static void AssertPng(string path, int width, int height)
+    internal static void AssertPng(string path, int width, int height)
     {
         var bytes = File.ReadAllBytes(path);
         Assert.True(bytes.Length > 10_000, $"{path}: {bytes.Length} bytes");

@@ -70,6 +70,7 @@ internal static class MigrationReportBuilder
             Error = run.Error,
             LostTargets = run.LostReasons.ToArray(),
             Replaced = run.Replacements.ToArray(),
+            Timeline = new(run.PlacedAtSeconds, run.Samples.ToArray(), run.Handovers.ToArray()),
             PerVm = perVm,
         };
     }

@@ -27,6 +27,11 @@ internal sealed class MigrationRun
     public required IReadOnlyList<HostId> TargetHostIds { get; init; }
     public required DateTime StartedUtc { get; init; }
     public MigrationPhase Phase { get; set; } = MigrationPhase.Analysing;
+    /// <summary>What this scheduler saw over time (not journaled: a scheduler taking over starts none), for the report.</summary>
+    public List<Domain.Reports.ReportSample> Samples { get; } = new();
+    public List<Domain.Reports.ReportHandover> Handovers { get; } = new();
+    public double? PlacedAtSeconds { get; set; }
+    public double SecondsNow => (DateTime.UtcNow - StartedUtc).TotalSeconds;
     public IActorRef? SourceMigration { get; set; }
     public IReadOnlyList<VmProfile> Profiles { get; set; } = [];
     public long DistinctPages { get; set; }

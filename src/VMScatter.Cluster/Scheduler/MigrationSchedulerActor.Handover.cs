@@ -34,6 +34,7 @@ public sealed partial class MigrationSchedulerActor
         if (_targets.TryGetValue(e.TargetHostId, out var t))
             _targets[e.TargetHostId] = t with { FreeBytes = t.FreeBytes - run.Vms.First(v => v.Id == e.VmId).MemoryBytes };
         run.HandedOver[e.VmId] = e;
+        run.Handovers.Add(new(run.SecondsNow, e.VmId.Value, e.TargetHostId.Value, e.DowntimeMs, true));
         run.Requester.Tell(e);
         run.SourceHost.Tell(new ReleaseSourceVm(run.Id, e.VmId));
     });

@@ -82,6 +82,8 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         Command<TransferProgress>(m => WithRun(m.MigrationId, run =>
         {
             run.Progress.Observe(m, DateTime.UtcNow);
+            if (run.Samples.Count < Domain.Reports.ReportTimeline.MaxSamples)
+                run.Samples.Add(new(run.SecondsNow, m.Round, m.BytesSent, m.Wave, (m.WaveTargets ?? []).Select(t => t.Value).ToArray()));
             run.Requester.Tell(new MigrationProgress(m.MigrationId, run.Phase, m.Round, m.BytesSent, m.ContentRecordsSent, m.PagesInRound, m.Wave, m.WaveTargets, m.StopAndCopy, m.ContentRecordsInRound));
         }));
         Command<TransferFailed>(m => WithRun(m.MigrationId, run =>
@@ -242,6 +244,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
                 run.TargetRefs[hostId] = t.Host;
             }
             run.Phase = MigrationPhase.Preparing;
+            run.PlacedAtSeconds ??= run.SecondsNow;
             run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.Traffic, run.DistinctPages, run.Request.Options.GroupTransport));
             var assignments = Assignments(run);
             foreach (var t in run.Targets)

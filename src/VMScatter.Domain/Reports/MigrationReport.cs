@@ -86,6 +86,12 @@ public sealed record MigrationReport
     public IReadOnlyList<string> LostTargets { get; init; } = [];
     /// <summary>VMs re-placed because their target was lost (automatic rebalancing).</summary>
     public IReadOnlyList<VmReplacement> Replaced { get; init; } = [];
+    /// <summary>
+    /// What the scheduler saw over time, for `show --plot` (seconds since the migration started): its progress samples
+    /// (at most <see cref="ReportTimeline.MaxSamples"/>), when it was placed, each VM's handover. Empty when the
+    /// scheduler that finished it did not see it run (a failover).
+    /// </summary>
+    public ReportTimeline Timeline { get; init; } = ReportTimeline.Empty;
     public required IReadOnlyList<VmReport> PerVm { get; init; }
 
     /// <summary>bytesSent / naiveBytes: below 1 is saving.</summary>
@@ -101,4 +107,16 @@ public sealed record MigrationReport
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     public static MigrationReport FromJson(string json) => JsonSerializer.Deserialize<MigrationReport>(json, Json) ?? throw new JsonException("empty report");
+}
+
+/// <summary>A progress sample: the bytes the source had sent by then, in which round, of which wave (-1: round 0).</summary>
+public sealed record ReportSample(double Seconds, int Round, long BytesSent, int Wave, IReadOnlyList<string> WaveTargets);
+
+/// <summary>A VM's handover (or failure) as the scheduler recorded it.</summary>
+public sealed record ReportHandover(double Seconds, string Vm, string Target, double DowntimeMs, bool HandedOver);
+
+public sealed record ReportTimeline(double? PlacedAtSeconds, IReadOnlyList<ReportSample> Samples, IReadOnlyList<ReportHandover> Handovers)
+{
+    public const int MaxSamples = 4096;
+    public static readonly ReportTimeline Empty = new(null, [], []);
 }
