@@ -37,9 +37,7 @@ public static class ShowCommand
                 if (plotPath is not null)
                 {
                     var t = report.Timeline;
-                    var timeline = new MigrationTimeline(t.PlacedAtSeconds, t.Samples.Select(x => new TimelineSample(x.Seconds, x.Round, x.BytesSent, x.Wave, x.WaveTargets)),
-                        t.Handovers.Select(h => new TimelineHandover(h.Seconds, h.Vm, h.Target, h.DowntimeMs, h.HandedOver)), report.TotalSeconds);
-                    TimelinePlot.Save(report, timeline, plotPath);
+                    TimelinePlot.Save(report, new MigrationTimeline(t, report.TotalSeconds), plotPath);
                     (json ? Console.Error : Console.Out).WriteLine($"timeline drawn to {plotPath}{(t.Samples.Count == 0 ? " (the scheduler that finished it did not see it run: rounds and pauses only)" : "")}");
                 }
             }

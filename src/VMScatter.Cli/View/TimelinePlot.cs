@@ -31,7 +31,7 @@ public static class TimelinePlot
     /// round's start and end are both sampled, so a round's bytes are its own). Each series starts at 0 at the sample
     /// before its first and stays at its total to <paramref name="end"/>.
     /// </summary>
-    public static IReadOnlyList<Series> BytesPerWave(IReadOnlyList<TimelineSample> samples, double end)
+    public static IReadOnlyList<Series> BytesPerWave(IReadOnlyList<ReportSample> samples, double end)
     {
         var ordered = samples.OrderBy(s => s.Seconds).ToArray();
         var series = new SortedDictionary<int, (List<double> X, List<double> Y, IReadOnlyList<string> Targets)>();
@@ -60,7 +60,7 @@ public static class TimelinePlot
         }).ToArray();
     }
 
-    public static IReadOnlyList<RoundSpan> Rounds(IReadOnlyList<TimelineSample> samples) =>
+    public static IReadOnlyList<RoundSpan> Rounds(IReadOnlyList<ReportSample> samples) =>
         samples.OrderBy(s => s.Seconds).GroupBy(s => s.Round)
             .Select(g => new RoundSpan(g.Key, g.First().Wave, g.First().Seconds, g.Last().Seconds)).OrderBy(r => r.Start).ToArray();
 

@@ -109,10 +109,10 @@ public sealed record MigrationReport
     public static MigrationReport FromJson(string json) => JsonSerializer.Deserialize<MigrationReport>(json, Json) ?? throw new JsonException("empty report");
 }
 
-/// <summary>A progress sample: the bytes the source had sent by then, in which round, of which wave (-1: round 0).</summary>
+/// <summary>A progress sample, as the scheduler recorded it or a console received it: the bytes the source had sent by then, in which round, of which wave (-1: round 0, to every target group; <c>WaveTargets</c> empty).</summary>
 public sealed record ReportSample(double Seconds, int Round, long BytesSent, int Wave, IReadOnlyList<string> WaveTargets);
 
-/// <summary>A VM's handover (or failure) as the scheduler recorded it.</summary>
+/// <summary>A VM's handover (or failure), as the scheduler recorded it or a console received it; its pause ended about then and lasted <c>DowntimeMs</c>.</summary>
 public sealed record ReportHandover(double Seconds, string Vm, string Target, double DowntimeMs, bool HandedOver);
 
 public sealed record ReportTimeline(double? PlacedAtSeconds, IReadOnlyList<ReportSample> Samples, IReadOnlyList<ReportHandover> Handovers)
