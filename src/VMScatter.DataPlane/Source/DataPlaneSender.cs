@@ -200,17 +200,11 @@ public sealed class DataPlaneSender : IAsyncDisposable
         var open = Records.WriteChannelOpen(new ChannelOpen(0, _channel.Group, _channel.FeedbackEndPoint, settings.MaxMessageBytes));
         foreach (int t in Targets(members))
         {
-            var frame = new byte[FrameHeader.Size + open.Length];
-            int length = FrameCodec.Encode(FrameType.ChannelOpen, _migrationId, NextSequence(), open, _targetKeys[t], frame);
-            try { await _streams[t]!.WriteAsync(frame.AsMemory(0, length), cancellationToken).ConfigureAwait(false); }
+            try { await WriteDirectAsync(t, FrameType.ChannelOpen, open, cancellationToken).ConfigureAwait(false); }
             catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException && !cancellationToken.IsCancellationRequested)
             {
                 TargetFailed(t, $"writing to target {t} at {_targets[t]}: {e.Message}");
-                continue;
             }
-            Interlocked.Add(ref _bytesSent, length);
-            Interlocked.Increment(ref _framesSent);
-            _options.Metrics?.FrameSent(length);
         }
     }
 
@@ -224,12 +218,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             await client.ConnectAsync(_targets[t]!, timeout.Token).ConfigureAwait(false);
             _clients[t] = client;
             _streams[t] = client.GetStream();
-            var hello = new byte[FrameHeader.Size];
-            int length = FrameCodec.Encode(FrameType.Hello, _migrationId, (ulong)Interlocked.Increment(ref _sequence), [], _targetKeys[t], hello);
-            await _streams[t]!.WriteAsync(hello.AsMemory(0, length), timeout.Token).ConfigureAwait(false);
-            Interlocked.Add(ref _bytesSent, length);
-            Interlocked.Increment(ref _framesSent);
-            _options.Metrics?.FrameSent(length);
+            await WriteDirectAsync(t, FrameType.Hello, [], timeout.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is SocketException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
@@ -417,13 +406,8 @@ public sealed class DataPlaneSender : IAsyncDisposable
             Records.WriteContentBatchHeader(payload, round, mask, count);
             // The hosts after the first get it relayed: each checks the source's tag under its own key.
             ulong sequence = NextSequence();
-            int tagAt = length;
-            foreach (int t in Targets(mask).Skip(1))
-            {
-                FrameCodec.SourceTag(_targetKeys[t], sequence, payload.AsSpan(0, length), payload.AsSpan(tagAt, Records.SourceTagSize));
-                tagAt += Records.SourceTagSize;
-            }
-            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, tagAt), cancellationToken, contentRecords: count, sequence: sequence).ConfigureAwait(false);
+            int tagged = length + WriteSourceTags(Targets(mask).Skip(1), sequence, payload.AsSpan(0, length), payload.AsSpan(length));
+            await SendFrameAsync(BitOperations.TrailingZeroCount(mask), FrameType.ContentBatch, payload.AsMemory(0, tagged), cancellationToken, contentRecords: count, sequence: sequence).ConfigureAwait(false);
             return;
         }
         foreach (int t in Targets(mask))
@@ -441,12 +425,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         payload.AsSpan(0, length).CopyTo(message.AsSpan(Records.ChannelContentHeader));
         var signed = message.AsSpan(Records.ChannelContentHeader, length);
         Records.WriteContentBatchHeader(signed, round, members, count);
-        int tagAt = Records.ChannelContentHeader + length;
-        foreach (int t in Targets(members))
-        {
-            FrameCodec.SourceTag(_targetKeys[t], sequence, signed, message.AsSpan(tagAt, Records.SourceTagSize));
-            tagAt += Records.SourceTagSize;
-        }
+        WriteSourceTags(Targets(members), sequence, signed, message.AsSpan(Records.ChannelContentHeader + length));
         // A full window waits for the slowest member's acknowledgements: one that stays behind this long is lost.
         await OnChannelWithinAsync(_options.WriteTimeout, all: false, "held the multicast window", async token => await _channel!.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
         _channelMessagesThisRound++;
@@ -508,6 +487,29 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     /// <summary>Builds a frame (the payload may be reused as soon as this returns) and queues it for the writer.</summary>
     private ulong NextSequence() => (ulong)Interlocked.Increment(ref _sequence);
+
+    /// <summary>The source's tag over <paramref name="signed"/> for each of <paramref name="hosts"/>, under that host's own key, one after another into <paramref name="tags"/>; how many bytes they take.</summary>
+    private int WriteSourceTags(IEnumerable<int> hosts, ulong sequence, ReadOnlySpan<byte> signed, Span<byte> tags)
+    {
+        int at = 0;
+        foreach (int t in hosts)
+        {
+            FrameCodec.SourceTag(_targetKeys[t], sequence, signed, tags.Slice(at, Records.SourceTagSize));
+            at += Records.SourceTagSize;
+        }
+        return at;
+    }
+
+    /// <summary>A frame written straight to a target's connection, outside a round's paced pipeline (hello, channel open), and counted.</summary>
+    private async Task WriteDirectAsync(int t, FrameType type, byte[] payload, CancellationToken cancellationToken)
+    {
+        var frame = new byte[FrameHeader.Size + payload.Length];
+        int length = FrameCodec.Encode(type, _migrationId, NextSequence(), payload, _targetKeys[t], frame);
+        await _streams[t]!.WriteAsync(frame.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+        Interlocked.Add(ref _bytesSent, length);
+        Interlocked.Increment(ref _framesSent);
+        _options.Metrics?.FrameSent(length);
+    }
 
     private async Task SendFrameAsync(int target, FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, int contentRecords = 0, int mapRecords = 0, ulong sequence = 0)
     {
