@@ -31,7 +31,7 @@ public class MulticastMigrationTests
             new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options(GroupTransport.Multicast)), _ => { }, TimeSpan.FromSeconds(30));
         Assert.Null(outcome.RejectedBecause);
         var report = outcome.Report!;
-        Assert.True(report.Verified, report.Error);
+        Assert.True(report.Verified, TestConfig.Why(report));
         Assert.Equal((6, 3), (report.Vms, report.Targets));
         Assert.All(report.PerVm, vm => Assert.True(vm.DigestMatched && vm.HandedOver && vm.SourceDigest == vm.TargetDigest, vm.Id));
         Assert.Equal(3, report.PerVm.Select(v => v.Target).Distinct().Count());
@@ -86,7 +86,7 @@ public class MulticastMigrationTests
         var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
             new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options(GroupTransport.Multicast)), _ => { }, TimeSpan.FromSeconds(60));
         var report = outcome.Report!;
-        Assert.True(report.Verified, report.Error);
+        Assert.True(report.Verified, TestConfig.Why(report));
         Assert.True(report.GroupTransport == "multicast", report.TransportFallback);
         var lost = Assert.Single(report.LostTargets);
         // Alive (it acknowledges), so not dropped for silence: lost for not catching up.

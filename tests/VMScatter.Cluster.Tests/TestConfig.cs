@@ -36,6 +36,11 @@ internal static class TestConfig
     public static MigrationOptions Options(GroupTransport transport = GroupTransport.RelayChain) =>
         new(PlacementStrategy.TrafficAware, transport, CompressionMode.Lz4, MaxRounds: 8, DowntimeTargetMs: 300);
 
+    /// <summary>Why a report is not verified, for an assertion's message: its error, lost targets, re-placements and each VM that did not verify.</summary>
+    public static string Why(Domain.Reports.MigrationReport r) =>
+        $"error: {r.Error ?? "none"}; lost: [{string.Join("; ", r.LostTargets)}]; replaced: [{string.Join("; ", r.Replaced.Select(x => $"{x.Vm} {x.LostTarget}->{(x.NewTarget.Length > 0 ? x.NewTarget : "source")}"))}]; "
+        + $"not verified: [{string.Join("; ", r.PerVm.Where(v => !(v.DigestMatched && v.HandedOver)).Select(v => $"{v.Id}@{v.Target} digest {v.DigestMatched} handed {v.HandedOver} {v.Error}"))}]";
+
     /// <summary>A report with every field set, for tests that journal or serialize one.</summary>
     public static Domain.Reports.MigrationReport SampleReport(string migrationId = "m", long bytesSent = 100) => new()
     {

@@ -92,18 +92,19 @@ public sealed class MulticastSender : IAsyncDisposable
     }
 
     /// <summary>
-    /// Receivers that do not hold every datagram sent so far (all of them: <paramref name="all"/>; else only the furthest
-    /// behind, those holding the window). For a sender that waited too long on a receiver that is alive (it acknowledges)
-    /// but does not catch up: the caller decides they are lost.
+    /// The receivers furthest behind (the least acknowledged, when someone does not hold every datagram sent so far): for
+    /// a sender that waited too long on a receiver that is alive (it acknowledges) but does not catch up, so the caller
+    /// can decide they are lost. Only the furthest: on a busy host a healthy member may lag a little at that moment too,
+    /// and it gets another bound to catch up once the one holding everyone up is gone.
     /// </summary>
-    public IReadOnlyList<int> Behind(bool all)
+    public IReadOnlyList<int> Behind()
     {
         lock (_gate)
         {
             var behind = _peers.Where(p => p.Value.Acked < _next).ToArray();
             if (behind.Length == 0) return [];
             ulong least = behind.Min(p => p.Value.Acked);
-            return behind.Where(p => all || p.Value.Acked == least).Select(p => p.Key).Order().ToArray();
+            return behind.Where(p => p.Value.Acked == least).Select(p => p.Key).Order().ToArray();
         }
     }
 

@@ -315,7 +315,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         // The round's ends go only once every member holds every content batch the channel carried (a member dropped
         // meanwhile is a failed target, skipped below).
         if (_channel is not null && _channelMessagesThisRound > 0)
-            await OnChannelWithinAsync(_options.RoundTimeout, all: true, "did not hold the round's multicast datagrams",
+            await OnChannelWithinAsync(_options.RoundTimeout, "did not hold the round's multicast datagrams",
                 token => _channel.EndRoundAsync(round.Round, token), cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < targets; t++)
             if (!IsSkipped(t)) await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
@@ -427,17 +427,17 @@ public sealed class DataPlaneSender : IAsyncDisposable
         Records.WriteContentBatchHeader(signed, round, members, count);
         WriteSourceTags(Targets(members), sequence, signed, message.AsSpan(Records.ChannelContentHeader + length));
         // A full window waits for the slowest member's acknowledgements: one that stays behind this long is lost.
-        await OnChannelWithinAsync(_options.WriteTimeout, all: false, "held the multicast window", async token => await _channel!.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
+        await OnChannelWithinAsync(_options.WriteTimeout, "held the multicast window", async token => await _channel!.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
         _channelMessagesThisRound++;
         Interlocked.Add(ref _contentRecords, count);
     }
 
     /// <summary>
-    /// Runs a channel step that waits on its members; a member that is alive (the channel drops silent ones itself) but
-    /// has not caught up within <paramref name="limit"/> is a failed target, it leaves the channel, and the step goes
-    /// on with the others.
+    /// Runs a channel step that waits on its members; when it has not finished within <paramref name="limit"/>, the member
+    /// furthest behind (alive: the channel drops silent ones itself) is a failed target, it leaves the channel, and the
+    /// step goes on with the others for another bound.
     /// </summary>
-    private async Task OnChannelWithinAsync(TimeSpan limit, bool all, string why, Func<CancellationToken, Task> step, CancellationToken cancellationToken)
+    private async Task OnChannelWithinAsync(TimeSpan limit, string why, Func<CancellationToken, Task> step, CancellationToken cancellationToken)
     {
         while (true)
         {
@@ -450,7 +450,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {
-                var behind = _channel!.Behind(all);
+                var behind = _channel!.Behind();
                 foreach (int t in behind) TargetFailed(t, $"target {t} at {_targets[t]} {why} for {limit.TotalSeconds:0.#} s");
                 if (behind.Count == 0) throw new TimeoutException($"the multicast channel made no progress for {limit.TotalSeconds:0.#} s with every member caught up");
             }
