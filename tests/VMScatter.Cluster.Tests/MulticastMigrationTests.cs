@@ -19,9 +19,9 @@ public class MulticastMigrationTests
 {
     private static readonly SyntheticGuestModel Model = new() { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 1500, WritableWorkingSetPages = 256 };
 
-    private static async Task<MigrationReport> MigrateAsync(Func<string, string>? hocon = null)
+    private static async Task<MigrationReport> MigrateAsync(Func<string, string>? hocon = null, int osImages = 1, int applications = 1)
     {
-        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 11, OsImages: 1, Applications: 1));
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, Model, 11, OsImages: osImages, Applications: applications));
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
             SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(), ExtraHoconFor = hocon,
@@ -55,6 +55,25 @@ public class MulticastMigrationTests
         Assert.True(report.BytesSent <= OnceBound(report), $"sent {report.BytesSent}, bound {OnceBound(report)} ({report.DistinctPages} distinct, {string.Join("/", report.DirtyPagesPerRound)} dirty, ratio {report.CompressionRatio:0.000})");
         Assert.True(report.BytesReceived > report.BytesSent * 11 / 10, $"targets received {report.BytesReceived}, source sent {report.BytesSent}");
         Assert.True(report.BytesSent < 0.5 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes}");
+        // Every member joined channel 0 at the start, and every membership ended with a leave.
+        Assert.True(report.MulticastChannels >= 1 && report.MulticastJoins >= 3 && report.MulticastJoins == report.MulticastLeaves,
+            $"{report.MulticastChannels} channels, {report.MulticastJoins} joins, {report.MulticastLeaves} leaves");
+    }
+
+    /// <summary>
+    /// Images shared by some VMs only: their groups are pairs of targets, and a group that would waste most on channel 0
+    /// (every member) gets a channel of its own, its own IP group, joined by exactly its members: content still goes once.
+    /// </summary>
+    [Fact]
+    public async Task Groups_of_some_targets_get_channels_of_their_own_joined_by_their_members_and_content_still_goes_once()
+    {
+        var report = await MigrateAsync(osImages: 3, applications: 2);
+        Assert.True(report.GroupTransport == "multicast", report.TransportFallback);
+        Assert.True(report.MulticastChannels >= 2, $"{report.MulticastChannels} channels");
+        // Channel 0's three members, and at least two for each channel of a group.
+        Assert.True(report.MulticastJoins >= 3 + 2 * (report.MulticastChannels - 1) && report.MulticastJoins == report.MulticastLeaves,
+            $"{report.MulticastChannels} channels, {report.MulticastJoins} joins, {report.MulticastLeaves} leaves");
+        Assert.True(report.BytesSent <= OnceBound(report), $"sent {report.BytesSent}, bound {OnceBound(report)}");
     }
 
     [Fact]
@@ -105,5 +124,6 @@ public class MulticastMigrationTests
         Assert.Equal("relay-chain", report.GroupTransport);
         Assert.Contains("multicast channel not set up", report.TransportFallback);
         Assert.Equal(0, report.MulticastRepairs);
+        Assert.Equal((0, 0L), (report.MulticastChannels, report.MulticastJoins));
     }
 }

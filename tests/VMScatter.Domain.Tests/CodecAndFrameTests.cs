@@ -149,7 +149,9 @@ public class CodecAndFrameTests
         Records.WriteDeviceStateHeader(device, 0, 8, 0);
         seeds.Add(device);
         seeds.Add(Records.WithdrawnPayload(1, 0, [6, 5]));
-        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn };
+        seeds.Add(Records.WriteChannelOpen(new ChannelOpen(3, new System.Net.IPEndPoint(System.Net.IPAddress.Parse("239.255.90.4"), 46001), new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 5000), 8192)));
+        seeds.Add(Records.WriteChannelLeave(3));
+        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn, FrameType.ChannelOpen, FrameType.ChannelLeave };
         int rejected = 0, accepted = 0;
         for (int i = 0; i < 20_000; i++)
         {
@@ -171,6 +173,8 @@ public class CodecAndFrameTests
                     case FrameType.RoundEnd: Records.ReadRoundEnd(body); break;
                     case FrameType.DeviceState: Records.ReadDeviceState(body); break;
                     case FrameType.ContentsWithdrawn: Records.ReadWithdrawn(body); break;
+                    case FrameType.ChannelOpen: Records.ReadChannelOpen(body); break;
+                    case FrameType.ChannelLeave: Records.ReadChannelLeave(body); break;
                 }
                 accepted++;
             }

@@ -135,7 +135,8 @@ public static class MigrationView
         if (r.TransportFallback is { } fallback) summary.AddRow("group transport", Markup.Escape(fallback));
         if (r.GroupTransport == "multicast")
             summary.AddRow("multicast repairs", $"{r.MulticastNacks:N0} NACKs, {r.MulticastRepairs:N0} datagrams repaired ({ByteSize.Format(r.MulticastRepairBytes)})");
-        summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})");
+        summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})"
+            + (r.GroupTransport == "multicast" ? $"; on the wire: {r.MulticastJoins} + {r.MulticastLeaves} on {r.MulticastChannels} channels" : ""));
         string waves = r.Waves > 1 ? $"{r.Rounds} per VM in {r.Waves} waves, one target host each: {r.DataPlaneRounds} in all" : $"{r.Rounds}";
         summary.AddRow("rounds (pages per round)", $"{waves} ({string.Join(", ", r.DirtyPagesPerRound)}; {r.SetAsidePages:N0} set aside from round 0, {r.ContentsWithdrawn:N0} withdrawn when rewritten before their turn)");
         if (r.LostTargets.Count > 0) summary.AddRow("targets lost", Markup.Escape(string.Join("; ", r.LostTargets)));

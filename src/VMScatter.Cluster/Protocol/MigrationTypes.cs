@@ -112,4 +112,8 @@ public sealed record TransferStats(
     public long MulticastNacks { get; init; }
     public long MulticastRepairs { get; init; }
     public long MulticastRepairBytes { get; init; }
+    /// <summary>Multicast channels opened, and their members' joins and leaves (every membership ends with a leave).</summary>
+    public int MulticastChannels { get; init; }
+    public long MulticastJoins { get; init; }
+    public long MulticastLeaves { get; init; }
 }

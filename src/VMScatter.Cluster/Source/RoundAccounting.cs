@@ -12,6 +12,9 @@ public sealed record SenderCounters(long BytesSent, long FramesSent, long Conten
     public long MulticastNacks { get; init; }
     public long MulticastRepairs { get; init; }
     public long MulticastRepairBytes { get; init; }
+    public int MulticastChannels { get; init; }
+    public long MulticastJoins { get; init; }
+    public long MulticastLeaves { get; init; }
 }
 
 /// <summary>
@@ -104,5 +107,6 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterM
     {
         TransportUsed = sent.TransportUsed, TransportFallback = sent.TransportFallback,
         MulticastNacks = sent.MulticastNacks, MulticastRepairs = sent.MulticastRepairs, MulticastRepairBytes = sent.MulticastRepairBytes,
+        MulticastChannels = sent.MulticastChannels, MulticastJoins = sent.MulticastJoins, MulticastLeaves = sent.MulticastLeaves,
     };
 }

@@ -322,10 +322,12 @@ public sealed partial class SourceMigrationActor
         Timers.Cancel("progress");
         var transferred = _transferred.Order().ToArray();
         var channel = _sender!.ChannelStats;
+        var moves = _sender.ChannelMoves;
         var sent = new SenderCounters(_sender.BytesSent, _sender.FramesSent, _sender.ContentRecordsSent, _sender.ContentRawBytes, _sender.ContentEncodedBytes, _sender.MapRecordsSent, _sender.ContentsWithdrawn)
         {
             TransportUsed = _sender.TransportUsed.ToName(), TransportFallback = _sender.TransportFallback,
             MulticastNacks = channel?.Nacks ?? 0, MulticastRepairs = channel?.Repairs ?? 0, MulticastRepairBytes = channel?.RepairBytes ?? 0,
+            MulticastChannels = moves.Channels, MulticastJoins = moves.Joins, MulticastLeaves = moves.Leaves,
         };
         _scheduler.Tell(new TransferCompleted(_migrationId, Digests(transferred), PausedAt(transferred), _account.Stats(sent, _shardCounters, _waves.Count(w => w.Vms.Count > 0), _round)));
         Become(HandingOver);

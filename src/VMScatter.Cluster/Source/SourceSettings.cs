@@ -61,6 +61,7 @@ public static class DataPlaneSettings
             Group = group,
             PortBase = config.GetInt($"{at}.port-base"),
             Ports = config.GetInt($"{at}.ports"),
+            Channels = config.GetInt($"{at}.channels"),
             Interface = local,
             MaxMessageBytes = (int)(config.GetByteSize($"{at}.max-message") ?? throw new ConfigurationException($"{at}.max-message missing")),
             ReceiverTimeout = config.GetTimeSpan($"{at}.receiver-timeout"),

@@ -39,6 +39,9 @@ public sealed class MulticastSender : IAsyncDisposable
     private ulong _next;
     private long _windowBytes;
     private ulong _control;
+    // Every receiver was heard from once (it joined the group): until then the stream waits, so a member that is told to
+    // join over TCP while the channel is already in use does not start with a gap to repair.
+    private bool _joined;
     private TaskCompletionSource _progress = NewSignal();
     private long _datagrams, _bytes, _repairsSent, _repairBytes, _nacks, _rejected;
 
@@ -124,7 +127,7 @@ public sealed class MulticastSender : IAsyncDisposable
 
     private double Now => _clock.Elapsed.TotalSeconds;
 
-    /// <summary>Sends one message (at most <see cref="MulticastOptions.MaxMessageBytes"/>) as the stream's next datagram; waits while the window is full.</summary>
+    /// <summary>Sends one message (at most <see cref="MulticastOptions.MaxMessageBytes"/>) as the stream's next datagram; waits until every receiver was heard from (joined), and while the window is full.</summary>
     public async ValueTask SendAsync(ReadOnlyMemory<byte> message, CancellationToken cancellationToken)
     {
         if (message.Length > _options.MaxMessageBytes) throw new ArgumentException($"message of {message.Length} bytes exceeds {_options.MaxMessageBytes}", nameof(message));
@@ -132,19 +135,24 @@ public sealed class MulticastSender : IAsyncDisposable
         while (true)
         {
             Task wait;
+            int[] dropped;
+            bool sent = false;
             lock (_gate)
             {
-                DropSilent();
-                if (_windowBytes + datagram.Length <= _options.WindowBytes || _window.Count == 0)
+                dropped = DropSilent();
+                _joined = _joined || _peers.Values.All(p => p.AnyFeedback);
+                if (_joined && (_windowBytes + datagram.Length <= _options.WindowBytes || _window.Count == 0))
                 {
                     ulong seq = _next++;
                     FrameCodec.Encode(FrameType.ChannelData, _migrationId, seq, message.Span, _key, datagram);
                     _window[seq] = datagram;
                     _windowBytes += datagram.Length;
-                    break;
+                    sent = true;
                 }
                 wait = _progress.Task;
             }
+            Dropped(dropped);
+            if (sent) break;
             await WaitProgressAsync(wait, cancellationToken).ConfigureAwait(false);
         }
         // From here the message is the stream's: if the send is cancelled, receivers find the gap and it is repaired
@@ -171,12 +179,16 @@ public sealed class MulticastSender : IAsyncDisposable
         while (true)
         {
             Task wait;
+            int[] dropped;
+            int[]? done;
             lock (_gate)
             {
-                DropSilent();
-                if (_peers.Values.All(p => p.Acked >= count && p.Round >= round)) return _dropped.ToArray();
+                dropped = DropSilent();
+                done = _peers.Values.All(p => p.Acked >= count && p.Round >= round) ? _dropped.ToArray() : null;
                 wait = _progress.Task;
             }
+            Dropped(dropped);
+            if (done is not null) return done;
             await SendDatagramAsync(datagram, repair: false, cancellationToken).ConfigureAwait(false);
             await WaitProgressAsync(wait, cancellationToken).ConfigureAwait(false);
         }
@@ -200,19 +212,29 @@ public sealed class MulticastSender : IAsyncDisposable
         }
     }
 
-    /// <summary>Under the gate: receivers silent past the timeout leave the channel (and stop holding the window).</summary>
-    private void DropSilent()
+    /// <summary>
+    /// Under the gate: receivers silent past the timeout leave the channel (and stop holding the window). Returns them,
+    /// for <see cref="Dropped"/> once the gate is released (a handler may take other channels' gates).
+    /// </summary>
+    private int[] DropSilent()
     {
         double now = Now;
+        List<int>? dropped = null;
         foreach (var (id, peer) in _peers.ToArray())
         {
             if (now - peer.HeardAt < _options.ReceiverTimeout.TotalSeconds) continue;
             _peers.Remove(id);
             _dropped.Add(id);
-            ReceiverDropped?.Invoke(id);
+            (dropped ??= new()).Add(id);
             Release();
             Signal();
         }
+        return dropped?.ToArray() ?? [];
+    }
+
+    private void Dropped(int[] receivers)
+    {
+        foreach (int r in receivers) ReceiverDropped?.Invoke(r);
     }
 
     /// <summary>Under the gate: datagrams every receiver holds are forgotten.</summary>

@@ -24,12 +24,10 @@ namespace VMScatter.DataPlane.Source;
 /// Content for a group goes only to its hosts still reachable, so a relay chain skips a lost host.
 /// Every frame is sealed under its addressee's own key (<see cref="DataPlaneKeys.ForTarget"/>), a relay chain's content
 /// batch under its first host's: no target holds a key that opens frames for another.
-/// With <see cref="GroupTransport.Multicast"/> the content batches go once on the migration's reliable multicast channel
-/// instead (each with the source's tag for every member, under that member's own key), and the round's TCP frames after
-/// them (withdrawn, device state, round ends) only once every member holds them (<see cref="MulticastSender.EndRoundAsync"/>);
-/// a member the channel drops is a failed target. Targets that are not members (added later, or done) get content by TCP.
+/// With <see cref="GroupTransport.Multicast"/> the content batches go once on one of the migration's reliable multicast
+/// channels instead (DataPlaneSender.Channels.cs).
 /// </summary>
-public sealed class DataPlaneSender : IAsyncDisposable
+public sealed partial class DataPlaneSender : IAsyncDisposable
 {
     private readonly Guid _migrationId;
     // The migration's master secret: each target's frames are sealed under that target's key, derived from it.
@@ -54,11 +52,6 @@ public sealed class DataPlaneSender : IAsyncDisposable
     private long _skipped;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _failures = new();
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
-    // The multicast channel (null: not multicast, or it could not be set up) and its members (targets still on it).
-    private MulticastSender? _channel;
-    private long _channelMembers;
-    private bool _channelTried;
-    private int _channelMessagesThisRound;
     private GroupTransport _transportUsed;
 
     /// <param name="masterSecret">The migration's master secret (<see cref="DataPlaneKeys"/>); targets get only keys derived from it.</param>
@@ -76,7 +69,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
     }
 
     /// <summary>Data-plane bytes the source put on its link: TCP frames and, with multicast, the channel's datagrams (repairs and round ends included).</summary>
-    public long BytesSent => Interlocked.Read(ref _bytesSent) + (_channel?.Stats.Bytes ?? 0);
+    public long BytesSent => Interlocked.Read(ref _bytesSent) + ChannelBytes;
 
     /// <summary>The transport content actually goes by: <see cref="DataPlaneOptions.Transport"/>, or the relay chain when the multicast channel could not be set up.</summary>
     public GroupTransport TransportUsed => _transportUsed;
@@ -84,10 +77,6 @@ public sealed class DataPlaneSender : IAsyncDisposable
     /// <summary>Why multicast was asked for and not used (the channel could not be set up), or null.</summary>
     public string? TransportFallback { get; private set; }
 
-    /// <summary>The multicast channel's sender counters (NACKs, repairs), or null without a channel.</summary>
-    public MulticastSenderStats? ChannelStats => _channel?.Stats;
-
-    private ulong ChannelMembers => (ulong)Interlocked.Read(ref _channelMembers);
     public long FramesSent => Interlocked.Read(ref _framesSent);
     public long ContentRecordsSent => Interlocked.Read(ref _contentRecords);
     public long ContentRawBytes => Interlocked.Read(ref _contentRawBytes);
@@ -109,18 +98,6 @@ public sealed class DataPlaneSender : IAsyncDisposable
         Skip(target);
         LeaveChannel(1UL << target);
         _clients[target]?.Dispose();
-    }
-
-    /// <summary>
-    /// These targets leave the multicast channel (their part is over, or they are lost): the channel no longer waits for
-    /// them. Content for them, should they receive again, goes by TCP.
-    /// </summary>
-    public void LeaveChannel(ulong targets)
-    {
-        long seen;
-        do seen = Interlocked.Read(ref _channelMembers);
-        while (Interlocked.CompareExchange(ref _channelMembers, seen & ~(long)targets, seen) != seen);
-        foreach (int t in Targets((ulong)seen & targets)) _channel?.Remove(t);
     }
 
     private void Skip(int target)
@@ -159,53 +136,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
     public async Task ConnectAsync(CancellationToken cancellationToken)
     {
         await Task.WhenAll(Enumerable.Range(0, TargetCount).Where(t => !IsSkipped(t) && _clients[t] is null).Select(t => ConnectAsync(t, cancellationToken))).ConfigureAwait(false);
-        if (_options.Transport == GroupTransport.Multicast && !_channelTried)
-        {
-            _channelTried = true;
-            await OpenChannelAsync(cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>
-    /// Sets up the migration's multicast channel (its sockets in this host's namespace, on its data-plane address) with the
-    /// targets connected now as members, and tells each on its connection to join. If the channel cannot be set up, the
-    /// migration goes by the relay chain (<see cref="TransportFallback"/> says why).
-    /// </summary>
-    private async Task OpenChannelAsync(CancellationToken cancellationToken)
-    {
-        var settings = _options.Multicast;
-        ulong members = 0;
-        for (int t = 0; t < TargetCount; t++)
-            if (!IsSkipped(t) && _clients[t] is not null) members |= 1UL << t;
-        try
-        {
-            if (settings.Problem() is { } bad) throw new ArgumentException(bad);
-            if (members == 0) throw new InvalidOperationException("no target is connected");
-            // The host's data-plane address: the one its connections to the targets leave from.
-            var local = settings.Interface ?? ((IPEndPoint)_clients[BitOperations.TrailingZeroCount(members)]!.Client.LocalEndPoint!).Address;
-            if (local.IsIPv4MappedToIPv6) local = local.MapToIPv4(); // a dual-mode socket's view of an IPv4 connection
-            var group = settings.GroupFor(_migrationId);
-            var options = settings.ToOptions(group, local, settings.MaxMessageBytes, _options.LinkBitsPerSecond, seed: 1);
-            var key = DataPlaneKeys.ForChannel(_master, _migrationId);
-            _channel = _options.Place.Create(() => new MulticastSender(_migrationId, key, 0, Targets(members), options, _egress));
-        }
-        catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException)
-        {
-            TransportFallback = $"multicast channel not set up ({e.Message}): content goes by the relay chain";
-            _transportUsed = GroupTransport.RelayChain;
-            return;
-        }
-        Interlocked.Exchange(ref _channelMembers, (long)members);
-        _channel.ReceiverDropped += t => TargetFailed(t, $"target {t} at {_targets[t]} left the multicast channel: no acknowledgement for {settings.ReceiverTimeout.TotalSeconds:0.#} s");
-        var open = Records.WriteChannelOpen(new ChannelOpen(0, _channel.Group, _channel.FeedbackEndPoint, settings.MaxMessageBytes));
-        foreach (int t in Targets(members))
-        {
-            try { await WriteDirectAsync(t, FrameType.ChannelOpen, open, cancellationToken).ConfigureAwait(false); }
-            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException && !cancellationToken.IsCancellationRequested)
-            {
-                TargetFailed(t, $"writing to target {t} at {_targets[t]}: {e.Message}");
-            }
-        }
+        if (_options.Transport == GroupTransport.Multicast) await OpenFirstChannelAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private async Task ConnectAsync(int t, CancellationToken cancellationToken)
@@ -299,7 +230,7 @@ public sealed class DataPlaneSender : IAsyncDisposable
         // the content in the first of them, instead of storing every content and copying it out afterwards.
         for (int t = 0; t < targets; t++)
             if (!IsSkipped(t)) await SendMapsAsync(round.Round, t, round.MapsByTarget[t], cancellationToken).ConfigureAwait(false);
-        _channelMessagesThisRound = 0;
+        await BeginChannelRoundAsync(round, cancellationToken).ConfigureAwait(false);
         var expected = new int[targets];
         var withdrawn = new List<long>[targets];
         for (int t = 0; t < withdrawn.Length; t++) withdrawn[t] = new();
@@ -312,11 +243,9 @@ public sealed class DataPlaneSender : IAsyncDisposable
             int sent = await SendGroupAsync(round.Round, round.Final, reachable, contents, withdrawn, cancellationToken).ConfigureAwait(false);
             foreach (int t in Targets(reachable.TargetMask)) expected[t] += sent;
         }
-        // The round's ends go only once every member holds every content batch the channel carried (a member dropped
+        // The round's ends go only once every member holds every content batch the channels carried (a member dropped
         // meanwhile is a failed target, skipped below).
-        if (_channel is not null && _channelMessagesThisRound > 0)
-            await OnChannelWithinAsync(_options.RoundTimeout, "did not hold the round's multicast datagrams",
-                token => _channel.EndRoundAsync(round.Round, token), cancellationToken).ConfigureAwait(false);
+        await EndChannelRoundAsync(round.Round, cancellationToken).ConfigureAwait(false);
         for (int t = 0; t < targets; t++)
             if (!IsSkipped(t)) await SendWithdrawnAsync(round.Round, t, withdrawn[t], cancellationToken).ConfigureAwait(false);
         foreach (var device in round.DeviceStates)
@@ -391,16 +320,9 @@ public sealed class DataPlaneSender : IAsyncDisposable
 
     private async Task SendContentPayloadAsync(int round, ulong mask, byte[] payload, int length, int count, CancellationToken cancellationToken)
     {
-        if (_transportUsed == GroupTransport.Multicast && _channel is not null)
-        {
-            // Once on the channel to its members with a tag each; by TCP to any host of the group that is not a member.
-            ulong onChannel = mask & ChannelMembers & ~Skipped;
-            if (BitOperations.PopCount(onChannel) > 1)
-            {
-                await SendOnChannelAsync(round, onChannel, payload, length, count, cancellationToken).ConfigureAwait(false);
-                mask &= ~onChannel;
-            }
-        }
+        if (_transportUsed == GroupTransport.Multicast)
+            // Once on a channel to its members with a tag each; by TCP to any host of the group that is not on one.
+            mask &= ~await SendOnChannelAsync(round, mask, payload, length, count, cancellationToken).ConfigureAwait(false);
         else if (_transportUsed == GroupTransport.RelayChain)
         {
             Records.WriteContentBatchHeader(payload, round, mask, count);
@@ -414,46 +336,6 @@ public sealed class DataPlaneSender : IAsyncDisposable
         {
             Records.WriteContentBatchHeader(payload, round, 1UL << t, count);
             await SendFrameAsync(t, FrameType.ContentBatch, payload.AsMemory(0, length), cancellationToken, contentRecords: count).ConfigureAwait(false);
-        }
-    }
-
-    private async Task SendOnChannelAsync(int round, ulong members, byte[] payload, int length, int count, CancellationToken cancellationToken)
-    {
-        var message = new byte[Records.ChannelContentHeader + length + Records.ChannelTagsSize(members)];
-        ulong sequence = NextSequence();
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(message, sequence);
-        payload.AsSpan(0, length).CopyTo(message.AsSpan(Records.ChannelContentHeader));
-        var signed = message.AsSpan(Records.ChannelContentHeader, length);
-        Records.WriteContentBatchHeader(signed, round, members, count);
-        WriteSourceTags(Targets(members), sequence, signed, message.AsSpan(Records.ChannelContentHeader + length));
-        // A full window waits for the slowest member's acknowledgements: one that stays behind this long is lost.
-        await OnChannelWithinAsync(_options.WriteTimeout, "held the multicast window", async token => await _channel!.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
-        _channelMessagesThisRound++;
-        Interlocked.Add(ref _contentRecords, count);
-    }
-
-    /// <summary>
-    /// Runs a channel step that waits on its members; when it has not finished within <paramref name="limit"/>, the member
-    /// furthest behind (alive: the channel drops silent ones itself) is a failed target, it leaves the channel, and the
-    /// step goes on with the others for another bound.
-    /// </summary>
-    private async Task OnChannelWithinAsync(TimeSpan limit, string why, Func<CancellationToken, Task> step, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            bounded.CancelAfter(limit);
-            try
-            {
-                await step(bounded.Token).ConfigureAwait(false);
-                return;
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                var behind = _channel!.Behind();
-                foreach (int t in behind) TargetFailed(t, $"target {t} at {_targets[t]} {why} for {limit.TotalSeconds:0.#} s");
-                if (behind.Count == 0) throw new TimeoutException($"the multicast channel made no progress for {limit.TotalSeconds:0.#} s with every member caught up");
-            }
         }
     }
 
@@ -544,6 +426,6 @@ public sealed class DataPlaneSender : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         foreach (var c in _clients) c?.Dispose();
-        if (_channel is not null) await _channel.DisposeAsync().ConfigureAwait(false);
+        await DisposeChannelsAsync().ConfigureAwait(false);
     }
 }

@@ -62,11 +62,12 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     private bool _failed;
     private bool _closed;
     private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn, _staleFrames;
-    // The migration's multicast channel, once the source said to join it (ChannelOpen); content batches of groups this
-    // host is in come on it, each with the source's tag for this host.
-    private MulticastReceiver? _channel;
-    private bool _channelOpened;
-    private long _channelIgnored, _channelRejected;
+    // The migration's multicast channels this host is on (the source says join, ChannelOpen, and leave, ChannelLeave);
+    // content batches of groups this host is in come on them, each with the source's tag for this host. A channel is
+    // joined at most once: one left stays left.
+    private readonly Dictionary<int, MulticastReceiver> _channels = new();
+    private readonly HashSet<int> _channelsOpened = new();
+    private long _channelIgnored, _channelRejected, _channelLeaves;
 
     public MigrationReceiver(Guid migrationId, ReceiverKeys keys, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
@@ -132,8 +133,23 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     /// <summary>Channel content batches refused (a wrong tag, a replay, a malformed batch): each fails the migration here.</summary>
     public long ChannelBatchesRejected => Interlocked.Read(ref _channelRejected);
 
-    /// <summary>The channel receiver's counters, or null before it joined.</summary>
-    public MulticastReceiverStats? ChannelStats => _channel?.Stats;
+    /// <summary>The counters of the channels this host is on now, summed; null when it is on none.</summary>
+    public MulticastReceiverStats? ChannelStats
+    {
+        get
+        {
+            MulticastReceiverStats[] each;
+            lock (_gate) each = _channels.Values.Select(c => c.Stats).ToArray();
+            return each.Length == 0 ? null : each.Aggregate((a, b) => new(a.Datagrams + b.Datagrams, a.InjectedDrops + b.InjectedDrops, a.Rejected + b.Rejected,
+                a.Duplicates + b.Duplicates, a.Nacks + b.Nacks, a.Acks + b.Acks, a.Delivered + b.Delivered, Math.Min(a.RoundsComplete, b.RoundsComplete)));
+        }
+    }
+
+    /// <summary>Channels joined and left so far (what the source told this host to do, done).</summary>
+    public (int Joined, long Left) ChannelMoves
+    {
+        get { lock (_gate) return (_channelsOpened.Count, Interlocked.Read(ref _channelLeaves)); }
+    }
 
     /// <summary>Frames of a round the source gave up (sent again under a later number): dropped.</summary>
     public long StaleFrames => Interlocked.Read(ref _staleFrames);
@@ -218,6 +234,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         _options.Metrics?.FrameReceived(frame.Length);
         ulong relayMask = 0;
         ChannelOpen? join = null;
+        MulticastReceiver? left = null;
         try
         {
             // KeyFor let it in; this holds even for a caller that did not ask it.
@@ -239,9 +256,14 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                     case FrameType.ChannelOpen:
                         var open = Records.ReadChannelOpen(payload);
                         if (_keys.Channel is null) throw new FrameRejectedException("told to join a multicast channel without its key");
-                        if (_channelOpened) throw new FrameRejectedException("told to join the multicast channel twice");
-                        _channelOpened = true;
+                        if (!_channelsOpened.Add(open.Channel)) throw new FrameRejectedException($"told to join multicast channel {open.Channel} twice");
                         join = open;
+                        break;
+                    case FrameType.ChannelLeave:
+                        int leave = Records.ReadChannelLeave(payload);
+                        if (!_channelsOpened.Contains(leave)) throw new FrameRejectedException($"told to leave multicast channel {leave}, never joined");
+                        // A join that failed (the migration failed here) or a channel left already: nothing to leave.
+                        if (_channels.Remove(leave, out left)) Interlocked.Increment(ref _channelLeaves);
                         break;
                     default: throw new FrameRejectedException($"a {header.Type} frame does not belong on a connection");
                 }
@@ -255,6 +277,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         }
         if (relayMask != 0) await RelayAsync(relayMask, header, payload).ConfigureAwait(false);
         if (join is { } channel) JoinChannel(channel);
+        if (left is not null) await left.DisposeAsync().ConfigureAwait(false);
     }
 
     /// <summary>
@@ -278,7 +301,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         lock (_gate)
         {
             closed = _closed;
-            if (!closed) _channel = receiver;
+            if (!closed) _channels[open.Channel] = receiver;
         }
         if (closed) _ = receiver.DisposeAsync().AsTask();
     }
@@ -344,9 +367,13 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         Relay[] relays;
         lock (_relays) relays = _relays.Values.ToArray();
         foreach (var relay in relays) await relay.CloseAsync().ConfigureAwait(false);
-        MulticastReceiver? channel;
-        lock (_gate) channel = _channel;
-        if (channel is not null) await channel.DisposeAsync().ConfigureAwait(false);
+        MulticastReceiver[] channels;
+        lock (_gate)
+        {
+            channels = _channels.Values.ToArray();
+            _channels.Clear();
+        }
+        foreach (var channel in channels) await channel.DisposeAsync().ConfigureAwait(false);
         _outcomes.Writer.TryComplete();
     }
 

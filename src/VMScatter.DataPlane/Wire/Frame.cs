@@ -31,10 +31,12 @@ public enum FrameType : byte
     /// <summary>Multicast channel, receiver → sender: data datagrams it misses.</summary>
     ChannelNack = 10,
     /// <summary>
-    /// On a target's TCP connection, from the source: join the migration's multicast channel (group, the sender's
-    /// feedback endpoint, message size); the round's content batches for groups with several members come on it.
+    /// On a target's TCP connection, from the source: join one of the migration's multicast channels (its number, group,
+    /// the sender's feedback endpoint, message size); content batches for groups with several members come on them.
     /// </summary>
     ChannelOpen = 11,
+    /// <summary>On a target's TCP connection, from the source: leave a multicast channel (its part on it is over).</summary>
+    ChannelLeave = 12,
 }
 
 /// <summary>

@@ -106,6 +106,23 @@ public static class Records
         return p;
     }
 
+    public static byte[] WriteChannelLeave(int channel)
+    {
+        var p = new byte[4];
+        BinaryPrimitives.WriteInt32BigEndian(p, channel);
+        return p;
+    }
+
+    /// <summary>The channel a ChannelLeave names; <see cref="FrameRejectedException"/> for anything but one channel number in range.</summary>
+    public static int ReadChannelLeave(ReadOnlyMemory<byte> payload)
+    {
+        var r = new Reader(payload);
+        int channel = r.Int32();
+        r.End();
+        if (channel is < 0 or >= Multicast.MulticastSettings.MaxChannels) throw new FrameRejectedException($"channel {channel} outside 0..{Multicast.MulticastSettings.MaxChannels - 1}");
+        return channel;
+    }
+
     public static ChannelOpen ReadChannelOpen(ReadOnlyMemory<byte> payload)
     {
         var r = new Reader(payload);
@@ -116,7 +133,7 @@ public static class Records
         int feedbackPort = r.UInt16();
         int max = r.Int32();
         r.End();
-        if (channel < 0) throw new FrameRejectedException("negative channel");
+        if (channel is < 0 or >= Multicast.MulticastSettings.MaxChannels) throw new FrameRejectedException($"channel {channel} outside 0..{Multicast.MulticastSettings.MaxChannels - 1}");
         if ((group.GetAddressBytes()[0] & 0xF0) != 0xE0) throw new FrameRejectedException($"channel group {group} is not a multicast address");
         if (groupPort == 0 || feedbackPort == 0) throw new FrameRejectedException("channel port 0");
         if (max is < 1024 or > 65000) throw new FrameRejectedException($"channel message size {max} outside 1024..65000");

@@ -52,6 +52,13 @@ public sealed record MigrationReport
     public long MulticastNacks { get; init; }
     public long MulticastRepairs { get; init; }
     public long MulticastRepairBytes { get; init; }
+    /// <summary>
+    /// Multicast channels opened (each its own IP multicast group), and the joins and leaves their members made on the
+    /// wire: beside <see cref="GroupSwitches"/>, the schedule's figure for one group per set of hosts, and its lower bound.
+    /// </summary>
+    public int MulticastChannels { get; init; }
+    public long MulticastJoins { get; init; }
+    public long MulticastLeaves { get; init; }
     /// <summary>Rounds a VM went through: round 0, its wave's pre-copy rounds and its stop-and-copy round (the most of any VM).</summary>
     public required int Rounds { get; init; }
     /// <summary>Waves of the handover: target hosts whose VMs completed together, one after another (1: all at once).</summary>
