@@ -108,59 +108,160 @@ public class CliTests
     }
 
     /// <summary>
-    /// `migrate` follows its migration through a cluster client: while it runs the cluster's members are the three nodes
-    /// alone, and a `kill -9` of it downs nothing and stops nothing (the migration ends verified, as `status --follow`
-    /// and `show` report it).
+    /// scheduler-1, source-1 and target-1, each a `vmscatter node` process, as the console tests that need a running cluster
+    /// start it; disposing stops every node and removes its work directory.
+    /// </summary>
+    private sealed class ThreeNodeCluster : IAsyncDisposable
+    {
+        private readonly List<NodeProcess> _nodes = new();
+        private readonly string _work;
+
+        private ThreeNodeCluster(string work) => _work = work;
+
+        /// <summary>The scheduler's address, the cluster's seed.</summary>
+        public string Seed { get; private set; } = "";
+        /// <summary>target-1's own address: a seed that is no scheduler.</summary>
+        public string TargetSeed { get; private set; } = "";
+        public IReadOnlyList<NodeProcess> Nodes => _nodes;
+        public string Work => _work;
+
+        public static async Task<ThreeNodeCluster> StartAsync(int vms, long vmMemoryBytes, long capacityBytes, string rack)
+        {
+            var cluster = new ThreeNodeCluster(Directory.CreateTempSubdirectory("vmscatter-console-").FullName);
+            try
+            {
+                int port = NodeProcess.FreePort();
+                cluster.Seed = $"127.0.0.1:{port}";
+                var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1", "--journal", Path.Combine(cluster._work, "journal.db"));
+                cluster._nodes.Add(scheduler);
+                await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
+                cluster._nodes.Add(NodeProcess.Start("source-1", "--role", "source", "--seeds", cluster.Seed, "--host-id", "source-1", "--vms", vms.ToString(), "--vm-memory", $"{vmMemoryBytes >> 20}MiB"));
+                int targetPort = NodeProcess.FreePort();
+                cluster.TargetSeed = $"127.0.0.1:{targetPort}";
+                cluster._nodes.Add(NodeProcess.Start("target-1", "--role", "target", "--seeds", cluster.Seed, "--host-id", "target-1", "--port", targetPort.ToString(), "--capacity", $"{capacityBytes >> 20}MiB", "--rack", rack));
+                foreach (var n in cluster._nodes.Skip(1)) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up"), TimeSpan.FromSeconds(60));
+                return cluster;
+            }
+            catch
+            {
+                await cluster.DisposeAsync();
+                throw;
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var n in _nodes) await n.DisposeAsync();
+            try { Directory.Delete(_work, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// The console never joins the cluster, against one cluster (its start-up is most of the time) in two parts.
+    /// 1. status, list and show answer it: a detached `migrate` of vm-000 and vm-001 followed by another console process,
+    ///    then status (asked of a non-scheduler node), list, show, cancel.
+    /// 2. `migrate` follows its migration (vm-002 and vm-003, on a paced link) through a cluster client: while it runs the
+    ///    cluster's members are the three nodes alone, and a `kill -9` of it downs nothing and stops nothing (the migration
+    ///    ends verified, as `status --follow` and `show` report it).
     /// </summary>
     [Fact]
-    public async Task Migrate_is_no_member_and_killing_it_stops_neither_the_cluster_nor_the_migration()
+    public async Task Status_list_show_and_migrate_are_no_members_and_killing_migrate_stops_neither_the_cluster_nor_the_migration()
     {
-        var work = Directory.CreateTempSubdirectory("vmscatter-migrate-client-").FullName;
-        var nodes = new List<NodeProcess>();
-        try
-        {
-            int port = NodeProcess.FreePort();
-            string seed = $"127.0.0.1:{port}";
-            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1", "--journal", Path.Combine(work, "journal.db"));
-            nodes.Add(scheduler);
-            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
-            var workers = new[]
-            {
-                NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "2", "--vm-memory", "16MiB"),
-                NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--capacity", "64MiB"),
-            };
-            nodes.AddRange(workers);
-            foreach (var n in workers) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up"), TimeSpan.FromSeconds(60));
+        const long vmMemory = 16L << 20, capacity = 128L << 20;
+        await using var cluster = await ThreeNodeCluster.StartAsync(vms: 4, vmMemory, capacity, rack: "rack-a");
+        string seed = cluster.Seed;
 
-            // A paced link: the transfer lasts long enough to look at the cluster while it runs.
-            var migrate = NodeProcess.StartCommand("migrate", "migrate", "--seeds", seed, "--link-rate", "16Mbit", "--max-rounds", "2", "--wait-seconds", "60");
-            nodes.Add(migrate);
+        // Part 1: status, list and show answer a console that never joins the cluster.
+        // Submitted detached (the id is all it prints), followed to its report by another console process.
+        var detached = await Run("migrate", "--seeds", seed, "--vm", "vm-000", "vm-001", "--detach", "--wait-seconds", "30");
+        Assert.True(detached.Exit == 0, detached.Out + detached.Err);
+        string id = detached.Out.Trim();
+        Assert.True(Guid.TryParse(id, out _), detached.Out);
+        var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
+        Assert.True(followed.Exit == 0, followed.Out + followed.Err);
+        var report = MigrationReport.FromJson(followed.Out);
+        Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+        Assert.Equal(["vm-000", "vm-001"], report.PerVm.Select(v => v.Id).Order(StringComparer.Ordinal));
+
+        // The console asks a non-scheduler node's receptionist: any member answers for the cluster.
+        var status = await Run("status", "--seeds", cluster.TargetSeed, "--json");
+        Assert.True(status.Exit == 0, status.Out + status.Err);
+        using (var doc = System.Text.Json.JsonDocument.Parse(status.Out))
+        {
+            var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray()
+                .Where(m => !m.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "console")).ToArray();
+            Assert.Equal(["scheduler", "source", "target"], members.SelectMany(m => m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()!)).Order(StringComparer.Ordinal));
+            Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean() && m.GetProperty("status").GetString() == "Up"));
+            var hosts = doc.RootElement.GetProperty("scheduler").GetProperty("hosts").EnumerateArray().ToArray();
+            Assert.Equal(["source-1", "target-1"], hosts.Select(h => h.GetProperty("hostId").GetString()));
+            Assert.Equal((capacity, "rack-a"), (hosts[1].GetProperty("capacityBytes").GetInt64(), hosts[1].GetProperty("rack").GetString()));
+            // Both selected VMs moved: 2 of the 4 left on the source, their memory taken on the target.
+            Assert.Equal(4 - 2, hosts[0].GetProperty("vms").GetInt32());
+            Assert.Equal(capacity - 2 * vmMemory, hosts[1].GetProperty("freeBytes").GetInt64());
+            Assert.Empty(doc.RootElement.GetProperty("scheduler").GetProperty("migrations").EnumerateArray());
+        }
+
+        var list = await Run("list", "--seeds", seed, "--json");
+        Assert.True(list.Exit == 0, list.Out + list.Err);
+        using (var doc = System.Text.Json.JsonDocument.Parse(list.Out))
+        {
+            var listed = Assert.Single(doc.RootElement.EnumerateArray().ToArray());
+            Assert.Equal(report.MigrationId, listed.GetProperty("migrationId").GetString());
+            Assert.Equal(("Completed", 2, true), (listed.GetProperty("phase").GetString(), listed.GetProperty("vms").GetInt32(), listed.GetProperty("verified").GetBoolean()));
+            Assert.Equal(report.BytesSent, listed.GetProperty("bytesSent").GetInt64());
+            Assert.Equal(["target-1"], listed.GetProperty("targets").EnumerateArray().Select(t => t.GetString()));
+        }
+
+        var show = await Run("show", report.MigrationId, "--seeds", seed, "--json");
+        Assert.True(show.Exit == 0, show.Out + show.Err);
+        var shown = MigrationReport.FromJson(show.Out);
+        Assert.Equal((report.MigrationId, report.BytesSent, report.Verified), (shown.MigrationId, shown.BytesSent, shown.Verified));
+        // The scheduler kept what it saw over time: `show --plot` draws the timeline from the report alone.
+        Assert.NotEmpty(shown.Timeline.Samples);
+        Assert.Equal(shown.PerVm.Select(v => v.Id).Order(), shown.Timeline.Handovers.Select(h => h.Vm).Order());
+        string png = Path.Combine(cluster.Work, "shown.png");
+        var drawn = await Run("show", report.MigrationId, "--seeds", seed, "--plot", png);
+        Assert.True(drawn.Exit == 0, drawn.Out + drawn.Err);
+        Assert.Contains($"timeline drawn to {png}", drawn.Out);
+        Assert.DoesNotContain("did not see it run", drawn.Out);
+        PlotTests.AssertPng(png, Cli.View.TimelinePlot.Width, Cli.View.TimelinePlot.Height);
+
+        AssertOneLineError(await Run("cancel", report.MigrationId, "--seeds", seed), $"migration {report.MigrationId} has already ended (completed)");
+        AssertOneLineError(await Run("show", "not-an-id", "--seeds", seed), "migration id 'not-an-id' is not a GUID");
+
+        // Part 2: `migrate` is no member, and killing it stops neither the cluster nor the migration.
+        // A paced link: the transfer lasts long enough to look at the cluster while it runs.
+        var migrate = NodeProcess.StartCommand("migrate", "migrate", "--seeds", seed, "--vm", "vm-002", "vm-003", "--link-rate", "16Mbit", "--max-rounds", "2", "--wait-seconds", "60");
+        await using (migrate)
+        {
             // The scheduler's events reach the console that is no member: its placement, then a round's progress.
             await migrate.WaitForLineAsync(l => l.StartsWith("placed ("), TimeSpan.FromSeconds(90));
             await migrate.WaitForLineAsync(l => l.StartsWith("round "), TimeSpan.FromSeconds(60));
 
             var during = await Run("status", "--seeds", seed, "--json");
             Assert.True(during.Exit == 0, during.Out + during.Err);
-            string id;
+            string killedId;
             using (var doc = System.Text.Json.JsonDocument.Parse(during.Out))
             {
                 var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray().ToArray();
                 Assert.Equal(["scheduler", "source", "target"], members.SelectMany(m => m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()!)).Order(StringComparer.Ordinal));
                 Assert.All(members, m => Assert.StartsWith("akka.tcp://vmscatter@", m.GetProperty("address").GetString()));
                 var running = Assert.Single(doc.RootElement.GetProperty("scheduler").GetProperty("migrations").EnumerateArray().ToArray());
-                id = running.GetProperty("migrationId").GetString()!;
+                killedId = running.GetProperty("migrationId").GetString()!;
             }
+            Assert.NotEqual(id, killedId);
 
             migrate.Kill();
             Assert.Equal(137, await migrate.WaitForExitAsync(TimeSpan.FromSeconds(10)));
 
-            var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
-            Assert.True(followed.Exit == 0, followed.Out + followed.Err);
-            var report = MigrationReport.FromJson(followed.Out);
-            Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
-            var show = await Run("show", id, "--seeds", seed, "--json");
-            Assert.True(show.Exit == 0, show.Out + show.Err);
-            Assert.Equal((id, true), (MigrationReport.FromJson(show.Out).MigrationId, MigrationReport.FromJson(show.Out).Verified));
+            var followedKilled = await Run("status", "--seeds", seed, "--follow", killedId, "--json");
+            Assert.True(followedKilled.Exit == 0, followedKilled.Out + followedKilled.Err);
+            var killedReport = MigrationReport.FromJson(followedKilled.Out);
+            Assert.Equal((killedId, 2, true), (killedReport.MigrationId, killedReport.Vms, killedReport.Verified));
+            Assert.Equal(["vm-002", "vm-003"], killedReport.PerVm.Select(v => v.Id).Order(StringComparer.Ordinal));
+            var showKilled = await Run("show", killedId, "--seeds", seed, "--json");
+            Assert.True(showKilled.Exit == 0, showKilled.Out + showKilled.Err);
+            Assert.Equal((killedId, true), (MigrationReport.FromJson(showKilled.Out).MigrationId, MigrationReport.FromJson(showKilled.Out).Verified));
 
             // Nothing went down with the console: the same three members, Up and reachable, and every node still runs.
             var after = await Run("status", "--seeds", seed, "--json");
@@ -170,13 +271,13 @@ public class CliTests
                 var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray().ToArray();
                 Assert.Equal(3, members.Length);
                 Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean() && m.GetProperty("status").GetString() == "Up", m.ToString()));
+                // All 4 VMs have now moved: none left on the source, the memory of all 4 taken on the target.
+                var hosts = doc.RootElement.GetProperty("scheduler").GetProperty("hosts").EnumerateArray().ToArray();
+                Assert.Equal(["source-1", "target-1"], hosts.Select(h => h.GetProperty("hostId").GetString()));
+                Assert.Equal(0, hosts[0].GetProperty("vms").GetInt32());
+                Assert.Equal(capacity - 4 * vmMemory, hosts[1].GetProperty("freeBytes").GetInt64());
             }
-            Assert.All(nodes.Where(n => n != migrate), n => Assert.False(n.HasExited, $"{n.Name} exited:\n{n.Output}"));
-        }
-        finally
-        {
-            foreach (var n in nodes) await n.DisposeAsync();
-            try { Directory.Delete(work, recursive: true); } catch (IOException) { }
+            Assert.All(cluster.Nodes, n => Assert.False(n.HasExited, $"{n.Name} exited:\n{n.Output}"));
         }
     }
 
@@ -225,87 +326,6 @@ public class CliTests
         // The stable field names of the report.
         foreach (var field in new[] { "\"vms\"", "\"targets\"", "\"guestBytes\"", "\"naiveBytes\"", "\"distinctPages\"", "\"zeroPages\"", "\"bytesSent\"", "\"bytesReceived\"", "\"verified\"", "\"totalSeconds\"", "\"id\"", "\"target\"", "\"digestMatched\"" })
             Assert.Contains(field, text);
-    }
-
-    [Fact]
-    public async Task Status_list_and_show_answer_a_console_that_never_joins_the_cluster()
-    {
-        var work = Directory.CreateTempSubdirectory("vmscatter-console-").FullName;
-        var nodes = new List<NodeProcess>();
-        try
-        {
-            int port = NodeProcess.FreePort();
-            string seed = $"127.0.0.1:{port}";
-            var scheduler = NodeProcess.Start("scheduler", "--role", "scheduler", "--port", port.ToString(), "--host-id", "scheduler-1", "--journal", Path.Combine(work, "journal.db"));
-            nodes.Add(scheduler);
-            await scheduler.WaitForLineAsync(l => l.StartsWith("node scheduler-1 up"), TimeSpan.FromSeconds(60));
-            nodes.Add(NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "2", "--vm-memory", "4MiB"));
-            int targetPort = NodeProcess.FreePort();
-            nodes.Add(NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--port", targetPort.ToString(), "--capacity", "64MiB", "--rack", "rack-a"));
-            foreach (var n in nodes.Skip(1)) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up"), TimeSpan.FromSeconds(60));
-
-            // Submitted detached (the id is all it prints), followed to its report by another console process.
-            var detached = await Run("migrate", "--seeds", seed, "--detach", "--wait-seconds", "30");
-            Assert.True(detached.Exit == 0, detached.Out + detached.Err);
-            string id = detached.Out.Trim();
-            Assert.True(Guid.TryParse(id, out _), detached.Out);
-            var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
-            Assert.True(followed.Exit == 0, followed.Out + followed.Err);
-            var report = MigrationReport.FromJson(followed.Out);
-            Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
-
-            // The console asks a non-scheduler node's receptionist: any member answers for the cluster.
-            string targetSeed = $"127.0.0.1:{targetPort}";
-            var status = await Run("status", "--seeds", targetSeed, "--json");
-            Assert.True(status.Exit == 0, status.Out + status.Err);
-            using (var doc = System.Text.Json.JsonDocument.Parse(status.Out))
-            {
-                var members = doc.RootElement.GetProperty("members").GetProperty("members").EnumerateArray()
-                    .Where(m => !m.GetProperty("roles").EnumerateArray().Any(r => r.GetString() == "console")).ToArray();
-                Assert.Equal(["scheduler", "source", "target"], members.SelectMany(m => m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()!)).Order(StringComparer.Ordinal));
-                Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean() && m.GetProperty("status").GetString() == "Up"));
-                var hosts = doc.RootElement.GetProperty("scheduler").GetProperty("hosts").EnumerateArray().ToArray();
-                Assert.Equal(["source-1", "target-1"], hosts.Select(h => h.GetProperty("hostId").GetString()));
-                Assert.Equal((64L << 20, "rack-a"), (hosts[1].GetProperty("capacityBytes").GetInt64(), hosts[1].GetProperty("rack").GetString()));
-                // Both 4 MiB VMs moved: none left on the source, their memory taken on the target.
-                Assert.Equal(0, hosts[0].GetProperty("vms").GetInt32());
-                Assert.Equal(56L << 20, hosts[1].GetProperty("freeBytes").GetInt64());
-                Assert.Empty(doc.RootElement.GetProperty("scheduler").GetProperty("migrations").EnumerateArray());
-            }
-
-            var list = await Run("list", "--seeds", seed, "--json");
-            Assert.True(list.Exit == 0, list.Out + list.Err);
-            using (var doc = System.Text.Json.JsonDocument.Parse(list.Out))
-            {
-                var listed = Assert.Single(doc.RootElement.EnumerateArray().ToArray());
-                Assert.Equal(report.MigrationId, listed.GetProperty("migrationId").GetString());
-                Assert.Equal(("Completed", 2, true), (listed.GetProperty("phase").GetString(), listed.GetProperty("vms").GetInt32(), listed.GetProperty("verified").GetBoolean()));
-                Assert.Equal(report.BytesSent, listed.GetProperty("bytesSent").GetInt64());
-                Assert.Equal(["target-1"], listed.GetProperty("targets").EnumerateArray().Select(t => t.GetString()));
-            }
-
-            var show = await Run("show", report.MigrationId, "--seeds", seed, "--json");
-            Assert.True(show.Exit == 0, show.Out + show.Err);
-            var shown = MigrationReport.FromJson(show.Out);
-            Assert.Equal((report.MigrationId, report.BytesSent, report.Verified), (shown.MigrationId, shown.BytesSent, shown.Verified));
-            // The scheduler kept what it saw over time: `show --plot` draws the timeline from the report alone.
-            Assert.NotEmpty(shown.Timeline.Samples);
-            Assert.Equal(shown.PerVm.Select(v => v.Id).Order(), shown.Timeline.Handovers.Select(h => h.Vm).Order());
-            string png = Path.Combine(work, "shown.png");
-            var drawn = await Run("show", report.MigrationId, "--seeds", seed, "--plot", png);
-            Assert.True(drawn.Exit == 0, drawn.Out + drawn.Err);
-            Assert.Contains($"timeline drawn to {png}", drawn.Out);
-            Assert.DoesNotContain("did not see it run", drawn.Out);
-            PlotTests.AssertPng(png, Cli.View.TimelinePlot.Width, Cli.View.TimelinePlot.Height);
-
-            AssertOneLineError(await Run("cancel", report.MigrationId, "--seeds", seed), $"migration {report.MigrationId} has already ended (completed)");
-            AssertOneLineError(await Run("show", "not-an-id", "--seeds", seed), "migration id 'not-an-id' is not a GUID");
-        }
-        finally
-        {
-            foreach (var n in nodes) await n.DisposeAsync();
-            try { Directory.Delete(work, recursive: true); } catch (IOException) { }
-        }
     }
 
     /// <summary>
