@@ -150,8 +150,7 @@ public class CodecAndFrameTests
         seeds.Add(device);
         seeds.Add(Records.WithdrawnPayload(1, 0, [6, 5]));
         seeds.Add(Records.WriteChannelOpen(new ChannelOpen(3, new System.Net.IPEndPoint(System.Net.IPAddress.Parse("239.255.90.4"), 46001), new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 5000), 8192)));
-        seeds.Add(Records.WriteChannelLeave(3));
-        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn, FrameType.ChannelOpen, FrameType.ChannelLeave };
+        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn, FrameType.ChannelOpen };
         int rejected = 0, accepted = 0;
         for (int i = 0; i < 20_000; i++)
         {
@@ -174,7 +173,6 @@ public class CodecAndFrameTests
                     case FrameType.DeviceState: Records.ReadDeviceState(body); break;
                     case FrameType.ContentsWithdrawn: Records.ReadWithdrawn(body); break;
                     case FrameType.ChannelOpen: Records.ReadChannelOpen(body); break;
-                    case FrameType.ChannelLeave: Records.ReadChannelLeave(body); break;
                 }
                 accepted++;
             }

@@ -54,7 +54,8 @@ public static class BenchCommand
         var plot = new Option<string?>("--plot") { Description = "Draw the methods side by side (data sent, total time, longest downtime) to FILE.png or FILE.svg" };
         var links = new Option<string>("--links") { Description = "modelled (one namespace; link bytes modelled) | real (as root: a network namespace per host on a bridge, links capped by tc, link bytes read from the kernel's counters)", DefaultValueFactory = _ => "modelled" };
         var transport = new Option<string?>("--transport") { Description = "multicast: also move the scenario by VMScatter over the multicast channel (a row of its own beside the relay chain)" };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport }) bench.Options.Add(o);
+        var loss = new Option<double[]>("--loss") { Description = "with --transport multicast: a multicast row per loss fraction, each receiver dropping that fraction of the datagrams, e.g. --loss 0.01 0.05", AllowMultipleArgumentsPerToken = true };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
             string? plotPath = parse.GetValue(plot);
@@ -74,6 +75,10 @@ public static class BenchCommand
                 GroupTransport.RelayChain => false,
                 var other => throw new UserError($"--transport {other.ToName()}: the scenario bench adds only a multicast row (fan-out is the baselines' transport)"),
             };
+            var losses = parse.GetValue(loss) ?? [];
+            if (losses.Length > 0 && !multicast) throw new UserError("--loss needs --transport multicast: loss is injected into the multicast receivers");
+            foreach (double l in losses)
+                if (l is <= 0 or > 0.5 || double.IsNaN(l)) throw new UserError(string.Create(CultureInfo.InvariantCulture, $"--loss {l}: a fraction in (0, 0.5]"));
             if (realLinks && Environment.UserName != "root") throw new UserError("--links real makes network namespaces, a bridge and tc qdiscs: run it as root");
             var runs = chosen.Select(s => vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s).ToArray();
             var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
@@ -83,7 +88,7 @@ public static class BenchCommand
                 if (lab is not null) Console.Error.WriteLine($"real links: {lab.Hosts.Count} hosts in network namespaces ({string.Join(", ", lab.Hosts.Select(h => h.Address))}), each capped at {LinkRate.Format(bits)} by tbf");
                 foreach (var run in runs)
                 {
-                    var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), lab, cancellationToken, multicast);
+                    var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), lab, cancellationToken, multicast, losses);
                     results.Add(result);
                     Render(result);
                 }
@@ -154,12 +159,18 @@ public static class BenchCommand
             .AddColumn(new TableColumn("less data").RightAligned()).AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
         bool measured = r.Runs.Any(x => x.MeasuredLinkBytes is not null);
         if (measured) table.AddColumn(new TableColumn("measured link bytes").RightAligned()).AddColumn(new TableColumn("less on the links").RightAligned());
+        bool multicast = r.Runs.Any(x => x.Multicast is not null);
+        if (multicast) table.AddColumn(new TableColumn("NACKs / repaired (overhead)").RightAligned()).AddColumn(new TableColumn("channels: joins + leaves (schedule, bound)").RightAligned());
         foreach (var x in r.Runs)
         {
             var cells = new List<string> { x.Method, ByteSize.Format(x.BytesSent), ByteSize.Format(x.LinkBytes), x.TotalSeconds.ToString("0.00", inv),
                 $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}", x.Rounds.ToString(inv) + (x.Converged ? "" : " (forced)"),
                 x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO" };
             if (measured) cells.AddRange([x.MeasuredLinkBytes is { } m ? ByteSize.Format(m) : "-", x.ReductionMeasuredLinkBytes?.ToString("P1", inv) ?? "-"]);
+            if (multicast)
+                cells.AddRange(x.Multicast is { } c
+                    ? [string.Create(inv, $"{c.Nacks:N0} / {c.Repairs:N0} ({c.RepairOverhead:P2})"), string.Create(inv, $"{c.Channels}: {c.Joins} + {c.Leaves} ({c.GroupSwitches}, {c.GroupSwitchesLowerBound})")]
+                    : ["-", "-"]);
             table.AddRow(cells.ToArray());
         }
         AnsiConsole.Write(table);

@@ -95,7 +95,12 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         {
             if (!_incoming.TryGetValue(m.MigrationId, out var inc)) return;
             inc.SourceMigration.Tell(new RoundApplied(m.MigrationId, inc.Receiver.SelfIndex, m.Outcome.Round, m.Outcome.Final, m.Outcome.Error));
-            if (m.Outcome.Error is not null) return;
+            if (m.Outcome.Error is not null)
+            {
+                // The source may have lost this host already (its connection closed first) and not say why: here it is said.
+                _log.Warning("Migration {0}: this host's data plane failed in round {1}: {2}", m.MigrationId, m.Outcome.Round, m.Outcome.Error);
+                return;
+            }
             if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc);
             // A final round is not necessarily the last: VMs re-placed here later arrive in rounds of their own.
             PumpOutcome(m.MigrationId, inc.Receiver);

@@ -15,8 +15,8 @@ namespace VMScatter.DataPlane.Source;
 /// A content batch goes once on the smallest channel holding its group's members, with the source's tag for each, under
 /// that member's own key; the round's TCP frames after the batches (withdrawn, device state, round ends) go only once every
 /// member holds them (<see cref="MulticastSender.EndRoundAsync"/>). A member a channel drops, or that does not catch up,
-/// is a failed target. A target whose part is over leaves every channel it is on (told so at the next round); targets
-/// added later are on no channel and get content by TCP.
+/// is a failed target. A target whose part is over leaves every channel it is on (the channels stop waiting for it, and
+/// its receiver closes its memberships as it closes); targets added later are on no channel and get content by TCP.
 /// </summary>
 public sealed partial class DataPlaneSender
 {
@@ -37,8 +37,6 @@ public sealed partial class DataPlaneSender
     // Targets on channels at all: those connected when channel 0 opened, until they leave.
     private long _channelMembers;
     private bool _channelTried;
-    // Told to leave, to be told at the next round (on the frame queue, in order with everything else): (target, channel).
-    private readonly List<(int Target, int Channel)> _pendingLeaves = new();
     private long _channelJoins, _channelLeaves;
 
     private ulong ChannelMembers => (ulong)Interlocked.Read(ref _channelMembers);
@@ -64,8 +62,9 @@ public sealed partial class DataPlaneSender
     }
 
     /// <summary>
-    /// Channels opened, and the joins and leaves of their members: a join per member told to join a channel, a leave per
-    /// member told to leave one, and, at the end, one per membership still open (the receiver closes it with the migration).
+    /// Channels opened, and the joins and leaves of their members: a join per member told to join a channel; a leave per
+    /// member that left one (its part over, or lost: its receiver closes its memberships) and, at the end, per membership
+    /// still open (closed with the migration).
     /// </summary>
     public (int Channels, long Joins, long Leaves) ChannelMoves
     {
@@ -73,14 +72,13 @@ public sealed partial class DataPlaneSender
         {
             lock (_channelGate)
                 return (_channels.Count, Interlocked.Read(ref _channelJoins),
-                    Interlocked.Read(ref _channelLeaves) + _pendingLeaves.Count + _channels.Sum(c => BitOperations.PopCount(c.Members)));
+                    Interlocked.Read(ref _channelLeaves) + _channels.Sum(c => BitOperations.PopCount(c.Members)));
         }
     }
 
     /// <summary>
     /// These targets leave the multicast channels (their part is over, or they are lost): the channels no longer wait for
-    /// them, and those still connected are told to leave at the next round. Content for them, should they receive again,
-    /// goes by TCP.
+    /// them. Content for them, should they receive again, goes by TCP.
     /// </summary>
     public void LeaveChannel(ulong targets)
     {
@@ -92,15 +90,12 @@ public sealed partial class DataPlaneSender
         {
             foreach (var slot in _channels)
             {
-                foreach (int t in Targets(slot.Members & targets))
-                {
-                    removed.Add((slot, t));
-                    if (!IsSkipped(t)) _pendingLeaves.Add((t, slot.Id));
-                }
+                foreach (int t in Targets(slot.Members & targets)) removed.Add((slot, t));
                 slot.Members &= ~targets;
             }
             _channelMasks = _channels.Select(c => c.Members).ToArray();
         }
+        Interlocked.Add(ref _channelLeaves, removed.Count);
         foreach (var (slot, t) in removed) slot.Sender.Remove(t);
     }
 
@@ -172,26 +167,17 @@ public sealed partial class DataPlaneSender
         Records.WriteChannelOpen(new ChannelOpen(slot.Id, slot.Sender.Group, slot.Sender.FeedbackEndPoint, _options.Multicast.MaxMessageBytes));
 
     /// <summary>
-    /// Before a round's content: members told to leave since the last round are told now, and the channels the plan
-    /// wants for this round's groups are opened (a channel that cannot be made leaves the pool as it is).
+    /// Before a round's content: the channels the plan wants for this round's groups are opened, their members told to
+    /// join on the frame queue (in order with the round's other frames); a channel that cannot be made leaves the pool as it is.
     /// </summary>
     private async Task BeginChannelRoundAsync(RoundTransfer round, CancellationToken cancellationToken)
     {
         if (_transportUsed != GroupTransport.Multicast) return;
-        (int Target, int Channel)[] leaves;
         ulong[] open;
         lock (_channelGate)
         {
             foreach (var slot in _channels) slot.MessagesThisRound = 0;
-            leaves = _pendingLeaves.ToArray();
-            _pendingLeaves.Clear();
             open = _channelMasks;
-        }
-        foreach (var (t, c) in leaves)
-        {
-            if (IsSkipped(t)) continue;
-            await SendFrameAsync(t, FrameType.ChannelLeave, Records.WriteChannelLeave(c), cancellationToken).ConfigureAwait(false);
-            Interlocked.Increment(ref _channelLeaves);
         }
         if (open.Length == 0) return;
         ulong eligible = ChannelMembers & ~Skipped;

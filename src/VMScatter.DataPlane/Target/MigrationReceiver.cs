@@ -62,12 +62,11 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     private bool _failed;
     private bool _closed;
     private long _bytesReceived, _bytesRelayed, _contentRecords, _contentsWithdrawn, _staleFrames;
-    // The migration's multicast channels this host is on (the source says join, ChannelOpen, and leave, ChannelLeave);
-    // content batches of groups this host is in come on them, each with the source's tag for this host. A channel is
-    // joined at most once: one left stays left.
+    // The migration's multicast channels this host is on (the source says join, ChannelOpen; each at most once), until the
+    // receiver closes; content batches of groups this host is in come on them, each with the source's tag for this host.
     private readonly Dictionary<int, MulticastReceiver> _channels = new();
     private readonly HashSet<int> _channelsOpened = new();
-    private long _channelIgnored, _channelRejected, _channelLeaves;
+    private long _channelIgnored, _channelRejected;
 
     public MigrationReceiver(Guid migrationId, ReceiverKeys keys, int selfIndex, IReadOnlyList<IPEndPoint> peers, IReadOnlyList<ReceiverVm> vms, DataPlaneOptions options)
     {
@@ -145,10 +144,10 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         }
     }
 
-    /// <summary>Channels joined and left so far (what the source told this host to do, done).</summary>
-    public (int Joined, long Left) ChannelMoves
+    /// <summary>Channels the source told this host to join so far.</summary>
+    public int ChannelsJoined
     {
-        get { lock (_gate) return (_channelsOpened.Count, Interlocked.Read(ref _channelLeaves)); }
+        get { lock (_gate) return _channelsOpened.Count; }
     }
 
     /// <summary>Frames of a round the source gave up (sent again under a later number): dropped.</summary>
@@ -234,7 +233,6 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         _options.Metrics?.FrameReceived(frame.Length);
         ulong relayMask = 0;
         ChannelOpen? join = null;
-        MulticastReceiver? left = null;
         try
         {
             // KeyFor let it in; this holds even for a caller that did not ask it.
@@ -259,12 +257,6 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
                         if (!_channelsOpened.Add(open.Channel)) throw new FrameRejectedException($"told to join multicast channel {open.Channel} twice");
                         join = open;
                         break;
-                    case FrameType.ChannelLeave:
-                        int leave = Records.ReadChannelLeave(payload);
-                        if (!_channelsOpened.Contains(leave)) throw new FrameRejectedException($"told to leave multicast channel {leave}, never joined");
-                        // A join that failed (the migration failed here) or a channel left already: nothing to leave.
-                        if (_channels.Remove(leave, out left)) Interlocked.Increment(ref _channelLeaves);
-                        break;
                     default: throw new FrameRejectedException($"a {header.Type} frame does not belong on a connection");
                 }
                 CheckRoundComplete();
@@ -277,7 +269,6 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         }
         if (relayMask != 0) await RelayAsync(relayMask, header, payload).ConfigureAwait(false);
         if (join is { } channel) JoinChannel(channel);
-        if (left is not null) await left.DisposeAsync().ConfigureAwait(false);
     }
 
     /// <summary>

@@ -35,8 +35,6 @@ public enum FrameType : byte
     /// the sender's feedback endpoint, message size); content batches for groups with several members come on them.
     /// </summary>
     ChannelOpen = 11,
-    /// <summary>On a target's TCP connection, from the source: leave a multicast channel (its part on it is over).</summary>
-    ChannelLeave = 12,
 }
 
 /// <summary>

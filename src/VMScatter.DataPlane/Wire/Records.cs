@@ -106,23 +106,6 @@ public static class Records
         return p;
     }
 
-    public static byte[] WriteChannelLeave(int channel)
-    {
-        var p = new byte[4];
-        BinaryPrimitives.WriteInt32BigEndian(p, channel);
-        return p;
-    }
-
-    /// <summary>The channel a ChannelLeave names; <see cref="FrameRejectedException"/> for anything but one channel number in range.</summary>
-    public static int ReadChannelLeave(ReadOnlyMemory<byte> payload)
-    {
-        var r = new Reader(payload);
-        int channel = r.Int32();
-        r.End();
-        if (channel is < 0 or >= Multicast.MulticastSettings.MaxChannels) throw new FrameRejectedException($"channel {channel} outside 0..{Multicast.MulticastSettings.MaxChannels - 1}");
-        return channel;
-    }
-
     public static ChannelOpen ReadChannelOpen(ReadOnlyMemory<byte> payload)
     {
         var r = new Reader(payload);
