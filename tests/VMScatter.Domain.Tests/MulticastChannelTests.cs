@@ -195,6 +195,31 @@ public class MulticastChannelTests
         AssertSame(messages, sink.Got);
         Assert.Equal(forged.Count, receiver.Stats.Rejected);
         Assert.Equal(2, sender.Stats.FeedbackRejected);
+
+        // The channel's own datagrams, as anyone on the link sees them, sent again: each counted as a duplicate, and nothing delivered twice.
+        using var capture = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        capture.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        capture.Bind(options.Group);
+        capture.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.AddMembership, new MulticastOption(options.Group.Address, IPAddress.Loopback));
+        var more = Messages(20, 5);
+        foreach (var m in more) await sender.SendAsync(m, timeout.Token);
+        await sender.EndRoundAsync(1, timeout.Token);
+        await receiver.WaitRoundAsync(1, timeout.Token);
+        var buffer = new byte[65536];
+        var own = new List<byte[]>();
+        while (capture.Available > 0) own.Add(buffer[..capture.Receive(buffer)]);
+        var data = own.Where(d => d[5] == (byte)FrameType.ChannelData).ToArray();
+        Assert.True(data.Length >= 20, $"{data.Length} data datagrams captured");
+        long before = receiver.Stats.Duplicates;
+        foreach (var d in data) await attacker.SendToAsync(d, SocketFlags.None, options.Group);
+        await WaitUntilAsync(() => receiver.Stats.Duplicates >= before + data.Length, timeout.Token);
+        Assert.Equal(forged.Count, receiver.Stats.Rejected);
+        AssertSame([.. messages, .. more], sink.Got);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, CancellationToken cancellationToken)
+    {
+        while (!condition()) await Task.Delay(5, cancellationToken);
     }
 
     [Fact]

@@ -134,7 +134,10 @@ public static class MigrationView
         summary.AddRow("link bytes (flat network)", ByteSize.Format(r.LinkBytes));
         if (r.TransportFallback is { } fallback) summary.AddRow("group transport", Markup.Escape(fallback));
         if (r.GroupTransport == "multicast")
+        {
             summary.AddRow("multicast repairs", $"{r.MulticastNacks:N0} NACKs, {r.MulticastRepairs:N0} datagrams repaired ({ByteSize.Format(r.MulticastRepairBytes)})");
+            summary.AddRow("multicast datagrams refused", $"{r.MulticastDatagramsRejected:N0} ({r.MulticastDatagramsDuplicate:N0} more came again after delivery)");
+        }
         summary.AddRow("group joins + leaves", $"{r.GroupSwitches} (lower bound {r.GroupSwitchesLowerBound})"
             + (r.GroupTransport == "multicast" ? $"; on the wire: {r.MulticastJoins} + {r.MulticastLeaves} on {r.MulticastChannels} channels" : ""));
         string waves = r.Waves > 1 ? $"{r.Rounds} per VM in {r.Waves} waves, one target host each: {r.DataPlaneRounds} in all" : $"{r.Rounds}";

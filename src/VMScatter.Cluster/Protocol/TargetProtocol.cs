@@ -54,7 +54,11 @@ public sealed record ReceiverRefused(MigrationId MigrationId, HostId HostId, str
 /// <summary>The host is ready for the VMs of an <see cref="ExtendReceive"/> (or refuses them, with why).</summary>
 public sealed record ReceiverExtended(MigrationId MigrationId, HostId HostId, IReadOnlyList<VmId> VmIds, string? Refusal) : IVmScatterMessage;
 
-public sealed record TargetDigests(MigrationId MigrationId, HostId HostId, IReadOnlyList<VmDigest> Digests, long BytesReceived, long BytesRelayed, long ContentRecordsReceived, long FramesRejected) : IVmScatterMessage;
+/// <param name="FramesRejected">TCP frames the host's data-plane listener refused (any migration's).</param>
+/// <param name="DatagramsRejected">Multicast datagrams this migration's channels refused here (stray, forged, truncated, another migration's).</param>
+/// <param name="DatagramsDuplicate">Multicast datagrams that came again after they were delivered (repairs another member asked for, replays).</param>
+public sealed record TargetDigests(MigrationId MigrationId, HostId HostId, IReadOnlyList<VmDigest> Digests, long BytesReceived, long BytesRelayed, long ContentRecordsReceived, long FramesRejected,
+    long DatagramsRejected = 0, long DatagramsDuplicate = 0) : IVmScatterMessage;
 
 public sealed record VmResumedOnTarget(MigrationId MigrationId, VmId VmId, HostId HostId, long ResumedAtUnixMs) : IVmScatterMessage;
 

@@ -50,6 +50,8 @@ internal static class MigrationReportBuilder
             MulticastRepairs = stats?.MulticastRepairs ?? 0,
             MulticastRepairBytes = stats?.MulticastRepairBytes ?? 0,
             MulticastChannels = stats?.MulticastChannels ?? 0,
+            MulticastDatagramsRejected = run.TargetDigests.Values.Sum(d => d.DatagramsRejected),
+            MulticastDatagramsDuplicate = run.TargetDigests.Values.Sum(d => d.DatagramsDuplicate),
             MulticastJoins = stats?.MulticastJoins ?? 0,
             MulticastLeaves = stats?.MulticastLeaves ?? 0,
             Rounds = stats?.Rounds ?? 0,

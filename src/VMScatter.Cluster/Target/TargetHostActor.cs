@@ -295,7 +295,9 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
             // Only VMs whose final round is in (whose device state is whole): one re-placed here later has its own.
             var digests = received.Select(v => (v, State: inc.Receiver.DeviceStateOf(v.VmIndex))).Where(x => x.State is not null)
                 .Select(x => new VmDigest(x.v.Description.Id, inc.Receiver.DigestOf(x.v.VmIndex, x.State!))).ToArray();
-            return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected);
+            var channels = inc.Receiver.ChannelStats;
+            return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected,
+                channels?.Rejected ?? 0, channels?.Duplicates ?? 0);
         }).PipeTo(inc.Scheduler);
     }
 

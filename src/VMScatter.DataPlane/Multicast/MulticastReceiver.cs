@@ -37,7 +37,7 @@ public sealed class MulticastReceiver : IAsyncDisposable
     private int _ackedRound = -1;
     private double _ackedAt;
     private ulong _ackedContiguous;
-    private long _datagrams, _drops, _rejected, _nacks, _acks;
+    private long _datagrams, _drops, _rejected, _nacks, _acks, _roundEndsAgain;
     private TaskCompletionSource<int> _roundSignal = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public MulticastReceiver(Guid migrationId, ReadOnlySpan<byte> migrationKey, int channel, int receiverId, IPEndPoint sender, MulticastOptions options, Func<byte[], ValueTask> deliver)
@@ -54,7 +54,9 @@ public sealed class MulticastReceiver : IAsyncDisposable
         _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         LargeReceiveBuffer(_socket, 8 << 20);
-        _socket.Bind(new IPEndPoint(IPAddress.Any, options.Group.Port));
+        // Bound to the group, not to any address: a migration's channels share its port, and a socket bound to any address
+        // would also get the datagrams of every other channel this host joined (each refused, at a decryption's cost).
+        _socket.Bind(new IPEndPoint(options.Group.Address, options.Group.Port));
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.AddMembership, new MulticastOption(options.Group.Address, options.Interface));
         _feedback = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         _feedback.Bind(new IPEndPoint(options.Interface, 0));
@@ -75,7 +77,7 @@ public sealed class MulticastReceiver : IAsyncDisposable
 
     public MulticastReceiverStats Stats
     {
-        get { lock (_gate) return new(_datagrams, _drops, _rejected, _window.Duplicates, _nacks, _acks, _window.Contiguous, _roundsComplete); }
+        get { lock (_gate) return new(_datagrams, _drops, _rejected, _window.Duplicates + _roundEndsAgain, _nacks, _acks, _window.Contiguous, _roundsComplete); }
     }
 
     private double Now => _clock.Elapsed.TotalSeconds;
@@ -131,7 +133,8 @@ public sealed class MulticastReceiver : IAsyncDisposable
         FrameCodec.Open(datagram[..FrameHeader.Size], datagram[FrameHeader.Size..], _key, payload);
         if (header.Type == FrameType.ChannelData) return _window.Accept(header.Sequence, payload, Now);
         var (round, count) = MulticastWire.ReadRoundEnd(payload);
-        if (round < _roundSeen || (round == _roundSeen && count != _roundCount)) return [];
+        // A round end heard before (the sender repeats it until every member has it; or a replay): counted, nothing more.
+        if (round < _roundSeen || (round == _roundSeen && count != _roundCount)) { _roundEndsAgain++; return []; }
         if (count < _roundCount) throw new FrameRejectedException($"round {round} ends before the previous one");
         _window.KnownEnd(count, Now);
         _roundSeen = round;

@@ -57,6 +57,9 @@ public sealed record MigrationReport
     /// wire: beside <see cref="GroupSwitches"/>, the schedule's figure for one group per set of hosts, and its lower bound.
     /// </summary>
     public int MulticastChannels { get; init; }
+    /// <summary>Multicast datagrams the targets refused (stray, forged, truncated, another migration's) and ones that came again after delivery (repairs, replays), as of their last digests.</summary>
+    public long MulticastDatagramsRejected { get; init; }
+    public long MulticastDatagramsDuplicate { get; init; }
     public long MulticastJoins { get; init; }
     public long MulticastLeaves { get; init; }
     /// <summary>Rounds a VM went through: round 0, its wave's pre-copy rounds and its stop-and-copy round (the most of any VM).</summary>
