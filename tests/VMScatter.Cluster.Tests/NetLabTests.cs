@@ -57,32 +57,35 @@ public class NetLabTests
     }
 
     [Fact]
-    public async Task A_multicast_migration_between_namespaces_verifies_and_puts_fewer_bytes_on_the_links_than_the_relay_chain()
+    public async Task A_multicast_migration_between_namespaces_with_loss_verifies_and_puts_fewer_bytes_on_the_links_than_the_relay_chain()
     {
         // Three targets, a fleet whose VMs share one OS image: a relay chain carries each shared content over the source's
         // link and then from target to target; the channel carries it over the source's link once and into each member's.
         var model = new SyntheticGuestModel { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 200, WritableWorkingSetPages = 64 };
         using var lab = new NetLab(4, linkBitsPerSecond: 400_000_000);
-        async Task<(Domain.Reports.MigrationReport Report, long Link, long SourceSent)> MigrateAsync(GroupTransport transport)
+        async Task<(Domain.Reports.MigrationReport Report, long Link, long SourceSent)> MigrateAsync(GroupTransport transport, double loss = 0)
         {
             var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(6, model, 5, OsImages: 1, Applications: 1));
             await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
             {
                 SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
-                ExtraHoconFor = lab.NodeHocon,
+                // Loss injected in the receivers: each target drops that fraction of the datagrams that reach it.
+                ExtraHoconFor = host => lab.NodeHocon(host) + (host.StartsWith("target-", StringComparison.Ordinal) ? FormattableString.Invariant($"\nvmscatter.data-plane.multicast.drop-fraction = {loss}") : ""),
             });
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
             long linkBefore = lab.LinkBytes(), sentBefore = lab.SentBytes()[0];
             var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
                 new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], TestConfig.Options() with { GroupTransport = transport }), _ => { }, TimeSpan.FromSeconds(30));
             var report = outcome.Report!;
-            Assert.True(report.Verified, report.Error);
+            Assert.True(report.Verified, TestConfig.Why(report));
+            Assert.All(report.PerVm, vm => Assert.True(vm.DigestMatched && vm.SourceDigest == vm.TargetDigest, vm.Id));
             Assert.True(report.GroupTransport == transport.ToName(), report.TransportFallback);
             Assert.Empty(report.LostTargets);
             return (report, lab.LinkBytes() - linkBefore, lab.SentBytes()[0] - sentBefore);
         }
         var relay = await MigrateAsync(GroupTransport.RelayChain);
-        var multicast = await MigrateAsync(GroupTransport.Multicast);
+        var multicast = await MigrateAsync(GroupTransport.Multicast, loss: 0.02);
+        Assert.True(multicast.Report.MulticastNacks > 0 && multicast.Report.MulticastRepairs > 0, $"{multicast.Report.MulticastNacks} NACKs, {multicast.Report.MulticastRepairs} repairs");
         // The channel's datagrams crossed the source's real link (what the data plane counted, plus UDP/IP headers).
         Assert.InRange(multicast.SourceSent, multicast.Report.BytesSent, multicast.Report.BytesSent * 13 / 10 + (1 << 20));
         Assert.True(multicast.Link < relay.Link, $"link bytes: multicast {multicast.Link}, relay chain {relay.Link}");
