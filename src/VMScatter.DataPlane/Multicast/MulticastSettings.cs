@@ -25,7 +25,7 @@ public sealed record MulticastSettings
     public IPAddress? Interface { get; init; }
 
     /// <summary>Largest channel message (a content batch with its per-member tags); at least 8 KiB, so a page and 64 tags fit.</summary>
-    public int MaxMessageBytes { get; init; } = 8192;
+    public int MaxMessageBytes { get; init; } = 32768;
 
     public TimeSpan ReceiverTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
