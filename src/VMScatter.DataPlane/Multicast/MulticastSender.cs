@@ -117,8 +117,11 @@ public sealed class MulticastSender : IAsyncDisposable
     /// <summary>Where receivers send acknowledgements and NACKs (unicast).</summary>
     public IPEndPoint FeedbackEndPoint { get; }
 
-    /// <summary>Receivers dropped so far (silent past the receiver timeout).</summary>
-    public event Action<int>? ReceiverDropped;
+    /// <summary>
+    /// A receiver was dropped (silent past the receiver timeout), and whether it never joined: never heard from while the
+    /// channel sent nothing (it waits for every member's first word), so it missed nothing and may be served otherwise.
+    /// </summary>
+    public event Action<int, bool>? ReceiverDropped;
 
     public MulticastSenderStats Stats
     {
@@ -135,7 +138,7 @@ public sealed class MulticastSender : IAsyncDisposable
         while (true)
         {
             Task wait;
-            int[] dropped;
+            (int, bool)[] dropped;
             bool sent = false;
             lock (_gate)
             {
@@ -179,7 +182,7 @@ public sealed class MulticastSender : IAsyncDisposable
         while (true)
         {
             Task wait;
-            int[] dropped;
+            (int, bool)[] dropped;
             int[]? done;
             lock (_gate)
             {
@@ -216,25 +219,25 @@ public sealed class MulticastSender : IAsyncDisposable
     /// Under the gate: receivers silent past the timeout leave the channel (and stop holding the window). Returns them,
     /// for <see cref="Dropped"/> once the gate is released (a handler may take other channels' gates).
     /// </summary>
-    private int[] DropSilent()
+    private (int Id, bool NeverJoined)[] DropSilent()
     {
         double now = Now;
-        List<int>? dropped = null;
+        List<(int, bool)>? dropped = null;
         foreach (var (id, peer) in _peers.ToArray())
         {
             if (now - peer.HeardAt < _options.ReceiverTimeout.TotalSeconds) continue;
             _peers.Remove(id);
             _dropped.Add(id);
-            (dropped ??= new()).Add(id);
+            (dropped ??= new()).Add((id, !peer.AnyFeedback && _next == 0));
             Release();
             Signal();
         }
         return dropped?.ToArray() ?? [];
     }
 
-    private void Dropped(int[] receivers)
+    private void Dropped((int Id, bool NeverJoined)[] receivers)
     {
-        foreach (int r in receivers) ReceiverDropped?.Invoke(r);
+        foreach (var (r, neverJoined) in receivers) ReceiverDropped?.Invoke(r, neverJoined);
     }
 
     /// <summary>Under the gate: datagrams every receiver holds are forgotten.</summary>

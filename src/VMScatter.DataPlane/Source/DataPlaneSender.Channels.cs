@@ -122,7 +122,7 @@ public sealed partial class DataPlaneSender
         catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException)
         {
             Interlocked.Exchange(ref _channelMembers, 0);
-            TransportFallback = $"multicast channel not set up ({e.Message}): content goes by the relay chain";
+            _fallbacks.Enqueue($"multicast channel not set up ({e.Message}): content goes by the relay chain");
             _transportUsed = GroupTransport.RelayChain;
             return;
         }
@@ -153,7 +153,17 @@ public sealed partial class DataPlaneSender
         var options = settings.ToOptions(settings.GroupFor(_migrationId, id), local, settings.MaxMessageBytes, _options.LinkBitsPerSecond, seed: 1 + id);
         var key = DataPlaneKeys.ForChannel(_master, _migrationId);
         var sender = _options.Place.Create(() => new MulticastSender(_migrationId, key, id, Targets(members), options, _egress));
-        sender.ReceiverDropped += t => TargetFailed(t, $"target {t} at {_targets[t]} left multicast channel {id}: no acknowledgement for {settings.ReceiverTimeout.TotalSeconds:0.#} s");
+        sender.ReceiverDropped += (t, neverJoined) =>
+        {
+            if (!neverJoined)
+            {
+                TargetFailed(t, $"target {t} at {_targets[t]} left multicast channel {id}: no acknowledgement for {settings.ReceiverTimeout.TotalSeconds:0.#} s");
+                return;
+            }
+            // It could not join (its receiver stays on its connection): it missed nothing, and gets its content by TCP.
+            _fallbacks.Enqueue($"target {t} at {_targets[t]} did not join multicast channel {id} within {settings.ReceiverTimeout.TotalSeconds:0.#} s: its content goes by TCP");
+            LeaveChannel(1UL << t);
+        };
         var slot = new ChannelSlot(id, sender, members);
         lock (_channelGate)
         {
@@ -198,7 +208,7 @@ public sealed partial class DataPlaneSender
 
     /// <summary>
     /// Sends a content batch once on the smallest channel holding every member of <paramref name="mask"/> that is on
-    /// channels (when there are at least two); returns the hosts it reached that way (none: it goes by TCP).
+    /// channels (when there are at least two); returns the hosts it reached that way (the others get it by TCP).
     /// </summary>
     private async Task<ulong> SendOnChannelAsync(int round, ulong mask, byte[] payload, int length, int count, CancellationToken cancellationToken)
     {
@@ -219,7 +229,8 @@ public sealed partial class DataPlaneSender
         await OnChannelWithinAsync(slot, _options.WriteTimeout, "held the multicast window", async token => await slot.Sender.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
         slot.MessagesThisRound++;
         Interlocked.Add(ref _contentRecords, count);
-        return members;
+        // A member that left while the batch waited for room (one that never joined, now served by TCP) did not get it.
+        lock (_channelGate) return members & slot.Members;
     }
 
     /// <summary>Every channel that carried something this round ends it, together: until each of its members holds all of it.</summary>

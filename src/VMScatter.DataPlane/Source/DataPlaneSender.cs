@@ -74,8 +74,10 @@ public sealed partial class DataPlaneSender : IAsyncDisposable
     /// <summary>The transport content actually goes by: <see cref="DataPlaneOptions.Transport"/>, or the relay chain when the multicast channel could not be set up.</summary>
     public GroupTransport TransportUsed => _transportUsed;
 
-    /// <summary>Why multicast was asked for and not used (the channel could not be set up), or null.</summary>
-    public string? TransportFallback { get; private set; }
+    /// <summary>Why multicast was asked for and not used (channel 0 could not be set up), or by some targets only; null if it was used by all.</summary>
+    public string? TransportFallback => _fallbacks.IsEmpty ? null : string.Join("; ", _fallbacks);
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _fallbacks = new();
 
     public long FramesSent => Interlocked.Read(ref _framesSent);
     public long ContentRecordsSent => Interlocked.Read(ref _contentRecords);

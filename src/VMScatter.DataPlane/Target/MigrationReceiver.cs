@@ -144,6 +144,9 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         }
     }
 
+    /// <summary>Why this host could not join a channel it was told to (its content then comes by TCP), or null.</summary>
+    public string? ChannelJoinFailure { get; private set; }
+
     /// <summary>Channels the source told this host to join so far.</summary>
     public int ChannelsJoined
     {
@@ -272,8 +275,9 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     }
 
     /// <summary>
-    /// Joins the channel: its sockets in this host's namespace, on its data-plane address. A join that fails fails the
-    /// migration here (the source then finds this target lost, and its VMs are re-placed).
+    /// Joins the channel: its sockets in this host's namespace, on its data-plane address. A join that fails is not this
+    /// migration's failure: the source hears nothing from this host on the channel, and after its receiver timeout sends
+    /// this host's content by TCP instead (<see cref="ChannelJoinFailure"/> says why).
     /// </summary>
     private void JoinChannel(ChannelOpen open)
     {
@@ -285,7 +289,7 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         try { receiver = _options.Place.Create(() => new MulticastReceiver(MigrationId, key, open.Channel, SelfIndex, open.Feedback, options, OnChannelMessageAsync)); }
         catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException)
         {
-            Fail($"cannot join multicast group {open.Group} on {local}: {e.Message}");
+            ChannelJoinFailure = $"cannot join multicast group {open.Group} on {local}: {e.Message}";
             return;
         }
         bool closed;
