@@ -7,6 +7,20 @@ namespace VMScatter.Cluster.Tests;
 /// <summary>The admin console as a user runs it: a separate process, its exit code, what it prints.</summary>
 public class CliTests
 {
+    /// <summary>`migrate --detach` (the id is all it prints), then `status --follow ID --json` in another console process: the report, of 2 VMs, verified.</summary>
+    private static async Task<(string Id, MigrationReport Report)> DetachAndFollowAsync(string seed, int waitSeconds, params string[] selection)
+    {
+        var detached = await Run(["migrate", "--seeds", seed, .. selection, "--detach", "--wait-seconds", waitSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        Assert.True(detached.Exit == 0, detached.Out + detached.Err);
+        string id = detached.Out.Trim();
+        Assert.True(Guid.TryParse(id, out _), detached.Out);
+        var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
+        Assert.True(followed.Exit == 0, followed.Out + followed.Err);
+        var report = MigrationReport.FromJson(followed.Out);
+        Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+        return (id, report);
+    }
+
     private static async Task<(int Exit, string Out, string Err)> Run(params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
@@ -173,14 +187,7 @@ public class CliTests
 
         // Part 1: status, list and show answer a console that never joins the cluster.
         // Submitted detached (the id is all it prints), followed to its report by another console process.
-        var detached = await Run("migrate", "--seeds", seed, "--vm", "vm-000", "vm-001", "--detach", "--wait-seconds", "30");
-        Assert.True(detached.Exit == 0, detached.Out + detached.Err);
-        string id = detached.Out.Trim();
-        Assert.True(Guid.TryParse(id, out _), detached.Out);
-        var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
-        Assert.True(followed.Exit == 0, followed.Out + followed.Err);
-        var report = MigrationReport.FromJson(followed.Out);
-        Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+        var (id, report) = await DetachAndFollowAsync(seed, 30, "--vm", "vm-000", "vm-001");
         Assert.Equal(["vm-000", "vm-001"], report.PerVm.Select(v => v.Id).Order(StringComparer.Ordinal));
 
         // The console asks a non-scheduler node's receptionist: any member answers for the cluster.
@@ -362,15 +369,7 @@ public class CliTests
                 Assert.Equal(2, hosts[0].GetProperty("vms").GetInt32());
             }
 
-            var detached = await Run("migrate", "--seeds", seed, "--detach", "--wait-seconds", "60");
-            Assert.True(detached.Exit == 0, detached.Out + detached.Err);
-            string id = detached.Out.Trim();
-            Assert.True(Guid.TryParse(id, out _), detached.Out);
-
-            var followed = await Run("status", "--seeds", seed, "--follow", id, "--json");
-            Assert.True(followed.Exit == 0, followed.Out + followed.Err);
-            var report = MigrationReport.FromJson(followed.Out);
-            Assert.Equal((id, 2, true), (report.MigrationId, report.Vms, report.Verified));
+            var (id, report) = await DetachAndFollowAsync(seed, 60);
             Assert.All(report.PerVm, v => Assert.True(v.HandedOver && v.DigestMatched, v.Id));
 
             var show = await Run("show", id, "--seeds", seed, "--json");
