@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The tests, with everything they need: on a fresh Debian machine with the .NET SDK, installs QEMU, a static busybox
 # and a kernel (the QEMU guests), tmux (a real terminal for the progress view), openssl (deploy/make-certs.sh, for the
-# control plane's TLS tests) and PostgreSQL 15 (the shared scheduler journal), starts PostgreSQL with a test role and
-# database, then runs the whole suite. `.ci/run` calls exactly this.
+# control plane's TLS tests), iproute2 (the network-namespace tests) and PostgreSQL 15 (the shared scheduler journal),
+# starts PostgreSQL with a test role and database, then runs the whole suite. `.ci/run` calls exactly this.
 # Needs root for apt-get (as CI and the dev machines here are); without root, install those packages yourself and set
 # VMSCATTER_TEST_POSTGRES.
 set -euo pipefail
@@ -18,6 +18,7 @@ compgen -G "/boot/vmlinuz-*" >/dev/null || need+=(linux-image-amd64)
 command -v pg_ctlcluster >/dev/null && [[ -d /usr/lib/postgresql/15 ]] || need+=(postgresql)
 command -v tmux >/dev/null || need+=(tmux) # the live progress is tested in a real terminal
 command -v openssl >/dev/null || need+=(openssl) # deploy/make-certs.sh, for the control plane's TLS tests
+command -v ip >/dev/null && command -v tc >/dev/null || need+=(iproute2) # NetLab: namespaces, bridge, veths, tc tbf
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq
