@@ -29,7 +29,12 @@ public sealed class NodeProcess : IAsyncDisposable
     public int ExitCode => _process.ExitCode;
     public string Output => string.Join('\n', _lines);
 
-    public static NodeProcess Start(string name, params string[] args) => StartCommand(name, "node", args);
+    /// <remarks>
+    /// Waits up to 60 s for its seeds unless told otherwise: the suite runs test classes side by side on two cores, and a
+    /// node once took more than the operators' 10 s to join there (FailoverTests, in a fresh-clone CI run).
+    /// </remarks>
+    public static NodeProcess Start(string name, params string[] args) =>
+        StartCommand(name, "node", args.Contains("--join-timeout") ? args : [.. args, "--join-timeout", "60"]);
 
     /// <summary>Any `vmscatter` command (e.g. `migrate`) in its own process.</summary>
     public static NodeProcess StartCommand(string name, string command, params string[] args) => StartIn(null, name, command, args);

@@ -52,14 +52,24 @@ public sealed class MulticastReceiver : IAsyncDisposable
         _random = new Random(HashCode.Combine(options.Seed, receiverId, channel));
         _window = new ReceiveWindow(options.NackBackoff, options.NackRetry, _random);
         _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        LargeReceiveBuffer(_socket, 8 << 20);
-        // Bound to the group, not to any address: a migration's channels share its port, and a socket bound to any address
-        // would also get the datagrams of every other channel this host joined (each refused, at a decryption's cost).
-        _socket.Bind(new IPEndPoint(options.Group.Address, options.Group.Port));
-        _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.AddMembership, new MulticastOption(options.Group.Address, options.Interface));
         _feedback = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        _feedback.Bind(new IPEndPoint(options.Interface, 0));
+        try
+        {
+            _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            LargeReceiveBuffer(_socket, 8 << 20);
+            // Bound to the group, not to any address: a migration's channels share its port, and a socket bound to any
+            // address would also get the datagrams of every other channel this host joined (each refused, at a decryption's cost).
+            _socket.Bind(new IPEndPoint(options.Group.Address, options.Group.Port));
+            _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.AddMembership, new MulticastOption(options.Group.Address, options.Interface));
+            _feedback.Bind(new IPEndPoint(options.Interface, 0));
+        }
+        catch
+        {
+            // A join that fails is a normal path (a host that cannot join is served otherwise): nothing may stay open.
+            _socket.Dispose();
+            _feedback.Dispose();
+            throw;
+        }
         _receiveLoop = Task.Run(() => ReceiveLoopAsync(_stop.Token));
         _timerLoop = Task.Run(() => TimerLoopAsync(_stop.Token));
     }

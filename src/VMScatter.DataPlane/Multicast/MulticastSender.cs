@@ -111,6 +111,35 @@ public sealed class MulticastSender : IAsyncDisposable
         }
     }
 
+    /// <summary>Every receiver was heard from once (or was dropped meanwhile): the channel may send.</summary>
+    public bool Joined
+    {
+        get { lock (_gate) return _joined; }
+    }
+
+    /// <summary>
+    /// Waits until every receiver was heard from once; one never heard from within the receiver timeout (from the
+    /// channel's start) is dropped as one that never joined, and the others go on.
+    /// </summary>
+    public async Task WhenJoinedAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task wait;
+            (int, bool)[] dropped;
+            bool joined;
+            lock (_gate)
+            {
+                dropped = DropSilent();
+                joined = _joined = _joined || _peers.Values.All(p => p.AnyFeedback);
+                wait = _progress.Task;
+            }
+            Dropped(dropped);
+            if (joined) return;
+            await WaitProgressAsync(wait, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>The channel's multicast group and port.</summary>
     public IPEndPoint Group => _options.Group;
 

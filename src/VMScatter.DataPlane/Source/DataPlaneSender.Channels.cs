@@ -26,6 +26,8 @@ public sealed partial class DataPlaneSender
         public MulticastSender Sender { get; } = sender;
         /// <summary>Under <see cref="_channelGate"/>.</summary>
         public ulong Members { get; set; } = members;
+        /// <summary>Members told to join (a join counted); under <see cref="_channelGate"/>.</summary>
+        public ulong Told { get; set; }
         /// <summary>The builder's only.</summary>
         public int MessagesThisRound { get; set; }
     }
@@ -72,7 +74,7 @@ public sealed partial class DataPlaneSender
         {
             lock (_channelGate)
                 return (_channels.Count, Interlocked.Read(ref _channelJoins),
-                    Interlocked.Read(ref _channelLeaves) + _channels.Sum(c => BitOperations.PopCount(c.Members)));
+                    Interlocked.Read(ref _channelLeaves) + _channels.Sum(c => BitOperations.PopCount(c.Members & c.Told)));
         }
     }
 
@@ -91,12 +93,34 @@ public sealed partial class DataPlaneSender
             foreach (var slot in _channels)
             {
                 foreach (int t in Targets(slot.Members & targets)) removed.Add((slot, t));
+                Interlocked.Add(ref _channelLeaves, BitOperations.PopCount(slot.Members & slot.Told & targets));
                 slot.Members &= ~targets;
             }
             _channelMasks = _channels.Select(c => c.Members).ToArray();
         }
-        Interlocked.Add(ref _channelLeaves, removed.Count);
         foreach (var (slot, t) in removed) slot.Sender.Remove(t);
+    }
+
+    /// <summary>
+    /// A member that never joined one channel (dropped by it, nothing sent on it yet) leaves that channel only: what it
+    /// holds on others stands. On no channel any more, its content goes by TCP.
+    /// </summary>
+    private void NeverJoined(ChannelSlot slot, int target)
+    {
+        ulong bit = 1UL << target;
+        lock (_channelGate)
+        {
+            if ((slot.Members & bit) == 0) return;
+            if ((slot.Told & bit) != 0) Interlocked.Increment(ref _channelLeaves);
+            slot.Members &= ~bit;
+            _channelMasks = _channels.Select(c => c.Members).ToArray();
+            if (_channels.All(c => (c.Members & bit) == 0))
+            {
+                long seen;
+                do seen = Interlocked.Read(ref _channelMembers);
+                while (Interlocked.CompareExchange(ref _channelMembers, seen & ~(long)bit, seen) != seen);
+            }
+        }
     }
 
     /// <summary>
@@ -132,7 +156,7 @@ public sealed partial class DataPlaneSender
             try
             {
                 await WriteDirectAsync(t, FrameType.ChannelOpen, open, cancellationToken).ConfigureAwait(false);
-                Interlocked.Increment(ref _channelJoins);
+                Told(slot, t);
             }
             catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException && !cancellationToken.IsCancellationRequested)
             {
@@ -153,6 +177,7 @@ public sealed partial class DataPlaneSender
         var options = settings.ToOptions(settings.GroupFor(_migrationId, id), local, settings.MaxMessageBytes, _options.LinkBitsPerSecond, seed: 1 + id);
         var key = DataPlaneKeys.ForChannel(_master, _migrationId);
         var sender = _options.Place.Create(() => new MulticastSender(_migrationId, key, id, Targets(members), options, _egress));
+        var slot = new ChannelSlot(id, sender, members);
         sender.ReceiverDropped += (t, neverJoined) =>
         {
             if (!neverJoined)
@@ -160,17 +185,28 @@ public sealed partial class DataPlaneSender
                 TargetFailed(t, $"target {t} at {_targets[t]} left multicast channel {id}: no acknowledgement for {settings.ReceiverTimeout.TotalSeconds:0.#} s");
                 return;
             }
-            // It could not join (its receiver stays on its connection): it missed nothing, and gets its content by TCP.
-            _fallbacks.Enqueue($"target {t} at {_targets[t]} did not join multicast channel {id} within {settings.ReceiverTimeout.TotalSeconds:0.#} s: its content goes by TCP");
-            LeaveChannel(1UL << t);
+            // It could not join (its receiver stays on its connection): it missed nothing here, and gets this channel's
+            // share by TCP (all of its content, once it is on no channel).
+            _fallbacks.Enqueue($"target {t} at {_targets[t]} did not join multicast channel {id} within {settings.ReceiverTimeout.TotalSeconds:0.#} s: what it would get there goes by TCP");
+            NeverJoined(slot, t);
         };
-        var slot = new ChannelSlot(id, sender, members);
+        ulong stale;
         lock (_channelGate)
         {
             _channels.Add(slot);
+            // A target that left (or was dropped) while the channel was made: not a member.
+            stale = slot.Members & ~ChannelMembers;
+            slot.Members &= ~stale;
             _channelMasks = _channels.Select(c => c.Members).ToArray();
         }
+        foreach (int t in Targets(stale)) sender.Remove(t);
         return slot;
+    }
+
+    private void Told(ChannelSlot slot, int target)
+    {
+        lock (_channelGate) slot.Told |= 1UL << target;
+        Interlocked.Increment(ref _channelJoins);
     }
 
     private byte[] OpenFrame(ChannelSlot slot) =>
@@ -198,10 +234,12 @@ public sealed partial class DataPlaneSender
             try { slot = OpenChannel(members); }
             catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException) { break; }
             var frame = OpenFrame(slot);
-            foreach (int t in Targets(members))
+            ulong told;
+            lock (_channelGate) told = slot.Members;
+            foreach (int t in Targets(told))
             {
                 await SendFrameAsync(t, FrameType.ChannelOpen, frame, cancellationToken).ConfigureAwait(false);
-                Interlocked.Increment(ref _channelJoins);
+                Told(slot, t);
             }
         }
     }
@@ -212,12 +250,20 @@ public sealed partial class DataPlaneSender
     /// </summary>
     private async Task<ulong> SendOnChannelAsync(int round, ulong mask, byte[] payload, int length, int count, CancellationToken cancellationToken)
     {
-        ulong members = mask & ChannelMembers & ~Skipped;
-        if (BitOperations.PopCount(members) < 2) return 0;
-        int c = ChannelPlan.Choose(Volatile.Read(ref _channelMasks), members);
-        if (c < 0) return 0;
+        ulong members;
         ChannelSlot slot;
-        lock (_channelGate) slot = _channels[c];
+        while (true)
+        {
+            members = mask & ChannelMembers & ~Skipped;
+            if (BitOperations.PopCount(members) < 2) return 0;
+            int c = ChannelPlan.Choose(Volatile.Read(ref _channelMasks), members);
+            if (c < 0) return 0;
+            lock (_channelGate) slot = _channels[c];
+            if (slot.Sender.Joined) break;
+            // Its first batch waits until every member joined; one that never does leaves it (and perhaps every channel),
+            // so the batch's members and channel are chosen again after.
+            await slot.Sender.WhenJoinedAsync(cancellationToken).ConfigureAwait(false);
+        }
         var message = new byte[Records.ChannelContentHeader + length + Records.ChannelTagsSize(members)];
         ulong sequence = NextSequence();
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(message, sequence);
@@ -229,8 +275,8 @@ public sealed partial class DataPlaneSender
         await OnChannelWithinAsync(slot, _options.WriteTimeout, "held the multicast window", async token => await slot.Sender.SendAsync(message, token).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
         slot.MessagesThisRound++;
         Interlocked.Add(ref _contentRecords, count);
-        // A member that left while the batch waited for room (one that never joined, now served by TCP) did not get it.
-        lock (_channelGate) return members & slot.Members;
+        // Every member had joined, so one that left since is a failed target (skipped): the others have it.
+        return members;
     }
 
     /// <summary>Every channel that carried something this round ends it, together: until each of its members holds all of it.</summary>
