@@ -222,12 +222,12 @@ public class MulticastMigrationTests(ITestOutputHelper output)
     public async Task A_target_that_cannot_join_gets_its_content_by_tcp_and_the_report_says_so_while_the_others_stay_on_the_channels()
     {
         // 192.0.2.1 (TEST-NET-1) is no address of this host: target-3 cannot join any group on it. It says nothing on the
-        // channels, so after the source's receiver timeout (3 s here) it is served by TCP; it missed nothing. The write
+        // channels, so after the source's receiver timeout (5 s here) it is served by TCP; it missed nothing. The write
         // timeout is shorter: waiting for a member to join is not a stalled write.
         var report = await MigrateAsync(host => host switch
         {
             "target-3" => "vmscatter.data-plane.multicast.interface = \"192.0.2.1\"",
-            "source" => "vmscatter.data-plane.multicast.receiver-timeout = 3s\nvmscatter.data-plane.write-timeout = 2s",
+            "source" => "vmscatter.data-plane.multicast.receiver-timeout = 5s\nvmscatter.data-plane.write-timeout = 4s",
             _ => "",
         });
         Assert.Equal("multicast", report.GroupTransport);
