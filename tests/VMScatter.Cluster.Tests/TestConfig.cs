@@ -28,8 +28,9 @@ internal static class TestConfig
     public static Config Local(string journal) => NodeConfig.Build(null, $"""
         akka.actor.provider = local
         akka.loglevel = WARNING
-        # Deadlines, not delays: the journal's first write (table creation, JIT) can take seconds on a busy 2-core machine.
-        akka.test.single-expect-default = 15s
+        # Deadlines, not delays: the journal's first write (table creation, JIT) can take seconds on a busy 2-core machine,
+        # and more at the suite's start, when both test classes running side by side start cold (15 s once was not enough).
+        akka.test.single-expect-default = 30s
         vmscatter.persistence.connection-string = {NodeConfig.Quote(journal)}
         """);
 
