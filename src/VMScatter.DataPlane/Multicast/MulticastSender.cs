@@ -131,7 +131,7 @@ public sealed class MulticastSender : IAsyncDisposable
             lock (_gate)
             {
                 dropped = DropSilent();
-                joined = _joined = _joined || _peers.Values.All(p => p.AnyFeedback);
+                joined = AllJoined();
                 wait = _progress.Task;
             }
             Dropped(dropped);
@@ -172,8 +172,7 @@ public sealed class MulticastSender : IAsyncDisposable
             lock (_gate)
             {
                 dropped = DropSilent();
-                _joined = _joined || _peers.Values.All(p => p.AnyFeedback);
-                if (_joined && (_windowBytes + datagram.Length <= _options.WindowBytes || _window.Count == 0))
+                if (AllJoined() && (_windowBytes + datagram.Length <= _options.WindowBytes || _window.Count == 0))
                 {
                     ulong seq = _next++;
                     FrameCodec.Encode(FrameType.ChannelData, _migrationId, seq, message.Span, _key, datagram);
@@ -263,6 +262,9 @@ public sealed class MulticastSender : IAsyncDisposable
         }
         return dropped?.ToArray() ?? [];
     }
+
+    /// <summary>Under the gate: every receiver left was heard from once (once true, it stays true).</summary>
+    private bool AllJoined() => _joined = _joined || _peers.Values.All(p => p.AnyFeedback);
 
     private void Dropped((int Id, bool NeverJoined)[] receivers)
     {
