@@ -93,6 +93,13 @@ public sealed class NetLab : IDisposable
     /// A LocalCluster node's data plane in its lab host: the source on host 0, target-i on host i (listening on and
     /// announcing that host's address). The control plane (Akka) stays on loopback: only data-plane bytes are counted.
     /// </summary>
+    /// <summary><see cref="NodeHocon(string)"/>, and each target dropping this fraction of the multicast datagrams that reach it (loss injected in the receiver).</summary>
+    public string NodeHocon(string hostId, double targetDropFraction) => NodeHocon(hostId) + DropHocon(hostId, targetDropFraction);
+
+    /// <summary>For a target host, with a fraction above 0: the setting that drops that fraction of its multicast datagrams; else nothing.</summary>
+    public static string DropHocon(string hostId, double fraction) =>
+        fraction > 0 && hostId.StartsWith("target-", StringComparison.Ordinal) ? FormattableString.Invariant($"\nvmscatter.data-plane.multicast.drop-fraction = {fraction}") : "";
+
     public string NodeHocon(string hostId)
     {
         if (hostId == "source") return $"vmscatter.data-plane.network-namespace = {Hosts[0].Namespace}";

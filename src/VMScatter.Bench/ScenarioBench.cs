@@ -120,8 +120,7 @@ public static class ScenarioBench
     private static async Task<List<(MigrationReport Report, double WallSeconds)>> MigrateAsync(Scenario scenario, MigrationOptions options, bool oneAtATime, string journalDirectory,
         NetLab? lab, double loss, CancellationToken cancellationToken)
     {
-        string Hocon(string host) => (lab?.NodeHocon(host) ?? "")
-            + (loss > 0 && host.StartsWith("target-", StringComparison.Ordinal) ? FormattableString.Invariant($"\nvmscatter.data-plane.multicast.drop-fraction = {loss}") : "");
+        string Hocon(string host) => lab?.NodeHocon(host, loss) ?? NetLab.DropHocon(host, loss);
         var fleet = SyntheticFleet.Create(scenario.Fleet);
         long capacity = (scenario.Fleet.VmCount + scenario.Targets - 1) / scenario.Targets * scenario.Fleet.Model.MemoryBytes;
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions

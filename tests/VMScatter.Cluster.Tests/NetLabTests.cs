@@ -70,7 +70,7 @@ public class NetLabTests
             {
                 SourceVms = fleet, Targets = 3, TargetCapacityBytes = 2 * model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
                 // Loss injected in the receivers: each target drops that fraction of the datagrams that reach it.
-                ExtraHoconFor = host => lab.NodeHocon(host) + (host.StartsWith("target-", StringComparison.Ordinal) ? FormattableString.Invariant($"\nvmscatter.data-plane.multicast.drop-fraction = {loss}") : ""),
+                ExtraHoconFor = host => lab.NodeHocon(host, loss),
             });
             await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 3, TimeSpan.FromSeconds(30));
             long linkBefore = lab.LinkBytes(), sentBefore = lab.SentBytes()[0];
