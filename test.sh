@@ -49,6 +49,14 @@ for f in glob.glob(sys.argv[1] + "/*.trx"):
 print("slowest tests:")
 for d, name in sorted(rows, reverse=True)[:12]:
     print(f"  {d:6.1f} s  {name[:140]}")
+# Classes run side by side (two at a time on 2 cores): a class's total is what it adds to the run's length.
+classes = {}
+for d, name in rows:
+    c = name.rsplit(".", 1)[0]
+    classes[c] = classes.get(c, 0) + d
+print(f"slowest classes (all tests: {sum(d for d, _ in rows):.0f} s):")
+for c, d in sorted(classes.items(), key=lambda kv: -kv[1])[:15]:
+    print(f"  {d:6.1f} s  {c}")
 PY
 fi
 rm -rf "$results"
