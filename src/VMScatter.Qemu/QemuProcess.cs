@@ -50,7 +50,7 @@ public sealed class QemuProcess : IAsyncDisposable
     {
         try
         {
-            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, null, cancellationToken).ConfigureAwait(false);
+            var qmp = await ConnectPinnedAsync(qmpSocket, settings.CommandTimeout, null, cancellationToken).ConfigureAwait(false);
             return new QemuProcess(guestId, null, null, qmpSocket, serialLogPath ?? "", qmp);
         }
         catch (QmpException e) { throw new QemuStepException(guestId, "adopt (connect to QMP)", e.Message); }
@@ -65,10 +65,22 @@ public sealed class QemuProcess : IAsyncDisposable
         if (!pid.IsAlive) throw new QemuStepException(guestId, "re-adopt", $"its QEMU (pid {pid.Pid}) is gone");
         try
         {
-            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, () => pid.IsAlive, cancellationToken).ConfigureAwait(false);
+            var qmp = await ConnectPinnedAsync(qmpSocket, settings.CommandTimeout, () => pid.IsAlive, cancellationToken).ConfigureAwait(false);
             return new QemuProcess(guestId, pid, runtimeDirectory, qmpSocket, serialLogPath, qmp);
         }
         catch (QmpException e) { throw new QemuStepException(guestId, "re-adopt (connect to QMP)", e.Message); }
+    }
+
+    /// <summary>
+    /// The monitor of a QEMU of the release whose migration stream VMScatter reads (a target checks every device
+    /// state it is sent against that format); any other release is refused here, before any guest moves.
+    /// </summary>
+    private static async Task<QmpClient> ConnectPinnedAsync(string qmpSocket, TimeSpan timeout, Func<bool>? processAlive, CancellationToken cancellationToken)
+    {
+        var qmp = await QmpClient.ConnectAsync(qmpSocket, timeout, processAlive, cancellationToken).ConfigureAwait(false);
+        if (Migration.MigrationStreamFormat.Reads(qmp.Version)) return qmp;
+        await qmp.DisposeAsync().ConfigureAwait(false);
+        throw new QmpException($"QEMU {qmp.Version}: VMScatter reads QEMU {Migration.MigrationStreamFormat.QemuRelease}'s migration stream only");
     }
 
     private static string SerialLog(string dir) => Path.Combine(dir, "serial.log");
@@ -134,7 +146,7 @@ public sealed class QemuProcess : IAsyncDisposable
             pid = File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out int n) ? GuestPid.Of(n) : null;
             if (pid is null) throw new QmpException("QEMU exited right after starting (no live pid in its pidfile)");
             var alive = pid;
-            var qmp = await QmpClient.ConnectAsync(qmpSocket, settings.CommandTimeout, () => alive.IsAlive, cancellationToken).ConfigureAwait(false);
+            var qmp = await ConnectPinnedAsync(qmpSocket, settings.CommandTimeout, () => alive.IsAlive, cancellationToken).ConfigureAwait(false);
             return new QemuProcess(guestId, pid, dir, qmpSocket, SerialLog(dir), qmp);
         }
         catch (Exception e)

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using VMScatter.Domain;
+using VMScatter.Qemu.Migration;
 
 namespace VMScatter.Qemu;
 
@@ -56,6 +57,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
         try
         {
             const string load = "load device state";
+            CheckDeviceState(vm, deviceState, qemu, load);
             await qemu.RunAsync(load, "migrate-set-capabilities", QemuVm.IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
             string socketPath = Path.Combine(qemu.RuntimeDirectory!, "incoming.sock");
             await qemu.RunAsync(load, "migrate-incoming", new JsonObject { ["uri"] = $"unix:{socketPath}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -84,6 +86,13 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             await Forget(vm.Id)().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>The device state came from a peer: checked whole before QEMU loads it (<see cref="DeviceStateCheck"/>).</summary>
+    private static void CheckDeviceState(VmDescription vm, byte[] deviceState, QemuProcess qemu, string step)
+    {
+        try { DeviceStateCheck.Check(deviceState, QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes).MemoryBackendId, vm.MemoryBytes); }
+        catch (MigrationStreamException e) { throw qemu.Failure(step, $"device state refused: {e.Message}"); }
     }
 
     /// <summary>Finds again a guest that landed here before this node stopped or crashed (its state file entry); it runs on.</summary>

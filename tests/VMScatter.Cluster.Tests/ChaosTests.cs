@@ -4,9 +4,10 @@ using Xunit;
 namespace VMScatter.Cluster.Tests;
 
 /// <summary>
-/// The chaos harness in the suite: two runs on fresh multi-process clusters, a target killed -9 in one and a scheduler
-/// node in the other, each at a random moment after placement and restarted; every invariant must hold. Needs the
-/// PostgreSQL that ./test.sh starts (or VMSCATTER_TEST_POSTGRES), as FailoverTests.
+/// The chaos harness in the suite: a run on a fresh multi-process cluster, a target killed -9 at a random moment after
+/// placement and restarted; every invariant must hold. One run, not two: a scheduler node killed mid-migration is
+/// FailoverTests' and CrashTests' case, and the suite must stay well under 15 minutes on 2 cores (`./vmscatter chaos`
+/// runs as many as one wants). Needs the PostgreSQL that ./test.sh starts (or VMSCATTER_TEST_POSTGRES), as FailoverTests.
 /// </summary>
 public class ChaosTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -14,17 +15,17 @@ public class ChaosTests(Xunit.Abstractions.ITestOutputHelper output)
         ?? "Host=127.0.0.1;Port=5432;Username=vmscatter;Password=vmscatter;Database=vmscatter_test";
 
     [Fact]
-    public async Task A_target_and_a_scheduler_node_killed_mid_migration_leave_every_vm_running_exactly_once()
+    public async Task A_target_killed_mid_migration_leaves_every_vm_running_exactly_once()
     {
         string work = Directory.CreateTempSubdirectory("vmscatter-chaos-test-").FullName;
         var summary = await ChaosHarness.RunAsync(new ChaosOptions
         {
-            Runs = 2, Kills = [ChaosRole.Target, ChaosRole.Scheduler], Seed = 3, Targets = 3, PostgresConnectionString = Postgres, WorkDirectory = work,
+            Runs = 1, Kills = [ChaosRole.Target], Seed = 3, Targets = 3, PostgresConnectionString = Postgres, WorkDirectory = work,
             VmscatterDll = Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"), Log = output.WriteLine,
         });
         foreach (var f in summary.Failures) output.WriteLine($"run {f.Run}: {f.Invariant}: {f.Detail} (logs {f.Logs})");
-        Assert.Equal(2, summary.Runs);
-        Assert.Equal((1, 1, 0), (summary.KillsByRole["target"], summary.KillsByRole["scheduler"], summary.KillsByRole["source"]));
+        Assert.Equal(1, summary.Runs);
+        Assert.Equal((1, 0, 0), (summary.KillsByRole.GetValueOrDefault("target"), summary.KillsByRole.GetValueOrDefault("scheduler"), summary.KillsByRole.GetValueOrDefault("source")));
         Assert.Equal((0, 0), (summary.VmsLost, summary.VmsRunTwice));
         Assert.True(summary.AllInvariantsHeld, string.Join("\n", summary.Failures.Select(f => $"run {f.Run}: {f.Invariant}: {f.Detail}")));
         // Every VM accounted for: moved (some may since have ended with a killed target), left on the source, or ended with a killed source.

@@ -2,6 +2,10 @@ using Xunit;
 using VMScatter.Domain;
 using VMScatter.Domain.Pages;
 using VMScatter.Qemu;
+using VMScatter.Qemu.Migration;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
 
 namespace VMScatter.Cluster.Tests.Qemu;
 
@@ -67,5 +71,86 @@ public sealed class QemuBackendTests(QemuFixture fixture)
         Assert.Empty(processes);
         Assert.Empty(backend.Landed);
         QemuFixture.RemoveDirectories(settings);
+    }
+
+    [Fact]
+    public async Task Qemus_own_stream_carries_each_ram_page_once_as_the_ram_file_holds_it_and_a_cut_device_state_is_refused_before_qemu_loads_it()
+    {
+        string tag = Guid.NewGuid().ToString("N")[..8];
+        var settings = QemuFixture.SettingsFor(tag);
+        var vm = await QemuVm.StartAsync(new QemuGuestSpec("g2", fixture.Image, Memory), settings);
+        var backend = new QemuTargetBackend("t2", settings);
+        IWritableGuestMemory? target = null;
+        try
+        {
+            await vm.PauseAsync();
+            long counterAtPause = SerialConsole.LastCounter(vm.SerialLogPath);
+
+            // QEMU's own migration of the paused guest, RAM included, into a socket of ours: every page of its RAM
+            // block once (a page or a fill record), with the bytes its RAM file holds.
+            var stream = await MigrateIntoMemoryAsync(vm.Process);
+            var records = new int[vm.PageCount];
+            int differing = 0;
+            var expected = new byte[4096];
+            var summary = MigrationStream.Parse(stream, r =>
+            {
+                if (r.Block != "mem0") return;
+                int page = (int)(r.Offset / 4096);
+                records[page]++;
+                vm.ReadPage(page, expected);
+                bool same = r.IsFill ? expected.AsSpan().IndexOfAnyExcept(r.Fill) < 0 : r.Bytes.SequenceEqual(expected);
+                if (!same) differing++;
+            });
+            Assert.Equal("pc-i440fx-7.2", summary.MachineType);
+            Assert.False(summary.IgnoresSharedRam);
+            Assert.Equal((ulong)Memory, summary.Block("mem0")!.UsedLength);
+            Assert.All(records, n => Assert.Equal(1, n));
+            Assert.Equal(0, differing);
+            Assert.True(summary.PageRecords > 1000 && summary.FillRecords > 1000, $"{summary.PageRecords} pages, {summary.FillRecords} fills");
+
+            // QEMU migrates a guest paused by a completed migration only once it ran again.
+            await vm.ResumeAsync();
+            counterAtPause = await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, counterAtPause + 1, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running);
+            await vm.PauseAsync();
+
+            // The device state as a source captures it passes the target's check; cut short, it is refused before the
+            // target's QEMU reads a byte, that QEMU is gone, and the guest goes on at the source.
+            var state = await vm.CaptureDeviceStateAsync();
+            Assert.Equal(0, DeviceStateCheck.Check(state, "mem0", Memory).RecordsOf("mem0"));
+            target = backend.AllocateMemory(vm.Description);
+            var refused = await Assert.ThrowsAsync<QemuStepException>(() => backend.ResumeAsync(vm.Description, target, state[..^40], CancellationToken.None));
+            Assert.Contains("device state refused: no device description", refused.Message);
+            Assert.Empty(backend.Landed);
+            await vm.ResumeAsync();
+            long counter = await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, counterAtPause + 2, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running);
+            Assert.True(counter > counterAtPause + 2);
+        }
+        finally
+        {
+            if (target is not null) await target.DisposeAsync();
+            await vm.DisposeAsync();
+        }
+        var (files, processes) = QemuFixture.Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        QemuFixture.RemoveDirectories(settings);
+    }
+
+    /// <summary>QEMU's migration into a loopback socket this test reads to its end (a paused guest: it stays paused).</summary>
+    private static async Task<byte[]> MigrateIntoMemoryAsync(QemuProcess qemu)
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start(1);
+        try
+        {
+            var accepted = listener.AcceptTcpClientAsync();
+            await qemu.RunAsync("test migration", "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}" });
+            using var client = await accepted;
+            using var buffer = new MemoryStream();
+            await client.GetStream().CopyToAsync(buffer);
+            await QemuVm.WaitForMigrationAsync(qemu, "test migration", TimeSpan.FromSeconds(60), CancellationToken.None);
+            return buffer.ToArray();
+        }
+        finally { listener.Stop(); }
     }
 }
