@@ -52,13 +52,17 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
     {
         if (memory is not QemuArrival arrival) throw new ArgumentException($"guest {vm.Id}: memory was not allocated by the qemu backend");
         var ram = arrival.Ram;
+        var steps = new StepTimes();
         var qemu = await arrival.TakeQemuAsync().ConfigureAwait(false);
+        steps.Mark("qemu started");
         try
         {
             const string load = "load device state";
             await qemu.RunAsync(load, "migrate-set-capabilities", QemuVm.IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+            steps.Mark("capabilities");
             string socketPath = Path.Combine(qemu.RuntimeDirectory!, "incoming.sock");
             await qemu.RunAsync(load, "migrate-incoming", new JsonObject { ["uri"] = $"unix:{socketPath}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            steps.Mark("migrate-incoming");
             using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
                 try
@@ -69,14 +73,21 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
                 }
                 catch (SocketException e) { throw qemu.Failure(load, $"cannot stream the device state to QEMU: {e.Message}"); }
             }
+            steps.Mark("stream");
             await QemuVm.WaitForMigrationAsync(qemu, load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
+            steps.Mark("loaded");
             await qemu.RunAsync("resume on target (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
+            steps.Mark("cont");
             var status = await qemu.RunAsync("resume on target (query-status)", "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
             if (status?["running"]?.GetValue<bool>() != true)
                 throw qemu.Failure("resume on target", $"guest is '{status?["status"]}' after cont, not running");
+            steps.Mark("query-status");
             ram.DeleteOnDispose = true;
             if (stateFile is not null) await stateFile.PutAsync(Entry(vm, qemu, ram, GuestPlace.Landed)).ConfigureAwait(false);
-            return Land(vm, qemu, ram);
+            steps.Mark("state file");
+            var landed = Land(vm, qemu, ram);
+            landed.LastSteps = steps;
+            return landed;
         }
         catch
         {
@@ -162,7 +173,7 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
 /// A guest running on this target host in its own QEMU; disposing quits it and removes its RAM file and state entry,
 /// detaching (the node stops) leaves all three.
 /// </summary>
-public sealed class QemuLandedVm : ILandedVm, IDetachableGuest
+public sealed class QemuLandedVm : ILandedVm, IDetachableGuest, IStepTimed
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -178,6 +189,10 @@ public sealed class QemuLandedVm : ILandedVm, IDetachableGuest
     }
 
     public VmDescription Description { get; }
+
+    /// <summary>The steps of its resume here, timed (null for one re-adopted).</summary>
+    public StepTimes? LastSteps { get; internal set; }
+
     public VmRunState State => _disposed == 0 && !_qemu.HasExited ? VmRunState.Running : VmRunState.Stopped;
     public string SerialLogPath => _qemu.SerialLogPath;
     public string RamFilePath => _ram.Path;

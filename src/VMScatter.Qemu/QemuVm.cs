@@ -30,7 +30,7 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest, IStepTimed
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -64,6 +64,9 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
 
     /// <summary>The QEMU process this guest runs in (QEMU's own migration of it is the bench's baseline).</summary>
     public QemuProcess Process => _qemu;
+
+    /// <summary>The steps of the last device-state capture, timed.</summary>
+    public StepTimes? LastSteps { get; private set; }
 
     /// <summary>The guest's serial counter when it was last paused here: its target must count on from it.</summary>
     public long CounterAtPause { get; private set; }
@@ -268,7 +271,10 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
     public async Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default)
     {
         const string step = "capture device state";
+        var steps = new StepTimes();
+        LastSteps = steps;
         await _qemu.RunAsync(step, "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        steps.Mark("capabilities");
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start(1);
         try
@@ -278,10 +284,13 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
             timeout.CancelAfter(_settings.StateTransferTimeout);
             var accepted = listener.AcceptTcpClientAsync(timeout.Token).AsTask();
             await _qemu.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            steps.Mark("migrate");
             using var client = await accepted.ConfigureAwait(false);
             using var buffer = new MemoryStream();
             await client.GetStream().CopyToAsync(buffer, timeout.Token).ConfigureAwait(false);
+            steps.Mark("stream");
             await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
+            steps.Mark("completed");
             return buffer.ToArray();
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)

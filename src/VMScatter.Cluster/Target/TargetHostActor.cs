@@ -101,7 +101,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 _log.Warning("Migration {0}: this host's data plane failed in round {1}: {2}", m.MigrationId, m.Outcome.Round, m.Outcome.Error);
                 return;
             }
-            if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc);
+            if (m.Outcome.Final) { _log.Debug("Migration {0}: final round {1} applied here", m.MigrationId, m.Outcome.Round); ComputeDigests(m.MigrationId, inc); }
             // A final round is not necessarily the last: VMs re-placed here later arrive in rounds of their own.
             PumpOutcome(m.MigrationId, inc.Receiver);
         });
@@ -124,6 +124,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 return;
             }
             var state = inc.Receiver.DeviceStateOf(vm.VmIndex) ?? [];
+            _log.Debug("Migration {0}: resuming VM {1} here", m.MigrationId, m.VmId);
             inc.Resuming.Add(vm.Description.Id);
             // From now on its memory is the guest's: no content is kept in it for VMs still arriving, nor written to it.
             inc.Receiver.ReleaseVm(vm.VmIndex);
@@ -138,6 +139,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 inc.Resuming.Remove(m.Vm.Description.Id);
                 inc.Resumed.Add(m.Vm.Description.Id);
             }
+            _log.Debug("Migration {0}: VM {1} resumed here: {2}", m.MigrationId, m.Vm.Description.Id, (m.Vm as IStepTimed)?.LastSteps);
             Sender.Tell(new VmResumedOnTarget(m.MigrationId, m.Vm.Description.Id, _hostId, m.ResumedAtUnixMs));
             ReleaseIfSettled(m.MigrationId);
             Self.Tell(Announce.Instance);
