@@ -12,12 +12,15 @@ public sealed class SourceCpuMeter
     private readonly object _lock = new();
     private readonly List<double> _byRound = new();
 
-    /// <summary>Runs <paramref name="work"/> on this thread and counts its CPU time against <paramref name="round"/>.</summary>
-    public T Measure<T>(int round, Func<T> work)
+    /// <summary>
+    /// Runs <paramref name="work"/> on this thread and counts its CPU time against <paramref name="round"/>, with what
+    /// <paramref name="helpers"/> used on other threads meanwhile.
+    /// </summary>
+    public T Measure<T>(int round, Func<T> work, IHelperCpu? helpers = null)
     {
         double start = ThreadCpu.Seconds();
         try { return work(); }
-        finally { Add(round, ThreadCpu.Seconds() - start); }
+        finally { Add(round, ThreadCpu.Seconds() - start + (helpers?.TakeHelperCpuSeconds() ?? 0)); }
     }
 
     private void Add(int round, double seconds)

@@ -53,6 +53,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var setAside = _setAside; // read here, not from the bulk thread
             bool all = m.AllPages;
             var cpu = _cpu;
+            var helpers = _vm as IHelperCpu;
             BulkWork.Run(() => cpu.Measure(round, () =>
             {
                 if (round > 0 && all)
@@ -69,7 +70,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
                 return (Enumerable.Range(0, _vm.PageCount).ToArray(), LogGeneration);
-            })).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration),
+            }, helpers)).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration),
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
@@ -77,7 +78,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         Receive<SetAsideDirtyPages>(_ =>
         {
             var cpu = _cpu;
-            BulkWork.Run(() => cpu.Measure(0, _vm.CollectDirtyPages)).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(0, pages, SetAside: true),
+            BulkWork.Run(() => cpu.Measure(0, _vm.CollectDirtyPages, _vm as IHelperCpu)).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(0, pages, SetAside: true),
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
@@ -172,7 +173,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             int pause = m.Paused.Pause;
             var cpu = _cpu;
             int round = m.PerShard[0].Round;
-            Step("source digest", () => BulkWork.Run(() => cpu.Measure(round, () => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread), pause))))
+            Step("source digest", () => BulkWork.Run(() => cpu.Measure(round, () => (object)new SourceDigestComputed(_vmIndex, Digest(state), pause))))
                 .PipeTo(ReplyTo);
             BackToReady();
         });
@@ -182,16 +183,25 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants, int pause)
     {
         var steps = new StepTimes();
-        await _vm.PauseAsync().ConfigureAwait(false);
+        // Stamped before the stop: the guest's pause is counted from the moment it may stop, not from QEMU's answer.
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        await _vm.PauseAsync().ConfigureAwait(false);
         steps.Mark("stop");
+        // The device state streams out of QEMU while this process re-reads the memory: neither needs the other.
+        var capture = _vm.CaptureDeviceStateAsync();
         // Pages written between the last collection and the pause are still in the log: take them too. A whole-memory
         // pass for a re-hashed guest: on a bulk thread, not the pool the control plane runs on.
         var roundPages = _roundPages;
-        var pages = await BulkWork.Run(() => _cpu.Measure(round, () => roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray())).ConfigureAwait(false);
+        int[] pages;
+        try { pages = await BulkWork.Run(() => _cpu.Measure(round, () => roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray(), _vm as IHelperCpu)).ConfigureAwait(false); }
+        catch
+        {
+            await capture.ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false); // no capture left running behind a failure
+            throw;
+        }
         int generation = LogGeneration;
         steps.Mark($"final collection ({pages.Length} pages)");
-        var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
+        var deviceState = await capture.ConfigureAwait(false);
         steps.Mark($"device state ({deviceState.Length} bytes)", (_vm as IStepTimed)?.LastSteps);
         var routed = await HashAsync(round, pages, generation, participants).ConfigureAwait(false);
         steps.Mark("hash");
@@ -240,6 +250,15 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             return new RoutedHashes(perShard, null, profile);
         }));
     }
+
+    /// <summary>
+    /// The handover digest of the paused guest: from the page hashes its final collection took after the pause where
+    /// it keeps them (a second pass over its memory saved inside the pause), else from its memory.
+    /// </summary>
+    private string Digest(ImmutableArray<byte> deviceState) =>
+        (_vm as IPausedPageHashes)?.PausedPageHashes is { } hashes
+            ? MemoryDigest.FromPageHashes(hashes, deviceState.AsSpan())
+            : MemoryDigest.Compute(_vm, deviceState.AsSpan(), OneThread);
 
     private static readonly ParallelOptions OneThread = new() { MaxDegreeOfParallelism = 1 };
 

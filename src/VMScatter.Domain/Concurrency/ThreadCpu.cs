@@ -29,3 +29,13 @@ public static partial class ThreadCpu
         return t.Seconds + t.Nanoseconds / 1e9;
     }
 }
+
+/// <summary>
+/// Work that spreads over other threads when they are free: the CPU those helpers used, which the calling thread's
+/// own clock (<see cref="ThreadCpu"/>) does not see.
+/// </summary>
+public interface IHelperCpu
+{
+    /// <summary>Helper CPU seconds since the last call.</summary>
+    double TakeHelperCpuSeconds();
+}
