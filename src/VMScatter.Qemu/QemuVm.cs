@@ -1,8 +1,8 @@
-using System.IO.Hashing;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using VMScatter.Domain;
+using VMScatter.Domain.Concurrency;
 using VMScatter.Domain.Pages;
 
 namespace VMScatter.Qemu;
@@ -30,13 +30,21 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest, IStepTimed, IPausedPageHashes, IHelperCpu
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
     private readonly QemuSettings _settings;
-    private readonly ulong[] _snapshot;
+    /// <summary>Each page's 128-bit content hash as the last collection saw it (the digest's page hash).</summary>
+    private readonly ContentHash[] _snapshot;
     private readonly ulong[] _reread;
+    /// <summary>The last collection began after a completed QMP stop and the guest has not run since: <see cref="_snapshot"/> is the paused memory.</summary>
+    private volatile bool _snapshotIsPaused;
+    private int _resumes;
+    /// <summary>A QMP stop completed and no resume began since (cleared before cont, unlike <see cref="State"/>).</summary>
+    private volatile bool _stopped;
+    /// <summary>x-ignore-shared is on in this QEMU (it stays on: only device-state captures migrate it).</summary>
+    private bool _ignoreSharedSet;
     private volatile bool _logging;
     private volatile VmRunState _state = VmRunState.Running;
 
@@ -50,7 +58,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
         _qemu = qemu;
         _ram = ram;
         _settings = settings;
-        _snapshot = new ulong[ram.PageCount];
+        _snapshot = new ContentHash[ram.PageCount];
         _reread = new ulong[(ram.PageCount + 63) / 64];
     }
 
@@ -64,6 +72,9 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
 
     /// <summary>The QEMU process this guest runs in (QEMU's own migration of it is the bench's baseline).</summary>
     public QemuProcess Process => _qemu;
+
+    /// <summary>The steps of the last device-state capture, timed.</summary>
+    public StepTimes? LastSteps { get; private set; }
 
     /// <summary>The guest's serial counter when it was last paused here: its target must count on from it.</summary>
     public long CounterAtPause { get; private set; }
@@ -217,39 +228,95 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
         var page = _ram.PageSpan(index);
         page.CopyTo(destination);
         // The copy is what may be sent: if it is not the content this round's snapshot saw, resend it next round.
-        if (_logging && XxHash3.HashToUInt64(destination[..Page.Size]) != Volatile.Read(ref _snapshot[index]))
+        if (_logging && HashOf(destination[..Page.Size]) != ReadSnapshot(index))
             Interlocked.Or(ref _reread[index >> 6], 1UL << (index & 63));
     }
 
     public void StartDirtyLogging()
     {
-        for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = XxHash3.HashToUInt64(_ram.PageSpan(p));
+        _snapshotIsPaused = false;
+        for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = HashOf(_ram.PageSpan(p));
         Array.Clear(_reread);
         _logging = true;
     }
 
     public int[] CollectDirtyPages()
     {
-        var dirty = new List<int>();
-        for (int p = 0; p < _snapshot.Length; p++)
+        int resumes = Volatile.Read(ref _resumes);
+        bool paused = _stopped;
+        _snapshotIsPaused = false;
+        // A whole-memory pass, inside the pause at a stop-and-copy: spread over the bulk threads that are free (the
+        // caller does every chunk itself when the others are busy, e.g. with the wave's other guests).
+        int chunks = (_snapshot.Length + CollectChunkPages - 1) / CollectChunkPages;
+        var dirtyOf = new int[chunks][];
+        int caller = Environment.CurrentManagedThreadId;
+        Parallel.For(0, chunks, CollectParallel, c =>
         {
-            ulong h = XxHash3.HashToUInt64(_ram.PageSpan(p));
-            bool reread = (Interlocked.And(ref _reread[p >> 6], ~(1UL << (p & 63))) & (1UL << (p & 63))) != 0;
-            if (h != _snapshot[p] || reread) dirty.Add(p);
-            Volatile.Write(ref _snapshot[p], h);
-        }
-        return dirty.ToArray();
+            bool helper = Environment.CurrentManagedThreadId != caller;
+            double cpu = helper ? ThreadCpu.Seconds() : 0;
+            var dirty = new List<int>();
+            for (int p = c * CollectChunkPages, end = Math.Min(_snapshot.Length, p + CollectChunkPages); p < end; p++)
+            {
+                var h = HashOf(_ram.PageSpan(p));
+                bool reread = (Interlocked.And(ref _reread[p >> 6], ~(1UL << (p & 63))) & (1UL << (p & 63))) != 0;
+                if (h != _snapshot[p] || reread) dirty.Add(p);
+                _snapshot[p] = h;
+            }
+            dirtyOf[c] = dirty.ToArray();
+            if (helper) lock (_helperCpuLock) _helperCpu += ThreadCpu.Seconds() - cpu;
+        });
+        // Paused throughout (no resume began meanwhile): every hash above is of memory that no longer changes.
+        _snapshotIsPaused = paused && Volatile.Read(ref _resumes) == resumes;
+        return dirtyOf.SelectMany(d => d).ToArray();
     }
+
+    /// <summary>64-page aligned (one word of the re-read bits), 16 MiB: enough chunks for every core, few enough to cost nothing.</summary>
+    private const int CollectChunkPages = 4096;
+
+    private static readonly ParallelOptions CollectParallel = new() { TaskScheduler = BulkWork.Scheduler };
+
+    private readonly object _helperCpuLock = new();
+    private double _helperCpu;
+
+    public double TakeHelperCpuSeconds()
+    {
+        lock (_helperCpuLock)
+        {
+            double cpu = _helperCpu;
+            _helperCpu = 0;
+            return cpu;
+        }
+    }
+
+    public ContentHash[]? PausedPageHashes => _snapshotIsPaused ? _snapshot : null;
+
+    /// <summary>The digest's page hash; a zero check first, ten times cheaper than hashing, and most of a guest is zero pages.</summary>
+    private static ContentHash HashOf(ReadOnlySpan<byte> page) => Page.IsZero(page) ? ContentHash.OfZeroPage : ContentHash.Compute(page);
+
+    /// <summary>
+    /// A snapshot entry, which a collection may be rewriting: a torn read mixes halves of two 128-bit hashes, and only
+    /// passes for the copy's hash if a 64-bit half of two different contents' hashes agree (~2^-64); even then the
+    /// handover digests differ and the guest stays here.
+    /// </summary>
+    private ContentHash ReadSnapshot(int index) => _snapshot[index];
 
     public async Task PauseAsync(CancellationToken cancellationToken = default)
     {
+        // The capture's capability is set while the guest still runs: one QMP round trip fewer inside the pause.
+        await _qemu.RunAsync("pause (stop)", "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        _ignoreSharedSet = true;
         await _qemu.RunAsync("pause (stop)", "stop", cancellationToken: cancellationToken).ConfigureAwait(false);
         _state = VmRunState.Paused;
+        _stopped = true;
         CounterAtPause = SerialConsole.LastCounter(_qemu.SerialLogPath);
     }
 
     public async Task ResumeAsync(CancellationToken cancellationToken = default)
     {
+        // Before cont, and whether or not it succeeds: a collection running now must not claim the paused memory.
+        _stopped = false;
+        Interlocked.Increment(ref _resumes);
+        _snapshotIsPaused = false;
         await _qemu.RunAsync("resume on source (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
         _state = VmRunState.Running;
     }
@@ -268,7 +335,11 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
     public async Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default)
     {
         const string step = "capture device state";
-        await _qemu.RunAsync(step, "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        var steps = new StepTimes();
+        LastSteps = steps;
+        if (!_ignoreSharedSet) await _qemu.RunAsync(step, "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        _ignoreSharedSet = true;
+        steps.Mark("capabilities");
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start(1);
         try
@@ -278,10 +349,13 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest
             timeout.CancelAfter(_settings.StateTransferTimeout);
             var accepted = listener.AcceptTcpClientAsync(timeout.Token).AsTask();
             await _qemu.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            steps.Mark("migrate");
             using var client = await accepted.ConfigureAwait(false);
             using var buffer = new MemoryStream();
             await client.GetStream().CopyToAsync(buffer, timeout.Token).ConfigureAwait(false);
+            steps.Mark("stream");
             await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
+            steps.Mark("completed");
             return buffer.ToArray();
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)

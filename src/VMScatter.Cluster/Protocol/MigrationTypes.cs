@@ -104,6 +104,8 @@ public sealed record TransferStats(
     int Waves = 1,
     int DataPlaneRounds = 0) : IVmScatterMessage
 {
+    /// <summary>CPU seconds the source spent reading guest memory in each data-plane round (dirty collection, hashing, digests).</summary>
+    public IReadOnlyList<double> SourceCpuSecondsPerRound { get; init; } = [];
     /// <summary>The group transport content went by ("": as requested); the relay chain when multicast could not be set up.</summary>
     public string TransportUsed { get; init; } = "";
     /// <summary>Why the requested transport was not used, or null.</summary>

@@ -72,6 +72,7 @@ internal static class MigrationReportBuilder
             AnalysisSeconds = stats?.AnalysisSeconds ?? 0,
             RoundSeconds = stats?.RoundSeconds ?? [],
             SourceDigestSeconds = stats?.SourceDigestSeconds ?? 0,
+            SourceCpuSecondsPerRound = stats?.SourceCpuSecondsPerRound ?? [],
             Error = run.Error,
             LostTargets = run.LostReasons.ToArray(),
             Replaced = run.Replacements.ToArray(),

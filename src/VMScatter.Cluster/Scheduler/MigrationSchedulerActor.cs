@@ -95,6 +95,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         // A wave of a staggered handover is through: its VMs can be handed over while the others still transfer.
         Command<VmsTransferred>(m => WithRun(m.MigrationId, run =>
         {
+            _log.Debug("Migration {0}: VMs {1} transferred", m.MigrationId, string.Join(",", m.SourceDigests.Select(d => d.VmId)));
             Transferred(run, m.SourceDigests, m.PausedAtUnixMs);
             DecideHandovers(run);
         }));
@@ -111,6 +112,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         {
             if (!run.TargetRefs.ContainsKey(m.HostId)) { Refuse(run, m, $"host {m.HostId} is not a target of it"); return; }
             if (run.LostTargets.Contains(m.HostId)) { Refuse(run, m, $"host {m.HostId} is lost to it"); return; }
+            _log.Debug("Migration {0}: digests from {1}", m.MigrationId, m.HostId);
             run.TargetDigests[m.HostId] = m;
             foreach (var d in m.Digests.Where(d => run.TargetOfVm.GetValueOrDefault(d.VmId) == m.HostId)) run.TargetDigestOf[d.VmId] = d.Digest;
             DecideHandovers(run);

@@ -46,6 +46,7 @@ public sealed partial class SourceMigrationActor
                 Sender.Tell(new HandoverRefused(_migrationId, m.VmId, refusal));
                 return;
             }
+            _log.Debug("Migration {0}: granted {1} the handover of VM {2}", _migrationId, m.TargetHostId, m.VmId);
             Context.Parent.Tell(new SourceVmGranted(_migrationId, m.VmId, Granted: true));
             m.Target.Tell(new ResumeOnTarget(_migrationId, m.VmId, Self), Sender);
         });

@@ -57,6 +57,7 @@ public sealed partial class SourceMigrationActor
             _leaseRound = _round;
             _resend = false;
             Send(built.Transfer);
+            _log.Debug("Migration {0}: round {1} planned and built in {2:0.#} ms", _migrationId, _round, _roundClock.Elapsed.TotalMilliseconds);
             ReportProgress(); // the round's start, for a timeline; its end is reported when it is applied
             Become(Transferring);
         });
@@ -86,6 +87,7 @@ public sealed partial class SourceMigrationActor
         Receive<RoundSent>(m =>
         {
             _roundSent = true;
+            _log.Debug("Migration {0}: round {1} sent", _migrationId, m.Round);
             ReportUnreachable();
             if (_resend && !RoundComplete) { Resend(); return; }
             Timers.StartSingleTimer("round-timeout", new RoundOverdue(_round), _settings.DataPlane.RoundTimeout);
@@ -160,6 +162,8 @@ public sealed partial class SourceMigrationActor
         ReturnLease();
         if (_finalRoundOpen) ResumeHeldOrphans();
         _account.RoundEnded(_roundClock.Elapsed.TotalSeconds, _sender!.BytesSent - _roundStartBytes);
+        _log.Debug("Migration {0}: round {1} applied by its targets, {2:0.#} ms after its planning began; source CPU reading guest memory so far in it: {3:0.###} s",
+            _migrationId, _round, _roundClock.Elapsed.TotalMilliseconds, _cpu.PerRound(_round + 1)[_round]);
         ReportProgress();
         if (_stopAndCopy)
         {
@@ -261,6 +265,7 @@ public sealed partial class SourceMigrationActor
             // A VM whose target was lost meanwhile is out of the wave (it is told to run again).
             if (!_wave.Vms.Contains(m.VmIndex)) return;
             if (_paused.Count == 0) _digestStarted = _clock.Elapsed.TotalSeconds;
+            _log.Debug("Migration {0}: VM {1} paused", _migrationId, VmId(m.VmIndex));
             _paused[m.VmIndex] = m;
             _pausedAt[m.VmIndex] = m.PausedAtUnixMs;
             _pauseOf[m.VmIndex] = m.Pause;
@@ -297,6 +302,7 @@ public sealed partial class SourceMigrationActor
     private void DigestComputed(SourceDigestComputed m)
     {
         if (_orphaned.Contains(m.VmIndex) || _pauseOf.GetValueOrDefault(m.VmIndex, -1) != m.Pause) return;
+        _log.Debug("Migration {0}: VM {1} digested on the source", _migrationId, VmId(m.VmIndex));
         _sourceDigests[m.VmIndex] = m.Digest;
     }
 
@@ -310,6 +316,7 @@ public sealed partial class SourceMigrationActor
         foreach (int vm in _wave.Vms) _fence.Transferred(VmId(vm), _targetHosts[_targetOfVm[vm]], _clock.Elapsed.TotalSeconds);
         ArmFence();
         Self.Tell(FenceTick.Instance);
+        _log.Debug("Migration {0}: wave {1} transferred and digested", _migrationId, _wave.Index + 1);
         if (_wave.Vms.Count > 0) _scheduler.Tell(new VmsTransferred(_migrationId, Digests(_wave.Vms), PausedAt(_wave.Vms)));
         // The round counter moves past the stop-and-copy round either way: the next wave's first round is the next one.
         _round++;
@@ -329,7 +336,7 @@ public sealed partial class SourceMigrationActor
             MulticastNacks = channel?.Nacks ?? 0, MulticastRepairs = channel?.Repairs ?? 0, MulticastRepairBytes = channel?.RepairBytes ?? 0,
             MulticastChannels = moves.Channels, MulticastJoins = moves.Joins, MulticastLeaves = moves.Leaves,
         };
-        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(transferred), PausedAt(transferred), _account.Stats(sent, _shardCounters, _waves.Count(w => w.Vms.Count > 0), _round)));
+        _scheduler.Tell(new TransferCompleted(_migrationId, Digests(transferred), PausedAt(transferred), _account.Stats(sent, _shardCounters, _waves.Count(w => w.Vms.Count > 0), _round) with { SourceCpuSecondsPerRound = _cpu.PerRound(_round) }));
         Become(HandingOver);
     }
 }

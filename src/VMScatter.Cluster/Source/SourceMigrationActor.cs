@@ -81,6 +81,8 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly ResumeFence _fence = new();
     private HostId[] _targetHosts = [];
     private readonly HashSet<int> _settled = new();
+    /// <summary>CPU the VM actors spend reading guest memory, per round (in the report).</summary>
+    private readonly SourceCpuMeter _cpu;
     /// <summary>VMs stopped here while later waves still read contents from guest pages: the host frees them after.</summary>
     private readonly List<SourceVmReleased> _freeLater = new();
 
@@ -92,10 +94,11 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         _settings = settings;
         _scheduler = scheduler;
         _policy = ConvergencePolicy.Of(options, settings);
+        _cpu = new SourceCpuMeter();
         _account = new RoundAccounting(settings.AssumedRateBytesPerSecond, Hosting.VmScatterMetrics.For(Context.System));
         int shards = settings.DedupShards;
         _shardActors = Enumerable.Range(0, shards).Select(i => Context.ActorOf(Props.Create(() => new DedupShardActor(i, shards, options.Deduplicate, vms)), $"dedup-{i}")).ToArray();
-        _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors, settings.SketchSize)), $"vm-{i}")).ToArray();
+        _vmActors = vms.Select((vm, i) => Context.ActorOf(Props.Create(() => new SourceVmActor(i, vm, _shardActors, settings.SketchSize, _cpu)), $"vm-{i}")).ToArray();
         Analyzing();
     }
 

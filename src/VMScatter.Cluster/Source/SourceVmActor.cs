@@ -2,6 +2,7 @@ using System.Collections.Frozen;
 using System.Collections.Immutable;
 using System.Runtime.InteropServices;
 using Akka.Actor;
+using Akka.Event;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
 using VMScatter.Domain.Concurrency;
@@ -21,17 +22,20 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private readonly IMigratableVm _vm;
     private readonly IReadOnlyList<IActorRef> _shards;
     private readonly int _sketchSize;
+    private readonly SourceCpuMeter _cpu;
     private int[] _roundPages = [];
     /// <summary>The write-log generation after the collection that gave <see cref="_roundPages"/>.</summary>
     private int _roundGeneration;
     /// <summary>Pages collected but left for a later round (round 0's set-aside, a wave's held-back working set); the next collection adds them back.</summary>
     private int[] _setAside = [];
     private int _pauses;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
 
     public IStash Stash { get; set; } = null!;
 
-    public SourceVmActor(int vmIndex, IMigratableVm vm, IReadOnlyList<IActorRef> shards, int sketchSize)
+    public SourceVmActor(int vmIndex, IMigratableVm vm, IReadOnlyList<IActorRef> shards, int sketchSize, SourceCpuMeter? cpu = null)
     {
+        _cpu = cpu ?? new SourceCpuMeter();
         _vmIndex = vmIndex;
         _vm = vm;
         _shards = shards;
@@ -48,7 +52,9 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             int round = m.Round;
             var setAside = _setAside; // read here, not from the bulk thread
             bool all = m.AllPages;
-            BulkWork.Run(() =>
+            var cpu = _cpu;
+            var helpers = _vm as IHelperCpu;
+            BulkWork.Run(() => cpu.Measure(round, () =>
             {
                 if (round > 0 && all)
                 {
@@ -64,14 +70,15 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
                 return (Enumerable.Range(0, _vm.PageCount).ToArray(), LogGeneration);
-            }).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration),
+            }, helpers)).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration),
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
 
         Receive<SetAsideDirtyPages>(_ =>
         {
-            BulkWork.Run(() => _vm.CollectDirtyPages()).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(0, pages, SetAside: true),
+            var cpu = _cpu;
+            BulkWork.Run(() => cpu.Measure(0, _vm.CollectDirtyPages, _vm as IHelperCpu)).PipeTo(Self, Sender, success: pages => new RoundPagesCollected(0, pages, SetAside: true),
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
@@ -159,11 +166,14 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         {
             for (int s = 0; s < _shards.Count; s++) _shards[s].Tell(m.PerShard[s]);
             Sender.Tell(m.Paused!);
+            _log.Debug("VM {0} paused for round {1}: {2}", _vm.Description.Id, m.PerShard[0].Round, m.Steps);
             // The paused memory no longer changes: digest all of it now, while the last round is still being sent.
             var state = m.Paused!.DeviceState;
             // One bulk thread per VM's digest: the VMs of a migration digest side by side.
             int pause = m.Paused.Pause;
-            Step("source digest", () => BulkWork.Run(() => (object)new SourceDigestComputed(_vmIndex, MemoryDigest.Compute(_vm, state.AsSpan(), OneThread), pause)))
+            var cpu = _cpu;
+            int round = m.PerShard[0].Round;
+            Step("source digest", () => BulkWork.Run(() => cpu.Measure(round, () => (object)new SourceDigestComputed(_vmIndex, Digest(state), pause))))
                 .PipeTo(ReplyTo);
             BackToReady();
         });
@@ -172,14 +182,30 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
 
     private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants, int pause)
     {
-        await _vm.PauseAsync().ConfigureAwait(false);
+        var steps = new StepTimes();
+        // Stamped before the stop: the guest's pause is counted from the moment it may stop, not from QEMU's answer.
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        // Pages written between the last collection and the pause are still in the log: take them too.
-        var pages = _roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray();
+        await _vm.PauseAsync().ConfigureAwait(false);
+        steps.Mark("stop");
+        // The device state streams out of QEMU while this process re-reads the memory: neither needs the other.
+        var capture = _vm.CaptureDeviceStateAsync();
+        // Pages written between the last collection and the pause are still in the log: take them too. A whole-memory
+        // pass for a re-hashed guest: on a bulk thread, not the pool the control plane runs on.
+        var roundPages = _roundPages;
+        int[] pages;
+        try { pages = await BulkWork.Run(() => _cpu.Measure(round, () => roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray(), _vm as IHelperCpu)).ConfigureAwait(false); }
+        catch
+        {
+            await capture.ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false); // no capture left running behind a failure
+            throw;
+        }
         int generation = LogGeneration;
-        var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
+        steps.Mark($"final collection ({pages.Length} pages)");
+        var deviceState = await capture.ConfigureAwait(false);
+        steps.Mark($"device state ({deviceState.Length} bytes)", (_vm as IStepTimed)?.LastSteps);
         var routed = await HashAsync(round, pages, generation, participants).ConfigureAwait(false);
-        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause) };
+        steps.Mark("hash");
+        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause), Steps = steps };
     }
 
     /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>
@@ -189,7 +215,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private Task<RoutedHashes> HashAsync(int round, int[] pages, int generation, int participants, int[]? roundPages = null)
     {
         int shardCount = _shards.Count;
-        return BulkWork.Run(() =>
+        var cpu = _cpu;
+        return BulkWork.Run(() => cpu.Measure(round, () =>
         {
             var idx = new ImmutableArray<int>.Builder[shardCount];
             var hashes = new ImmutableArray<ContentHash>.Builder[shardCount];
@@ -221,8 +248,17 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             var profile = distinct is null ? null
                 : new VmContentsProfiled(_vmIndex, pages.Length, pages.Length - zero, zero, distinct.Count, sketch!.Values.ToArray());
             return new RoutedHashes(perShard, null, profile);
-        });
+        }));
     }
+
+    /// <summary>
+    /// The handover digest of the paused guest: from the page hashes its final collection took after the pause where
+    /// it keeps them (a second pass over its memory saved inside the pause), else from its memory.
+    /// </summary>
+    private string Digest(ImmutableArray<byte> deviceState) =>
+        (_vm as IPausedPageHashes)?.PausedPageHashes is { } hashes
+            ? MemoryDigest.FromPageHashes(hashes, deviceState.AsSpan())
+            : MemoryDigest.Compute(_vm, deviceState.AsSpan(), OneThread);
 
     private static readonly ParallelOptions OneThread = new() { MaxDegreeOfParallelism = 1 };
 
@@ -237,5 +273,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     }
 
     private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside, int LogGeneration = 0);
-    private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused, VmContentsProfiled? Profile = null);
+    private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused, VmContentsProfiled? Profile = null)
+    {
+        public StepTimes? Steps { get; init; }
+    }
 }

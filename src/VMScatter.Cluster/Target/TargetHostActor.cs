@@ -101,7 +101,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 _log.Warning("Migration {0}: this host's data plane failed in round {1}: {2}", m.MigrationId, m.Outcome.Round, m.Outcome.Error);
                 return;
             }
-            if (m.Outcome.Final) ComputeDigests(m.MigrationId, inc);
+            if (m.Outcome.Final) { _log.Debug("Migration {0}: final round {1} applied here", m.MigrationId, m.Outcome.Round); ComputeDigests(m.MigrationId, inc); }
             // A final round is not necessarily the last: VMs re-placed here later arrive in rounds of their own.
             PumpOutcome(m.MigrationId, inc.Receiver);
         });
@@ -123,11 +123,9 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 _log.Warning("Migration {0}: ignored a second start of VM {1}", m.MigrationId, m.VmId);
                 return;
             }
-            var state = inc.Receiver.DeviceStateOf(vm.VmIndex) ?? [];
+            _log.Debug("Migration {0}: resuming VM {1} here", m.MigrationId, m.VmId);
             inc.Resuming.Add(vm.Description.Id);
-            // From now on its memory is the guest's: no content is kept in it for VMs still arriving, nor written to it.
-            inc.Receiver.ReleaseVm(vm.VmIndex);
-            ResumeAsync(m.MigrationId, vm, state, m.GrantedBy).PipeTo(Self, replyTo);
+            ResumeAsync(m.MigrationId, inc.Receiver, vm, m.GrantedBy).PipeTo(Self, replyTo);
         });
 
         Receive<Landed>(m =>
@@ -138,6 +136,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 inc.Resuming.Remove(m.Vm.Description.Id);
                 inc.Resumed.Add(m.Vm.Description.Id);
             }
+            _log.Debug("Migration {0}: VM {1} resumed here: {2}", m.MigrationId, m.Vm.Description.Id, m.Steps);
             Sender.Tell(new VmResumedOnTarget(m.MigrationId, m.Vm.Description.Id, _hostId, m.ResumedAtUnixMs));
             ReleaseIfSettled(m.MigrationId);
             Self.Tell(Announce.Instance);
@@ -310,13 +309,28 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
     /// Starts a VM the source granted to this host (the source relays the scheduler's word only once it granted the VM
     /// here and will not run it itself); a start that fails hands the grant back, so the VM can run on the source again.
     /// </summary>
-    private async Task<object> ResumeAsync(MigrationId migrationId, ReceiverVm vm, byte[] deviceState, IActorRef source)
+    private async Task<object> ResumeAsync(MigrationId migrationId, MigrationReceiver receiver, ReceiverVm vm, IActorRef source)
     {
         var id = vm.Description.Id;
         try
         {
+            // Off the actor thread: releasing is a pass over what the receiver holds, and the wave's other VMs' starts
+            // (which come right behind this one) waited for it. Done before the backend resumes the guest.
+            var steps = new StepTimes();
+            var deviceState = await Task.Run(() =>
+            {
+                steps.Mark("queued");
+                var state = receiver.DeviceStateOf(vm.VmIndex) ?? [];
+                steps.Mark("device state");
+                // From now on its memory is the guest's: no content is kept in it for VMs still arriving, nor written to it.
+                receiver.ReleaseVm(vm.VmIndex);
+                steps.Mark("release received contents");
+                return state;
+            }).ConfigureAwait(false);
             var landed = await _backend.ResumeAsync(vm.Description, vm.Memory, deviceState, CancellationToken.None).ConfigureAwait(false);
-            return new Landed(migrationId, landed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            long resumedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            steps.Mark("backend resume", (landed as IStepTimed)?.LastSteps);
+            return new Landed(migrationId, landed, resumedAt, steps);
         }
         catch (Exception e)
         {
@@ -378,7 +392,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
 
     private sealed record Announce { public static readonly Announce Instance = new(); }
     private sealed record OutcomeArrived(MigrationId MigrationId, RoundOutcome Outcome);
-    private sealed record Landed(MigrationId MigrationId, ILandedVm Vm, long ResumedAtUnixMs);
+    private sealed record Landed(MigrationId MigrationId, ILandedVm Vm, long ResumedAtUnixMs, StepTimes? Steps = null);
     private sealed record LandingFailed(MigrationId MigrationId, VmId VmId, string Reason);
     private sealed record ReceiverClosed(MigrationId MigrationId);
 }

@@ -197,16 +197,15 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
         lock (_gate)
         {
             if (!_released.Add(vmIndex)) return;
-            foreach (var (page, content) in _homeContent.Where(h => h.Key.Vm == vmIndex).ToArray())
-            {
-                _homeContent.Remove(page);
-                _homeOf.Remove(content);
-            }
-            foreach (var (content, pages) in _pending.ToArray())
-            {
-                pages.RemoveAll(p => p.Vm == vmIndex);
-                if (pages.Count == 0) _pending.Remove(content);
-            }
+            // Its own pages looked up, nothing copied: a pass copying every VM's homes out took 20-45 ms here with a
+            // wave's VMs starting at once, and the guest waits paused for it.
+            if (_vms.TryGetValue(vmIndex, out var vm))
+                for (int p = 0; p < vm.Memory.PageCount; p++)
+                    if (_homeContent.Remove((vmIndex, p), out long content)) _homeOf.Remove(content);
+            List<long>? emptied = null;
+            foreach (var (content, pages) in _pending)
+                if (pages.RemoveAll(p => p.Vm == vmIndex) > 0 && pages.Count == 0) (emptied ??= new()).Add(content);
+            foreach (long content in emptied ?? []) _pending.Remove(content);
         }
     }
     public int DistinctContentsHeld { get { lock (_gate) return _contentSlot.Count + _homeOf.Count; } }

@@ -91,6 +91,11 @@ public sealed record MigrationReport
     /// <summary>Each round from planning to every target having applied it; the last is the stop-and-copy round.</summary>
     public required IReadOnlyList<double> RoundSeconds { get; init; }
     public required double SourceDigestSeconds { get; init; }
+    /// <summary>
+    /// CPU seconds the source spent reading guest memory in each data-plane round, from the threads' CPU clocks: dirty
+    /// collection (a QEMU guest's is a re-hash of all its RAM), page hashing and the handover digests of VMs paused in it.
+    /// </summary>
+    public IReadOnlyList<double> SourceCpuSecondsPerRound { get; init; } = [];
     public required string? Error { get; init; }
     /// <summary>Target hosts lost during the migration, with why.</summary>
     public IReadOnlyList<string> LostTargets { get; init; } = [];

@@ -58,3 +58,14 @@ public interface IWriteLoggedGuest
     /// </summary>
     bool UnwrittenSince(int page, int generation);
 }
+
+/// <summary>
+/// A guest whose dirty collection hashes every page with the handover digest's page hash (QEMU's re-hashing log). After
+/// a collection that began once the guest was paused, those hashes are its paused memory's: the handover digest is
+/// built from them, and the pause needs one pass over guest memory, not two.
+/// </summary>
+public interface IPausedPageHashes
+{
+    /// <summary>Every page's content hash as of the pause, or null if no collection ran since the guest was paused.</summary>
+    Pages.ContentHash[]? PausedPageHashes { get; }
+}

@@ -34,6 +34,8 @@ public sealed class QemuBackendTests(QemuFixture fixture)
             // Let the guest run a little after the copy (on a busy host a TCG guest may not have been scheduled during it).
             await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, SerialConsole.LastCounter(vm.SerialLogPath) + 2, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running);
             var dirty = vm.CollectDirtyPages();
+            // Collected from a running guest: its hashes are no proof of the memory at any pause.
+            Assert.Null(vm.PausedPageHashes);
             // The workload rewrites 128 pages a second and the counter loop writes too: a live guest dirties pages.
             Assert.NotEmpty(dirty);
             Copy(dirty);
@@ -47,6 +49,8 @@ public sealed class QemuBackendTests(QemuFixture fixture)
 
             string sourceDigest = MemoryDigest.Compute(vm, state);
             Assert.Equal(sourceDigest, MemoryDigest.Compute(target, state));
+            // The collection after the pause hashed every page as the digest does: the source's digest needs no second pass.
+            Assert.Equal(sourceDigest, MemoryDigest.FromPageHashes(vm.PausedPageHashes, state));
 
             landed = await backend.ResumeAsync(vm.Description, target, state, CancellationToken.None);
             var onTarget = (QemuLandedVm)landed;

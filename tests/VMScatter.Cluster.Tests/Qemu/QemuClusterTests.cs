@@ -62,6 +62,10 @@ public sealed class QemuClusterTests(QemuFixture fixture)
         Assert.All(guests, g => Assert.Equal(VmRunState.Stopped, g.State));
         // The same OS image in every guest: far less than each guest's own non-zero pages went over the wire.
         Assert.True(report.BytesSent < 0.6 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes}");
+        // The source's CPU reading guest memory, per round: round 0 hashed all three guests whole, more than any later round.
+        var cpu = report.SourceCpuSecondsPerRound;
+        Assert.Equal(report.DataPlaneRounds, cpu.Count);
+        Assert.True(cpu[0] > 0 && cpu.Skip(1).All(c => c < cpu[0]), string.Join(", ", cpu));
 
         var (files, processes) = QemuFixture.Leftovers(settings);
         Assert.Empty(files);

@@ -40,8 +40,11 @@ public sealed class QemuFailureTests(QemuFixture fixture)
             Assert.Equal(("g-live", "load device state"), (refused.GuestId, refused.Step));
             Assert.Empty(backend.Landed);
 
-            // The source copy resumes and goes on counting.
+            // The source copy resumes and goes on counting; the hashes its paused collection took prove nothing any more.
+            vm.CollectDirtyPages();
+            Assert.NotNull(vm.PausedPageHashes);
             await vm.ResumeAsync();
+            Assert.Null(vm.PausedPageHashes);
             Assert.Equal(VmRunState.Running, vm.State);
             await WaitForCounterAbove(vm.SerialLogPath, vm.CounterAtPause + 2, () => true);
 
