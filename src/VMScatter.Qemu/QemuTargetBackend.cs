@@ -71,12 +71,14 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             }
             await QemuVm.WaitForMigrationAsync(qemu, load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
             await qemu.RunAsync("resume on target (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
+            // The guest runs from here: its downtime ends now, not after the checks and the record below.
+            long runningAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             var status = await qemu.RunAsync("resume on target (query-status)", "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
             if (status?["running"]?.GetValue<bool>() != true)
                 throw qemu.Failure("resume on target", $"guest is '{status?["status"]}' after cont, not running");
             ram.DeleteOnDispose = true;
             if (stateFile is not null) await stateFile.PutAsync(Entry(vm, qemu, ram, GuestPlace.Landed)).ConfigureAwait(false);
-            return Land(vm, qemu, ram);
+            return Land(vm, qemu, ram, runningAt);
         }
         catch
         {
@@ -112,13 +114,13 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
         }
     }
 
-    private QemuLandedVm Land(VmDescription vm, QemuProcess qemu, QemuRamFile ram)
+    private QemuLandedVm Land(VmDescription vm, QemuProcess qemu, QemuRamFile ram, long? runningAt = null)
     {
         var landed = new QemuLandedVm(vm, qemu, ram, async (v, quit) =>
         {
             _landed.TryRemove(v.Description.Id, out _);
             if (quit) await Forget(v.Description.Id)().ConfigureAwait(false);
-        });
+        }) { RunningSinceUnixMs = runningAt };
         _landed[vm.Id] = landed;
         return landed;
     }
@@ -178,6 +180,7 @@ public sealed class QemuLandedVm : ILandedVm, IDetachableGuest
     }
 
     public VmDescription Description { get; }
+    public long? RunningSinceUnixMs { get; init; }
     public VmRunState State => _disposed == 0 && !_qemu.HasExited ? VmRunState.Running : VmRunState.Stopped;
     public string SerialLogPath => _qemu.SerialLogPath;
     public string RamFilePath => _ram.Path;

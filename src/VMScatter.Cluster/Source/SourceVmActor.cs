@@ -172,14 +172,16 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
 
     private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants, int pause)
     {
-        await _vm.PauseAsync().ConfigureAwait(false);
+        // Taken before asking: the guest stops somewhere inside the call (QEMU's `stop`, the synthetic guest's write
+        // lock), so the pause the guest sees began no earlier than this, and a downtime measured from here is never short.
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        await _vm.PauseAsync().ConfigureAwait(false);
         // Pages written between the last collection and the pause are still in the log: take them too.
         var pages = _roundPages.Concat(_vm.CollectDirtyPages()).Distinct().Order().ToArray();
         int generation = LogGeneration;
         var deviceState = await _vm.CaptureDeviceStateAsync().ConfigureAwait(false);
         var routed = await HashAsync(round, pages, generation, participants).ConfigureAwait(false);
-        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause) };
+        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause, pages.Length) };
     }
 
     /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>

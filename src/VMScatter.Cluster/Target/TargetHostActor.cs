@@ -316,7 +316,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         try
         {
             var landed = await _backend.ResumeAsync(vm.Description, vm.Memory, deviceState, CancellationToken.None).ConfigureAwait(false);
-            return new Landed(migrationId, landed, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            return new Landed(migrationId, landed, landed.RunningSinceUnixMs ?? DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
         }
         catch (Exception e)
         {
