@@ -88,6 +88,8 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             await QemuVm.WaitForMigrationAsync(qemu, load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
             steps.Mark("loaded");
             await qemu.RunAsync("resume on target (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
+            // The guest runs from here: its downtime ends now, not after the checks and the record below.
+            long runningAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             steps.Mark("cont");
             var status = await qemu.RunAsync("resume on target (query-status)", "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
             if (status?["running"]?.GetValue<bool>() != true)
@@ -96,7 +98,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             ram.DeleteOnDispose = true;
             if (stateFile is not null) await stateFile.PutAsync(Entry(vm, qemu, ram, GuestPlace.Landed)).ConfigureAwait(false);
             steps.Mark("state file");
-            var landed = Land(vm, qemu, ram);
+            var landed = Land(vm, qemu, ram, runningAt);
             landed.LastSteps = steps;
             return landed;
         }
@@ -144,13 +146,13 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
     /// <summary>Where a waiting QEMU listens for its guest's device state (in its private runtime directory).</summary>
     private static string IncomingSocket(QemuProcess qemu) => Path.Combine(qemu.RuntimeDirectory!, "incoming.sock");
 
-    private QemuLandedVm Land(VmDescription vm, QemuProcess qemu, QemuRamFile ram)
+    private QemuLandedVm Land(VmDescription vm, QemuProcess qemu, QemuRamFile ram, long? runningAt = null)
     {
         var landed = new QemuLandedVm(vm, qemu, ram, async (v, quit) =>
         {
             _landed.TryRemove(v.Description.Id, out _);
             if (quit) await Forget(v.Description.Id)().ConfigureAwait(false);
-        });
+        }) { RunningSinceUnixMs = runningAt };
         _landed[vm.Id] = landed;
         return landed;
     }
@@ -214,6 +216,7 @@ public sealed class QemuLandedVm : ILandedVm, IDetachableGuest, IStepTimed
     /// <summary>The steps of its resume here, timed (null for one re-adopted).</summary>
     public StepTimes? LastSteps { get; internal set; }
 
+    public long? RunningSinceUnixMs { get; init; }
     public VmRunState State => _disposed == 0 && !_qemu.HasExited ? VmRunState.Running : VmRunState.Stopped;
     public string SerialLogPath => _qemu.SerialLogPath;
     public string RamFilePath => _ram.Path;

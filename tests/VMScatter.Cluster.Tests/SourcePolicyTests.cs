@@ -46,6 +46,47 @@ public class SourcePolicyTests
     }
 
     [Fact]
+    public void A_stop_and_copy_whose_pause_finds_more_than_fits_goes_as_one_more_round_or_at_the_round_limit_says_not_converged()
+    {
+        var decided = Input(1_000);
+        Assert.Equal((true, false), (Policy.AtPause(decided, 6_400).Fits, Policy.AtPause(decided, 6_400).AnotherRound));
+        // 20,000 pages * 4 KiB at 100 MiB/s: 781 ms against the 250 ms budget.
+        var over = Policy.AtPause(decided, 20_000);
+        Assert.Equal((false, true), (over.Fits, over.AnotherRound));
+        Assert.Equal("the pause after 1 pre-copy rounds found 20000 dirty pages (decided on 1000), ≈ 781 ms to send against 250 ms of a 300 ms target: " +
+            "the VMs run again and it goes as one more pre-copy round", over.Account);
+        // At the limit a stop-and-copy is forced anyway: one more round would make 9 of 8.
+        var atLimit = Policy.AtPause(Input(1_000, waveRounds: 7), 20_000);
+        Assert.Equal((false, false), (atLimit.Fits, atLimit.AnotherRound));
+        Assert.EndsWith("NOT converged: the round limit (8) forces it", atLimit.Account);
+        Assert.True(Policy.AtPause(Input(1_000, waveRounds: 6), 20_000).AnotherRound);
+        // The deferred pages the round also carries count, as in the decision.
+        Assert.StartsWith("wave 2 of 3: the pause after 1 pre-copy rounds found 7000 dirty pages (decided on 3000)", Policy.AtPause(Input(1_000, deferred: 2_000) with { WaveLabel = "wave 2 of 3: " }, 7_000).Account);
+    }
+
+    [Fact]
+    public void A_pause_that_overran_stays_in_the_account_and_one_forced_at_the_limit_makes_the_run_not_converged()
+    {
+        var account = new RoundAccounting(assumedRateBytesPerSecond: 1);
+        account.RoundPlanned(100);
+        account.WaveDecided(new ConvergenceDecision(true, true, false, 10, "converged after 1 pre-copy rounds"), 1);
+        account.RoundPlanned(10);
+        account.PauseChecked(new PauseCheck(false, true, "the pause found 900: one more pre-copy round"), 900);
+        account.WaveDecided(new ConvergenceDecision(true, true, false, 5, "converged after 2 pre-copy rounds"), 2);
+        account.RoundPlanned(5);
+        account.PauseChecked(new PauseCheck(true, false, "fits"), 7);
+        var counters = (new SenderCounters(1, 2, 3, 4, 5, 6, 7), new ShardCounters(8, 9, 10, 11));
+        var stats = account.Stats(counters.Item1, counters.Item2, waves: 1, dataPlaneRounds: 3);
+        Assert.Equal((true, "converged after 2 pre-copy rounds; earlier, the pause found 900: one more pre-copy round", 3), (stats.Converged, stats.Convergence, stats.Rounds));
+        Assert.Equal([100, 900, 7], stats.DirtyPagesPerRound);
+
+        account.PauseChecked(new PauseCheck(false, false, "the pause found 50: NOT converged: the round limit (3) forces it"), 50);
+        stats = account.Stats(counters.Item1, counters.Item2, waves: 1, dataPlaneRounds: 3);
+        Assert.False(stats.Converged);
+        Assert.StartsWith("the pause found 50: NOT converged: the round limit (3) forces it; earlier, the pause found 900", stats.Convergence);
+    }
+
+    [Fact]
     public void A_waves_rewritten_pages_wait_for_its_stop_and_copy_only_when_that_round_can_take_them()
     {
         // 20,000 deferred pages do not fit: a pre-copy round. 1,000 dirty pages at 1,000 pages/s, and the round sending

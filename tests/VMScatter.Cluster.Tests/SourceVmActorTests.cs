@@ -54,12 +54,17 @@ public class SourceVmActorTests : Akka.TestKit.Xunit2.TestKit
         actor.Tell(new CollectDirtyPages(1));
         Assert.Equal(1, ExpectMsg<DirtyPagesCollected>().Pages);
         vm.WritePageContent(9, 0x5678); // written after the collection, before the pause: must still be sent
+        long asked = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         actor.Tell(new HashRound(1, StopAndCopy: true, 1));
         var paused = ExpectMsg<VmPaused>();
         Assert.Equal(VmRunState.Paused, vm.State);
         Assert.NotEmpty(paused.DeviceState);
+        // The pause is timed from the moment it was asked for, not after the collection and capture that follow it.
+        Assert.InRange(paused.PausedAtUnixMs, asked, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
         var routed = shards.SelectMany(s => s.ExpectMsg<PageHashBatch>().Pages).Order().ToArray();
         Assert.Equal([3, 9], routed);
+        // The source checks the stop-and-copy's rest against this count: the page written after the collection is in it.
+        Assert.Equal(2, paused.Pages);
         // The full-memory digest starts as soon as the VM is paused, alongside the last round.
         var digest = ExpectMsg<SourceDigestComputed>();
         Assert.Equal(MemoryDigest.Compute(vm, paused.DeviceState.AsSpan()), digest.Digest);

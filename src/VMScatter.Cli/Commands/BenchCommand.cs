@@ -164,7 +164,7 @@ public static class BenchCommand
         foreach (var x in r.Runs)
         {
             var cells = new List<string> { x.Method, ByteSize.Format(x.BytesSent), ByteSize.Format(x.LinkBytes), x.TotalSeconds.ToString("0.00", inv),
-                $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}", x.Rounds.ToString(inv) + (x.Converged ? "" : " (forced)"),
+                $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}", x.Rounds.ToString(inv) + (x.Converged ? "" : " (not converged)"),
                 x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO" };
             if (measured) cells.AddRange([x.MeasuredLinkBytes is { } m ? ByteSize.Format(m) : "-", x.ReductionMeasuredLinkBytes?.ToString("P1", inv) ?? "-"]);
             if (multicast)

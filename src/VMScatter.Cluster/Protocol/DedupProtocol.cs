@@ -79,8 +79,10 @@ public sealed record ReturnShardLease(int Round);
 /// </summary>
 public sealed record ForgetTargets(ulong Mask);
 
+/// <param name="PausedAtUnixMs">When the pause was asked for (wall clock): the guest stops executing within that call, so its pause began no earlier.</param>
 /// <param name="Pause">Which pause of this VM (a VM re-placed after a target was lost pauses again): a digest names its pause.</param>
-public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState, int Pause = 0);
+/// <param name="Pages">The pages the stop-and-copy round carries for it: those decided on and those written until the pause.</param>
+public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState, int Pause = 0, int Pages = 0);
 
 public sealed record SourceDigestComputed(int VmIndex, string Digest, int Pause = 0);
 

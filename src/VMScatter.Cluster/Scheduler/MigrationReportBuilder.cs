@@ -20,6 +20,7 @@ internal static class MigrationReportBuilder
             return new VmReport(vm.Id.Value, run.TargetOfVm.TryGetValue(vm.Id, out var target) ? target.Value : "", src is not null && src == dst, handed is not null,
                 handed?.DowntimeMs ?? 0, src, dst, error);
         }).ToArray();
+        var (converged, convergence) = Convergence(stats?.Converged ?? false, stats?.Convergence ?? "", perVm, run.Request.Options.DowntimeTargetMs);
         return new MigrationReport
         {
             MigrationId = run.Id.ToString(),
@@ -65,8 +66,8 @@ internal static class MigrationReportBuilder
             HashCollisions = stats?.HashCollisions ?? 0,
             DowntimeMsMax = perVm.Length == 0 ? 0 : perVm.Max(v => v.DowntimeMs),
             DowntimeMsMedian = Median(perVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs)),
-            Converged = stats?.Converged ?? false,
-            Convergence = stats?.Convergence ?? "",
+            Converged = converged,
+            Convergence = convergence,
             Deduplicate = run.Request.Options.Deduplicate,
             LinkBitsPerSecond = run.Request.Options.LinkBitsPerSecond,
             AnalysisSeconds = stats?.AnalysisSeconds ?? 0,
@@ -79,6 +80,18 @@ internal static class MigrationReportBuilder
             Timeline = new(run.PlacedAtSeconds, run.Samples.ToArray(), run.Handovers.ToArray()),
             PerVm = perVm,
         };
+    }
+
+    /// <summary>
+    /// The downtime target is a promise: a run converged only if the source's decisions fitted it and every VM handed
+    /// over paused within it. A pause over it makes the run not converged, named with its VM and length in one line.
+    /// </summary>
+    public static (bool Converged, string Account) Convergence(bool decided, string account, IEnumerable<VmReport> perVm, int targetMs)
+    {
+        var over = perVm.Where(v => v.HandedOver && v.DowntimeMs > targetMs).OrderByDescending(v => v.DowntimeMs).ThenBy(v => v.Id, StringComparer.Ordinal).ToArray();
+        if (over.Length == 0) return (decided, account);
+        string pauses = string.Join(", ", over.Select(v => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"VM {v.Id} paused {v.DowntimeMs:0} ms")));
+        return (false, $"NOT converged: {pauses}, over the {targetMs} ms downtime target" + (account.Length > 0 ? $"; the source: {account}" : ""));
     }
 
     private static double Median(IEnumerable<double> values)

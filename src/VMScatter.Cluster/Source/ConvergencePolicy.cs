@@ -32,6 +32,11 @@ public sealed record ConvergenceDecision(bool StopAndCopy, bool Fits, bool HoldB
     public double DirtyPagesPerSecond { get; init; }
 }
 
+/// <param name="Fits">The rest found at the pause fits the send budget: the stop-and-copy goes on.</param>
+/// <param name="AnotherRound">It does not, and the round limit leaves room for one more pre-copy round.</param>
+/// <param name="Account">The reasoning in one line, with the numbers.</param>
+public sealed record PauseCheck(bool Fits, bool AnotherRound, string Account);
+
 /// <summary>
 /// When a wave stops and copies: once the rest, as it will go on the wire, can be sent at the best rate a round reached
 /// within the downtime target less what the handover itself takes; or at the round limit. Pure: the source migration
@@ -66,6 +71,23 @@ public sealed record ConvergencePolicy(int MaxRounds, int DowntimeTargetMs, Time
             holdBack = SendSeconds((long)expectedPages, m) * 1000 <= SendBudgetMs;
         }
         return new ConvergenceDecision(stopAndCopy, fits, holdBack, holdBack ? m.DeferredPages : pages, account) { DirtyPagesPerSecond = dirtyRate };
+    }
+
+    /// <summary>
+    /// A stop-and-copy decided as fitting, checked against the rest its pause actually found (<paramref name="pagesAtPause"/>:
+    /// the pages the guests wrote between the decision's collection and the pause come with it). When that rest no longer
+    /// fits, the paused VMs may run again and the round go as one more pre-copy round, unless the round limit is reached.
+    /// </summary>
+    public PauseCheck AtPause(ConvergenceInput decided, int pagesAtPause)
+    {
+        double restSeconds = SendSeconds(pagesAtPause, decided);
+        bool fits = restSeconds * 1000 <= SendBudgetMs;
+        bool anotherRound = !fits && decided.WaveRounds < Math.Max(1, MaxRounds) - 1;
+        string outcome = fits ? "stop-and-copy" : anotherRound ? "the VMs run again and it goes as one more pre-copy round" : $"NOT converged: the round limit ({MaxRounds}) forces it";
+        string account = string.Create(CultureInfo.InvariantCulture,
+            $"{decided.WaveLabel}the pause after {decided.WaveRounds} pre-copy rounds found {pagesAtPause} dirty pages (decided on {decided.DirtyPages + decided.DeferredPages}), " +
+            $"≈ {restSeconds * 1000:0} ms to send against {SendBudgetMs:0} ms of a {DowntimeTargetMs} ms target: {outcome}");
+        return new PauseCheck(fits, anotherRound, account);
     }
 
     private static double SendSeconds(long pages, ConvergenceInput m) => Page.BytesOf(pages) * m.WirePerPage / m.RateBytesPerSecond;

@@ -28,6 +28,7 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterM
     private readonly List<int> _dirtyPerRound = new();
     private bool _converged = true;
     private string _convergence = "";
+    private readonly List<string> _pauseOverruns = new();
 
     /// <summary>The best rate any round reached: small rounds are mostly fixed costs and would understate the link. The configured rate is only the assumption before anything was measured.</summary>
     public double MeasuredRate { get; private set; } = assumedRateBytesPerSecond;
@@ -75,9 +76,23 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterM
         VmRounds = Math.Max(VmRounds, waveRounds + 1);
     }
 
+    /// <summary>
+    /// A wave's stop-and-copy found more dirty pages at its pause than were decided on (<see cref="ConvergencePolicy.AtPause"/>):
+    /// the round carries those; if they no longer fit and no other round may follow, the migration did not converge.
+    /// </summary>
+    public void PauseChecked(PauseCheck check, int pagesAtPause)
+    {
+        if (_dirtyPerRound.Count > 0) _dirtyPerRound[^1] = pagesAtPause;
+        if (check.Fits) return;
+        if (check.AnotherRound) { _pauseOverruns.Add(check.Account); return; }
+        if (_converged) _convergence = check.Account;
+        _converged = false;
+    }
+
     public void WaveDigested(double seconds) => DigestSeconds = Math.Max(DigestSeconds, seconds);
 
-    public string Convergence => _convergence;
+    /// <summary>The convergence account, with any stop-and-copy that its pause turned into one more pre-copy round.</summary>
+    public string Convergence => _pauseOverruns.Count == 0 ? _convergence : $"{_convergence}; earlier, {string.Join("; ", _pauseOverruns)}";
 
     public TransferStats Stats(SenderCounters sent, ShardCounters shards, int waves, int dataPlaneRounds) => new(
         VmRounds,
@@ -98,7 +113,7 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterM
         GroupSwitches,
         GroupSwitchesLowerBound,
         _converged,
-        _convergence,
+        Convergence,
         SetAsidePages,
         sent.ContentsWithdrawn,
         Round0DistinctPages,

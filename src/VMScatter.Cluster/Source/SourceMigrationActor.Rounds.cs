@@ -227,15 +227,18 @@ public sealed partial class SourceMigrationActor
             if (_wave.Vms.Count == 0) { StartNextWave(_wave.Index + 1); return; } // its VMs went with a lost target meanwhile
             // The wave's first round also carries the pages of its VMs that round 0 deferred; its dirty pages were
             // dirtied since the collection before round 0's send, later ones since the last round.
-            var decision = _policy.Decide(new ConvergenceInput(
+            var input = new ConvergenceInput(
                 DirtyPages: _pagesInRound,
                 DirtySeconds: _firstWaveRound ? _clock.Elapsed.TotalSeconds - _collectedAllAt : _account.LastRoundSeconds,
                 DeferredPages: _firstWaveRound ? _wave.Vms.Sum(v => _deferredPages.GetValueOrDefault(v)) : 0,
                 WirePerPage: _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1,
                 RateBytesPerSecond: _account.MeasuredRate,
                 WaveRounds: _waveRounds,
-                WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : ""));
+                WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : "");
+            var decision = _policy.Decide(input);
             _account.WaveDecided(decision, _waveRounds);
+            // A stop-and-copy decided as fitting is checked again against what its pause finds (see MaybeHashed).
+            _decided = decision.StopAndCopy && decision.Fits ? input : null;
             _stopAndCopy = decision.StopAndCopy;
             _finalRoundOpen = decision.StopAndCopy;
             if (decision.StopAndCopy && !decision.Fits)
@@ -284,6 +287,44 @@ public sealed partial class SourceMigrationActor
     private void MaybeHashed()
     {
         if (_hashed.Count < _shardActors.Length || (_stopAndCopy && _wave.Vms.Any(v => !_paused.ContainsKey(v)))) return;
+        if (_decided is { } decided && _stopAndCopy) CheckPause(decided);
+        else PlanRound();
+    }
+
+    /// <summary>
+    /// The rest a stop-and-copy really carries is known only once its VMs paused: the guests may have written faster
+    /// than the decision's rate since its collection. Still fitting, the round goes; else, with a round left, the VMs run
+    /// again and the round goes as a pre-copy round (nothing of it was sent, no target may start them: the fence stays
+    /// shut); at the limit it goes anyway, reported as not converged (or, by policy, every VM runs here again).
+    /// </summary>
+    private void CheckPause(ConvergenceInput decided)
+    {
+        _decided = null;
+        int pages = _wave.Vms.Sum(v => _paused[v].Pages) + decided.DeferredPages;
+        var check = _policy.AtPause(decided, pages);
+        _account.PauseChecked(check, pages);
+        if (check.Fits) { PlanRound(); return; }
+        _log.Warning("Migration {0}: {1}", _migrationId, check.Account);
+        if (!check.AnotherRound && _options.NonConvergence == NonConvergencePolicy.Abort)
+        {
+            Fail($"{check.Account}; aborted by policy, every VM keeps running on the source");
+            return;
+        }
+        if (check.AnotherRound)
+        {
+            _stopAndCopy = false;
+            _finalRoundOpen = false;
+            ResumeHeldOrphans();
+            foreach (int vm in _wave.Vms)
+            {
+                // A digest of this pause is stale once it runs (DigestComputed drops it); the next pause has a new number.
+                _paused.Remove(vm);
+                _pausedAt.Remove(vm);
+                _pauseOf.Remove(vm);
+                _sourceDigests.Remove(vm);
+                _vmActors[vm].Tell(new ResumeVm("its stop-and-copy would overrun the downtime target: one more pre-copy round", Settles: false));
+            }
+        }
         PlanRound();
     }
 

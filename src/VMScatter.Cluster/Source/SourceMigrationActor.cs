@@ -69,6 +69,8 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly HashSet<int> _applied = new();
     private Wave _wave = new(0, 0, []);
     private int _waveRounds;
+    /// <summary>What a stop-and-copy that fitted was decided on, until its pause's rest is checked against it.</summary>
+    private ConvergenceInput? _decided;
     private bool _firstWaveRound;
     /// <summary>Targets still receiving: each gets every round's end until its wave's stop-and-copy round.</summary>
     private ulong _activeTargets;

@@ -183,7 +183,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
     private async Task<RoutedHashes> PauseAndHashAsync(int round, int participants, int pause)
     {
         var steps = new StepTimes();
-        // Stamped before the stop: the guest's pause is counted from the moment it may stop, not from QEMU's answer.
+        // Taken before asking: the guest stops somewhere inside the call (QEMU's `stop`, the synthetic guest's write
+        // lock), so the pause the guest sees began no earlier than this, and a downtime measured from here is never short.
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         await _vm.PauseAsync().ConfigureAwait(false);
         steps.Mark("stop");
@@ -205,7 +206,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         steps.Mark($"device state ({deviceState.Length} bytes)", (_vm as IStepTimed)?.LastSteps);
         var routed = await HashAsync(round, pages, generation, participants).ConfigureAwait(false);
         steps.Mark("hash");
-        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause), Steps = steps };
+        return routed with { Paused = new VmPaused(_vmIndex, pausedAt, ImmutableArray.Create(deviceState), pause, pages.Length), Steps = steps };
     }
 
     /// <summary>The guest's write-log generation now (0 for a guest without a write log).</summary>

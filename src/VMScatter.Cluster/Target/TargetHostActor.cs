@@ -328,7 +328,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 return state;
             }).ConfigureAwait(false);
             var landed = await _backend.ResumeAsync(vm.Description, vm.Memory, deviceState, CancellationToken.None).ConfigureAwait(false);
-            long resumedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            long resumedAt = landed.RunningSinceUnixMs ?? DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             steps.Mark("backend resume", (landed as IStepTimed)?.LastSteps);
             return new Landed(migrationId, landed, resumedAt, steps);
         }

@@ -78,9 +78,13 @@ public sealed record MigrationReport
     public required long HashCollisions { get; init; }
     public required double DowntimeMsMax { get; init; }
     public required double DowntimeMsMedian { get; init; }
-    /// <summary>False when the dirty rest never fit the downtime target and the round limit forced stop-and-copy.</summary>
+    /// <summary>
+    /// True only when every wave's stop-and-copy fitted the downtime target (as decided, and as its pause found it) and
+    /// every VM handed over paused within it (<see cref="VmReport.DowntimeMs"/>); false when the round limit forced a
+    /// stop-and-copy or a pause ran over.
+    /// </summary>
     public required bool Converged { get; init; }
-    /// <summary>How the pre-copy rounds ended, with the dirty rate seen.</summary>
+    /// <summary>How the pre-copy rounds ended, with the dirty rate seen; when a pause ran over the target, which VMs and how long, first.</summary>
     public required string Convergence { get; init; }
     /// <summary>False for the one-to-one pre-copy baseline (no content dedup).</summary>
     public required bool Deduplicate { get; init; }

@@ -14,6 +14,12 @@ public interface ILandedVm : IAsyncDisposable
 {
     VmDescription Description { get; }
     VmRunState State { get; }
+
+    /// <summary>
+    /// When the guest began executing here (wall clock, Unix ms), for a backend that has more to do after that (QEMU:
+    /// `cont` returned, then its status is checked and recorded); null: when the resume returned.
+    /// </summary>
+    long? RunningSinceUnixMs => null;
 }
 
 /// <summary>How a target host materialises arriving VMs (synthetic memory, or a QEMU process with a RAM file).</summary>
