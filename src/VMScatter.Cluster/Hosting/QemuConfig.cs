@@ -50,9 +50,9 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
 
     /// <summary>
     /// Boots guest-1..guest-N in waves of as many guests as this host has cores, and waits until every one has
-    /// counted to <see cref="SettledCounter"/>. All at once, N TCG guests share the cores N ways and each boot takes
-    /// N/cores times as long: at 6 guests on 2 busy cores none reached its ready line within the 120 s boot timeout.
-    /// In waves each boot gets about a core, so the timeout holds whatever N is. Nothing is left running if one fails.
+    /// counted to <see cref="SettledCounter"/>. A TCG boot is CPU-bound: all at once, N guests share the cores N ways
+    /// and each boot takes about N/cores times as long against the same per-guest boot timeout; in waves each boot
+    /// gets about a core, so the timeout need not grow with N. Nothing is left running if one fails.
     /// </summary>
     public async Task<QemuVm[]> BootGuestsAsync(GuestImage image, int guests, long memoryBytes, CancellationToken cancellationToken)
     {

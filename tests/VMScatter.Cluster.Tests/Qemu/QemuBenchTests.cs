@@ -14,7 +14,7 @@ namespace VMScatter.Cluster.Tests.Qemu;
 [Collection("qemu")]
 public sealed class QemuBenchTests(QemuFixture fixture)
 {
-    // 64 MiB does not boot the image (no ready line within 120 s); 128 MiB is what the other QEMU tests boot.
+    // At 64 MiB no guest printed its ready line within 120 s (twice, at load average 11-20); 128 MiB is what the other QEMU tests boot.
     private const long Memory = 128L << 20;
 
     private static QemuConfig ConfigFor(QemuSettings settings) =>
