@@ -17,6 +17,8 @@ public sealed record NativeMigrationResult(string GuestId, long BytesSent, doubl
 /// </summary>
 public static class QemuNativeMigration
 {
+    private static readonly TimeSpan CounterTimeout = TimeSpan.FromSeconds(60);
+
     public static async Task<NativeMigrationResult> RunAsync(QemuVm guest, QemuSettings settings, long linkBitsPerSecond, bool multifdZstd, CancellationToken cancellationToken = default)
     {
         var vm = guest.Description;
@@ -52,7 +54,7 @@ public static class QemuNativeMigration
             double seconds = clock.Elapsed.TotalSeconds;
             double downtime = info?["downtime"]?.GetValue<long>() ?? double.NaN;
             // The guest goes on counting on its target: QEMU's handover worked.
-            long counterOnTarget = await SerialConsole.WaitForCounterAboveAsync(target.SerialLogPath, counterAtStart, TimeSpan.FromSeconds(60), () => !target.HasExited, cancellationToken).ConfigureAwait(false);
+            long counterOnTarget = await CountsOnAsync(vm.Id.Value, target, counterAtStart, cancellationToken).ConfigureAwait(false);
             await proxy.DisposeAsync().ConfigureAwait(false);
             await guest.StopAsync(cancellationToken).ConfigureAwait(false);
             return new NativeMigrationResult(vm.Id.Value, proxy.BytesForwarded, seconds, downtime, counterAtStart, counterOnTarget);
@@ -61,6 +63,18 @@ public static class QemuNativeMigration
         {
             await target.DisposeAsync().ConfigureAwait(false);
             File.Delete(ramFile);
+        }
+    }
+
+    /// <summary>The guest's counter on its target once it passed <paramref name="counterAtStart"/>; a one-line step failure if it does not.</summary>
+    private static async Task<long> CountsOnAsync(string guestId, QemuProcess target, long counterAtStart, CancellationToken cancellationToken)
+    {
+        const string step = "check the guest counts on at its target";
+        try { return await SerialConsole.WaitForCounterAboveAsync(target.SerialLogPath, counterAtStart, CounterTimeout, () => !target.HasExited, cancellationToken).ConfigureAwait(false); }
+        catch (Exception e) when (e is TimeoutException or InvalidOperationException)
+        {
+            string last = SerialConsole.LastLine(target.SerialLogPath) is { } l ? $"its serial log ends with '{l}'" : "its serial log is empty";
+            throw target.Failure(step, $"no counter above {counterAtStart} within {CounterTimeout.TotalSeconds:0}s ({e.Message}); {last}");
         }
     }
 

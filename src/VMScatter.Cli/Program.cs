@@ -31,7 +31,9 @@ if (parse.Errors.Count > 0)
 }
 try
 {
-    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    // Ctrl-C / SIGTERM cancel the command's token; it then has this long to clean up (quit its QEMU guests, remove
+    // their RAM files: a bench of 8 guests takes seconds) before the process ends anyway (the default is 2 s).
+    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(60) });
 }
 catch (Exception e) when (e is UserError or ClusterJoinException or ConsoleTimeoutException or Akka.Configuration.ConfigurationException)
 {

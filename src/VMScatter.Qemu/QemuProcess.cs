@@ -141,6 +141,15 @@ public sealed class QemuProcess : IAsyncDisposable
                     launcher.Kill(entireProcessTree: true);
                     throw new QmpException($"QEMU did not finish starting within {settings.CommandTimeout.TotalSeconds:0}s");
                 }
+                catch (OperationCanceledException)
+                {
+                    // Cancelled (Ctrl-C): a launcher abandoned mid-daemonize would leave a QEMU nobody knows. Let it
+                    // finish (bounded) so its pidfile names the daemon the catch below kills.
+                    using var grace = new CancellationTokenSource(settings.CommandTimeout);
+                    try { await launcher.WaitForExitAsync(grace.Token).ConfigureAwait(false); }
+                    catch (OperationCanceledException) { launcher.Kill(entireProcessTree: true); }
+                    throw;
+                }
                 if (launcher.ExitCode != 0) throw new QmpException($"QEMU exited with code {launcher.ExitCode}");
             }
             pid = File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out int n) ? GuestPid.Of(n) : null;
@@ -160,6 +169,7 @@ public sealed class QemuProcess : IAsyncDisposable
             string stderr;
             lock (said) stderr = string.Join(" | ", said);
             Directory.Delete(dir, recursive: true);
+            if (e is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
             throw new QemuStepException(guestId, "start QEMU", $"{e.Message}{(stderr.Length > 0 ? $"; QEMU said: {stderr}" : "")}");
         }
     }

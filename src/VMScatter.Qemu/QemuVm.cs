@@ -99,6 +99,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             var failure = e is QemuStepException q ? q : qemu.Failure("boot", e.Message);
             await qemu.DisposeAsync().ConfigureAwait(false);
             File.Delete(ramFile);
+            if (e is OperationCanceledException && cancellationToken.IsCancellationRequested) throw;
             throw failure;
         }
     }

@@ -53,6 +53,14 @@ public static class SerialConsole
         return ValueOf(line, prefix);
     }
 
+    /// <summary>The last non-empty line of the log (what the guest printed last), or null if there is none.</summary>
+    public static string? LastLine(string serialLog)
+    {
+        string? last = null;
+        foreach (var line in ReadLines(serialLog)) if (line.Trim().Length > 0) last = line.Trim();
+        return last is { Length: > 120 } ? last[..120] + "..." : last;
+    }
+
     /// <summary>Waits until a line satisfying <paramref name="match"/> appears in the log (the guest writes it, we poll the file).</summary>
     public static async Task<string> WaitForLineAsync(string serialLog, Func<string, bool> match, TimeSpan timeout, Func<bool> alive, CancellationToken cancellationToken = default)
     {

@@ -133,8 +133,9 @@ public static class BenchCommand
             .AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
         foreach (var x in result.Runs)
             table.AddRow(x.Method, ByteSize.Format(x.BytesSent), x.TotalSeconds.ToString("0.00", inv), $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}",
-                x.ReductionBytes.ToString("P1", inv), x.ReductionTime.ToString("P1", inv), x.Verified ? "yes" : "NO");
+                Percent(x.ReductionBytes), Percent(x.ReductionTime), x.Verified ? "yes" : "NO");
         AnsiConsole.Write(table);
+        // A method that failed is a row; why is one line each (QemuBench folds its reason to one line).
         foreach (var x in result.Runs.Where(r => r.Error is not null)) Console.Error.WriteLine($"{x.Method}: {x.Error}");
         if (parse.GetValue(json) is { } path)
         {
@@ -148,6 +149,9 @@ public static class BenchCommand
         }
         return result.Runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }
+
+    /// <summary>A reduction against the baseline, or "-" when the baseline did not run or failed.</summary>
+    private static string Percent(double reduction) => double.IsNaN(reduction) ? "-" : reduction.ToString("P1", CultureInfo.InvariantCulture);
 
     private static void Render(ScenarioResult r)
     {

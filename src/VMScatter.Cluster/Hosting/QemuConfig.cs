@@ -48,20 +48,31 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
     /// <summary>The spec of guest <paramref name="id"/> on this host's image and workload.</summary>
     public QemuGuestSpec Guest(string id, GuestImage image, long memoryBytes) => new(id, image, memoryBytes, 1, Accelerator, Cpu, Workload) { BaseCommandLine = KernelCommandLine };
 
-    /// <summary>Boots guest-1..guest-N in parallel and waits until every one has counted to <see cref="SettledCounter"/>.</summary>
+    /// <summary>
+    /// Boots guest-1..guest-N in waves of as many guests as this host has cores, and waits until every one has
+    /// counted to <see cref="SettledCounter"/>. A TCG boot is CPU-bound: all at once, N guests share the cores N ways
+    /// and each boot takes about N/cores times as long against the same per-guest boot timeout; in waves each boot
+    /// gets about a core, so the timeout need not grow with N. Nothing is left running if one fails.
+    /// </summary>
     public async Task<QemuVm[]> BootGuestsAsync(GuestImage image, int guests, long memoryBytes, CancellationToken cancellationToken)
     {
-        var boots = Enumerable.Range(1, guests).Select(i => QemuVm.StartAsync(Guest($"guest-{i}", image, memoryBytes), Settings, cancellationToken)).ToArray();
+        int wave = Math.Max(1, Environment.ProcessorCount);
+        var fleet = new List<QemuVm>();
         try
         {
-            var fleet = await Task.WhenAll(boots).ConfigureAwait(false);
+            for (int first = 1; first <= guests; first += wave)
+            {
+                var boots = Enumerable.Range(first, Math.Min(wave, guests - first + 1)).Select(i => QemuVm.StartAsync(Guest($"guest-{i}", image, memoryBytes), Settings, cancellationToken)).ToArray();
+                try { await Task.WhenAll(boots).ConfigureAwait(false); }
+                finally { fleet.AddRange(boots.Where(b => b.IsCompletedSuccessfully).Select(b => b.Result)); }
+            }
             foreach (var g in fleet)
                 await SerialConsole.WaitForCounterAboveAsync(g.SerialLogPath, SettledCounter - 1, Settings.BootTimeout, () => !g.Process.HasExited, cancellationToken).ConfigureAwait(false);
-            return fleet;
+            return fleet.ToArray();
         }
         catch
         {
-            foreach (var booted in boots.Where(b => b.IsCompletedSuccessfully)) await (await booted.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
+            foreach (var booted in fleet) await booted.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
