@@ -92,6 +92,11 @@ public sealed class QemuBackendTests(QemuFixture fixture)
 
             // QEMU's own migration of the paused guest, RAM included, into a socket of ours: every page of its RAM
             // block once (a page or a fill record), with the bytes its RAM file holds.
+            // The pause turned on x-ignore-shared for the device-state capture: off again, so QEMU sends the RAM too.
+            await vm.Process.RunAsync("test migration", "migrate-set-capabilities", new JsonObject
+            {
+                ["capabilities"] = new JsonArray(new JsonObject { ["capability"] = "x-ignore-shared", ["state"] = false }),
+            });
             var stream = await MigrateIntoMemoryAsync(vm.Process);
             var records = new int[vm.PageCount];
             int differing = 0;
