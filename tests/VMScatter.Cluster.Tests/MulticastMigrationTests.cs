@@ -16,8 +16,9 @@ namespace VMScatter.Cluster.Tests;
 /// maps and round ends on each target's connection; every VM verified, with and without loss, and the relay chain when
 /// the channel cannot be set up.
 /// In the QEMU tests' collection, so never beside their TCG guests (each a busy core): their round and receiver
-/// timeouts are seconds, and the never-catching-up test lost its healthy targets for not applying a round within 6 s
-/// in two fresh-clone CI runs (once beside the six-guest QEMU bench test), never in runs here beside two busy loops.
+/// timeouts are seconds, and the never-catching-up test lost its healthy targets for not applying a round in time in
+/// fresh-clone CI runs (with a 3 s round timeout, then once with 6 s; which class ran beside it is not known), never in
+/// runs here beside two busy loops.
 /// </summary>
 [Collection("qemu")]
 public class MulticastMigrationTests(ITestOutputHelper output)
