@@ -32,9 +32,11 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
     {
         var ram = QemuRamFile.Create(Path.Combine(settings.RamDirectory, $"vmscatter-{hostId}-{vm.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram"), vm.MemoryBytes);
         Task<QemuProcess> qemu;
+        string memoryBackendId = "";
         try
         {
             var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
+            memoryBackendId = machine.MemoryBackendId;
             // Its disks and NICs against this host's configuration, before anything starts: refused here, it never runs.
             _ = machine.Devices.HostArguments(settings.Devices);
             qemu = Task.Run(async () =>
@@ -59,7 +61,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             });
         }
         catch (ArgumentException e) { qemu = Task.FromException<QemuProcess>(new QemuStepException(vm.Id.Value, "check machine arguments", e.Message)); }
-        return new QemuArrival(ram, qemu, Forget(vm.Id));
+        return new QemuArrival(ram, qemu, Forget(vm.Id)) { MemoryBackendId = memoryBackendId };
     }
 
     public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
@@ -72,7 +74,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
         try
         {
             const string load = "load device state";
-            CheckDeviceState(vm, deviceState, qemu, load);
+            CheckDeviceState(vm, arrival.MemoryBackendId, deviceState, qemu, load);
             string socketPath = IncomingSocket(qemu);
             using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
@@ -111,9 +113,9 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
     }
 
     /// <summary>The device state came from a peer: checked whole before QEMU loads it (<see cref="DeviceStateCheck"/>).</summary>
-    private static void CheckDeviceState(VmDescription vm, byte[] deviceState, QemuProcess qemu, string step)
+    private static void CheckDeviceState(VmDescription vm, string memoryBackendId, byte[] deviceState, QemuProcess qemu, string step)
     {
-        try { DeviceStateCheck.Check(deviceState, QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes).MemoryBackendId, vm.MemoryBytes); }
+        try { DeviceStateCheck.Check(deviceState, memoryBackendId, vm.MemoryBytes); }
         catch (MigrationStreamException e) { throw qemu.Failure(step, $"device state refused: {e.Message}"); }
     }
 
@@ -172,6 +174,10 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
     private Task<QemuProcess>? _qemu = qemu;
 
     public QemuRamFile Ram { get; } = ram;
+
+    /// <summary>The id its RAM block has in QEMU's streams, from the machine arguments checked when it was announced.</summary>
+    public string MemoryBackendId { get; init; } = "";
+
     public int PageCount => Ram.PageCount;
     public void ReadPage(int index, Span<byte> destination) => Ram.ReadPage(index, destination);
     public void WritePage(int index, ReadOnlySpan<byte> source) => Ram.WritePage(index, source);

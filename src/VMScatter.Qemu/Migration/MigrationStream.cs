@@ -71,7 +71,7 @@ public static class MigrationStream
         if (c.U8() != Configuration) throw c.Fail("no configuration section after the header");
         uint machineLength = c.U32();
         if (machineLength is 0 or > 255) throw c.Fail($"a machine type name of {machineLength} bytes");
-        string machine = Printable(ref c, c.Take(machineLength), "machine type");
+        string machine = c.Text(machineLength, "machine type");
         var capabilities = new List<string>();
         while (c.Peek() == Subsection)
         {
@@ -254,12 +254,5 @@ public static class MigrationStream
             state.Blocks.Add(block);
             listed += length;
         }
-    }
-
-    private static string Printable(ref StreamCursor c, ReadOnlySpan<byte> bytes, string what)
-    {
-        foreach (byte b in bytes)
-            if (b is < 0x20 or > 0x7e) throw c.Fail($"{what} with a byte 0x{b:x2} that is not printable");
-        return System.Text.Encoding.ASCII.GetString(bytes);
     }
 }

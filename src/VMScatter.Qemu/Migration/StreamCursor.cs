@@ -23,6 +23,12 @@ internal ref struct StreamCursor(ReadOnlySpan<byte> data)
     {
         int length = U8();
         if (length == 0) throw Fail($"{what}: an empty name");
+        return Text(length, what);
+    }
+
+    /// <summary><paramref name="length"/> bytes of printable ASCII.</summary>
+    public string Text(long length, string what)
+    {
         var bytes = Take(length);
         foreach (byte b in bytes)
             if (b is < 0x20 or > 0x7e) throw Fail($"{what}: a name with a byte 0x{b:x2} that is not printable");
