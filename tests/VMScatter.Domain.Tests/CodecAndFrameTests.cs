@@ -51,6 +51,24 @@ public class CodecAndFrameTests
         Assert.False(PageCodec.TryDecode((PageEncoding)9, new byte[10], page));
     }
 
+    [Fact]
+    public void A_round_end_naming_device_states_out_of_order_twice_on_a_round_not_final_or_with_a_wrong_length_is_refused()
+    {
+        var good = Records.WriteRoundEnd(new RoundEnd(1, 0, 0, 0, true, [1, 2]));
+        Assert.Equal([1, 2], Records.ReadRoundEnd(good).DeviceStateVms);
+        byte[] With(Action<byte[]> change) { var p = (byte[])good.Clone(); change(p); return p; }
+        var refused = new (string Why, byte[] Payload)[]
+        {
+            ("out of order", With(p => (p[^1], p[^3]) = (p[^3], p[^1]))),
+            ("twice", With(p => p[^1] = p[^3])),
+            ("not final", With(p => p[14] = 0)),
+            ("a VM short", good[..^2]),
+            ("a byte over", [.. good, 0]),
+            ("count over the payload", With(p => p[16] = 3)),
+        };
+        foreach (var (why, payload) in refused) Assert.Throws<FrameRejectedException>(() => Records.ReadRoundEnd(payload));
+    }
+
     private static byte[] Frame(FrameType type, byte[] payload, ulong sequence = 1, byte[]? key = null)
     {
         var frame = new byte[FrameHeader.Size + payload.Length];
@@ -77,11 +95,11 @@ public class CodecAndFrameTests
     [Fact]
     public void A_frame_round_trips_and_any_flipped_bit_or_wrong_key_is_rejected()
     {
-        var payload = Records.WriteRoundEnd(new RoundEnd(3, 1, 10, 20, true));
+        var payload = Records.WriteRoundEnd(new RoundEnd(3, 1, 10, 20, true, [2, 7]));
         var frame = Frame(FrameType.RoundEnd, payload, sequence: 42);
         var (header, body) = FrameCodec.Decode(frame, Key, 1024);
         Assert.Equal((FrameType.RoundEnd, 42UL), (header.Type, header.Sequence));
-        Assert.Equal(new RoundEnd(3, 1, 10, 20, true), Records.ReadRoundEnd(body));
+        Assert.Equal(new RoundEnd(3, 1, 10, 20, true, [2, 7]), Records.ReadRoundEnd(body));
 
         for (int i = 0; i < frame.Length; i++)
         {
@@ -145,12 +163,13 @@ public class CodecAndFrameTests
         seeds.Add([.. content[..at], .. new byte[Records.SourceTagSize]]); // a batch for two hosts ends in the source's tag for the second
         seeds.Add(Records.MapBatchPayload(0, 0, [new PageMap(0, 5, 1), new PageMap(1, 2, 300), new PageMap(1, 9000, 0)]));
         seeds.Add(Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, false)));
+        seeds.Add(Records.WriteRoundEnd(new RoundEnd(2, 1, 0, 3, true, [0, 4])));
         var device = new byte[Records.DeviceStateHeader + 8];
         Records.WriteDeviceStateHeader(device, 0, 8, 0);
         seeds.Add(device);
         seeds.Add(Records.WithdrawnPayload(1, 0, [6, 5]));
         seeds.Add(Records.WriteChannelOpen(new ChannelOpen(3, new System.Net.IPEndPoint(System.Net.IPAddress.Parse("239.255.90.4"), 46001), new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 5000), 8192)));
-        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn, FrameType.ChannelOpen };
+        var types = new[] { FrameType.ContentBatch, FrameType.MapBatch, FrameType.RoundEnd, FrameType.RoundEnd, FrameType.DeviceState, FrameType.ContentsWithdrawn, FrameType.ChannelOpen };
         int rejected = 0, accepted = 0;
         for (int i = 0; i < 20_000; i++)
         {

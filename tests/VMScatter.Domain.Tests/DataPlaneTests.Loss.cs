@@ -89,7 +89,7 @@ public partial class DataPlaneTests
         device[^1] = 42;
         await Accept(r, Frame(id, 6, FrameType.DeviceState, device));
         await Accept(r, Frame(id, 7, FrameType.DeviceState, device));
-        await Accept(r, Frame(id, 8, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(1, 0, 1, 2, Final: true))));
+        await Accept(r, Frame(id, 8, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(1, 0, 1, 2, Final: true, DeviceStates: [0]))));
         Assert.True(r.Outcomes.TryRead(out var outcome));
         Assert.Equal(new RoundOutcome(1, true, null), outcome);
         Assert.Equal([0, 0, 42], r.DeviceStateOf(0));
@@ -105,6 +105,57 @@ public partial class DataPlaneTests
         memory.ReadPage(1, read);
         Assert.Equal(PageOf(6), read);
         Assert.False(r.Outcomes.TryRead(out _));
+    }
+
+    /// <summary>
+    /// A target lost during a wave's final round: the scheduler re-places its VMs, and a healthy target may get one of them
+    /// (a later wave's) before its own final round, or that round sent again, is in. The round still applies: it waits for
+    /// the device states it names, not for every VM the host now receives. (It waited for all of them: such a host never
+    /// applied the round and was lost in turn, with its VMs left on the source.)
+    /// </summary>
+    [Fact]
+    public async Task A_vm_re_placed_onto_a_host_during_its_final_round_does_not_hold_that_round_up()
+    {
+        var id = Guid.NewGuid();
+        using var memory0 = new NativeGuestMemory(2);
+        using var memory1 = new NativeGuestMemory(2);
+        await using var r = OneVmReceiver(id, memory0);
+        var device = new byte[Records.DeviceStateHeader + 2];
+        Records.WriteDeviceStateHeader(device, 0, 2, 0);
+        device[^1] = 7;
+        await Accept(r, Frame(id, 1, FrameType.MapBatch, MapsPayload(1, new PageMap(0, 0, 5))));
+        await Accept(r, Frame(id, 2, FrameType.ContentBatch, ContentPayload(1, 5, PageOf(5))));
+        await Accept(r, Frame(id, 3, FrameType.DeviceState, device));
+        r.AddVms([new ReceiverVm(1, new VmDescription(new VmId("vm-1"), 2 * Page.Size, 1, "test", ""), memory1)]);
+        await Accept(r, Frame(id, 4, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(1, 0, 1, 1, Final: true, DeviceStates: [0]))));
+        Assert.True(r.Outcomes.TryRead(out var outcome));
+        Assert.Equal(new RoundOutcome(1, true, null), outcome);
+        Assert.Equal([0, 7], r.DeviceStateOf(0));
+        Assert.Null(r.DeviceStateOf(1));
+
+        // Its own final round, later: it waits for VM 1's device state, which it names, and VM 0's is not asked again.
+        await Accept(r, Frame(id, 5, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(3, 0, 0, 0, Final: true, DeviceStates: [1]))));
+        Assert.False(r.Outcomes.TryRead(out _));
+        Records.WriteDeviceStateHeader(device, 1, 2, 0);
+        await Accept(r, Frame(id, 6, FrameType.DeviceState, device));
+        Assert.True(r.Outcomes.TryRead(out outcome));
+        Assert.Equal(new RoundOutcome(3, true, null), outcome);
+    }
+
+    [Fact]
+    public async Task A_round_end_naming_a_vm_the_host_does_not_receive_or_runs_already_fails_the_migration_there()
+    {
+        foreach (var (vm, release) in new[] { (3, false), (0, true) })
+        {
+            var id = Guid.NewGuid();
+            using var memory = new NativeGuestMemory(2);
+            await using var r = OneVmReceiver(id, memory);
+            if (release) r.ReleaseVm(0);
+            var e = await Assert.ThrowsAsync<FrameRejectedException>(() => Accept(r, Frame(id, 1, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 0, 0, Final: true, DeviceStates: [vm])))));
+            Assert.Contains($"device state for VM {vm}", e.Message);
+            Assert.True(r.Outcomes.TryRead(out var outcome));
+            Assert.NotNull(outcome.Error);
+        }
     }
 
     [Fact]

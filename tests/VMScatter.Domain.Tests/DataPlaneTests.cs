@@ -306,7 +306,7 @@ public partial class DataPlaneTests
 
         var maps = Records.MapBatchPayload(0, 0, [new PageMap(0, 1, 77)]);
         await Accept(r, Frame(id, 1, FrameType.MapBatch, maps));
-        await Accept(r, Frame(id, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, Final: true))));
+        await Accept(r, Frame(id, 2, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(0, 0, 1, 1, Final: true, DeviceStates: [0]))));
         Assert.False(r.Outcomes.TryRead(out _)); // the content has not arrived
 
         var content = new byte[Records.ContentBatchHeader + Records.ContentRecordHeader + Page.Size];
@@ -358,7 +358,7 @@ public partial class DataPlaneTests
         {
             await Accept(r, Frame(id, ++seq, FrameType.MapBatch, MapsPayload(round, maps)));
             foreach (var (contentId, page) in contents) await Accept(r, Frame(id, ++seq, FrameType.ContentBatch, ContentPayload(round, contentId, page)));
-            await Accept(r, Frame(id, ++seq, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(round, 0, contents.Length, maps.Length, final))));
+            await Accept(r, Frame(id, ++seq, FrameType.RoundEnd, Records.WriteRoundEnd(new RoundEnd(round, 0, contents.Length, maps.Length, final, final ? [0] : []))));
             if (final)
             {
                 var device = new byte[Records.DeviceStateHeader + 1];

@@ -114,6 +114,9 @@ public sealed partial class SourceMigrationActor
         });
         Receive<LossHandled>(_ =>
         {
+            // Only a relay chain's hosts get content through another target; by fan-out or on a multicast channel the
+            // others got all of theirs whatever became of the lost one, and apply the round as sent.
+            if (_sender!.TransportUsed != DataPlane.GroupTransport.RelayChain) { MaybeRoundDone(); return; }
             if (!_roundSent) { _resend = true; return; } // sent again once this sending ends
             if (RoundComplete) MaybeRoundDone();
             else Resend();

@@ -255,7 +255,9 @@ public sealed partial class DataPlaneSender : IAsyncDisposable
         for (int t = 0; t < targets; t++)
         {
             if ((round.ActiveTargets >> t & 1) == 0 || IsSkipped(t)) continue;
-            var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, round.Final && (round.FinalTargets >> t & 1) != 0));
+            bool final = round.Final && (round.FinalTargets >> t & 1) != 0;
+            int[] deviceStates = final ? [.. round.DeviceStates.Where(d => d.TargetIndex == t).Select(d => d.VmIndex).Order()] : [];
+            var end = Records.WriteRoundEnd(new RoundEnd(round.Round, t, expected[t], round.MapsByTarget[t].Count, final, deviceStates));
             await SendFrameAsync(t, FrameType.RoundEnd, end, cancellationToken).ConfigureAwait(false);
         }
     }

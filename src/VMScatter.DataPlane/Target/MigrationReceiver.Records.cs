@@ -140,6 +140,11 @@ public sealed partial class MigrationReceiver
         if (!CheckRound(end.Round)) return;
         var c = Counts(end.Round);
         if (c.End is not null) throw new FrameRejectedException($"round {end.Round} ended twice");
+        foreach (int vm in end.DeviceStateVms)
+        {
+            if (!_vms.ContainsKey(vm)) throw new FrameRejectedException($"round {end.Round} names device state for VM {vm}, which this host does not receive");
+            if (_released.Contains(vm)) throw new FrameRejectedException($"round {end.Round} names device state for VM {vm}, which runs here already");
+        }
         c.End = end;
     }
 
@@ -208,7 +213,8 @@ public sealed partial class MigrationReceiver
         if (!_rounds.TryGetValue(_nextRound, out var c) || c.End is not { } end) return;
         if (c.Contents > end.ExpectedContents || c.Maps > end.ExpectedMaps) throw new FrameRejectedException($"round {end.Round} got more records than announced");
         if (c.Contents < end.ExpectedContents || c.Maps < end.ExpectedMaps || _pending.Count > 0) return;
-        if (end.Final && _vms.Keys.Any(v => !_deviceState.TryGetValue(v, out var s) || _deviceStateReceived[v] != s.Length)) return;
+        // Only the VMs this round carries device state for: one re-placed here for a later wave has none yet.
+        if (end.DeviceStateVms.Any(v => !_deviceState.TryGetValue(v, out var s) || _deviceStateReceived[v] != s.Length)) return;
         _rounds.Remove(_nextRound);
         _nextRound++;
         _outcomes.Writer.TryWrite(new RoundOutcome(end.Round, end.Final, null));

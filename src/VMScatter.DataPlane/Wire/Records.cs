@@ -33,7 +33,21 @@ public readonly record struct ChannelOpen(int Channel, System.Net.IPEndPoint Gro
 
 public readonly record struct MapBatch(int Round, int TargetIndex, IReadOnlyList<PageMap> Maps);
 
-public readonly record struct RoundEnd(int Round, int TargetIndex, int ExpectedContents, int ExpectedMaps, bool Final);
+/// <summary>
+/// The end of round <see cref="Round"/> for one target. A final round also names the VMs whose device state it carries
+/// there (<see cref="DeviceStates"/>, ascending): it is applied once each of them is whole. VMs re-placed onto the target
+/// for a later wave are not among them, so their arrival cannot hold this round up.
+/// </summary>
+public readonly record struct RoundEnd(int Round, int TargetIndex, int ExpectedContents, int ExpectedMaps, bool Final, IReadOnlyList<int>? DeviceStates = null)
+{
+    public IReadOnlyList<int> DeviceStateVms => DeviceStates ?? [];
+
+    public bool Equals(RoundEnd other) =>
+        (Round, TargetIndex, ExpectedContents, ExpectedMaps, Final) == (other.Round, other.TargetIndex, other.ExpectedContents, other.ExpectedMaps, other.Final)
+        && DeviceStateVms.SequenceEqual(other.DeviceStateVms);
+
+    public override int GetHashCode() => HashCode.Combine(Round, TargetIndex, ExpectedContents, ExpectedMaps, Final, DeviceStateVms.Count);
+}
 
 /// <summary>Contents of this round that target <see cref="TargetIndex"/> awaits for some pages but will not get this round.</summary>
 public readonly record struct ContentsWithdrawn(int Round, int TargetIndex, IReadOnlyList<long> ContentIds);
@@ -55,7 +69,9 @@ public static class Records
     public const int MaxMapRecordSize = 3 + 5 + MaxVarint64;
     private const int MinMapRecord = 3;
     private const int MaxVarint64 = 9; // ids are positive int64: 63 bits
-    public const int RoundEndSize = 4 + 2 + 4 + 4 + 1;
+    /// <summary>A round end without device states; each VM named adds <see cref="RoundEndVmSize"/>.</summary>
+    public const int RoundEndSize = 4 + 2 + 4 + 4 + 1 + 2;
+    public const int RoundEndVmSize = 2;
     public const int DeviceStateHeader = 2 + 4 + 4;
     public const int WithdrawnHeader = 4 + 2 + 4;
     public const int WithdrawnRecordSize = 8;
@@ -231,22 +247,35 @@ public static class Records
 
     public static byte[] WriteRoundEnd(RoundEnd e)
     {
-        var p = new byte[RoundEndSize];
+        var vms = e.DeviceStateVms;
+        var p = new byte[RoundEndSize + vms.Count * RoundEndVmSize];
         BinaryPrimitives.WriteInt32BigEndian(p, e.Round);
         BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(4), (ushort)e.TargetIndex);
         BinaryPrimitives.WriteInt32BigEndian(p.AsSpan(6), e.ExpectedContents);
         BinaryPrimitives.WriteInt32BigEndian(p.AsSpan(10), e.ExpectedMaps);
         p[14] = e.Final ? (byte)1 : (byte)0;
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(15), checked((ushort)vms.Count));
+        for (int i = 0; i < vms.Count; i++) BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(RoundEndSize + i * RoundEndVmSize), checked((ushort)vms[i]));
         return p;
     }
 
     public static RoundEnd ReadRoundEnd(ReadOnlyMemory<byte> payload)
     {
         var r = new Reader(payload);
-        var e = new RoundEnd(r.Int32(), r.UInt16(), r.Int32(), r.Int32(), r.Byte() switch { 0 => false, 1 => true, var b => throw new FrameRejectedException($"bad final flag {b}") });
+        var (round, target, contents, maps) = (r.Int32(), r.UInt16(), r.Int32(), r.Int32());
+        bool final = r.Byte() switch { 0 => false, 1 => true, var b => throw new FrameRejectedException($"bad final flag {b}") };
+        int count = r.UInt16();
+        if (count > 0 && !final) throw new FrameRejectedException("device states named at the end of a round that is not final");
+        if (payload.Length != RoundEndSize + count * RoundEndVmSize) throw new FrameRejectedException($"round end naming {count} VMs is {payload.Length} bytes");
+        var vms = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            vms[i] = r.UInt16();
+            if (i > 0 && vms[i] <= vms[i - 1]) throw new FrameRejectedException("device states named out of order or twice");
+        }
         r.End();
-        if (e.Round < 0 || e.ExpectedContents < 0 || e.ExpectedMaps < 0) throw new FrameRejectedException("negative round or count");
-        return e;
+        if (round < 0 || contents < 0 || maps < 0) throw new FrameRejectedException("negative round or count");
+        return new RoundEnd(round, target, contents, maps, final, vms);
     }
 
     /// <summary>A withdrawn-contents payload: round, target, then each content id.</summary>
