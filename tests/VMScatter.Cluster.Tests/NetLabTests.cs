@@ -91,6 +91,33 @@ public class NetLabTests
         Assert.True(multicast.Link < relay.Link, $"link bytes: multicast {multicast.Link}, relay chain {relay.Link}");
     }
 
+    /// <summary>
+    /// The channel alone (bench goodput) between real hosts: each receiver gets the whole stream in order, byte for byte,
+    /// while the sender's link carries it once for all of them (plus UDP/IP headers and the frames' seals), and no thread
+    /// of this process is left inside a host's namespace (a pool thread made from the thread that entered one stayed
+    /// there: the lab's `ip` commands it later ran removed the wrong devices).
+    /// </summary>
+    [Fact]
+    public async Task One_channel_to_three_receivers_on_real_links_delivers_every_byte_and_puts_one_copy_on_the_senders_link()
+    {
+        const long payload = 24L << 20;
+        var run = await MulticastGoodput.RunAsync(receivers: 3, linkBitsPerSecond: 400_000_000, payload, messageBytes: 32768, _ => { }, CancellationToken.None);
+        Assert.True(run.Verified, $"{run.Receivers} receivers, {run.Repairs} repairs");
+        Assert.InRange(run.SourceLinkBytes, payload, payload * 11 / 10);
+        Assert.All(run.ReceiverLinkBytes, received => Assert.InRange(received, payload, payload * 11 / 10));
+        string own = new FileInfo("/proc/self/ns/net").LinkTarget!;
+        var elsewhere = Directory.EnumerateDirectories("/proc/self/task")
+            .Select(t => (Thread: Path.GetFileName(t), Net: TryLink($"{t}/ns/net")))
+            .Where(t => t.Net is not null && t.Net != own).ToArray();
+        Assert.True(elsewhere.Length == 0, $"threads in another network namespace than the process's {own}: {string.Join(", ", elsewhere.Select(t => $"{t.Thread} {t.Net}"))}");
+
+        static string? TryLink(string path)
+        {
+            try { return new FileInfo(path).LinkTarget; }
+            catch (IOException) { return null; } // the thread ended meanwhile
+        }
+    }
+
     [Fact]
     public void A_namespace_that_does_not_exist_is_refused_with_its_name()
     {

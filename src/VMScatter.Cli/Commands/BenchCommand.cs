@@ -41,6 +41,7 @@ public static class BenchCommand
             return ExitCodes.Success;
         });
         bench.Subcommands.Add(algorithms);
+        bench.Subcommands.Add(Goodput());
 
         var scenario = new Option<string>("--scenario") { Description = $"{string.Join(" | ", Scenario.All.Select(s => s.Name))} | all", DefaultValueFactory = _ => "paper" };
         var linkRate = new Option<string>("--link-rate") { Description = "Each host's egress link, e.g. 1Gbit, 10Gbit, unlimited", DefaultValueFactory = _ => "1Gbit" };
@@ -148,6 +149,44 @@ public static class BenchCommand
             Console.WriteLine($"methods drawn to {plotPath}");
         }
         return result.Runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
+    }
+
+    /// <summary>`vmscatter bench goodput`: one multicast channel between network namespaces, capped at the link rate and uncapped.</summary>
+    private static Command Goodput()
+    {
+        var receivers = new Option<int>("--receivers") { Description = "Receivers of the channel, each a host of its own", DefaultValueFactory = _ => 4 };
+        var linkRate = new Option<string>("--link-rate") { Description = "Each host's link (tbf) and the sender's pacing, e.g. 1Gbit; a second run goes uncapped", DefaultValueFactory = _ => "1Gbit" };
+        var size = new Option<string>("--size") { Description = "Payload sent in each run", DefaultValueFactory = _ => "512MiB" };
+        var json = new Option<string?>("--json") { Description = "Write the results to this file (JSON)" };
+        var command = new Command("goodput", "The reliable multicast channel alone between real hosts (as root): goodput to every receiver at the link rate and uncapped");
+        foreach (var o in new Option[] { receivers, linkRate, size, json }) command.Options.Add(o);
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            if (parse.GetValue(receivers) is < 1 or > 200) throw new UserError("--receivers must be within 1..200");
+            if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits) || bits == 0) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a finite rate (e.g. 1Gbit, 100Mbit)");
+            long bytes = DemoCommand.Size(parse.GetValue(size)!, "--size");
+            if (Environment.UserName != "root") throw new UserError("bench goodput makes network namespaces, a bridge and tc qdiscs: run it as root");
+            var runs = new List<GoodputRun>();
+            foreach (long rate in new[] { bits, 0L })
+                runs.Add(await MulticastGoodput.RunAsync(parse.GetValue(receivers), rate, bytes, new DataPlane.Multicast.MulticastSettings().MaxMessageBytes, line => Console.Error.WriteLine(line), cancellationToken));
+            var inv = CultureInfo.InvariantCulture;
+            var table = new Table().Border(TableBorder.Rounded).Title($"one multicast channel, {parse.GetValue(receivers)} receivers, {ByteSize.Format(bytes)} each run")
+                .AddColumn("links").AddColumn(new TableColumn("s").RightAligned()).AddColumn(new TableColumn("goodput per receiver").RightAligned())
+                .AddColumn(new TableColumn("of the link rate").RightAligned()).AddColumn(new TableColumn("source link bytes / payload").RightAligned())
+                .AddColumn(new TableColumn("NACKs / repairs").RightAligned()).AddColumn(new TableColumn("CPU s, all hosts").RightAligned()).AddColumn("verified");
+            foreach (var r in runs)
+                table.AddRow(r.LinkBitsPerSecond > 0 ? LinkRate.Format(r.LinkBitsPerSecond) : "uncapped", r.Seconds.ToString("0.00", inv), $"{r.GoodputBytesPerSecond / 1e6:0.0} MB/s",
+                    double.IsNaN(r.OfLinkRate) ? "-" : r.OfLinkRate.ToString("P1", inv), ((double)r.SourceLinkBytes / r.PayloadBytes).ToString("0.000", inv),
+                    $"{r.Nacks:N0} / {r.Repairs:N0}", r.CpuSeconds.ToString("0.0", inv), r.Verified ? "yes" : "NO");
+            AnsiConsole.Write(table);
+            if (parse.GetValue(json) is { } path)
+            {
+                File.WriteAllText(path, JsonSerializer.Serialize(runs, Json));
+                Console.WriteLine($"results written to {path}");
+            }
+            return runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
+        });
+        return command;
     }
 
     /// <summary>A reduction against the baseline, or "-" when the baseline did not run or failed.</summary>

@@ -41,6 +41,9 @@ public sealed record MulticastOptions
     /// <summary>Receivers only: this fraction of arriving datagrams is dropped before it is looked at (loss injection; netem is not available here).</summary>
     public double DropFraction { get; init; }
 
+    /// <summary>The network namespace the channel's sockets are made in (the host's data-plane place).</summary>
+    public Net.NetworkPlace Place { get; init; } = Net.NetworkPlace.Here;
+
     /// <summary>Seeds the receivers' loss injection and back-off draws (reproducible runs).</summary>
     public int Seed { get; init; } = 1;
 }

@@ -51,8 +51,9 @@ public sealed class MulticastReceiver : IAsyncDisposable
         _deliver = deliver;
         _random = new Random(HashCode.Combine(options.Seed, receiverId, channel));
         _window = new ReceiveWindow(options.NackBackoff, options.NackRetry, _random);
-        _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        _feedback = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        // Only the sockets are made in the host's namespace: its loops start here, outside it (see NetworkPlace.Create).
+        _socket = options.Place.Create(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
+        _feedback = options.Place.Create(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
         try
         {
             _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);

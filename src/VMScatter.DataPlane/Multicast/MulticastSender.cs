@@ -66,13 +66,14 @@ public sealed class MulticastSender : IAsyncDisposable
             _peers[r] = new Peer { HeardAt = 0 };
         }
         _pacer = pacer ?? new LinkPacer(options.LinkBitsPerSecond, DataPlaneOptions.DefaultLinkQueueBytes);
-        _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        // Only the sockets are made in the host's namespace: its loops start here, outside it (see NetworkPlace.Create).
+        _socket = options.Place.Create(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastInterface, options.Interface.GetAddressBytes());
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastTimeToLive, 1);
         _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.MulticastLoopback, true);
         _socket.SendBufferSize = 4 << 20;
         _socket.Bind(new IPEndPoint(options.Interface, 0));
-        _feedback = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        _feedback = options.Place.Create(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
         _feedback.ReceiveBufferSize = 1 << 20;
         _feedback.Bind(new IPEndPoint(options.Interface, 0));
         FeedbackEndPoint = (IPEndPoint)_feedback.LocalEndPoint!;

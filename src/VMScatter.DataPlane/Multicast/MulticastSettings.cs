@@ -54,8 +54,9 @@ public sealed record MulticastSettings
     }
 
     /// <summary>The channel's options for one end of it.</summary>
-    public MulticastOptions ToOptions(IPEndPoint group, IPAddress @interface, int maxMessageBytes, long linkBitsPerSecond, int seed) => new()
+    public MulticastOptions ToOptions(IPEndPoint group, IPAddress @interface, int maxMessageBytes, long linkBitsPerSecond, int seed, Net.NetworkPlace? place = null) => new()
     {
+        Place = place ?? Net.NetworkPlace.Here,
         Group = group, Interface = @interface, MaxMessageBytes = maxMessageBytes, ReceiverTimeout = ReceiverTimeout,
         LinkBitsPerSecond = linkBitsPerSecond, DropFraction = DropFraction, Seed = seed,
     };

@@ -31,7 +31,11 @@ public sealed class NetworkPlace
 
     private static string PathOf(string name) => $"/var/run/netns/{name}";
 
-    /// <summary>Runs <paramref name="make"/> (which creates sockets) inside this namespace and returns what it made.</summary>
+    /// <summary>
+    /// Runs <paramref name="make"/> (which creates sockets) inside this namespace and returns what it made. It must not
+    /// start tasks or threads: a thread made from inside (the thread pool adds workers from the thread that queues work)
+    /// stays in the namespace for life, and every socket or `ip` command it later makes lands there too.
+    /// </summary>
     public T Create<T>(Func<T> make)
     {
         if (Name is null) return make();

@@ -174,9 +174,9 @@ public sealed partial class DataPlaneSender
         // The host's data-plane address: the one its connections to the targets leave from.
         var local = settings.Interface ?? ((IPEndPoint)_clients[BitOperations.TrailingZeroCount(members)]!.Client.LocalEndPoint!).Address;
         if (local.IsIPv4MappedToIPv6) local = local.MapToIPv4(); // a dual-mode socket's view of an IPv4 connection
-        var options = settings.ToOptions(settings.GroupFor(_migrationId, id), local, settings.MaxMessageBytes, _options.LinkBitsPerSecond, seed: 1 + id);
+        var options = settings.ToOptions(settings.GroupFor(_migrationId, id), local, settings.MaxMessageBytes, _options.LinkBitsPerSecond, seed: 1 + id, _options.Place);
         var key = DataPlaneKeys.ForChannel(_master, _migrationId);
-        var sender = _options.Place.Create(() => new MulticastSender(_migrationId, key, id, Targets(members), options, _egress));
+        var sender = new MulticastSender(_migrationId, key, id, Targets(members), options, _egress);
         var slot = new ChannelSlot(id, sender, members);
         sender.ReceiverDropped += (t, neverJoined) =>
         {

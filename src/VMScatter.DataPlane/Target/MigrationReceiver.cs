@@ -282,10 +282,10 @@ public sealed partial class MigrationReceiver : IAsyncDisposable
     {
         var settings = _options.Multicast;
         var local = settings.Interface ?? IPAddress.Loopback;
-        var options = settings.ToOptions(open.Group, local, open.MaxMessageBytes, 0, seed: SelfIndex + 1);
+        var options = settings.ToOptions(open.Group, local, open.MaxMessageBytes, 0, seed: SelfIndex + 1, _options.Place);
         var key = _keys.Channel!;
         MulticastReceiver receiver;
-        try { receiver = _options.Place.Create(() => new MulticastReceiver(MigrationId, key, open.Channel, SelfIndex, open.Feedback, options, OnChannelMessageAsync)); }
+        try { receiver = new MulticastReceiver(MigrationId, key, open.Channel, SelfIndex, open.Feedback, options, OnChannelMessageAsync); }
         catch (Exception e) when (e is SocketException or ArgumentException or InvalidOperationException)
         {
             ChannelJoinFailure = $"cannot join multicast group {open.Group} on {local}: {e.Message}";
