@@ -33,6 +33,8 @@ public sealed record ChaosOptions
     /// <summary>The role killed in each run, in order (cycled); empty: drawn at random.</summary>
     public IReadOnlyList<ChaosRole> Kills { get; init; } = [];
     public Action<string> Log { get; init; } = _ => { };
+    /// <summary>HOCON appended to every run's cluster configuration (the tests: faster membership ticks).</summary>
+    public string ExtraHocon { get; init; } = "";
 
     public TimeSpan PauseBound => DecisionTimeout + PauseGrace;
 }

@@ -131,6 +131,7 @@ public static class ChaosRun
         vmscatter.scheduler.persistence-id = "chaos-{Guid.NewGuid():N}"
         vmscatter.scheduler.reconcile-timeout = {o.ReconcileTimeout.TotalSeconds:0}s
         vmscatter.source.decision-timeout = {o.DecisionTimeout.TotalSeconds:0}s
+        {o.ExtraHocon}
         """;
 
     /// <summary>When the kill landed: after placement, how many VMs were handed over by then, the last round migrate printed.</summary>
