@@ -64,7 +64,8 @@ public class ConsoleSchedulerTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(["src", "t1", "t2"], status.Hosts.Select(h => h.HostId.Value));
         var src = status.Hosts[0];
         Assert.Equal(("source", 2, 16 * MiB), (src.Role, src.Vms, src.CapacityBytes));
-        Assert.Equal(("target", 16 * MiB, 8 * MiB, "rack-1"), (status.Hosts[1].Role, status.Hosts[1].CapacityBytes, status.Hosts[1].FreeBytes, status.Hosts[1].Rack));
+        // It announced 8 MiB free, then reserved them for the VM arriving there (its receiver is ready): none left.
+        Assert.Equal(("target", 16 * MiB, 0L, "rack-1"), (status.Hosts[1].Role, status.Hosts[1].CapacityBytes, status.Hosts[1].FreeBytes, status.Hosts[1].Rack));
         Assert.Equal((32 * MiB, "rack-2"), (status.Hosts[2].CapacityBytes, status.Hosts[2].Rack));
         var run = Assert.Single(status.Migrations);
         Assert.Equal((id, H("src"), MigrationPhase.Transferring, 1, 0, 5_000L, 16 * MiB), (run.MigrationId, run.SourceHostId, run.Phase, run.Round, run.Wave, run.BytesSent, run.GuestBytes));

@@ -30,9 +30,7 @@ public sealed partial class MigrationSchedulerActor
     /// <summary>The VM runs on its target: journaled, and its source copy stopped.</summary>
     private void RecordResumed(MigrationRun run, VmHandedOver handed) => Record(handed, e =>
     {
-        // The target now runs it: count it against the target until its next announcement says so itself.
-        if (_targets.TryGetValue(e.TargetHostId, out var t))
-            _targets[e.TargetHostId] = t with { FreeBytes = t.FreeBytes - run.Vms.First(v => v.Id == e.VmId).MemoryBytes };
+        // Its memory there was counted against the target when the target reserved it (ReceiverReady, ReceiverExtended).
         run.HandedOver[e.VmId] = e;
         run.Handovers.Add(new(run.SecondsNow, e.VmId.Value, e.TargetHostId.Value, e.DowntimeMs, true));
         run.Requester.Tell(e);

@@ -42,7 +42,12 @@ public sealed partial class MigrationSchedulerActor
                 return;
             }
             batch.Waiting.Remove(m.HostId, out var assigned);
-            if (m.Refusal is null) batch.Confirmed.AddRange(assigned!);
+            if (m.Refusal is null)
+            {
+                batch.Confirmed.AddRange(assigned!);
+                // Reserved there now, and no longer pending: counted until its next announcement counts it.
+                CountAgainst(m.HostId, assigned!.Sum(a => a.Vm.MemoryBytes));
+            }
             else
             {
                 var ids = assigned!.Select(a => a.Vm.Id).ToArray();

@@ -75,7 +75,10 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         Command<ReceiverReady>(m => WithRun(m.MigrationId, run =>
         {
             if (!run.TargetRefs.ContainsKey(m.HostId)) { Refuse(run, m, $"host {m.HostId} is not a target of it"); return; }
-            run.ReadyTargets.Add(m.HostId);
+            if (!run.ReadyTargets.Add(m.HostId)) return;
+            // Its memory for the run's VMs is reserved now, and Reserved stops counting it: until its next announcement
+            // says so itself, the one held here (made before the reservation) must not offer that room to a re-placement.
+            CountAgainst(m.HostId, run.Vms.Where(v => run.TargetOfVm.GetValueOrDefault(v.Id) == m.HostId).Sum(v => v.MemoryBytes));
             MaybeBeginTransfer(run);
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
@@ -192,6 +195,12 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
     }
 
     /// <summary>Memory placed on a target by migrations in flight that the target has not yet reserved itself.</summary>
+    /// <summary>Memory a target took since its last announcement (which a later one counts itself).</summary>
+    private void CountAgainst(HostId host, long bytes)
+    {
+        if (_targets.TryGetValue(host, out var t)) _targets[host] = t with { FreeBytes = t.FreeBytes - bytes };
+    }
+
     private long Reserved(HostId targetId) =>
         _runs.Values.Sum(r => r.ReadyTargets.Contains(targetId) ? 0 : r.Vms.Where(v => r.TargetOfVm.GetValueOrDefault(v.Id) == targetId).Sum(v => v.MemoryBytes));
 
