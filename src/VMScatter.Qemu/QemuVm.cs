@@ -45,6 +45,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     private volatile bool _stopped;
     /// <summary>x-ignore-shared is on in this QEMU (it stays on: only device-state captures migrate it).</summary>
     private bool _ignoreSharedSet;
+    /// <summary>Setting it, begun with dirty logging: by the pause it is on, one QMP round trip (2-11 ms measured) fewer there.</summary>
+    private Task? _ignoreShared;
     private volatile bool _logging;
     private volatile VmRunState _state = VmRunState.Running;
 
@@ -235,6 +237,12 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     public void StartDirtyLogging()
     {
+        if (_ignoreShared is null)
+        {
+            _ignoreShared = SetIgnoreSharedAsync("dirty logging");
+            // A failure here is met again by the pause, which sets it itself.
+            _ignoreShared.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        }
         _snapshotIsPaused = false;
         for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = HashOf(_ram.PageSpan(p));
         Array.Clear(_reread);
@@ -303,9 +311,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     public async Task PauseAsync(CancellationToken cancellationToken = default)
     {
-        // The capture's capability is set while the guest still runs: one QMP round trip fewer inside the pause.
-        await _qemu.RunAsync("pause (stop)", "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
-        _ignoreSharedSet = true;
+        // The capture's capability is set while the guest still runs (from dirty logging on, else now): fewer QMP round trips inside the pause.
+        if (_ignoreShared is not { IsCompletedSuccessfully: true }) await SetIgnoreSharedAsync("pause (stop)", cancellationToken).ConfigureAwait(false);
         await _qemu.RunAsync("pause (stop)", "stop", cancellationToken: cancellationToken).ConfigureAwait(false);
         _state = VmRunState.Paused;
         _stopped = true;
@@ -368,6 +375,12 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             throw _qemu.Failure(step, $"migration stream broke: {e.Message}");
         }
         finally { listener.Stop(); }
+    }
+
+    private async Task SetIgnoreSharedAsync(string step, CancellationToken cancellationToken = default)
+    {
+        await _qemu.RunAsync(step, "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
+        _ignoreSharedSet = true;
     }
 
     public static JsonObject IgnoreShared() => new()

@@ -131,9 +131,10 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref); // a second start is ignored
         backend.ResumeGate.SetResult();
         Assert.Equal(V("vm-1"), scheduler.ExpectMsg<VmResumedOnTarget>().VmId);
-        // The started VM keeps its memory; no grant came back to the source.
+        // The started VM keeps its memory; the source hears it runs here, and no grant came back to it.
         scheduler.ExpectMsg<RegisterTargetHost>(r => r.FreeBytes == VmBytes);
         Assert.Equal(0, backend.Freed);
+        Assert.Equal(V("vm-1"), source.ExpectMsg<VmResumedOnTarget>().VmId);
         source.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
 

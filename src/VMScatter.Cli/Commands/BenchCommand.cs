@@ -55,13 +55,14 @@ public static class BenchCommand
         var plot = new Option<string?>("--plot") { Description = "Draw the methods side by side (data sent, total time, longest downtime) to FILE.png or FILE.svg" };
         var links = new Option<string>("--links") { Description = "modelled (one namespace; link bytes modelled) | real (as root: a network namespace per host on a bridge, links capped by tc, link bytes read from the kernel's counters)", DefaultValueFactory = _ => "modelled" };
         var transport = new Option<string?>("--transport") { Description = "multicast: also move the scenario by VMScatter over the multicast channel (a row of its own beside the relay chain)" };
+        var only = new Option<string[]>("--methods") { Description = $"qemu backend: only these methods, in this order ({string.Join(", ", QemuBench.Methods)}); reductions need {QemuBench.Native}", AllowMultipleArgumentsPerToken = true };
         var loss = new Option<double[]>("--loss") { Description = "with --transport multicast: a multicast row per loss fraction, each receiver dropping that fraction of the datagrams, e.g. --loss 0.01 0.05", AllowMultipleArgumentsPerToken = true };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss }) bench.Options.Add(o);
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss, only }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
             string? plotPath = parse.GetValue(plot);
             if (plotPath is not null) PlotFile.Check(plotPath);
-            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, cancellationToken);
+            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, only, cancellationToken);
             string name = parse.GetValue(scenario)!;
             var chosen = name == "all" ? Scenario.All : Scenario.Named(name) is { } one ? [one] : throw new UserError($"--scenario must be one of {string.Join(", ", Scenario.All.Select(s => s.Name))} or all (got '{name}')");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
@@ -111,8 +112,10 @@ public static class BenchCommand
     }
 
     private static async Task<int> RunQemuAsync(ParseResult parse, Option<string> linkRate, Option<int> downtime, Option<int?> vms, Option<string?> vmMemory, Option<int> targets,
-        Option<string> compression, Option<string?> json, string? plotPath, CancellationToken cancellationToken)
+        Option<string> compression, Option<string?> json, string? plotPath, Option<string[]> only, CancellationToken cancellationToken)
     {
+        string[]? methods = parse.GetValue(only) is { Length: > 0 } chosen ? chosen : null;
+        if (methods?.FirstOrDefault(m => !QemuBench.Methods.Contains(m)) is { } unknown) throw new UserError($"--methods: '{unknown}' is not one of {string.Join(", ", QemuBench.Methods)}");
         var codec = MigrationOptionSet.Choose<CompressionMode>(parse.GetValue(compression), "--compression");
         if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
         if (parse.GetValue(downtime) < 1) throw new UserError("--downtime-ms must be at least 1");
@@ -124,7 +127,7 @@ public static class BenchCommand
         var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
         var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
         QemuBenchResult result;
-        try { result = await QemuBench.RunAsync(config, image, guests, memory, targetCount, bits, parse.GetValue(downtime), codec, journals, line => Console.Error.WriteLine(line), cancellationToken); }
+        try { result = await QemuBench.RunAsync(config, image, guests, memory, targetCount, bits, parse.GetValue(downtime), codec, journals, line => Console.Error.WriteLine(line), cancellationToken, methods); }
         finally { Directory.Delete(journals, recursive: true); }
         var inv = CultureInfo.InvariantCulture;
         var table = new Table().Border(TableBorder.Rounded)

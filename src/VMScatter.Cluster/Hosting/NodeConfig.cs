@@ -30,6 +30,9 @@ public static class NodeConfig
             if (!File.Exists(nodeConfigFile)) throw new FileNotFoundException($"configuration file {nodeConfigFile} does not exist");
             text.AppendLine(File.ReadAllText(nodeConfigFile));
         }
+        // VMSCATTER_LOGLEVEL=DEBUG: a node's Debug lines (a handover's per-step timings) in a bench or demo, whose nodes
+        // take no config file. Before the overrides: a node that mutes its log (the console's) stays muted.
+        if (Environment.GetEnvironmentVariable("VMSCATTER_LOGLEVEL") is { Length: > 0 } level) text.AppendLine($"akka.loglevel = {Quote(level)}");
         text.AppendLine(overrides);
         return ConfigurationFactory.ParseString(text.ToString())
             .WithFallback(ClusterSingleton.DefaultConfig())

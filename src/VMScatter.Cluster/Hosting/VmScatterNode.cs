@@ -68,6 +68,7 @@ public sealed class VmScatterNode : IAsyncDisposable
         ThreadPool.GetMinThreads(out int workers, out int io);
         if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
         var system = ActorSystem.Create(NodeOptions.SystemName, setup);
+        _ = JitWarmup.Start();
         var metrics = VmScatterMetrics.For(system);
         GuestMemoryPool? pool = null;
         var disposals = new PendingDisposals();

@@ -37,6 +37,13 @@ public sealed partial class SourceMigrationActor
             else _log.Warning("Migration {0}: refused to stop VM {1}: no target was granted it", _migrationId, m.VmId);
         }));
         Receive<ResumeSourceVm>(m => WithVm(m.VmId, vm => ResumeHere(vm, m.Reason)));
+        // Its target runs it (the scheduler's word that stops the copy here follows): a held next wave may start.
+        Receive<VmResumedOnTarget>(m => m.MigrationId == _migrationId, m => WithVm(m.VmId, vm =>
+        {
+            if (_fence.HolderOf(m.VmId) != m.HostId) return;
+            _landed.Add(vm);
+            MaybeReleaseNextWave();
+        }));
         // The start of a VM on its target goes through here: granted, the target is told (and answers the scheduler).
         Receive<GrantHandover>(m => m.MigrationId == _migrationId, m =>
         {
@@ -96,6 +103,7 @@ public sealed partial class SourceMigrationActor
         }
         _log.Warning("Migration {0}: VM {1} resumes on the source: {2}", _migrationId, VmId(vm), reason);
         _vmActors[vm].Tell(new ResumeVm(reason));
+        MaybeReleaseNextWave();
     }
 
     /// <summary>Checks the fence's waiting VMs against the decision bound, from the first transferred wave on.</summary>
@@ -110,7 +118,8 @@ public sealed partial class SourceMigrationActor
     {
         _settled.Add(vmIndex);
         NoteSettled(vmIndex);
-        if (_settled.Count < _vms.Count) return;
+        if (_settled.Count < _vms.Count) { MaybeReleaseNextWave(); return; }
+        _heldFor = null;
         ReportSettledAfterFailover();
         // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
         // stays a while to refuse late handover requests.
@@ -159,6 +168,7 @@ public sealed partial class SourceMigrationActor
     {
         _log.Error("Migration {0} failed on the source: {1}", _migrationId, reason);
         Timers.CancelAll();
+        _heldFor = null; // no wave starts after a failure
         ArmFence();
         _failed = true;
         if (_sending.IsCompleted) ReturnLease();

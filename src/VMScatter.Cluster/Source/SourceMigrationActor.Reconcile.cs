@@ -50,6 +50,7 @@ public sealed partial class SourceMigrationActor
         _abandoned = true;
         // Nothing more is re-placed either: orphans of a lost target run here (resumed below) and settle.
         _failed = true;
+        _heldFor = null;
         _orphaned.Clear();
         _replacements.Clear();
         if (_sending.IsCompleted) ReturnLease();

@@ -85,6 +85,13 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly HashSet<int> _settled = new();
     /// <summary>CPU the VM actors spend reading guest memory, per round (in the report).</summary>
     private readonly SourceCpuMeter _cpu;
+    /// <summary>VMs their target reported running (a hint: only the scheduler's word stops the copy here).</summary>
+    private readonly HashSet<int> _landed = new();
+    /// <summary>While the next wave is held: the previous wave's VMs not yet running anywhere, and the wave to start from.</summary>
+    private HashSet<int>? _heldFor;
+    private int _heldFrom;
+    /// <summary>How long a wave waits at most for the previous wave's VMs to run again (a lost or slow scheduler must not stall the migration).</summary>
+    private static readonly TimeSpan WaveHoldBound = TimeSpan.FromSeconds(1);
     /// <summary>VMs stopped here while later waves still read contents from guest pages: the host frees them after.</summary>
     private readonly List<SourceVmReleased> _freeLater = new();
 
@@ -259,6 +266,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private sealed record Connected { public static readonly Connected Instance = new(); }
     private sealed record ProgressTick { public static readonly ProgressTick Instance = new(); }
     private sealed record FenceTick { public static readonly FenceTick Instance = new(); }
+    private sealed record WaveHoldOver { public static readonly WaveHoldOver Instance = new(); }
     private sealed record LingerOver { public static readonly LingerOver Instance = new(); }
 
     /// <summary>How long a settled migration still refuses handover requests (rather than leave them to dead letters).</summary>

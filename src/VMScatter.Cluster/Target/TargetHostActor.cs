@@ -137,7 +137,11 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 inc.Resumed.Add(m.Vm.Description.Id);
             }
             _log.Debug("Migration {0}: VM {1} resumed here: {2}", m.MigrationId, m.Vm.Description.Id, m.Steps);
-            Sender.Tell(new VmResumedOnTarget(m.MigrationId, m.Vm.Description.Id, _hostId, m.ResumedAtUnixMs));
+            var resumed = new VmResumedOnTarget(m.MigrationId, m.Vm.Description.Id, _hostId, m.ResumedAtUnixMs);
+            Sender.Tell(resumed);
+            // The granting source learns it too, a hop before the scheduler's journaled word: it holds its next wave's
+            // whole-memory work back while this wave's guests are still paused (a hint only; the scheduler's word stops the copy).
+            m.GrantedBy.Tell(resumed);
             ReleaseIfSettled(m.MigrationId);
             Self.Tell(Announce.Instance);
         });
@@ -289,6 +293,9 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         // two), so it runs on the pool rather than queueing behind whole-memory work on the bulk threads (in a local
         // cluster those also digest the source's paused guests), which held it up to ~0.2 s inside the downtime.
         var received = inc.Vms.ToArray(); // the list grows on this thread when VMs are re-placed here
+        // Those not starting, started or discarded yet may prepare their start (read here: the sets change on this thread).
+        var waiting = received.Where(v => !inc.Resuming.Contains(v.Description.Id) && !inc.Resumed.Contains(v.Description.Id) && !inc.Discarded.Contains(v.Description.Id)).ToArray();
+        var backend = _backend;
         Task.Run(() =>
         {
             // Only VMs whose final round is in (whose device state is whole): one re-placed here later has its own.
@@ -298,6 +305,13 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
             return new TargetDigests(migrationId, _hostId, digests, inc.Receiver.BytesReceived, inc.Receiver.BytesRelayed, inc.Receiver.ContentRecordsReceived, rejected,
                 channels?.Rejected ?? 0, channels?.Duplicates ?? 0);
         }).PipeTo(inc.Scheduler);
+        // After the digests (the grant waits for them): what the start can do before its grant, e.g. QEMU's device-state
+        // check and connection, while the digests are compared.
+        Task.Run(() =>
+        {
+            foreach (var v in waiting)
+                if (inc.Receiver.DeviceStateOf(v.VmIndex) is { } state) backend.Arrived(v.Description, v.Memory, state);
+        });
     }
 
     private void PumpOutcome(MigrationId migrationId, MigrationReceiver receiver) =>
@@ -330,7 +344,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
             var landed = await _backend.ResumeAsync(vm.Description, vm.Memory, deviceState, CancellationToken.None).ConfigureAwait(false);
             long resumedAt = landed.RunningSinceUnixMs ?? DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             steps.Mark("backend resume", (landed as IStepTimed)?.LastSteps);
-            return new Landed(migrationId, landed, resumedAt, steps);
+            return new Landed(migrationId, landed, resumedAt, source, steps);
         }
         catch (Exception e)
         {
@@ -392,7 +406,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
 
     private sealed record Announce { public static readonly Announce Instance = new(); }
     private sealed record OutcomeArrived(MigrationId MigrationId, RoundOutcome Outcome);
-    private sealed record Landed(MigrationId MigrationId, ILandedVm Vm, long ResumedAtUnixMs, StepTimes? Steps = null);
+    private sealed record Landed(MigrationId MigrationId, ILandedVm Vm, long ResumedAtUnixMs, IActorRef GrantedBy, StepTimes? Steps = null);
     private sealed record LandingFailed(MigrationId MigrationId, VmId VmId, string Reason);
     private sealed record ReceiverClosed(MigrationId MigrationId);
 }

@@ -39,6 +39,13 @@ public interface ITargetBackend
     /// <summary>Guests this backend already runs when its host starts (re-adopted after a restart): the host counts them as running.</summary>
     IEnumerable<ILandedVm> Running => [];
 
+    /// <summary>
+    /// The VM's final round is in here (its device state whole) and no start is granted yet: work its start would
+    /// otherwise do inside the guest's pause may begin (checks, connections), off the caller's thread. Never starts the
+    /// guest; what it found is used by <see cref="ResumeAsync"/> only for the same device state. Default: nothing.
+    /// </summary>
+    void Arrived(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState) { }
+
     /// <summary>Starts the VM on this host from its received memory and device state.</summary>
     Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken);
 }
