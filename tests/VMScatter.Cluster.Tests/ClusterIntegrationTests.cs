@@ -379,6 +379,60 @@ public class ClusterIntegrationTests
         Assert.Equal(4, report.PerVm.Count(v => v.DigestMatched && !v.HandedOver));
     }
 
+    /// <summary>
+    /// The next wave waits for the previous wave's VMs to run again (so its whole-memory work does not share the cores
+    /// with their handover), but only so long: here the first wave's host cannot start its VMs until a VM of the second
+    /// wave runs elsewhere, which only the hold's bound lets happen. Every VM is still handed over, each once.
+    /// </summary>
+    [Fact]
+    public async Task A_next_wave_held_for_a_handover_that_does_not_come_starts_after_the_bound()
+    {
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, Model, 17));
+        var gate = new FirstHostGate();
+        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
+        {
+            SourceVms = fleet, Targets = 2, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
+            TargetBackendFor = host => new GatedBackend(gate, host),
+        });
+        var (outcome, events) = await Migrate(cluster, TestConfig.Options(), 2);
+        var report = outcome.Report!;
+        Assert.True(report.Verified, TestConfig.Why(report));
+        Assert.Equal(2, report.PerVm.Select(v => v.Target).Distinct().Count());
+        Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
+        // The first wave's host started its VMs only after the other host ran one of the second wave's.
+        Assert.NotNull(gate.First);
+        var handed = events.OfType<VmHandedOver>().ToArray();
+        var firstOnOther = Array.FindIndex(handed, h => h.TargetHostId.Value != gate.First);
+        var firstOnGated = Array.FindIndex(handed, h => h.TargetHostId.Value == gate.First);
+        Assert.True(firstOnOther >= 0 && firstOnOther < firstOnGated, string.Join(", ", handed.Select(h => $"{h.VmId}@{h.TargetHostId}")));
+    }
+
+    /// <summary>The first host to start a VM waits until another host started one.</summary>
+    private sealed class FirstHostGate
+    {
+        private string? _first;
+        private readonly TaskCompletionSource _opened = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public string? First => Volatile.Read(ref _first);
+        public bool Holds(string host) => (Interlocked.CompareExchange(ref _first, host, null) ?? host) == host;
+        public Task Opened => _opened.Task;
+        public void Open() => _opened.TrySetResult();
+    }
+
+    private sealed class GatedBackend(FirstHostGate gate, string host) : ITargetBackend
+    {
+        private readonly SyntheticTargetBackend _inner = new();
+        public string Name => "gated";
+        public IWritableGuestMemory AllocateMemory(VmDescription vm) => _inner.AllocateMemory(vm);
+
+        public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
+        {
+            if (gate.Holds(host)) await gate.Opened.WaitAsync(TimeSpan.FromSeconds(20), cancellationToken);
+            var landed = await _inner.ResumeAsync(vm, memory, deviceState, cancellationToken);
+            if (!gate.Holds(host)) gate.Open();
+            return landed;
+        }
+    }
+
     /// <summary>The synthetic backend, counting the VMs it started.</summary>
     private sealed class RecordingBackend : ITargetBackend
     {
