@@ -78,7 +78,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             if (!run.ReadyTargets.Add(m.HostId)) return;
             // Its memory for the run's VMs is reserved now, and Reserved stops counting it: until its next announcement
             // says so itself, the one held here (made before the reservation) must not offer that room to a re-placement.
-            CountAgainst(m.HostId, run.Vms.Where(v => run.TargetOfVm.GetValueOrDefault(v.Id) == m.HostId).Sum(v => v.MemoryBytes));
+            CountAgainst(m.HostId, PlacedOn(run, m.HostId));
             MaybeBeginTransfer(run);
         }));
         Command<ReceiverRefused>(m => WithRun(m.MigrationId, run => FailRun(run, $"target {m.HostId} refused: {m.Reason}")));
@@ -194,15 +194,17 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         return true;
     }
 
-    /// <summary>Memory placed on a target by migrations in flight that the target has not yet reserved itself.</summary>
     /// <summary>Memory a target took since its last announcement (which a later one counts itself).</summary>
     private void CountAgainst(HostId host, long bytes)
     {
         if (_targets.TryGetValue(host, out var t)) _targets[host] = t with { FreeBytes = t.FreeBytes - bytes };
     }
 
-    private long Reserved(HostId targetId) =>
-        _runs.Values.Sum(r => r.ReadyTargets.Contains(targetId) ? 0 : r.Vms.Where(v => r.TargetOfVm.GetValueOrDefault(v.Id) == targetId).Sum(v => v.MemoryBytes));
+    /// <summary>Memory placed on a target by migrations in flight that the target has not yet reserved itself.</summary>
+    private long Reserved(HostId targetId) => _runs.Values.Sum(r => r.ReadyTargets.Contains(targetId) ? 0 : PlacedOn(r, targetId));
+
+    /// <summary>The memory of a run's VMs placed on a target.</summary>
+    private static long PlacedOn(MigrationRun run, HostId targetId) => run.Vms.Where(v => run.TargetOfVm.GetValueOrDefault(v.Id) == targetId).Sum(v => v.MemoryBytes);
 
     /// <summary>The placer searches for up to its time budget: it runs on the pool, and its answer comes back as a message.</summary>
     private void Place(MigrationRun run, VmsAnalyzed m)
