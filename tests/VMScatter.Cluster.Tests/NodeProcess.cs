@@ -68,19 +68,7 @@ public sealed class NodeProcess : IAsyncDisposable
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"));
         psi.ArgumentList.Add(command);
         foreach (var a in args) psi.ArgumentList.Add(a);
-        ConsoleJit(psi, command);
         return new NodeProcess(name, Process.Start(psi)!);
-    }
-
-    /// <summary>
-    /// The build turns quick JIT off (Directory.Build.props) for the migration's hot loops, so a console process compiles
-    /// every method it runs fully optimized: ~1.9 s of CPU for a `status` (measured), ~0.75 s with quick JIT. Console
-    /// commands run no migration loops: in the tests they get quick JIT back (the tiering knob, nothing else); `node`,
-    /// `demo` and `bench`, which migrate or measure, run as built.
-    /// </summary>
-    public static void ConsoleJit(ProcessStartInfo psi, string command)
-    {
-        if (command is not ("node" or "demo" or "bench")) psi.Environment["DOTNET_TC_QuickJit"] = "1";
     }
 
     /// <summary>Any program (e.g. a deploy script) in its own process, with extra environment variables.</summary>
