@@ -227,7 +227,8 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             : new PlacementHost(t.Value, 0)).ToArray();
         var topology = new NetworkTopology(RackLinkWeight: _settings.RackLinkWeight);
         var strategy = run.Request.Options.Placement;
-        Task.Run(() => Placer.Place(vms, hosts, contents, strategy, topology)).PipeTo(Self,
+        var budget = _settings.PlacementBudget;
+        Task.Run(() => Placer.Place(vms, hosts, contents, strategy, topology, budget: budget)).PipeTo(Self,
             success: placement => new PlacementComputed(run.Id, placement),
             failure: e => new PlacementFailed(run.Id, $"placement: {e.GetBaseException().Message}"));
     }

@@ -11,6 +11,9 @@ public sealed record SchedulerSettings(string PersistenceId, TimeSpan AnalysisTi
     /// </summary>
     public TimeSpan ReconcileTimeout { get; init; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>How long the traffic-aware placer may search before the first byte can move; vmscatter.scheduler.placement-budget.</summary>
+    public TimeSpan PlacementBudget { get; init; } = TimeSpan.FromMilliseconds(150);
+
     public static SchedulerSettings From(Config config) => new(
         config.GetString("vmscatter.scheduler.persistence-id"),
         config.GetTimeSpan("vmscatter.scheduler.analysis-timeout"),
@@ -18,5 +21,6 @@ public sealed record SchedulerSettings(string PersistenceId, TimeSpan AnalysisTi
         config.GetDouble("vmscatter.scheduler.rack-link-weight"))
     {
         ReconcileTimeout = config.GetTimeSpan("vmscatter.scheduler.reconcile-timeout", TimeSpan.FromSeconds(20)),
+        PlacementBudget = config.GetTimeSpan("vmscatter.scheduler.placement-budget", TimeSpan.FromMilliseconds(150)),
     };
 }
