@@ -147,7 +147,10 @@ for arg in $(cat /proc/cmdline); do
 done
 case " $(cat /workloads) " in
     *" $workload "*) ;;
-    *) echo "vmscatter-error workload $workload is not in this image (it has: $(cat /workloads))" > /dev/ttyS0; workload=none ;;
+    *) if dmesg | grep -q 'Initramfs unpacking failed'; then
+           echo "vmscatter-error workload $workload: the initramfs did not fit in guest RAM (give it 256 MiB)" > /dev/ttyS0
+       else echo "vmscatter-error workload $workload is not in this image (it has: $(cat /workloads))" > /dev/ttyS0; fi
+       workload=none ;;
 esac
 # Only the dd workload writes the working set; the real programs dirty what they dirty.
 [ "$workload" = dd ] || { wws_kib=0; dirty_pages=0; }

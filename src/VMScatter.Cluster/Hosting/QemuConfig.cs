@@ -73,8 +73,13 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
                 var g = fleet[i];
                 await SerialConsole.WaitForCounterAboveAsync(g.SerialLogPath, SettledCounter - 1, Settings.BootTimeout, () => !g.Process.HasExited, cancellationToken).ConfigureAwait(false);
                 // Its program has made progress: a migration's check that the marker goes on then compares against a real start.
+                // A program that cannot run says why at once (e.g. the image did not fit in guest RAM): that line, not a timeout.
                 if (workload.ForGuest(i).ProgressPrefix() is { } marker)
-                    await SerialConsole.WaitForValueAboveAsync(g.SerialLogPath, marker, 0, Settings.BootTimeout, () => !g.Process.HasExited, cancellationToken).ConfigureAwait(false);
+                {
+                    string line = await SerialConsole.WaitForLineAsync(g.SerialLogPath, l => SerialConsole.ValueOf(l, marker) > 0 || l.StartsWith(SerialConsole.ErrorPrefix, StringComparison.Ordinal),
+                        Settings.BootTimeout, () => !g.Process.HasExited, cancellationToken).ConfigureAwait(false);
+                    if (line.StartsWith(SerialConsole.ErrorPrefix, StringComparison.Ordinal)) throw new InvalidOperationException($"{g.Description.Id}: {line}");
+                }
             }
             return fleet.ToArray();
         }
