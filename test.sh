@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests, with everything they need: on a fresh Debian machine with the .NET SDK, installs QEMU, a static busybox
 # and a kernel (the QEMU guests), tmux (a real terminal for the progress view), openssl (deploy/make-certs.sh, for the
-# control plane's TLS tests), iproute2 (the network-namespace tests) and PostgreSQL 15 (the shared scheduler journal),
+# control plane's TLS tests), iproute2 (the network-namespace tests), sqlite3, gcc, make, libc6-dev and zlib1g-dev (the
+# guests' real workloads) and PostgreSQL 15 (the shared scheduler journal),
 # starts PostgreSQL with a test role and database, then runs the whole suite. `.ci/run` calls exactly this.
 # Needs root for apt-get (as CI and the dev machines here are); without root, install those packages yourself and set
 # VMSCATTER_TEST_POSTGRES.
@@ -19,6 +20,11 @@ command -v pg_ctlcluster >/dev/null && [[ -d /usr/lib/postgresql/15 ]] || need+=
 command -v tmux >/dev/null || need+=(tmux) # the live progress is tested in a real terminal
 command -v openssl >/dev/null || need+=(openssl) # deploy/make-certs.sh, for the control plane's TLS tests
 command -v ip >/dev/null && command -v tc >/dev/null || need+=(iproute2) # NetLab: namespaces, bridge, veths, tc tbf
+# The guest image's real workloads (deploy/guest/build-guest-image.sh): sqlite3 (database), gcc, make, libc6-dev and
+# zlib's example sources from zlib1g-dev (compile).
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v gcc >/dev/null && command -v make >/dev/null && [[ -f /usr/include/stdio.h ]] || need+=(gcc make libc6-dev)
+[[ -f /usr/share/doc/zlib1g-dev/examples/zpipe.c ]] || need+=(zlib1g-dev)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq

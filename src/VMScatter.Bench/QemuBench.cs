@@ -13,9 +13,18 @@ namespace VMScatter.Bench;
 
 /// <summary>One way of moving the real guests, and what it cost. A method that failed has <see cref="Verified"/> false and a one-line <see cref="Error"/>.</summary>
 public sealed record QemuBenchRun(string Method, string Description, long BytesSent, double TotalSeconds, double DowntimeMsMax, double DowntimeMsMedian, bool Verified,
-    double ReductionBytes, double ReductionTime, string? Error);
+    double ReductionBytes, double ReductionTime, string? Error)
+{
+    /// <summary>Each real program's progress marker before the move and on its target (none for dd guests).</summary>
+    public IReadOnlyList<ProgramProgress> Programs { get; init; } = [];
+}
 
-public sealed record QemuBenchResult(string QemuVersion, int Guests, long GuestMemoryBytes, int Targets, long LinkBitsPerSecond, string Workload, IReadOnlyList<QemuBenchRun> Runs);
+/// <summary>A guest's program across its move: its last marker on the source before it began, the first above it on its target.</summary>
+public sealed record ProgramProgress(string Guest, string Workload, long AtStart, long OnTarget);
+
+/// <param name="Workload">The dd writer's kernel command line settings.</param>
+/// <param name="Fleet">What the guests ran (kebab name of <see cref="FleetWorkload"/>).</param>
+public sealed record QemuBenchResult(string QemuVersion, int Guests, long GuestMemoryBytes, int Targets, long LinkBitsPerSecond, string Workload, IReadOnlyList<QemuBenchRun> Runs, string Fleet = "dd");
 
 /// <summary>
 /// `vmscatter bench --backend qemu`: the same real guests (same image, booted afresh to the same point for each
@@ -23,7 +32,8 @@ public sealed record QemuBenchResult(string QemuVersion, int Guests, long GuestM
 /// tcp loopback, with its defaults and once more with multifd + zstd; every method under the same link rate.
 /// Reductions are against QEMU's native migration with default settings. A method that fails (its boot, its
 /// migration, a guest not counting on at its target) is that method's row with a one-line reason, and the next
-/// method runs; its guests are quit and their RAM files removed however it ends.
+/// method runs; its guests are quit and their RAM files removed however it ends. A fleet of real programs
+/// (<see cref="FleetWorkload"/>) is verified by each guest's program too: its progress marker goes on at the target.
 /// </summary>
 public static class QemuBench
 {
@@ -33,8 +43,9 @@ public static class QemuBench
     public static readonly IReadOnlyList<string> Methods = [VmScatter, Native, NativeMultifdZstd];
 
     /// <param name="methods">The methods to run, in this order (default: all of <see cref="Methods"/>); reductions are NaN without <see cref="Native"/>.</param>
+    /// <param name="workload">What the guests run (default: the dd writer).</param>
     public static async Task<QemuBenchResult> RunAsync(QemuConfig config, GuestImage image, int guests, long memoryBytes, int targets, long linkBitsPerSecond, int downtimeMs, CompressionMode compression,
-        string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default, IReadOnlyList<string>? methods = null)
+        string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default, IReadOnlyList<string>? methods = null, FleetWorkload workload = FleetWorkload.Dd)
     {
         var runs = new List<Measured>();
         string? version = null;
@@ -51,11 +62,12 @@ public static class QemuBench
             QemuVm[]? fleet = null;
             try
             {
-                progress?.Invoke($"{method}: booting {guests} guests");
-                fleet = await config.BootGuestsAsync(image, guests, memoryBytes, cancellationToken).ConfigureAwait(false);
+                progress?.Invoke($"{method}: booting {guests} guests ({workload.ToName()})");
+                fleet = await config.BootGuestsAsync(image, guests, memoryBytes, cancellationToken, workload).ConfigureAwait(false);
                 version ??= fleet[0].Process.Qmp.Version;
-                if (method == VmScatter) await RunVmScatterAsync(measured, fleet, config, targets, memoryBytes, linkBitsPerSecond, downtimeMs, compression, journalDirectory, progress, cancellationToken).ConfigureAwait(false);
-                else await RunNativeAsync(measured, fleet, config, linkBitsPerSecond, method == NativeMultifdZstd, progress, cancellationToken).ConfigureAwait(false);
+                var programs = fleet.Select((_, i) => workload.ForGuest(i)).ToArray();
+                if (method == VmScatter) await RunVmScatterAsync(measured, fleet, programs, config, targets, memoryBytes, linkBitsPerSecond, downtimeMs, compression, journalDirectory, progress, cancellationToken).ConfigureAwait(false);
+                else await RunNativeAsync(measured, fleet, programs, config, linkBitsPerSecond, method == NativeMultifdZstd, progress, cancellationToken).ConfigureAwait(false);
             }
             // Ctrl-C ends the bench (after the finally below), whatever the step it broke made of it; any other failure is this method's row.
             catch (Exception e) when (cancellationToken.IsCancellationRequested && e is not OperationCanceledException)
@@ -79,19 +91,27 @@ public static class QemuBench
         {
             var d = r.Downtimes.Order().ToArray();
             return new QemuBenchRun(r.Method, r.Description, r.Bytes, r.Seconds, d.Length == 0 ? 0 : d[^1], d.Length == 0 ? 0 : d[d.Length / 2], r.Verified,
-                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error);
-        }).ToArray());
+                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray() };
+        }).ToArray(), workload.ToName());
     }
 
-    private static async Task RunVmScatterAsync(Measured measured, QemuVm[] fleet, QemuConfig config, int targets, long memoryBytes, long linkBitsPerSecond, int downtimeMs, CompressionMode compression,
-        string journalDirectory, Action<string>? progress, CancellationToken cancellationToken)
+    private static async Task RunVmScatterAsync(Measured measured, QemuVm[] fleet, GuestWorkload[] programs, QemuConfig config, int targets, long memoryBytes, long linkBitsPerSecond, int downtimeMs,
+        CompressionMode compression, string journalDirectory, Action<string>? progress, CancellationToken cancellationToken)
     {
         progress?.Invoke($"{VmScatter}: migrating {fleet.Length} guests to {targets} targets");
+        var backends = new List<QemuTargetBackend>();
+        // Where each program stood before the move: at its target it must print a marker above this (its log there holds only what it printed after the handover).
+        long[] markersAtStart = fleet.Select((g, i) => programs[i].ProgressPrefix() is { } p ? SerialConsole.LastValue(g.SerialLogPath, p) : 0).ToArray();
         await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
         {
             SourceVms = fleet, Targets = targets, TargetCapacityBytes = (fleet.Length + targets - 1) / targets * memoryBytes,
             JournalConnectionString = $"Data Source={Path.Combine(journalDirectory, $"qemu-bench-{Guid.NewGuid():N}.db")}",
-            TargetBackendFor = host => new QemuTargetBackend(host, config.Settings),
+            TargetBackendFor = host =>
+            {
+                var backend = new QemuTargetBackend(host, config.Settings);
+                lock (backends) backends.Add(backend);
+                return backend;
+            },
         }, cancellationToken).ConfigureAwait(false);
         await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, targets, TimeSpan.FromSeconds(60), cancellationToken).ConfigureAwait(false);
         var clock = Stopwatch.StartNew();
@@ -104,18 +124,45 @@ public static class QemuBench
         measured.Downtimes.AddRange(report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs));
         measured.Verified = report.Verified;
         measured.Error = report.Error is { } error ? OneLine(error) : report.Verified ? null : "not verified";
+        if (!measured.Verified) return;
+        for (int i = 0; i < fleet.Length; i++)
+        {
+            if (programs[i].ProgressPrefix() is not { } marker) continue;
+            var id = fleet[i].Description.Id;
+            QemuLandedVm? landed;
+            lock (backends) landed = backends.Select(b => b.Landed.GetValueOrDefault(id)).FirstOrDefault(l => l is not null);
+            if (landed is null) throw new InvalidOperationException($"{id}: not found running on any target");
+            long onTarget = await ProgramGoesOnAsync(id.Value, programs[i], landed.SerialLogPath, markersAtStart[i], () => landed.State == VmRunState.Running, cancellationToken).ConfigureAwait(false);
+            measured.Programs.Add(new ProgramProgress(id.Value, programs[i].ToName(), markersAtStart[i], onTarget));
+        }
+    }
+
+    /// <summary>How long a guest's program may take to print its next marker at its target (compile's come about one per second, slower while the fleet shares the cores).</summary>
+    private static readonly TimeSpan ProgramTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>The guest's program printed a marker above <paramref name="before"/> on its target's console; a one-line failure if not.</summary>
+    internal static async Task<long> ProgramGoesOnAsync(string guestId, GuestWorkload program, string targetSerialLog, long before, Func<bool> alive, CancellationToken cancellationToken)
+    {
+        string marker = program.ProgressPrefix() ?? throw new ArgumentException("dd prints no marker of its own", nameof(program));
+        try { return await SerialConsole.WaitForValueAboveAsync(targetSerialLog, marker, before, ProgramTimeout, alive, cancellationToken).ConfigureAwait(false); }
+        catch (Exception e) when (e is TimeoutException or InvalidOperationException)
+        {
+            throw new InvalidOperationException($"{guestId}: its {program.ToName()} program printed no '{marker.Trim()}' above {before} at its target within {ProgramTimeout.TotalSeconds:0}s ({e.Message})");
+        }
     }
 
     /// <summary>QEMU's own migration, one guest after another; a guest that fails ends the method (what it measured so far stays in the row).</summary>
-    private static async Task RunNativeAsync(Measured measured, QemuVm[] fleet, QemuConfig config, long linkBitsPerSecond, bool multifd, Action<string>? progress, CancellationToken cancellationToken)
+    private static async Task RunNativeAsync(Measured measured, QemuVm[] fleet, GuestWorkload[] programs, QemuConfig config, long linkBitsPerSecond, bool multifd, Action<string>? progress, CancellationToken cancellationToken)
     {
-        foreach (var guest in fleet)
+        for (int i = 0; i < fleet.Length; i++)
         {
+            var guest = fleet[i];
             progress?.Invoke($"{measured.Method}: migrating {guest.Description.Id}");
-            var r = await QemuNativeMigration.RunAsync(guest, config.Settings, linkBitsPerSecond, multifd, cancellationToken).ConfigureAwait(false);
+            var r = await QemuNativeMigration.RunAsync(guest, config.Settings, linkBitsPerSecond, multifd, cancellationToken, programs[i]).ConfigureAwait(false);
             measured.Bytes += r.BytesSent;
             measured.Seconds += r.Seconds;
             measured.Downtimes.Add(r.DowntimeMs);
+            if (programs[i] != GuestWorkload.Dd) measured.Programs.Add(new ProgramProgress(r.GuestId, programs[i].ToName(), r.ProgramAtStart, r.ProgramOnTarget));
         }
         measured.Verified = true;
     }
@@ -137,6 +184,7 @@ public static class QemuBench
         public long Bytes { get; set; }
         public double Seconds { get; set; }
         public List<double> Downtimes { get; } = new();
+        public List<ProgramProgress> Programs { get; } = new();
         public bool Verified { get; set; }
         public string? Error { get; set; }
     }

@@ -8,7 +8,8 @@ using VMScatter.Qemu;
 namespace VMScatter.Bench;
 
 /// <summary>What QEMU's own migration of one guest cost.</summary>
-public sealed record NativeMigrationResult(string GuestId, long BytesSent, double Seconds, double DowntimeMs, long CounterAtStart, long CounterOnTarget);
+/// <param name="ProgramAtStart">The guest program's progress marker when the migration began, and <paramref name="ProgramOnTarget"/> on its target (0 for dd, which prints none).</param>
+public sealed record NativeMigrationResult(string GuestId, long BytesSent, double Seconds, double DowntimeMs, long CounterAtStart, long CounterOnTarget, long ProgramAtStart = 0, long ProgramOnTarget = 0);
 
 /// <summary>
 /// The bench's baseline: QEMU's own live migration of one guest to a fresh QEMU on this host over tcp loopback,
@@ -19,7 +20,9 @@ public static class QemuNativeMigration
 {
     private static readonly TimeSpan CounterTimeout = TimeSpan.FromSeconds(60);
 
-    public static async Task<NativeMigrationResult> RunAsync(QemuVm guest, QemuSettings settings, long linkBitsPerSecond, bool multifdZstd, CancellationToken cancellationToken = default)
+    /// <param name="program">What the guest runs: its progress marker must go on at the target too.</param>
+    public static async Task<NativeMigrationResult> RunAsync(QemuVm guest, QemuSettings settings, long linkBitsPerSecond, bool multifdZstd, CancellationToken cancellationToken = default,
+        GuestWorkload program = GuestWorkload.Dd)
     {
         var vm = guest.Description;
         var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
@@ -46,6 +49,7 @@ public static class QemuNativeMigration
             await target.RunAsync(step, "migrate-incoming", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{incomingPort}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
             await using var proxy = new CountingProxy(new IPEndPoint(IPAddress.Loopback, incomingPort), new LinkPacer(linkBitsPerSecond, DataPlaneOptions.DefaultLinkQueueBytes));
             long counterAtStart = SerialConsole.LastCounter(guest.SerialLogPath);
+            long programAtStart = program.ProgressPrefix() is { } marker ? SerialConsole.LastValue(guest.SerialLogPath, marker) : 0;
             var clock = Stopwatch.StartNew();
             await source.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{proxy.Port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
             await QemuVm.WaitForMigrationAsync(source, step, TimeSpan.FromMinutes(10), cancellationToken).ConfigureAwait(false);
@@ -55,9 +59,11 @@ public static class QemuNativeMigration
             double downtime = info?["downtime"]?.GetValue<long>() ?? double.NaN;
             // The guest goes on counting on its target: QEMU's handover worked.
             long counterOnTarget = await CountsOnAsync(vm.Id.Value, target, counterAtStart, cancellationToken).ConfigureAwait(false);
+            long programOnTarget = program == GuestWorkload.Dd ? 0
+                : await QemuBench.ProgramGoesOnAsync(vm.Id.Value, program, target.SerialLogPath, programAtStart, () => !target.HasExited, cancellationToken).ConfigureAwait(false);
             await proxy.DisposeAsync().ConfigureAwait(false);
             await guest.StopAsync(cancellationToken).ConfigureAwait(false);
-            return new NativeMigrationResult(vm.Id.Value, proxy.BytesForwarded, seconds, downtime, counterAtStart, counterOnTarget);
+            return new NativeMigrationResult(vm.Id.Value, proxy.BytesForwarded, seconds, downtime, counterAtStart, counterOnTarget, programAtStart, programOnTarget);
         }
         finally
         {

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using VMScatter.Domain;
+using VMScatter.Domain.Units;
 
 namespace VMScatter.Qemu;
 
@@ -129,6 +130,19 @@ public sealed record GuestImage(string Kernel, string Initramfs)
         if (!File.Exists(image.Kernel) || !File.Exists(image.Initramfs))
             throw new FileNotFoundException($"no guest image in {directory} (expected vmlinuz and initramfs.gz; build it with deploy/guest/build-guest-image.sh {directory})");
         return image;
+    }
+
+    /// <summary>The initramfs with the real programs, beside the small one (build-guest-image.sh writes both).</summary>
+    public const string WorkloadsInitramfsName = "initramfs-workloads.gz";
+
+    /// <summary>The image a guest of <paramref name="workload"/> boots: dd the small one, the real programs the big one.</summary>
+    public GuestImage For(GuestWorkload workload)
+    {
+        if (workload == GuestWorkload.Dd) return this;
+        string initramfs = Path.Combine(Path.GetDirectoryName(Initramfs)!, WorkloadsInitramfsName);
+        if (!File.Exists(initramfs))
+            throw new FileNotFoundException($"no {WorkloadsInitramfsName} beside {Initramfs} for the {workload.ToName()} workload (rebuild the image with deploy/guest/build-guest-image.sh)");
+        return this with { Initramfs = initramfs };
     }
 }
 

@@ -8,6 +8,9 @@ public static class SerialConsole
     public const string ReadyMarker = "vmscatter-ready";
     public const string CounterPrefix = "vmscatter-counter ";
 
+    /// <summary>What the guest's /init prints when something it was asked for cannot run (a workload, a module, a device).</summary>
+    public const string ErrorPrefix = "vmscatter-error ";
+
     /// <summary>The highest counter value the guest has printed so far (0 if none).</summary>
     public static long LastCounter(string serialLog)
     {

@@ -58,6 +58,13 @@ public class CliTests
     }
 
     [Fact]
+    public async Task An_unknown_workload_is_refused_before_any_guest_boots()
+    {
+        AssertOneLineError(await Run("bench", "--backend", "qemu", "--workload", "bitcoin"), "--workload must be one of dd, idle, compile, database, mixed or all (got 'bitcoin')");
+        AssertOneLineError(await Run("bench", "--workload", "idle"), "--workload is for --backend qemu");
+    }
+
+    [Fact]
     public async Task An_id_that_could_name_a_file_elsewhere_is_refused()
     {
         AssertOneLineError(await Run("node", "--role", "target", "--host-id", "../t1"), "--host-id: host id '../t1' is not valid");

@@ -8,6 +8,7 @@ using VMScatter.Cli.View;
 using VMScatter.Domain.Compression;
 using VMScatter.Domain.Scheduling;
 using VMScatter.Domain.Units;
+using VMScatter.Qemu;
 
 namespace VMScatter.Cli.Commands;
 
@@ -56,13 +57,15 @@ public static class BenchCommand
         var links = new Option<string>("--links") { Description = "modelled (one namespace; link bytes modelled) | real (as root: a network namespace per host on a bridge, links capped by tc, link bytes read from the kernel's counters)", DefaultValueFactory = _ => "modelled" };
         var transport = new Option<string?>("--transport") { Description = "multicast: also move the scenario by VMScatter over the multicast channel (a row of its own beside the relay chain)" };
         var only = new Option<string[]>("--methods") { Description = $"qemu backend: only these methods, in this order ({string.Join(", ", QemuBench.Methods)}); reductions need {QemuBench.Native}", AllowMultipleArgumentsPerToken = true };
+        var workload = new Option<string?>("--workload") { Description = $"qemu backend: what the guests run, {string.Join(" | ", EnumNames<FleetWorkload>.Names)} (mixed: guest i runs idle, compile, database by i mod 3) | all (each fleet in turn, one table); default dd" };
         var loss = new Option<double[]>("--loss") { Description = "with --transport multicast: a multicast row per loss fraction, each receiver dropping that fraction of the datagrams, e.g. --loss 0.01 0.05", AllowMultipleArgumentsPerToken = true };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss, only }) bench.Options.Add(o);
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss, only, workload }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
             string? plotPath = parse.GetValue(plot);
             if (plotPath is not null) PlotFile.Check(plotPath);
-            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, only, cancellationToken);
+            if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, only, workload, cancellationToken);
+            if (parse.GetValue(workload) is not null) throw new UserError("--workload is for --backend qemu (the synthetic scenarios model their own writes)");
             string name = parse.GetValue(scenario)!;
             var chosen = name == "all" ? Scenario.All : Scenario.Named(name) is { } one ? [one] : throw new UserError($"--scenario must be one of {string.Join(", ", Scenario.All.Select(s => s.Name))} or all (got '{name}')");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits)) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a rate (e.g. 1Gbit, 100Mbit, unlimited)");
@@ -112,8 +115,12 @@ public static class BenchCommand
     }
 
     private static async Task<int> RunQemuAsync(ParseResult parse, Option<string> linkRate, Option<int> downtime, Option<int?> vms, Option<string?> vmMemory, Option<int> targets,
-        Option<string> compression, Option<string?> json, string? plotPath, Option<string[]> only, CancellationToken cancellationToken)
+        Option<string> compression, Option<string?> json, string? plotPath, Option<string[]> only, Option<string?> workload, CancellationToken cancellationToken)
     {
+        string fleetName = parse.GetValue(workload) ?? FleetWorkload.Dd.ToName();
+        FleetWorkload[] fleets = fleetName == "all" ? Enum.GetValues<FleetWorkload>()
+            : EnumNames<FleetWorkload>.TryParse(fleetName, out var one) ? [one]
+            : throw new UserError($"--workload must be one of {string.Join(", ", EnumNames<FleetWorkload>.Names)} or all (got '{fleetName}')");
         string[]? methods = parse.GetValue(only) is { Length: > 0 } chosen ? chosen : null;
         if (methods?.FirstOrDefault(m => !QemuBench.Methods.Contains(m)) is { } unknown) throw new UserError($"--methods: '{unknown}' is not one of {string.Join(", ", QemuBench.Methods)}");
         var codec = MigrationOptionSet.Choose<CompressionMode>(parse.GetValue(compression), "--compression");
@@ -126,32 +133,39 @@ public static class BenchCommand
         if (memory % (1 << 20) != 0) throw new UserError("--vm-memory must be a whole number of MiB for QEMU");
         var (config, image) = await QemuSetup.PrepareAsync(null, cancellationToken);
         var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
-        QemuBenchResult result;
-        try { result = await QemuBench.RunAsync(config, image, guests, memory, targetCount, bits, parse.GetValue(downtime), codec, journals, line => Console.Error.WriteLine(line), cancellationToken, methods); }
+        var results = new List<QemuBenchResult>();
+        try
+        {
+            foreach (var fleet in fleets)
+                results.Add(await QemuBench.RunAsync(config, image, guests, memory, targetCount, bits, parse.GetValue(downtime), codec, journals, line => Console.Error.WriteLine(line), cancellationToken, methods, fleet));
+        }
         finally { Directory.Delete(journals, recursive: true); }
         var inv = CultureInfo.InvariantCulture;
-        var table = new Table().Border(TableBorder.Rounded)
-            .Title($"QEMU {result.QemuVersion}: {result.Guests} guests x {ByteSize.Format(result.GuestMemoryBytes)} -> {result.Targets} targets, links {LinkRate.Format(result.LinkBitsPerSecond)}")
-            .AddColumn("method").AddColumn(new TableColumn("bytes sent").RightAligned()).AddColumn(new TableColumn("total s").RightAligned())
+        var first = results[0];
+        string caption = $"QEMU {first.QemuVersion}: {first.Guests} guests x {ByteSize.Format(first.GuestMemoryBytes)} -> {first.Targets} targets, links {LinkRate.Format(first.LinkBitsPerSecond)}";
+        var table = new Table().Border(TableBorder.Rounded).Title(caption)
+            .AddColumn("workload").AddColumn("method").AddColumn(new TableColumn("bytes sent").RightAligned()).AddColumn(new TableColumn("total s").RightAligned())
             .AddColumn(new TableColumn("downtime max / median ms").RightAligned()).AddColumn(new TableColumn("less data").RightAligned())
             .AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
-        foreach (var x in result.Runs)
-            table.AddRow(x.Method, ByteSize.Format(x.BytesSent), x.TotalSeconds.ToString("0.00", inv), $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}",
-                Percent(x.ReductionBytes), Percent(x.ReductionTime), x.Verified ? "yes" : "NO");
+        foreach (var result in results)
+            foreach (var x in result.Runs)
+                table.AddRow(result.Fleet, x.Method, ByteSize.Format(x.BytesSent), x.TotalSeconds.ToString("0.00", inv), $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}",
+                    Percent(x.ReductionBytes), Percent(x.ReductionTime), x.Verified ? "yes" : "NO");
         AnsiConsole.Write(table);
         // A method that failed is a row; why is one line each (QemuBench folds its reason to one line).
-        foreach (var x in result.Runs.Where(r => r.Error is not null)) Console.Error.WriteLine($"{x.Method}: {x.Error}");
+        foreach (var result in results)
+            foreach (var x in result.Runs.Where(r => r.Error is not null)) Console.Error.WriteLine($"{result.Fleet} {x.Method}: {x.Error}");
         if (parse.GetValue(json) is { } path)
         {
-            File.WriteAllText(path, JsonSerializer.Serialize(result, Json));
+            File.WriteAllText(path, JsonSerializer.Serialize(results.Count == 1 ? (object)results[0] : results, Json));
             Console.WriteLine($"results written to {path}");
         }
         if (plotPath is not null)
         {
-            BenchPlot.Save(BenchPlot.From(result), $"QEMU {result.QemuVersion}: {result.Guests} guests x {ByteSize.Format(result.GuestMemoryBytes)} -> {result.Targets} targets, links {LinkRate.Format(result.LinkBitsPerSecond)}", plotPath);
+            BenchPlot.Save(BenchPlot.From(results), caption, plotPath);
             Console.WriteLine($"methods drawn to {plotPath}");
         }
-        return result.Runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
+        return results.All(r => r.Runs.All(x => x.Verified)) ? ExitCodes.Success : ExitCodes.MigrationFailed;
     }
 
     /// <summary>`vmscatter bench goodput`: one multicast channel between network namespaces, capped at the link rate and uncapped.</summary>

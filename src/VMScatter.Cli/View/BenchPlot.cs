@@ -24,6 +24,10 @@ public static class BenchPlot
     public static IReadOnlyList<BenchBar> From(QemuBenchResult result) =>
         result.Runs.Select(x => new BenchBar("qemu", x.Method, x.BytesSent, x.TotalSeconds, x.DowntimeMsMax, x.Verified)).ToArray();
 
+    /// <summary>Several fleets (`--workload all`): one group of bars per workload.</summary>
+    public static IReadOnlyList<BenchBar> From(IReadOnlyList<QemuBenchResult> results) => results.Count == 1 ? From(results[0])
+        : results.SelectMany(r => r.Runs.Select(x => new BenchBar(r.Fleet, x.Method, x.BytesSent, x.TotalSeconds, x.DowntimeMsMax, x.Verified))).ToArray();
+
     /// <summary>"paper: 8 VMs x 256 MiB -> 4 targets, links 1 Gbit/s" and the like.</summary>
     public static string Caption(IReadOnlyList<ScenarioResult> results) => results.Count == 1
         ? $"{results[0].Scenario}: {results[0].Vms} VMs x {ByteSize.Format(results[0].VmMemoryBytes)} -> {results[0].Targets} targets, links {LinkRate.Format(results[0].LinkBitsPerSecond)}"
