@@ -64,6 +64,25 @@ public class ProtocolRoundTripTests : Akka.TestKit.Xunit2.TestKit
         AssertDeepEqual(sample, back, type.Name);
     }
 
+    /// <summary>
+    /// A list member given as a collection expression (`[vmId]`) is of a type the compiler makes (a read-only wrapper in
+    /// the global namespace of the assembly that built it): the scheduler sent its one-VM discards so, and the target
+    /// dropped them as a forbidden type.
+    /// </summary>
+    [Fact]
+    public void List_members_given_as_collection_expressions_round_trip()
+    {
+        var id = MigrationId.New();
+        foreach (IReadOnlyList<VmId> vms in new IReadOnlyList<VmId>[] { [V("vm-1")], [V("vm-1"), V("vm-2")], [] })
+        {
+            var sample = new DiscardReceived(id, vms);
+            var serializer = Sys.Serialization.FindSerializerFor(sample);
+            var back = Assert.IsType<DiscardReceived>(serializer.FromBinary(serializer.ToBinary(sample), typeof(DiscardReceived)));
+            Assert.Equal(id, back.MigrationId);
+            Assert.Equal(vms, back.VmIds);
+        }
+    }
+
     [Fact]
     public void Messages_that_carry_data_plane_keys_never_print_them()
     {

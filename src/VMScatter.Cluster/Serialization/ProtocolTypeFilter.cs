@@ -27,6 +27,9 @@ public sealed class ProtocolTypeFilter : ITypeFilter
         "System.Collections.DictionaryEntry",
         // Akka's stand-ins for actor refs (a path string each): the refs in messages, and ActorRefs.Nobody.
         "Akka.Actor.ActorRefBase+Surrogate", "Akka.Actor.Nobody+NobodySurrogate",
+        // What C# makes of a collection expression given as an IReadOnlyList/IEnumerable (`[vmId]`): read-only wrappers
+        // around their elements, in the global namespace of whichever assembly built them; the elements are checked.
+        "<>z__ReadOnlySingleElementList`1", "<>z__ReadOnlyArray`1", "<>z__ReadOnlyList`1",
     ];
 
     /// <param name="typeName">As Hyperion writes it: "Namespace.Type, Assembly" (the core library shortened to a
