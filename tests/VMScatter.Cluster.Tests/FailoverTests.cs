@@ -52,9 +52,11 @@ public class FailoverTests(Xunit.Abstractions.ITestOutputHelper output)
             {
                 NodeProcess.Start("scheduler-2", "--role", "scheduler", "--seeds", seed, "--host-id", "scheduler-2", "--config", config),
                 NodeProcess.Start("source-1", "--role", "source", "--seeds", seed, "--host-id", "source-1", "--vms", "4", "--vm-memory", "16MiB", "--config", config),
-                NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--capacity", "64MiB", "--config", config),
-                NodeProcess.Start("target-2", "--role", "target", "--seeds", seed, "--host-id", "target-2", "--capacity", "64MiB", "--config", config),
-                NodeProcess.Start("target-3", "--role", "target", "--seeds", seed, "--host-id", "target-3", "--capacity", "64MiB", "--config", config),
+                // Room for 2 + 1 + 1 of the 16 MiB VMs: three waves whatever the placer finds (with room for all on one
+                // target it may use two, and the last wave could then be through before the first is handed over).
+                NodeProcess.Start("target-1", "--role", "target", "--seeds", seed, "--host-id", "target-1", "--capacity", "32MiB", "--config", config),
+                NodeProcess.Start("target-2", "--role", "target", "--seeds", seed, "--host-id", "target-2", "--capacity", "16MiB", "--config", config),
+                NodeProcess.Start("target-3", "--role", "target", "--seeds", seed, "--host-id", "target-3", "--capacity", "16MiB", "--config", config),
             };
             nodes.AddRange(survivors);
             foreach (var n in survivors) await n.WaitForLineAsync(l => l.StartsWith($"node {n.Name} up at "), Start);
