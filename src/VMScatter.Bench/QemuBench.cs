@@ -17,6 +17,12 @@ public sealed record QemuBenchRun(string Method, string Description, long BytesS
 {
     /// <summary>Each real program's progress marker before the move and on its target (none for dd guests).</summary>
     public IReadOnlyList<ProgramProgress> Programs { get; init; } = [];
+
+    /// <summary>VMScatter's own verdict: every guest paused within the downtime target (null for QEMU's methods, which report no such verdict).</summary>
+    public bool? Converged { get; init; }
+
+    /// <summary>Why not, when <see cref="Converged"/> is false: the report's convergence account.</summary>
+    public string? Convergence { get; init; }
 }
 
 /// <summary>A guest's program across its move: its last marker on the source before it began, the first above it on its target.</summary>
@@ -91,7 +97,7 @@ public static class QemuBench
         {
             var d = r.Downtimes.Order().ToArray();
             return new QemuBenchRun(r.Method, r.Description, r.Bytes, r.Seconds, d.Length == 0 ? 0 : d[^1], d.Length == 0 ? 0 : d[d.Length / 2], r.Verified,
-                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray() };
+                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray(), Converged = r.Converged, Convergence = r.Converged == false ? r.Convergence : null };
         }).ToArray(), workload.ToName());
     }
 
@@ -122,6 +128,8 @@ public static class QemuBench
         var report = outcome.Report ?? throw new InvalidOperationException($"migration rejected: {outcome.RejectedBecause}");
         measured.Bytes = report.BytesSent;
         measured.Downtimes.AddRange(report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs));
+        measured.Converged = report.Converged;
+        measured.Convergence = report.Convergence;
         measured.Verified = report.Verified;
         measured.Error = report.Error is { } error ? OneLine(error) : report.Verified ? null : "not verified";
         if (!measured.Verified) return;
@@ -187,5 +195,7 @@ public static class QemuBench
         public List<ProgramProgress> Programs { get; } = new();
         public bool Verified { get; set; }
         public string? Error { get; set; }
+        public bool? Converged { get; set; }
+        public string? Convergence { get; set; }
     }
 }

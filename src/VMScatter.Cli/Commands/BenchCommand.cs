@@ -146,15 +146,18 @@ public static class BenchCommand
         var table = new Table().Border(TableBorder.Rounded).Title(caption)
             .AddColumn("workload").AddColumn("method").AddColumn(new TableColumn("bytes sent").RightAligned()).AddColumn(new TableColumn("total s").RightAligned())
             .AddColumn(new TableColumn("downtime max / median ms").RightAligned()).AddColumn(new TableColumn("less data").RightAligned())
-            .AddColumn(new TableColumn("less time").RightAligned()).AddColumn("verified");
+            .AddColumn(new TableColumn("less time").RightAligned()).AddColumn("within downtime target").AddColumn("verified");
         foreach (var result in results)
             foreach (var x in result.Runs)
                 table.AddRow(result.Fleet, x.Method, ByteSize.Format(x.BytesSent), x.TotalSeconds.ToString("0.00", inv), $"{x.DowntimeMsMax:0} / {x.DowntimeMsMedian:0}",
-                    Percent(x.ReductionBytes), Percent(x.ReductionTime), x.Verified ? "yes" : "NO");
+                    Percent(x.ReductionBytes), Percent(x.ReductionTime), x.Converged switch { true => "yes", false => "no", null => "-" }, x.Verified ? "yes" : "NO");
         AnsiConsole.Write(table);
         // A method that failed is a row; why is one line each (QemuBench folds its reason to one line).
         foreach (var result in results)
             foreach (var x in result.Runs.Where(r => r.Error is not null)) Console.Error.WriteLine($"{result.Fleet} {x.Method}: {x.Error}");
+        // A pause over the target is said, never passed off as converged (issue 16, item 5).
+        foreach (var result in results)
+            foreach (var x in result.Runs.Where(r => r.Converged == false)) Console.Error.WriteLine($"{result.Fleet} {x.Method}: not within the downtime target: {x.Convergence}");
         if (parse.GetValue(json) is { } path)
         {
             File.WriteAllText(path, JsonSerializer.Serialize(results.Count == 1 ? (object)results[0] : results, Json));
