@@ -103,8 +103,11 @@ public class NetLabTests
         const long payload = 24L << 20;
         var run = await MulticastGoodput.RunAsync(receivers: 3, linkBitsPerSecond: 400_000_000, payload, messageBytes: 32768, _ => { }, CancellationToken.None);
         Assert.True(run.Verified, $"{run.Receivers} receivers, {run.Repairs} repairs");
-        Assert.InRange(run.SourceLinkBytes, payload, payload * 11 / 10);
-        Assert.All(run.ReceiverLinkBytes, received => Assert.InRange(received, payload, payload * 11 / 10));
+        // Once, for all three: the stream and the datagrams repaired (a receiver short of CPU drops some from its socket's
+        // buffer; a fresh-clone CI run saw 1.27x the payload), with a tenth for headers and seals; three copies would be 3x.
+        long once = (payload + run.Repairs * 32768) * 11 / 10;
+        Assert.True(run.SourceLinkBytes >= payload && run.SourceLinkBytes <= once, $"source link {run.SourceLinkBytes} bytes, {run.Repairs} repairs, at most {once}");
+        Assert.All(run.ReceiverLinkBytes, received => Assert.True(received >= payload && received <= once, $"receiver link {received} bytes, {run.Repairs} repairs, at most {once}"));
         string own = new FileInfo("/proc/self/ns/net").LinkTarget!;
         var elsewhere = Directory.EnumerateDirectories("/proc/self/task")
             .Select(t => (Thread: Path.GetFileName(t), Net: TryLink($"{t}/ns/net")))
