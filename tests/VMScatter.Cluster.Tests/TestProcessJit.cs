@@ -3,12 +3,10 @@ using System.Runtime.CompilerServices;
 namespace VMScatter.Cluster.Tests;
 
 /// <summary>
-/// The build turns quick JIT off (Directory.Build.props) for the migration's hot loops, so every process compiles each
-/// method it runs fully optimized: a scheduler node took 5.2-6.0 s of CPU to start (measured), 2.9-3.2 s with quick JIT
-/// and without dynamic PGO. The suite is CPU-bound on 2 cores, so that CPU is its length. With call counting from the
-/// start, hot loops still reach optimized code early (`demo` no slower, measured side by side). Tests assert behaviour,
-/// not speed: every process they start (nodes, console commands, scripts) inherits this tiering, and the test host has
-/// it from the project file; production keeps the build's.
+/// The suite is CPU-bound, and the build's full JIT (quick JIT off, for the migration's hot loops) makes every process it
+/// starts compile each method fully optimized. Tests assert behaviour, not speed: the processes they start inherit quick
+/// JIT, without dynamic PGO and with call counting at once (hot loops still tier up early); the test host has it from the
+/// project file. Production keeps the build's tiering.
 /// </summary>
 internal static class TestProcessJit
 {
