@@ -119,7 +119,6 @@ public sealed partial class SourceMigrationActor
         _settled.Add(vmIndex);
         NoteSettled(vmIndex);
         if (_settled.Count < _vms.Count) { MaybeReleaseNextWave(); return; }
-        _heldFor = null;
         ReportSettledAfterFailover();
         // Every VM runs in one place. A target the scheduler still tells to start a VM asks here first: the actor
         // stays a while to refuse late handover requests.
@@ -168,7 +167,6 @@ public sealed partial class SourceMigrationActor
     {
         _log.Error("Migration {0} failed on the source: {1}", _migrationId, reason);
         Timers.CancelAll();
-        _heldFor = null; // no wave starts after a failure
         ArmFence();
         _failed = true;
         if (_sending.IsCompleted) ReturnLease();

@@ -50,7 +50,6 @@ public sealed partial class SourceMigrationActor
         _abandoned = true;
         // Nothing more is re-placed either: orphans of a lost target run here (resumed below) and settle.
         _failed = true;
-        _heldFor = null;
         _orphaned.Clear();
         _replacements.Clear();
         if (_sending.IsCompleted) ReturnLease();
