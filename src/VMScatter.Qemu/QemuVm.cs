@@ -30,7 +30,7 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest, IStepTimed, IPausedPageHashes, IHelperCpu
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest, IStepTimed, IPausedPageHashes, ICollectedPageHashes, IHelperCpu
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -298,6 +298,12 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     }
 
     public ContentHash[]? PausedPageHashes => _snapshotIsPaused ? _snapshot : null;
+
+    public bool TryGetCollectedHash(int page, out ContentHash hash)
+    {
+        hash = _logging ? ReadSnapshot(page) : default;
+        return _logging;
+    }
 
     /// <summary>The digest's page hash; a zero check first, ten times cheaper than hashing, and most of a guest is zero pages.</summary>
     private static ContentHash HashOf(ReadOnlySpan<byte> page) => Page.IsZero(page) ? ContentHash.OfZeroPage : ContentHash.Compute(page);

@@ -231,13 +231,18 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             // Others are read through ReadPage: a snapshot-comparing log (QEMU's here) must see every read it checks,
             // or a page seen changed here but unchanged by the shard would be dropped from this round and never resent.
             var direct = _vm is IWriteLoggedGuest ? _vm as IDirectPageAccess : null;
+            // A re-hashing log has just hashed these pages: routed by those hashes, round 0 reads none of the memory here.
+            var collected = _vm as ICollectedPageHashes;
             foreach (int p in pages)
             {
-                ReadOnlySpan<byte> bytes;
-                if (direct is null || !direct.TryGetPage(p, out bytes)) { _vm.ReadPage(p, buffer); bytes = buffer; }
+                if (collected is null || !collected.TryGetCollectedHash(p, out var h))
+                {
+                    ReadOnlySpan<byte> bytes;
+                    if (direct is null || !direct.TryGetPage(p, out bytes)) { _vm.ReadPage(p, buffer); bytes = buffer; }
+                    h = Page.IsZero(bytes) ? ContentHash.OfZeroPage : ContentHash.Compute(bytes);
+                }
                 // Round 0 skips zero pages (target memory starts zeroed); later rounds must map a page that became zero.
-                if (round == 0 && Page.IsZero(bytes)) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); zero++; continue; }
-                var h = ContentHash.Compute(bytes);
+                if (round == 0 && h == ContentHash.OfZeroPage) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); zero++; continue; }
                 if (distinct is not null && distinct.Add(h)) sketch!.Add(h);
                 int s = ContentIndex.ShardOf(h, shardCount);
                 idx[s].Add(p);

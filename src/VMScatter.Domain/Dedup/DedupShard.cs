@@ -92,6 +92,9 @@ public sealed partial class DedupShard
     public void Add(int vmIndex, IGuestMemory vm, int page, ContentHash routedBy, int generation = 0)
     {
         Reported(vmIndex, vm, generation);
+        // Round 0 maps no zero page (target memory starts zeroed), so it need not read one: a page written since it was
+        // found zero is in the guest's next collection either way.
+        if (_currentRound == 0 && routedBy == ContentHash.OfZeroPage) return;
         // A write-logged guest's RAM is read in place (no copy): its log tells whether the bytes are still what was
         // hashed, and afterwards whether a page still holds them. Other guests are read into a copy.
         ReadOnlySpan<byte> bytes = default;
@@ -101,10 +104,8 @@ public sealed partial class DedupShard
         long id;
         if (routedBy == ContentHash.OfZeroPage)
         {
-            // The VM actor found the page zero: a zero check, not a hash. Round 0 does not map zero pages (target
-            // memory starts zeroed); later rounds must map a page that became zero.
+            // The VM actor found the page zero: a zero check, not a hash. Later rounds must map a page that became zero.
             if (!Page.IsZero(bytes)) { RacedPages++; return; }
-            if (_currentRound == 0) return;
             _round.Add((vmIndex, page, ContentIndex.ZeroContentId));
             return;
         }

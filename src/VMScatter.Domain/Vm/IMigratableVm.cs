@@ -69,3 +69,15 @@ public interface IPausedPageHashes
     /// <summary>Every page's content hash as of the pause, or null if no collection ran since the guest was paused.</summary>
     Pages.ContentHash[]? PausedPageHashes { get; }
 }
+
+/// <summary>
+/// A guest whose dirty collection, and the log's start, hash every page they read with the dedup's content hash (QEMU's
+/// re-hashing log). A round's pages were hashed by the collection that reported them, so the round routes them by those
+/// hashes instead of reading the memory again. Routing only: the shard hashes the copy it reads, and a page changed since
+/// is left out of the round as raced; that read marks it re-read, so the next collection reports it.
+/// </summary>
+public interface ICollectedPageHashes
+{
+    /// <summary>The hash the last collection (or the log's start) took of <paramref name="page"/>; false while not logging.</summary>
+    bool TryGetCollectedHash(int page, out Pages.ContentHash hash);
+}
