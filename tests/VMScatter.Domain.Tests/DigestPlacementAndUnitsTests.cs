@@ -118,6 +118,8 @@ public class DigestPlacementAndUnitsTests
                 if (on.Sum(v => v.MemoryBytes) > h.CapacityBytes || (h.CpuSlots > 0 && on.Sum(v => v.VCpus) > h.CpuSlots)) return false.ToProperty();
             }
             if (double.IsNaN(optimum) || r.Traffic < optimum - 1e-9) return false.ToProperty(); // it fit, so the optimum exists and bounds it
+            // Few enough assignments to try them all: the traffic-aware search finds the optimum itself.
+            if (strategy == PlacementStrategy.TrafficAware && Math.Pow(m, n) <= 256 && Math.Abs(r.Traffic - optimum) > 1e-9) return false.ToProperty();
         }
         return true.ToProperty();
     }
