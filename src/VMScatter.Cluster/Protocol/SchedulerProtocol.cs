@@ -66,6 +66,9 @@ public sealed record MigrationStatus(
 
 // Events the scheduler persists (its journal is the record of what was moved where).
 
+/// <summary>Written and deleted at a scheduler node's start, under that node's own persistence id (see Hosting.JournalWarmup).</summary>
+public sealed record JournalWarmedUp(HostId HostId, DateTime AtUtc) : IPersistedEvent;
+
 public sealed record MigrationStarted(MigrationId MigrationId, HostId SourceHostId, IReadOnlyList<HostId> TargetHostIds, IReadOnlyList<VmId> VmIds, DateTime AtUtc) : IPersistedEvent;
 
 public sealed record PlacementChosen(MigrationId MigrationId, string Strategy, IReadOnlyDictionary<VmId, HostId> TargetOfVm) : IPersistedEvent;
