@@ -174,6 +174,7 @@ public sealed partial class MigrationSchedulerActor
         // The analysis timer bounds analysis, placement and preparation, not the transfer (a long one is no fault); a
         // source lost during it fails the run, a target lost is re-placed, through their Terminated.
         Timers.Cancel(run.Id);
+        _log.Debug("Migration {0}: targets ready at {1:F3} s", run.Id, run.SecondsNow);
         run.SourceMigration!.Tell(new BeginTransfer(run.Id, _keys[run.Id], run.Targets, Assignments(run)));
         foreach (var lost in run.LostTargets) TellSourceLost(run, lost, "lost while the targets prepared");
     }

@@ -175,6 +175,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             };
             _runs[run.Id] = run;
             _keys[run.Id] = RandomNumberGenerator.GetBytes(FrameCodec.KeySize);
+            _log.Debug("Migration {0}: started (journalled) {1:F1} ms after its request arrived", run.Id, (DateTime.UtcNow - e.AtUtc).TotalMilliseconds);
             requester.Tell(new MigrationAccepted(run.Id, run.Vms.Count, run.TargetHostIds.Count));
             Timers.StartSingleTimer(run.Id, new RunTimeout(run.Id, "analysing"), _settings.AnalysisTimeout);
             run.SourceHost.Tell(new AnalyzeVms(run.Id, run.Vms.Select(v => v.Id).ToArray(), m.Options));
@@ -214,6 +215,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
         run.SourceMigration = Sender;
         run.Profiles = m.Profiles;
         run.DistinctPages = m.DistinctPages;
+        _log.Debug("Migration {0}: profiles in at {1:F3} s", run.Id, run.SecondsNow);
         ComputePlacement(run);
     }
 
@@ -259,6 +261,7 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
             }
             run.Phase = MigrationPhase.Preparing;
             run.PlacedAtSeconds ??= run.SecondsNow;
+            _log.Debug("Migration {0}: placed at {1:F3} s (the placer searched {2:F1} ms)", run.Id, run.SecondsNow, placement.PlanSeconds * 1000);
             run.Requester.Tell(new MigrationPlaced(run.Id, e.Strategy, e.TargetOfVm, placement.Traffic, run.DistinctPages, run.Request.Options.GroupTransport));
             var assignments = Assignments(run);
             foreach (var t in run.Targets)

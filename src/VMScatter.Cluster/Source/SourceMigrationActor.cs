@@ -157,6 +157,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
             if (_profiled.Count < _vms.Count) return;
             _pagesInRound = _profiled.Values.Sum(p => p.Pages);
             _account.AnalysisSeconds = _clock.Elapsed.TotalSeconds;
+            _log.Debug("Migration {0}: analysed in {1:F3} s (dirty logs started in {2:F3} s)", _migrationId, _account.AnalysisSeconds, _collectedAllAt);
             var profiles = Enumerable.Range(0, _vms.Count).Select(v => Profile(v, _profiled[v])).ToArray();
             var union = profiles.Aggregate(new BottomKSketch(_settings.SketchSize), (u, p) => u.Union(BottomKSketch.FromValues(_settings.SketchSize, p.Sketch)));
             _scheduler.Tell(new VmsAnalyzed(_migrationId, profiles, (long)Math.Round(union.EstimateCount())));
