@@ -36,9 +36,10 @@ public partial class DataPlaneTests
 
     private sealed class Harness : IAsyncDisposable
     {
-        public Harness(int targets, int[] vmTarget, int pagesPerVm, GroupTransport transport, TimeSpan? handshakeTimeout = null)
+        public Harness(int targets, int[] vmTarget, int pagesPerVm, GroupTransport transport, TimeSpan? handshakeTimeout = null, Func<DataPlaneOptions, DataPlaneOptions>? adjust = null)
         {
             Options = new DataPlaneOptions { Transport = transport, Compression = CompressionMode.None, HandshakeTimeout = handshakeTimeout ?? TimeSpan.FromSeconds(10) };
+            if (adjust is not null) Options = adjust(Options);
             Listeners = Enumerable.Range(0, targets).Select(_ => new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), Options)).ToArray();
             var endpoints = Listeners.Select(l => l.LocalEndPoint).ToArray();
             Receivers = Enumerable.Range(0, targets).Select(t => new MigrationReceiver(MigrationId, DataPlaneKeys.ForReceiver(Key, MigrationId, t, targets), t, endpoints,

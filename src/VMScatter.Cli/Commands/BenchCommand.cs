@@ -52,7 +52,7 @@ public static class BenchCommand
         var scenarioJson = new Option<string?>("--json") { Description = "Write the results to this file (JSON)" };
         var backend = new Option<string>("--backend") { Description = "synthetic (the scenarios) | qemu (real guests vs QEMU's own migration)", DefaultValueFactory = _ => "synthetic" };
         var targets = new Option<int>("--targets") { Description = "qemu backend: target hosts", DefaultValueFactory = _ => 2 };
-        var compression = new Option<string>("--compression") { Description = "qemu backend: VMScatter's page compression, none | lz4 | zstd", DefaultValueFactory = _ => "zstd" };
+        var compression = new Option<string>("--compression") { Description = "qemu backend: VMScatter's page compression, none | lz4 | zstd | adaptive (zstd while frames wait for the link, else lz4)", DefaultValueFactory = _ => "zstd" };
         var plot = new Option<string?>("--plot") { Description = "Draw the methods side by side (data sent, total time, longest downtime) to FILE.png or FILE.svg" };
         var links = new Option<string>("--links") { Description = "modelled (one namespace; link bytes modelled) | real (as root: a network namespace per host on a bridge, links capped by tc, link bytes read from the kernel's counters)", DefaultValueFactory = _ => "modelled" };
         var transport = new Option<string?>("--transport") { Description = "multicast: also move the scenario by VMScatter over the multicast channel (a row of its own beside the relay chain)" };

@@ -14,7 +14,7 @@ public sealed class MigrationOptionSet
 {
     public Option<string?> Placement { get; } = new("--placement") { Description = string.Join(" | ", EnumNames<PlacementStrategy>.Names) };
     public Option<string?> Transport { get; } = new("--transport") { Description = "How a page reaches a target group without multicast: relay-chain | fan-out" };
-    public Option<string?> Compression { get; } = new("--compression") { Description = "none | lz4 | zstd" };
+    public Option<string?> Compression { get; } = new("--compression") { Description = "none | lz4 | zstd | adaptive (zstd while frames wait for the link, else lz4)" };
     public Option<int?> MaxRounds { get; } = new("--max-rounds") { Description = "Pre-copy rounds before stop-and-copy is forced" };
     public Option<int?> DowntimeMs { get; } = new("--downtime-ms") { Description = "Stop and copy once the dirty rest fits in this many milliseconds" };
     public Option<string?> Json { get; } = new("--json") { Description = "Write the migration report to this file (JSON); '-': to standard output, alone (everything else goes to standard error)" };

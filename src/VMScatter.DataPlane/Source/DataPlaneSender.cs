@@ -52,6 +52,7 @@ public sealed partial class DataPlaneSender : IAsyncDisposable
     private long _skipped;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _failures = new();
     private long _bytesSent, _framesSent, _contentRecords, _contentRawBytes, _contentEncodedBytes, _mapRecords, _contentsWithdrawn;
+    private readonly long[] _pagesByEncoding = new long[Enum.GetValues<PageEncoding>().Length];
     private GroupTransport _transportUsed;
 
     /// <param name="masterSecret">The migration's master secret (<see cref="DataPlaneKeys"/>); targets get only keys derived from it.</param>
@@ -83,6 +84,9 @@ public sealed partial class DataPlaneSender : IAsyncDisposable
     public long ContentRecordsSent => Interlocked.Read(ref _contentRecords);
     public long ContentRawBytes => Interlocked.Read(ref _contentRawBytes);
     public long ContentEncodedBytes => Interlocked.Read(ref _contentEncodedBytes);
+
+    /// <summary>Content records sent in <paramref name="encoding"/> (raw: a page that did not shrink).</summary>
+    public long PagesEncoded(PageEncoding encoding) => Interlocked.Read(ref _pagesByEncoding[(int)encoding]);
     public long MapRecordsSent => Interlocked.Read(ref _mapRecords);
 
     /// <summary>Contents taken out of pre-copy rounds because their pages were rewritten before their turn.</summary>
@@ -270,6 +274,7 @@ public sealed partial class DataPlaneSender : IAsyncDisposable
         var encoded = new byte[PageCodec.MaxEncodedSize];
         var page = new byte[Page.Size];
         int at = Records.ContentBatchHeader, count = 0, sent = 0;
+        var mode = BatchCompression();
         // A relay chain's batch ends in the source's tags for the hosts after the first.
         // A channel message holds the sequence and a tag for every member.
         int room = _transportUsed switch
@@ -296,21 +301,27 @@ public sealed partial class DataPlaneSender : IAsyncDisposable
                 continue;
             }
             sent++;
-            var (encoding, length) = PageCodec.Encode(page, encoded, _options.Compression);
+            var (encoding, length) = PageCodec.Encode(page, encoded, mode);
             if (at + Records.ContentRecordHeader + length > room)
             {
                 await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
                 at = Records.ContentBatchHeader;
                 count = 0;
+                mode = BatchCompression();
             }
             at += Records.WriteContentRecord(payload.AsSpan(at), id, hash, encoding, encoded.AsSpan(0, length));
             count++;
             Interlocked.Add(ref _contentRawBytes, Page.Size);
             Interlocked.Add(ref _contentEncodedBytes, length);
+            Interlocked.Increment(ref _pagesByEncoding[(int)encoding]);
         }
         if (count > 0) await SendContentPayloadAsync(round, group.TargetMask, payload, at, count, cancellationToken).ConfigureAwait(false);
         return sent;
     }
+
+    /// <summary>The codec of the next batch: the configured one, or by the adaptive policy from the frames waiting for the link (none on a multicast channel, which paces itself: LZ4 there).</summary>
+    private CompressionMode BatchCompression() =>
+        _options.Compression == CompressionMode.Adaptive ? AdaptiveCompression.Choose(_outgoing?.Reader.Count ?? 0) : _options.Compression;
 
     private async Task SendWithdrawnAsync(int round, int target, List<long> ids, CancellationToken cancellationToken)
     {
