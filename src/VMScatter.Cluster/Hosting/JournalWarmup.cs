@@ -7,9 +7,9 @@ using VMScatter.Domain;
 namespace VMScatter.Cluster.Hosting;
 
 /// <summary>
-/// The journal's first write is slow (its SQL is built and its connection opened on first use): a migration's first
-/// event waited ~190 ms for it, with nothing moving, where later ones take 6-12 ms. A scheduler node writes one event
-/// under its own persistence id at start and deletes it, so the scheduler's first write is a warm one.
+/// The journal's first write is slow (its SQL is built and its connection opened on first use), and a migration's first
+/// event would wait for it with nothing moving. A scheduler node writes one event under its own persistence id at start
+/// and deletes it, so the scheduler's first write is a warm one.
 /// </summary>
 public static class JournalWarmup
 {

@@ -13,9 +13,8 @@ public enum PageEncoding : byte { Raw = 0, Lz4 = 1, Zstd = 2 }
 public enum CompressionMode { None, Lz4, Zstd, Adaptive }
 
 /// <summary>
-/// The adaptive policy. On the QEMU bench's 1 Gbit/s link with three busy guests on two cores, zstd's encoding held round
-/// 0 to 887 ms where LZ4 took 403 ms, for 10 MiB less on the wire (80 ms of that link): the better codec depends on
-/// which end is waiting. Decided per batch from the frames built and not yet sent.
+/// The adaptive policy: zstd's fewer bytes are worth its CPU only while the link, not the encoder, is what the round
+/// waits for (measurements: README, QEMU section). Decided per batch from the frames built and not yet sent.
 /// </summary>
 public static class AdaptiveCompression
 {

@@ -52,7 +52,7 @@ public static partial class Placer
             return _hostOf;
         }
 
-        /// <summary>Assignments few enough to price every one: a small fleet's placement is then exact and immediate, where the local search below ran out its whole budget (a 3-VM fleet waited 150 ms).</summary>
+        /// <summary>Assignments few enough to price every one: a small fleet's placement is then exact and immediate, where the local search below would run out its budget on it.</summary>
         private const int ExhaustiveLimit = 256;
 
         /// <summary>The cheapest assignment that fits, by depth-first search over VMs; null if none fits (the constructions then name the VM).</summary>
