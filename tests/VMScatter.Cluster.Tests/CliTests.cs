@@ -52,7 +52,7 @@ public class CliTests
     public async Task An_unknown_backend_or_codec_is_refused_before_anything_starts()
     {
         AssertOneLineError(await Run("demo", "--backend", "vmware"), "--backend must be one of synthetic, qemu (got 'vmware')");
-        AssertOneLineError(await Run("bench", "--backend", "qemu", "--compression", "brotli"), "--compression must be one of none, lz4, zstd (got 'brotli')");
+        AssertOneLineError(await Run("bench", "--backend", "qemu", "--compression", "brotli"), "--compression must be one of none, lz4, zstd, adaptive (got 'brotli')");
         AssertOneLineError(await Run("bench", "--transport", "fan-out"), "--transport fan-out: the scenario bench adds only a multicast row");
         AssertOneLineError(await Run("demo", "--transport", "carrier-pigeon"), "--transport must be one of fan-out, relay-chain, multicast (got 'carrier-pigeon')");
     }

@@ -4,24 +4,16 @@ using System.Runtime.CompilerServices;
 namespace VMScatter.Cluster.Hosting;
 
 /// <summary>
-/// Compiles a migration's code at node start (the handover's first of all). With quick JIT off (Directory.Build.props: hot loops), every method
+/// Compiles the handover's code at node start. With quick JIT off (Directory.Build.props: hot loops), every method
 /// is compiled fully optimised on its first call, and a first wave's handover is where most of these run first:
 /// its hops took 20-35 ms each where the last wave's took 1-17 ms, inside the guests' pause. Compiled here, on a
 /// background thread while the cluster forms, they are ready by then. Generic code is left to its first call.
 /// </summary>
 public static class JitWarmup
 {
-    /// <summary>
-    /// Namespaces whose code runs between a stop-and-copy's pause and the guests' resume, and from a migration's request
-    /// to its first byte (the placer, the dedup index, the data plane), where it would otherwise compile on first call.
-    /// </summary>
+    /// <summary>Namespaces whose code runs between a stop-and-copy's pause and the guests' resume.</summary>
     private static readonly string[] Namespaces =
-    [
-        "VMScatter.Cluster.Source", "VMScatter.Cluster.Scheduler", "VMScatter.Cluster.Target", "VMScatter.Qemu", "VMScatter.Qemu.Migration",
-        "VMScatter.Domain", "VMScatter.Domain.Placement", "VMScatter.Domain.Dedup", "VMScatter.Domain.Pages", "VMScatter.Domain.Compression",
-        "VMScatter.Domain.Scheduling", "VMScatter.DataPlane", "VMScatter.DataPlane.Source", "VMScatter.DataPlane.Target",
-        "VMScatter.DataPlane.Wire", "VMScatter.DataPlane.Multicast", "VMScatter.DataPlane.Net",
-    ];
+        ["VMScatter.Cluster.Source", "VMScatter.Cluster.Scheduler", "VMScatter.Cluster.Target", "VMScatter.Qemu", "VMScatter.Qemu.Migration"];
 
     private static readonly Lazy<Task<int>> Once = new(() => Task.Factory.StartNew(Run, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default));
 
@@ -32,7 +24,7 @@ public static class JitWarmup
     public static int Run()
     {
         int compiled = 0;
-        var assemblies = new[] { typeof(JitWarmup).Assembly, typeof(Qemu.QemuVm).Assembly, typeof(Domain.IMigratableVm).Assembly, typeof(DataPlane.GroupTransport).Assembly };
+        var assemblies = new[] { typeof(JitWarmup).Assembly, typeof(Qemu.QemuVm).Assembly };
         foreach (var type in assemblies.SelectMany(a => a.GetTypes()).Where(t => Namespaces.Contains(t.Namespace) && !t.ContainsGenericParameters))
             foreach (var method in type.GetMethods(BindingFlags.DeclaredOnly | BindingFlags.Instance | BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
                 .Cast<MethodBase>().Concat(type.GetConstructors(BindingFlags.DeclaredOnly | BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)))
