@@ -203,10 +203,14 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
         {
             if (_sender!.TransportFallback is { } fallback) _log.Warning("Migration {0}: {1}", _migrationId, fallback);
             ReportUnreachable();
-            if (!_options.SetAsideDirty) { PlanRound(); return; }
-            _setAside = new FrozenSet<int>[_vms.Count];
-            _pending = _vms.Count;
-            Broadcast(_vmActors, SetAsideDirtyPages.Instance);
+            // Only guests with a write log set aside: for a log that re-hashes all of memory (QEMU's here), it is a pass
+            // over every page before round 0 can start, to leave out the few pages rewritten since analysis, which
+            // round 1 carries either way (round 0 then sends their analysed copies).
+            var logged = Enumerable.Range(0, _vms.Count).Where(v => _vms[v] is IWriteLoggedGuest).ToArray();
+            if (!_options.SetAsideDirty || logged.Length == 0) { PlanRound(); return; }
+            _setAside = Enumerable.Repeat(FrozenSet<int>.Empty, _vms.Count).ToArray();
+            _pending = logged.Length;
+            foreach (int v in logged) _vmActors[v].Tell(SetAsideDirtyPages.Instance);
             Become(SettingAside);
         });
         Receive<ProgressTick>(_ => { });
