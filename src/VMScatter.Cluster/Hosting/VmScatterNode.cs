@@ -115,8 +115,9 @@ public sealed class VmScatterNode : IAsyncDisposable
                 {
                     throw new ClusterJoinException($"the scheduler's journal did not start within {pluginTimeout.TotalSeconds:0}s (is its database reachable? see akka.persistence.journal)");
                 }
-                // Bounded like the plugins' start; a journal that refuses the write is the scheduler's to report.
-                await Task.WhenAny(JournalWarmup.Run(system, hostId), Task.Delay(pluginTimeout, cancellationToken)).ConfigureAwait(false);
+                // In the background: the node is up without it, and a migration is seldom asked for in the first second.
+                // A journal that refuses the write is the scheduler's to report (the warm-up logs it).
+                _ = JournalWarmup.Run(system, hostId);
             }
             // Before any actor records: instruments nobody listens to yet drop what they are given.
             metrics.Export(metricsSettings, hostId, options.Roles.Contains("scheduler"));
