@@ -119,7 +119,7 @@ public class DigestPlacementAndUnitsTests
             }
             if (double.IsNaN(optimum) || r.Traffic < optimum - 1e-9) return false.ToProperty(); // it fit, so the optimum exists and bounds it
             // Few enough assignments to try them all: the traffic-aware search finds the optimum itself.
-            if (strategy == PlacementStrategy.TrafficAware && Math.Pow(m, n) <= 256 && Math.Abs(r.Traffic - optimum) > 1e-9) return false.ToProperty();
+            if (strategy == PlacementStrategy.TrafficAware && Math.Pow(m, n) <= 64 && Math.Abs(r.Traffic - optimum) > 1e-9) return false.ToProperty();
         }
         return true.ToProperty();
     }

@@ -52,17 +52,19 @@ public static partial class Placer
             return _hostOf;
         }
 
-        /// <summary>Assignments few enough to price every one: a small fleet's placement is then exact and immediate, where the local search below would run out its budget on it.</summary>
-        private const int ExhaustiveLimit = 256;
+        /// <summary>Assignments few enough to price every one: a small fleet's placement is then exact and quick, where the local search below would run out its budget on it.</summary>
+        private const int ExhaustiveLimit = 64;
 
-        /// <summary>The cheapest assignment that fits, by depth-first search over VMs; null if none fits (the constructions then name the VM).</summary>
+        /// <summary>The cheapest assignment that fits, by depth-first search over VMs; null if none fits (the constructions then name the VM) or the budget ran out first.</summary>
         private int[]? Exhaustive()
         {
             Reset();
             int[]? best = null;
             double bestCost = double.MaxValue;
+            bool outOfTime = false;
             void Visit(int v)
             {
+                if (outOfTime || (outOfTime = OutOfTime)) return;
                 if (v == _vms.Count)
                 {
                     double cost = EstimatedCost();
@@ -78,7 +80,7 @@ public static partial class Placer
                 }
             }
             Visit(0);
-            return best;
+            return outOfTime ? null : best;
         }
 
         /// <summary>The cheapest of the constructions (host filling by new pages per byte, by shared pages, VM-by-VM greedy).</summary>
