@@ -231,7 +231,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         var page = _ram.PageSpan(index);
         page.CopyTo(destination);
         // The copy is what may be sent: if it is not the content this round's snapshot saw, resend it next round.
-        if (_logging && HashOf(destination[..Page.Size]) != ReadSnapshot(index))
+        if (_logging && ContentHash.OfPage(destination[..Page.Size]) != ReadSnapshot(index))
             Interlocked.Or(ref _reread[index >> 6], 1UL << (index & 63));
     }
 
@@ -244,7 +244,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             _ignoreShared.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         }
         _snapshotIsPaused = false;
-        for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = HashOf(_ram.PageSpan(p));
+        for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = ContentHash.OfPage(_ram.PageSpan(p));
         Array.Clear(_reread);
         _logging = true;
     }
@@ -266,7 +266,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             var dirty = new List<int>();
             for (int p = c * CollectChunkPages, end = Math.Min(_snapshot.Length, p + CollectChunkPages); p < end; p++)
             {
-                var h = HashOf(_ram.PageSpan(p));
+                var h = ContentHash.OfPage(_ram.PageSpan(p));
                 bool reread = (Interlocked.And(ref _reread[p >> 6], ~(1UL << (p & 63))) & (1UL << (p & 63))) != 0;
                 if (h != _snapshot[p] || reread) dirty.Add(p);
                 _snapshot[p] = h;
@@ -304,9 +304,6 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         hash = _logging ? ReadSnapshot(page) : default;
         return _logging;
     }
-
-    /// <summary>The digest's page hash; a zero check first, ten times cheaper than hashing, and most of a guest is zero pages.</summary>
-    private static ContentHash HashOf(ReadOnlySpan<byte> page) => Page.IsZero(page) ? ContentHash.OfZeroPage : ContentHash.Compute(page);
 
     /// <summary>
     /// A snapshot entry, which a collection may be rewriting: a torn read mixes halves of two 128-bit hashes, and only

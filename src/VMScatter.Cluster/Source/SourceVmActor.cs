@@ -239,7 +239,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 {
                     ReadOnlySpan<byte> bytes;
                     if (direct is null || !direct.TryGetPage(p, out bytes)) { _vm.ReadPage(p, buffer); bytes = buffer; }
-                    h = Page.IsZero(bytes) ? ContentHash.OfZeroPage : ContentHash.Compute(bytes);
+                    h = ContentHash.OfPage(bytes);
                 }
                 // Round 0 skips zero pages (target memory starts zeroed); later rounds must map a page that became zero.
                 if (round == 0 && h == ContentHash.OfZeroPage) { idx[0].Add(p); hashes[0].Add(ContentHash.OfZeroPage); zero++; continue; }

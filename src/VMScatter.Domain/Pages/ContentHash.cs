@@ -14,6 +14,9 @@ public readonly record struct ContentHash(ulong High, ulong Low)
 
     public static readonly ContentHash OfZeroPage = Compute(new byte[Page.Size]);
 
+    /// <summary>A page's hash, by a zero check first: ten times cheaper than hashing, and most of a guest is zero pages.</summary>
+    public static ContentHash OfPage(ReadOnlySpan<byte> page) => Page.IsZero(page) ? OfZeroPage : Compute(page);
+
     public static ContentHash Compute(ReadOnlySpan<byte> bytes)
     {
         UInt128 h = XxHash128.HashToUInt128(bytes);
