@@ -44,22 +44,28 @@ public sealed record QemuBenchResult(string QemuVersion, int Guests, long GuestM
 public static class QemuBench
 {
     public const string VmScatter = "vmscatter";
+    /// <summary>VMScatter with QEMU's own dirty log, read from its migration stream (<see cref="DirtyTracking.QemuStream"/>).</summary>
+    public const string VmScatterStream = "vmscatter-qemu-stream";
     public const string Native = "qemu-native";
     public const string NativeMultifdZstd = "qemu-native-multifd-zstd";
-    public static readonly IReadOnlyList<string> Methods = [VmScatter, Native, NativeMultifdZstd];
+    public static readonly IReadOnlyList<string> Methods = [VmScatter, VmScatterStream, Native, NativeMultifdZstd];
 
-    /// <param name="methods">The methods to run, in this order (default: all of <see cref="Methods"/>); reductions are NaN without <see cref="Native"/>.</param>
+    /// <summary>What a bench runs unless told: QEMU's stream as dirty log is an experiment (slower here, see the README), run by name.</summary>
+    public static readonly IReadOnlyList<string> DefaultMethods = [VmScatter, Native, NativeMultifdZstd];
+
+    /// <param name="methods">The methods to run, in this order (default: <see cref="DefaultMethods"/>); reductions are NaN without <see cref="Native"/>.</param>
     /// <param name="workload">What the guests run (default: the dd writer).</param>
     public static async Task<QemuBenchResult> RunAsync(QemuConfig config, GuestImage image, int guests, long memoryBytes, int targets, long linkBitsPerSecond, int downtimeMs, CompressionMode compression,
         string journalDirectory, Action<string>? progress = null, CancellationToken cancellationToken = default, IReadOnlyList<string>? methods = null, FleetWorkload workload = FleetWorkload.Dd)
     {
         var runs = new List<Measured>();
         string? version = null;
-        foreach (string method in methods ?? Methods)
+        foreach (string method in methods ?? DefaultMethods)
         {
             var measured = new Measured(method, method switch
             {
-                VmScatter => $"traffic-aware placement, dedup across guests, relay chain per target group, {compression.ToName()}; device state via QEMU (x-ignore-shared)",
+                VmScatter => $"traffic-aware placement, dedup across guests, relay chain per target group, {compression.ToName()}; dirty pages by re-hashing; device state via QEMU (x-ignore-shared)",
+                VmScatterStream => $"the same, dirty pages from QEMU's own migration stream (its dirty bitmap; QEMU stops each guest when its pre-copy converges)",
                 Native => "QEMU's own pre-copy (defaults), one guest after another over tcp loopback",
                 NativeMultifdZstd => "the same with multifd (2 channels) + zstd compression",
                 _ => throw new ArgumentException($"unknown method '{method}'", nameof(methods)),
@@ -69,10 +75,11 @@ public static class QemuBench
             try
             {
                 progress?.Invoke($"{method}: booting {guests} guests ({workload.ToName()})");
-                fleet = await config.BootGuestsAsync(image, guests, memoryBytes, cancellationToken, workload).ConfigureAwait(false);
+                var methodConfig = method == VmScatterStream ? config with { Settings = config.Settings with { DirtyTracking = DirtyTracking.QemuStream } } : config;
+                fleet = await methodConfig.BootGuestsAsync(image, guests, memoryBytes, cancellationToken, workload).ConfigureAwait(false);
                 version ??= fleet[0].Process.Qmp.Version;
                 var programs = fleet.Select((_, i) => workload.ForGuest(i)).ToArray();
-                if (method == VmScatter) await RunVmScatterAsync(measured, fleet, programs, config, targets, memoryBytes, linkBitsPerSecond, downtimeMs, compression, journalDirectory, progress, cancellationToken).ConfigureAwait(false);
+                if (method is VmScatter or VmScatterStream) await RunVmScatterAsync(measured, fleet, programs, config, targets, memoryBytes, linkBitsPerSecond, downtimeMs, compression, journalDirectory, progress, cancellationToken).ConfigureAwait(false);
                 else await RunNativeAsync(measured, fleet, programs, config, linkBitsPerSecond, method == NativeMultifdZstd, progress, cancellationToken).ConfigureAwait(false);
             }
             // Ctrl-C ends the bench (after the finally below), whatever the step it broke made of it; any other failure is this method's row.
@@ -104,7 +111,7 @@ public static class QemuBench
     private static async Task RunVmScatterAsync(Measured measured, QemuVm[] fleet, GuestWorkload[] programs, QemuConfig config, int targets, long memoryBytes, long linkBitsPerSecond, int downtimeMs,
         CompressionMode compression, string journalDirectory, Action<string>? progress, CancellationToken cancellationToken)
     {
-        progress?.Invoke($"{VmScatter}: migrating {fleet.Length} guests to {targets} targets");
+        progress?.Invoke($"{measured.Method}: migrating {fleet.Length} guests to {targets} targets");
         var backends = new List<QemuTargetBackend>();
         // Where each program stood before the move: at its target it must print a marker above this (its log there holds only what it printed after the handover).
         long[] markersAtStart = fleet.Select((g, i) => programs[i].ProgressPrefix() is { } p ? SerialConsole.LastValue(g.SerialLogPath, p) : 0).ToArray();
@@ -125,13 +132,17 @@ public static class QemuBench
             new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], new MigrationOptions(PlacementStrategy.TrafficAware, GroupTransport.RelayChain, compression, 8, downtimeMs, true, linkBitsPerSecond)),
             _ => { }, TimeSpan.FromSeconds(120), cancellationToken).ConfigureAwait(false);
         measured.Seconds = clock.Elapsed.TotalSeconds;
+        if (fleet.Any(g => g.Tracking == DirtyTracking.QemuStream))
+            progress?.Invoke($"{measured.Method}: the pauses' re-hash found {fleet.Sum(g => g.StreamMissedPages)} written pages QEMU's stream had not resent ({string.Join(", ", fleet.Where(g => g.StreamMissedPages > 0).Select(g => $"{g.Description.Id} {g.StreamMissedPages}"))})");
         var report = outcome.Report ?? throw new InvalidOperationException($"migration rejected: {outcome.RejectedBecause}");
         measured.Bytes = report.BytesSent;
         measured.Downtimes.AddRange(report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs));
         measured.Converged = report.Converged;
         measured.Convergence = report.Convergence;
         measured.Verified = report.Verified;
-        measured.Error = report.Error is { } error ? OneLine(error) : report.Verified ? null : "not verified";
+        measured.Error = report.Error is { } error ? OneLine(error) : report.Verified ? null
+            : OneLine("not verified: " + string.Join("; ", report.PerVm.Where(v => !(v.DigestMatched && v.HandedOver))
+                .Select(v => $"{v.Id} {(v.DigestMatched ? "digests match" : "digests differ")}, {(v.HandedOver ? "handed over" : "not handed over")}{(v.Error is { } e ? $" ({e})" : "")}")));
         if (!measured.Verified) return;
         for (int i = 0; i < fleet.Length; i++)
         {

@@ -165,4 +165,32 @@ public sealed record QemuSettings
 
     /// <summary>The disks and NICs this host lets guests have (shared storage directories, netdev kinds).</summary>
     public QemuHostDevices Devices { get; init; } = QemuHostDevices.Default;
+
+    /// <summary>How a guest's written pages are found: by re-hashing its memory, or from QEMU's own migration stream.</summary>
+    public DirtyTracking DirtyTracking { get; init; } = DirtyTracking.Rehash;
+
+    /// <summary>With <see cref="DirtyTracking.QemuStream"/>: QEMU's downtime limit while it streams (it stops the guest once the rest would take less).</summary>
+    public int StreamDowntimeLimitMs { get; init; } = 1;
+}
+
+/// <summary>How a QEMU guest's written pages are found.</summary>
+public enum DirtyTracking
+{
+    /// <summary>Every collection hashes all of guest memory against the last (a round costs the RAM size).</summary>
+    Rehash,
+
+    /// <summary>QEMU's own dirty bitmap, read from its migration stream (a round costs what was written; QEMU decides when the guest stops).</summary>
+    QemuStream,
+}
+
+public static class DirtyTrackings
+{
+    public static string ToName(this DirtyTracking t) => t switch { DirtyTracking.Rehash => "rehash", DirtyTracking.QemuStream => "qemu-stream", _ => t.ToString() };
+
+    public static DirtyTracking Parse(string name) => name switch
+    {
+        "rehash" => DirtyTracking.Rehash,
+        "qemu-stream" => DirtyTracking.QemuStream,
+        _ => throw new ArgumentException($"dirty tracking '{name}' is not one of rehash, qemu-stream"),
+    };
 }

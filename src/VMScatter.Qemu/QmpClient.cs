@@ -105,6 +105,13 @@ public sealed class QmpClient : IAsyncDisposable
         }
     }
 
+    /// <summary>Each event as it arrives, on the monitor's reader (a handler must not block).</summary>
+    public event Action<JsonObject>? EventReceived;
+
+    /// <summary>When QEMU says an event happened (its "timestamp": host wall clock), in Unix milliseconds.</summary>
+    public static long? TimestampMs(JsonObject message) =>
+        message["timestamp"] is JsonObject t && t["seconds"]?.GetValue<long>() is { } s && t["microseconds"]?.GetValue<long>() is { } us ? s * 1000 + us / 1000 : null;
+
     /// <summary>Waits for the next event named <paramref name="name"/> (others are dropped) and returns its data.</summary>
     public async Task<JsonObject> WaitForEventAsync(string name, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
@@ -139,7 +146,11 @@ public sealed class QmpClient : IAsyncDisposable
                 try { message = JsonNode.Parse(line) as JsonObject; }
                 catch (JsonException) { continue; } // not QMP: ignore rather than desynchronise
                 if (message is null) continue;
-                if (message.ContainsKey("event")) _events.Writer.TryWrite(message);
+                if (message.ContainsKey("event"))
+                {
+                    _events.Writer.TryWrite(message);
+                    EventReceived?.Invoke(message);
+                }
                 else if (message.ContainsKey("QMP")) _greeting.TrySetResult(message);
                 else if (Volatile.Read(ref _pending) is { } p && message["id"]?.GetValue<string>() == p.Id) p.Reply.TrySetResult(message);
             }

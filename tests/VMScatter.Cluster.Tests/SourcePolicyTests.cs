@@ -35,6 +35,19 @@ public class SourcePolicyTests
     }
 
     [Fact]
+    public void A_wave_whose_hypervisor_stopped_a_guest_stops_and_copies_now_fitting_or_not()
+    {
+        // Deferred pages or a rest over the budget would mean another pre-copy round, inside that guest's pause.
+        var fits = Policy.Decide(Input(100, deferred: 50) with { StoppedGuests = 1 });
+        Assert.Equal((true, true), (fits.StopAndCopy, fits.Fits));
+        Assert.EndsWith("QEMU's own pre-copy stopped 1 of the wave's guests already", fits.Account);
+        var over = Policy.Decide(Input(100_000) with { StoppedGuests = 2 });
+        Assert.Equal((true, false), (over.StopAndCopy, over.Fits));
+        Assert.StartsWith("NOT converged", over.Account);
+        Assert.False(Policy.Decide(Input(100, deferred: 50)).StopAndCopy);
+    }
+
+    [Fact]
     public void The_round_limit_forces_a_stop_and_copy_that_does_not_fit_and_says_so()
     {
         var forced = Policy.Decide(Input(100_000, waveRounds: 7));

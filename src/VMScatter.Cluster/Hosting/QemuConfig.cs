@@ -22,12 +22,20 @@ public sealed record QemuConfig(QemuSettings Settings, string Accelerator, strin
             CommandTimeout = q.GetTimeSpan("command-timeout"),
             StateTransferTimeout = q.GetTimeSpan("state-transfer-timeout"),
             Devices = HostDevices(q),
+            DirtyTracking = Tracking(q.GetString("dirty-tracking")),
+            StreamDowntimeLimitMs = (int)Math.Max(1, q.GetTimeSpan("stream-downtime-limit").TotalMilliseconds),
         };
         string state = q.GetString("state-directory");
         return new QemuConfig(settings, q.GetString("accelerator"), q.GetString("cpu"), Path.GetFullPath(q.GetString("guest-image")), q.GetString("kernel-command-line"), q.GetString("workload"))
         {
             StateDirectory = string.IsNullOrEmpty(state) ? settings.RamDirectory : state,
         };
+    }
+
+    private static DirtyTracking Tracking(string name)
+    {
+        try { return DirtyTrackings.Parse(name); }
+        catch (ArgumentException e) { throw new ConfigurationException($"vmscatter.qemu: {e.Message}"); }
     }
 
     /// <summary>shared-storage { NAME = /abs/dir } and netdev-kinds = [user]: what disks and NICs guests may have here.</summary>

@@ -12,7 +12,8 @@ namespace VMScatter.Cluster.Protocol;
 /// <param name="AllPages">Every page, not only the dirty ones: the VM was re-placed onto a target that has none of it yet.</param>
 public sealed record CollectDirtyPages(int Round, bool AllPages = false);
 
-public sealed record DirtyPagesCollected(int VmIndex, int Round, int Pages);
+/// <param name="Stopped">The guest is stopped already: its hypervisor's pre-copy converged and stopped it (QEMU's stream).</param>
+public sealed record DirtyPagesCollected(int VmIndex, int Round, int Pages, bool Stopped = false);
 
 /// <summary>
 /// Before round 0 is planned: take the pages written since analysis out of round 0 (their analysed bytes are stale)

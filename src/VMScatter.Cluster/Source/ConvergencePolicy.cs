@@ -19,7 +19,11 @@ public sealed record ConvergenceInput(
     double WirePerPage,
     double RateBytesPerSecond,
     int WaveRounds,
-    string WaveLabel = "");
+    string WaveLabel = "")
+{
+    /// <summary>The wave's guests whose hypervisor stopped them already (QEMU's own pre-copy converged).</summary>
+    public int StoppedGuests { get; init; }
+}
 
 /// <param name="StopAndCopy">The next round pauses the wave's VMs and sends the rest.</param>
 /// <param name="Fits">The rest fits the downtime target (false with <paramref name="StopAndCopy"/>: forced at the round limit).</param>
@@ -59,11 +63,13 @@ public sealed record ConvergencePolicy(int MaxRounds, int DowntimeTargetMs, Time
         // Pages round 0 deferred are not dirty: they go while the guests run, never inside a pause (unless at the round
         // limit). Sent in the stop-and-copy, they made a later wave's pause 140-300 ms longer in the QEMU bench: the rate
         // estimate is the wire's, and reading and compressing them took longer than sending.
-        bool stopAndCopy = (fits && m.DeferredPages == 0) || m.WaveRounds >= Math.Max(1, MaxRounds) - 1;
+        // A guest its hypervisor stopped already is in its pause: more pre-copy rounds would only lengthen it.
+        bool stopAndCopy = (fits && m.DeferredPages == 0) || m.WaveRounds >= Math.Max(1, MaxRounds) - 1 || m.StoppedGuests > 0;
         string account = string.Create(CultureInfo.InvariantCulture,
             $"{m.WaveLabel}{(fits ? "converged" : "NOT converged")} after {m.WaveRounds} pre-copy rounds: {pages} dirty pages left (guests dirtying {dirtyRate:0} pages/s), " +
             $"≈ {restSeconds * 1000:0} ms to send at {m.RateBytesPerSecond / (1 << 20):0.0} MiB/s against {SendBudgetMs:0} ms of a {DowntimeTargetMs} ms target " +
-            $"({DowntimeTargetMs - SendBudgetMs:0} ms kept for the handover)");
+            $"({DowntimeTargetMs - SendBudgetMs:0} ms kept for the handover)") +
+            (m.StoppedGuests > 0 ? $"; QEMU's own pre-copy stopped {m.StoppedGuests} of the wave's guests already" : "");
         // A page the guest already rewrote during the migration is likely rewritten again (its working set): when the
         // stop-and-copy can take these pages, and what the guest will dirty while this round sends the deferred ones,
         // they wait for it instead of going now and again then.

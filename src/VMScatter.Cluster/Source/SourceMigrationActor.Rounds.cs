@@ -207,6 +207,7 @@ public sealed partial class SourceMigrationActor
         if (_wave.Vms.Count == 0) { StartNextWave(_wave.Index + 1); return; }
         _pending = _wave.Vms.Count;
         _pagesInRound = 0;
+        _stoppedInRound = 0;
         foreach (int vm in _wave.Vms) _vmActors[vm].Tell(new CollectDirtyPages(_round, _fullCollect.Remove(vm)));
         Become(CollectingDirty);
     }
@@ -226,6 +227,7 @@ public sealed partial class SourceMigrationActor
         Receive<DirtyPagesCollected>(m =>
         {
             _pagesInRound += m.Pages;
+            if (m.Stopped) _stoppedInRound++;
             if (--_pending > 0) return;
             if (_wave.Vms.Count == 0) { StartNextWave(_wave.Index + 1); return; } // its VMs went with a lost target meanwhile
             // The wave's first round also carries the pages of its VMs that round 0 deferred; its dirty pages were
@@ -237,7 +239,10 @@ public sealed partial class SourceMigrationActor
                 WirePerPage: _sender!.ContentRawBytes > 0 ? (double)_sender.ContentEncodedBytes / _sender.ContentRawBytes : 1,
                 RateBytesPerSecond: _account.MeasuredRate,
                 WaveRounds: _waveRounds,
-                WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : "");
+                WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : "")
+            {
+                StoppedGuests = _stoppedInRound,
+            };
             var decision = _policy.Decide(input);
             _account.WaveDecided(decision, _waveRounds);
             // A stop-and-copy decided as fitting is checked again against what its pause finds (see MaybeHashed).

@@ -61,6 +61,8 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private bool _stopAndCopy;
     private int _pending;
     private int _pagesInRound;
+    /// <summary>Guests of the wave that reported, in this round's collection, that their hypervisor stopped them already.</summary>
+    private int _stoppedInRound;
     private long _roundStartBytes;
     // Content records the built round sends, and which round that was (a progress report of a later round has none yet).
     private long _roundRecords;

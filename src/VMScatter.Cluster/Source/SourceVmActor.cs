@@ -70,7 +70,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 // Log writes from now on, then read everything: a page written after it is read shows up next round.
                 _vm.StartDirtyLogging();
                 return (Enumerable.Range(0, _vm.PageCount).ToArray(), LogGeneration);
-            }, helpers)).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration),
+            }, helpers)).PipeTo(Self, Sender, success: collected => new RoundPagesCollected(round, collected.Item1, SetAside: false, collected.LogGeneration) { Stopped = StoppedItself },
                 failure: e => new VmStepFailed(_vmIndex, "collect dirty pages", e.GetBaseException().Message));
             Become(Collecting);
         });
@@ -112,10 +112,11 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
 
         Receive<StopSourceVm>(_ => Step("stop", async () => { await _vm.StopAsync().ConfigureAwait(false); return new VmStopped(_vmIndex); }).PipeTo(ReplyTo));
 
-        // A VM that is running already (an orphan of a lost target whose wave had not paused it) stays as it is.
+        // A VM that is running already (an orphan of a lost target whose wave had not paused it) stays as it is, unless
+        // its hypervisor migrates it (that migration would stop it: it ends).
         Receive<ResumeVm>(m => Step("resume", async () =>
         {
-            if (_vm.State == VmRunState.Paused) await _vm.ResumeAsync().ConfigureAwait(false);
+            if (_vm.State == VmRunState.Paused || _vm is ISelfPausingGuest { Streaming: true }) await _vm.ResumeAsync().ConfigureAwait(false);
             return new VmResumedHere(_vmIndex, m.Settles);
         }).PipeTo(ReplyTo));
 
@@ -136,7 +137,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
                 _roundPages = m.Pages;
                 _roundGeneration = m.LogGeneration;
                 _setAside = [];
-                Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length));
+                Sender.Tell(new DirtyPagesCollected(_vmIndex, m.Round, m.Pages.Length, m.Stopped));
             }
             BackToReady();
         });
@@ -187,6 +188,8 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         // lock), so the pause the guest sees began no earlier than this, and a downtime measured from here is never short.
         long pausedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         await _vm.PauseAsync().ConfigureAwait(false);
+        // Its hypervisor stopped it earlier by itself (QEMU's pre-copy converged): the pause the guest sees began then.
+        if ((_vm as ISelfPausingGuest)?.StoppedItselfAtUnixMs is { } stoppedAt) pausedAt = Math.Min(pausedAt, stoppedAt);
         steps.Mark("stop");
         // The device state streams out of QEMU while this process re-reads the memory: neither needs the other.
         var capture = _vm.CaptureDeviceStateAsync();
@@ -278,7 +281,13 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         catch (Exception e) { return new VmStepFailed(_vmIndex, step, e.GetBaseException().Message); }
     }
 
-    private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside, int LogGeneration = 0);
+    private sealed record RoundPagesCollected(int Round, int[] Pages, bool SetAside, int LogGeneration = 0)
+    {
+        /// <summary>The guest stopped by itself (its hypervisor's pre-copy converged) by the end of the collection.</summary>
+        public bool Stopped { get; init; }
+    }
+
+    private bool StoppedItself => _vm is ISelfPausingGuest { StoppedItselfAtUnixMs: not null };
     private sealed record RoutedHashes(PageHashBatch[] PerShard, VmPaused? Paused, VmContentsProfiled? Profile = null)
     {
         public StepTimes? Steps { get; init; }

@@ -81,3 +81,17 @@ public interface ICollectedPageHashes
     /// <summary>The hash the last collection (or the log's start) took of <paramref name="page"/>; false while not logging.</summary>
     bool TryGetCollectedHash(int page, out Pages.ContentHash hash);
 }
+
+/// <summary>
+/// A guest whose hypervisor migrates it while its pages are collected and may stop it by itself (QEMU's pre-copy,
+/// read as its dirty log, converging). The pause the guest sees began when it stopped, which may be before it was asked
+/// to pause; and a migration that gives up must end the hypervisor's too, or it would still stop the guest.
+/// </summary>
+public interface ISelfPausingGuest
+{
+    /// <summary>A hypervisor migration of it is in flight: a resume must reach it even while it runs.</summary>
+    bool Streaming { get; }
+
+    /// <summary>When the hypervisor stopped it by itself for the pause now under way, if it did.</summary>
+    long? StoppedItselfAtUnixMs { get; }
+}

@@ -20,8 +20,15 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
     private readonly byte[] _buffer = new byte[1 << 16];
     private int _start, _end;
     private long _consumed;
+    private readonly List<(string Name, ulong Length)> _blockList = [];
     private readonly Dictionary<string, ulong> _blocks = new(StringComparer.Ordinal);
     private string? _last;
+    // What a stream for a target with x-ignore-shared is made of (see DeviceState).
+    private string _machine = "";
+    private readonly List<byte[]> _subsections = [];
+    private uint _ramSection, _ramInstance, _ramVersion;
+    private readonly Dictionary<(string Block, ulong Offset), byte[]> _otherPages = [];
+    private MemoryStream? _tail;
 
     /// <summary>Records of the watched block seen so far (pages and fills).</summary>
     public long Records { get; private set; }
@@ -38,12 +45,26 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
         if (await U8Async(cancellationToken) != Configuration) throw Fail("no configuration section after the header");
         uint machineLength = await U32Async(cancellationToken);
         if (machineLength is 0 or > 255) throw Fail($"a machine type name of {machineLength} bytes");
-        await TextAsync((int)machineLength, "machine type", cancellationToken);
+        _machine = await TextAsync((int)machineLength, "machine type", cancellationToken);
         while (await PeekAsync(cancellationToken) == Subsection)
         {
             await U8Async(cancellationToken);
             string name = await NameAsync("configuration subsection", cancellationToken);
-            await U32Async(cancellationToken);
+            uint subsectionVersion = await U32Async(cancellationToken);
+            if (name is "configuration/page-bits" or "configuration/uuid")
+            {
+                int bytes = name == "configuration/uuid" ? 16 : 1;
+                await EnsureAsync(bytes, cancellationToken);
+                var raw = new MemoryStream();
+                raw.WriteByte(Subsection);
+                raw.WriteByte((byte)name.Length);
+                raw.Write(Encoding.ASCII.GetBytes(name));
+                var v = new byte[4];
+                BinaryPrimitives.WriteUInt32BigEndian(v, subsectionVersion);
+                raw.Write(v);
+                raw.Write(_buffer.AsSpan(_start, bytes));
+                _subsections.Add(raw.ToArray());
+            }
             switch (name)
             {
                 case "configuration/capabilities":
@@ -72,9 +93,11 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
                 {
                     id = await U32Async(cancellationToken);
                     string name = await NameAsync("section", cancellationToken);
-                    await SkipAsync(8, cancellationToken); // instance and version
+                    _ramInstance = await U32Async(cancellationToken);
+                    _ramVersion = await U32Async(cancellationToken);
                     if (name != "ram" || ram is not null) throw Fail($"iterative section '{name}' is not read (only one RAM section)");
                     ram = id;
+                    _ramSection = id;
                     await RamAsync(setup: true, cancellationToken);
                     break;
                 }
@@ -84,8 +107,15 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
                     await RamAsync(setup: false, cancellationToken);
                     break;
                 case SectionFull or EndOfStream:
-                    // The device state: the guest is stopped and every RAM record is in. Read to QEMU's close.
-                    do _start = _end;
+                    // The device state: the guest is stopped and every RAM record is in. Kept as it is, to QEMU's close.
+                    _tail = new MemoryStream();
+                    _tail.WriteByte(type);
+                    do
+                    {
+                        if (_tail.Length + (_end - _start) > MaxTailBytes) throw Fail($"more than {MaxTailBytes >> 20} MiB of device state");
+                        _tail.Write(_buffer.AsSpan(_start, _end - _start));
+                        _start = _end;
+                    }
                     while (await FillAsync(cancellationToken));
                     return;
                 default: throw Fail($"section type 0x{type:x2} is not read here");
@@ -114,6 +144,7 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
                         ulong length = await U64Async(cancellationToken);
                         if (length == 0 || length % PageSize != 0 || length > total - listed || !_blocks.TryAdd(name, length))
                             throw Fail($"RAM block '{name}' of {length} bytes does not fit the announced total, or is listed twice");
+                        _blockList.Add((name, length));
                         listed += length;
                     }
                     if (_blocks.GetValueOrDefault(block) != blockBytes) throw Fail($"no RAM block '{block}' of {blockBytes} bytes in the stream");
@@ -127,7 +158,11 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
                     bool isPage = (flags & (ulong)RamFlags.Page) != 0;
                     if (name != block)
                     {
-                        await SkipAsync(isPage ? PageSize : 1, cancellationToken);
+                        // A small block (ROMs, ACPI tables): its latest content goes to the target with the device state.
+                        await EnsureAsync(isPage ? PageSize : 1, cancellationToken);
+                        if (!_otherPages.ContainsKey((name, address)) && _otherPages.Count >= MaxOtherPages) throw Fail($"more than {MaxOtherPages} pages outside block '{block}'");
+                        _otherPages[(name, address)] = _buffer.AsSpan(_start, isPage ? PageSize : 1).ToArray();
+                        _start += isPage ? PageSize : 1;
                         break;
                     }
                     await EnsureAsync(isPage ? PageSize : 1, cancellationToken);
@@ -140,6 +175,68 @@ public sealed class RamRecordReader(Stream stream, string block, ulong blockByte
                 default: throw Fail($"RAM record flags 0x{flags:x} (compression, XBZRLE or RDMA are never on): not read");
             }
         }
+    }
+
+    /// <summary>Pages of the blocks other than the watched one this reader keeps (the ROMs are a few hundred).</summary>
+    private const int MaxOtherPages = 16384;
+
+    private const int MaxTailBytes = 64 << 20;
+
+    /// <summary>
+    /// Once the stream was read to its end: the stream QEMU would have written with x-ignore-shared on, for a target
+    /// whose QEMU maps the watched block from its own shared RAM file. The same header and configuration (with the
+    /// capability listed), the block list with each block's guest address (0, as this QEMU's memory backends report),
+    /// the other blocks' latest pages, and the device state exactly as QEMU sent it.
+    /// </summary>
+    public byte[] DeviceState()
+    {
+        if (_tail is null) throw new InvalidOperationException("the stream has not reached its device state");
+        var o = new MemoryStream();
+        var b = new byte[8];
+        void U8(byte v) => o.WriteByte(v);
+        void U32(uint v) { BinaryPrimitives.WriteUInt32BigEndian(b, v); o.Write(b, 0, 4); }
+        void U64(ulong v) { BinaryPrimitives.WriteUInt64BigEndian(b, v); o.Write(b); }
+        void Name(string n) { U8((byte)n.Length); o.Write(Encoding.ASCII.GetBytes(n)); }
+        U32(Magic);
+        U32(StreamVersion);
+        U8(Configuration);
+        U32((uint)_machine.Length);
+        o.Write(Encoding.ASCII.GetBytes(_machine));
+        foreach (var sub in _subsections) o.Write(sub);
+        U8(Subsection);
+        Name("configuration/capabilities");
+        U32(1);
+        U32(1);
+        Name("x-ignore-shared");
+        U8(SectionStart);
+        U32(_ramSection);
+        Name("ram");
+        U32(_ramInstance);
+        U32(_ramVersion);
+        U64(_blockList.Aggregate(0UL, (t, x) => t + x.Length) | (ulong)RamFlags.MemSize);
+        foreach (var (name, length) in _blockList)
+        {
+            Name(name);
+            U64(length);
+            U64(0);
+        }
+        U64((ulong)RamFlags.EndOfSection);
+        U8(SectionFooter);
+        U32(_ramSection);
+        U8(SectionEnd);
+        U32(_ramSection);
+        foreach (var ((name, offset), bytes) in _otherPages.OrderBy(p => p.Key.Block, StringComparer.Ordinal).ThenBy(p => p.Key.Offset))
+        {
+            U64(offset | (ulong)(bytes.Length == PageSize ? RamFlags.Page : RamFlags.Zero));
+            Name(name);
+            o.Write(bytes);
+        }
+        U64((ulong)RamFlags.EndOfSection);
+        U8(SectionFooter);
+        U32(_ramSection);
+        _tail.Position = 0;
+        _tail.CopyTo(o);
+        return o.ToArray();
     }
 
     private async ValueTask<string> NameAsync(string what, CancellationToken cancellationToken)
