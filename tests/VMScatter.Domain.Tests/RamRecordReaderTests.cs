@@ -50,6 +50,31 @@ public sealed class RamRecordReaderTests
         Assert.Equal(Expected, await ReadAsync(new MemoryStream(Sample().Stream)));
     }
 
+    [Fact]
+    public async Task Its_device_state_is_the_stream_qemu_writes_with_x_ignore_shared_and_a_target_accepts_it()
+    {
+        var (stream, _) = Sample();
+        var reader = new RamRecordReader(new MemoryStream(stream), "mem0", Mem, (_, _, _, _) => { });
+        await reader.RunAsync(CancellationToken.None);
+        var state = reader.DeviceState();
+
+        long biosBytes = 0;
+        var summary = MigrationStream.Parse(state, r => { if (r.Block == "pc.bios") biosBytes += r.IsFill ? 1 : r.Bytes.Length; });
+        Assert.Equal("pc-i440fx-7.2", summary.MachineType);
+        Assert.Equal(["x-ignore-shared"], summary.Capabilities);
+        Assert.Equal([new RamBlockInfo("mem0", Mem, 0), new RamBlockInfo("pc.bios", Bios, 0)], summary.RamBlocks);
+        // None of the shared block's pages (the target maps its own RAM file); the other block's latest page.
+        Assert.Equal(0, summary.RecordsOf("mem0"));
+        Assert.Equal(1, summary.RecordsOf("pc.bios"));
+        Assert.Equal(4096, biosBytes);
+        Assert.Equal(["timer"], summary.Devices.Select(d => d.Name));
+        Assert.Equal(summary.Devices, DeviceStateCheck.Check(state, "mem0", (long)Mem).Devices);
+        // Asked before the stream reached its device state, there is none.
+        var cut = new RamRecordReader(new MemoryStream(stream[..100]), "mem0", Mem, (_, _, _, _) => { });
+        await Assert.ThrowsAsync<MigrationStreamException>(() => cut.RunAsync(CancellationToken.None));
+        Assert.Throws<InvalidOperationException>(() => cut.DeviceState());
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(7)]
