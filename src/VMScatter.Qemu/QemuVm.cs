@@ -24,7 +24,8 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 
 /// <summary>
 /// A running QEMU guest on the source host, behind the same abstraction as a synthetic one. Its RAM is a shared
-/// file read in place. QEMU gives no dirty log to an outside reader, so pages are found dirty by re-hashing
+/// file read in place. QEMU gives no dirty log to an outside reader but its own migration stream (read as one with
+/// <see cref="DirtyTracking.QemuStream"/>, see <see cref="QemuStreamLog"/>), so by default pages are found dirty by re-hashing
 /// (a 64-bit hash per page against the content the previous round saw); a page read for sending whose bytes
 /// differ from that round's snapshot is reported again next round, so what the target holds can never silently
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
@@ -321,9 +322,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     /// <summary>
     /// The pages QEMU's stream showed changed since the last collection, and those a round's read found changed. The
-    /// wave's first collection starts QEMU's migration and waits for its bulk pass (every page once, each compared with
-    /// the hash round 0 took); later ones take what QEMU resent since. Once QEMU stopped the guest and the stream
-    /// ended, the hashes are the paused memory's.
+    /// first such collection starts QEMU's migration and waits for its bulk pass (every page once, each compared with
+    /// the hash the last collection took) and briefly for QEMU to stop the guest; later ones take what QEMU resent since.
     /// </summary>
     private int[] CollectFromStream()
     {
