@@ -4,28 +4,46 @@ using System.Runtime.CompilerServices;
 namespace VMScatter.Cluster.Hosting;
 
 /// <summary>
-/// Compiles the handover's code at node start. With quick JIT off (Directory.Build.props: hot loops), every method
-/// is compiled fully optimised on its first call, and a first wave's handover is where most of these run first:
-/// its hops took 20-35 ms each where the last wave's took 1-17 ms, inside the guests' pause. Compiled here, on a
-/// background thread while the cluster forms, they are ready by then. Generic code is left to its first call.
+/// Compiles the migration's code at node start. With quick JIT off (Directory.Build.props: hot loops), every method
+/// is compiled fully optimised on its first call, and a node's first migration is where most of them run first: its
+/// placement, round building, sends and handover, inside the guests' pauses too. Compiled here, on a background thread
+/// while the cluster forms, they are ready by then (a local cluster waits for it). Generic code is left to its first call.
 /// </summary>
 public static class JitWarmup
 {
-    /// <summary>Namespaces whose code runs between a stop-and-copy's pause and the guests' resume.</summary>
-    private static readonly string[] Namespaces =
+    /// <summary>Only the handover's namespaces (VMSCATTER_JIT_WARMUP=handover): the test processes' choice, whose nodes start by the hundred.</summary>
+    private static readonly string[] HandoverNamespaces =
         ["VMScatter.Cluster.Source", "VMScatter.Cluster.Scheduler", "VMScatter.Cluster.Target", "VMScatter.Qemu", "VMScatter.Qemu.Migration"];
 
-    private static readonly Lazy<Task<int>> Once = new(() => Task.Factory.StartNew(Run, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default));
+    /// <summary>The environment variable that narrows the warm-up to <see cref="HandoverNamespaces"/>.</summary>
+    public const string ScopeVariable = "VMSCATTER_JIT_WARMUP";
+
+    private static readonly Lazy<Task<int>> Once = new(() => Task.Factory.StartNew(() =>
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int compiled = Run();
+        Elapsed = clock.Elapsed;
+        return compiled;
+    }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default));
+
+    /// <summary>How long the process's warm-up took, once it completed.</summary>
+    public static TimeSpan Elapsed { get; private set; }
 
     /// <summary>Once per process (a local cluster's nodes share one): the compiled code is the process's.</summary>
     public static Task<int> Start() => Once.Value;
 
-    /// <summary>Compiles every non-generic method with a body of those namespaces' types (closures and async state machines included); returns how many.</summary>
-    public static int Run()
+    /// <summary>
+    /// Compiles every non-generic method with a body (closures and async state machines included) of VMScatter's own
+    /// assemblies, or of the handover's namespaces only; returns how many.
+    /// </summary>
+    public static int Run() => Run(handoverOnly: Environment.GetEnvironmentVariable(ScopeVariable) == "handover");
+
+    /// <inheritdoc cref="Run()"/>
+    public static int Run(bool handoverOnly)
     {
         int compiled = 0;
-        var assemblies = new[] { typeof(JitWarmup).Assembly, typeof(Qemu.QemuVm).Assembly };
-        foreach (var type in assemblies.SelectMany(a => a.GetTypes()).Where(t => Namespaces.Contains(t.Namespace) && !t.ContainsGenericParameters))
+        var assemblies = new[] { typeof(JitWarmup).Assembly, typeof(Qemu.QemuVm).Assembly, typeof(Domain.VmId).Assembly, typeof(DataPlane.Source.DataPlaneSender).Assembly };
+        foreach (var type in assemblies.SelectMany(a => a.GetTypes()).Where(t => !t.ContainsGenericParameters && (handoverOnly ? HandoverNamespaces.Contains(t.Namespace) : t.Namespace?.StartsWith("VMScatter.", StringComparison.Ordinal) == true)))
             foreach (var method in type.GetMethods(BindingFlags.DeclaredOnly | BindingFlags.Instance | BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
                 .Cast<MethodBase>().Concat(type.GetConstructors(BindingFlags.DeclaredOnly | BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)))
             {

@@ -68,7 +68,8 @@ public sealed class VmScatterNode : IAsyncDisposable
         ThreadPool.GetMinThreads(out int workers, out int io);
         if (workers < minThreads) ThreadPool.SetMinThreads(minThreads, Math.Max(io, minThreads));
         var system = ActorSystem.Create(NodeOptions.SystemName, setup);
-        _ = JitWarmup.Start();
+        _ = JitWarmup.Start().ContinueWith(t => system.Log.Debug("JIT warm-up: {0} methods compiled in {1:0.00} s", t.Result, JitWarmup.Elapsed.TotalSeconds),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         var metrics = VmScatterMetrics.For(system);
         GuestMemoryPool? pool = null;
         var disposals = new PendingDisposals();
