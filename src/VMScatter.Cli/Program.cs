@@ -29,11 +29,26 @@ if (parse.Errors.Count > 0)
     Console.Error.WriteLine($"error: {parse.Errors[0].Message} (see 'vmscatter --help')");
     return ExitCodes.BadInput;
 }
+// Ctrl-C / SIGTERM cancel the command's token; it then has 60 s to clean up (quit its QEMU guests, remove their RAM
+// files: a bench of 8 guests takes seconds) before the process ends anyway, and a second signal ends it at once. Our
+// own handlers, not System.CommandLine's: its handler, dispatched late on a loaded machine, cancelled a token source
+// the finished command had disposed, and the process died with a stack trace after a clean exit.
+using var terminate = new CancellationTokenSource();
+int signals = 0;
+void OnSignal(System.Runtime.InteropServices.PosixSignalContext context)
+{
+    context.Cancel = true;
+    int exitCode = context.Signal == System.Runtime.InteropServices.PosixSignal.SIGINT ? 130 : 143;
+    if (Interlocked.Increment(ref signals) > 1) Environment.Exit(exitCode);
+    _ = Task.Delay(TimeSpan.FromSeconds(60)).ContinueWith(_ => Environment.Exit(exitCode), TaskScheduler.Default);
+    try { terminate.Cancel(); }
+    catch (ObjectDisposedException) { }
+}
+using var onInterrupt = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, OnSignal);
+using var onTerminate = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, OnSignal);
 try
 {
-    // Ctrl-C / SIGTERM cancel the command's token; it then has this long to clean up (quit its QEMU guests, remove
-    // their RAM files: a bench of 8 guests takes seconds) before the process ends anyway (the default is 2 s).
-    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(60) });
+    return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null }, terminate.Token);
 }
 catch (Exception e) when (e is UserError or ClusterJoinException or ConsoleTimeoutException or Akka.Configuration.ConfigurationException)
 {

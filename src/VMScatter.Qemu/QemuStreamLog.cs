@@ -70,6 +70,8 @@ internal sealed class QemuStreamLog
         qemu.Qmp.EventReceived += log.OnEvent;
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start(1);
+        Task<TcpClient>? accepted = null;
+        bool migrating = false;
         try
         {
             await qemu.RunAsync(Step, "migrate-set-capabilities", Capabilities(ignoreShared: false), cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -78,8 +80,9 @@ internal sealed class QemuStreamLog
                 cancellationToken: cancellationToken).ConfigureAwait(false);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(settings.StateTransferTimeout);
-            var accepted = listener.AcceptTcpClientAsync(timeout.Token).AsTask();
+            accepted = listener.AcceptTcpClientAsync(timeout.Token).AsTask();
             await qemu.RunAsync(Step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            migrating = true;
             TcpClient client;
             try { client = await accepted.ConfigureAwait(false); }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested) { throw qemu.Failure(Step, "QEMU did not connect its migration stream"); }
@@ -98,6 +101,11 @@ internal sealed class QemuStreamLog
         catch
         {
             qemu.Qmp.EventReceived -= log.OnEvent;
+            // Nothing may be left migrating the guest (it would stop it when it converged), nor a socket QEMU writes to.
+            _ = accepted?.ContinueWith(t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            if (migrating)
+                try { await qemu.RunAsync(Step, "migrate_cancel").ConfigureAwait(false); }
+                catch (QemuStepException) { }
             throw;
         }
         finally { listener.Stop(); }

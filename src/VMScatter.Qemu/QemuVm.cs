@@ -203,6 +203,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             {
                 var status = await qemu.RunAsync(step, "query-status", cancellationToken: cancellationToken).ConfigureAwait(false);
                 string run = status?["status"]?.GetValue<string>() ?? "unknown";
+                // postmigrate: paused by a migration of it this node ran (QEMU's stream, or a device-state capture).
+                if (run == "postmigrate") run = "paused";
                 if (run is not ("running" or "paused")) throw qemu.Failure(step, $"the guest is '{run}', not running or paused");
                 QemuRamFile ram;
                 try { ram = QemuRamFile.OpenForReading(entry.RamFile, entry.MemoryBytes); }
@@ -337,6 +339,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             var stream = QemuStreamLog.StartAsync(_qemu, _block, (ulong)Description.MemoryBytes, _snapshot, _settings).GetAwaiter().GetResult();
             _ignoreSharedSet = false;
             _stream = stream;
+            _streamOpen = true;
             stream.Ended.ContinueWith(t =>
             {
                 if (!t.IsCompletedSuccessfully || _stream != stream || Volatile.Read(ref _resumes) != resumes) return;
@@ -368,7 +371,10 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         return pages.Count == marked ? pages.ToArray() : pages.Distinct().Order().ToArray();
     }
 
-    public bool Streaming => _stream is { Ended.IsCompleted: false };
+    public bool Streaming => _streamOpen;
+
+    /// <summary>A stream was started and no resume ran since: whatever became of it (a reader that failed after QEMU completed included), a resume runs cont.</summary>
+    private volatile bool _streamOpen;
 
     /// <summary>How long a collection waits, after QEMU's bulk pass, for QEMU to stop the guest.</summary>
     private static readonly TimeSpan StreamSettle = TimeSpan.FromMilliseconds(100);
@@ -422,7 +428,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     public async Task PauseAsync(CancellationToken cancellationToken = default)
     {
-        if (_settings.DirtyTracking == DirtyTracking.QemuStream && _stream is { } stream && (Streaming || _pausedByStream))
+        if (_settings.DirtyTracking == DirtyTracking.QemuStream && _stream is { } stream && _streamOpen)
         {
             // QEMU's pre-copy ends (it stops the guest, if it has not yet, and sends the pages written last).
             await stream.ConvergeAsync(_settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
@@ -448,8 +454,16 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         _rehashedThisRun = false;
         Interlocked.Increment(ref _resumes);
         _snapshotIsPaused = false;
-        // A migration QEMU still runs would stop the guest when it converges: it ends here.
-        if (_stream is { } stream) await stream.CancelAsync(_settings.StateTransferTimeout).ConfigureAwait(false);
+        // A migration QEMU still runs would stop the guest when it converges: it ends here. Failing that, cont all the same.
+        if (_stream is { } stream)
+        {
+            try { await stream.CancelAsync(_settings.StateTransferTimeout).ConfigureAwait(false); }
+            catch (QemuStepException) { }
+            // The stream's end may have marked the guest paused meanwhile: this resume is later.
+            _stopped = false;
+            _pausedByStream = false;
+            _streamOpen = false;
+        }
         await _qemu.RunAsync("resume on source (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
         _state = VmRunState.Running;
     }
@@ -555,7 +569,9 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     private async Task EndAsync(bool quit)
     {
         // A node letting go of a guest leaves no migration of it running: QEMU would stop the guest when it converged.
-        if (!quit && _stream is { } stream) await stream.CancelAsync(_settings.StateTransferTimeout).ConfigureAwait(false);
+        if (!quit && _stream is { } stream)
+            try { await stream.CancelAsync(_settings.StateTransferTimeout).ConfigureAwait(false); }
+            catch (QemuStepException) { }
         if (quit) await _qemu.DisposeAsync().ConfigureAwait(false);
         else
         {

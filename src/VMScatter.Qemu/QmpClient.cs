@@ -149,7 +149,9 @@ public sealed class QmpClient : IAsyncDisposable
                 if (message.ContainsKey("event"))
                 {
                     _events.Writer.TryWrite(message);
-                    EventReceived?.Invoke(message);
+                    // A handler's failure is its own: the monitor's reader goes on.
+                    try { EventReceived?.Invoke(message); }
+                    catch (Exception e) when (e is not OutOfMemoryException) { }
                 }
                 else if (message.ContainsKey("QMP")) _greeting.TrySetResult(message);
                 else if (Volatile.Read(ref _pending) is { } p && message["id"]?.GetValue<string>() == p.Id) p.Reply.TrySetResult(message);

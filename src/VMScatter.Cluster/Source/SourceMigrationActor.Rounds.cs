@@ -251,7 +251,8 @@ public sealed partial class SourceMigrationActor
             _finalRoundOpen = decision.StopAndCopy;
             if (decision.StopAndCopy && !decision.Fits)
             {
-                if (_options.NonConvergence == NonConvergencePolicy.Abort) { Fail($"{_account.Convergence}; aborted by policy, every VM keeps running on the source"); return; }
+                // Abort is for the round limit; a guest its hypervisor stopped already goes on as forced (it is reported).
+                if (_options.NonConvergence == NonConvergencePolicy.Abort && input.StoppedGuests == 0) { Fail($"{_account.Convergence}; aborted by policy, every VM keeps running on the source"); return; }
                 _log.Warning("Migration {0}: {1}; forcing stop-and-copy", _migrationId, _account.Convergence);
             }
             _pagesInRound = decision.PagesThisRound;

@@ -89,7 +89,7 @@ public interface ICollectedPageHashes
 /// </summary>
 public interface ISelfPausingGuest
 {
-    /// <summary>A hypervisor migration of it is in flight: a resume must reach it even while it runs.</summary>
+    /// <summary>Its hypervisor migrated it and no resume ran since (it may run, be stopped, or be about to stop): a resume must reach it.</summary>
     bool Streaming { get; }
 
     /// <summary>When the hypervisor stopped it by itself for the pause now under way, if it did.</summary>
