@@ -140,20 +140,7 @@ internal sealed class QemuStreamLog
     }
 
     /// <summary>The pages marked since the last call (each once), in order.</summary>
-    public void TakeMarked(List<int> into)
-    {
-        for (int w = 0; w < _marks.Length; w++)
-        {
-            if (Volatile.Read(ref _marks[w]) == 0) continue;
-            ulong bits = Interlocked.Exchange(ref _marks[w], 0);
-            while (bits != 0)
-            {
-                int b = System.Numerics.BitOperations.TrailingZeroCount(bits);
-                into.Add(w * 64 + b);
-                bits &= bits - 1;
-            }
-        }
-    }
+    public void TakeMarked(List<int> into) => PageBits.TakeAll(_marks, into);
 
     /// <summary>Makes QEMU's pre-copy converge now (it stops the guest and sends the rest) and reads the stream to its end.</summary>
     public async Task ConvergeAsync(TimeSpan timeout, CancellationToken cancellationToken = default)

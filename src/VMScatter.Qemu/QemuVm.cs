@@ -361,12 +361,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         var pages = new List<int>();
         s.TakeMarked(pages);
         int marked = pages.Count;
-        for (int w = 0; w < _reread.Length; w++)
-        {
-            if (Volatile.Read(ref _reread[w]) == 0) continue;
-            ulong bits = Interlocked.Exchange(ref _reread[w], 0);
-            for (; bits != 0; bits &= bits - 1) pages.Add(w * 64 + System.Numerics.BitOperations.TrailingZeroCount(bits));
-        }
+        PageBits.TakeAll(_reread, pages);
         lock (_helperCpuLock) _helperCpu += s.TakeHashSeconds();
         return pages.Count == marked ? pages.ToArray() : pages.Distinct().Order().ToArray();
     }

@@ -81,8 +81,8 @@ public sealed class LocalCluster : IAsyncDisposable
             nodes.Add(source);
             var targets = new List<VmScatterNode>();
             foreach (var t in targetTasks) { var node = await t.ConfigureAwait(false); nodes.Add(node); targets.Add(node); }
-            // Started means warmed, as a long-running node is by its first migration: the handover's code compiled
-            // (JitWarmup, once per process). A demo's or bench's first migration otherwise raced the compiler for the cores.
+            // Started means warmed, as a long-running node is by its first migration: VMScatter's code compiled
+            // (JitWarmup, once per process). A demo's or bench's first migration otherwise ran on cold code.
             try { await JitWarmup.Start().WaitAsync(cancellationToken).ConfigureAwait(false); }
             catch (Exception e) when (e is not OperationCanceledException) { } // a warm-up that failed only leaves code cold
             return new LocalCluster(scheduler, source, targets);

@@ -104,8 +104,7 @@ public sealed class SourceHostActor : ReceiveActor, IWithTimers
                 foreach (var vmId in entry.VmIds)
                 {
                     if (_granted.Remove(vmId)) { _log.Warning("VM {0} stays paused: it was granted to its target, which may be running it", vmId); continue; }
-                    // A guest whose hypervisor still migrates it is resumed too: that migration would stop it later.
-                    if (!_vms.TryGetValue(vmId, out var vm) || (vm.State != VmRunState.Paused && vm is not ISelfPausingGuest { Streaming: true })) continue;
+                    if (!_vms.TryGetValue(vmId, out var vm) || !vm.NeedsResume()) continue;
                     _log.Warning("VM {0} resumes: its migration {1} ended without settling it", vmId, id);
                     var log = _log;
                     _ = vm.ResumeAsync().ContinueWith(r => log.Error(r.Exception, "VM {0} did not resume", vmId), TaskContinuationOptions.OnlyOnFaulted);

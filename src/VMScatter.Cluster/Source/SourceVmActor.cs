@@ -116,7 +116,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
         // its hypervisor migrates it (that migration would stop it: it ends).
         Receive<ResumeVm>(m => Step("resume", async () =>
         {
-            if (_vm.State == VmRunState.Paused || _vm is ISelfPausingGuest { Streaming: true }) await _vm.ResumeAsync().ConfigureAwait(false);
+            if (_vm.NeedsResume()) await _vm.ResumeAsync().ConfigureAwait(false);
             return new VmResumedHere(_vmIndex, m.Settles);
         }).PipeTo(ReplyTo));
 

@@ -95,3 +95,9 @@ public interface ISelfPausingGuest
     /// <summary>When the hypervisor stopped it by itself for the pause now under way, if it did.</summary>
     long? StoppedItselfAtUnixMs { get; }
 }
+
+public static class MigratableVms
+{
+    /// <summary>A migration that lets the guest go on here must resume it: paused, or migrated by its hypervisor (which would stop it later).</summary>
+    public static bool NeedsResume(this IMigratableVm vm) => vm.State == VmRunState.Paused || vm is ISelfPausingGuest { Streaming: true };
+}
