@@ -23,6 +23,9 @@ public sealed record QemuBenchRun(string Method, string Description, long BytesS
 
     /// <summary>Why not, when <see cref="Converged"/> is false: the report's convergence account.</summary>
     public string? Convergence { get; init; }
+
+    /// <summary>VMScatter's: how each guest's dirty pages were found ("guest-1: re-hash: 4 whole-memory passes").</summary>
+    public IReadOnlyList<string> DirtyTracking { get; init; } = [];
 }
 
 /// <summary>A guest's program across its move: its last marker on the source before it began, the first above it on its target.</summary>
@@ -60,6 +63,8 @@ public static class QemuBench
     {
         var runs = new List<Measured>();
         string? version = null;
+        // Each method's guests, its targets' RAM files, and QEMU's own targets' memory.
+        MemoryWarmup.Run(3L * guests * memoryBytes, progress);
         foreach (string method in methods ?? DefaultMethods)
         {
             var measured = new Measured(method, method switch
@@ -104,7 +109,7 @@ public static class QemuBench
         {
             var d = r.Downtimes.Order().ToArray();
             return new QemuBenchRun(r.Method, r.Description, r.Bytes, r.Seconds, d.Length == 0 ? 0 : d[^1], d.Length == 0 ? 0 : d[d.Length / 2], r.Verified,
-                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray(), Converged = r.Converged, Convergence = r.Converged == false ? r.Convergence : null };
+                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray(), Converged = r.Converged, Convergence = r.Converged == false ? r.Convergence : null, DirtyTracking = r.DirtyTracking.ToArray() };
         }).ToArray(), workload.ToName());
     }
 
@@ -139,6 +144,8 @@ public static class QemuBench
         measured.Downtimes.AddRange(report.PerVm.Where(v => v.HandedOver).Select(v => v.DowntimeMs));
         measured.Converged = report.Converged;
         measured.Convergence = report.Convergence;
+        measured.DirtyTracking.AddRange(report.PerVm.Select(v => $"{v.Id}: {v.DirtyTracking ?? "not reported"}"));
+        progress?.Invoke($"{measured.Method}: dirty tracking: {string.Join("; ", measured.DirtyTracking)}");
         measured.Verified = report.Verified;
         measured.Error = report.Error is { } error ? OneLine(error) : report.Verified ? null
             : OneLine("not verified: " + string.Join("; ", report.PerVm.Where(v => !(v.DigestMatched && v.HandedOver))
@@ -204,6 +211,7 @@ public static class QemuBench
         public double Seconds { get; set; }
         public List<double> Downtimes { get; } = new();
         public List<ProgramProgress> Programs { get; } = new();
+        public List<string> DirtyTracking { get; } = new();
         public bool Verified { get; set; }
         public string? Error { get; set; }
         public bool? Converged { get; set; }

@@ -82,6 +82,8 @@ public static class ScenarioBench
         // paths and growing the heap. A small migration by every method first, unmeasured, so that no method pays
         // it for the others (whichever ran first did before).
         progress?.Invoke($"{scenario.Name}: warming up (unmeasured)");
+        // The fleet's memory and its targets' copy of it.
+        MemoryWarmup.Run(2L * scenario.Fleet.VmCount * scenario.Fleet.Model.MemoryBytes, line => progress?.Invoke($"{scenario.Name}: {line}"));
         var warmup = scenario.Scaled(scenario.Fleet.VmCount, WarmupVmMemory);
         foreach (var (_, _, options, oneAtATime, loss) in methods.DistinctBy(m => (m.Options, m.OneAtATime)))
             await MigrateAsync(warmup, options, oneAtATime, journalDirectory, lab, loss, cancellationToken).ConfigureAwait(false);

@@ -31,7 +31,7 @@ public sealed record QemuAdoption(string Id, string QmpSocket, string RamFile, l
 /// differ from the guest. The device state is captured through QEMU's own migration stream with x-ignore-shared
 /// (RAM excluded), streamed over loopback TCP into this process.
 /// </summary>
-public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest, IStepTimed, IPausedPageHashes, ICollectedPageHashes, IHelperCpu, ISelfPausingGuest
+public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest, IStepTimed, IPausedPageHashes, ICollectedPageHashes, IHelperCpu, ISelfPausingGuest, IDirtyTrackingAccount
 {
     private readonly QemuProcess _qemu;
     private readonly QemuRamFile _ram;
@@ -258,6 +258,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = ContentHash.OfPage(_ram.PageSpan(p));
         Array.Clear(_reread);
         _rehashedThisRun = false;
+        (_rehashes, _streamCollections, _missedSinceStart) = (0, 0, StreamMissedPages);
         _logging = true;
     }
 
@@ -273,6 +274,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             // missed written pages (a dozen, in 2 of 10 six-guest runs): trusted alone, the guest moved with them stale.
             var marked = new List<int>();
             ended.TakeMarked(marked);
+            Interlocked.Increment(ref _streamCollections);
             var all = Rehash(out int missed);
             Interlocked.Add(ref _streamMissed, missed);
             return marked.Count == 0 ? all : all.Union(marked).Order().ToArray();
@@ -286,9 +288,18 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     private long _streamMissed;
 
+    /// <summary>Since dirty logging started: whole-memory passes (the log's start is one), collections QEMU's stream gave, and what it missed before.</summary>
+    private int _rehashes, _streamCollections;
+    private long _missedSinceStart;
+
+    public string DirtyTrackingUsed => _settings.DirtyTracking == DirtyTracking.Rehash
+        ? $"re-hash: {Volatile.Read(ref _rehashes) + 1} whole-memory passes"
+        : $"qemu-stream: {Volatile.Read(ref _streamCollections)} collections from QEMU's stream, {Volatile.Read(ref _rehashes) + 1} whole-memory passes (its start, a first collection, each pause), {StreamMissedPages - Interlocked.Read(ref _missedSinceStart)} written pages the stream had not resent";
+
     /// <summary>A whole-memory pass: the pages whose hash changed since the last, or that a read found changed; <paramref name="changed"/> counts the former.</summary>
     private int[] Rehash(out int changed)
     {
+        Interlocked.Increment(ref _rehashes);
         int resumes = Volatile.Read(ref _resumes);
         bool paused = _stopped;
         _snapshotIsPaused = false;
@@ -358,6 +369,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         }
         var s = _stream;
         if (s.Ended.IsFaulted) throw s.Ended.Exception!.GetBaseException();
+        Interlocked.Increment(ref _streamCollections);
         var pages = new List<int>();
         s.TakeMarked(pages);
         int marked = pages.Count;

@@ -48,6 +48,8 @@ public class ClusterIntegrationTests
         Assert.All(report.PerVm, vm => Assert.True(vm.DigestMatched && vm.HandedOver && vm.SourceDigest == vm.TargetDigest));
         Assert.Equal(3, report.PerVm.Select(v => v.Target).Distinct().Count());
         Assert.True(report.Rounds >= 2, "the guests were writing: at least one dirty round");
+        // A synthetic guest logs every write; the report says so, with its collections (a pre-copy round's and the pause's at least).
+        Assert.All(report.PerVm, vm => Assert.Matches(@"^write log: ([2-9]|\d\d+) collections$", vm.DirtyTracking ?? ""));
         // Fan-out sends a content once per target that needs it, not once per group.
         Assert.True(report.BytesSent < (transport == GroupTransport.RelayChain ? 0.5 : 1.0) * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes} in {report.Rounds} rounds ({string.Join("/", report.DirtyPagesPerRound)} pages; {report.Convergence})");
         Assert.True(report.BytesReceived >= report.BytesSent);

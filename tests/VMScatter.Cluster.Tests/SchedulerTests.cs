@@ -101,7 +101,7 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
 
         var stats = new TransferStats(3, 1000, 10, 5, 4096 * 5, 2048 * 5, 20, 200, 3, 0, 0, [100, 10, 2], 0.1, [0.2, 0.05, 0.01], 0.01, 12, 10, true, "converged");
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        scheduler.Tell(new TransferCompleted(id, [new VmDigest(V("vm-a"), "aaaa"), new VmDigest(V("vm-b"), "bbbb")],
+        scheduler.Tell(new TransferCompleted(id, [new VmDigest(V("vm-a"), "aaaa") { DirtyTracking = "re-hash: 3 whole-memory passes" }, new VmDigest(V("vm-b"), "bbbb")],
             new Dictionary<VmId, long> { [V("vm-a")] = now, [V("vm-b")] = now }, stats), sourceMigration.Ref);
         scheduler.Tell(new TargetDigests(id, placed.TargetOfVm[V("vm-a")], [new VmDigest(V("vm-a"), "aaaa")], 600, 0, 3, 0), targetOfA.Ref);
         scheduler.Tell(new TargetDigests(id, placed.TargetOfVm[V("vm-b")], [new VmDigest(V("vm-b"), "b0b0")], 400, 0, 2, 0), targetOfB.Ref);
@@ -131,6 +131,8 @@ public class SchedulerTests : Akka.TestKit.Xunit2.TestKit
         var b = report.PerVm.Single(v => v.Id == "vm-b");
         Assert.True(a.DigestMatched && a.HandedOver);
         Assert.False(b.DigestMatched || b.HandedOver);
+        // Each VM's dirty tracking as its source told it; none told for vm-b.
+        Assert.Equal(("re-hash: 3 whole-memory passes", null), (a.DirtyTracking, b.DirtyTracking));
 
         // A new incarnation of the scheduler recovers the same record from the journal.
         Watch(scheduler);

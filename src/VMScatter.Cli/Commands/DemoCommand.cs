@@ -1,4 +1,5 @@
 using System.CommandLine;
+using VMScatter.Bench;
 using VMScatter.Cli.View;
 using VMScatter.Cluster.Console;
 using VMScatter.Cluster.Hosting;

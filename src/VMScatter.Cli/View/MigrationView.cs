@@ -116,10 +116,10 @@ public static class MigrationView
     public static void RenderReport(MigrationReport r, IAnsiConsole console)
     {
         var table = new Table().Border(TableBorder.Rounded)
-            .AddColumn("VM").AddColumn("target").AddColumn("digest matched").AddColumn(new TableColumn("downtime").RightAligned()).AddColumn("note");
+            .AddColumn("VM").AddColumn("target").AddColumn("digest matched").AddColumn(new TableColumn("downtime").RightAligned()).AddColumn("dirty tracking").AddColumn("note");
         foreach (var vm in r.PerVm)
             table.AddRow(Markup.Escape(vm.Id), Markup.Escape(vm.Target), vm.DigestMatched ? "[green]yes[/]" : "[red]no[/]",
-                vm.HandedOver ? $"{vm.DowntimeMs:0} ms" : "-", Markup.Escape(vm.Error ?? (vm.SourceDigest is null ? "" : $"sha256 {vm.SourceDigest[..16]}…")));
+                vm.HandedOver ? $"{vm.DowntimeMs:0} ms" : "-", Markup.Escape(vm.DirtyTracking ?? "-"), Markup.Escape(vm.Error ?? (vm.SourceDigest is null ? "" : $"sha256 {vm.SourceDigest[..16]}…")));
         console.Write(table);
         var inv = CultureInfo.InvariantCulture;
         var summary = new Grid().AddColumn().AddColumn();

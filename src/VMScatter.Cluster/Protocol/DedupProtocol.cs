@@ -85,7 +85,8 @@ public sealed record ForgetTargets(ulong Mask);
 /// <param name="Pages">The pages the stop-and-copy round carries for it: those decided on and those written until the pause.</param>
 public sealed record VmPaused(int VmIndex, long PausedAtUnixMs, ImmutableArray<byte> DeviceState, int Pause = 0, int Pages = 0);
 
-public sealed record SourceDigestComputed(int VmIndex, string Digest, int Pause = 0);
+/// <param name="DirtyTracking">How the VM's dirty pages were found up to this pause (<see cref="Domain.IDirtyTrackingAccount"/>).</param>
+public sealed record SourceDigestComputed(int VmIndex, string Digest, int Pause = 0, string? DirtyTracking = null);
 
 public sealed record StopSourceVm(string Reason);
 

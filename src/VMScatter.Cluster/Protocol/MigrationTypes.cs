@@ -71,7 +71,11 @@ public sealed record TargetEndpoint(int Index, HostId HostId, string Host, int P
 public sealed record VmAssignment(int VmIndex, VmDescription Vm, int TargetIndex) : IVmScatterMessage;
 
 /// <summary>A VM's handover digest as one side computed it (memory + device state).</summary>
-public sealed record VmDigest(VmId VmId, string Digest) : IVmScatterMessage;
+public sealed record VmDigest(VmId VmId, string Digest) : IVmScatterMessage
+{
+    /// <summary>The source's: how the VM's dirty pages were found (<see cref="Domain.IDirtyTrackingAccount"/>); null from a target.</summary>
+    public string? DirtyTracking { get; init; }
+}
 
 /// <summary>
 /// The source's account of one finished transfer. <paramref name="Rounds"/>: rounds a VM went through (round 0, its

@@ -18,7 +18,7 @@ internal static class MigrationReportBuilder
             run.HandedOver.TryGetValue(vm.Id, out var handed);
             run.Failed.TryGetValue(vm.Id, out var error);
             return new VmReport(vm.Id.Value, run.TargetOfVm.TryGetValue(vm.Id, out var target) ? target.Value : "", src is not null && src == dst, handed is not null,
-                handed?.DowntimeMs ?? 0, src, dst, error);
+                handed?.DowntimeMs ?? 0, src, dst, error) { DirtyTracking = run.DirtyTrackingOf.GetValueOrDefault(vm.Id) };
         }).ToArray();
         var (converged, convergence) = Convergence(stats?.Converged ?? false, stats?.Convergence ?? "", perVm, run.Request.Options.DowntimeTargetMs);
         return new MigrationReport

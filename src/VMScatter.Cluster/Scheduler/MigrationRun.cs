@@ -44,6 +44,8 @@ internal sealed class MigrationRun
     /// <summary>Source digests and pause times of the VMs whose wave is through (all of them once the transfer completed).</summary>
     public Dictionary<VmId, string> SourceDigestOf { get; } = new();
     public Dictionary<VmId, long> PausedAt { get; } = new();
+    /// <summary>How the source found each transferred VM's dirty pages (its report line), where the backend says.</summary>
+    public Dictionary<VmId, string> DirtyTrackingOf { get; } = new();
     public Dictionary<HostId, TargetDigests> TargetDigests { get; } = new();
     public Dictionary<VmId, string> TargetDigestOf { get; } = new();
     public Dictionary<VmId, VmHandedOver> HandedOver { get; } = new();

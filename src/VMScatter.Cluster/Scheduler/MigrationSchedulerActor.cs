@@ -278,7 +278,11 @@ public sealed partial class MigrationSchedulerActor : ReceivePersistentActor, IW
 
     private static void Transferred(MigrationRun run, IReadOnlyList<VmDigest> digests, IReadOnlyDictionary<VmId, long> pausedAt)
     {
-        foreach (var d in digests.Where(d => run.Moves(d.VmId))) run.SourceDigestOf[d.VmId] = d.Digest;
+        foreach (var d in digests.Where(d => run.Moves(d.VmId)))
+        {
+            run.SourceDigestOf[d.VmId] = d.Digest;
+            if (d.DirtyTracking is { } tracking) run.DirtyTrackingOf[d.VmId] = tracking;
+        }
         foreach (var (vm, at) in pausedAt.Where(p => run.Moves(p.Key))) run.PausedAt[vm] = at;
     }
 

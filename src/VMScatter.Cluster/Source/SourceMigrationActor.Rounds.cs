@@ -354,6 +354,7 @@ public sealed partial class SourceMigrationActor
         if (_orphaned.Contains(m.VmIndex) || _pauseOf.GetValueOrDefault(m.VmIndex, -1) != m.Pause) return;
         _log.Debug("Migration {0}: VM {1} digested on the source", _migrationId, VmId(m.VmIndex));
         _sourceDigests[m.VmIndex] = m.Digest;
+        if (m.DirtyTracking is { } tracking) _trackingOf[m.VmIndex] = tracking;
     }
 
     /// <summary>With the wave's digests in: its VMs go to the scheduler for handover, and the next wave starts.</summary>

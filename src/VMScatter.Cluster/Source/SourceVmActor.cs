@@ -174,7 +174,7 @@ public sealed class SourceVmActor : ReceiveActor, IWithStash
             int pause = m.Paused.Pause;
             var cpu = _cpu;
             int round = m.PerShard[0].Round;
-            Step("source digest", () => BulkWork.Run(() => cpu.Measure(round, () => (object)new SourceDigestComputed(_vmIndex, Digest(state), pause))))
+            Step("source digest", () => BulkWork.Run(() => cpu.Measure(round, () => (object)new SourceDigestComputed(_vmIndex, Digest(state), pause, _vm.DirtyTracking()))))
                 .PipeTo(ReplyTo);
             BackToReady();
         });

@@ -13,7 +13,11 @@ public sealed record VmReport(
     double DowntimeMs,
     string? SourceDigest,
     string? TargetDigest,
-    string? Error);
+    string? Error)
+{
+    /// <summary>How the source found the VM's dirty pages, e.g. "re-hash: 4 whole-memory passes" (null: not reported).</summary>
+    public string? DirtyTracking { get; init; }
+}
 
 /// <summary>A VM whose target was lost mid-migration, and where it went instead (empty: it stayed on the source).</summary>
 public sealed record VmReplacement(string Vm, string LostTarget, string NewTarget);

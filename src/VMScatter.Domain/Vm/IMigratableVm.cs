@@ -82,6 +82,13 @@ public interface ICollectedPageHashes
     bool TryGetCollectedHash(int page, out Pages.ContentHash hash);
 }
 
+/// <summary>How a guest's dirty pages were found in this migration, for the report (one line, e.g. "re-hash: 4 passes").</summary>
+public interface IDirtyTrackingAccount
+{
+    /// <summary>Since dirty logging last started.</summary>
+    string DirtyTrackingUsed { get; }
+}
+
 /// <summary>
 /// A guest whose hypervisor migrates it while its pages are collected and may stop it by itself (QEMU's pre-copy,
 /// read as its dirty log, converging). The pause the guest sees began when it stopped, which may be before it was asked
@@ -100,4 +107,7 @@ public static class MigratableVms
 {
     /// <summary>A migration that lets the guest go on here must resume it: paused, or migrated by its hypervisor (which would stop it later).</summary>
     public static bool NeedsResume(this IMigratableVm vm) => vm.State == VmRunState.Paused || vm is ISelfPausingGuest { Streaming: true };
+
+    /// <summary>The report's line on how the guest's dirty pages were found (null: the backend does not say).</summary>
+    public static string? DirtyTracking(this IMigratableVm vm) => (vm as IDirtyTrackingAccount)?.DirtyTrackingUsed;
 }

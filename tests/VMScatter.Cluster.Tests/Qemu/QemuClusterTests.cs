@@ -66,6 +66,16 @@ public sealed class QemuClusterTests(QemuFixture fixture)
         // QEMU's stream carried guest 3's every page (its bulk pass), and the others streamed nothing.
         Assert.True(guests[2].StreamRecords >= guests[2].PageCount, $"{guests[2].StreamRecords} records");
         Assert.Equal([0L, 0L], guests.Take(2).Select(g => g.StreamRecords));
+        // The report names each guest's tracking: the re-hashed ones passed over their memory at least at the log's
+        // start, a pre-copy collection and the pause; the streamed one took at least one collection from QEMU's stream.
+        var tracking = report.PerVm.OrderBy(v => v.Id, StringComparer.Ordinal).Select(v => v.DirtyTracking ?? "").ToArray();
+        foreach (string rehashed in tracking[..2])
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(rehashed, @"^re-hash: (\d+) whole-memory passes$");
+            Assert.True(m.Success && int.Parse(m.Groups[1].Value) >= 3, rehashed);
+        }
+        var streamed = System.Text.RegularExpressions.Regex.Match(tracking[2], @"^qemu-stream: (\d+) collections from QEMU's stream, (\d+) whole-memory passes");
+        Assert.True(streamed.Success && int.Parse(streamed.Groups[1].Value) >= 1 && int.Parse(streamed.Groups[2].Value) >= 2, tracking[2]);
         // The same OS image in every guest: far less than each guest's own non-zero pages went over the wire.
         Assert.True(report.BytesSent < 0.6 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes}");
         // The source's CPU reading guest memory, per round: round 0 hashed all three guests whole, more than any later round.

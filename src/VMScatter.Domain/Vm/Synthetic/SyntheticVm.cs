@@ -12,7 +12,7 @@ namespace VMScatter.Domain.Synthetic;
 /// reading it costs what reading a guest's RAM costs; without <c>materialize</c> only the content keys are kept
 /// and pages are rendered on each read (for planning at scale, where bytes are never read).
 /// </summary>
-public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLoggedGuest, IDisposable
+public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLoggedGuest, IDirtyTrackingAccount, IDisposable
 {
     private readonly ulong[] _keys;
     private readonly ulong[] _dirty;
@@ -94,6 +94,8 @@ public sealed class SyntheticVm : IMigratableVm, IDirectPageAccess, IWriteLogged
     }
 
     public int LogGeneration => Volatile.Read(ref _generation);
+
+    public string DirtyTrackingUsed => $"write log: {LogGeneration} collections";
 
     public bool UnwrittenSince(int page, int generation)
     {

@@ -1,4 +1,4 @@
-namespace VMScatter.Cli;
+namespace VMScatter.Bench;
 
 /// <summary>Memory this machine can still give (MemAvailable), so a size that cannot fit is refused before anything is allocated.</summary>
 public static class HostMemory
