@@ -65,13 +65,13 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
     }
 
     /// <summary>
-    /// Before the grant: the device state is checked (<see cref="DeviceStateCheck"/>) and the waiting QEMU's incoming
-    /// socket connected (QEMU reads nothing until the stream comes). Done at handover, the two took 50-120 ms of a first
-    /// wave's pause in the bench (the parser's first run, cold), against 2-10 ms warm.
+    /// Before the grant: the device state is checked (<see cref="DeviceStateCheck"/>) and loaded into the waiting QEMU,
+    /// which was started with -S and stays paused: the grant's resume only sends <c>cont</c>. Its memory is final by
+    /// now (the last round was applied), and a guest never granted here is discarded without having run.
     /// </summary>
     public void Arrived(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState)
     {
-        if (memory is QemuArrival arrival) arrival.Prepare(deviceState, vm.MemoryBytes);
+        if (memory is QemuArrival arrival) arrival.Prepare(deviceState, vm.MemoryBytes, settings.StateTransferTimeout);
     }
 
     public async Task<ILandedVm> ResumeAsync(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState, CancellationToken cancellationToken)
@@ -86,31 +86,42 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             const string load = "load device state";
             var prepared = await arrival.TakePreparedAsync().ConfigureAwait(false);
             steps.Mark(prepared is null ? "not prepared" : "prepared");
-            using (var socket = prepared?.Socket ?? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+            bool same = prepared is not null && prepared.State.AsSpan().SequenceEqual(deviceState);
+            if (prepared is { Streamed: true })
             {
-                // What QEMU loads is what was checked: the copy checked before the grant, if it is this device state.
-                byte[] state;
-                if (prepared is not null && prepared.State.AsSpan().SequenceEqual(deviceState))
-                {
-                    if (prepared.Refusal is { } refusal) throw qemu.Failure(load, $"device state refused: {refusal.Message}");
-                    state = prepared.State;
-                }
-                else
-                {
-                    CheckDeviceState(vm, arrival.MemoryBackendId, deviceState, qemu, load);
-                    state = deviceState;
-                }
-                try
-                {
-                    if (!socket.Connected) await socket.ConnectAsync(new UnixDomainSocketEndPoint(IncomingSocket(qemu)), cancellationToken).ConfigureAwait(false);
-                    await socket.SendAsync(state, SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                    socket.Shutdown(SocketShutdown.Send);
-                }
-                catch (SocketException e) { throw qemu.Failure(load, $"cannot stream the device state to QEMU: {e.Message}"); }
+                // QEMU read its one incoming stream before the grant: what it loaded must be this device state, loaded whole.
+                if (!same) throw qemu.Failure(load, "QEMU loaded another device state before the grant");
+                if (prepared.LoadFailure is { } failure) throw failure as QemuStepException ?? qemu.Failure(load, failure.Message);
+                steps.Mark("loaded before the grant");
             }
-            steps.Mark("stream");
-            await QemuVm.WaitForMigrationAsync(qemu, load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
-            steps.Mark("loaded");
+            else
+            {
+                using (var socket = prepared?.Socket ?? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+                {
+                    // What QEMU loads is what was checked: the copy checked before the grant, if it is this device state.
+                    byte[] state;
+                    if (same)
+                    {
+                        if (prepared!.Refusal is { } refusal) throw qemu.Failure(load, $"device state refused: {refusal.Message}");
+                        state = prepared.State;
+                    }
+                    else
+                    {
+                        CheckDeviceState(vm, arrival.MemoryBackendId, deviceState, qemu, load);
+                        state = deviceState;
+                    }
+                    try
+                    {
+                        if (!socket.Connected) await socket.ConnectAsync(new UnixDomainSocketEndPoint(IncomingSocket(qemu)), cancellationToken).ConfigureAwait(false);
+                        await socket.SendAsync(state, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                        socket.Shutdown(SocketShutdown.Send);
+                    }
+                    catch (SocketException e) { throw qemu.Failure(load, $"cannot stream the device state to QEMU: {e.Message}"); }
+                }
+                steps.Mark("stream");
+                await QemuVm.WaitForMigrationAsync(qemu, load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
+                steps.Mark("loaded");
+            }
             await qemu.RunAsync("resume on target (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
             // The guest runs from here: its downtime ends now, not after the checks and the record below.
             long runningAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
@@ -196,11 +207,18 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
     private Task<QemuProcess>? _qemu = qemu;
     private Task<PreparedLoad?>? _prepared;
 
-    /// <summary>A device state checked before the grant (a copy: what is loaded cannot change after its check) and the waiting QEMU's socket, connected.</summary>
-    internal sealed record PreparedLoad(byte[] State, MigrationStreamException? Refusal, Socket? Socket);
+    /// <summary>
+    /// A device state checked before the grant (a copy: what is loaded cannot change after its check) and the waiting
+    /// QEMU's socket, connected; <paramref name="Streamed"/>: sent to QEMU already (its one incoming stream), with
+    /// <paramref name="LoadFailure"/> null if QEMU loaded it and stayed paused.
+    /// </summary>
+    internal sealed record PreparedLoad(byte[] State, MigrationStreamException? Refusal, Socket? Socket, bool Streamed = false, Exception? LoadFailure = null);
 
-    /// <summary>Checks a copy of the device state and connects to the waiting QEMU, once, off the caller's thread; a failure is left for the start to meet.</summary>
-    internal void Prepare(byte[] deviceState, long memoryBytes)
+    /// <summary>
+    /// Checks a copy of the device state, connects to the waiting QEMU and has it load the state (started with -S, it stays
+    /// paused), once, off the caller's thread; a failure is left for the start to meet.
+    /// </summary>
+    internal void Prepare(byte[] deviceState, long memoryBytes, TimeSpan loadTimeout)
     {
         if (Volatile.Read(ref _qemu) is not { } pending || incomingSocket is null) return;
         var state = deviceState.ToArray();
@@ -212,9 +230,10 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
             Socket? socket = null;
             if (refusal is null)
             {
+                QemuProcess qemu;
                 try
                 {
-                    var qemu = await pending.ConfigureAwait(false);
+                    qemu = await pending.ConfigureAwait(false);
                     socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
                     await socket.ConnectAsync(new UnixDomainSocketEndPoint(incomingSocket(qemu))).ConfigureAwait(false);
                 }
@@ -222,7 +241,27 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
                 {
                     // The start connects again, and meets the failure itself (naming guest and step).
                     socket?.Dispose();
-                    socket = null;
+                    return new PreparedLoad(state, refusal, null);
+                }
+                // From the first byte sent, QEMU's one incoming stream is taken: whatever happens now is the start's to report.
+                try
+                {
+                    using (socket)
+                    {
+                        await socket.SendAsync(state, SocketFlags.None).ConfigureAwait(false);
+                        socket.Shutdown(SocketShutdown.Send);
+                    }
+                    await QemuVm.WaitForMigrationAsync(qemu, "load device state", loadTimeout, CancellationToken.None).ConfigureAwait(false);
+                    var status = await qemu.RunAsync("load device state (query-status)", "query-status").ConfigureAwait(false);
+                    string run = status?["status"]?.GetValue<string>() ?? "unknown";
+                    if (run == "paused") return new PreparedLoad(state, null, null, Streamed: true);
+                    // Never with -S; were it running, it would run before any grant: stopped at once, and its start fails.
+                    if (status?["running"]?.GetValue<bool>() == true) await qemu.RunAsync("load device state (stop)", "stop").ConfigureAwait(false);
+                    return new PreparedLoad(state, null, null, Streamed: true, qemu.Failure("load device state", $"guest is '{run}' after loading its device state, not paused"));
+                }
+                catch (Exception e) when (e is SocketException or QemuStepException or ObjectDisposedException)
+                {
+                    return new PreparedLoad(state, null, null, Streamed: true, e);
                 }
             }
             return new PreparedLoad(state, refusal, socket);

@@ -68,9 +68,14 @@ public sealed class QemuBackendTests(QemuFixture fixture)
             // The collection after the pause hashed every page as the digest does: the source's digest needs no second pass.
             Assert.Equal(sourceDigest, MemoryDigest.FromPageHashes(vm.PausedPageHashes, state));
 
+            // Re-hashed: the target learns the device state before the grant (as a target host does on the round's end) and
+            // its QEMU loads it then, staying paused; the start only sends cont. Streamed: the start loads it itself.
+            if (tracking == DirtyTracking.Rehash) backend.Arrived(vm.Description, target, state);
             landed = await backend.ResumeAsync(vm.Description, target, state, CancellationToken.None);
             var onTarget = (QemuLandedVm)landed;
             Assert.Equal(VmRunState.Running, landed.State);
+            string steps = onTarget.LastSteps?.ToString() ?? "";
+            Assert.True(tracking == DirtyTracking.Rehash ? steps.Contains("loaded before the grant") && !steps.Contains("stream ") : steps.Contains("not prepared") && steps.Contains("loaded "), steps);
             // The guest's own counter goes on past what it printed on the source: it continued, it did not reboot.
             long counter = await SerialConsole.WaitForCounterAboveAsync(onTarget.SerialLogPath, counterAtPause + 2, TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running);
             Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(onTarget.SerialLogPath));
