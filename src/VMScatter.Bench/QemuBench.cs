@@ -26,6 +26,10 @@ public sealed record QemuBenchRun(string Method, string Description, long BytesS
 
     /// <summary>VMScatter's: how each guest's dirty pages were found ("guest-1: re-hash: 4 whole-memory passes").</summary>
     public IReadOnlyList<string> DirtyTracking { get; init; } = [];
+
+    /// <summary>VMScatter's, per data-plane round: CPU seconds the source spent reading guest memory, and the pages the round carried (the report's).</summary>
+    public IReadOnlyList<double> SourceCpuSecondsPerRound { get; init; } = [];
+    public IReadOnlyList<int> DirtyPagesPerRound { get; init; } = [];
 }
 
 /// <summary>A guest's program across its move: its last marker on the source before it began, the first above it on its target.</summary>
@@ -109,7 +113,7 @@ public static class QemuBench
         {
             var d = r.Downtimes.Order().ToArray();
             return new QemuBenchRun(r.Method, r.Description, r.Bytes, r.Seconds, d.Length == 0 ? 0 : d[^1], d.Length == 0 ? 0 : d[d.Length / 2], r.Verified,
-                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray(), Converged = r.Converged, Convergence = r.Converged == false ? r.Convergence : null, DirtyTracking = r.DirtyTracking.ToArray() };
+                baseline is null ? double.NaN : 1 - (double)r.Bytes / baseline.Bytes, baseline is null ? double.NaN : 1 - r.Seconds / baseline.Seconds, r.Error) { Programs = r.Programs.ToArray(), Converged = r.Converged, Convergence = r.Converged == false ? r.Convergence : null, DirtyTracking = r.DirtyTracking.ToArray(), SourceCpuSecondsPerRound = r.CpuPerRound, DirtyPagesPerRound = r.PagesPerRound };
         }).ToArray(), workload.ToName());
     }
 
@@ -146,6 +150,8 @@ public static class QemuBench
         measured.Convergence = report.Convergence;
         measured.DirtyTracking.AddRange(report.PerVm.Select(v => $"{v.Id}: {v.DirtyTracking ?? "not reported"}"));
         progress?.Invoke($"{measured.Method}: dirty tracking: {string.Join("; ", measured.DirtyTracking)}");
+        (measured.CpuPerRound, measured.PagesPerRound) = (report.SourceCpuSecondsPerRound, report.DirtyPagesPerRound);
+        progress?.Invoke(FormattableString.Invariant($"{measured.Method}: per round, source CPU reading guest memory {string.Join(" / ", report.SourceCpuSecondsPerRound.Select(s => $"{s:0.000}"))} s; pages {string.Join(" / ", report.DirtyPagesPerRound)}"));
         measured.Verified = report.Verified;
         measured.Error = report.Error is { } error ? OneLine(error) : report.Verified ? null
             : OneLine("not verified: " + string.Join("; ", report.PerVm.Where(v => !(v.DigestMatched && v.HandedOver))
@@ -212,6 +218,8 @@ public static class QemuBench
         public List<double> Downtimes { get; } = new();
         public List<ProgramProgress> Programs { get; } = new();
         public List<string> DirtyTracking { get; } = new();
+        public IReadOnlyList<double> CpuPerRound { get; set; } = [];
+        public IReadOnlyList<int> PagesPerRound { get; set; } = [];
         public bool Verified { get; set; }
         public string? Error { get; set; }
         public bool? Converged { get; set; }
