@@ -30,7 +30,7 @@ public static class MemoryWarmup
                 long size = Math.Min(ChunkBytes, bytes - done);
                 nint chunk = Marshal.AllocHGlobal((nint)size);
                 chunks.Add(chunk);
-                for (long offset = 0; offset < size; offset += Page.Size, pages++) Marshal.WriteByte(chunk, (int)offset, 1);
+                for (long offset = 0; offset < size; offset += Page.Size, pages++) Marshal.WriteByte(chunk + (nint)offset, 1);
             }
         }
         finally
@@ -46,7 +46,13 @@ public static class MemoryWarmup
         long bytes = Plan(runBytes, HostMemory.AvailableBytes());
         if (bytes == 0) return;
         var clock = Stopwatch.StartNew();
-        long pages = Touch(bytes);
+        long pages;
+        try { pages = Touch(bytes); }
+        catch (OutOfMemoryException)
+        {
+            progress?.Invoke($"could not touch {ByteSize.Format(bytes)} of memory first; the first method may pay for pages used for the first time");
+            return;
+        }
         progress?.Invoke(FormattableString.Invariant($"touched {ByteSize.Format(Page.BytesOf(pages))} of memory first, so that the first method does not pay alone for pages this machine uses for the first time ({clock.Elapsed.TotalSeconds:0.00} s)"));
     }
 }

@@ -27,8 +27,10 @@ public sealed record QemuBenchRun(string Method, string Description, long BytesS
     /// <summary>VMScatter's: how each guest's dirty pages were found ("guest-1: re-hash: 4 whole-memory passes").</summary>
     public IReadOnlyList<string> DirtyTracking { get; init; } = [];
 
-    /// <summary>VMScatter's, per data-plane round: CPU seconds the source spent reading guest memory, and the pages the round carried (the report's).</summary>
+    /// <summary>VMScatter's, per data-plane round: CPU seconds the source spent reading guest memory (the report's).</summary>
     public IReadOnlyList<double> SourceCpuSecondsPerRound { get; init; } = [];
+
+    /// <summary>VMScatter's, per data-plane round: the pages it carried (the report's).</summary>
     public IReadOnlyList<int> DirtyPagesPerRound { get; init; } = [];
 }
 

@@ -10,8 +10,9 @@ namespace VMScatter.Qemu;
 /// How a target host runs arriving QEMU guests: their pages are written into a fresh RAM file on tmpfs while they
 /// arrive. QEMU is started on that file as soon as the guest is announced (validated machine arguments, vCPUs held,
 /// waiting for an incoming migration, already listening on its socket), so its start-up (100-300 ms measured here) is
-/// not part of the downtime; it does not touch guest RAM while waiting (x-ignore-shared relies on exactly that). At handover the device state
-/// the source captured is fed to it over a private Unix socket, and only then is the guest continued. A guest that
+/// not part of the downtime; it does not touch guest RAM while waiting (x-ignore-shared relies on exactly that). Once the
+/// final round is in, the device state the source captured is checked and fed to it over a private Unix socket, and it
+/// loads it staying paused (-S); only the grant's resume continues the guest. A guest that
 /// fails any step is killed here and its source copy keeps running. With a state file, waiting and landed guests
 /// are listed in it, so that a restarted node re-adopts the landed ones and discards the waiting ones.
 /// </summary>
@@ -96,7 +97,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
             }
             else
             {
-                using (var socket = prepared?.Socket ?? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+                using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
                 {
                     // What QEMU loads is what was checked: the copy checked before the grant, if it is this device state.
                     byte[] state;
@@ -112,7 +113,7 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
                     }
                     try
                     {
-                        if (!socket.Connected) await socket.ConnectAsync(new UnixDomainSocketEndPoint(IncomingSocket(qemu)), cancellationToken).ConfigureAwait(false);
+                        await socket.ConnectAsync(new UnixDomainSocketEndPoint(IncomingSocket(qemu)), cancellationToken).ConfigureAwait(false);
                         await socket.SendAsync(state, SocketFlags.None, cancellationToken).ConfigureAwait(false);
                         socket.Shutdown(SocketShutdown.Send);
                     }
@@ -208,15 +209,17 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
     private Task<PreparedLoad?>? _prepared;
 
     /// <summary>
-    /// A device state checked before the grant (a copy: what is loaded cannot change after its check) and the waiting
-    /// QEMU's socket, connected; <paramref name="Streamed"/>: sent to QEMU already (its one incoming stream), with
-    /// <paramref name="LoadFailure"/> null if QEMU loaded it and stayed paused.
+    /// A device state checked before the grant (a copy: what is loaded cannot change after its check). Streamed: sent to
+    /// the waiting QEMU already, its one incoming stream spent; loaded with the guest still paused unless LoadFailure says
+    /// otherwise, which the start then fails with.
     /// </summary>
-    internal sealed record PreparedLoad(byte[] State, MigrationStreamException? Refusal, Socket? Socket, bool Streamed = false, Exception? LoadFailure = null);
+    internal sealed record PreparedLoad(byte[] State, MigrationStreamException? Refusal, bool Streamed = false, Exception? LoadFailure = null);
+
+    private const string Load = "load device state";
 
     /// <summary>
-    /// Checks a copy of the device state, connects to the waiting QEMU and has it load the state (started with -S, it stays
-    /// paused), once, off the caller's thread; a failure is left for the start to meet.
+    /// Checks a copy of the device state and has the waiting QEMU load it (started with -S, it stays paused), once, off the
+    /// caller's thread, within <paramref name="loadTimeout"/>; a failure is left for the start to meet.
     /// </summary>
     internal void Prepare(byte[] deviceState, long memoryBytes, TimeSpan loadTimeout)
     {
@@ -224,52 +227,43 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
         var state = deviceState.ToArray();
         var prepare = new Task<Task<PreparedLoad?>>(async () =>
         {
-            MigrationStreamException? refusal = null;
             try { DeviceStateCheck.Check(state, MemoryBackendId, memoryBytes); }
-            catch (MigrationStreamException e) { refusal = e; }
-            Socket? socket = null;
-            if (refusal is null)
+            catch (MigrationStreamException e) { return new PreparedLoad(state, e); }
+            QemuProcess qemu;
+            try { qemu = await pending.ConfigureAwait(false); }
+            catch (Exception) { return new PreparedLoad(state, null); } // the start meets QEMU's failure itself, naming guest and step
+            // Bounded as a whole: a QEMU that takes the connection and stops reading holds neither the start nor a discard.
+            using var bound = new CancellationTokenSource(loadTimeout);
+            bool sent = false;
+            try
             {
-                QemuProcess qemu;
-                try
+                using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
                 {
-                    qemu = await pending.ConfigureAwait(false);
-                    socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(incomingSocket(qemu))).ConfigureAwait(false);
+                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(incomingSocket(qemu)), bound.Token).ConfigureAwait(false);
+                    // From here QEMU's one incoming stream counts as spent: whatever happens next is the start's failure.
+                    sent = true;
+                    await socket.SendAsync(state, SocketFlags.None, bound.Token).ConfigureAwait(false);
+                    socket.Shutdown(SocketShutdown.Send);
                 }
-                catch (Exception e) when (e is SocketException or QemuStepException or ObjectDisposedException)
-                {
-                    // The start connects again, and meets the failure itself (naming guest and step).
-                    socket?.Dispose();
-                    return new PreparedLoad(state, refusal, null);
-                }
-                // From the first byte sent, QEMU's one incoming stream is taken: whatever happens now is the start's to report.
-                try
-                {
-                    using (socket)
-                    {
-                        await socket.SendAsync(state, SocketFlags.None).ConfigureAwait(false);
-                        socket.Shutdown(SocketShutdown.Send);
-                    }
-                    await QemuVm.WaitForMigrationAsync(qemu, "load device state", loadTimeout, CancellationToken.None).ConfigureAwait(false);
-                    var status = await qemu.RunAsync("load device state (query-status)", "query-status").ConfigureAwait(false);
-                    string run = status?["status"]?.GetValue<string>() ?? "unknown";
-                    if (run == "paused") return new PreparedLoad(state, null, null, Streamed: true);
-                    // Never with -S; were it running, it would run before any grant: stopped at once, and its start fails.
-                    if (status?["running"]?.GetValue<bool>() == true) await qemu.RunAsync("load device state (stop)", "stop").ConfigureAwait(false);
-                    return new PreparedLoad(state, null, null, Streamed: true, qemu.Failure("load device state", $"guest is '{run}' after loading its device state, not paused"));
-                }
-                catch (Exception e) when (e is SocketException or QemuStepException or ObjectDisposedException)
-                {
-                    return new PreparedLoad(state, null, null, Streamed: true, e);
-                }
+                await QemuVm.WaitForMigrationAsync(qemu, Load, loadTimeout, bound.Token).ConfigureAwait(false);
+                var status = await qemu.RunAsync($"{Load} (query-status)", "query-status", cancellationToken: bound.Token).ConfigureAwait(false);
+                string run = status?["status"]?.GetValue<string>() ?? "unknown";
+                if (run == "paused") return new PreparedLoad(state, null, Streamed: true);
+                // Never under -S. A guest running before any grant could run twice: its QEMU is killed now, and its start fails.
+                await qemu.DisposeAsync().ConfigureAwait(false);
+                return new PreparedLoad(state, null, Streamed: true, qemu.Failure(Load, $"the guest was '{run}' after loading its device state, not paused; its QEMU was killed"));
             }
-            return new PreparedLoad(state, refusal, socket);
+            catch (Exception e)
+            {
+                // Not sent: the start connects again and meets the failure itself.
+                return new PreparedLoad(state, null, Streamed: sent, !sent ? null
+                    : e is OperationCanceledException ? qemu.Failure(Load, $"QEMU did not load the device state within {loadTimeout.TotalSeconds:0}s") : e);
+            }
         });
         if (Interlocked.CompareExchange(ref _prepared, prepare.Unwrap(), null) is null) prepare.Start(TaskScheduler.Default);
     }
 
-    /// <summary>What <see cref="Prepare"/> found, now the caller's (its socket included); null if it never ran.</summary>
+    /// <summary>What <see cref="Prepare"/> found, now the caller's; null if it never ran.</summary>
     internal async Task<PreparedLoad?> TakePreparedAsync() =>
         Interlocked.Exchange(ref _prepared, Task.FromResult<PreparedLoad?>(null)) is { } prepared ? await prepared.ConfigureAwait(false) : null;
 
@@ -288,7 +282,9 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
 
     public async ValueTask DisposeAsync()
     {
-        (await TakePreparedAsync().ConfigureAwait(false))?.Socket?.Dispose();
+        // Whatever a load before the grant came to (it is bounded), the QEMU goes below.
+        try { await TakePreparedAsync().ConfigureAwait(false); }
+        catch (Exception) { }
         if (Interlocked.Exchange(ref _qemu, null) is { } pending)
         {
             try { await (await pending.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false); }

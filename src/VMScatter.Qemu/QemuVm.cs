@@ -294,7 +294,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     public string DirtyTrackingUsed => _settings.DirtyTracking == DirtyTracking.Rehash
         ? $"re-hash: {Volatile.Read(ref _rehashes) + 1} whole-memory passes"
-        : $"qemu-stream: {Volatile.Read(ref _streamCollections)} collections from QEMU's stream, {Volatile.Read(ref _rehashes) + 1} whole-memory passes (its start, a first collection, each pause), {StreamMissedPages - Interlocked.Read(ref _missedSinceStart)} written pages the stream had not resent";
+        : $"qemu-stream: {Volatile.Read(ref _streamCollections)} collections from QEMU's stream, {Volatile.Read(ref _rehashes) + 1} whole-memory passes (the log's start, each run's first collection, each pause, which also takes what the stream resent), {StreamMissedPages - Interlocked.Read(ref _missedSinceStart)} written pages the stream had not resent";
 
     /// <summary>A whole-memory pass: the pages whose hash changed since the last, or that a read found changed; <paramref name="changed"/> counts the former.</summary>
     private int[] Rehash(out int changed)

@@ -196,6 +196,7 @@ public sealed partial class MigrationSchedulerActor
         foreach (var v in orphans)
         {
             run.SourceDigestOf.Remove(v);
+            run.DirtyTrackingOf.Remove(v);
             run.TargetDigestOf.Remove(v);
             run.PausedAt.Remove(v);
         }

@@ -282,6 +282,7 @@ public sealed partial class SourceMigrationActor
             _pausedAt[m.VmIndex] = m.PausedAtUnixMs;
             _pauseOf[m.VmIndex] = m.Pause;
             _sourceDigests.Remove(m.VmIndex);
+            _trackingOf.Remove(m.VmIndex);
             MaybeHashed();
         });
         Receive<ShardRoundHashed>(m => { _hashed.Add(m); MaybeHashed(); });
@@ -331,6 +332,7 @@ public sealed partial class SourceMigrationActor
                 _pausedAt.Remove(vm);
                 _pauseOf.Remove(vm);
                 _sourceDigests.Remove(vm);
+                _trackingOf.Remove(vm);
                 _vmActors[vm].Tell(new ResumeVm("its stop-and-copy would overrun the downtime target: one more pre-copy round", Settles: false));
             }
         }

@@ -306,7 +306,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
                 channels?.Rejected ?? 0, channels?.Duplicates ?? 0);
         }).PipeTo(inc.Scheduler);
         // After the digests (the grant waits for them): what the start can do before its grant, e.g. QEMU's device-state
-        // check and connection, while the digests are compared.
+        // check and load (the guest stays paused), while the digests are compared.
         Task.Run(() =>
         {
             foreach (var v in waiting)

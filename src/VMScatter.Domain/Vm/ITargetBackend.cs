@@ -41,8 +41,9 @@ public interface ITargetBackend
 
     /// <summary>
     /// The VM's final round is in here (its device state whole) and no start is granted yet: work its start would
-    /// otherwise do inside the guest's pause may begin (checks, connections), off the caller's thread. Never starts the
-    /// guest; what it found is used by <see cref="ResumeAsync"/> only for the same device state. Default: nothing.
+    /// otherwise do inside the guest's pause may begin (checks, loading the device state into a paused hypervisor), off
+    /// the caller's thread. Never runs the guest; <see cref="ResumeAsync"/> uses what it did only for the same device
+    /// state, and fails the start if it cannot. Default: nothing.
     /// </summary>
     void Arrived(VmDescription vm, IWritableGuestMemory memory, byte[] deviceState) { }
 

@@ -164,6 +164,18 @@ public sealed class QemuBackendTests(QemuFixture fixture)
             var refused = await Assert.ThrowsAsync<QemuStepException>(() => backend.ResumeAsync(vm.Description, target, state[..^40], CancellationToken.None));
             Assert.Contains("device state refused: no device description", refused.Message);
             Assert.Empty(backend.Landed);
+
+            // Loaded before any grant (the final round is in), the device state is the only one the start takes: another
+            // fails the start. One loaded and never granted goes with its arrival. Neither leaves a QEMU (checked below).
+            var loaded = backend.AllocateMemory(vm.Description);
+            backend.Arrived(vm.Description, loaded, state);
+            var other = await Assert.ThrowsAsync<QemuStepException>(() => backend.ResumeAsync(vm.Description, loaded, state[..^40], CancellationToken.None));
+            Assert.Contains("QEMU loaded another device state before the grant", other.Message);
+            await loaded.DisposeAsync();
+            var neverGranted = backend.AllocateMemory(vm.Description);
+            backend.Arrived(vm.Description, neverGranted, state);
+            await neverGranted.DisposeAsync();
+            Assert.Empty(backend.Landed);
             await vm.ResumeAsync();
             long counter = await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, counterAtPause + 2, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running);
             Assert.True(counter > counterAtPause + 2);
