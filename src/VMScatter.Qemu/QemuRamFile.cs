@@ -82,4 +82,46 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
     }
 
     private Span<byte> Slice(int index) => Page.In(_base, PageCount, index, this);
+
+    /// <summary>
+    /// The pages the file holds data for, ascending [First, End) ranges; the rest are holes (pages the guest never
+    /// wrote), which read as zero. Read through the mapping, a hole is a page tmpfs allocates and zeroes, and a fault:
+    /// a whole-memory pass that skips them costs what the guest uses, not its RAM size. On a file system without
+    /// SEEK_DATA, every page.
+    /// </summary>
+    public IReadOnlyList<(int First, int End)> DataRanges()
+    {
+        long size = (long)PageCount * Page.Size;
+        var ranges = new List<(int, int)>();
+        lock (_seekLock)
+        {
+            Microsoft.Win32.SafeHandles.SafeFileHandle handle;
+            try { handle = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return [(0, PageCount)]; }
+            using var owned = handle;
+            int fd = (int)handle.DangerousGetHandle();
+            for (long at = 0; at < size;)
+            {
+                long data = Lseek(fd, at, SeekData);
+                if (data < 0)
+                {
+                    // ENXIO: no data past here. Anything else (no SEEK_DATA): every page from here is read.
+                    if (System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != Enxio) ranges.Add(((int)(at / Page.Size), PageCount));
+                    break;
+                }
+                if (data >= size) break;
+                long hole = Lseek(fd, data, SeekHole);
+                long end = hole < 0 || hole > size ? size : hole;
+                ranges.Add(((int)(data / Page.Size), (int)((end + Page.Size - 1) / Page.Size)));
+                at = end;
+            }
+        }
+        return ranges;
+    }
+
+    private readonly object _seekLock = new();
+    private const int SeekData = 3, SeekHole = 4, Enxio = 6;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static extern long Lseek(int fd, long offset, int whence);
 }

@@ -255,7 +255,10 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             _ignoreShared.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         }
         _snapshotIsPaused = false;
-        for (int p = 0; p < _snapshot.Length; p++) _snapshot[p] = ContentHash.OfPage(_ram.PageSpan(p));
+        // Holes (pages the guest never wrote) are zero, and are not read: reading one would allocate it in tmpfs.
+        Array.Fill(_snapshot, ContentHash.OfZeroPage);
+        foreach (var (first, end) in _ram.DataRanges())
+            for (int p = first; p < end; p++) _snapshot[p] = ContentHash.OfPage(_ram.PageSpan(p));
         Array.Clear(_reread);
         _rehashedThisRun = false;
         (_rehashes, _streamCollections, _missedSinceStart) = (0, 0, StreamMissedPages);
@@ -307,6 +310,10 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         // caller does every chunk itself when the others are busy, e.g. with the wave's other guests).
         int chunks = (_snapshot.Length + CollectChunkPages - 1) / CollectChunkPages;
         var dirtyOf = new int[chunks][];
+        // Taken before any page is read: a hole written after this is read as data by the next pass, as a page written
+        // after its read is. Paused, the memory no longer changes and the holes are exact.
+        var data = new ulong[(_snapshot.Length + 63) / 64];
+        foreach (var (first, end) in _ram.DataRanges()) PageBits.SetRange(data, first, end);
         int differingPages = 0;
         int caller = Environment.CurrentManagedThreadId;
         Parallel.For(0, chunks, CollectParallel, c =>
@@ -317,7 +324,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             int differing = 0;
             for (int p = c * CollectChunkPages, end = Math.Min(_snapshot.Length, p + CollectChunkPages); p < end; p++)
             {
-                var h = ContentHash.OfPage(_ram.PageSpan(p));
+                var h = (data[p >> 6] & (1UL << (p & 63))) != 0 ? ContentHash.OfPage(_ram.PageSpan(p)) : ContentHash.OfZeroPage;
                 bool reread = (Interlocked.And(ref _reread[p >> 6], ~(1UL << (p & 63))) & (1UL << (p & 63))) != 0;
                 if (h != _snapshot[p]) differing++;
                 if (h != _snapshot[p] || reread) dirty.Add(p);
