@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using System.IO.MemoryMappedFiles;
 using VMScatter.Domain;
 using VMScatter.Domain.Pages;
@@ -11,12 +12,15 @@ namespace VMScatter.Qemu;
 public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess, IDisposable
 {
     private readonly MemoryMappedFile _file;
+    /// <summary>The file mapped, held open: its holes are asked of it, never of whatever its path names later.</summary>
+    private readonly SafeFileHandle _handle;
     private readonly MemoryMappedViewAccessor _view;
     private readonly bool _writable;
     private byte* _base;
 
-    private QemuRamFile(string path, MemoryMappedFile file, MemoryMappedViewAccessor view, long bytes, bool writable, bool deleteOnDispose)
+    private QemuRamFile(string path, SafeFileHandle handle, MemoryMappedFile file, MemoryMappedViewAccessor view, long bytes, bool writable, bool deleteOnDispose)
     {
+        _handle = handle;
         Path = path;
         _file = file;
         _view = view;
@@ -40,16 +44,34 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"RAM file {path} does not exist");
         if (info.Length < bytes) throw new InvalidDataException($"RAM file {path} holds {info.Length} bytes, the guest has {bytes}");
-        var file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        return new QemuRamFile(path, file, file.CreateViewAccessor(0, bytes, MemoryMappedFileAccess.Read), bytes, writable: false, deleteOnDispose: false);
+        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        try
+        {
+            var file = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+            return new QemuRamFile(path, handle, file, file.CreateViewAccessor(0, bytes, MemoryMappedFileAccess.Read), bytes, writable: false, deleteOnDispose: false);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Creates a zero-filled (sparse) RAM file for an arriving guest and maps it for writing.</summary>
     public static QemuRamFile Create(string path, long bytes)
     {
         using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite)) fs.SetLength(bytes);
-        var file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.ReadWrite);
-        return new QemuRamFile(path, file, file.CreateViewAccessor(0, bytes, MemoryMappedFileAccess.ReadWrite), bytes, writable: true, deleteOnDispose: true);
+        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+        try
+        {
+            var file = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: true);
+            return new QemuRamFile(path, handle, file, file.CreateViewAccessor(0, bytes, MemoryMappedFileAccess.ReadWrite), bytes, writable: true, deleteOnDispose: true);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
     }
 
     public ReadOnlySpan<byte> PageSpan(int index) => Slice(index);
@@ -72,6 +94,7 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
         _view.SafeMemoryMappedViewHandle.ReleasePointer();
         _view.Dispose();
         _file.Dispose();
+        _handle.Dispose();
         if (DeleteOnDispose) File.Delete(Path);
     }
 
@@ -91,32 +114,38 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
     /// </summary>
     public IReadOnlyList<(int First, int End)> DataRanges()
     {
-        long size = (long)PageCount * Page.Size;
         var ranges = new List<(int, int)>();
         lock (_seekLock)
         {
-            Microsoft.Win32.SafeHandles.SafeFileHandle handle;
-            try { handle = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return [(0, PageCount)]; }
-            using var owned = handle;
-            int fd = (int)handle.DangerousGetHandle();
-            for (long at = 0; at < size;)
+            bool added = false;
+            _handle.DangerousAddRef(ref added);
+            try { Scan((int)_handle.DangerousGetHandle(), (long)PageCount * Page.Size, ranges); }
+            finally
             {
-                long data = Lseek(fd, at, SeekData);
-                if (data < 0)
-                {
-                    // ENXIO: no data past here. Anything else (no SEEK_DATA): every page from here is read.
-                    if (System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != Enxio) ranges.Add(((int)(at / Page.Size), PageCount));
-                    break;
-                }
-                if (data >= size) break;
-                long hole = Lseek(fd, data, SeekHole);
-                long end = hole < 0 || hole > size ? size : hole;
-                ranges.Add(((int)(data / Page.Size), (int)((end + Page.Size - 1) / Page.Size)));
-                at = end;
+                if (added) _handle.DangerousRelease();
             }
         }
         return ranges;
+    }
+
+    private void Scan(int fd, long size, List<(int, int)> ranges)
+    {
+        for (long at = 0; at < size;)
+        {
+            long data = Lseek(fd, at, SeekData);
+            if (data < 0)
+            {
+                // ENXIO: no data past here. Anything else (no SEEK_DATA): every page from here is read.
+                if (System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != Enxio) ranges.Add(((int)(at / Page.Size), PageCount));
+                return;
+            }
+            if (data >= size) return;
+            long hole = Lseek(fd, data, SeekHole);
+            long end = hole < 0 || hole > size ? size : hole;
+            // A hole punched between the two calls can make the range empty.
+            if (end > data) ranges.Add(((int)(data / Page.Size), (int)((end + Page.Size - 1) / Page.Size)));
+            at = Math.Max(end, data + 1);
+        }
     }
 
     private readonly object _seekLock = new();

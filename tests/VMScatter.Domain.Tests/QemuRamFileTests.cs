@@ -30,4 +30,26 @@ public sealed class QemuRamFileTests
         if (ranges.Sum(r => r.End - r.First) < 512)
             Assert.Equal([(3, 4), (1000, 1002), (1700, 1701), (2047, 2048)], ranges);
     }
+
+    [Fact]
+    public void The_data_ranges_are_the_mapped_files_even_when_its_path_names_another_file_now()
+    {
+        // Asked of whatever the path names, an empty file put there would make every page a hole: read as zeros, and the
+        // guest's handover digest (built from those hashes) would agree with a target that never got its memory.
+        string path = Path.Combine("/dev/shm", $"vmscatter-test-{Guid.NewGuid():N}.ram");
+        using var written = QemuRamFile.Create(path, 1L << 20);
+        var page = new byte[4096];
+        page[0] = 9;
+        written.WritePage(10, page);
+        using var reading = QemuRamFile.OpenForReading(path, 1L << 20);
+        File.Delete(path);
+        using (var other = new FileStream(path, FileMode.CreateNew)) other.SetLength(1L << 20);
+        try
+        {
+            var ranges = reading.DataRanges();
+            Assert.Contains(ranges, r => r.First <= 10 && 10 < r.End);
+            Assert.Equal(9, reading.PageSpan(10)[0]);
+        }
+        finally { File.Delete(path); }
+    }
 }
