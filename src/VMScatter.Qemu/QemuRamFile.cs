@@ -44,31 +44,30 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"RAM file {path} does not exist");
         if (info.Length < bytes) throw new InvalidDataException($"RAM file {path} holds {info.Length} bytes, the guest has {bytes}");
-        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        try
-        {
-            var file = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
-            return new QemuRamFile(path, handle, file, file.CreateViewAccessor(0, bytes, MemoryMappedFileAccess.Read), bytes, writable: false, deleteOnDispose: false);
-        }
-        catch
-        {
-            handle.Dispose();
-            throw;
-        }
+        return Map(path, bytes, writable: false);
     }
 
     /// <summary>Creates a zero-filled (sparse) RAM file for an arriving guest and maps it for writing.</summary>
     public static QemuRamFile Create(string path, long bytes)
     {
         using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite)) fs.SetLength(bytes);
-        var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+        return Map(path, bytes, writable: true);
+    }
+
+    /// <summary>Maps the file from a handle the object keeps; a created (writable) one is removed on dispose.</summary>
+    private static QemuRamFile Map(string path, long bytes, bool writable)
+    {
+        var access = writable ? MemoryMappedFileAccess.ReadWrite : MemoryMappedFileAccess.Read;
+        var handle = File.OpenHandle(path, FileMode.Open, writable ? FileAccess.ReadWrite : FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        MemoryMappedFile? file = null;
         try
         {
-            var file = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: true);
-            return new QemuRamFile(path, handle, file, file.CreateViewAccessor(0, bytes, MemoryMappedFileAccess.ReadWrite), bytes, writable: true, deleteOnDispose: true);
+            file = MemoryMappedFile.CreateFromFile(handle, null, 0, access, HandleInheritability.None, leaveOpen: true);
+            return new QemuRamFile(path, handle, file, file.CreateViewAccessor(0, bytes, access), bytes, writable, deleteOnDispose: writable);
         }
         catch
         {
+            file?.Dispose();
             handle.Dispose();
             throw;
         }
