@@ -49,7 +49,8 @@ public sealed class MulticastReceiver : IAsyncDisposable
         _sender = sender;
         _options = options;
         _deliver = deliver;
-        _random = new Random(HashCode.Combine(options.Seed, receiverId, channel));
+        // Not HashCode.Combine, which is seeded per process: injected loss and NACK back-off repeat from run to run.
+        _random = new Random(unchecked(options.Seed * 1_000_003 + receiverId * 10_007 + channel));
         _window = new ReceiveWindow(options.NackBackoff, options.NackRetry, _random);
         // Only the sockets are made in the host's namespace: its loops start here, outside it (see NetworkPlace.Create).
         _socket = options.Place.Create(() => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp));
