@@ -49,9 +49,8 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
                 {
                     // Listening for the device state already: two QMP round trips fewer inside the guest's pause. QEMU only
                     // opens the socket here; it reads nothing, RAM included, until the stream comes.
-                    const string load = "load device state";
-                    await started.RunAsync(load, "migrate-set-capabilities", QemuVm.IgnoreShared()).ConfigureAwait(false);
-                    await started.RunAsync(load, "migrate-incoming", new JsonObject { ["uri"] = $"unix:{IncomingSocket(started)}" }).ConfigureAwait(false);
+                    await started.RunAsync(QemuArrival.Load, "migrate-set-capabilities", QemuVm.IgnoreShared()).ConfigureAwait(false);
+                    await started.RunAsync(QemuArrival.Load, "migrate-incoming", new JsonObject { ["uri"] = $"unix:{IncomingSocket(started)}" }).ConfigureAwait(false);
                 }
                 catch
                 {
@@ -84,15 +83,14 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
         steps.Mark("qemu started");
         try
         {
-            const string load = "load device state";
             var prepared = await arrival.TakePreparedAsync().ConfigureAwait(false);
             steps.Mark(prepared is null ? "not prepared" : "prepared");
             bool same = prepared is not null && prepared.State.AsSpan().SequenceEqual(deviceState);
             if (prepared is { Streamed: true })
             {
                 // QEMU read its one incoming stream before the grant: what it loaded must be this device state, loaded whole.
-                if (!same) throw qemu.Failure(load, "QEMU loaded another device state before the grant");
-                if (prepared.LoadFailure is { } failure) throw failure as QemuStepException ?? qemu.Failure(load, failure.Message);
+                if (!same) throw qemu.Failure(QemuArrival.Load, "QEMU loaded another device state before the grant");
+                if (prepared.LoadFailure is { } failure) throw failure as QemuStepException ?? qemu.Failure(QemuArrival.Load, failure.Message);
                 steps.Mark("loaded before the grant");
             }
             else
@@ -103,12 +101,12 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
                     byte[] state;
                     if (same)
                     {
-                        if (prepared!.Refusal is { } refusal) throw qemu.Failure(load, $"device state refused: {refusal.Message}");
+                        if (prepared!.Refusal is { } refusal) throw qemu.Failure(QemuArrival.Load, $"device state refused: {refusal.Message}");
                         state = prepared.State;
                     }
                     else
                     {
-                        CheckDeviceState(vm, arrival.MemoryBackendId, deviceState, qemu, load);
+                        CheckDeviceState(vm, arrival.MemoryBackendId, deviceState, qemu, QemuArrival.Load);
                         state = deviceState;
                     }
                     try
@@ -117,10 +115,10 @@ public sealed class QemuTargetBackend(string hostId, QemuSettings settings, Gues
                         await socket.SendAsync(state, SocketFlags.None, cancellationToken).ConfigureAwait(false);
                         socket.Shutdown(SocketShutdown.Send);
                     }
-                    catch (SocketException e) { throw qemu.Failure(load, $"cannot stream the device state to QEMU: {e.Message}"); }
+                    catch (SocketException e) { throw qemu.Failure(QemuArrival.Load, $"cannot stream the device state to QEMU: {e.Message}"); }
                 }
                 steps.Mark("stream");
-                await QemuVm.WaitForMigrationAsync(qemu, load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
+                await QemuVm.WaitForMigrationAsync(qemu, QemuArrival.Load, settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
                 steps.Mark("loaded");
             }
             await qemu.RunAsync("resume on target (cont)", "cont", cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -215,7 +213,8 @@ public sealed class QemuArrival(QemuRamFile ram, Task<QemuProcess> qemu, Func<Ta
     /// </summary>
     internal sealed record PreparedLoad(byte[] State, MigrationStreamException? Refusal, bool Streamed = false, Exception? LoadFailure = null);
 
-    private const string Load = "load device state";
+    /// <summary>The step a device state's check and load are named by in failures.</summary>
+    internal const string Load = "load device state";
 
     /// <summary>
     /// Checks a copy of the device state and has the waiting QEMU load it (started with -S, it stays paused), once, off the

@@ -139,7 +139,6 @@ public sealed partial class SourceMigrationActor
             _paused.Remove(v);
             _pausedAt.Remove(v);
             _sourceDigests.Remove(v);
-            _trackingOf.Remove(v);
             // A stop-and-copy round under way may read contents from its pages (shared with the wave's other VMs),
             // which must hold still: it runs again when that round is applied.
             if (_finalRoundOpen && _wave.Vms.Contains(v)) _orphansHeldPaused.Add(v);

@@ -72,7 +72,7 @@ public sealed partial class SourceMigrationActor
     {
         var id = VmId(v);
         var holder = _fence.HolderOf(id);
-        var digest = _sourceDigests.GetValueOrDefault(v);
+        var digest = _sourceDigests.GetValueOrDefault(v)?.Digest;
         // A VM is stopped here only once granted; one never granted was resumed here (or its resume is on its way).
         var condition = holder is null ? SourceVmCondition.OnSource : _settled.Contains(v) ? SourceVmCondition.Released : SourceVmCondition.Granted;
         return new SourceVmState(id, condition, holder, digest);

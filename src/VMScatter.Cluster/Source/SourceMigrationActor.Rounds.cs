@@ -282,7 +282,6 @@ public sealed partial class SourceMigrationActor
             _pausedAt[m.VmIndex] = m.PausedAtUnixMs;
             _pauseOf[m.VmIndex] = m.Pause;
             _sourceDigests.Remove(m.VmIndex);
-            _trackingOf.Remove(m.VmIndex);
             MaybeHashed();
         });
         Receive<ShardRoundHashed>(m => { _hashed.Add(m); MaybeHashed(); });
@@ -332,7 +331,6 @@ public sealed partial class SourceMigrationActor
                 _pausedAt.Remove(vm);
                 _pauseOf.Remove(vm);
                 _sourceDigests.Remove(vm);
-                _trackingOf.Remove(vm);
                 _vmActors[vm].Tell(new ResumeVm("its stop-and-copy would overrun the downtime target: one more pre-copy round", Settles: false));
             }
         }
@@ -355,8 +353,7 @@ public sealed partial class SourceMigrationActor
     {
         if (_orphaned.Contains(m.VmIndex) || _pauseOf.GetValueOrDefault(m.VmIndex, -1) != m.Pause) return;
         _log.Debug("Migration {0}: VM {1} digested on the source", _migrationId, VmId(m.VmIndex));
-        _sourceDigests[m.VmIndex] = m.Digest;
-        if (m.DirtyTracking is { } tracking) _trackingOf[m.VmIndex] = tracking;
+        _sourceDigests[m.VmIndex] = new VmDigest(VmId(m.VmIndex), m.Digest) { DirtyTracking = m.DirtyTracking };
     }
 
     /// <summary>With the wave's digests in: its VMs go to the scheduler for handover, and the next wave starts.</summary>

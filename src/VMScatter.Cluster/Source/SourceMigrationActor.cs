@@ -42,9 +42,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private readonly Dictionary<int, VmContentsProfiled> _profiled = new();
     private readonly Dictionary<int, VmPaused> _paused = new();
     private readonly Dictionary<int, long> _pausedAt = new();
-    private readonly Dictionary<int, string> _sourceDigests = new();
-    /// <summary>Each digested VM's dirty-tracking line, sent with its digest.</summary>
-    private readonly Dictionary<int, string> _trackingOf = new();
+    private readonly Dictionary<int, VmDigest> _sourceDigests = new();
     private readonly Dictionary<int, int> _deferredPages = new();
     private readonly List<ShardRoundHashed> _hashed = new();
     private readonly List<ShardRoundPlanned> _planned = new();
@@ -244,7 +242,7 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     private VmProfile Profile(int v, VmContentsProfiled p) =>
         new(VmId(v), _vms[v].Description.MemoryBytes, p.NonZeroPages, p.ZeroPages, p.DistinctContents, _settings.SketchSize, p.Sketch);
 
-    private VmDigest[] Digests(IEnumerable<int> vms) => vms.Select(v => new VmDigest(VmId(v), _sourceDigests[v]) { DirtyTracking = _trackingOf.GetValueOrDefault(v) }).ToArray();
+    private VmDigest[] Digests(IEnumerable<int> vms) => vms.Select(v => _sourceDigests[v]).ToArray();
 
     private Dictionary<VmId, long> PausedAt(IEnumerable<int> vms) => vms.Where(_pausedAt.ContainsKey).ToDictionary(VmId, v => _pausedAt[v]);
 
