@@ -290,7 +290,7 @@ public sealed partial class SourceMigrationActor
 
     private sealed record LossHandled { public static readonly LossHandled Instance = new(); }
     private sealed record ReplacementsArrived { public static readonly ReplacementsArrived Instance = new(); }
-    private sealed record RoundOverdue(int Round, bool Again = false);
+    private sealed record RoundOverdue(int Round, OverdueStrike Strike = OverdueStrike.First);
     private sealed record TargetsConnected(List<(int Vm, int Target)> Assignments);
     private sealed record UnreachableUndecided(int TargetIndex);
 }

@@ -106,11 +106,11 @@ public sealed partial class SourceMigrationActor
         {
             if (m.Round != _round || RoundComplete) return;
             ulong unapplied = _roundActive & ~_lost & ~AppliedMask;
-            ulong suspects = OverdueBlame.Suspects(_sentGroups, unapplied, _options.GroupTransport, m.Again);
+            ulong suspects = OverdueBlame.Suspects(_sentGroups, unapplied, _options.GroupTransport, m.Strike);
             foreach (int t in DataPlaneSender.Targets(suspects))
                 Unreachable(t, $"did not apply round {m.Round} within {_settings.DataPlane.RoundTimeout.TotalSeconds:0.#} s of its sending");
-            // Hosts behind a suspect relay: the suspect's loss resends them the round; if it does not, they are next.
-            if (suspects != unapplied) Timers.StartSingleTimer("round-timeout", new RoundOverdue(m.Round, Again: true), _settings.DataPlane.RoundTimeout);
+            // Hosts behind a relay: a dead relay's loss resends them the round; if it does not, the blame widens.
+            if (suspects != unapplied) Timers.StartSingleTimer("round-timeout", new RoundOverdue(m.Round, m.Strike + 1), _settings.DataPlane.RoundTimeout);
         });
         Receive<LossHandled>(_ =>
         {
