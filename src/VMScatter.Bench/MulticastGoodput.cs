@@ -18,7 +18,11 @@ namespace VMScatter.Bench;
 /// <param name="CpuSeconds">This process's CPU over the run: the sender and every receiver (all hosts run in it).</param>
 /// <param name="Verified">Every receiver delivered the whole stream, in order, byte for byte (a hash of it).</param>
 public sealed record GoodputRun(long LinkBitsPerSecond, int Receivers, long PayloadBytes, double Seconds, double GoodputBytesPerSecond, double OfLinkRate,
-    long SourceLinkBytes, long[] ReceiverLinkBytes, long Datagrams, long Repairs, long Nacks, double CpuSeconds, bool Verified);
+    long SourceLinkBytes, long[] ReceiverLinkBytes, long Datagrams, long Repairs, long Nacks, double CpuSeconds, bool Verified)
+{
+    /// <summary>The MTU of the lab's links.</summary>
+    public int Mtu { get; init; } = NetLab.DefaultMtu;
+}
 
 /// <summary>
 /// `vmscatter bench goodput`: the reliable multicast channel alone, between real hosts (a <see cref="NetLab"/>: host 0
@@ -27,13 +31,13 @@ public sealed record GoodputRun(long LinkBitsPerSecond, int Receivers, long Payl
 /// </summary>
 public static class MulticastGoodput
 {
-    public static async Task<GoodputRun> RunAsync(int receivers, long linkBitsPerSecond, long payloadBytes, int messageBytes, Action<string> progress, CancellationToken cancellationToken)
+    public static async Task<GoodputRun> RunAsync(int receivers, long linkBitsPerSecond, long payloadBytes, int messageBytes, Action<string> progress, CancellationToken cancellationToken, int mtu = NetLab.DefaultMtu)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(receivers, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(receivers, 200); // a lab host each, on one /24
         ArgumentOutOfRangeException.ThrowIfLessThan(payloadBytes, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(messageBytes, 1);
-        using var lab = new NetLab(receivers + 1, linkBitsPerSecond);
+        using var lab = new NetLab(receivers + 1, linkBitsPerSecond, mtu);
         var id = Guid.NewGuid();
         var key = RandomNumberGenerator.GetBytes(FrameCodec.KeySize);
         var settings = new MulticastSettings();
@@ -78,7 +82,7 @@ public static class MulticastGoodput
             }
             long[] sentBefore = lab.SentBytes(), receivedBefore = lab.ReceivedBytes();
             var cpu = Process.GetCurrentProcess().TotalProcessorTime;
-            progress($"goodput: {count:N0} messages of {messageBytes:N0} bytes to {receivers} receivers, links {(linkBitsPerSecond > 0 ? $"{linkBitsPerSecond / 1e6:0} Mbit/s" : "uncapped")}");
+            progress($"goodput: {count:N0} messages of {messageBytes:N0} bytes to {receivers} receivers, links {(linkBitsPerSecond > 0 ? $"{linkBitsPerSecond / 1e6:0} Mbit/s" : "uncapped")}, MTU {mtu}");
             var clock = Stopwatch.StartNew();
             for (int i = 0; i < count; i++) await sender.SendAsync(Message(i), cancellationToken).ConfigureAwait(false);
             var dropped = await sender.EndRoundAsync(0, cancellationToken).ConfigureAwait(false);
@@ -94,7 +98,7 @@ public static class MulticastGoodput
             bool verified = all && dropped.Count == 0 && delivered.All(d => d == payloadBytes) && hashes.All(h => h.GetCurrentHashAsUInt64() == want);
             double goodput = payloadBytes / seconds;
             return new GoodputRun(linkBitsPerSecond, receivers, payloadBytes, seconds, goodput, linkBitsPerSecond > 0 ? goodput * 8 / linkBitsPerSecond : double.NaN,
-                sent[0], received[1..], stats.Datagrams, stats.Repairs, stats.Nacks, cpuSeconds, verified);
+                sent[0], received[1..], stats.Datagrams, stats.Repairs, stats.Nacks, cpuSeconds, verified) { Mtu = mtu };
         }
         finally
         {

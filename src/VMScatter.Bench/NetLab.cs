@@ -15,38 +15,51 @@ public sealed record LabHost(string Namespace, string Address, string Interface,
 /// sent and received is read from the kernel's counters (its bridge port's: every byte on its link, headers and
 /// acknowledgements included), not modelled. Everything made is removed on dispose, on process exit, and at the
 /// next lab's start if a killed run left it behind (names carry the pid that made them).
+/// The bridge is a switch in a namespace of its own, with the bridge netfilter hooks off there: where the host has
+/// br_netfilter loaded (Docker does), a bridge in the host's namespace passed every frame through its iptables hooks,
+/// reassembling each fragmented datagram and fragmenting it again for every port, which a switch does not do.
 /// </summary>
 public sealed class NetLab : IDisposable
 {
     private const string Prefix = "vsl";
-    private readonly string _bridge;
+    private readonly string _bridge, _switch;
     private readonly List<string> _namespaces = new();
     private int _disposed;
     private static int _labs;
 
     /// <param name="hosts">How many hosts; host i gets <c>10.214.0.{i + 1}/24</c>.</param>
     /// <param name="linkBitsPerSecond">Each host's egress rate (tbf); 0: not capped.</param>
-    public NetLab(int hosts, long linkBitsPerSecond)
+    /// <param name="mtu">Each link's MTU: Ethernet's 1500 by default; 9000 for jumbo frames, as migration networks often have.</param>
+    public NetLab(int hosts, long linkBitsPerSecond, int mtu = DefaultMtu)
     {
         if (hosts is < 1 or > 250) throw new ArgumentOutOfRangeException(nameof(hosts), "1..250 hosts");
+        if (mtu is < 1280 or > 65535) throw new ArgumentOutOfRangeException(nameof(mtu), "1280..65535");
+        Mtu = mtu;
         if (Environment.UserName != "root") throw new InvalidOperationException("the network lab needs root (ip netns, bridges, veths, tc)");
         SweepLeftovers();
         // Names carry the pid (for the sweep) and a letter per lab of this process; interface names stay within 15 characters.
         string tag = $"{Environment.ProcessId}{(char)('a' + Interlocked.Increment(ref _labs) % 26)}";
         _bridge = $"{Prefix}b{tag}";
+        _switch = $"{Prefix}{tag}sw";
         AppDomain.CurrentDomain.ProcessExit += OnExit;
         try
         {
-            Run("ip", $"link add {_bridge} type bridge mcast_snooping 1");
-            Run("ip", $"link set {_bridge} up");
+            Run("ip", $"netns add {_switch}");
+            _namespaces.Add(_switch);
+            // Absent where br_netfilter is not loaded: then no hook runs anyway.
+            foreach (var family in new[] { "iptables", "ip6tables", "arptables" })
+                TryRun("ip", $"netns exec {_switch} sysctl -qw net.bridge.bridge-nf-call-{family}=0");
+            Run("ip", $"-n {_switch} link add {_bridge} type bridge mcast_snooping 1");
+            Run("ip", $"-n {_switch} link set {_bridge} up");
             for (int i = 0; i < hosts; i++)
             {
                 string ns = $"{Prefix}{tag}h{i}", veth = $"{Prefix}{tag}v{i}", port = veth + "p";
                 Run("ip", $"netns add {ns}");
                 _namespaces.Add(ns);
-                Run("ip", $"link add {veth} type veth peer name {port}");
-                Run("ip", $"link set {port} master {_bridge}");
-                Run("ip", $"link set {port} up");
+                Run("ip", $"link add {veth} mtu {mtu} type veth peer name {port} mtu {mtu}");
+                Run("ip", $"link set {port} netns {_switch}");
+                Run("ip", $"-n {_switch} link set {port} master {_bridge}");
+                Run("ip", $"-n {_switch} link set {port} up");
                 Run("ip", $"link set {veth} netns {ns}");
                 string address = $"10.214.0.{i + 1}"; // each lab is its own bridge: addresses need only differ within it
                 Run("ip", $"-n {ns} addr add {address}/24 dev {veth}");
@@ -71,14 +84,22 @@ public sealed class NetLab : IDisposable
 
     public List<LabHost> Hosts { get; } = new();
 
-    /// <summary>The bridge the hosts' links meet on.</summary>
+    public const int DefaultMtu = 1500;
+
+    /// <summary>The MTU of every link.</summary>
+    public int Mtu { get; }
+
+    /// <summary>The bridge the hosts' links meet on, in <see cref="SwitchNamespace"/>.</summary>
     public string Bridge => _bridge;
 
+    /// <summary>The namespace the bridge and every host's bridge port are in.</summary>
+    public string SwitchNamespace => _switch;
+
     /// <summary>Bytes each host has put on its link so far (kernel counters), by host index.</summary>
-    public long[] SentBytes() => Hosts.Select(h => Counter(h.BridgePort, "rx_bytes")).ToArray();
+    public long[] SentBytes() { var ports = PortCounters(); return Hosts.Select(h => ports[h.BridgePort].Rx).ToArray(); }
 
     /// <summary>Bytes each host has received from its link so far, by host index.</summary>
-    public long[] ReceivedBytes() => Hosts.Select(h => Counter(h.BridgePort, "tx_bytes")).ToArray();
+    public long[] ReceivedBytes() { var ports = PortCounters(); return Hosts.Select(h => ports[h.BridgePort].Tx).ToArray(); }
 
     /// <summary>
     /// Bytes on all host links so far, both directions: what the report's modelled link bytes count (a byte sent from
@@ -86,8 +107,23 @@ public sealed class NetLab : IDisposable
     /// </summary>
     public long LinkBytes() => SentBytes().Sum() + ReceivedBytes().Sum();
 
-    private static long Counter(string device, string name) =>
-        long.Parse(File.ReadAllText($"/sys/class/net/{device}/statistics/{name}").Trim(), CultureInfo.InvariantCulture);
+    /// <summary>
+    /// Every interface of the switch namespace with its byte counters, as `ip -s -j link` gives them (this process's
+    /// /sys/class/net shows its own namespace's interfaces only).
+    /// </summary>
+    private Dictionary<string, (long Rx, long Tx)> PortCounters()
+    {
+        var (code, output) = Exec("ip", $"-n {_switch} -s -j link show");
+        if (code != 0) throw new InvalidOperationException($"ip -n {_switch} -s -j link show: {output}");
+        using var json = System.Text.Json.JsonDocument.Parse(output);
+        var counters = new Dictionary<string, (long, long)>();
+        foreach (var link in json.RootElement.EnumerateArray())
+        {
+            var stats = link.GetProperty("stats64");
+            counters[link.GetProperty("ifname").GetString()!] = (stats.GetProperty("rx").GetProperty("bytes").GetInt64(), stats.GetProperty("tx").GetProperty("bytes").GetInt64());
+        }
+        return counters;
+    }
 
     /// <summary>
     /// A LocalCluster node's data plane in its lab host: the source on host 0, target-i on host i (listening on and
@@ -113,10 +149,9 @@ public sealed class NetLab : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         AppDomain.CurrentDomain.ProcessExit -= OnExit;
         // Each veth pair by its bridge end (a namespace is torn down only once nothing holds it, a socket of a migration
-        // just ended may still), then the namespaces; the bridge goes last.
-        foreach (var h in Hosts) TryRun("ip", $"link delete {h.BridgePort}");
+        // just ended may still), then the namespaces, the switch's (with its bridge) among them.
+        foreach (var h in Hosts) TryRun("ip", $"-n {_switch} link delete {h.BridgePort}");
         foreach (var ns in _namespaces) TryRun("ip", $"netns delete {ns}");
-        TryRun("ip", $"link delete {_bridge}");
     }
 
     private void OnExit(object? sender, EventArgs e) => Dispose();

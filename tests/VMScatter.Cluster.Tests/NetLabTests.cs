@@ -16,13 +16,16 @@ public class NetLabTests
     [Fact]
     public async Task A_migration_between_namespaces_crosses_the_real_links_and_the_kernel_counts_its_bytes()
     {
-        string bridge;
+        string switchNamespace;
         List<LabHost> hosts;
         using (var lab = new NetLab(3, linkBitsPerSecond: 400_000_000))
         {
             hosts = lab.Hosts.ToList();
-            bridge = lab.Bridge;
-            Assert.True(Directory.Exists($"/sys/class/net/{bridge}"));
+            switchNamespace = lab.SwitchNamespace;
+            // The bridge and its ports are in the switch's namespace, not the host's.
+            Assert.True(File.Exists($"/var/run/netns/{switchNamespace}"));
+            Assert.False(Directory.Exists($"/sys/class/net/{lab.Bridge}"));
+            Assert.All(hosts, h => Assert.False(Directory.Exists($"/sys/class/net/{h.BridgePort}"), h.BridgePort));
             var model = new SyntheticGuestModel { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 500, WritableWorkingSetPages = 128 };
             var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(4, model, 5, OsImages: 1, Applications: 2));
             await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
@@ -52,8 +55,7 @@ public class NetLabTests
         }
         // Everything the lab made is gone.
         Assert.All(hosts, h => Assert.False(File.Exists($"/var/run/netns/{h.Namespace}"), h.Namespace));
-        Assert.False(Directory.Exists($"/sys/class/net/{bridge}"));
-        Assert.All(hosts, h => Assert.False(Directory.Exists($"/sys/class/net/{h.BridgePort}"), h.BridgePort));
+        Assert.False(File.Exists($"/var/run/netns/{switchNamespace}"), switchNamespace);
     }
 
     [Fact]
@@ -127,5 +129,33 @@ public class NetLabTests
         var e = Assert.Throws<ArgumentException>(() => DataPlane.Net.NetworkPlace.Named("vsl-none-such"));
         Assert.Contains("network namespace 'vsl-none-such' does not exist", e.Message);
         Assert.Same(DataPlane.Net.NetworkPlace.Here, DataPlane.Net.NetworkPlace.Named(""));
+    }
+
+    [Fact]
+    public void Links_take_the_mtu_asked_for_and_the_switch_runs_no_bridge_netfilter()
+    {
+        using var lab = new NetLab(2, linkBitsPerSecond: 0, mtu: 9000);
+        Assert.Equal(9000, lab.Mtu);
+        foreach (var h in lab.Hosts)
+        {
+            Assert.Contains("mtu 9000", Ip($"-n {h.Namespace} link show {h.Interface}"));
+            Assert.Contains("mtu 9000", Ip($"-n {lab.SwitchNamespace} link show {h.BridgePort}"));
+        }
+        Assert.Contains("mtu 9000", Ip($"-n {lab.SwitchNamespace} link show {lab.Bridge}"));
+        // Where br_netfilter is loaded (its sysctl exists), the switch's namespace has its hooks off.
+        if (File.Exists("/proc/sys/net/bridge/bridge-nf-call-iptables"))
+            Assert.Equal("0", Ip($"netns exec {lab.SwitchNamespace} sysctl -n net.bridge.bridge-nf-call-iptables").Trim());
+        Assert.Throws<ArgumentOutOfRangeException>(() => new NetLab(2, 0, mtu: 576));
+    }
+
+    private static string Ip(string args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args.Split(' ')) psi.ArgumentList.Add(a);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, $"ip {args}: {output}");
+        return output;
     }
 }

@@ -59,7 +59,8 @@ public static class BenchCommand
         var only = new Option<string[]>("--methods") { Description = $"qemu backend: only these methods, in this order ({string.Join(", ", QemuBench.Methods)}); reductions need {QemuBench.Native}", AllowMultipleArgumentsPerToken = true };
         var workload = new Option<string?>("--workload") { Description = $"qemu backend: what the guests run, {string.Join(" | ", EnumNames<FleetWorkload>.Names)} (mixed: guest i runs idle, compile, database by i mod 3) | all (each fleet in turn, one table); default dd" };
         var loss = new Option<double[]>("--loss") { Description = "with --transport multicast: a multicast row per loss fraction, each receiver dropping that fraction of the datagrams, e.g. --loss 0.01 0.05", AllowMultipleArgumentsPerToken = true };
-        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss, only, workload }) bench.Options.Add(o);
+        var scenarioMtu = new Option<int?>("--mtu") { Description = $"with --links real: every link's MTU, 1500 (Ethernet, the default) or 9000 (jumbo frames)" };
+        foreach (var o in new Option[] { scenario, linkRate, downtime, scenarioVms, vmMemory, scenarioJson, backend, targets, compression, plot, links, transport, loss, only, workload, scenarioMtu }) bench.Options.Add(o);
         bench.SetAction(async (parse, cancellationToken) =>
         {
             string? plotPath = parse.GetValue(plot);
@@ -85,12 +86,15 @@ public static class BenchCommand
             foreach (double l in losses)
                 if (l is <= 0 or > 0.5 || double.IsNaN(l)) throw new UserError(string.Create(CultureInfo.InvariantCulture, $"--loss {l}: a fraction in (0, 0.5]"));
             if (realLinks && Environment.UserName != "root") throw new UserError("--links real makes network namespaces, a bridge and tc qdiscs: run it as root");
+            int? mtu = parse.GetValue(scenarioMtu);
+            if (mtu is not null && !realLinks) throw new UserError("--mtu is for --links real (modelled links have no frames)");
+            if (mtu is < 1280 or > 65535) throw new UserError("--mtu must be within 1280..65535");
             var runs = chosen.Select(s => vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s).ToArray();
             var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
             var results = new List<ScenarioResult>();
-            using (var lab = realLinks ? new NetLab(runs.Max(r => r.Targets) + 1, bits) : null)
+            using (var lab = realLinks ? new NetLab(runs.Max(r => r.Targets) + 1, bits, mtu ?? NetLab.DefaultMtu) : null)
             {
-                if (lab is not null) Console.Error.WriteLine($"real links: {lab.Hosts.Count} hosts in network namespaces ({string.Join(", ", lab.Hosts.Select(h => h.Address))}), each capped at {LinkRate.Format(bits)} by tbf");
+                if (lab is not null) Console.Error.WriteLine($"real links: {lab.Hosts.Count} hosts in network namespaces ({string.Join(", ", lab.Hosts.Select(h => h.Address))}), each capped at {LinkRate.Format(bits)} by tbf, MTU {lab.Mtu}");
                 foreach (var run in runs)
                 {
                     var result = await ScenarioBench.RunAsync(run, bits, parse.GetValue(downtime), journals, line => Console.Error.WriteLine(line), lab, cancellationToken, multicast, losses);
@@ -177,20 +181,22 @@ public static class BenchCommand
         var receivers = new Option<int>("--receivers") { Description = "Receivers of the channel, each a host of its own", DefaultValueFactory = _ => 4 };
         var linkRate = new Option<string>("--link-rate") { Description = "Each host's link (tbf) and the sender's pacing, e.g. 1Gbit; a second run goes uncapped", DefaultValueFactory = _ => "1Gbit" };
         var size = new Option<string>("--size") { Description = "Payload sent in each run", DefaultValueFactory = _ => "512MiB" };
+        var mtu = new Option<int>("--mtu") { Description = "The MTU of every link: 1500 (Ethernet), 9000 (jumbo frames)", DefaultValueFactory = _ => NetLab.DefaultMtu };
         var json = new Option<string?>("--json") { Description = "Write the results to this file (JSON)" };
         var command = new Command("goodput", "The reliable multicast channel alone between real hosts (as root): goodput to every receiver at the link rate and uncapped");
-        foreach (var o in new Option[] { receivers, linkRate, size, json }) command.Options.Add(o);
+        foreach (var o in new Option[] { receivers, linkRate, size, mtu, json }) command.Options.Add(o);
         command.SetAction(async (parse, cancellationToken) =>
         {
             if (parse.GetValue(receivers) is < 1 or > 200) throw new UserError("--receivers must be within 1..200");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits) || bits == 0) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a finite rate (e.g. 1Gbit, 100Mbit)");
             long bytes = DemoCommand.Size(parse.GetValue(size)!, "--size");
+            if (parse.GetValue(mtu) is < 1280 or > 65535) throw new UserError("--mtu must be within 1280..65535");
             if (Environment.UserName != "root") throw new UserError("bench goodput makes network namespaces, a bridge and tc qdiscs: run it as root");
             var runs = new List<GoodputRun>();
             foreach (long rate in new[] { bits, 0L })
-                runs.Add(await MulticastGoodput.RunAsync(parse.GetValue(receivers), rate, bytes, new DataPlane.Multicast.MulticastSettings().MaxMessageBytes, line => Console.Error.WriteLine(line), cancellationToken));
+                runs.Add(await MulticastGoodput.RunAsync(parse.GetValue(receivers), rate, bytes, new DataPlane.Multicast.MulticastSettings().MaxMessageBytes, line => Console.Error.WriteLine(line), cancellationToken, parse.GetValue(mtu)));
             var inv = CultureInfo.InvariantCulture;
-            var table = new Table().Border(TableBorder.Rounded).Title($"one multicast channel, {parse.GetValue(receivers)} receivers, {ByteSize.Format(bytes)} each run")
+            var table = new Table().Border(TableBorder.Rounded).Title($"one multicast channel, {parse.GetValue(receivers)} receivers, {ByteSize.Format(bytes)} each run, MTU {parse.GetValue(mtu)}")
                 .AddColumn("links").AddColumn(new TableColumn("s").RightAligned()).AddColumn(new TableColumn("goodput per receiver").RightAligned())
                 .AddColumn(new TableColumn("of the link rate").RightAligned()).AddColumn(new TableColumn("source link bytes / payload").RightAligned())
                 .AddColumn(new TableColumn("NACKs / repairs").RightAligned()).AddColumn(new TableColumn("CPU s, all hosts").RightAligned()).AddColumn("verified");
