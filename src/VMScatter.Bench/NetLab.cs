@@ -49,18 +49,17 @@ public sealed class NetLab : IDisposable
             // Absent where br_netfilter is not loaded: then no hook runs anyway.
             foreach (var family in new[] { "iptables", "ip6tables", "arptables" })
                 TryRun("ip", $"netns exec {_switch} sysctl -qw net.bridge.bridge-nf-call-{family}=0");
-            Run("ip", $"-n {_switch} link add {_bridge} type bridge mcast_snooping 1");
+            Run("ip", $"-n {_switch} link add {_bridge} mtu {mtu} type bridge mcast_snooping 1");
             Run("ip", $"-n {_switch} link set {_bridge} up");
             for (int i = 0; i < hosts; i++)
             {
                 string ns = $"{Prefix}{tag}h{i}", veth = $"{Prefix}{tag}v{i}", port = veth + "p";
                 Run("ip", $"netns add {ns}");
                 _namespaces.Add(ns);
-                Run("ip", $"link add {veth} mtu {mtu} type veth peer name {port} mtu {mtu}");
-                Run("ip", $"link set {port} netns {_switch}");
+                // Made in place, each end in its namespace: nothing of the lab is ever in the host's namespace.
+                Run("ip", $"link add {veth} mtu {mtu} netns {ns} type veth peer name {port} mtu {mtu} netns {_switch}");
                 Run("ip", $"-n {_switch} link set {port} master {_bridge}");
                 Run("ip", $"-n {_switch} link set {port} up");
-                Run("ip", $"link set {veth} netns {ns}");
                 string address = $"10.214.0.{i + 1}"; // each lab is its own bridge: addresses need only differ within it
                 Run("ip", $"-n {ns} addr add {address}/24 dev {veth}");
                 Run("ip", $"-n {ns} link set {veth} up");
@@ -113,15 +112,22 @@ public sealed class NetLab : IDisposable
     /// </summary>
     private Dictionary<string, (long Rx, long Tx)> PortCounters()
     {
-        var (code, output) = Exec("ip", $"-n {_switch} -s -j link show");
-        if (code != 0) throw new InvalidOperationException($"ip -n {_switch} -s -j link show: {output}");
-        using var json = System.Text.Json.JsonDocument.Parse(output);
+        var (code, output, errors) = Exec("ip", $"-n {_switch} -s -j link show");
+        if (code != 0) throw new InvalidOperationException($"ip -n {_switch} -s -j link show: {errors}");
         var counters = new Dictionary<string, (long, long)>();
-        foreach (var link in json.RootElement.EnumerateArray())
+        try
         {
-            var stats = link.GetProperty("stats64");
-            counters[link.GetProperty("ifname").GetString()!] = (stats.GetProperty("rx").GetProperty("bytes").GetInt64(), stats.GetProperty("tx").GetProperty("bytes").GetInt64());
+            using var json = System.Text.Json.JsonDocument.Parse(output);
+            foreach (var link in json.RootElement.EnumerateArray())
+                if (link.TryGetProperty("ifname", out var name) && (link.TryGetProperty("stats64", out var stats) || link.TryGetProperty("stats", out stats)))
+                    counters[name.GetString()!] = (stats.GetProperty("rx").GetProperty("bytes").GetInt64(), stats.GetProperty("tx").GetProperty("bytes").GetInt64());
         }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or KeyNotFoundException)
+        {
+            throw new InvalidOperationException($"ip -n {_switch} -s -j link show gave counters this lab cannot read ({e.Message})", e);
+        }
+        if (Hosts.FirstOrDefault(h => !counters.ContainsKey(h.BridgePort)) is { } missing)
+            throw new InvalidOperationException($"ip -n {_switch} -s -j link show has no counters for {missing.BridgePort}");
         return counters;
     }
 
@@ -167,25 +173,28 @@ public sealed class NetLab : IDisposable
         if (Directory.Exists("/var/run/netns"))
             foreach (var ns in Directory.EnumerateFiles("/var/run/netns").Select(Path.GetFileName).OfType<string>())
                 if (ns.StartsWith(Prefix, StringComparison.Ordinal) && Dead(ns, Prefix)) TryRun("ip", $"netns delete {ns}");
+        // In the host's namespace: bridges of labs before the switch had a namespace, and veths of a run killed while
+        // an older version moved them.
         foreach (var dev in Directory.EnumerateDirectories("/sys/class/net").Select(Path.GetFileName).OfType<string>())
-            if (dev.StartsWith(Prefix + "b", StringComparison.Ordinal) && Dead(dev, Prefix + "b")) TryRun("ip", $"link delete {dev}");
+            if (dev.StartsWith(Prefix, StringComparison.Ordinal) && (dev.StartsWith(Prefix + "b", StringComparison.Ordinal) ? Dead(dev, Prefix + "b") : Dead(dev, Prefix))) TryRun("ip", $"link delete {dev}");
     }
 
     private static void Run(string tool, string args)
     {
-        var (code, output) = Exec(tool, args);
-        if (code != 0) throw new InvalidOperationException($"{tool} {args}: {output}");
+        var (code, output, errors) = Exec(tool, args);
+        if (code != 0) throw new InvalidOperationException($"{tool} {args}: {(output + errors).Trim()}");
     }
 
     private static void TryRun(string tool, string args) => Exec(tool, args);
 
-    private static (int Code, string Output) Exec(string tool, string args)
+    private static (int Code, string Output, string Errors) Exec(string tool, string args)
     {
         var psi = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args.Split(' ')) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
+        var errors = p.StandardError.ReadToEndAsync(); // both pipes drained at once: a full one would block the tool
+        string output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
-        return (p.ExitCode, output.Trim());
+        return (p.ExitCode, output.Trim(), errors.GetAwaiter().GetResult().Trim());
     }
 }

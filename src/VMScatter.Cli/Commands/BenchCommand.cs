@@ -65,6 +65,9 @@ public static class BenchCommand
         {
             string? plotPath = parse.GetValue(plot);
             if (plotPath is not null) PlotFile.Check(plotPath);
+            if (parse.GetValue(scenarioMtu) is not null && (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu
+                || MigrationOptionSet.Choose<BenchLinks>(parse.GetValue(links), "--links") != BenchLinks.Real))
+                throw new UserError("--mtu is for the scenarios on --links real (modelled links have no frames)");
             if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, only, workload, cancellationToken);
             if (parse.GetValue(workload) is not null) throw new UserError("--workload is for --backend qemu (the synthetic scenarios model their own writes)");
             string name = parse.GetValue(scenario)!;
@@ -87,7 +90,6 @@ public static class BenchCommand
                 if (l is <= 0 or > 0.5 || double.IsNaN(l)) throw new UserError(string.Create(CultureInfo.InvariantCulture, $"--loss {l}: a fraction in (0, 0.5]"));
             if (realLinks && Environment.UserName != "root") throw new UserError("--links real makes network namespaces, a bridge and tc qdiscs: run it as root");
             int? mtu = parse.GetValue(scenarioMtu);
-            if (mtu is not null && !realLinks) throw new UserError("--mtu is for --links real (modelled links have no frames)");
             if (mtu is < 1280 or > 65535) throw new UserError("--mtu must be within 1280..65535");
             var runs = chosen.Select(s => vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s).ToArray();
             var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;

@@ -106,11 +106,14 @@ public sealed partial class SourceMigrationActor
         {
             if (m.Round != _round || RoundComplete) return;
             ulong unapplied = _roundActive & ~_lost & ~AppliedMask;
-            ulong suspects = OverdueBlame.Suspects(_sentGroups, unapplied, _options.GroupTransport, m.Strike);
+            // The transport the round went by: a multicast channel that could not be set up fell back to the relay chain.
+            ulong suspects = OverdueBlame.Suspects(_sentGroups, unapplied, _sender!.TransportUsed, m.Strike);
+            double overdueFor = ((int)m.Strike + 1) * _settings.DataPlane.RoundTimeout.TotalSeconds;
             foreach (int t in DataPlaneSender.Targets(suspects))
-                Unreachable(t, $"did not apply round {m.Round} within {_settings.DataPlane.RoundTimeout.TotalSeconds:0.#} s of its sending");
+                Unreachable(t, $"did not apply round {m.Round} within {overdueFor:0.#} s of its sending");
             // Hosts behind a relay: a dead relay's loss resends them the round; if it does not, the blame widens.
-            if (suspects != unapplied) Timers.StartSingleTimer("round-timeout", new RoundOverdue(m.Round, m.Strike + 1), _settings.DataPlane.RoundTimeout);
+            if (suspects != unapplied && m.Strike < OverdueStrike.Last)
+                Timers.StartSingleTimer("round-timeout", new RoundOverdue(m.Round, m.Strike + 1), _settings.DataPlane.RoundTimeout);
         });
         Receive<LossHandled>(_ =>
         {
