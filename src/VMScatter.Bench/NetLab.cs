@@ -53,7 +53,7 @@ public sealed class NetLab : IDisposable
             Run("ip", $"-n {_switch} link set {_bridge} up");
             for (int i = 0; i < hosts; i++)
             {
-                string ns = $"{Prefix}{tag}h{i}", veth = $"{Prefix}{tag}v{i}", port = veth + "p";
+                string ns = $"{Prefix}{tag}h{i}", veth = $"{Prefix}{tag}v{i}", port = $"{Prefix}{tag}p{i}"; // at most 15 characters (pid up to 7 digits, host up to 3)
                 Run("ip", $"netns add {ns}");
                 _namespaces.Add(ns);
                 // Made in place, each end in its namespace: nothing of the lab is ever in the host's namespace.
