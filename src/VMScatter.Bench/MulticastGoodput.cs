@@ -80,7 +80,7 @@ public static class MulticastGoodput
                     return ValueTask.CompletedTask;
                 }));
             }
-            long[] sentBefore = lab.SentBytes(), receivedBefore = lab.ReceivedBytes();
+            var (sentBefore, receivedBefore) = lab.Counters();
             var cpu = Process.GetCurrentProcess().TotalProcessorTime;
             progress($"goodput: {count:N0} messages of {messageBytes:N0} bytes to {receivers} receivers, links {(linkBitsPerSecond > 0 ? $"{linkBitsPerSecond / 1e6:0} Mbit/s" : "uncapped")}, MTU {mtu}");
             var clock = Stopwatch.StartNew();
@@ -92,8 +92,9 @@ public static class MulticastGoodput
             catch (TimeoutException) { all = false; }
             double seconds = clock.Elapsed.TotalSeconds;
             double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
-            long[] sent = lab.SentBytes().Zip(sentBefore, (a, b) => a - b).ToArray();
-            long[] received = lab.ReceivedBytes().Zip(receivedBefore, (a, b) => a - b).ToArray();
+            var (sentAfter, receivedAfter) = lab.Counters();
+            long[] sent = sentAfter.Zip(sentBefore, (a, b) => a - b).ToArray();
+            long[] received = receivedAfter.Zip(receivedBefore, (a, b) => a - b).ToArray();
             var stats = sender.Stats;
             bool verified = all && dropped.Count == 0 && delivered.All(d => d == payloadBytes) && hashes.All(h => h.GetCurrentHashAsUInt64() == want);
             double goodput = payloadBytes / seconds;

@@ -33,7 +33,7 @@ public sealed class NetLab : IDisposable
     public NetLab(int hosts, long linkBitsPerSecond, int mtu = DefaultMtu)
     {
         if (hosts is < 1 or > 250) throw new ArgumentOutOfRangeException(nameof(hosts), "1..250 hosts");
-        if (mtu is < 1280 or > 65535) throw new ArgumentOutOfRangeException(nameof(mtu), "1280..65535");
+        if (mtu is < MinMtu or > MaxMtu) throw new ArgumentOutOfRangeException(nameof(mtu), $"{MinMtu}..{MaxMtu}");
         Mtu = mtu;
         if (Environment.UserName != "root") throw new InvalidOperationException("the network lab needs root (ip netns, bridges, veths, tc)");
         SweepLeftovers();
@@ -83,7 +83,8 @@ public sealed class NetLab : IDisposable
 
     public List<LabHost> Hosts { get; } = new();
 
-    public const int DefaultMtu = 1500;
+    /// <summary>Ethernet's MTU is the default; the lab takes 1280 (IPv6's minimum) to 65535 (a veth's maximum).</summary>
+    public const int DefaultMtu = 1500, MinMtu = 1280, MaxMtu = 65535;
 
     /// <summary>The MTU of every link.</summary>
     public int Mtu { get; }
@@ -94,17 +95,28 @@ public sealed class NetLab : IDisposable
     /// <summary>The namespace the bridge and every host's bridge port are in.</summary>
     public string SwitchNamespace => _switch;
 
-    /// <summary>Bytes each host has put on its link so far (kernel counters), by host index.</summary>
-    public long[] SentBytes() { var ports = PortCounters(); return Hosts.Select(h => ports[h.BridgePort].Rx).ToArray(); }
+    /// <summary>Bytes each host has put on its link and received from it so far (kernel counters, one reading), by host index.</summary>
+    public (long[] Sent, long[] Received) Counters()
+    {
+        var ports = PortCounters();
+        return (Hosts.Select(h => ports[h.BridgePort].Rx).ToArray(), Hosts.Select(h => ports[h.BridgePort].Tx).ToArray());
+    }
+
+    /// <summary>Bytes each host has put on its link so far, by host index.</summary>
+    public long[] SentBytes() => Counters().Sent;
 
     /// <summary>Bytes each host has received from its link so far, by host index.</summary>
-    public long[] ReceivedBytes() { var ports = PortCounters(); return Hosts.Select(h => ports[h.BridgePort].Tx).ToArray(); }
+    public long[] ReceivedBytes() => Counters().Received;
 
     /// <summary>
     /// Bytes on all host links so far, both directions: what the report's modelled link bytes count (a byte sent from
     /// one host to another crosses the sender's link and the receiver's), here as the kernel counted them.
     /// </summary>
-    public long LinkBytes() => SentBytes().Sum() + ReceivedBytes().Sum();
+    public long LinkBytes()
+    {
+        var (sent, received) = Counters();
+        return sent.Sum() + received.Sum();
+    }
 
     /// <summary>
     /// Every interface of the switch namespace with its byte counters, as `ip -s -j link` gives them (this process's
@@ -112,8 +124,9 @@ public sealed class NetLab : IDisposable
     /// </summary>
     private Dictionary<string, (long Rx, long Tx)> PortCounters()
     {
-        var (code, output, errors) = Exec("ip", $"-n {_switch} -s -j link show");
-        if (code != 0) throw new InvalidOperationException($"ip -n {_switch} -s -j link show: {errors}");
+        string args = $"-n {_switch} -s -j link show";
+        var (code, output, errors) = Exec("ip", args);
+        if (code != 0) throw new InvalidOperationException($"ip {args}: {errors}");
         var counters = new Dictionary<string, (long, long)>();
         try
         {
@@ -124,10 +137,10 @@ public sealed class NetLab : IDisposable
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or KeyNotFoundException)
         {
-            throw new InvalidOperationException($"ip -n {_switch} -s -j link show gave counters this lab cannot read ({e.Message})", e);
+            throw new InvalidOperationException($"ip {args} gave counters this lab cannot read ({e.Message})", e);
         }
         if (Hosts.FirstOrDefault(h => !counters.ContainsKey(h.BridgePort)) is { } missing)
-            throw new InvalidOperationException($"ip -n {_switch} -s -j link show has no counters for {missing.BridgePort}");
+            throw new InvalidOperationException($"ip {args} has no counters for {missing.BridgePort}");
         return counters;
     }
 

@@ -65,9 +65,12 @@ public static class BenchCommand
         {
             string? plotPath = parse.GetValue(plot);
             if (plotPath is not null) PlotFile.Check(plotPath);
-            if (parse.GetValue(scenarioMtu) is not null && (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu
-                || MigrationOptionSet.Choose<BenchLinks>(parse.GetValue(links), "--links") != BenchLinks.Real))
-                throw new UserError("--mtu is for the scenarios on --links real (modelled links have no frames)");
+            if (parse.GetValue(scenarioMtu) is { } askedMtu)
+            {
+                if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu || MigrationOptionSet.Choose<BenchLinks>(parse.GetValue(links), "--links") != BenchLinks.Real)
+                    throw new UserError("--mtu is for the scenarios on --links real (modelled links have no frames)");
+                CheckMtu(askedMtu);
+            }
             if (QemuSetup.Backend(parse.GetValue(backend)) == GuestBackend.Qemu) return await RunQemuAsync(parse, linkRate, downtime, scenarioVms, vmMemory, targets, compression, scenarioJson, plotPath, only, workload, cancellationToken);
             if (parse.GetValue(workload) is not null) throw new UserError("--workload is for --backend qemu (the synthetic scenarios model their own writes)");
             string name = parse.GetValue(scenario)!;
@@ -90,7 +93,6 @@ public static class BenchCommand
                 if (l is <= 0 or > 0.5 || double.IsNaN(l)) throw new UserError(string.Create(CultureInfo.InvariantCulture, $"--loss {l}: a fraction in (0, 0.5]"));
             if (realLinks && Environment.UserName != "root") throw new UserError("--links real makes network namespaces, a bridge and tc qdiscs: run it as root");
             int? mtu = parse.GetValue(scenarioMtu);
-            if (mtu is < 1280 or > 65535) throw new UserError("--mtu must be within 1280..65535");
             var runs = chosen.Select(s => vmCount is not null || memory is not null ? s.Scaled(vmCount ?? s.Fleet.VmCount, memory ?? s.Fleet.Model.MemoryBytes) : s).ToArray();
             var journals = Directory.CreateTempSubdirectory("vmscatter-bench-").FullName;
             var results = new List<ScenarioResult>();
@@ -192,7 +194,7 @@ public static class BenchCommand
             if (parse.GetValue(receivers) is < 1 or > 200) throw new UserError("--receivers must be within 1..200");
             if (!LinkRate.TryParse(parse.GetValue(linkRate), out long bits) || bits == 0) throw new UserError($"--link-rate: '{parse.GetValue(linkRate)}' is not a finite rate (e.g. 1Gbit, 100Mbit)");
             long bytes = DemoCommand.Size(parse.GetValue(size)!, "--size");
-            if (parse.GetValue(mtu) is < 1280 or > 65535) throw new UserError("--mtu must be within 1280..65535");
+            CheckMtu(parse.GetValue(mtu));
             if (Environment.UserName != "root") throw new UserError("bench goodput makes network namespaces, a bridge and tc qdiscs: run it as root");
             var runs = new List<GoodputRun>();
             foreach (long rate in new[] { bits, 0L })
@@ -215,6 +217,11 @@ public static class BenchCommand
             return runs.All(r => r.Verified) ? ExitCodes.Success : ExitCodes.MigrationFailed;
         });
         return command;
+    }
+
+    private static void CheckMtu(int mtu)
+    {
+        if (mtu is < NetLab.MinMtu or > NetLab.MaxMtu) throw new UserError($"--mtu must be within {NetLab.MinMtu}..{NetLab.MaxMtu}");
     }
 
     /// <summary>A reduction against the baseline, or "-" when the baseline did not run or failed.</summary>

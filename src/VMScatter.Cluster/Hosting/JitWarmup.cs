@@ -60,7 +60,7 @@ public static class JitWarmup
             foreach (var method in type.GetMethods(BindingFlags.DeclaredOnly | BindingFlags.Instance | BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
                 .Cast<MethodBase>().Concat(type.GetConstructors(BindingFlags.DeclaredOnly | BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)))
             {
-                if (method.IsAbstract || method.ContainsGenericParameters || !HasIl(method)) continue;
+                if (method.ContainsGenericParameters || !HasIl(method)) continue;
                 if (Prepare(method)) { compiled++; own.Add(method); }
             }
         generic = 0;
@@ -92,12 +92,13 @@ public static class JitWarmup
             .Concat(closed.GetConstructors(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic));
     }
 
-    /// <summary>A body of IL to compile: not abstract, not implemented by the runtime (delegates' Invoke, intrinsics).</summary>
-    private static bool HasIl(MethodBase method)
-    {
-        try { return (method.MethodImplementationFlags & (MethodImplAttributes.Runtime | MethodImplAttributes.InternalCall)) == 0 && method.GetMethodBody() is not null; }
-        catch (Exception) { return false; } // a body whose locals name a type that does not load
-    }
+    /// <summary>
+    /// A body of IL to compile, told by the method's flags (its body is read once, by <see cref="Callees"/>): not abstract,
+    /// not P/Invoke, not implemented by the runtime (delegates' Invoke, intrinsics).
+    /// </summary>
+    private static bool HasIl(MethodBase method) =>
+        !method.IsAbstract && (method.Attributes & MethodAttributes.PinvokeImpl) == 0
+        && (method.MethodImplementationFlags & (MethodImplAttributes.CodeTypeMask | MethodImplAttributes.InternalCall)) == MethodImplAttributes.IL;
 
     private static bool Prepare(MethodBase method)
     {
@@ -134,7 +135,7 @@ public static class JitWarmup
             foreach (var caller in frontier)
                 foreach (var callee in Callees(caller))
                     if ((callee.IsGenericMethod || callee.DeclaringType is { IsGenericType: true })
-                        && !callee.ContainsGenericParameters && callee.DeclaringType?.ContainsGenericParameters != true && !callee.IsAbstract && HasIl(callee) && found.Add(callee))
+                        && !callee.ContainsGenericParameters && callee.DeclaringType?.ContainsGenericParameters != true && HasIl(callee) && found.Add(callee))
                         next.Add(callee);
             frontier = next;
         }

@@ -78,11 +78,12 @@ public sealed class QemuClusterTests(QemuFixture fixture)
         Assert.True(streamed.Success && int.Parse(streamed.Groups[1].Value) >= 1 && int.Parse(streamed.Groups[2].Value) >= 2, tracking[2]);
         // The same OS image in every guest: far less than each guest's own non-zero pages went over the wire.
         Assert.True(report.BytesSent < 0.6 * report.NaiveBytes, $"sent {report.BytesSent} of naive {report.NaiveBytes}");
-        // The source's CPU reading guest memory, per round: round 0 read every guest's data. (Not more than any later round:
-        // a pass skips the RAM file's holes, and the streamed guest's later collection hashes QEMU's bulk pass, every page.)
+        // The source's CPU reading guest memory, per round: every round read some (each collects by re-hashing or from
+        // QEMU's stream). Round 0 is not more than every later round: a pass skips the RAM file's holes, and the streamed
+        // guest's later collection hashes QEMU's bulk pass, every page.
         var cpu = report.SourceCpuSecondsPerRound;
         Assert.Equal(report.DataPlaneRounds, cpu.Count);
-        Assert.True(cpu[0] > 0 && cpu.All(c => c >= 0), string.Join(", ", cpu));
+        Assert.True(cpu.All(c => c > 0), string.Join(", ", cpu));
 
         var (files, processes) = QemuFixture.Leftovers(settings);
         Assert.Empty(files);
