@@ -55,9 +55,11 @@ public static class QemuBench
     public const string VmScatter = "vmscatter";
     /// <summary>VMScatter with QEMU's own dirty log, read from its migration stream (<see cref="DirtyTracking.QemuStream"/>).</summary>
     public const string VmScatterStream = "vmscatter-qemu-stream";
+    /// <summary>VMScatter re-hashing guest memory each round (<see cref="DirtyTracking.Rehash"/>), beside the default's kernel write log.</summary>
+    public const string VmScatterRehash = "vmscatter-rehash";
     public const string Native = "qemu-native";
     public const string NativeMultifdZstd = "qemu-native-multifd-zstd";
-    public static readonly IReadOnlyList<string> Methods = [VmScatter, VmScatterStream, Native, NativeMultifdZstd];
+    public static readonly IReadOnlyList<string> Methods = [VmScatter, VmScatterRehash, VmScatterStream, Native, NativeMultifdZstd];
 
     /// <summary>What a bench runs unless told: QEMU's stream as dirty log is an experiment (slower here, see the README), run by name.</summary>
     public static readonly IReadOnlyList<string> DefaultMethods = [VmScatter, Native, NativeMultifdZstd];
@@ -75,7 +77,8 @@ public static class QemuBench
         {
             var measured = new Measured(method, method switch
             {
-                VmScatter => $"traffic-aware placement, dedup across guests, relay chain per target group, {compression.ToName()}; dirty pages by re-hashing; device state via QEMU (x-ignore-shared)",
+                VmScatter => $"traffic-aware placement, dedup across guests, relay chain per target group, {compression.ToName()}; dirty pages from the kernel's log of QEMU's writes (re-hashed where it cannot be had); device state via QEMU (x-ignore-shared)",
+                VmScatterRehash => "the same, dirty pages by re-hashing the memory each guest uses",
                 VmScatterStream => $"the same, dirty pages from QEMU's own migration stream (its dirty bitmap; QEMU stops each guest when its pre-copy converges)",
                 Native => "QEMU's own pre-copy (defaults), one guest after another over tcp loopback",
                 NativeMultifdZstd => "the same with multifd (2 channels) + zstd compression",
@@ -86,11 +89,16 @@ public static class QemuBench
             try
             {
                 progress?.Invoke($"{method}: booting {guests} guests ({workload.ToName()})");
-                var methodConfig = method == VmScatterStream ? config with { Settings = config.Settings with { DirtyTracking = DirtyTracking.QemuStream } } : config;
+                var methodConfig = method switch
+                {
+                    VmScatterStream => config with { Settings = config.Settings with { DirtyTracking = DirtyTracking.QemuStream } },
+                    VmScatterRehash => config with { Settings = config.Settings with { DirtyTracking = DirtyTracking.Rehash } },
+                    _ => config,
+                };
                 fleet = await methodConfig.BootGuestsAsync(image, guests, memoryBytes, cancellationToken, workload).ConfigureAwait(false);
                 version ??= fleet[0].Process.Qmp.Version;
                 var programs = fleet.Select((_, i) => workload.ForGuest(i)).ToArray();
-                if (method is VmScatter or VmScatterStream) await RunVmScatterAsync(measured, fleet, programs, config, targets, memoryBytes, linkBitsPerSecond, downtimeMs, compression, journalDirectory, progress, cancellationToken).ConfigureAwait(false);
+                if (method is VmScatter or VmScatterStream or VmScatterRehash) await RunVmScatterAsync(measured, fleet, programs, config, targets, memoryBytes, linkBitsPerSecond, downtimeMs, compression, journalDirectory, progress, cancellationToken).ConfigureAwait(false);
                 else await RunNativeAsync(measured, fleet, programs, config, linkBitsPerSecond, method == NativeMultifdZstd, progress, cancellationToken).ConfigureAwait(false);
             }
             // Ctrl-C ends the bench (after the finally below), whatever the step it broke made of it; any other failure is this method's row.

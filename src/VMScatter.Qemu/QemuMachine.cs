@@ -166,8 +166,8 @@ public sealed record QemuSettings
     /// <summary>The disks and NICs this host lets guests have (shared storage directories, netdev kinds).</summary>
     public QemuHostDevices Devices { get; init; } = QemuHostDevices.Default;
 
-    /// <summary>How a guest's written pages are found: by re-hashing its memory, or from QEMU's own migration stream.</summary>
-    public DirtyTracking DirtyTracking { get; init; } = DirtyTracking.Rehash;
+    /// <summary>How a guest's written pages are found: from the kernel's log of QEMU's writes (re-hashing where it cannot be had), by re-hashing its memory, or from QEMU's own migration stream.</summary>
+    public DirtyTracking DirtyTracking { get; init; } = DirtyTracking.WriteProtect;
 
     /// <summary>With <see cref="DirtyTracking.QemuStream"/>: QEMU's downtime limit while it streams (it stops the guest once the rest would take less).</summary>
     public int StreamDowntimeLimitMs { get; init; } = 1;
@@ -181,16 +181,24 @@ public enum DirtyTracking
 
     /// <summary>QEMU's own dirty bitmap, read from its migration stream (a round costs what was written; QEMU decides when the guest stops).</summary>
     QemuStream,
+
+    /// <summary>
+    /// The kernel's log of QEMU's writes (userfaultfd write-protection, read by the pagemap scan; Linux 6.7 and later): a
+    /// round re-hashes only the pages written. Where it cannot be had (older kernel, a seccomp-filtered or unknown QEMU
+    /// process), the guest is re-hashed and the report says why.
+    /// </summary>
+    WriteProtect,
 }
 
 public static class DirtyTrackings
 {
-    public static string ToName(this DirtyTracking t) => t switch { DirtyTracking.Rehash => "rehash", DirtyTracking.QemuStream => "qemu-stream", _ => t.ToString() };
+    public static string ToName(this DirtyTracking t) => t switch { DirtyTracking.Rehash => "rehash", DirtyTracking.QemuStream => "qemu-stream", DirtyTracking.WriteProtect => "write-protect", _ => t.ToString() };
 
     public static DirtyTracking Parse(string name) => name switch
     {
         "rehash" => DirtyTracking.Rehash,
         "qemu-stream" => DirtyTracking.QemuStream,
-        _ => throw new ArgumentException($"dirty tracking '{name}' is not one of rehash, qemu-stream"),
+        "write-protect" => DirtyTracking.WriteProtect,
+        _ => throw new ArgumentException($"dirty tracking '{name}' is not one of rehash, qemu-stream, write-protect"),
     };
 }

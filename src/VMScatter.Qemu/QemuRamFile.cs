@@ -35,6 +35,9 @@ public sealed unsafe class QemuRamFile : IWritableGuestMemory, IDirectPageAccess
     public string Path { get; }
     public int PageCount { get; }
 
+    /// <summary>Where the file is mapped in this process (its identity, device and inode, is read from this mapping).</summary>
+    public nint MappedAt => (nint)_base;
+
     /// <summary>Whether disposing removes the file (a target's file until a landed guest takes it over).</summary>
     public bool DeleteOnDispose { get; set; }
 

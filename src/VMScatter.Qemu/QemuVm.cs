@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using VMScatter.Domain;
 using VMScatter.Domain.Concurrency;
 using VMScatter.Domain.Pages;
+using VMScatter.Qemu.WriteProtect;
 
 namespace VMScatter.Qemu;
 
@@ -56,6 +57,10 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     private QemuStreamLog? _stream;
     /// <summary>The pause under way came from <see cref="_stream"/> ending (QEMU stopped the guest), not from a QMP stop.</summary>
     private volatile bool _pausedByStream;
+    /// <summary>With <see cref="DirtyTracking.WriteProtect"/>: the kernel's log of QEMU's writes, from the first dirty logging on.</summary>
+    private WriteProtectLog? _writeLog;
+    /// <summary>Why the kernel's log could not be had (or failed): this guest is re-hashed from then on.</summary>
+    private volatile string? _writeLogUnavailable;
 
     private readonly object _endLock = new();
     private Task? _ended;
@@ -248,25 +253,34 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     public void StartDirtyLogging()
     {
         // QEMU's stream (a later collection's) needs x-ignore-shared off; the device-state capture sets it then.
-        if (_ignoreShared is null && _settings.DirtyTracking == DirtyTracking.Rehash)
+        if (_ignoreShared is null && _settings.DirtyTracking != DirtyTracking.QemuStream)
         {
             _ignoreShared = SetIgnoreSharedAsync("dirty logging");
             // A failure here is met again by the pause, which sets it itself.
             _ignoreShared.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         }
         _snapshotIsPaused = false;
+        // Protected before the pass below reads a page: a page written after it is protected is in the next collection.
+        if (_settings.DirtyTracking == DirtyTracking.WriteProtect && _writeLogUnavailable is null)
+            try
+            {
+                _writeLog ??= WriteProtectLog.Start(_qemu.ProcessId, _ram.MappedAt, _ram.PageCount);
+                _writeLog.TakeWritten(null);
+            }
+            catch (Exception e) when (e is WriteProtectUnavailableException or ObjectDisposedException) { DropWriteLog(e.Message); }
         // Holes (pages the guest never wrote) are zero, and are not read: reading one would allocate it in tmpfs.
         Array.Fill(_snapshot, ContentHash.OfZeroPage);
         foreach (var (first, end) in _ram.DataRanges())
             for (int p = first; p < end; p++) _snapshot[p] = ContentHash.OfPage(_ram.PageSpan(p));
         Array.Clear(_reread);
         _rehashedThisRun = false;
-        (_rehashes, _streamCollections, _missedSinceStart) = (0, 0, StreamMissedPages);
+        (_rehashes, _streamCollections, _writeLogCollections, _missedSinceStart) = (0, 0, 0, StreamMissedPages);
         _logging = true;
     }
 
     public int[] CollectDirtyPages()
     {
+        if (_writeLog is { } log && CollectWritten(log) is { } written) return written;
         // QEMU's own log, unless the guest was paused by a QMP stop outside a stream (then nothing streams: re-hash).
         // Each run of pre-copy rounds re-hashes once first: QEMU stops the guest as soon as its bulk pass is through, so
         // what was written since round 0 must be sent before that, while the guest still runs.
@@ -295,9 +309,74 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     private int _rehashes, _streamCollections;
     private long _missedSinceStart;
 
-    public string DirtyTrackingUsed => _settings.DirtyTracking == DirtyTracking.Rehash
-        ? $"re-hash: {Volatile.Read(ref _rehashes) + 1} whole-memory passes"
-        : $"qemu-stream: {Volatile.Read(ref _streamCollections)} collections from QEMU's stream, {Volatile.Read(ref _rehashes) + 1} whole-memory passes (the log's start, each run's first collection, each pause, which also takes what the stream resent), {StreamMissedPages - Interlocked.Read(ref _missedSinceStart)} written pages the stream had not resent";
+    public string DirtyTrackingUsed => _settings.DirtyTracking switch
+    {
+        DirtyTracking.Rehash => $"re-hash: {Volatile.Read(ref _rehashes) + 1} whole-memory passes",
+        DirtyTracking.WriteProtect when _writeLogUnavailable is { } why => $"re-hash: {Volatile.Read(ref _rehashes) + 1} whole-memory passes (no write-protect log: {why})",
+        DirtyTracking.WriteProtect => $"write-protect: {Volatile.Read(ref _writeLogCollections)} collections from the kernel's log of QEMU's writes, {Volatile.Read(ref _rehashes) + 1} whole-memory pass",
+        _ => $"qemu-stream: {Volatile.Read(ref _streamCollections)} collections from QEMU's stream, {Volatile.Read(ref _rehashes) + 1} whole-memory passes (the log's start, each run's first collection, each pause, which also takes what the stream resent), {StreamMissedPages - Interlocked.Read(ref _missedSinceStart)} written pages the stream had not resent",
+    };
+
+    private int _writeLogCollections;
+
+    /// <summary>
+    /// The pages the kernel's log shows written since the last collection, and those a round's read found changed,
+    /// each re-hashed: the dirty ones are those whose hash changed or that a read found changed. Every other page is
+    /// unwritten since its hash was taken, so after a collection that began paused the snapshot is the paused memory.
+    /// Null if the log failed: this guest is re-hashed from then on.
+    /// </summary>
+    private int[]? CollectWritten(WriteProtectLog log)
+    {
+        int resumes = Volatile.Read(ref _resumes);
+        bool paused = _stopped;
+        _snapshotIsPaused = false;
+        var pages = new List<int>();
+        try { log.TakeWritten(pages); }
+        catch (Exception e) when (e is WriteProtectUnavailableException or ObjectDisposedException)
+        {
+            DropWriteLog(e.Message);
+            return null;
+        }
+        int written = pages.Count;
+        PageBits.TakeAll(_reread, pages);
+        HashSet<int>? reread = pages.Count == written ? null : pages.Skip(written).ToHashSet();
+        var listed = pages.Count == written ? pages.ToArray() : pages.Distinct().ToArray();
+        Array.Sort(listed);
+        var dirty = new bool[listed.Length];
+        int caller = Environment.CurrentManagedThreadId;
+        Parallel.For(0, (listed.Length + WrittenChunkPages - 1) / WrittenChunkPages, CollectParallel, c =>
+        {
+            bool helper = Environment.CurrentManagedThreadId != caller;
+            double cpu = helper ? ThreadCpu.Seconds() : 0;
+            for (int i = c * WrittenChunkPages, end = Math.Min(listed.Length, i + WrittenChunkPages); i < end; i++)
+            {
+                int p = listed[i];
+                var h = ContentHash.OfPage(_ram.PageSpan(p));
+                dirty[i] = h != _snapshot[p] || reread?.Contains(p) == true;
+                _snapshot[p] = h;
+            }
+            if (helper) lock (_helperCpuLock) _helperCpu += ThreadCpu.Seconds() - cpu;
+        });
+        Interlocked.Increment(ref _writeLogCollections);
+        LastCollectionPagesHashed = listed.Length;
+        _snapshotIsPaused = paused && Volatile.Read(ref _resumes) == resumes;
+        return listed.Where((_, i) => dirty[i]).ToArray();
+    }
+
+    /// <summary>The pages the last collection read and hashed: those the kernel's log listed, or every page holding data.</summary>
+    public int LastCollectionPagesHashed { get; private set; }
+
+    /// <summary>Pages a helper thread hashes at a time, of a collection's written pages.</summary>
+    private const int WrittenChunkPages = 1024;
+
+    private void DropWriteLog(string why)
+    {
+        _writeLogUnavailable = why;
+        Interlocked.Exchange(ref _writeLog, null)?.Dispose();
+    }
+
+    /// <summary>Why this guest has no write-protect log (null if it has one, or was not to).</summary>
+    public string? WriteLogUnavailable => _writeLogUnavailable;
 
     /// <summary>A whole-memory pass: the pages whose hash changed since the last, or that a read found changed; <paramref name="changed"/> counts the former.</summary>
     private int[] Rehash(out int changed)
@@ -314,6 +393,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         // after its read is. Paused, the memory no longer changes and the holes are exact.
         var data = new ulong[(_snapshot.Length + 63) / 64];
         foreach (var (first, end) in _ram.DataRanges()) PageBits.SetRange(data, first, end);
+        LastCollectionPagesHashed = data.Sum(w => System.Numerics.BitOperations.PopCount(w));
         int differingPages = 0;
         int caller = Environment.CurrentManagedThreadId;
         Parallel.For(0, chunks, CollectParallel, c =>
@@ -586,6 +666,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         if (!quit && _stream is { } stream)
             try { await stream.CancelAsync(_settings.StateTransferTimeout).ConfigureAwait(false); }
             catch (QemuStepException) { }
+        Interlocked.Exchange(ref _writeLog, null)?.Dispose();
         if (quit) await _qemu.DisposeAsync().ConfigureAwait(false);
         else
         {

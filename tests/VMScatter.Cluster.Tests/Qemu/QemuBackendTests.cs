@@ -18,6 +18,7 @@ public sealed class QemuBackendTests(QemuFixture fixture)
     [Theory]
     [InlineData(DirtyTracking.Rehash)]
     [InlineData(DirtyTracking.QemuStream)]
+    [InlineData(DirtyTracking.WriteProtect)]
     public async Task A_guest_copied_by_dirty_rounds_continues_on_the_target_with_the_same_memory(DirtyTracking tracking)
     {
         string tag = Guid.NewGuid().ToString("N")[..8];
@@ -59,6 +60,8 @@ public sealed class QemuBackendTests(QemuFixture fixture)
                 Assert.InRange(vm.StreamRecords, vm.PageCount, vm.PageCount + vm.PageCount / 4);
                 Assert.InRange(final.Length, 0, vm.PageCount / 8);
             }
+            if (tracking == DirtyTracking.WriteProtect)
+                Assert.StartsWith("write-protect: 2 collections", vm.DirtyTrackingUsed);
             var state = await vm.CaptureDeviceStateAsync();
             // x-ignore-shared: the stream is device state and ROMs, not the 128 MiB of RAM.
             Assert.InRange(state.Length, 1, 4 << 20);

@@ -1,0 +1,124 @@
+using Xunit;
+using VMScatter.Domain;
+using VMScatter.Domain.Pages;
+using VMScatter.Qemu;
+using VMScatter.Qemu.WriteProtect;
+
+namespace VMScatter.Cluster.Tests.Qemu;
+
+/// <summary>The kernel's log of a QEMU guest's writes (userfaultfd write-protection read by the pagemap scan).</summary>
+[Collection("qemu")]
+public sealed class WriteProtectLogTests(QemuFixture fixture)
+{
+    [Fact]
+    public async Task The_log_misses_no_write_of_a_running_guest_rehashes_only_what_was_written_and_leaves_nothing_in_qemu()
+    {
+        string tag = Guid.NewGuid().ToString("N")[..8];
+        var settings = QemuFixture.SettingsFor(tag) with { DirtyTracking = DirtyTracking.WriteProtect };
+        // 1,024 pages a second rewritten within 8 MiB, and the counter loop's own writes.
+        var vm = await QemuVm.StartAsync(new QemuGuestSpec("wp", fixture.Image, 256L << 20, WorkloadArguments: "vmscatter.wws_kib=8192 vmscatter.dirty_pages=1024"), settings);
+        try
+        {
+            int qemu = vm.ProcessId;
+            vm.StartDirtyLogging();
+            Assert.Null(vm.WriteLogUnavailable);
+            // QEMU holds no userfaultfd (it lives in this process) and its RAM mapping is write-protect registered.
+            Assert.DoesNotContain(OpenFiles(qemu), f => f.Contains("userfaultfd", StringComparison.Ordinal));
+            Assert.Contains("uw", RamVmFlags(qemu, vm.RamFilePath));
+
+            var collected = new List<int>();
+            for (int round = 0; round < 4; round++)
+            {
+                long counter = SerialConsole.LastCounter(vm.SerialLogPath);
+                await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, counter + 1, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running);
+                var dirty = vm.CollectDirtyPages();
+                Assert.NotEmpty(dirty);
+                collected.Add(vm.LastCollectionPagesHashed);
+            }
+            // A round hashes what the guest wrote (its 2,048-page working set at most, and the kernel's and init's pages), not 65,536 pages.
+            Assert.All(collected, n => Assert.InRange(n, 1, 8192));
+
+            await vm.PauseAsync();
+            var final = vm.CollectDirtyPages();
+            // Every page's hash, kept only from the pages the log listed, is the paused memory's, read whole here.
+            var kept = vm.PausedPageHashes;
+            Assert.NotNull(kept);
+            int differing = Enumerable.Range(0, vm.PageCount).Count(p => kept[p] != ContentHash.OfPage(Page(vm, p)));
+            Assert.Equal(0, differing);
+            Assert.StartsWith("write-protect: 5 collections", vm.DirtyTrackingUsed);
+
+            // Let go (a node stopping): the registration ends with this process's descriptor, and the guest runs on.
+            await vm.ResumeAsync();
+            await vm.DetachAsync();
+            Assert.DoesNotContain("uw", RamVmFlags(qemu, vm.RamFilePath));
+            long after = SerialConsole.LastCounter(vm.SerialLogPath);
+            Assert.True(await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, after + 2, TimeSpan.FromSeconds(60), () => File.Exists($"/proc/{qemu}/status")) > after + 2);
+            // It is no longer this node's: ended here as an operator would end it.
+            var process = GuestPid.Of(qemu)!;
+            process.Kill();
+            Assert.True(await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            await vm.DisposeAsync();
+            foreach (string f in Directory.EnumerateFiles(settings.RamDirectory)) File.Delete(f);
+            foreach (string d in Directory.EnumerateDirectories(settings.RuntimeDirectory)) Directory.Delete(d, true);
+        }
+        QemuFixture.RemoveDirectories(settings);
+    }
+
+    [Fact]
+    public void The_ram_file_is_found_in_a_maps_listing_by_device_and_inode_not_by_path()
+    {
+        string[] self =
+        [
+            "7f0000000000-7f0010000000 r--s 00000000 00:1a 4242                       /dev/shm/vm.ram",
+            "7f0010000000-7f0010001000 rw-p 00000000 00:00 0 ",
+        ];
+        Assert.Equal("00:1a 4242", WriteProtectLog.MappingIdentity(self, 0x7f0000001000));
+        Assert.Null(WriteProtectLog.MappingIdentity(self, 0x7f0010000000)); // anonymous
+        Assert.Null(WriteProtectLog.MappingIdentity(self, 0x6f0000000000));
+        string[] qemu =
+        [
+            "7f1000000000-7f1008000000 rw-s 00000000 00:1a 4242                       /dev/shm/vm.ram (deleted)",
+            "7f1008000000-7f1010000000 rw-s 08000000 00:1a 4242                       /dev/shm/vm.ram (deleted)",
+            "7f2000000000-7f2010000000 rw-s 00000000 00:1a 4243                       /dev/shm/vm.ram",
+            "garbage line",
+            "7f3000000000-7f3000001000 rw-s 10000000 00:1a 4242                       /dev/shm/vm.ram",
+        ];
+        var ranges = WriteProtectLog.MappingsOf(qemu, "00:1a 4242", 65536);
+        // The file at the path now (inode 4243) is not the one mapped here; a mapping past the guest's pages is left out.
+        Assert.Equal([new(0x7f1000000000, 0x7f1008000000, 0), new(0x7f1008000000, 0x7f1010000000, 0x8000)], ranges);
+    }
+
+    [Fact]
+    public void A_process_under_a_seccomp_filter_is_told_apart()
+    {
+        Assert.Equal(0, WriteProtectLog.SeccompMode(Environment.ProcessId));
+        Assert.Null(WriteProtectLog.SeccompMode(int.MaxValue));
+    }
+
+    private static byte[] Page(QemuVm vm, int index)
+    {
+        var page = new byte[VMScatter.Domain.Pages.Page.Size];
+        vm.ReadPage(index, page);
+        return page;
+    }
+
+    private static string[] OpenFiles(int pid) =>
+        Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Select(f => { try { return new FileInfo(f).LinkTarget ?? ""; } catch (IOException) { return ""; } }).ToArray();
+
+    /// <summary>The VmFlags of QEMU's mapping of the RAM file, from /proc/PID/smaps.</summary>
+    private static string[] RamVmFlags(int pid, string ramFile)
+    {
+        bool inRam = false;
+        foreach (string line in File.ReadLines($"/proc/{pid}/smaps"))
+        {
+            if (System.Text.RegularExpressions.Regex.IsMatch(line, "^[0-9a-f]+-[0-9a-f]+ "))
+                inRam = line.Contains(ramFile, StringComparison.Ordinal);
+            else if (inRam && line.StartsWith("VmFlags:", StringComparison.Ordinal))
+                return line["VmFlags:".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        }
+        throw new InvalidOperationException($"QEMU {pid} does not map {ramFile}");
+    }
+}
