@@ -43,6 +43,9 @@ public sealed class QemuProcess : IAsyncDisposable
     /// <summary>Started by someone else and taken over by its monitor socket: its files are its owner's.</summary>
     public bool Adopted => RuntimeDirectory is null;
     public int ProcessId => Pid?.Pid ?? -1;
+
+    /// <summary>The QEMU process as far as it is known: this node's own, else the one listening on the monitor socket.</summary>
+    public int MonitorProcessId => Pid?.Pid ?? Qmp.PeerProcessId;
     public bool HasExited => Pid is { } pid ? !pid.IsAlive : Qmp.IsClosed;
 
     /// <summary>Takes over a running QEMU through its monitor socket (it must be free: QMP serves one client).</summary>

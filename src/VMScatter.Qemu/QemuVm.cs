@@ -264,7 +264,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         if (_settings.DirtyTracking == DirtyTracking.WriteProtect && _writeLogUnavailable is null)
             try
             {
-                _writeLog ??= WriteProtectLog.Start(_qemu.ProcessId, _ram.MappedAt, _ram.PageCount);
+                // An adopted guest's QEMU is the monitor's peer; a process that does not map this RAM file is refused.
+                _writeLog ??= WriteProtectLog.Start(_qemu.MonitorProcessId, _ram.MappedAt, _ram.PageCount);
                 _writeLog.TakeWritten(null);
             }
             catch (Exception e) when (e is WriteProtectUnavailableException or ObjectDisposedException) { DropWriteLog(e.Message); }

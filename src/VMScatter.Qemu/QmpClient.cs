@@ -37,10 +37,21 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>The monitor connection ended (QEMU exited, or this client was disposed).</summary>
     public bool IsClosed => _closedReason is not null;
 
+    /// <summary>The process that listens on the monitor socket (SO_PEERCRED), or -1: the QEMU of an adopted guest.</summary>
+    public int PeerProcessId { get; private set; } = -1;
+
     /// <summary>The QEMU version from the greeting, e.g. "7.2.19".</summary>
     public string Version { get; private set; } = "";
 
     /// <summary>Connects (retrying while QEMU creates the socket), reads the greeting and leaves capabilities negotiation mode.</summary>
+    private static int PeerPid(Socket socket)
+    {
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; }, from SOL_SOCKET (1), SO_PEERCRED (17).
+        Span<byte> credentials = stackalloc byte[12];
+        try { return socket.GetRawSocketOption(1, 17, credentials) == 12 ? BitConverter.ToInt32(credentials) : -1; }
+        catch (SocketException) { return -1; }
+    }
+
     public static async Task<QmpClient> ConnectAsync(string socketPath, TimeSpan timeout, Func<bool>? processAlive = null, CancellationToken cancellationToken = default)
     {
         var deadline = DateTime.UtcNow + timeout;
@@ -50,7 +61,7 @@ public sealed class QmpClient : IAsyncDisposable
             try
             {
                 await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken).ConfigureAwait(false);
-                var client = new QmpClient(socket);
+                var client = new QmpClient(socket) { PeerProcessId = PeerPid(socket) };
                 try
                 {
                     var greeting = await client.NextReplyAsync(deadline - DateTime.UtcNow, "greeting").ConfigureAwait(false);

@@ -5,8 +5,9 @@ namespace VMScatter.Qemu.WriteProtect;
 /// <summary>The Linux calls the write-protect log needs (x86-64): ptrace, waitpid, pidfds, userfaultfd and the pagemap scan.</summary>
 internal static unsafe partial class Native
 {
-    public const long PtraceGetRegs = 12, PtraceSetRegs = 13, PtraceSingleStep = 9, PtraceCont = 7, PtraceDetach = 17, PtraceSeize = 0x4206, PtraceInterrupt = 0x4207;
-    public const int WaitAll = 0x40000000;
+    public const long PtraceGetSigInfo = 0x4202, PtraceGetRegs = 12, PtraceSetRegs = 13, PtraceSingleStep = 9, PtraceCont = 7, PtraceDetach = 17, PtraceSeize = 0x4206, PtraceInterrupt = 0x4207;
+    public const int WaitAll = 0x40000000, WaitNoHang = 1;
+    public const int Eintr = 4, Echild = 10;
     public const int SigTrap = 5;
     public const int PtraceEventStop = 128;
 
@@ -69,6 +70,4 @@ internal static unsafe partial class Native
     public static string Error(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 
     public static bool Stopped(int status) => (status & 0xff) == 0x7f;
-    public static int StopSignal(int status) => (status >> 8) & 0xff;
-    public static int StopEvent(int status) => status >> 16;
 }

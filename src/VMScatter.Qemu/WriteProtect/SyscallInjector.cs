@@ -38,8 +38,8 @@ internal sealed unsafe class SyscallInjector
         {
             if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0) < 0) throw Failure("ptrace interrupt", Native.Errno);
             // The interrupt's stop; a signal arriving first stops the thread for it, and is handed back at the release.
-            int status = WaitStop(tid);
-            if (!(Native.StopSignal(status) == Native.SigTrap && Native.StopEvent(status) == Native.PtraceEventStop)) pendingAtStop = Native.StopSignal(status);
+            WaitStop(tid);
+            if (StopSignal(tid) is var (signal, code) && !(signal == Native.SigTrap && code == (Native.PtraceEventStop << 8 | Native.SigTrap))) pendingAtStop = signal;
             Native.Regs regs;
             if (Native.Ptrace(Native.PtraceGetRegs, tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace getregs", Native.Errno);
             memory = File.OpenHandle($"/proc/{pid}/mem", FileMode.Open, FileAccess.ReadWrite);
@@ -74,13 +74,13 @@ internal sealed unsafe class SyscallInjector
         {
             if (Native.Ptrace(Native.PtraceSetRegs, _tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace setregs", Native.Errno);
             if (Native.Ptrace(Native.PtraceSingleStep, _tid, 0, 0) < 0) throw Failure("ptrace singlestep", Native.Errno);
-            int status = WaitStop(_tid);
+            WaitStop(_tid);
             Native.Regs after;
             if (Native.Ptrace(Native.PtraceGetRegs, _tid, 0, (nint)(&after)) < 0) throw Failure("ptrace getregs", Native.Errno);
             if (after.Rip == _syscallAt + 2) return (long)after.Rax;
             // A signal stopped the thread before the instruction ran: keep it for the release, and step again.
             if (after.Rip != _syscallAt) throw new WriteProtectUnavailableException($"the injected system call left the thread at 0x{after.Rip:x}, not after 0x{_syscallAt:x}");
-            if (Native.StopSignal(status) != Native.SigTrap) _pendingSignal = Native.StopSignal(status);
+            if (StopSignal(_tid).Signal is var signal and not Native.SigTrap) _pendingSignal = signal;
         }
         throw new WriteProtectUnavailableException("the injected system call was interrupted four times");
     }
@@ -92,16 +92,48 @@ internal sealed unsafe class SyscallInjector
         if (RandomAccess.Read(_memory, bytes, checked((long)address)) != bytes.Length) throw new WriteProtectUnavailableException($"could not read the process's memory at 0x{address:x}");
     }
 
-    private static int WaitStop(int tid)
+    /// <summary>
+    /// Until the thread is in a ptrace stop. Its wait notification alone is not enough: where QEMU is this process's
+    /// child (a guest started by an operator's tool in this process, as the tests do), .NET's child reaper may take
+    /// the notification first, so the thread's state ('t', tracing stop) is read too. Then any notification still
+    /// queued is taken, so that it is not mistaken for the next stop's. Bounded by nothing: a stopped tracee must be
+    /// released, and only a stopped one can be.
+    /// </summary>
+    private static void WaitStop(int tid)
     {
+        var spin = new SpinWait();
         while (true)
         {
-            int r = Native.WaitPid(tid, out int status, Native.WaitAll);
-            if (r < 0 && Native.Errno == 4) continue; // EINTR
-            if (r < 0) throw Failure("waitpid", Native.Errno);
-            if (!Native.Stopped(status)) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
-            return status;
+            int r = Native.WaitPid(tid, out int status, Native.WaitAll | Native.WaitNoHang);
+            if (r == tid && !Native.Stopped(status)) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
+            if (r == tid || TracingStop(tid))
+            {
+                while (Native.WaitPid(tid, out _, Native.WaitAll | Native.WaitNoHang) == tid) { }
+                return;
+            }
+            if (r < 0 && Native.Errno is not (Native.Eintr or Native.Echild)) throw Failure("waitpid", Native.Errno);
+            if (!File.Exists($"/proc/{tid}/stat")) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
+            spin.SpinOnce(sleep1Threshold: 30);
         }
+    }
+
+    /// <summary>The thread's state in /proc is 't': stopped by its tracer.</summary>
+    private static bool TracingStop(int tid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{tid}/stat");
+            int close = stat.LastIndexOf(')');
+            return close > 0 && close + 2 < stat.Length && stat[close + 2] == 't';
+        }
+        catch (IOException) { return false; }
+    }
+
+    /// <summary>The signal (and its si_code) the thread is stopped for: SIGTRAP for an interrupt or a step, else a signal to hand back.</summary>
+    private static (int Signal, int Code) StopSignal(int tid)
+    {
+        var info = stackalloc int[32];
+        return Native.Ptrace(Native.PtraceGetSigInfo, tid, 0, (nint)info) < 0 ? (Native.SigTrap, 0) : (info[0], info[2]);
     }
 
     /// <summary>

@@ -49,6 +49,9 @@ public sealed unsafe class WriteProtectLog : IDisposable
             throw new WriteProtectUnavailableException("needs Linux on x86-64");
         if (pid <= 0) throw new WriteProtectUnavailableException("the guest's QEMU process is not known");
         if (KernelSupport.Value is { } missing) throw new WriteProtectUnavailableException(missing);
+        // .NET's child reaper takes a child's ptrace stop for its exit (and the real exit is then never seen): a QEMU
+        // this process started itself, not daemonized, is not traced. Guests a node starts are daemons, not its children.
+        if (ParentOf(pid) == Environment.ProcessId) throw new WriteProtectUnavailableException("the guest's QEMU is this process's own child, not a daemon");
         // A seccomp filter may kill a process for a system call it does not allow: nothing is run in such a QEMU.
         if (SeccompMode(pid) is not 0) throw new WriteProtectUnavailableException("the guest's QEMU runs under a seccomp filter (-sandbox)");
         var identity = MappingIdentity(File.ReadLines("/proc/self/maps"), (ulong)ramMappedHere)
@@ -205,6 +208,18 @@ public sealed unsafe class WriteProtectLog : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         return null;
+    }
+
+    /// <summary>Field 4 of /proc/PID/stat, or -1.</summary>
+    internal static int ParentOf(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields.Length > 1 && int.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out int parent) ? parent : -1;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException) { return -1; }
     }
 
     /// <summary>The device and inode ("08:01 1234") of the mapping holding <paramref name="address"/>, from a maps listing.</summary>

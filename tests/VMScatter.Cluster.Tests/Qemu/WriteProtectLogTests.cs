@@ -92,6 +92,32 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
     }
 
     [Fact]
+    public async Task Nothing_is_run_in_a_process_that_is_not_the_guests_qemu_nor_in_a_child_of_this_one()
+    {
+        string ramPath = Path.Combine("/dev/shm", $"vmscatter-test-wp-{Guid.NewGuid():N}.ram");
+        using var ram = QemuRamFile.Create(ramPath, 1 << 20);
+        // A child of this process (as a QEMU a tool in this process started without -daemonize): .NET's reaper would take its stops for its exit.
+        using var child = System.Diagnostics.Process.Start("sleep", "60")!;
+        try
+        {
+            var e = Assert.Throws<WriteProtectUnavailableException>(() => WriteProtectLog.Start(child.Id, ram.MappedAt, ram.PageCount));
+            Assert.Contains("own child", e.Message);
+        }
+        finally { child.Kill(); }
+        // Not a child, but not mapping the guest's RAM file: refused before it is stopped or touched.
+        using var launcher = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("setsid", ["-f", "sh", "-c", "echo $$; exec sleep 60"]) { RedirectStandardOutput = true })!;
+        int other = int.Parse((await launcher.StandardOutput.ReadLineAsync())!);
+        await launcher.WaitForExitAsync();
+        try
+        {
+            var e = Assert.Throws<WriteProtectUnavailableException>(() => WriteProtectLog.Start(other, ram.MappedAt, ram.PageCount));
+            Assert.Contains("does not map its RAM file", e.Message);
+            Assert.Contains("TracerPid:\t0", File.ReadAllText($"/proc/{other}/status"));
+        }
+        finally { GuestPid.Of(other)?.Kill(); }
+    }
+
+    [Fact]
     public void A_process_under_a_seccomp_filter_is_told_apart()
     {
         Assert.Equal(0, WriteProtectLog.SeccompMode(Environment.ProcessId));
