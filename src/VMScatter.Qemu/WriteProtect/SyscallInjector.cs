@@ -101,19 +101,21 @@ internal sealed unsafe class SyscallInjector
     /// </summary>
     private static void WaitStop(int tid)
     {
-        var spin = new SpinWait();
-        while (true)
+        for (int round = 0; ; round++)
         {
             int r = Native.WaitPid(tid, out int status, Native.WaitAll | Native.WaitNoHang);
             if (r == tid && !Native.Stopped(status)) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
-            if (r == tid || TracingStop(tid))
+            // The state is read only now and then (a file read costs more than the wait): a stop is usually seen by waitpid.
+            if (r == tid || (round % 16 == 15 && TracingStop(tid)))
             {
                 while (Native.WaitPid(tid, out _, Native.WaitAll | Native.WaitNoHang) == tid) { }
                 return;
             }
             if (r < 0 && Native.Errno is not (Native.Eintr or Native.Echild)) throw Failure("waitpid", Native.Errno);
-            if (!File.Exists($"/proc/{tid}/stat")) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
-            spin.SpinOnce(sleep1Threshold: 30);
+            if (round % 16 == 15 && !File.Exists($"/proc/{tid}/stat")) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
+            // The tracee needs a core to reach its stop: give this one away, then sleep once the wait is long.
+            if (round < 64) Thread.Yield();
+            else Thread.Sleep(1);
         }
     }
 
