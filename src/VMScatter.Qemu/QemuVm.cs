@@ -264,11 +264,18 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         if (_settings.DirtyTracking == DirtyTracking.WriteProtect && _writeLogUnavailable is null)
             try
             {
-                // An adopted guest's QEMU is the monitor's peer; a process that does not map this RAM file is refused.
-                _writeLog ??= WriteProtectLog.Start(_qemu.MonitorProcessId, _ram.MappedAt, _ram.PageCount);
+                // Under the ending's lock: a log made after the guest was let go would outlive it.
+                lock (_endLock)
+                {
+                    if (_ended is not null) throw new ObjectDisposedException(nameof(QemuVm), "the guest was let go");
+                    if (_writeLog is null && DirectIoDisk() is { } disk)
+                        throw new WriteProtectUnavailableException($"disk {disk} is opened with O_DIRECT (cache.direct): a DMA into a page can land after the log protected it");
+                    // An adopted guest's QEMU is the monitor's peer; a process that does not map this RAM file is refused.
+                    _writeLog ??= WriteProtectLog.Start(_qemu.MonitorProcessId, _ram.MappedAt, _ram.PageCount);
+                }
                 _writeLog.TakeWritten(null);
             }
-            catch (Exception e) when (e is WriteProtectUnavailableException or ObjectDisposedException) { DropWriteLog(e.Message); }
+            catch (Exception e) when (e is WriteProtectUnavailableException or ObjectDisposedException or QemuStepException) { DropWriteLog(e.Message); }
         // Holes (pages the guest never wrote) are zero, and are not read: reading one would allocate it in tmpfs.
         Array.Fill(_snapshot, ContentHash.OfZeroPage);
         foreach (var (first, end) in _ram.DataRanges())
@@ -341,7 +348,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         int written = pages.Count;
         PageBits.TakeAll(_reread, pages);
         HashSet<int>? reread = pages.Count == written ? null : pages.Skip(written).ToHashSet();
-        var listed = pages.Count == written ? pages.ToArray() : pages.Distinct().ToArray();
+        // Distinct: two mappings of one page list it twice, and two chunks must never hash one page at once.
+        var listed = pages.Distinct().ToArray();
         Array.Sort(listed);
         var dirty = new bool[listed.Length];
         int caller = Environment.CurrentManagedThreadId;
@@ -369,6 +377,15 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
 
     /// <summary>Pages a helper thread hashes at a time, of a collection's written pages.</summary>
     private const int WrittenChunkPages = 1024;
+
+    /// <summary>The first block device QEMU has open with O_DIRECT (its DMA bypasses the page tables the log watches), or null.</summary>
+    private string? DirectIoDisk()
+    {
+        var blocks = _qemu.RunAsync("dirty logging (query-block)", "query-block").GetAwaiter().GetResult() as JsonArray ?? [];
+        return blocks.FirstOrDefault(b => b?["inserted"]?["cache"]?["direct"]?.GetValue<bool>() == true) is { } direct
+            ? direct["qdev"]?.GetValue<string>() ?? direct["device"]?.GetValue<string>() ?? "?"
+            : null;
+    }
 
     private void DropWriteLog(string why)
     {

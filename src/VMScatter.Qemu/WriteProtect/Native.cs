@@ -5,7 +5,9 @@ namespace VMScatter.Qemu.WriteProtect;
 /// <summary>The Linux calls the write-protect log needs (x86-64): ptrace, waitpid, pidfds, userfaultfd and the pagemap scan.</summary>
 internal static unsafe partial class Native
 {
-    public const long PtraceGetSigInfo = 0x4202, PtraceGetRegs = 12, PtraceSetRegs = 13, PtraceSingleStep = 9, PtraceCont = 7, PtraceDetach = 17, PtraceSeize = 0x4206, PtraceInterrupt = 0x4207;
+    public const long PtraceGetSigInfo = 0x4202, PtraceGetRegs = 12, PtraceSetRegs = 13, PtraceSyscall = 24, PtraceDetach = 17, PtraceSeize = 0x4206, PtraceInterrupt = 0x4207, PtraceGetSyscallInfo = 0x420e;
+    public const int PtraceOTraceSysGood = 1;
+    public const byte SyscallInfoNone = 0, SyscallInfoEntry = 1, SyscallInfoExit = 2;
     public const int WaitAll = 0x40000000, WaitNoHang = 1;
     public const int Eintr = 4, Echild = 10;
     public const int SigTrap = 5;
@@ -30,6 +32,14 @@ internal static unsafe partial class Native
     public struct Regs
     {
         public ulong R15, R14, R13, R12, Rbp, Rbx, R11, R10, R9, R8, Rax, Rcx, Rdx, Rsi, Rdi, OrigRax, Rip, Cs, Eflags, Rsp, Ss, FsBase, GsBase, Ds, Es, Fs, Gs;
+    }
+
+    /// <summary>struct ptrace_syscall_info, up to the exit's rval (which shares its place with the entry's nr).</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 88)]
+    public struct SyscallInfo
+    {
+        [FieldOffset(0)] public byte Op;
+        [FieldOffset(24)] public long RvalOrNr;
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -1,63 +1,90 @@
-using System.Globalization;
 using Microsoft.Win32.SafeHandles;
 
 namespace VMScatter.Qemu.WriteProtect;
 
 /// <summary>
-/// Runs system calls in another process, as a debugger's "call" does: ptrace seizes one of its threads, stops it,
-/// points it at a syscall instruction with the call's registers, single-steps it, reads the result, and restores
-/// and releases it. Only that thread stops, for the few calls' time; the others (a guest's vCPUs) run on.
-/// ptrace binds a tracee to the tracer's thread, so everything happens in <see cref="Run{T}"/>, on the calling
-/// thread, without awaits. A tracer that dies releases its tracee (the kernel detaches it, and it runs on).
+/// Runs system calls in another process, as a debugger's "call" does: ptrace seizes one of its threads and stops it
+/// while it waits in poll/ppoll (QEMU's main loop), points it back at the very syscall instruction it waits on with a
+/// call's registers, runs it to the call's exit (PTRACE_SYSCALL), reads the result, and at the end restores and
+/// releases it (its poll restarts, as after a signal). Only that thread stops, for the few calls' time; the others
+/// (a guest's vCPUs) run on. Made so that this process dying at any point costs QEMU nothing worse than one spurious
+/// poll result: no trap flag is ever set (a tracer's death clears syscall tracing, not single-stepping), and the
+/// thread only ever runs the instruction it stopped after, so with a call's registers left in place it returns from
+/// its poll with that call's result, which QEMU's main loop takes as "nothing ready". A thread found elsewhere (in
+/// another system call, or running) is released at once and tried again shortly; ptrace binds a tracee to the
+/// tracer's thread, so everything happens in <see cref="Run{T}"/>, on the calling thread, without awaits.
 /// </summary>
 internal sealed unsafe class SyscallInjector
 {
     private readonly int _tid;
     private readonly Native.Regs _saved;
-    private readonly ulong _syscallAt;
     private readonly SafeFileHandle _memory;
-    /// <summary>A signal the thread stopped with instead of our step: handed back to it when it is released.</summary>
-    private int _pendingSignal;
 
-    private SyscallInjector(int tid, Native.Regs saved, ulong syscallAt, SafeFileHandle memory)
+    private SyscallInjector(int tid, Native.Regs saved, SafeFileHandle memory)
     {
         _tid = tid;
         _saved = saved;
-        _syscallAt = syscallAt;
         _memory = memory;
     }
 
-    /// <summary>Stops thread <paramref name="tid"/> of process <paramref name="pid"/>, runs <paramref name="body"/> with it, and always restores and releases it.</summary>
-    public static T Run<T>(int pid, int tid, Func<SyscallInjector, T> body)
+    /// <summary>poll, ppoll: where QEMU's main loop waits.</summary>
+    private static readonly ulong[] Waits = [7, 271];
+
+    /// <summary>-EINTR, -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK: the call was under way when the thread stopped.</summary>
+    private static readonly long[] Interrupted = [-4, -512, -513, -514, -516];
+
+    /// <summary>
+    /// Stops thread <paramref name="tid"/> of process <paramref name="pid"/> in its poll (trying up to
+    /// <paramref name="attempts"/> times), runs <paramref name="body"/> with it, and always restores and releases it.
+    /// </summary>
+    public static T Run<T>(int pid, int tid, Func<SyscallInjector, T> body, int attempts = 50)
     {
-        if (Native.Ptrace(Native.PtraceSeize, tid, 0, 0) < 0) throw Failure("ptrace seize", Native.Errno);
-        SafeFileHandle? memory = null;
-        SyscallInjector? injector = null;
-        int pendingAtStop = 0;
-        try
+        using var memory = File.OpenHandle($"/proc/{pid}/mem", FileMode.Open, FileAccess.ReadWrite);
+        for (int attempt = 1; ; attempt++)
         {
-            if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0) < 0) throw Failure("ptrace interrupt", Native.Errno);
-            // The interrupt's stop; a signal arriving first stops the thread for it, and is handed back at the release.
-            WaitStop(tid);
-            if (StopSignal(tid) is var (signal, code) && !(signal == Native.SigTrap && code == (Native.PtraceEventStop << 8 | Native.SigTrap))) pendingAtStop = signal;
-            Native.Regs regs;
-            if (Native.Ptrace(Native.PtraceGetRegs, tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace getregs", Native.Errno);
-            memory = File.OpenHandle($"/proc/{pid}/mem", FileMode.Open, FileAccess.ReadWrite);
-            ulong at = FindSyscallInstruction(pid, memory, regs.Rip);
-            injector = new SyscallInjector(tid, regs, at, memory) { _pendingSignal = pendingAtStop };
-            return body(injector);
-        }
-        finally
-        {
-            if (injector is not null)
+            // TRACESYSGOOD: a syscall stop is told from a SIGTRAP sent to QEMU (and get_syscall_info knows entry from exit).
+            if (Native.Ptrace(Native.PtraceSeize, tid, 0, Native.PtraceOTraceSysGood) < 0) throw Failure("ptrace seize", Native.Errno);
+            Native.Regs regs = default;
+            bool restore = false;
+            try
             {
-                var saved = injector._saved;
-                Native.Ptrace(Native.PtraceSetRegs, tid, 0, (nint)(&saved));
-                pendingAtStop = injector._pendingSignal;
+                if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0) < 0) throw Failure("ptrace interrupt", Native.Errno);
+                WaitStop(tid);
+                // The interrupt's own stop (a signal-delivery stop is let go with its signal, and tried again).
+                var (signal, code) = StopSignal(tid);
+                bool interruptStop = signal == Native.SigTrap && code == (Native.PtraceEventStop << 8 | Native.SigTrap);
+                if (Native.Ptrace(Native.PtraceGetRegs, tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace getregs", Native.Errno);
+                if (interruptStop && Waits.Contains(regs.OrigRax) && Interrupted.Contains((long)regs.Rax) && IsSyscallInstruction(memory, regs.Rip - 2))
+                {
+                    restore = true;
+                    return body(new SyscallInjector(tid, regs, memory));
+                }
+                if (!interruptStop) Release(tid, null, signal);
+                else Release(tid, null, 0);
             }
-            // Detaching needs the thread stopped: it is, unless it died (then there is nothing to release).
-            Native.Ptrace(Native.PtraceDetach, tid, 0, pendingAtStop);
-            memory?.Dispose();
+            finally
+            {
+                if (restore) Release(tid, Restarted(regs), 0);
+            }
+            if (attempt >= attempts) throw new WriteProtectUnavailableException($"QEMU's main thread was not found waiting in poll in {attempts} tries");
+            Thread.Sleep(2);
+        }
+    }
+
+    /// <summary>
+    /// Restores the thread's registers (if given) and detaches it, delivering <paramref name="signal"/>. A detach that
+    /// fails on a live thread (it was not in a stop: an error came between a resume and its stop) stops it again
+    /// first, so that it is never left traced.
+    /// </summary>
+    private static void Release(int tid, Native.Regs? regs, int signal)
+    {
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            if (regs is { } r) Native.Ptrace(Native.PtraceSetRegs, tid, 0, (nint)(&r));
+            if (Native.Ptrace(Native.PtraceDetach, tid, 0, signal) == 0 || !File.Exists($"/proc/{tid}/stat")) return;
+            if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0) < 0) return; // not traced by this thread any more
+            try { WaitStop(tid); }
+            catch (WriteProtectUnavailableException) { return; } // it exited
         }
     }
 
@@ -67,22 +94,23 @@ internal sealed unsafe class SyscallInjector
         var regs = _saved;
         regs.Rax = (ulong)number;
         (regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9) = ((ulong)a0, (ulong)a1, (ulong)a2, (ulong)a3, (ulong)a4, (ulong)a5);
-        regs.Rip = _syscallAt;
-        // Not in a system call: the kernel must not restart the one the thread was stopped in on these registers.
+        // Back onto the poll's own syscall instruction; not in a system call, so the kernel restarts nothing on these registers.
+        regs.Rip = _saved.Rip - 2;
         regs.OrigRax = ulong.MaxValue;
-        for (int attempt = 0; attempt < 4; attempt++)
+        if (Native.Ptrace(Native.PtraceSetRegs, _tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace setregs", Native.Errno);
+        int signal = 0;
+        for (int stops = 0; stops < 16; stops++)
         {
-            if (Native.Ptrace(Native.PtraceSetRegs, _tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace setregs", Native.Errno);
-            if (Native.Ptrace(Native.PtraceSingleStep, _tid, 0, 0) < 0) throw Failure("ptrace singlestep", Native.Errno);
+            if (Native.Ptrace(Native.PtraceSyscall, _tid, 0, signal) < 0) throw Failure("ptrace syscall", Native.Errno);
+            signal = 0;
             WaitStop(_tid);
-            Native.Regs after;
-            if (Native.Ptrace(Native.PtraceGetRegs, _tid, 0, (nint)(&after)) < 0) throw Failure("ptrace getregs", Native.Errno);
-            if (after.Rip == _syscallAt + 2) return (long)after.Rax;
-            // A signal stopped the thread before the instruction ran: keep it for the release, and step again.
-            if (after.Rip != _syscallAt) throw new WriteProtectUnavailableException($"the injected system call left the thread at 0x{after.Rip:x}, not after 0x{_syscallAt:x}");
-            if (StopSignal(_tid).Signal is var signal and not Native.SigTrap) _pendingSignal = signal;
+            var info = new Native.SyscallInfo();
+            if (Native.Ptrace(Native.PtraceGetSyscallInfo, _tid, sizeof(Native.SyscallInfo), (nint)(&info)) < 0) throw Failure("ptrace get_syscall_info", Native.Errno);
+            if (info.Op == Native.SyscallInfoExit) return info.RvalOrNr;
+            // The call's entry: on to its exit. A signal's stop: delivered now (a handler returns to these registers).
+            if (info.Op == Native.SyscallInfoNone && StopSignal(_tid) is var (s, code) && s != 0 && !(s == Native.SigTrap && code >> 8 != 0)) signal = s;
         }
-        throw new WriteProtectUnavailableException("the injected system call was interrupted four times");
+        throw new WriteProtectUnavailableException("the injected system call did not return");
     }
 
     public void Write(ulong address, ReadOnlySpan<byte> bytes) => RandomAccess.Write(_memory, bytes, checked((long)address));
@@ -131,36 +159,32 @@ internal sealed unsafe class SyscallInjector
         catch (IOException) { return false; }
     }
 
-    /// <summary>The signal (and its si_code) the thread is stopped for: SIGTRAP for an interrupt or a step, else a signal to hand back.</summary>
+    /// <summary>The signal (and its si_code) the thread is stopped for: SIGTRAP with an event for an interrupt, else a signal to hand back; (0, 0) for a group stop.</summary>
     private static (int Signal, int Code) StopSignal(int tid)
     {
         var info = stackalloc int[32];
-        return Native.Ptrace(Native.PtraceGetSigInfo, tid, 0, (nint)info) < 0 ? (Native.SigTrap, 0) : (info[0], info[2]);
+        return Native.Ptrace(Native.PtraceGetSigInfo, tid, 0, (nint)info) < 0 ? (0, 0) : (info[0], info[2]);
     }
 
     /// <summary>
-    /// A syscall instruction (0f 05) in the process: the one the thread stopped after, if it was in a system call;
-    /// else the first in an executable mapping. Any address holding those two bytes runs a system call when jumped to.
+    /// The registers the thread stopped with, its interrupted poll made to restart as the kernel does after a signal
+    /// without a handler (once the injected calls ran, the thread stops at a call's exit, where the kernel would not).
     /// </summary>
-    private static ulong FindSyscallInstruction(int pid, SafeFileHandle memory, ulong rip)
+    private static Native.Regs Restarted(Native.Regs r)
+    {
+        long result = (long)r.Rax;
+        if ((long)r.OrigRax < 0 || result is not (-512 or -513 or -514 or -516)) return r;
+        r.Rax = result == -516 ? 219 /* restart_syscall */ : r.OrigRax;
+        r.Rip -= 2;
+        r.OrigRax = ulong.MaxValue;
+        return r;
+    }
+
+    private static bool IsSyscallInstruction(SafeFileHandle memory, ulong at)
     {
         Span<byte> two = stackalloc byte[2];
-        if (rip >= 2 && RandomAccess.Read(memory, two, (long)(rip - 2)) == 2 && two[0] == 0x0f && two[1] == 0x05) return rip - 2;
-        var chunk = new byte[1 << 20];
-        foreach (string line in File.ReadLines($"/proc/{pid}/maps"))
-        {
-            var fields = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
-            if (fields.Length < 2 || fields[1].Length < 3 || fields[1][2] != 'x' || fields[1][0] != 'r') continue;
-            var bounds = fields[0].Split('-');
-            ulong start = ulong.Parse(bounds[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture), end = ulong.Parse(bounds[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-            int n = (int)Math.Min((ulong)chunk.Length, end - start);
-            int read;
-            try { read = RandomAccess.Read(memory, chunk.AsSpan(0, n), (long)start); }
-            catch (IOException) { continue; }
-            for (int i = 0; i + 1 < read; i++)
-                if (chunk[i] == 0x0f && chunk[i + 1] == 0x05) return start + (ulong)i;
-        }
-        throw new WriteProtectUnavailableException("no syscall instruction found in the process's code");
+        try { return at < long.MaxValue && RandomAccess.Read(memory, two, (long)at) == 2 && two[0] == 0x0f && two[1] == 0x05; }
+        catch (IOException) { return false; }
     }
 
     private static WriteProtectUnavailableException Failure(string call, int errno) => new($"{call}: {Native.Error(errno)}");

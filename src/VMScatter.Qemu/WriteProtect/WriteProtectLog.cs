@@ -45,6 +45,15 @@ public sealed unsafe class WriteProtectLog : IDisposable
     /// </summary>
     public static WriteProtectLog Start(int pid, nint ramMappedHere, int pageCount)
     {
+        try { return StartChecked(pid, ramMappedHere, pageCount); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException)
+        {
+            throw new WriteProtectUnavailableException(e.Message);
+        }
+    }
+
+    private static WriteProtectLog StartChecked(int pid, nint ramMappedHere, int pageCount)
+    {
         if (!RuntimeInformation.IsOSPlatform(OSPlatform.Linux) || RuntimeInformation.ProcessArchitecture != Architecture.X64)
             throw new WriteProtectUnavailableException("needs Linux on x86-64");
         if (pid <= 0) throw new WriteProtectUnavailableException("the guest's QEMU process is not known");
@@ -54,8 +63,13 @@ public sealed unsafe class WriteProtectLog : IDisposable
         if (ParentOf(pid) == Environment.ProcessId) throw new WriteProtectUnavailableException("the guest's QEMU is this process's own child, not a daemon");
         // A seccomp filter may kill a process for a system call it does not allow: nothing is run in such a QEMU.
         if (SeccompMode(pid) is not 0) throw new WriteProtectUnavailableException("the guest's QEMU runs under a seccomp filter (-sandbox)");
+        // The monitor socket's peer of an adopted guest could be another program: only a QEMU is ever stopped.
+        if (!Path.GetFileName(new FileInfo($"/proc/{pid}/exe").LinkTarget ?? "").StartsWith("qemu-system", StringComparison.Ordinal))
+            throw new WriteProtectUnavailableException($"process {pid} is not a QEMU");
         var identity = MappingIdentity(File.ReadLines("/proc/self/maps"), (ulong)ramMappedHere)
             ?? throw new WriteProtectUnavailableException("the RAM file's mapping here was not found");
+        // Over a huge page the scan misses a write in a range whose page table went (a PMD hole: fixed upstream in 2026).
+        if (HugePagesPossible(identity) is { } huge) throw new WriteProtectUnavailableException(huge);
         var ranges = MappingsOf(File.ReadLines($"/proc/{pid}/maps"), identity, pageCount);
         if (ranges.Length == 0) throw new WriteProtectUnavailableException("the guest's QEMU does not map its RAM file");
         int pagemap = Native.Open($"/proc/{pid}/pagemap", 0);
@@ -140,6 +154,7 @@ public sealed unsafe class WriteProtectLog : IDisposable
                 long scratch = inj.Call(Native.SysMmap, 0, 4096, 3 /* PROT_READ|PROT_WRITE */, 0x22 /* MAP_PRIVATE|MAP_ANONYMOUS */, -1, 0);
                 if (scratch < 0) throw new WriteProtectUnavailableException($"mmap in QEMU: {Native.Error((int)-scratch)}");
                 long remote = -1;
+                int local = -1;
                 try
                 {
                     remote = inj.Call(Native.SysUserfaultfd, Native.OCloexec | Native.ONonblock);
@@ -155,15 +170,26 @@ public sealed unsafe class WriteProtectLog : IDisposable
                         r = inj.Call(Native.SysIoctl, remote, (long)Native.UffdioRegister, scratch + 64);
                         if (r < 0) throw new WriteProtectUnavailableException($"userfaultfd register in QEMU: {Native.Error((int)-r)}");
                     }
-                    int local = (int)Native.Syscall(Native.SysPidfdGetfd, pidfd, remote, 0);
+                    local = (int)Native.Syscall(Native.SysPidfdGetfd, pidfd, remote, 0);
                     if (local < 0) throw new WriteProtectUnavailableException($"pidfd_getfd: {Native.Error(Native.Errno)}");
+                    // QEMU keeps nothing: its descriptor closes (with ours open, the registration stays), the page goes.
+                    inj.Call(Native.SysClose, remote);
+                    remote = -1;
+                    inj.Call(Native.SysMunmap, scratch, 4096);
+                    scratch = -1;
                     return local;
                 }
-                finally
+                catch
                 {
-                    // QEMU keeps nothing: its descriptor closes (with ours open, the registration stays), the page goes.
-                    if (remote >= 0) inj.Call(Native.SysClose, remote);
-                    inj.Call(Native.SysMunmap, scratch, 4096);
+                    // Closing ours and QEMU's ends any registration made; a call failing here leaves QEMU a descriptor, not a stopped thread.
+                    if (local >= 0) Native.Close(local);
+                    try
+                    {
+                        if (remote >= 0) inj.Call(Native.SysClose, remote);
+                        if (scratch >= 0) inj.Call(Native.SysMunmap, scratch, 4096);
+                    }
+                    catch (WriteProtectUnavailableException) { }
+                    throw;
                 }
             });
         }
@@ -208,6 +234,41 @@ public sealed unsafe class WriteProtectLog : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         return null;
+    }
+
+    /// <summary>Why huge pages may back the RAM file (tmpfs mounted with huge=, or shmem_enabled forced), or null.</summary>
+    private static string? HugePagesPossible(string identity)
+    {
+        try
+        {
+            if (File.ReadAllText("/sys/kernel/mm/transparent_hugepage/shmem_enabled").Contains("[force]", StringComparison.Ordinal))
+                return "shared memory huge pages are forced (transparent_hugepage/shmem_enabled)";
+        }
+        catch (IOException) { }
+        // mountinfo: "id parent major:minor root mountpoint options - fstype source super-options"
+        string device = identity.Split(' ')[0];
+        foreach (string line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            var f = line.Split(' ');
+            if (f.Length < 3 || !SameDevice(f[2], device)) continue;
+            int dash = Array.IndexOf(f, "-");
+            string options = dash >= 0 && dash + 3 < f.Length ? f[dash + 3] : "";
+            foreach (string option in options.Split(','))
+                if (option.StartsWith("huge=", StringComparison.Ordinal) && option != "huge=never" && option != "huge=deny")
+                    return $"the RAM file's tmpfs is mounted with {option}";
+        }
+        return null;
+    }
+
+    /// <summary>"00:1a" (maps, hex) and "0:26" (mountinfo, decimal) name the same device.</summary>
+    private static bool SameDevice(string mountinfo, string maps)
+    {
+        var a = mountinfo.Split(':');
+        var b = maps.Split(':');
+        return a.Length == 2 && b.Length == 2
+            && int.TryParse(a[0], NumberStyles.None, CultureInfo.InvariantCulture, out int a0) && int.TryParse(a[1], NumberStyles.None, CultureInfo.InvariantCulture, out int a1)
+            && int.TryParse(b[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int b0) && int.TryParse(b[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int b1)
+            && a0 == b0 && a1 == b1;
     }
 
     /// <summary>Field 4 of /proc/PID/stat, or -1.</summary>

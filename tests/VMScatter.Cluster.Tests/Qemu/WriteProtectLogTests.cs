@@ -68,6 +68,36 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
     }
 
     [Fact]
+    public async Task Calls_injected_into_qemus_main_loop_give_their_results_and_leave_it_running_as_before()
+    {
+        string tag = Guid.NewGuid().ToString("N")[..8];
+        var settings = QemuFixture.SettingsFor(tag);
+        var vm = await QemuVm.StartAsync(new QemuGuestSpec("inj", fixture.Image, 128L << 20), settings);
+        try
+        {
+            int qemu = vm.ProcessId;
+            for (int i = 0; i < 40; i++)
+            {
+                // getpid and a close of no descriptor: each call's own result, in QEMU's process.
+                var (pid, badClose) = SyscallInjector.Run(qemu, qemu, inj => (inj.Call(39), inj.Call(3, -1)));
+                Assert.Equal((qemu, -9L), (pid, badClose)); // -EBADF
+                Assert.Contains("TracerPid:\t0", File.ReadAllText($"/proc/{qemu}/status"));
+            }
+            // Its main loop (the monitor) and its vCPU (the counter) go on: the interrupted polls restarted.
+            await vm.PauseAsync();
+            Assert.Equal(VmRunState.Paused, vm.State);
+            await vm.ResumeAsync();
+            long counter = SerialConsole.LastCounter(vm.SerialLogPath);
+            Assert.True(await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, counter + 2, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running) > counter + 2);
+        }
+        finally { await vm.DisposeAsync(); }
+        var (files, processes) = QemuFixture.Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        QemuFixture.RemoveDirectories(settings);
+    }
+
+    [Fact]
     public void The_ram_file_is_found_in_a_maps_listing_by_device_and_inode_not_by_path()
     {
         string[] self =
@@ -104,15 +134,14 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
             Assert.Contains("own child", e.Message);
         }
         finally { child.Kill(); }
-        // Not a child, but not mapping the guest's RAM file: refused before it is stopped or touched.
+        // Not a child, but not a QEMU (the monitor socket's peer could be another program): refused before it is stopped.
         using var launcher = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("setsid", ["-f", "sh", "-c", "echo $$; exec sleep 60"]) { RedirectStandardOutput = true })!;
         int other = int.Parse((await launcher.StandardOutput.ReadLineAsync())!);
         await launcher.WaitForExitAsync();
         try
         {
             var e = Assert.Throws<WriteProtectUnavailableException>(() => WriteProtectLog.Start(other, ram.MappedAt, ram.PageCount));
-            Assert.Contains("does not map its RAM file", e.Message);
-            Assert.Contains("TracerPid:\t0", File.ReadAllText($"/proc/{other}/status"));
+            Assert.Contains("is not a QEMU", e.Message);
         }
         finally { GuestPid.Of(other)?.Kill(); }
     }
