@@ -264,16 +264,18 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         if (_settings.DirtyTracking == DirtyTracking.WriteProtect && _writeLogUnavailable is null)
             try
             {
+                if (_writeLog is null && DirectIoDisk() is { } disk)
+                    throw new WriteProtectUnavailableException($"disk {disk} is opened with O_DIRECT (cache.direct): a DMA into a page can land after the log protected it");
+                WriteProtectLog log;
                 // Under the ending's lock: a log made after the guest was let go would outlive it.
                 lock (_endLock)
                 {
                     if (_ended is not null) throw new ObjectDisposedException(nameof(QemuVm), "the guest was let go");
-                    if (_writeLog is null && DirectIoDisk() is { } disk)
-                        throw new WriteProtectUnavailableException($"disk {disk} is opened with O_DIRECT (cache.direct): a DMA into a page can land after the log protected it");
                     // An adopted guest's QEMU is the monitor's peer; a process that does not map this RAM file is refused.
-                    _writeLog ??= WriteProtectLog.Start(_qemu.MonitorProcessId, _ram.MappedAt, _ram.PageCount);
+                    log = _writeLog ??= WriteProtectLog.Start(_qemu.MonitorProcessId, _ram.MappedAt, _ram.PageCount);
                 }
-                _writeLog.TakeWritten(null);
+                // Disposed meanwhile (the guest let go): ObjectDisposedException, and re-hashing.
+                log.TakeWritten(null);
             }
             catch (Exception e) when (e is WriteProtectUnavailableException or ObjectDisposedException or QemuStepException) { DropWriteLog(e.Message); }
         // Holes (pages the guest never wrote) are zero, and are not read: reading one would allocate it in tmpfs.

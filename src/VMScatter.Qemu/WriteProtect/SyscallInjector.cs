@@ -45,7 +45,7 @@ internal sealed unsafe class SyscallInjector
             // TRACESYSGOOD: a syscall stop is told from a SIGTRAP sent to QEMU (and get_syscall_info knows entry from exit).
             if (Native.Ptrace(Native.PtraceSeize, tid, 0, Native.PtraceOTraceSysGood) < 0) throw Failure("ptrace seize", Native.Errno);
             Native.Regs regs = default;
-            bool restore = false;
+            bool restore = false, released = false;
             try
             {
                 if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0) < 0) throw Failure("ptrace interrupt", Native.Errno);
@@ -59,12 +59,14 @@ internal sealed unsafe class SyscallInjector
                     restore = true;
                     return body(new SyscallInjector(tid, regs, memory));
                 }
-                if (!interruptStop) Release(tid, null, signal);
-                else Release(tid, null, 0);
+                released = true;
+                Release(tid, null, interruptStop ? 0 : signal);
             }
             finally
             {
+                // Whatever failed: the thread is never left traced (nor with a call's registers).
                 if (restore) Release(tid, Restarted(regs), 0);
+                else if (!released) Release(tid, null, 0);
             }
             if (attempt >= attempts) throw new WriteProtectUnavailableException($"QEMU's main thread was not found waiting in poll in {attempts} tries");
             Thread.Sleep(2);

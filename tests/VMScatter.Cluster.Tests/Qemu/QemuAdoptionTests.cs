@@ -83,9 +83,6 @@ public sealed class QemuAdoptionTests(QemuFixture fixture)
             foreach (var p in new[] { movingProcess, stayingProcess }) { p.Kill(); await p.WaitForExitAsync(TimeSpan.FromSeconds(30)); }
             Directory.Delete(foreign, recursive: true);
         }
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 }

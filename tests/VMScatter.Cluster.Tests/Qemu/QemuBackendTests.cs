@@ -188,10 +188,7 @@ public sealed class QemuBackendTests(QemuFixture fixture)
             if (target is not null) await target.DisposeAsync();
             await vm.DisposeAsync();
         }
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 
     /// <summary>QEMU's migration into a loopback socket this test reads to its end (a paused guest: it stays paused).</summary>

@@ -50,10 +50,7 @@ public sealed class QemuBenchTests(QemuFixture fixture)
         Assert.True(run.DowntimeMsMax > 0 && run.TotalSeconds > 0, why);
         Assert.Equal(6, result.Guests);
 
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 
     [Fact]
@@ -75,10 +72,7 @@ public sealed class QemuBenchTests(QemuFixture fixture)
             Assert.DoesNotContain("   at ", r.Error!);
         });
         Assert.True(result.Runs.All(r => double.IsNaN(r.ReductionBytes)), "no baseline: no reduction");
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 
     [Fact]
@@ -97,9 +91,6 @@ public sealed class QemuBenchTests(QemuFixture fixture)
         }
         finally { RemoveJournals(journals); }
 
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 }

@@ -86,9 +86,6 @@ public sealed class QemuClusterTests(QemuFixture fixture)
         Assert.Equal(report.DataPlaneRounds, cpu.Count);
         Assert.True(cpu.All(c => c > 0), string.Join(", ", cpu));
 
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 }

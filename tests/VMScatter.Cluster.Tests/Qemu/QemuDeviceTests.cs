@@ -86,10 +86,7 @@ public sealed class QemuDeviceTests(QemuFixture fixture)
 
     private static void AssertNothingLeft(QemuSettings settings, string storage)
     {
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
         Directory.Delete(storage, recursive: true);
     }
 

@@ -58,10 +58,7 @@ public sealed class QemuFailureTests(QemuFixture fixture)
         }
         finally { await vm.DisposeAsync(); }
 
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 
     [Fact]
@@ -101,9 +98,6 @@ public sealed class QemuFailureTests(QemuFixture fixture)
         {
             foreach (var g in guests) await g.DisposeAsync();
         }
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 }

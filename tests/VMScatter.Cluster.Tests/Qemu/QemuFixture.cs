@@ -50,6 +50,15 @@ public sealed class QemuFixture
         return (files, processes);
     }
 
+    /// <summary>Nothing of a test's QEMU world is left (no file, no QEMU naming its directories); then its directories go.</summary>
+    public static void AssertNothingLeft(QemuSettings settings)
+    {
+        var (files, processes) = Leftovers(settings);
+        Assert.Empty(files);
+        Assert.Empty(processes);
+        RemoveDirectories(settings);
+    }
+
     /// <summary>Removes the (by then empty) tagged directories themselves.</summary>
     public static void RemoveDirectories(QemuSettings settings)
     {

@@ -134,9 +134,6 @@ public sealed class QemuNodeRestartTests(QemuFixture fixture)
                 await pid.WaitForExitAsync(TimeSpan.FromSeconds(10));
             }
         }
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 }

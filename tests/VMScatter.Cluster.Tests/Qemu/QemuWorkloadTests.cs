@@ -51,9 +51,6 @@ public sealed class QemuWorkloadTests(QemuFixture fixture)
         Assert.True(ours.Converged == false ? !string.IsNullOrEmpty(ours.Convergence) : ours.DowntimeMsMax <= 300, $"converged={ours.Converged}, max {ours.DowntimeMsMax} ms: {ours.Convergence}\n{why}");
         Assert.Null(result.Runs[1].Converged);
 
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 }

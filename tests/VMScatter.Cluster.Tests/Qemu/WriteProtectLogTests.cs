@@ -91,10 +91,7 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
             Assert.True(await SerialConsole.WaitForCounterAboveAsync(vm.SerialLogPath, counter + 2, TimeSpan.FromSeconds(60), () => vm.State == VmRunState.Running) > counter + 2);
         }
         finally { await vm.DisposeAsync(); }
-        var (files, processes) = QemuFixture.Leftovers(settings);
-        Assert.Empty(files);
-        Assert.Empty(processes);
-        QemuFixture.RemoveDirectories(settings);
+        QemuFixture.AssertNothingLeft(settings);
     }
 
     [Fact]
