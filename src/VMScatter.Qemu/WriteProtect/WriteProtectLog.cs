@@ -237,7 +237,7 @@ public sealed unsafe class WriteProtectLog : IDisposable
     }
 
     /// <summary>Why huge pages may back the RAM file (tmpfs mounted with huge=, or shmem_enabled forced), or null.</summary>
-    private static string? HugePagesPossible(string identity)
+    internal static string? HugePagesPossible(string identity)
     {
         try
         {

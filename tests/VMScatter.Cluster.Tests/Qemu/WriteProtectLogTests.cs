@@ -144,6 +144,36 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
     }
 
     [Fact]
+    public async Task A_ram_file_on_a_tmpfs_with_huge_pages_is_refused_and_one_on_dev_shm_is_not()
+    {
+        string mount = Directory.CreateTempSubdirectory("vmscatter-huge-").FullName;
+        await Run("mount", "-t", "tmpfs", "-o", "huge=always,size=16m", "tmpfs", mount);
+        try
+        {
+            using (var huge = QemuRamFile.Create(Path.Combine(mount, "vm.ram"), 4 << 20))
+            {
+                string identity = WriteProtectLog.MappingIdentity(File.ReadLines("/proc/self/maps"), (ulong)huge.MappedAt)!;
+                Assert.Contains("huge=always", WriteProtectLog.HugePagesPossible(identity));
+            }
+            using var plain = QemuRamFile.Create(Path.Combine("/dev/shm", $"vmscatter-test-wp-{Guid.NewGuid():N}.ram"), 4 << 20);
+            Assert.Null(WriteProtectLog.HugePagesPossible(WriteProtectLog.MappingIdentity(File.ReadLines("/proc/self/maps"), (ulong)plain.MappedAt)!));
+        }
+        finally
+        {
+            await Run("umount", mount);
+            Directory.Delete(mount);
+        }
+    }
+
+    private static async Task Run(string file, params string[] args)
+    {
+        using var p = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(file, args) { RedirectStandardError = true })!;
+        string error = await p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        Assert.True(p.ExitCode == 0, $"{file}: {error}");
+    }
+
+    [Fact]
     public void A_process_under_a_seccomp_filter_is_told_apart()
     {
         Assert.Equal(0, WriteProtectLog.SeccompMode(Environment.ProcessId));
