@@ -44,7 +44,8 @@ public sealed record GuestPid(int Pid, long StartTicks)
         return true;
     }
 
-    private static (char State, long StartTicks)? Stat(int pid)
+    /// <summary>Fields 3 (state), 4 (parent) and 22 (start time) of /proc/PID/stat (a thread's too), or null if it cannot be read.</summary>
+    internal static (char State, int Parent, long StartTicks)? Stat(int pid)
     {
         string text;
         try { text = File.ReadAllText($"/proc/{pid}/stat"); }
@@ -53,8 +54,9 @@ public sealed record GuestPid(int Pid, long StartTicks)
         int close = text.LastIndexOf(')');
         if (close < 0) return null;
         var fields = text[(close + 2)..].Split(' ');
-        // fields[0] is field 3 (state); start time is field 22.
-        if (fields.Length < 20 || fields[0].Length != 1 || !long.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out long start)) return null;
-        return (fields[0][0], start);
+        // fields[0] is field 3 (state), fields[1] field 4 (parent); start time is field 22.
+        if (fields.Length < 20 || fields[0].Length != 1 || !int.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out int parent)
+            || !long.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out long start)) return null;
+        return (fields[0][0], parent, start);
     }
 }

@@ -43,7 +43,6 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>The QEMU version from the greeting, e.g. "7.2.19".</summary>
     public string Version { get; private set; } = "";
 
-    /// <summary>Connects (retrying while QEMU creates the socket), reads the greeting and leaves capabilities negotiation mode.</summary>
     private static int PeerPid(Socket socket)
     {
         // struct ucred { pid_t pid; uid_t uid; gid_t gid; }, from SOL_SOCKET (1), SO_PEERCRED (17).
@@ -52,6 +51,7 @@ public sealed class QmpClient : IAsyncDisposable
         catch (SocketException) { return -1; }
     }
 
+    /// <summary>Connects (retrying while QEMU creates the socket), reads the greeting and leaves capabilities negotiation mode.</summary>
     public static async Task<QmpClient> ConnectAsync(string socketPath, TimeSpan timeout, Func<bool>? processAlive = null, CancellationToken cancellationToken = default)
     {
         var deadline = DateTime.UtcNow + timeout;

@@ -83,7 +83,7 @@ internal sealed unsafe class SyscallInjector
         for (int attempt = 0; attempt < 3; attempt++)
         {
             if (regs is { } r) Native.Ptrace(Native.PtraceSetRegs, tid, 0, (nint)(&r));
-            if (Native.Ptrace(Native.PtraceDetach, tid, 0, signal) == 0 || !File.Exists($"/proc/{tid}/stat")) return;
+            if (Native.Ptrace(Native.PtraceDetach, tid, 0, signal) == 0 || Gone(GuestPid.Stat(tid))) return;
             if (Native.Ptrace(Native.PtraceInterrupt, tid, 0, 0) < 0) return; // not traced by this thread any more
             try { WaitStop(tid); }
             catch (WriteProtectUnavailableException) { return; } // it exited
@@ -136,30 +136,22 @@ internal sealed unsafe class SyscallInjector
             int r = Native.WaitPid(tid, out int status, Native.WaitAll | Native.WaitNoHang);
             if (r == tid && !Native.Stopped(status)) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
             // The state is read only now and then (a file read costs more than the wait): a stop is usually seen by waitpid.
-            if (r == tid || (round % 16 == 15 && TracingStop(tid)))
+            var stat = r != tid && round % 16 == 15 ? GuestPid.Stat(tid) : null;
+            if (r == tid || stat?.State == 't')
             {
                 while (Native.WaitPid(tid, out _, Native.WaitAll | Native.WaitNoHang) == tid) { }
                 return;
             }
             if (r < 0 && Native.Errno is not (Native.Eintr or Native.Echild)) throw Failure("waitpid", Native.Errno);
-            if (round % 16 == 15 && !File.Exists($"/proc/{tid}/stat")) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
+            if (round % 16 == 15 && Gone(stat)) throw new WriteProtectUnavailableException("the process exited while stopped for the injection");
             // The tracee needs a core to reach its stop: give this one away, then sleep once the wait is long.
             if (round < 64) Thread.Yield();
             else Thread.Sleep(1);
         }
     }
 
-    /// <summary>The thread's state in /proc is 't': stopped by its tracer.</summary>
-    private static bool TracingStop(int tid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{tid}/stat");
-            int close = stat.LastIndexOf(')');
-            return close > 0 && close + 2 < stat.Length && stat[close + 2] == 't';
-        }
-        catch (IOException) { return false; }
-    }
+    /// <summary>A thread whose /proc stat is gone or says it died (zombie, dead); 't' is one stopped by its tracer.</summary>
+    private static bool Gone((char State, int Parent, long StartTicks)? stat) => stat is not { State: not ('Z' or 'X') };
 
     /// <summary>The signal (and its si_code) the thread is stopped for: SIGTRAP with an event for an interrupt, else a signal to hand back; (0, 0) for a group stop.</summary>
     private static (int Signal, int Code) StopSignal(int tid)

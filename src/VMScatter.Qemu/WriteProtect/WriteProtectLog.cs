@@ -60,7 +60,7 @@ public sealed unsafe class WriteProtectLog : IDisposable
         if (KernelSupport.Value is { } missing) throw new WriteProtectUnavailableException(missing);
         // .NET's child reaper takes a child's ptrace stop for its exit (and the real exit is then never seen): a QEMU
         // this process started itself, not daemonized, is not traced. Guests a node starts are daemons, not its children.
-        if (ParentOf(pid) == Environment.ProcessId) throw new WriteProtectUnavailableException("the guest's QEMU is this process's own child, not a daemon");
+        if (GuestPid.Stat(pid)?.Parent == Environment.ProcessId) throw new WriteProtectUnavailableException("the guest's QEMU is this process's own child, not a daemon");
         // A seccomp filter may kill a process for a system call it does not allow: nothing is run in such a QEMU.
         if (SeccompMode(pid) is not 0) throw new WriteProtectUnavailableException("the guest's QEMU runs under a seccomp filter (-sandbox)");
         // The monitor socket's peer of an adopted guest could be another program: only a QEMU is ever stopped.
@@ -269,18 +269,6 @@ public sealed unsafe class WriteProtectLog : IDisposable
             && int.TryParse(a[0], NumberStyles.None, CultureInfo.InvariantCulture, out int a0) && int.TryParse(a[1], NumberStyles.None, CultureInfo.InvariantCulture, out int a1)
             && int.TryParse(b[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int b0) && int.TryParse(b[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int b1)
             && a0 == b0 && a1 == b1;
-    }
-
-    /// <summary>Field 4 of /proc/PID/stat, or -1.</summary>
-    internal static int ParentOf(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return fields.Length > 1 && int.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out int parent) ? parent : -1;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException) { return -1; }
     }
 
     /// <summary>The device and inode ("08:01 1234") of the mapping holding <paramref name="address"/>, from a maps listing.</summary>
