@@ -138,6 +138,40 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         source.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
 
+    /// <summary>
+    /// VMs re-placed here after this host's part of the migration was over get a new receiver while the first is still
+    /// closing. The first receiver's end is not the new one's: the source hears of no failure (a CI run once lost a
+    /// healthy target so), and the memory both are freeing counts as used until each has freed it.
+    /// </summary>
+    [Fact]
+    public async Task A_receiver_closing_while_vms_are_re_placed_here_neither_fails_the_new_one_nor_frees_its_memory_early()
+    {
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
+        var backend = new GatedBackend();
+        var (host, scheduler, source, id) = Receiving(listener, backend, "vm-1");
+        // This host's part is over (its only VM discarded): its receiver closes, the memory's release held by the gate.
+        host.Tell(new DiscardReceived(id, [V("vm-1")]), scheduler.Ref);
+        // Right behind it, a VM re-placed here from a lost target: a new receiver for the same migration.
+        var replaced = Prepare(id, listener, "vm-1", "vm-2");
+        host.Tell(new ExtendReceive(id, replaced.Keys, 0, replaced.Targets, [replaced.Vms[1]], source.Ref, 0), scheduler.Ref);
+        var extended = scheduler.ExpectMsg<ReceiverExtended>(r => r.MigrationId == id);
+        Assert.Null(extended.Refusal);
+        Assert.Equal([V("vm-2")], extended.VmIds);
+
+        // Its part over too: two receivers of one migration closing, a VM's memory each, neither freed yet.
+        host.Tell(new DiscardReceived(id, [V("vm-2")]), scheduler.Ref);
+        await backend.BothDisposing.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        var other = MigrationId.New();
+        host.Tell(Prepare(other, listener, "vm-3"), scheduler.Ref);
+        Assert.Equal($"needs {VmBytes} bytes, 0 free", scheduler.ExpectMsg<ReceiverRefused>(r => r.MigrationId == other).Reason);
+
+        backend.Gate.SetResult();
+        scheduler.FishForMessage<RegisterTargetHost>(r => r.FreeBytes == 2 * VmBytes, TimeSpan.FromSeconds(15));
+        Assert.Equal(2, backend.Freed);
+        // Neither closing receiver's end reached the source as a round this host failed.
+        source.ExpectNoMsg(TimeSpan.FromMilliseconds(300));
+    }
+
     /// <summary>A started host, ready to receive these VMs for a new migration whose source migration is a probe.</summary>
     private (IActorRef Host, TestProbe Scheduler, TestProbe Source, MigrationId Id) Receiving(DataPlaneListener listener, GatedBackend backend, params string[] vms)
     {

@@ -29,7 +29,8 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
     private readonly Dictionary<MigrationId, Incoming> _incoming = new();
     private readonly Dictionary<VmId, ILandedVm> _running = new();
     /// <summary>Per settled migration whose receiver is still closing: the bytes of its leftover memory, not yet freed.</summary>
-    private readonly Dictionary<MigrationId, long> _closing = new();
+    // By receiver, not migration: a migration's part here can close twice (VMs re-placed here after its first receiver closed).
+    private readonly Dictionary<MigrationReceiver, long> _closing = new();
     private readonly PendingDisposals _disposals;
     private readonly GuestRelease _release;
 
@@ -93,7 +94,9 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
 
         Receive<OutcomeArrived>(m =>
         {
-            if (!_incoming.TryGetValue(m.MigrationId, out var inc)) return;
+            // A closed receiver's last word (its outcomes end when it closes) is not the word of a new receiver that VMs
+            // re-placed here got since: passed on, it would tell the source this healthy host had failed.
+            if (!_incoming.TryGetValue(m.MigrationId, out var inc) || !ReferenceEquals(inc.Receiver, m.Receiver)) return;
             inc.SourceMigration.Tell(new RoundApplied(m.MigrationId, inc.Receiver.SelfIndex, m.Outcome.Round, m.Outcome.Final, m.Outcome.Error));
             if (m.Outcome.Error is not null)
             {
@@ -182,7 +185,7 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
 
         Receive<ReceiverClosed>(m =>
         {
-            _closing.Remove(m.MigrationId);
+            _closing.Remove(m.Receiver);
             Self.Tell(Announce.Instance);
         });
     }
@@ -316,8 +319,8 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
 
     private void PumpOutcome(MigrationId migrationId, MigrationReceiver receiver) =>
         receiver.Outcomes.ReadAsync().AsTask().PipeTo(Self,
-            success: o => new OutcomeArrived(migrationId, o),
-            failure: e => new OutcomeArrived(migrationId, new RoundOutcome(-1, false, $"receiver closed: {e.GetBaseException().Message}")));
+            success: o => new OutcomeArrived(migrationId, receiver, o),
+            failure: e => new OutcomeArrived(migrationId, receiver, new RoundOutcome(-1, false, $"receiver closed: {e.GetBaseException().Message}")));
 
     /// <summary>
     /// Starts a VM the source granted to this host (the source relays the scheduler's word only once it granted the VM
@@ -362,8 +365,9 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         if (!_incoming.TryGetValue(migrationId, out var inc)) return;
         if (inc.Vms.Any(v => !inc.Resumed.Contains(v.Description.Id) && !inc.Discarded.Contains(v.Description.Id))) return;
         _incoming.Remove(migrationId);
-        _closing[migrationId] = LeftoverBytes(inc);
-        Close(inc).PipeTo(Self, success: () => new ReceiverClosed(migrationId), failure: _ => new ReceiverClosed(migrationId));
+        var receiver = inc.Receiver;
+        _closing[receiver] = LeftoverBytes(inc);
+        Close(inc).PipeTo(Self, success: () => new ReceiverClosed(receiver), failure: _ => new ReceiverClosed(receiver));
     }
 
     /// <summary>Unregisters the receiver and starts closing it (<see cref="CloseAsync"/>); the node awaits it if it stops meanwhile.</summary>
@@ -405,8 +409,8 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
     }
 
     private sealed record Announce { public static readonly Announce Instance = new(); }
-    private sealed record OutcomeArrived(MigrationId MigrationId, RoundOutcome Outcome);
+    private sealed record OutcomeArrived(MigrationId MigrationId, MigrationReceiver Receiver, RoundOutcome Outcome);
     private sealed record Landed(MigrationId MigrationId, ILandedVm Vm, long ResumedAtUnixMs, IActorRef GrantedBy, StepTimes? Steps = null);
     private sealed record LandingFailed(MigrationId MigrationId, VmId VmId, string Reason);
-    private sealed record ReceiverClosed(MigrationId MigrationId);
+    private sealed record ReceiverClosed(MigrationReceiver Receiver);
 }
