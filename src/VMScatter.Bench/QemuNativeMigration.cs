@@ -27,7 +27,14 @@ public static class QemuNativeMigration
         var vm = guest.Description;
         var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
         string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-native-{vm.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
-        var target = await QemuProcess.StartAsync(vm.Id.Value, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false);
+        QemuProcess target;
+        // QEMU made the RAM file before a start that failed or was cancelled (Ctrl-C) killed it: the file goes too.
+        try { target = await QemuProcess.StartAsync(vm.Id.Value, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false); }
+        catch
+        {
+            File.Delete(ramFile);
+            throw;
+        }
         var source = guest.Process;
         try
         {

@@ -99,7 +99,14 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     {
         var machine = QemuMachine.ForImage(spec.Image, spec.MemoryBytes, spec.VCpus, spec.Accelerator, spec.Cpu, spec.KernelCommandLine, spec.Devices);
         string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-{spec.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
-        var qemu = await QemuProcess.StartAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false);
+        QemuProcess qemu;
+        // QEMU made the RAM file before a start that failed or was cancelled killed it: the file goes too.
+        try { qemu = await QemuProcess.StartAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false); }
+        catch
+        {
+            File.Delete(ramFile);
+            throw;
+        }
         try
         {
             await SerialConsole.WaitForLineAsync(qemu.SerialLogPath, l => l.StartsWith(SerialConsole.ReadyMarker, StringComparison.Ordinal), settings.BootTimeout, () => !qemu.HasExited, cancellationToken)
