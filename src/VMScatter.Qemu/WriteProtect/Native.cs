@@ -13,7 +13,7 @@ internal static unsafe partial class Native
     public const int SigTrap = 5;
     public const int PtraceEventStop = 128;
 
-    public const long SysMmap = 9, SysMunmap = 11, SysIoctl = 16, SysClose = 3, SysUserfaultfd = 323, SysPidfdOpen = 434, SysPidfdGetfd = 438;
+    public const long SysClose = 3, SysUserfaultfd = 323, SysPidfdOpen = 434, SysPidfdGetfd = 438;
 
     public const long UffdApi = 0xAA;
     public const ulong UffdFeatureWpHugetlbfsShmem = 1 << 12, UffdFeatureWpUnpopulated = 1 << 13, UffdFeatureWpAsync = 1 << 15;

@@ -27,6 +27,12 @@ internal sealed unsafe class SyscallInjector
         _memory = memory;
     }
 
+    /// <summary>
+    /// Null but in the tests that kill a tracer (a process of their own) while it holds QEMU's thread: called at each
+    /// point where the thread waits in this process's hands, with the call's number (-1 before any call).
+    /// </summary>
+    internal static Action<InjectionPoint, long>? Checkpoint;
+
     /// <summary>poll, ppoll: where QEMU's main loop waits.</summary>
     private static readonly ulong[] Waits = [7, 271];
 
@@ -57,6 +63,7 @@ internal sealed unsafe class SyscallInjector
                 if (interruptStop && Waits.Contains(regs.OrigRax) && Interrupted.Contains((long)regs.Rax) && IsSyscallInstruction(memory, regs.Rip - 2))
                 {
                     restore = true;
+                    Checkpoint?.Invoke(InjectionPoint.Stopped, -1);
                     return body(new SyscallInjector(tid, regs, memory));
                 }
                 released = true;
@@ -100,6 +107,7 @@ internal sealed unsafe class SyscallInjector
         regs.Rip = _saved.Rip - 2;
         regs.OrigRax = ulong.MaxValue;
         if (Native.Ptrace(Native.PtraceSetRegs, _tid, 0, (nint)(&regs)) < 0) throw Failure("ptrace setregs", Native.Errno);
+        Checkpoint?.Invoke(InjectionPoint.RegistersSet, number);
         int signal = 0;
         for (int stops = 0; stops < 16; stops++)
         {
@@ -108,7 +116,11 @@ internal sealed unsafe class SyscallInjector
             WaitStop(_tid);
             var info = new Native.SyscallInfo();
             if (Native.Ptrace(Native.PtraceGetSyscallInfo, _tid, sizeof(Native.SyscallInfo), (nint)(&info)) < 0) throw Failure("ptrace get_syscall_info", Native.Errno);
-            if (info.Op == Native.SyscallInfoExit) return info.RvalOrNr;
+            if (info.Op == Native.SyscallInfoExit)
+            {
+                Checkpoint?.Invoke(InjectionPoint.CallReturned, number);
+                return info.RvalOrNr;
+            }
             // The call's entry: on to its exit. A signal's stop: delivered now (a handler returns to these registers).
             if (info.Op == Native.SyscallInfoNone && StopSignal(_tid) is var (s, code) && s != 0 && !(s == Native.SigTrap && code >> 8 != 0)) signal = s;
         }
@@ -183,6 +195,9 @@ internal sealed unsafe class SyscallInjector
 
     private static WriteProtectUnavailableException Failure(string call, int errno) => new($"{call}: {Native.Error(errno)}");
 }
+
+/// <summary>Where a tracer may stop holding QEMU's thread: stopped in its poll, a call's registers set, a call returned (its registers still in place).</summary>
+internal enum InjectionPoint { Stopped, RegistersSet, CallReturned }
 
 /// <summary>The kernel's write-protect log cannot be had for a guest; the message says why, in one line.</summary>
 public sealed class WriteProtectUnavailableException(string message) : Exception(message);

@@ -140,60 +140,51 @@ public sealed unsafe class WriteProtectLog : IDisposable
     }
 
     /// <summary>
-    /// In QEMU's main thread: a scratch page, a userfaultfd with asynchronous write-protection, each mapping
-    /// registered; then the descriptor taken here and closed there, and the scratch page unmapped.
+    /// A userfaultfd made in QEMU's main thread (its context is QEMU's memory), taken here and closed there; then,
+    /// with QEMU's thread released, set up for asynchronous write-protection and each mapping registered from here
+    /// (the ioctls act on the context's memory, not the caller's). So QEMU only ever runs two calls, and never holds
+    /// a registered descriptor: a node dying at any point leaves it at most one unregistered descriptor.
     /// </summary>
     private static int RegisterInQemu(int pid, Range[] ranges)
     {
         int pidfd = (int)Native.Syscall(Native.SysPidfdOpen, pid, 0, 0);
         if (pidfd < 0) throw new WriteProtectUnavailableException($"pidfd_open: {Native.Error(Native.Errno)}");
+        int local;
         try
         {
-            return SyscallInjector.Run(pid, pid, inj =>
+            local = SyscallInjector.Run(pid, pid, inj =>
             {
-                long scratch = inj.Call(Native.SysMmap, 0, 4096, 3 /* PROT_READ|PROT_WRITE */, 0x22 /* MAP_PRIVATE|MAP_ANONYMOUS */, -1, 0);
-                if (scratch < 0) throw new WriteProtectUnavailableException($"mmap in QEMU: {Native.Error((int)-scratch)}");
-                long remote = -1;
-                int local = -1;
-                try
-                {
-                    remote = inj.Call(Native.SysUserfaultfd, Native.OCloexec | Native.ONonblock);
-                    if (remote < 0) throw new WriteProtectUnavailableException($"userfaultfd in QEMU: {Native.Error((int)-remote)}");
-                    var api = new Native.UffdioApiArg { Api = Native.UffdApi, Features = Native.UffdFeatures };
-                    inj.Write((ulong)scratch, new ReadOnlySpan<byte>(&api, sizeof(Native.UffdioApiArg)));
-                    long r = inj.Call(Native.SysIoctl, remote, (long)Native.UffdioApi, scratch);
-                    if (r < 0) throw new WriteProtectUnavailableException($"userfaultfd API in QEMU: {Native.Error((int)-r)}");
-                    foreach (var range in ranges)
-                    {
-                        var reg = new Native.UffdioRegisterArg { Start = range.Start, Len = range.End - range.Start, Mode = Native.UffdioRegisterModeWp };
-                        inj.Write((ulong)scratch + 64, new ReadOnlySpan<byte>(&reg, sizeof(Native.UffdioRegisterArg)));
-                        r = inj.Call(Native.SysIoctl, remote, (long)Native.UffdioRegister, scratch + 64);
-                        if (r < 0) throw new WriteProtectUnavailableException($"userfaultfd register in QEMU: {Native.Error((int)-r)}");
-                    }
-                    local = (int)Native.Syscall(Native.SysPidfdGetfd, pidfd, remote, 0);
-                    if (local < 0) throw new WriteProtectUnavailableException($"pidfd_getfd: {Native.Error(Native.Errno)}");
-                    // QEMU keeps nothing: its descriptor closes (with ours open, the registration stays), the page goes.
-                    inj.Call(Native.SysClose, remote);
-                    remote = -1;
-                    inj.Call(Native.SysMunmap, scratch, 4096);
-                    scratch = -1;
-                    return local;
-                }
+                long remote = inj.Call(Native.SysUserfaultfd, Native.OCloexec | Native.ONonblock);
+                if (remote < 0) throw new WriteProtectUnavailableException($"userfaultfd in QEMU: {Native.Error((int)-remote)}");
+                int taken = (int)Native.Syscall(Native.SysPidfdGetfd, pidfd, remote, 0);
+                int error = Native.Errno;
+                try { inj.Call(Native.SysClose, remote); }
                 catch
                 {
-                    // Closing ours and QEMU's ends any registration made; a call failing here leaves QEMU a descriptor, not a stopped thread.
-                    if (local >= 0) Native.Close(local);
-                    try
-                    {
-                        if (remote >= 0) inj.Call(Native.SysClose, remote);
-                        if (scratch >= 0) inj.Call(Native.SysMunmap, scratch, 4096);
-                    }
-                    catch (WriteProtectUnavailableException) { }
+                    if (taken >= 0) Native.Close(taken);
                     throw;
                 }
+                if (taken < 0) throw new WriteProtectUnavailableException($"pidfd_getfd: {Native.Error(error)}");
+                return taken;
             });
         }
         finally { Native.Close(pidfd); }
+        try
+        {
+            var api = new Native.UffdioApiArg { Api = Native.UffdApi, Features = Native.UffdFeatures };
+            if (Native.Ioctl(local, Native.UffdioApi, &api) < 0) throw new WriteProtectUnavailableException($"userfaultfd API: {Native.Error(Native.Errno)}");
+            foreach (var range in ranges)
+            {
+                var reg = new Native.UffdioRegisterArg { Start = range.Start, Len = range.End - range.Start, Mode = Native.UffdioRegisterModeWp };
+                if (Native.Ioctl(local, Native.UffdioRegister, &reg) < 0) throw new WriteProtectUnavailableException($"userfaultfd register: {Native.Error(Native.Errno)}");
+            }
+            return local;
+        }
+        catch
+        {
+            Native.Close(local); // the last descriptor: any registration made ends with it
+            throw;
+        }
     }
 
     /// <summary>Null where this kernel has asynchronous write-protection of shared memory and the pagemap scan; else what it lacks. Tried on this process's own memory.</summary>

@@ -173,11 +173,36 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
         Assert.True(p.ExitCode == 0, $"{file}: {error}");
     }
 
+    /// <summary>
+    /// A QEMU started with <c>-sandbox on</c> runs under a seccomp filter that may kill it for a call it does not
+    /// allow: nothing is run in it. The same QEMU without the sandbox passes that check (and is refused only further
+    /// on, for not mapping the RAM file: <c>-machine none</c> has no RAM).
+    /// </summary>
     [Fact]
-    public void A_process_under_a_seccomp_filter_is_told_apart()
+    public async Task Nothing_is_run_in_a_qemu_started_with_its_seccomp_sandbox()
     {
+        using var ram = QemuRamFile.Create(Path.Combine("/dev/shm", $"vmscatter-test-wp-{Guid.NewGuid():N}.ram"), 1 << 20);
         Assert.Equal(0, WriteProtectLog.SeccompMode(Environment.ProcessId));
         Assert.Null(WriteProtectLog.SeccompMode(int.MaxValue));
+        foreach (bool sandbox in new[] { true, false })
+        {
+            string pidFile = Path.Combine(Path.GetTempPath(), $"vmscatter-test-sandbox-{Guid.NewGuid():N}.pid");
+            string[] args = ["-machine", "none", "-nodefaults", "-display", "none", "-daemonize", "-pidfile", pidFile, .. sandbox ? new[] { "-sandbox", "on" } : []];
+            await Run("qemu-system-x86_64", args);
+            int qemu = int.Parse(File.ReadAllText(pidFile).Trim());
+            try
+            {
+                Assert.Equal(sandbox ? 2 : 0, WriteProtectLog.SeccompMode(qemu));
+                var e = Assert.Throws<WriteProtectUnavailableException>(() => WriteProtectLog.Start(qemu, ram.MappedAt, ram.PageCount));
+                Assert.Contains(sandbox ? "seccomp" : "does not map its RAM file", e.Message);
+                Assert.Contains("TracerPid:\t0", File.ReadAllText($"/proc/{qemu}/status"));
+            }
+            finally
+            {
+                GuestPid.Of(qemu)?.Kill();
+                File.Delete(pidFile);
+            }
+        }
     }
 
     private static byte[] Page(QemuVm vm, int index)
@@ -191,7 +216,7 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
         Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Select(f => { try { return new FileInfo(f).LinkTarget ?? ""; } catch (IOException) { return ""; } }).ToArray();
 
     /// <summary>The VmFlags of QEMU's mapping of the RAM file, from /proc/PID/smaps.</summary>
-    private static string[] RamVmFlags(int pid, string ramFile)
+    internal static string[] RamVmFlags(int pid, string ramFile)
     {
         bool inRam = false;
         foreach (string line in File.ReadLines($"/proc/{pid}/smaps"))
