@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using VMScatter.Domain;
 using VMScatter.Domain.Concurrency;
 using VMScatter.Domain.Pages;
+using VMScatter.Qemu.Migration;
 using VMScatter.Qemu.WriteProtect;
 
 namespace VMScatter.Qemu;
@@ -461,6 +462,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         {
             _stream?.Detach();
             Interlocked.Exchange(ref _streamEndedAt, 0);
+            CaptureEndedAsync().GetAwaiter().GetResult();
             var stream = QemuStreamLog.StartAsync(_qemu, _block, (ulong)Description.MemoryBytes, _snapshot, _settings).GetAwaiter().GetResult();
             _ignoreSharedSet = false;
             _stream = stream;
@@ -575,6 +577,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         _rehashedThisRun = false;
         Interlocked.Increment(ref _resumes);
         _snapshotIsPaused = false;
+        await CaptureEndedAsync().ConfigureAwait(false);
         // A migration QEMU still runs would stop the guest when it converges: it ends here. Failing that, cont all the same.
         if (_stream is { } stream)
         {
@@ -612,26 +615,38 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             steps.Mark("from QEMU's stream");
             return state;
         }
+        await CaptureEndedAsync().ConfigureAwait(false);
         if (!_ignoreSharedSet) await _qemu.RunAsync(step, "migrate-set-capabilities", IgnoreShared(), cancellationToken: cancellationToken).ConfigureAwait(false);
         _ignoreSharedSet = true;
         steps.Mark("capabilities");
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start(1);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_settings.StateTransferTimeout);
+        Task<byte[]>? streamed = null;
         try
         {
             int port = ((IPEndPoint)listener.LocalEndpoint).Port;
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(_settings.StateTransferTimeout);
-            var accepted = listener.AcceptTcpClientAsync(timeout.Token).AsTask();
+            // Read from the moment QEMU connects, beside the monitor's reply to migrate: neither waits for the other.
+            streamed = ReadToEndAsync(listener, timeout.Token);
             await _qemu.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
             steps.Mark("migrate");
-            using var client = await accepted.ConfigureAwait(false);
-            using var buffer = new MemoryStream();
-            await client.GetStream().CopyToAsync(buffer, timeout.Token).ConfigureAwait(false);
+            var state = await streamed.ConfigureAwait(false);
             steps.Mark("stream");
-            await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
-            steps.Mark("completed");
-            return buffer.ToArray();
+            // QEMU writes a stream's end only after every device's state: a whole stream is the capture. Its status
+            // turns "completed" a moment later, awaited before this QEMU's next command that needs it, not in the pause.
+            try { DeviceStateCheck.Check(state, _block, Description.MemoryBytes); }
+            catch (MigrationStreamException e)
+            {
+                await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false); // QEMU's own failure names it
+                throw _qemu.Failure(step, $"the device state QEMU sent is not whole: {e.Message}");
+            }
+            var ending = WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, CancellationToken.None);
+            // Observed even if nothing awaits it (the guest handed over, QEMU quit under its polling).
+            _ = ending.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            _captureEnding = ending;
+            steps.Mark("checked");
+            return state;
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -641,7 +656,38 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         {
             throw _qemu.Failure(step, $"migration stream broke: {e.Message}");
         }
-        finally { listener.Stop(); }
+        finally
+        {
+            if (streamed is { IsCompleted: false })
+            {
+                timeout.Cancel(); // the migrate command failed: nobody connects
+                try { await streamed.ConfigureAwait(false); }
+                catch (Exception e) when (e is OperationCanceledException or IOException or SocketException) { }
+            }
+            listener.Stop();
+        }
+    }
+
+    /// <summary>The last capture's migration, completing in QEMU after its stream ended; null before any.</summary>
+    private Task? _captureEnding;
+
+    /// <summary>
+    /// Before a command that needs QEMU's migration finished (cont, another migrate): the last capture's has. Its
+    /// failure (after a whole stream, QEMU had nothing left to fail at) changes nothing the caller does.
+    /// </summary>
+    private async Task CaptureEndedAsync()
+    {
+        if (Interlocked.Exchange(ref _captureEnding, null) is not { } ending) return;
+        try { await ending.ConfigureAwait(false); }
+        catch (QemuStepException) { }
+    }
+
+    private static async Task<byte[]> ReadToEndAsync(TcpListener listener, CancellationToken cancellationToken)
+    {
+        using var client = await listener.AcceptTcpClientAsync(cancellationToken).ConfigureAwait(false);
+        using var buffer = new MemoryStream();
+        await client.GetStream().CopyToAsync(buffer, cancellationToken).ConfigureAwait(false);
+        return buffer.ToArray();
     }
 
     private async Task SetIgnoreSharedAsync(string step, CancellationToken cancellationToken = default)
