@@ -32,7 +32,8 @@ public static class QemuNativeMigration
         try { target = await QemuProcess.StartAsync(vm.Id.Value, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false); }
         catch
         {
-            File.Delete(ramFile);
+            try { File.Delete(ramFile); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // the start's own failure is what the caller needs
             throw;
         }
         var source = guest.Process;

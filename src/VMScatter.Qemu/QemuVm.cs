@@ -105,7 +105,8 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         try { qemu = await QemuProcess.StartAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false); }
         catch
         {
-            File.Delete(ramFile);
+            try { File.Delete(ramFile); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // the start's own failure is what the caller needs
             throw;
         }
         try
@@ -624,27 +625,27 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_settings.StateTransferTimeout);
         Task<byte[]>? streamed = null;
+        bool migrating = false, captured = false;
         try
         {
             int port = ((IPEndPoint)listener.LocalEndpoint).Port;
             // Read from the moment QEMU connects, beside the monitor's reply to migrate: neither waits for the other.
             streamed = ReadToEndAsync(listener, timeout.Token);
+            migrating = true;
             await _qemu.RunAsync(step, "migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, cancellationToken: cancellationToken).ConfigureAwait(false);
             steps.Mark("migrate");
             var state = await streamed.ConfigureAwait(false);
             steps.Mark("stream");
-            // QEMU writes a stream's end only after every device's state: a whole stream is the capture. Its status
-            // turns "completed" a moment later, awaited before this QEMU's next command that needs it, not in the pause.
+            // QEMU closes the stream only after setting the migration's outcome, and writes the stream's end only
+            // after every device's state: a stream that parses whole is the capture, with no query-migrate round
+            // trip in the pause (that query runs behind, awaited before this QEMU's next command that needs it).
             try { DeviceStateCheck.Check(state, _block, Description.MemoryBytes); }
             catch (MigrationStreamException e)
             {
-                await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false); // QEMU's own failure names it
+                captured = true; // waited for here: QEMU's own failure names it
+                await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
                 throw _qemu.Failure(step, $"the device state QEMU sent is not whole: {e.Message}");
             }
-            var ending = WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, CancellationToken.None);
-            // Observed even if nothing awaits it (the guest handed over, QEMU quit under its polling).
-            _ = ending.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
-            _captureEnding = ending;
             steps.Mark("checked");
             return state;
         }
@@ -658,28 +659,41 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         }
         finally
         {
-            if (streamed is { IsCompleted: false })
+            if (streamed is not null)
             {
-                timeout.Cancel(); // the migrate command failed: nobody connects
+                if (!streamed.IsCompleted) timeout.Cancel(); // the migrate command failed: nobody connects
                 try { await streamed.ConfigureAwait(false); }
-                catch (Exception e) when (e is OperationCanceledException or IOException or SocketException) { }
+                catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException) { }
             }
             listener.Stop();
+            // Once QEMU was asked to migrate, its migration ends (completed, failed or cancelled) before the next
+            // command that needs it, whether this capture succeeded or not.
+            if (migrating && !captured) EndCaptureLater(step);
         }
+    }
+
+    private void EndCaptureLater(string step)
+    {
+        var ending = WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, CancellationToken.None);
+        // Observed even if nothing awaits it (the guest handed over, QEMU quit under its polling).
+        _ = ending.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        _captureEnding = ending;
     }
 
     /// <summary>The last capture's migration, completing in QEMU after its stream ended; null before any.</summary>
     private Task? _captureEnding;
 
     /// <summary>
-    /// Before a command that needs QEMU's migration finished (cont, another migrate): the last capture's has. Its
-    /// failure (after a whole stream, QEMU had nothing left to fail at) changes nothing the caller does.
+    /// Before a command that needs QEMU's migration finished (cont, another migrate): the last capture's has. How it
+    /// ended (failed, or the monitor gone) is the caller's next command's to find: it changes nothing the caller does.
     /// </summary>
     private async Task CaptureEndedAsync()
     {
         if (Interlocked.Exchange(ref _captureEnding, null) is not { } ending) return;
-        try { await ending.ConfigureAwait(false); }
-        catch (QemuStepException) { }
+        // Bounded: a capture that failed leaves a migration QEMU fails by itself once the socket is gone; one that
+        // hangs must not hold a guest's resume (cont goes to QEMU then, and says what it says).
+        try { await ending.WaitAsync(TimeSpan.FromSeconds(Math.Min(5, _settings.CommandTimeout.TotalSeconds))).ConfigureAwait(false); }
+        catch (Exception e) when (e is QemuStepException or QmpException or ObjectDisposedException or OperationCanceledException or TimeoutException) { }
     }
 
     private static async Task<byte[]> ReadToEndAsync(TcpListener listener, CancellationToken cancellationToken)

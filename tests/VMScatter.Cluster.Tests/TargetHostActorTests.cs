@@ -139,6 +139,32 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
     }
 
     /// <summary>
+    /// A start of a VM that runs here already, once its receiver has closed, is ignored: handing its grant back would
+    /// let the source run it too.
+    /// </summary>
+    [Fact]
+    public async Task A_second_start_of_a_vm_running_here_after_its_receiver_closed_keeps_the_grant()
+    {
+        await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
+        var backend = new GatedBackend();
+        backend.Gate.SetResult();
+        backend.ResumeGate.SetResult();
+        var (host, scheduler, source, id) = Receiving(listener, backend, "vm-1");
+        host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref);
+        Assert.Equal(V("vm-1"), scheduler.ExpectMsg<VmResumedOnTarget>().VmId);
+        Assert.Equal(V("vm-1"), source.ExpectMsg<VmResumedOnTarget>().VmId);
+        // Its only VM runs here: the receiver closed in the same step. A start again is not "not received here".
+        host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref);
+        // Asked after it (one mailbox): the answer comes once the second start was handled, and says it runs here.
+        host.Tell(new QueryLanded(id, [V("vm-1")], source.Ref), scheduler.Ref);
+        var landed = scheduler.FishForMessage<LandedState>(_ => true, TimeSpan.FromSeconds(10));
+        Assert.Equal([V("vm-1")], landed.Running);
+        // No grant came back to the source, from either message (it was told before the answer, if at all).
+        source.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(0, backend.Freed);
+    }
+
+    /// <summary>
     /// VMs re-placed here after this host's part of the migration was over get a new receiver while the first is still
     /// closing. The first receiver's end is not the new one's: the source hears of no failure (a CI run once lost a
     /// healthy target so), and the memory both are freeing counts as used until each has freed it.
@@ -149,10 +175,10 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         await using var listener = new DataPlaneListener(new IPEndPoint(IPAddress.Loopback, 0), new DataPlaneOptions());
         var backend = new GatedBackend();
         var (host, scheduler, source, id) = Receiving(listener, backend, "vm-1");
+        var replaced = Prepare(id, listener, "vm-1", "vm-2");
         // This host's part is over (its only VM discarded): its receiver closes, the memory's release held by the gate.
         host.Tell(new DiscardReceived(id, [V("vm-1")]), scheduler.Ref);
         // Right behind it, a VM re-placed here from a lost target: a new receiver for the same migration.
-        var replaced = Prepare(id, listener, "vm-1", "vm-2");
         host.Tell(new ExtendReceive(id, replaced.Keys, 0, replaced.Targets, [replaced.Vms[1]], source.Ref, 0), scheduler.Ref);
         var extended = scheduler.ExpectMsg<ReceiverExtended>(r => r.MigrationId == id);
         Assert.Null(extended.Refusal);

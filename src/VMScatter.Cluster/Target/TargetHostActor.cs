@@ -112,6 +112,12 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         Receive<ResumeOnTarget>(m =>
         {
             var replyTo = Sender;
+            // Running here already, its receiver closed since: the grant is its, never handed back (the source would run it too).
+            if (_running.ContainsKey(m.VmId) && !_incoming.ContainsKey(m.MigrationId))
+            {
+                _log.Warning("Migration {0}: ignored a start of VM {1}, which runs here already", m.MigrationId, m.VmId);
+                return;
+            }
             if (!_incoming.TryGetValue(m.MigrationId, out var inc) || inc.Vms.FirstOrDefault(v => v.Description.Id == m.VmId) is not { } vm
                 || inc.Discarded.Contains(m.VmId))
             {

@@ -45,7 +45,7 @@ internal sealed unsafe class SyscallInjector
     /// </summary>
     public static T Run<T>(int pid, int tid, Func<SyscallInjector, T> body, int attempts = 50)
     {
-        using var memory = File.OpenHandle($"/proc/{pid}/mem", FileMode.Open, FileAccess.ReadWrite);
+        using var memory = File.OpenHandle($"/proc/{pid}/mem", FileMode.Open, FileAccess.Read);
         for (int attempt = 1; ; attempt++)
         {
             // TRACESYSGOOD: a syscall stop is told from a SIGTRAP sent to QEMU (and get_syscall_info knows entry from exit).
@@ -125,13 +125,6 @@ internal sealed unsafe class SyscallInjector
             if (info.Op == Native.SyscallInfoNone && StopSignal(_tid) is var (s, code) && s != 0 && !(s == Native.SigTrap && code >> 8 != 0)) signal = s;
         }
         throw new WriteProtectUnavailableException("the injected system call did not return");
-    }
-
-    public void Write(ulong address, ReadOnlySpan<byte> bytes) => RandomAccess.Write(_memory, bytes, checked((long)address));
-
-    public void Read(ulong address, Span<byte> bytes)
-    {
-        if (RandomAccess.Read(_memory, bytes, checked((long)address)) != bytes.Length) throw new WriteProtectUnavailableException($"could not read the process's memory at 0x{address:x}");
     }
 
     /// <summary>
