@@ -79,6 +79,8 @@ public sealed class QemuBackendTests(QemuFixture fixture)
             Assert.Equal(VmRunState.Running, landed.State);
             string steps = onTarget.LastSteps?.ToString() ?? "";
             Assert.True(tracking == DirtyTracking.Rehash ? steps.Contains("loaded before the grant") && !steps.Contains("stream ") : steps.Contains("not prepared") && steps.Contains("loaded "), steps);
+            // QEMU's RESUME event, ahead of cont's reply, said it runs: no query-status round trip after it.
+            Assert.True(steps.Contains("RESUME seen") && !steps.Contains("query-status"), steps);
             // The guest's own counter goes on past what it printed on the source: it continued, it did not reboot.
             long counter = await SerialConsole.WaitForCounterAboveAsync(onTarget.SerialLogPath, counterAtPause + 2, TimeSpan.FromSeconds(60), () => landed.State == VmRunState.Running);
             Assert.DoesNotContain(SerialConsole.ReadyMarker, File.ReadAllText(onTarget.SerialLogPath));
