@@ -27,15 +27,7 @@ public static class QemuNativeMigration
         var vm = guest.Description;
         var machine = QemuMachine.Parse(vm.MachineArguments, vm.MemoryBytes);
         string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-native-{vm.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
-        QemuProcess target;
-        // QEMU made the RAM file before a start that failed or was cancelled (Ctrl-C) killed it: the file goes too.
-        try { target = await QemuProcess.StartAsync(vm.Id.Value, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false); }
-        catch
-        {
-            try { File.Delete(ramFile); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // the start's own failure is what the caller needs
-            throw;
-        }
+        var target = await QemuProcess.StartOnNewRamFileAsync(vm.Id.Value, machine, vm.MemoryBytes, ramFile, incoming: true, settings, cancellationToken).ConfigureAwait(false);
         var source = guest.Process;
         try
         {

@@ -89,6 +89,21 @@ public sealed class QemuProcess : IAsyncDisposable
     private static string SerialLog(string dir) => Path.Combine(dir, "serial.log");
 
     /// <summary>
+    /// <see cref="StartAsync"/> on a RAM file path that does not exist yet, which QEMU makes: a start that fails or is
+    /// cancelled (Ctrl-C) after QEMU made the file, and killed QEMU, removes the file too.
+    /// </summary>
+    public static async Task<QemuProcess> StartOnNewRamFileAsync(string guestId, QemuMachine machine, long memoryBytes, string ramFile, bool incoming, QemuSettings settings, CancellationToken cancellationToken = default)
+    {
+        try { return await StartAsync(guestId, machine, memoryBytes, ramFile, incoming, settings, cancellationToken).ConfigureAwait(false); }
+        catch
+        {
+            try { File.Delete(ramFile); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // the start's own failure is what the caller needs
+            throw;
+        }
+    }
+
+    /// <summary>
     /// Starts QEMU (paused at the incoming step when <paramref name="incoming"/>) and connects to its monitor. Throws
     /// <see cref="ArgumentException"/> before starting anything if the machine's devices are not allowed here.
     /// </summary>

@@ -100,15 +100,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
     {
         var machine = QemuMachine.ForImage(spec.Image, spec.MemoryBytes, spec.VCpus, spec.Accelerator, spec.Cpu, spec.KernelCommandLine, spec.Devices);
         string ramFile = Path.Combine(settings.RamDirectory, $"vmscatter-{spec.Id}-{Guid.NewGuid().ToString("N")[..8]}.ram");
-        QemuProcess qemu;
-        // QEMU made the RAM file before a start that failed or was cancelled killed it: the file goes too.
-        try { qemu = await QemuProcess.StartAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false); }
-        catch
-        {
-            try { File.Delete(ramFile); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // the start's own failure is what the caller needs
-            throw;
-        }
+        var qemu = await QemuProcess.StartOnNewRamFileAsync(spec.Id, machine, spec.MemoryBytes, ramFile, incoming: false, settings, cancellationToken).ConfigureAwait(false);
         try
         {
             await SerialConsole.WaitForLineAsync(qemu.SerialLogPath, l => l.StartsWith(SerialConsole.ReadyMarker, StringComparison.Ordinal), settings.BootTimeout, () => !qemu.HasExited, cancellationToken)
@@ -625,7 +617,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_settings.StateTransferTimeout);
         Task<byte[]>? streamed = null;
-        bool migrating = false, captured = false;
+        bool migrating = false, endAwaited = false;
         try
         {
             int port = ((IPEndPoint)listener.LocalEndpoint).Port;
@@ -642,7 +634,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             try { DeviceStateCheck.Check(state, _block, Description.MemoryBytes); }
             catch (MigrationStreamException e)
             {
-                captured = true; // waited for here: QEMU's own failure names it
+                endAwaited = true; // here: QEMU's own failure names it
                 await WaitForMigrationAsync(_qemu, step, _settings.StateTransferTimeout, cancellationToken).ConfigureAwait(false);
                 throw _qemu.Failure(step, $"the device state QEMU sent is not whole: {e.Message}");
             }
@@ -668,7 +660,7 @@ public sealed class QemuVm : IMigratableVm, IDirectPageAccess, IDetachableGuest,
             listener.Stop();
             // Once QEMU was asked to migrate, its migration ends (completed, failed or cancelled) before the next
             // command that needs it, whether this capture succeeded or not.
-            if (migrating && !captured) EndCaptureLater(step);
+            if (migrating && !endAwaited) EndCaptureLater(step);
         }
     }
 

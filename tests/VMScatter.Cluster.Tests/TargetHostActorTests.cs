@@ -155,11 +155,16 @@ public class TargetHostActorTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(V("vm-1"), source.ExpectMsg<VmResumedOnTarget>().VmId);
         // Its only VM runs here: the receiver closed in the same step. A start again is not "not received here".
         host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref);
+        // Nor once another receiver of the migration took a VM re-placed here (it does not hold vm-1).
+        var replaced = Prepare(id, listener, "vm-1", "vm-2");
+        host.Tell(new ExtendReceive(id, replaced.Keys, 0, replaced.Targets, [replaced.Vms[1]], source.Ref, 0), scheduler.Ref);
+        Assert.Null(scheduler.FishForMessage<ReceiverExtended>(_ => true, TimeSpan.FromSeconds(10)).Refusal);
+        host.Tell(new ResumeOnTarget(id, V("vm-1"), source.Ref), scheduler.Ref);
         // Asked after it (one mailbox): the answer comes once the second start was handled, and says it runs here.
         host.Tell(new QueryLanded(id, [V("vm-1")], source.Ref), scheduler.Ref);
         var landed = scheduler.FishForMessage<LandedState>(_ => true, TimeSpan.FromSeconds(10));
         Assert.Equal([V("vm-1")], landed.Running);
-        // No grant came back to the source, from either message (it was told before the answer, if at all).
+        // No grant came back to the source, from any of them (it was told before the answer, if at all).
         source.ExpectNoMsg(TimeSpan.FromMilliseconds(100));
         Assert.Equal(0, backend.Freed);
     }

@@ -112,8 +112,9 @@ public sealed partial class TargetHostActor : ReceiveActor, IWithTimers
         Receive<ResumeOnTarget>(m =>
         {
             var replyTo = Sender;
-            // Running here already, its receiver closed since: the grant is its, never handed back (the source would run it too).
-            if (_running.ContainsKey(m.VmId) && !_incoming.ContainsKey(m.MigrationId))
+            // Running here already (its receiver closed since, or another one took VMs re-placed here): the grant is
+            // its, never handed back (the source would run it too).
+            if (_running.ContainsKey(m.VmId))
             {
                 _log.Warning("Migration {0}: ignored a start of VM {1}, which runs here already", m.MigrationId, m.VmId);
                 return;

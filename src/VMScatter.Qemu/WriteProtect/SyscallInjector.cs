@@ -18,13 +18,11 @@ internal sealed unsafe class SyscallInjector
 {
     private readonly int _tid;
     private readonly Native.Regs _saved;
-    private readonly SafeFileHandle _memory;
 
-    private SyscallInjector(int tid, Native.Regs saved, SafeFileHandle memory)
+    private SyscallInjector(int tid, Native.Regs saved)
     {
         _tid = tid;
         _saved = saved;
-        _memory = memory;
     }
 
     /// <summary>
@@ -64,7 +62,7 @@ internal sealed unsafe class SyscallInjector
                 {
                     restore = true;
                     Checkpoint?.Invoke(InjectionPoint.Stopped, -1);
-                    return body(new SyscallInjector(tid, regs, memory));
+                    return body(new SyscallInjector(tid, regs));
                 }
                 released = true;
                 Release(tid, null, interruptStop ? 0 : signal);

@@ -82,8 +82,7 @@ public sealed class TracerKillTests(QemuFixture fixture, ITestOutputHelper outpu
         QemuFixture.AssertNothingLeft(settings);
     }
 
-    private static int UserfaultFds(int pid) =>
-        Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Count(f => { try { return (new FileInfo(f).LinkTarget ?? "").Contains("userfaultfd", StringComparison.Ordinal); } catch (IOException) { return false; } });
+    private static int UserfaultFds(int pid) => WriteProtectLogTests.OpenFiles(pid).Count(f => f.Contains("userfaultfd", StringComparison.Ordinal));
 
     private static string[] RamVmFlags(int pid, string ramFile) => WriteProtectLogTests.RamVmFlags(pid, ramFile);
 

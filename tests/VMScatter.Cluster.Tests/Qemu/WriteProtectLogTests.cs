@@ -212,7 +212,7 @@ public sealed class WriteProtectLogTests(QemuFixture fixture)
         return page;
     }
 
-    private static string[] OpenFiles(int pid) =>
+    internal static string[] OpenFiles(int pid) =>
         Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd").Select(f => { try { return new FileInfo(f).LinkTarget ?? ""; } catch (IOException) { return ""; } }).ToArray();
 
     /// <summary>The VmFlags of QEMU's mapping of the RAM file, from /proc/PID/smaps.</summary>
