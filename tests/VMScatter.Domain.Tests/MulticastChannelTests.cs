@@ -148,6 +148,50 @@ public class MulticastChannelTests
         }
     }
 
+    /// <summary>
+    /// A member that holds every datagram but never acknowledges the round's end (here it stops answering after the
+    /// last one; in a migration, one dropping 99 % of what arrives missed every repeat of the end) is the one to blame,
+    /// not "no one behind": the round could not end, and the caller must be able to name someone.
+    /// </summary>
+    [Fact]
+    public async Task A_member_holding_every_datagram_but_not_the_round_end_is_named_behind()
+    {
+        var options = Options(receiverTimeout: TimeSpan.FromSeconds(60));
+        var messages = Messages(50, 6);
+        var sinks = new[] { new Sink(), new Sink() };
+        var id = Guid.NewGuid();
+        var key = RandomNumberGenerator.GetBytes(FrameCodec.KeySize);
+        await using var sender = new MulticastSender(id, key, channel: 1, [0, 1], options);
+        var receivers = sinks.Select((s, i) => new MulticastReceiver(id, key, 1, i, sender.FeedbackEndPoint, options with { Seed = 20 + i }, s.Deliver)).ToArray();
+        bool quiet = false;
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            foreach (var m in messages) await sender.SendAsync(m, timeout.Token);
+            // Member 1 holds the whole stream (all delivered, so acknowledged once the sender has heard it), then goes quiet.
+            while (Delivered(sinks[1]) < messages.Count || sender.Behind().Count > 0) await Task.Delay(10, timeout.Token);
+            await receivers[1].DisposeAsync();
+            quiet = true;
+            using (var held = new CancellationTokenSource(TimeSpan.FromSeconds(1)))
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sender.EndRoundAsync(0, held.Token));
+            Assert.Equal([1], sender.Behind());
+            sender.Remove(1);
+            Assert.Empty(await sender.EndRoundAsync(0, timeout.Token));
+            Assert.Empty(sender.Behind());
+            AssertSame(messages, sinks[0].Got);
+        }
+        finally
+        {
+            await receivers[0].DisposeAsync();
+            if (!quiet) await receivers[1].DisposeAsync();
+        }
+    }
+
+    private static int Delivered(Sink sink)
+    {
+        lock (sink.Got) return sink.Got.Count;
+    }
+
     [Fact]
     public async Task Forged_and_malformed_datagrams_are_counted_and_change_nothing()
     {

@@ -37,6 +37,8 @@ public sealed class MulticastSender : IAsyncDisposable
     private readonly List<int> _dropped = new();
     private ulong _base;
     private ulong _next;
+    /// <summary>The round whose end is being announced (-1 before the first): a member that holds every datagram but has not acknowledged it is behind too.</summary>
+    private int _ending = -1;
     private long _windowBytes;
     private ulong _control;
     // Every receiver was heard from once (it joined the group): until then the stream waits, so a member that is told to
@@ -99,14 +101,16 @@ public sealed class MulticastSender : IAsyncDisposable
     /// The receivers furthest behind (the least acknowledged, when someone does not hold every datagram sent so far): for
     /// a sender that waited too long on a receiver that is alive (it acknowledges) but does not catch up, so the caller
     /// can decide they are lost. Only the furthest: on a busy host a healthy member may lag a little at that moment too,
-    /// and it gets another bound to catch up once the one holding everyone up is gone.
+    /// and it gets another bound to catch up once the one holding everyone up is gone. When every member holds every
+    /// datagram, those that have not acknowledged the round end being announced (a member that drops most of what
+    /// arrives may miss every repeat of it).
     /// </summary>
     public IReadOnlyList<int> Behind()
     {
         lock (_gate)
         {
             var behind = _peers.Where(p => p.Value.Acked < _next).ToArray();
-            if (behind.Length == 0) return [];
+            if (behind.Length == 0) return _peers.Where(p => p.Value.Round < _ending).Select(p => p.Key).Order().ToArray();
             ulong least = behind.Min(p => p.Value.Acked);
             return behind.Where(p => p.Value.Acked == least).Select(p => p.Key).Order().ToArray();
         }
@@ -205,6 +209,7 @@ public sealed class MulticastSender : IAsyncDisposable
         lock (_gate)
         {
             count = _next;
+            _ending = Math.Max(_ending, round);
             datagram = new byte[FrameHeader.Size + 12];
             FrameCodec.Encode(FrameType.ChannelRoundEnd, _migrationId, MulticastWire.SenderControlBit | _control++, MulticastWire.RoundEnd(round, count), _key, datagram);
         }
