@@ -472,6 +472,8 @@ public class ClusterIntegrationTests
         {
             SourceVms = fleet, Targets = 2, TargetCapacityBytes = 2 * Model.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
             TargetBackendFor = _ => new RefusingBackend(V("vm-001")),
+            // As the suite's node processes run: serializers compiled where first used, neither at start nor when the migration begins.
+            ExtraHocon = NodeProcess.TestNodeHocon,
         });
         var (outcome, events) = await Migrate(cluster, TestConfig.Options(GroupTransport.FanOut), 2);
 
@@ -485,5 +487,6 @@ public class ClusterIntegrationTests
         Assert.All(report.PerVm.Where(v => v.Id != "vm-001"), v => Assert.True(v.HandedOver));
         Assert.Equal(VmRunState.Running, fleet.Single(v => v.Description.Id == V("vm-001")).State);
         Assert.All(fleet.Where(v => v.Description.Id != V("vm-001")), v => Assert.Equal(VmRunState.Stopped, v.State));
+        Assert.All(cluster.Targets.Append(cluster.Source).Append(cluster.Scheduler), node => Assert.False(SerializerWarmup.IsWarm(node.System), node.HostId.Value));
     }
 }

@@ -122,7 +122,8 @@ public sealed class VmScatterNode : IAsyncDisposable
             }
             // Before any actor records: instruments nobody listens to yet drop what they are given.
             metrics.Export(metricsSettings, hostId, options.Roles.Contains("scheduler"));
-            await Task.Run(() => Serialization.SerializerWarmup.Run(system, (type, e) => system.Log.Debug("Serializer warm-up skipped {0}: {1}", type.Name, e.Message)), cancellationToken).ConfigureAwait(false);
+            if (Serialization.SerializerWarmupSettings.From(config) == Serialization.SerializerWarmupPolicy.AtStart)
+                await Task.Run(() => Serialization.SerializerWarmup.Run(system, (type, e) => system.Log.Debug("Serializer warm-up skipped {0}: {1}", type.Name, e.Message)), cancellationToken).ConfigureAwait(false);
 
             if (options.Roles.Contains("scheduler"))
             {

@@ -24,13 +24,14 @@ public static class SerializerWarmup
 
     /// <summary>
     /// When a migration begins: warms again, off the actor thread, only if the system's Serialization was replaced
-    /// since (an extension loaded late); says so, since it costs CPU the migration needs.
+    /// since (an extension loaded late) and the node warms at start (<see cref="SerializerWarmupPolicy.AtStart"/>);
+    /// says so, since it costs CPU the migration needs. Returns that warm-up, or null when none was needed.
     /// </summary>
-    public static void EnsureWarm(ActorSystem system)
+    public static Task<int>? EnsureWarm(ActorSystem system)
     {
-        if (IsWarm(system)) return;
+        if (IsWarm(system) || SerializerWarmupSettings.From(system.Settings.Config) == SerializerWarmupPolicy.OnFirstUse) return null;
         system.Log.Warning("Serializers were not warm (the system's Serialization was replaced after start-up); warming them now");
-        _ = Task.Run(() => Run(system));
+        return Task.Run(() => Run(system));
     }
 
     public static int Run(ActorSystem system, Action<Type, Exception>? skipped = null)
