@@ -22,8 +22,9 @@ public class ChaosTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             Runs = 1, Kills = [ChaosRole.Target], Seed = 3, Targets = 3, PostgresConnectionString = Postgres, WorkDirectory = work,
             VmscatterDll = Path.Combine(AppContext.BaseDirectory, "vmscatter.dll"), Log = output.WriteLine,
-            // Every node on this machine: membership ticks 5x as often (failure detection as the harness sets it).
-            ExtraHocon = Hosting.LocalClusterOptions.FastMembership + "\n" + NodeProcess.TestNodeHocon,
+            // Every node on this machine, as the suite's node processes: membership ticks 5x as often (failure detection
+            // as the harness sets it), serializers compiled on first use.
+            ExtraHocon = NodeProcess.SuiteNodeHocon,
         });
         foreach (var f in summary.Failures) output.WriteLine($"run {f.Run}: {f.Invariant}: {f.Detail} (logs {f.Logs})");
         Assert.Equal(1, summary.Runs);

@@ -49,15 +49,19 @@ public sealed class NodeProcess : IAsyncDisposable
     /// </summary>
     public const string TestNodeHocon = "vmscatter.node.serializer-warmup = on-first-use";
 
+    /// <summary>What every node process of the suite runs with, before a test's own configuration (also for harnesses that start nodes themselves).</summary>
+    public static readonly string SuiteNodeHocon = Hosting.LocalClusterOptions.FastMembership + "\n" + TestNodeHocon;
+
     /// <summary>
     /// The nodes of a test cluster all run on this machine: they take <see cref="Hosting.LocalClusterOptions.FastMembership"/>'s
     /// membership ticks (join and leave in a fraction of Akka's 1 s ticks; failure detection unchanged) and
-    /// <see cref="TestNodeHocon"/>, followed by the test's own --config, which wins where both set a value.
+    /// <see cref="TestNodeHocon"/> (together <see cref="SuiteNodeHocon"/>), followed by the test's own --config, which
+    /// wins where both set a value.
     /// </summary>
     private static string[] WithFastMembership(string[] args, string config)
     {
         int i = Array.IndexOf(args, "--config");
-        File.WriteAllText(config, Hosting.LocalClusterOptions.FastMembership + "\n" + TestNodeHocon + "\n" + (i >= 0 ? File.ReadAllText(args[i + 1]) : ""));
+        File.WriteAllText(config, SuiteNodeHocon + "\n" + (i >= 0 ? File.ReadAllText(args[i + 1]) : ""));
         if (i < 0) return [.. args, "--config", config];
         var merged = args.ToArray();
         merged[i + 1] = config;
