@@ -116,36 +116,21 @@ public class DowntimePromiseTests
     /// A synthetic guest that writes <c>pages</c> fresh pages as it is asked to pause, the first <c>bursts</c> times:
     /// its dirty rate jumps after the stop-and-copy was decided on the rest collected before, and the pause finds it.
     /// </summary>
-    private sealed class BurstingVm(SyntheticVm vm, int pages, int bursts) : IMigratableVm, IDirectPageAccess, IWriteLoggedGuest
+    private sealed class BurstingVm(SyntheticVm vm, int pages, int bursts) : ForwardingVm(vm)
     {
         private int _burstsWritten;
 
         public int BurstsWritten => Volatile.Read(ref _burstsWritten);
-        public VmDescription Description => vm.Description;
-        public VmRunState State => vm.State;
-        public int PageCount => vm.PageCount;
-        public void ReadPage(int index, Span<byte> destination) => vm.ReadPage(index, destination);
-        public bool TryGetPage(int index, out ReadOnlySpan<byte> page) => vm.TryGetPage(index, out page);
-        public bool IsDirty(int page) => vm.IsDirty(page);
-        public int LogGeneration => vm.LogGeneration;
-        public bool UnwrittenSince(int page, int generation) => vm.UnwrittenSince(page, generation);
-        public void StartDirtyLogging() => vm.StartDirtyLogging();
-        public int[] CollectDirtyPages() => vm.CollectDirtyPages();
-        public Task ResumeAsync(CancellationToken cancellationToken = default) => vm.ResumeAsync(cancellationToken);
-        public Task StopAsync(CancellationToken cancellationToken = default) => vm.StopAsync(cancellationToken);
-        public Task<byte[]> CaptureDeviceStateAsync(CancellationToken cancellationToken = default) => vm.CaptureDeviceStateAsync(cancellationToken);
-        public ValueTask DisposeAsync() => vm.DisposeAsync();
 
-        public Task PauseAsync(CancellationToken cancellationToken = default)
+        public override Task PauseAsync(CancellationToken cancellationToken = default)
         {
             int burst = _burstsWritten;
             if (burst < bursts)
             {
-                // Fresh contents (nothing to deduplicate against): every page goes on the wire.
-                for (int p = 0; p < pages; p++) vm.WritePageContent(p, PageContent.Key(PageContent.Kind.Unique, 0x5EED + burst, p));
+                WriteFresh(pages, 0x5EED + burst);
                 Interlocked.Increment(ref _burstsWritten);
             }
-            return vm.PauseAsync(cancellationToken);
+            return Inner.PauseAsync(cancellationToken);
         }
     }
 }

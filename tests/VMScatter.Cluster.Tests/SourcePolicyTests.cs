@@ -14,8 +14,10 @@ namespace VMScatter.Cluster.Tests;
 /// <summary>The source migration's decisions, as pure functions of what it measured.</summary>
 public class SourcePolicyTests
 {
-    // 300 ms target, 50 ms kept for the handover: 250 ms to send. At 100 MiB/s raw, 250 ms is 6,400 pages.
-    private static readonly ConvergencePolicy Policy = new(MaxRounds: 8, DowntimeTargetMs: 300, HandoverReserve: TimeSpan.FromMilliseconds(50), HoldBackAllowed: true);
+    // 300 ms target, 50 ms kept for the handover: 250 ms to send. At 100 MiB/s raw, 250 ms is 6,400 pages. A pause
+    // floor at the send budget never asks for a round to shorten a pause that fits (see the floor's own tests).
+    private static readonly ConvergencePolicy Policy = new(MaxRounds: 8, DowntimeTargetMs: 300, HandoverReserve: TimeSpan.FromMilliseconds(50), HoldBackAllowed: true,
+        PauseSendFloor: TimeSpan.FromMilliseconds(250));
     private const double Rate = 100 << 20;
 
     private static ConvergenceInput Input(int dirty, int deferred = 0, int waveRounds = 1, double wirePerPage = 1, double dirtySeconds = 1) =>
@@ -56,6 +58,40 @@ public class SourcePolicyTests
         Assert.False(Policy.Decide(Input(100_000, waveRounds: 6)).StopAndCopy);
         // The handover reserve never takes more than three quarters of the target.
         Assert.Equal(25, (Policy with { DowntimeTargetMs = 100, HandoverReserve = TimeSpan.FromSeconds(1) }).SendBudgetMs);
+    }
+
+    [Fact]
+    public void A_rest_that_fits_but_sends_longer_than_the_floor_gets_one_more_round_when_that_round_is_expected_to_halve_it()
+    {
+        var floored = Policy with { PauseSendFloor = TimeSpan.FromMilliseconds(10) };
+        // 1,000 pages: 39 ms to send. Dirtied in 0.4 s (2,500 pages/s) by a wave round that carried 14,000 (29 µs a
+        // page, faster than the link): the next round takes the link's 39 ms and should leave ~98.
+        var input = Input(1_000, dirtySeconds: 0.4) with { PreviousRoundPages = 14_000 };
+        var shorter = floored.Decide(input);
+        Assert.Equal((false, true, 1_000), (shorter.StopAndCopy, shorter.Fits, shorter.PagesThisRound));
+        Assert.EndsWith("; one more pre-copy round first, expected to leave ≈ 98 pages (≈ 4 ms) for the pause", shorter.Account);
+        // A last round slower than the link (its cores the limit: 0.4 s for 4,000 pages, 100 µs a page) counts at its
+        // own pace: 0.1 s, ~250 pages expected.
+        Assert.EndsWith("≈ 250 pages (≈ 10 ms) for the pause", floored.Decide(input with { PreviousRoundPages = 4_000 }).Account);
+        // Under the floor (256 pages: 10 ms), there is little left to win: stop and copy.
+        Assert.True(floored.Decide(Input(256, dirtySeconds: 0.4) with { PreviousRoundPages = 14_000 }).StopAndCopy);
+        Assert.False(floored.Decide(Input(257, dirtySeconds: 0.4) with { PreviousRoundPages = 14_000 }).StopAndCopy);
+        // The wave's first round (no previous wave round: round 0 carried everything) may shorten too.
+        Assert.False(floored.Decide(input with { PreviousRoundPages = null }).StopAndCopy);
+        // The last round did not halve what was left (a working set rewritten as fast as it goes): at its pace the next
+        // would not either. Stop and copy.
+        Assert.True(floored.Decide(input with { PreviousRoundPages = 1_999 }).StopAndCopy);
+        Assert.False(floored.Decide(input with { PreviousRoundPages = 2_000 }).StopAndCopy);
+        // Guests dirtying fast enough to refill half of it during the round: stop and copy.
+        Assert.True(floored.Decide(input with { DirtySeconds = 0.05 }).StopAndCopy);
+        // Never past the round limit, nor with a guest its hypervisor stopped, nor when the rest does not fit at all.
+        Assert.Equal((true, true), (floored.Decide(input with { WaveRounds = 7 }).StopAndCopy, floored.Decide(input with { WaveRounds = 7 }).Fits));
+        Assert.True(floored.Decide(input with { StoppedGuests = 1 }).StopAndCopy);
+        var over = floored.Decide(Input(7_000, dirtySeconds: 10));
+        Assert.Equal((false, false), (over.StopAndCopy, over.Fits));
+        Assert.DoesNotContain("one more pre-copy round first", over.Account);
+        // At the send budget the floor never shortens: the policy of the tests above.
+        Assert.True(Policy.Decide(input).StopAndCopy);
     }
 
     [Fact]

@@ -189,6 +189,7 @@ public sealed partial class SourceMigrationActor
         {
             _waveRounds++;
             _firstWaveRound = false;
+            _previousWavePages = _pagesInRound;
             CollectWaveDirtyPages();
         }
     }
@@ -245,8 +246,10 @@ public sealed partial class SourceMigrationActor
                 WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : "")
             {
                 StoppedGuests = _stoppedInRound,
+                PreviousRoundPages = _firstWaveRound ? null : _previousWavePages,
             };
             var decision = _policy.Decide(input);
+            _log.Debug("Migration {0}: {1}", _migrationId, decision.Account);
             _account.WaveDecided(decision, _waveRounds);
             // A stop-and-copy decided as fitting is checked again against what its pause finds (see MaybeHashed).
             _decided = decision.StopAndCopy && decision.Fits ? input : null;
@@ -324,6 +327,7 @@ public sealed partial class SourceMigrationActor
         }
         if (check.AnotherRound)
         {
+            _pagesInRound = pages;
             _stopAndCopy = false;
             _finalRoundOpen = false;
             ResumeHeldOrphans();

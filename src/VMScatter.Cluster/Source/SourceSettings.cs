@@ -17,7 +17,8 @@ public sealed record SourceSettings(
     TimeSpan RegistrationInterval,
     DataPlaneOptions DataPlane,
     TimeSpan HandoverReserve,
-    TimeSpan DecisionTimeout)
+    TimeSpan DecisionTimeout,
+    TimeSpan PauseSendFloor)
 {
     public static SourceSettings From(Config config) => new(
         config.GetInt("vmscatter.source.dedup-shards"),
@@ -27,7 +28,8 @@ public sealed record SourceSettings(
         config.GetTimeSpan("vmscatter.source.registration-interval"),
         DataPlaneSettings.From(config),
         config.GetTimeSpan("vmscatter.source.handover-reserve"),
-        config.GetTimeSpan("vmscatter.source.decision-timeout"));
+        config.GetTimeSpan("vmscatter.source.decision-timeout"),
+        config.GetTimeSpan("vmscatter.source.pause-send-floor"));
 }
 
 public static class DataPlaneSettings
