@@ -1,4 +1,5 @@
 using Akka.Actor;
+using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Source;
 using VMScatter.DataPlane.Source;
@@ -92,6 +93,14 @@ public class SourcePolicyTests
         Assert.DoesNotContain("one more pre-copy round first", over.Account);
         // At the send budget the floor never shortens: the policy of the tests above.
         Assert.True(Policy.Decide(input).StopAndCopy);
+    }
+
+    [Fact]
+    public void The_pause_floor_is_10_ms_unless_configured()
+    {
+        // (HOCON has no negative durations: Akka's parser refuses "-5ms" itself.)
+        Assert.Equal(TimeSpan.FromMilliseconds(10), SourceSettings.From(NodeConfig.Build(null, "")).PauseSendFloor);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), SourceSettings.From(NodeConfig.Build(null, "vmscatter.source.pause-send-floor = 250ms")).PauseSendFloor);
     }
 
     [Fact]
