@@ -130,6 +130,7 @@ public class SourcePolicyTests
         account.WaveDecided(new ConvergenceDecision(true, true, false, 10, "converged after 1 pre-copy rounds"), 1);
         account.RoundPlanned(10);
         account.PauseChecked(new PauseCheck(false, true, "the pause found 900: one more pre-copy round"), 900);
+        Assert.Equal(900, account.LastRoundPages); // what the wave's next decision takes as its previous round
         account.WaveDecided(new ConvergenceDecision(true, true, false, 5, "converged after 2 pre-copy rounds"), 2);
         account.RoundPlanned(5);
         account.PauseChecked(new PauseCheck(true, false, "fits"), 7);

@@ -45,6 +45,9 @@ public sealed class RoundAccounting(double assumedRateBytesPerSecond, VmScatterM
     public long GroupSwitches { get; private set; }
     public long GroupSwitchesLowerBound { get; private set; }
 
+    /// <summary>Pages the last planned round carried (for a stop-and-copy checked again at its pause, the rest that pause found).</summary>
+    public int LastRoundPages => _dirtyPerRound.Count > 0 ? _dirtyPerRound[^1] : 0;
+
     public void RoundPlanned(int pages)
     {
         _dirtyPerRound.Add(pages);

@@ -189,7 +189,6 @@ public sealed partial class SourceMigrationActor
         {
             _waveRounds++;
             _firstWaveRound = false;
-            _previousWavePages = _pagesInRound;
             CollectWaveDirtyPages();
         }
     }
@@ -246,7 +245,7 @@ public sealed partial class SourceMigrationActor
                 WaveLabel: _waves.Count > 1 ? $"wave {_wave.Index + 1} of {_waves.Count}: " : "")
             {
                 StoppedGuests = _stoppedInRound,
-                PreviousRoundPages = _firstWaveRound ? null : _previousWavePages,
+                PreviousRoundPages = _firstWaveRound ? null : _account.LastRoundPages,
             };
             var decision = _policy.Decide(input);
             _log.Debug("Migration {0}: {1}", _migrationId, decision.Account);
@@ -327,7 +326,6 @@ public sealed partial class SourceMigrationActor
         }
         if (check.AnotherRound)
         {
-            _pagesInRound = pages;
             _stopAndCopy = false;
             _finalRoundOpen = false;
             ResumeHeldOrphans();

@@ -74,7 +74,6 @@ public sealed partial class SourceMigrationActor : ReceiveActor, IWithTimers
     /// <summary>What a stop-and-copy that fitted was decided on, until its pause's rest is checked against it.</summary>
     private ConvergenceInput? _decided;
     private bool _firstWaveRound;
-    private int _previousWavePages; // pages the wave's last round carried (its first round: not yet one)
     /// <summary>Targets still receiving: each gets every round's end until its wave's stop-and-copy round.</summary>
     private ulong _activeTargets;
     /// <summary>When the VMs' dirty logs were last collected all together (round 0, or set-aside): a wave's first dirty rate is measured from there.</summary>
