@@ -14,7 +14,7 @@ public sealed class SerializerWarmupSettingsTests
         Assert.Equal(SerializerWarmupPolicy.AtStart, SerializerWarmupSettings.From(NodeConfig.Build(null, "")));
         Assert.Equal(SerializerWarmupPolicy.OnFirstUse, SerializerWarmupSettings.From(NodeConfig.Build(null, NodeProcess.TestNodeHocon)));
         var e = Assert.Throws<ConfigurationException>(() => SerializerWarmupSettings.From(NodeConfig.Build(null, "vmscatter.node.serializer-warmup = sometimes")));
-        Assert.Equal("vmscatter.node.serializer-warmup must be at-start or on-first-use (got 'sometimes')", e.Message);
+        Assert.Equal("vmscatter.node.serializer-warmup must be one of at-start, on-first-use (got 'sometimes')", e.Message);
     }
 
     [Theory]

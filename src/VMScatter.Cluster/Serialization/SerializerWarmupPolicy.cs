@@ -17,10 +17,7 @@ public static class SerializerWarmupSettings
 {
     public const string Path = "vmscatter.node.serializer-warmup";
 
-    public static SerializerWarmupPolicy From(Config config) => config.GetString(Path, "at-start") switch
-    {
-        "at-start" => SerializerWarmupPolicy.AtStart,
-        "on-first-use" => SerializerWarmupPolicy.OnFirstUse,
-        var other => throw new ConfigurationException($"{Path} must be at-start or on-first-use (got '{other}')"),
-    };
+    /// <summary>The setting, spelled as every policy setting is (<see cref="Source.DataPlaneSettings.Choice{T}"/>); at-start where a configuration lacks it.</summary>
+    public static SerializerWarmupPolicy From(Config config) =>
+        config.HasPath(Path) ? Source.DataPlaneSettings.Choice<SerializerWarmupPolicy>(config, Path) : SerializerWarmupPolicy.AtStart;
 }
