@@ -1,5 +1,3 @@
-using VMScatter.Cluster.Console;
-using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Cluster.Scheduler;
 using VMScatter.Domain;
@@ -16,33 +14,16 @@ namespace VMScatter.Cluster.Tests;
 /// </summary>
 public class DowntimePromiseTests
 {
-    // Idle guests: the first decision after round 0 always stops and copies.
-    private static readonly SyntheticGuestModel Idle = new() { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 0, WritableWorkingSetPages = 256 };
     private const int TargetMs = 100;
     // 1,500 fresh 4 KiB pages at 100 Mbit/s: ~490 ms to send, ten times the 50 ms send budget of a 100 ms target.
     private const int BurstPages = 1_500;
 
-    private static async Task<MigrationReport> MigrateAsync(IReadOnlyList<IMigratableVm> vms, MigrationOptions options)
-    {
-        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
-        {
-            SourceVms = vms, Targets = 1, TargetCapacityBytes = 4 * Idle.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
-        });
-        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 1, TimeSpan.FromSeconds(30));
-        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options), _ => { }, TimeSpan.FromSeconds(30));
-        return outcome.Report!;
-    }
-
     private static MigrationOptions Options(int maxRounds = 8, NonConvergencePolicy policy = NonConvergencePolicy.Force) =>
-        // One wave of all targets: nothing is deferred past round 0, so the first decision stops and copies.
+        // One wave of all targets and idle guests: nothing is deferred past round 0, so the first decision stops and copies.
         TestConfig.Options() with
         {
             DowntimeTargetMs = TargetMs, LinkBitsPerSecond = 100_000_000, MaxRounds = maxRounds, NonConvergence = policy, Handover = HandoverMode.Together,
         };
-
-    private static string Describe(MigrationReport r) =>
-        $"{r.Rounds} rounds, pages {string.Join("/", r.DirtyPagesPerRound)}, pauses {string.Join("/", r.PerVm.Select(v => v.DowntimeMs))} ms; {r.Convergence}; {r.Error}";
 
     /// <summary>The promise, whatever else happened: converged means every pause handed over was within the target.</summary>
     private static void AssertPromiseKept(MigrationReport report)
@@ -68,14 +49,14 @@ public class DowntimePromiseTests
     [Fact]
     public async Task A_burst_of_writes_as_the_stop_and_copy_begins_makes_it_one_more_pre_copy_round()
     {
-        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, Idle, 41));
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, OneTargetRun.Idle, 41));
         var bursting = new BurstingVm(fleet[0], BurstPages, bursts: 1);
-        var report = await MigrateAsync([bursting, fleet[1]], Options());
+        var report = await OneTargetRun.MigrateAsync([bursting, fleet[1]], Options());
 
         Assert.True(report.Verified, TestConfig.Why(report));
         Assert.Equal(1, bursting.BurstsWritten);
         // Round 0, the stop-and-copy that found the burst at its pause and went as a pre-copy round, the real one.
-        Assert.True(3 == report.Rounds, Describe(report));
+        Assert.True(3 == report.Rounds, OneTargetRun.Describe(report));
         Assert.True(report.DirtyPagesPerRound[^2] >= BurstPages, string.Join("/", report.DirtyPagesPerRound));
         Assert.True(report.DirtyPagesPerRound[^1] < BurstPages, string.Join("/", report.DirtyPagesPerRound));
         Assert.Matches($@"the pause after 1 pre-copy rounds found \d{{4,}} dirty pages \(decided on \d+\), ≈ \d+ ms to send against 50 ms of a {TargetMs} ms target: the VMs run again and it goes as one more pre-copy round", report.Convergence);
@@ -88,12 +69,12 @@ public class DowntimePromiseTests
     {
         foreach (var policy in new[] { NonConvergencePolicy.Force, NonConvergencePolicy.Abort })
         {
-            var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, Idle, 43));
+            var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, OneTargetRun.Idle, 43));
             var bursting = new BurstingVm(fleet[0], BurstPages, bursts: int.MaxValue);
-            var report = await MigrateAsync([bursting, fleet[1]], Options(maxRounds: 3, policy));
+            var report = await OneTargetRun.MigrateAsync([bursting, fleet[1]], Options(maxRounds: 3, policy));
 
             // The first pause ran as a pre-copy round; the second is at the limit (3 rounds): it cannot be put off.
-            Assert.True(2 == bursting.BurstsWritten, Describe(report));
+            Assert.True(2 == bursting.BurstsWritten, OneTargetRun.Describe(report));
             Assert.False(report.Converged);
             if (policy == NonConvergencePolicy.Force)
             {

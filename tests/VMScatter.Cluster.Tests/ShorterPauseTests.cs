@@ -1,5 +1,3 @@
-using VMScatter.Cluster.Console;
-using VMScatter.Cluster.Hosting;
 using VMScatter.Cluster.Protocol;
 using VMScatter.Domain;
 using VMScatter.Domain.Reports;
@@ -15,33 +13,23 @@ namespace VMScatter.Cluster.Tests;
 /// </summary>
 public class ShorterPauseTests
 {
-    private static readonly SyntheticGuestModel Idle = new() { MemoryBytes = 8L << 20, DirtyPagesPerSecond = 0, WritableWorkingSetPages = 256 };
     // A 100 ms target keeps 50 ms to send. 1,800 fresh pages do not fit it (about 0.6 s at 100 Mbit/s uncompressed):
     // a pre-copy round. The 100 written while it runs fit (a 18th of that) and are over a 1 ms floor.
     private static readonly int[] Writes = [1_800, 100];
 
     private static async Task<MigrationReport> MigrateAsync(TimeSpan floor)
     {
-        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, Idle, 47));
+        var fleet = SyntheticFleet.Create(new SyntheticFleetSpec(2, OneTargetRun.Idle, 47));
         var writing = new WritingVm(fleet[0], Writes);
-        await using var cluster = await LocalCluster.StartAsync(new LocalClusterOptions
-        {
-            SourceVms = [writing, fleet[1]], Targets = 1, TargetCapacityBytes = 4 * Idle.MemoryBytes, JournalConnectionString = TestConfig.TempJournal(),
-            ExtraHocon = $"vmscatter.source.pause-send-floor = {floor.TotalMilliseconds}ms",
-        });
-        await MigrationClient.WaitForHostsAsync(cluster.Scheduler.SchedulerProxy, 1, 1, TimeSpan.FromSeconds(30));
         // Without pages set aside during round 0, every collection after it is a round's decision.
         var options = TestConfig.Options() with
         {
             DowntimeTargetMs = 100, LinkBitsPerSecond = 100_000_000, MaxRounds = 8, Handover = HandoverMode.Together, SetAsideDirty = false,
         };
-        var outcome = await MigrationClient.RunAsync(cluster.Scheduler.System, cluster.Scheduler.SchedulerProxy,
-            new StartMigration(MigrationId.New(), cluster.Source.HostId, [], [], options), _ => { }, TimeSpan.FromSeconds(30));
+        var report = await OneTargetRun.MigrateAsync([writing, fleet[1]], options, $"vmscatter.source.pause-send-floor = {floor.TotalMilliseconds}ms");
         Assert.All(fleet, vm => Assert.Equal(VmRunState.Stopped, vm.State));
-        return outcome.Report!;
+        return report;
     }
-
-    private static string Describe(MigrationReport r) => $"{r.Rounds} rounds, pages {string.Join("/", r.DirtyPagesPerRound)}; {r.Convergence}; {r.Error}";
 
     [Fact]
     public async Task A_rest_over_the_floor_goes_in_one_more_pre_copy_round_and_the_pause_sends_only_what_that_round_left()
@@ -49,14 +37,14 @@ public class ShorterPauseTests
         var report = await MigrateAsync(TimeSpan.FromMilliseconds(1));
         Assert.True(report.Verified, TestConfig.Why(report));
         // Round 0, the 1,800 pages, the 100 in a round of their own, then a stop-and-copy with nothing written since.
-        Assert.True(report.Rounds == 4, Describe(report));
-        Assert.True(report.DirtyPagesPerRound[2] >= Writes[1] && report.DirtyPagesPerRound[3] < Writes[1], Describe(report));
+        Assert.True(report.Rounds == 4, OneTargetRun.Describe(report));
+        Assert.True(report.DirtyPagesPerRound[2] >= Writes[1] && report.DirtyPagesPerRound[3] < Writes[1], OneTargetRun.Describe(report));
         Assert.StartsWith("converged after 3 pre-copy rounds", report.Convergence);
 
         // With the floor at the send budget a pause only has to fit: the 100 pages go in the stop-and-copy.
         var within = await MigrateAsync(TimeSpan.FromMilliseconds(50));
         Assert.True(within.Verified, TestConfig.Why(within));
-        Assert.True(within.Rounds == 3 && within.DirtyPagesPerRound[2] >= Writes[1], Describe(within));
+        Assert.True(within.Rounds == 3 && within.DirtyPagesPerRound[2] >= Writes[1], OneTargetRun.Describe(within));
         Assert.StartsWith("converged after 2 pre-copy rounds", within.Convergence);
     }
 
